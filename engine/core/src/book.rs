@@ -1,0 +1,538 @@
+//! The Offer Orders List: offers, the IPs they hold with their calendars, and the ordered
+//! indexes the matcher walks (cheapest first, then oldest).
+//!
+//! Every IP has one calendar, whichever offer holds it, and is in at most one live offer. Inside
+//! an offer each IP sits in exactly one of four places, by the shape of its calendar: `idle`
+//! (no booking), the two `busy_*` indexes (exclusive and gap-free: admits `[s, e)` iff
+//! `e <= first_start` or `s >= free_from`), or `irregular` (checked booking by booking).
+//! An offer with idle or irregular IPs is `open` in its country's price index; one whose IPs are
+//! all simple-busy is `saturated` and indexed by when it frees up, so a full offer costs nothing
+//! to requests it cannot serve.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
+
+use crate::calendar::{Booking, Calendar, Shape};
+use crate::country::{COUNTRY_COUNT, Country};
+use crate::depth::{DepthCounters, DepthKey};
+use crate::error::EngineError;
+use crate::order::OfferSpec;
+use crate::types::{Address, Amount, DealId, IpKind, OfferId, ProtocolSet, Timestamp, Window};
+
+/// One IP the engine knows, with its calendar.
+#[derive(Clone, Debug)]
+pub(crate) struct IpSlot {
+    pub(crate) addr: IpAddr,
+    pub(crate) owner: Address,
+    /// The live offer holding it and its position there.
+    pub(crate) home: Option<(OfferId, u32)>,
+    pub(crate) calendar: Calendar,
+    shape: Shape,
+}
+
+/// An offer in the book.
+#[derive(Clone, Debug)]
+pub struct Offer {
+    /// Its id (smaller is older).
+    pub id: OfferId,
+    /// Its provider.
+    pub provider: Address,
+    /// Country of its IPs.
+    pub country: Country,
+    /// Region, if given.
+    pub region: Option<String>,
+    /// City, if given.
+    pub city: Option<String>,
+    /// ASN of its IPs.
+    pub asn: u32,
+    /// Kind of its IPs.
+    pub kind: IpKind,
+    /// Protocols served.
+    pub protocols: ProtocolSet,
+    /// Availability window.
+    pub window: Window,
+    /// Shortest lease, seconds.
+    pub min_lease: u64,
+    /// Longest lease, seconds.
+    pub max_lease: u64,
+    /// Price per IP-second.
+    pub price: Amount,
+    /// Tenants per IP.
+    pub tenants: u16,
+    pub(crate) slots: Vec<u32>,
+    pub(crate) idle: BTreeSet<u32>,
+    pub(crate) busy_by_free: BTreeSet<(Timestamp, u32)>,
+    pub(crate) busy_by_start: BTreeSet<(Timestamp, u32)>,
+    pub(crate) irregular: BTreeSet<u32>,
+    placement: Placement,
+}
+
+impl Offer {
+    /// How many IPs the offer holds.
+    pub fn ip_count(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    /// How many of them have no booking at all.
+    pub fn idle_count(&self) -> u32 {
+        self.idle.len() as u32
+    }
+
+    fn depth_key(&self) -> DepthKey {
+        DepthKey {
+            country: self.country,
+            kind: self.kind,
+            protocols: self.protocols,
+            price: self.price,
+        }
+    }
+
+    fn wanted_placement(&self) -> Placement {
+        if !self.idle.is_empty() || !self.irregular.is_empty() {
+            return Placement::Open;
+        }
+        match (self.busy_by_free.first(), self.busy_by_start.last()) {
+            (Some((free_from, _)), Some((first_start, _))) => Placement::Saturated {
+                earliest_free: *free_from,
+                latest_start: *first_start,
+            },
+            _ => Placement::Nowhere,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    Nowhere,
+    Open,
+    Saturated {
+        earliest_free: Timestamp,
+        latest_start: Timestamp,
+    },
+}
+
+/// Price-ordered offer ids of one market (a country, or all of them).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OfferIndex {
+    pub(crate) open: BTreeSet<(Amount, OfferId)>,
+    pub(crate) saturated_by_free: BTreeSet<(Timestamp, OfferId)>,
+    pub(crate) saturated_by_start: BTreeSet<(Timestamp, OfferId)>,
+}
+
+impl OfferIndex {
+    fn apply(&mut self, price: Amount, id: OfferId, placement: Placement, insert: bool) {
+        match placement {
+            Placement::Nowhere => {}
+            Placement::Open => {
+                if insert {
+                    self.open.insert((price, id));
+                } else {
+                    self.open.remove(&(price, id));
+                }
+            }
+            Placement::Saturated {
+                earliest_free,
+                latest_start,
+            } => {
+                if insert {
+                    self.saturated_by_free.insert((earliest_free, id));
+                    self.saturated_by_start.insert((latest_start, id));
+                } else {
+                    self.saturated_by_free.remove(&(earliest_free, id));
+                    self.saturated_by_start.remove(&(latest_start, id));
+                }
+            }
+        }
+    }
+
+    /// Offers that might hold an IP free over `[start, end)` at a price up to `max_price`,
+    /// cheapest then oldest first.
+    pub(crate) fn candidates(
+        &self,
+        start: Timestamp,
+        end: Timestamp,
+        max_price: Amount,
+        price_of: impl Fn(OfferId) -> Amount,
+    ) -> impl Iterator<Item = OfferId> + '_ {
+        let mut freeing: Vec<(Amount, OfferId)> = self
+            .saturated_by_free
+            .range(..=(start, OfferId(u64::MAX)))
+            .map(|(_, id)| *id)
+            .chain(
+                self.saturated_by_start
+                    .range((end, OfferId(0))..)
+                    .map(|(_, id)| *id),
+            )
+            .map(|id| (price_of(id), id))
+            .filter(|(price, _)| *price <= max_price)
+            .collect();
+        freeing.sort_unstable();
+        freeing.dedup();
+        let open = self.open.range(..=(max_price, OfferId(u64::MAX))).copied();
+        MergeAscending {
+            left: open.peekable(),
+            right: freeing.into_iter().peekable(),
+        }
+        .map(|(_, id)| id)
+    }
+}
+
+struct MergeAscending<L: Iterator, R: Iterator> {
+    left: std::iter::Peekable<L>,
+    right: std::iter::Peekable<R>,
+}
+
+impl<T: Ord, L: Iterator<Item = T>, R: Iterator<Item = T>> Iterator for MergeAscending<L, R> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        match (self.left.peek(), self.right.peek()) {
+            (Some(l), Some(r)) if r < l => self.right.next(),
+            (Some(_), _) => self.left.next(),
+            (None, _) => self.right.next(),
+        }
+    }
+}
+
+/// The Offer Orders List with its IPs and indexes.
+#[derive(Clone, Debug)]
+pub(crate) struct OfferBook {
+    pub(crate) offers: std::collections::BTreeMap<OfferId, Offer>,
+    pub(crate) slots: Vec<Option<IpSlot>>,
+    free_slots: Vec<u32>,
+    by_addr: FxHashMap<IpAddr, u32>,
+    pub(crate) by_country: Vec<OfferIndex>,
+    pub(crate) all: OfferIndex,
+    pub(crate) by_provider: BTreeSet<(Address, OfferId)>,
+    pub(crate) depth: DepthCounters,
+}
+
+impl Default for OfferBook {
+    fn default() -> Self {
+        OfferBook {
+            offers: Default::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            by_addr: FxHashMap::default(),
+            by_country: vec![OfferIndex::default(); COUNTRY_COUNT],
+            all: OfferIndex::default(),
+            by_provider: BTreeSet::new(),
+            depth: DepthCounters::default(),
+        }
+    }
+}
+
+impl OfferBook {
+    pub(crate) fn slot(&self, slot: u32) -> &IpSlot {
+        self.slots[slot as usize]
+            .as_ref()
+            .expect("slot ids held by offers and deals are live")
+    }
+
+    fn slot_mut(&mut self, slot: u32) -> &mut IpSlot {
+        self.slots[slot as usize]
+            .as_mut()
+            .expect("slot ids held by offers and deals are live")
+    }
+
+    pub(crate) fn slot_of(&self, addr: IpAddr) -> Option<u32> {
+        self.by_addr.get(&addr).copied()
+    }
+
+    /// Refuses IPs another provider holds or a live offer already lists.
+    pub(crate) fn check_ips(&self, provider: Address, ips: &[IpAddr]) -> Result<(), EngineError> {
+        for ip in ips {
+            if let Some(slot) = self.slot_of(*ip) {
+                let slot = self.slot(slot);
+                if slot.owner != provider {
+                    return Err(EngineError::IpOwnedByOther {
+                        ip: *ip,
+                        owner: slot.owner,
+                    });
+                }
+                if let Some((offer, _)) = slot.home {
+                    return Err(EngineError::IpAlreadyOffered { ip: *ip, offer });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts an offer whose IPs passed [`OfferBook::check_ips`].
+    pub(crate) fn insert(&mut self, id: OfferId, spec: &OfferSpec, ips: &[IpAddr]) {
+        let mut offer = Offer {
+            id,
+            provider: spec.provider,
+            country: spec.country,
+            region: spec.region.clone(),
+            city: spec.city.clone(),
+            asn: spec.asn,
+            kind: spec.kind,
+            protocols: spec.protocols,
+            window: spec.window,
+            min_lease: spec.min_lease,
+            max_lease: spec.max_lease,
+            price: spec.price,
+            tenants: spec.tenants,
+            slots: Vec::with_capacity(ips.len()),
+            idle: BTreeSet::new(),
+            busy_by_free: BTreeSet::new(),
+            busy_by_start: BTreeSet::new(),
+            irregular: BTreeSet::new(),
+            placement: Placement::Nowhere,
+        };
+        for (position, ip) in ips.iter().enumerate() {
+            let position = position as u32;
+            let slot = match self.slot_of(*ip) {
+                Some(slot) => slot,
+                None => self.new_slot(*ip, spec.provider),
+            };
+            let entry = self.slot_mut(slot);
+            entry.home = Some((id, position));
+            entry.shape = entry.calendar.shape(spec.tenants);
+            let shape = entry.shape;
+            offer.slots.push(slot);
+            file(&mut offer, position, shape, true);
+        }
+        self.depth.add(offer.depth_key(), offer.idle.len() as i64);
+        self.by_provider.insert((offer.provider, id));
+        self.offers.insert(id, offer);
+        self.place(id);
+    }
+
+    /// Recreates the IPs of a snapshot, before its offers are inserted again.
+    pub(crate) fn restore_ips(&mut self, ips: Vec<crate::snapshot::IpRecord>) {
+        for ip in ips {
+            let slot = self.new_slot(ip.addr, ip.owner);
+            self.slot_mut(slot).calendar = ip.calendar;
+        }
+    }
+
+    fn new_slot(&mut self, addr: IpAddr, owner: Address) -> u32 {
+        let entry = IpSlot {
+            addr,
+            owner,
+            home: None,
+            calendar: Calendar::default(),
+            shape: Shape::Idle,
+        };
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(entry);
+                slot
+            }
+            None => {
+                self.slots.push(Some(entry));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_addr.insert(addr, slot);
+        slot
+    }
+
+    /// Takes an offer out of the book: unbooked IPs are forgotten, booked ones keep their
+    /// calendars until their deals end.
+    pub(crate) fn remove(&mut self, id: OfferId) -> Option<Offer> {
+        self.unplace(id);
+        let offer = self.offers.remove(&id)?;
+        self.depth
+            .add(offer.depth_key(), -(offer.idle.len() as i64));
+        self.by_provider.remove(&(offer.provider, id));
+        for slot in &offer.slots {
+            self.slot_mut(*slot).home = None;
+            self.forget_if_unused(*slot);
+        }
+        Some(offer)
+    }
+
+    fn forget_if_unused(&mut self, slot: u32) {
+        let entry = self.slot(slot);
+        if entry.home.is_none() && entry.calendar.is_empty() {
+            let addr = entry.addr;
+            self.by_addr.remove(&addr);
+            self.slots[slot as usize] = None;
+            self.free_slots.push(slot);
+        }
+    }
+
+    /// Withdraws idle IPs from the end of the offer until it holds `keep`; returns how many
+    /// left, or `Err(booked)` if that many booked IPs make it impossible.
+    pub(crate) fn shrink(&mut self, id: OfferId, keep: u32) -> Result<u32, u32> {
+        let Some(offer) = self.offers.get(&id) else {
+            return Ok(0);
+        };
+        let booked = offer.ip_count() - offer.idle_count();
+        if keep < booked {
+            return Err(booked);
+        }
+        let surplus = offer.ip_count().saturating_sub(keep);
+        let withdraw: Vec<u32> = offer
+            .idle
+            .iter()
+            .rev()
+            .take(surplus as usize)
+            .copied()
+            .collect();
+        // Idle IPs of the tail go; booked IPs keep their positions so calendars stay filed.
+        self.unplace(id);
+        let offer = self.offers.get_mut(&id).expect("checked above");
+        let key = offer.depth_key();
+        let mut freed = Vec::with_capacity(withdraw.len());
+        for position in &withdraw {
+            offer.idle.remove(position);
+            freed.push(offer.slots[*position as usize]);
+        }
+        self.depth.add(key, -(withdraw.len() as i64));
+        // Compact positions: rebuild the offer's sets over the remaining slots.
+        let remaining: Vec<u32> = offer
+            .slots
+            .iter()
+            .copied()
+            .filter(|slot| !freed.contains(slot))
+            .collect();
+        offer.slots = remaining.clone();
+        offer.idle.clear();
+        offer.busy_by_free.clear();
+        offer.busy_by_start.clear();
+        offer.irregular.clear();
+        for (position, slot) in remaining.iter().enumerate() {
+            let entry = self.slots[*slot as usize]
+                .as_mut()
+                .expect("slot ids held by offers are live");
+            entry.home = Some((id, position as u32));
+            file(offer, position as u32, entry.shape, true);
+        }
+        for slot in freed {
+            self.slot_mut(slot).home = None;
+            self.forget_if_unused(slot);
+        }
+        self.place(id);
+        Ok(withdraw.len() as u32)
+    }
+
+    /// Changes price and window, keeping the offer's age.
+    pub(crate) fn amend(&mut self, id: OfferId, price: Option<Amount>, window: Option<Window>) {
+        self.unplace(id);
+        let Some(offer) = self.offers.get_mut(&id) else {
+            return;
+        };
+        let idle = offer.idle.len() as i64;
+        self.depth.add(offer.depth_key(), -idle);
+        if let Some(price) = price {
+            offer.price = price;
+        }
+        if let Some(window) = window {
+            offer.window = window;
+        }
+        self.depth.add(offer.depth_key(), idle);
+        self.place(id);
+    }
+
+    /// Books `slot` for a deal. The caller checked the calendar admits it.
+    pub(crate) fn book(&mut self, slot: u32, booking: Booking) -> Option<OfferId> {
+        self.edit_calendar(slot, |calendar| calendar.book(booking))
+    }
+
+    /// Releases the deal's hold on `slot`; returns the offer that gained capacity, if any.
+    pub(crate) fn release(&mut self, slot: u32, deal: DealId) -> Option<OfferId> {
+        let offer = self.edit_calendar(slot, |calendar| {
+            calendar.release(deal);
+        });
+        self.forget_if_unused(slot);
+        offer
+    }
+
+    fn edit_calendar(&mut self, slot: u32, edit: impl FnOnce(&mut Calendar)) -> Option<OfferId> {
+        let entry = self.slots[slot as usize]
+            .as_mut()
+            .expect("slot ids held by offers and deals are live");
+        edit(&mut entry.calendar);
+        let Some((id, position)) = entry.home else {
+            return None;
+        };
+        let offer = self
+            .offers
+            .get_mut(&id)
+            .expect("an IP's home offer is live");
+        let old = entry.shape;
+        let new = entry.calendar.shape(offer.tenants);
+        entry.shape = new;
+        if old == new {
+            return Some(id);
+        }
+        let before = offer.wanted_placement();
+        let idle_before = offer.idle.len() as i64;
+        file(offer, position, old, false);
+        file(offer, position, new, true);
+        let idle_delta = offer.idle.len() as i64 - idle_before;
+        let key = offer.depth_key();
+        let after = offer.wanted_placement();
+        self.depth.add(key, idle_delta);
+        if before != after {
+            self.unplace(id);
+            self.place(id);
+        }
+        Some(id)
+    }
+
+    fn place(&mut self, id: OfferId) {
+        let Some(offer) = self.offers.get_mut(&id) else {
+            return;
+        };
+        let placement = offer.wanted_placement();
+        offer.placement = placement;
+        let (price, country) = (offer.price, offer.country);
+        self.by_country[country.index()].apply(price, id, placement, true);
+        self.all.apply(price, id, placement, true);
+    }
+
+    fn unplace(&mut self, id: OfferId) {
+        let Some(offer) = self.offers.get_mut(&id) else {
+            return;
+        };
+        let placement = std::mem::replace(&mut offer.placement, Placement::Nowhere);
+        let (price, country) = (offer.price, offer.country);
+        self.by_country[country.index()].apply(price, id, placement, false);
+        self.all.apply(price, id, placement, false);
+    }
+}
+
+/// Files (or unfiles) one position of an offer under its calendar shape.
+fn file(offer: &mut Offer, position: u32, shape: Shape, insert: bool) {
+    match (shape, insert) {
+        (Shape::Idle, true) => {
+            offer.idle.insert(position);
+        }
+        (Shape::Idle, false) => {
+            offer.idle.remove(&position);
+        }
+        (Shape::Irregular, true) => {
+            offer.irregular.insert(position);
+        }
+        (Shape::Irregular, false) => {
+            offer.irregular.remove(&position);
+        }
+        (
+            Shape::Simple {
+                first_start,
+                free_from,
+            },
+            true,
+        ) => {
+            offer.busy_by_free.insert((free_from, position));
+            offer.busy_by_start.insert((first_start, position));
+        }
+        (
+            Shape::Simple {
+                first_start,
+                free_from,
+            },
+            false,
+        ) => {
+            offer.busy_by_free.remove(&(free_from, position));
+            offer.busy_by_start.remove(&(first_start, position));
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! ISO 3166-1 alpha-2 country codes, validated against the official list, and a compact set
+//! of them for request filters.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::error::InputError;
+
+/// The 249 officially assigned ISO 3166-1 alpha-2 codes, sorted. A country's position here is
+/// its index in a [`CountrySet`].
+const ASSIGNED: &str = "\
+ADAEAFAGAIALAMAOAQARASATAUAWAXAZ\
+BABBBDBEBFBGBHBIBJBLBMBNBOBQBRBSBTBVBWBYBZ\
+CACCCDCFCGCHCICKCLCMCNCOCRCUCVCWCXCYCZ\
+DEDJDKDMDODZ\
+ECEEEGEHERESET\
+FIFJFKFMFOFR\
+GAGBGDGEGFGGGHGIGLGMGNGPGQGRGSGTGUGWGY\
+HKHMHNHRHTHU\
+IDIEILIMINIOIQIRISIT\
+JEJMJOJP\
+KEKGKHKIKMKNKPKRKWKYKZ\
+LALBLCLILKLRLSLTLULVLY\
+MAMCMDMEMFMGMHMKMLMMMNMOMPMQMRMSMTMUMVMWMXMYMZ\
+NANCNENFNGNINLNONPNRNUNZ\
+OM\
+PAPEPFPGPHPKPLPMPNPRPSPTPWPY\
+QA\
+RERORSRURW\
+SASBSCSDSESGSHSISJSKSLSMSNSOSRSSSTSVSXSYSZ\
+TCTDTFTGTHTJTKTLTMTNTOTRTTTVTWTZ\
+UAUGUMUSUYUZ\
+VAVCVEVGVIVNVU\
+WFWS\
+YEYT\
+ZAZMZW";
+
+/// How many country codes are assigned.
+pub const COUNTRY_COUNT: usize = ASSIGNED.len() / 2;
+
+/// A validated ISO 3166-1 alpha-2 country code, stored as its index in the official list.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord))]
+#[rkyv(compare(PartialEq))]
+pub struct Country(u8);
+
+impl Country {
+    /// Parses a two-letter code (case-insensitive) that ISO 3166-1 assigns.
+    pub fn parse(code: &str) -> Result<Country, InputError> {
+        let upper = code.to_ascii_uppercase();
+        let unknown = || InputError::UnknownCountry(code.chars().take(8).collect());
+        if upper.len() != 2 || !upper.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(unknown());
+        }
+        let bytes = ASSIGNED.as_bytes();
+        let (mut low, mut high) = (0, COUNTRY_COUNT);
+        while low < high {
+            let mid = (low + high) / 2;
+            match bytes[2 * mid..2 * mid + 2].cmp(upper.as_bytes()) {
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+                std::cmp::Ordering::Equal => return Ok(Country(mid as u8)),
+            }
+        }
+        Err(unknown())
+    }
+
+    /// The country at `index` in the official list, if there is one.
+    pub fn from_index(index: usize) -> Option<Country> {
+        (index < COUNTRY_COUNT).then_some(Country(index as u8))
+    }
+
+    /// Position in the official list (0-based).
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+
+    /// The two-letter code.
+    pub fn code(self) -> &'static str {
+        let i = self.index();
+        &ASSIGNED[2 * i..2 * i + 2]
+    }
+
+    /// Every assigned country, in code order.
+    pub fn all() -> impl Iterator<Item = Country> {
+        (0..COUNTRY_COUNT).map(|i| Country(i as u8))
+    }
+}
+
+impl fmt::Debug for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl fmt::Display for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl FromStr for Country {
+    type Err = InputError;
+
+    fn from_str(code: &str) -> Result<Self, Self::Err> {
+        Country::parse(code)
+    }
+}
+
+/// A set of countries as a 256-bit map. The empty set, in a request, means "any country".
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug))]
+pub struct CountrySet([u64; 4]);
+
+impl CountrySet {
+    /// The empty set ("any country" in a request).
+    pub const ANY: CountrySet = CountrySet([0; 4]);
+
+    /// The set holding exactly these countries.
+    pub fn of(countries: &[Country]) -> CountrySet {
+        let mut set = CountrySet::ANY;
+        for country in countries {
+            set.insert(*country);
+        }
+        set
+    }
+
+    /// Adds `country` to the set.
+    pub fn insert(&mut self, country: Country) {
+        let i = country.index();
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    /// Whether `country` is in the set.
+    pub fn contains(&self, country: Country) -> bool {
+        let i = country.index();
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Whether a request filtering on this set accepts `country` (empty accepts all).
+    pub fn accepts(&self, country: Country) -> bool {
+        self.is_empty() || self.contains(country)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    /// How many countries are in the set.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|word| word.count_ones() as usize).sum()
+    }
+
+    /// The countries in the set, in code order.
+    pub fn iter(&self) -> impl Iterator<Item = Country> + '_ {
+        Country::all().filter(|c| self.contains(*c))
+    }
+}
+
+impl fmt::Debug for CountrySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("any");
+        }
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_official_list_has_249_sorted_codes() {
+        assert_eq!(COUNTRY_COUNT, 249);
+        let codes: Vec<&str> = Country::all().map(Country::code).collect();
+        let mut sorted = codes.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(codes, sorted);
+    }
+
+    #[test]
+    fn parses_assigned_codes_and_refuses_others() {
+        for code in ["FR", "us", "De", "ZW", "AD", "SS", "XK"] {
+            let parsed = Country::parse(code);
+            if code == "XK" {
+                // Kosovo uses a user-assigned code, not an ISO 3166-1 assignment.
+                assert!(parsed.is_err());
+            } else {
+                assert_eq!(
+                    parsed.map(Country::code),
+                    Ok(code.to_ascii_uppercase().as_str())
+                );
+            }
+        }
+        for bad in ["", "F", "FRA", "ZZ", "1A", "é", "UK"] {
+            assert!(
+                matches!(Country::parse(bad), Err(InputError::UnknownCountry(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn sets_hold_what_was_inserted() {
+        let fr = Country::parse("FR").expect("FR");
+        let zw = Country::parse("ZW").expect("ZW");
+        let set = CountrySet::of(&[fr, zw]);
+        assert_eq!(set.len(), 2);
+        assert!(set.contains(zw) && set.contains(fr));
+        assert!(!set.contains(Country::parse("DE").expect("DE")));
+        assert!(CountrySet::ANY.accepts(fr));
+    }
+}

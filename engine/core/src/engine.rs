@@ -1,0 +1,1035 @@
+//! The state machine: commands with their timestamps in, events out.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::agreement::{DealInput, DealStatus, ProviderStatus, RequesterStatus, transition};
+use crate::book::{Offer, OfferBook};
+use crate::calendar::Booking;
+use crate::command::{Command, CommandKind, Event, RequestEnd};
+use crate::deal::{Deal, Profile};
+use crate::depth::MarketDepth;
+use crate::error::{EngineError, InputError};
+use crate::order::{
+    Filters, MAX_REQUEST_COUNT, MIN_LEASE_SECONDS, RequestSpec, Start, TimeInForce, check_duration,
+    check_price, check_total_cost, check_window, subnet_of,
+};
+use crate::types::{Address, Amount, DealId, OfferId, RequestId, Timestamp};
+
+/// Settings that shape the engine's behaviour. They are part of the state (snapshots carry
+/// them) so a replay behaves exactly like the original run.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct EngineConfig {
+    /// Seconds a provider has, from a lease's start, to report ready before the deal is voided
+    /// and its IPs re-matched.
+    pub ready_timeout: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { ready_timeout: 30 }
+    }
+}
+
+/// A request as the book keeps it while it rests or has deals running.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct RequestRecord {
+    /// Its id.
+    pub id: RequestId,
+    /// What was asked (amends change it).
+    pub spec: RequestSpec,
+    /// When it arrived.
+    pub submitted_at: Timestamp,
+    /// IPs leased for it so far (voided deals give theirs back).
+    pub filled: u32,
+    /// IPs still wanted while it rests.
+    pub remaining: u32,
+    /// Whether it rests in the Request Orders List.
+    pub resting: bool,
+    /// Deals of it that have not ended.
+    pub open_deals: u32,
+    /// Providers that failed it and are not matched again for it.
+    pub excluded: Vec<Address>,
+    /// Subnets it leases already (kept only with the distinct-subnets filter).
+    pub used_subnets: BTreeSet<u128>,
+}
+
+impl RequestRecord {
+    /// When a resting request leaves the book: its GTC expiry, or right after a fixed start.
+    pub fn expiry(&self) -> Timestamp {
+        let expires_at = match self.spec.time_in_force {
+            TimeInForce::Gtc { expires_at } => expires_at,
+            TimeInForce::Ioc | TimeInForce::Fok => self.submitted_at,
+        };
+        match self.spec.start {
+            Start::Now => expires_at,
+            Start::At(start) => expires_at.min(start.saturating_add(1)),
+        }
+    }
+}
+
+/// Something due at a given time. The order of the variants is the order in which things due
+/// at the same second happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    ReadyDeadline(DealId),
+    DealEnd(DealId),
+    RequestExpiry(RequestId),
+    OfferOpens(OfferId),
+    OfferCloses(OfferId),
+}
+
+/// One attempt to lease IPs for a request: its filters and the span of the leases.
+struct Fill<'a> {
+    filters: &'a Filters,
+    excluded: &'a [Address],
+    start: Timestamp,
+    end: Timestamp,
+    max_price: Amount,
+}
+
+/// Which IP slots of which offers a fill would take, in priority order.
+type Plan = Vec<(OfferId, Vec<u32>)>;
+
+/// The matching engine of one shard: order book, deal book, agreement protocol, profiles.
+/// Deterministic and free of I/O: see the crate docs.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    pub(crate) config: EngineConfig,
+    pub(crate) now: Timestamp,
+    pub(crate) next_offer: u64,
+    pub(crate) next_request: u64,
+    pub(crate) book: OfferBook,
+    pub(crate) requests: BTreeMap<RequestId, RequestRecord>,
+    pub(crate) resting: BTreeSet<(Reverse<Amount>, RequestId)>,
+    pub(crate) deals: Vec<Deal>,
+    pub(crate) deals_by_party: BTreeSet<(Address, DealId)>,
+    pub(crate) profiles: BTreeMap<Address, Profile>,
+    pub(crate) timers: BTreeSet<(Timestamp, Timer)>,
+    dirty: Vec<OfferId>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new(EngineConfig::default())
+    }
+}
+
+impl Engine {
+    /// An empty book.
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine {
+            config,
+            now: Timestamp(0),
+            next_offer: 1,
+            next_request: 1,
+            book: OfferBook::default(),
+            requests: BTreeMap::new(),
+            resting: BTreeSet::new(),
+            deals: Vec::new(),
+            deals_by_party: BTreeSet::new(),
+            profiles: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Applies one command, appending what happened to `events`.
+    ///
+    /// On error the book is unchanged, except that the clock moved to `command.at` (whatever
+    /// was due by then happened, and its events are in `events`): time passes whatever the
+    /// input. Shape errors ([`EngineError::Input`]) are found before the clock moves.
+    pub fn apply(&mut self, command: &Command, events: &mut Vec<Event>) -> Result<(), EngineError> {
+        let at = command.at;
+        if at < self.now {
+            return Err(EngineError::ClockWentBackwards { at, now: self.now });
+        }
+        let offer_ips = self.check_shape(command)?;
+        self.advance(at, events);
+        self.execute(&command.kind, offer_ips, events)?;
+        self.retry_resting(events);
+        Ok(())
+    }
+
+    /// The engine's clock: the timestamp of the last command applied.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// The settings.
+    pub fn config(&self) -> EngineConfig {
+        self.config
+    }
+
+    /// An offer in the book.
+    pub fn offer(&self, id: OfferId) -> Option<&Offer> {
+        self.book.offers.get(&id)
+    }
+
+    /// Every offer in the book, oldest first.
+    pub fn offers(&self) -> impl Iterator<Item = &Offer> {
+        self.book.offers.values()
+    }
+
+    /// The live offers of a provider, oldest first.
+    pub fn offers_of(&self, provider: Address) -> impl Iterator<Item = &Offer> {
+        self.book
+            .by_provider
+            .range((provider, OfferId(0))..=(provider, OfferId(u64::MAX)))
+            .filter_map(|(_, id)| self.book.offers.get(id))
+    }
+
+    /// The IPs of an offer, in the order the provider listed them.
+    pub fn offer_ips(&self, id: OfferId) -> Option<Vec<IpAddr>> {
+        let offer = self.book.offers.get(&id)?;
+        Some(
+            offer
+                .slots
+                .iter()
+                .map(|slot| self.book.slot(*slot).addr)
+                .collect(),
+        )
+    }
+
+    /// The calendar of an IP the engine knows.
+    pub fn calendar(&self, ip: IpAddr) -> Option<&[Booking]> {
+        let slot = self.book.slot_of(ip)?;
+        Some(self.book.slot(slot).calendar.bookings())
+    }
+
+    /// A request that rests or has running deals.
+    pub fn request(&self, id: RequestId) -> Option<&RequestRecord> {
+        self.requests.get(&id)
+    }
+
+    /// Resting requests in matching priority (highest price, then oldest).
+    pub fn resting_requests(&self) -> impl Iterator<Item = &RequestRecord> {
+        self.resting
+            .iter()
+            .filter_map(|(_, id)| self.requests.get(id))
+    }
+
+    /// A deal.
+    pub fn deal(&self, id: DealId) -> Option<&Deal> {
+        let index = usize::try_from(id.0).ok()?.checked_sub(1)?;
+        self.deals.get(index)
+    }
+
+    /// Every deal, oldest first.
+    pub fn deals(&self) -> &[Deal] {
+        &self.deals
+    }
+
+    /// The deals a wallet is party to (either side), oldest first.
+    pub fn deals_of(&self, party: Address) -> impl Iterator<Item = &Deal> {
+        self.deals_by_party
+            .range((party, DealId(0))..=(party, DealId(u64::MAX)))
+            .filter_map(|(_, id)| self.deal(*id))
+    }
+
+    /// A wallet's profile (a default one if it never traded).
+    pub fn profile(&self, wallet: Address) -> Profile {
+        self.profiles.get(&wallet).cloned().unwrap_or_default()
+    }
+
+    /// A copy of the market depth.
+    pub fn depth(&self) -> MarketDepth {
+        self.book.depth.snapshot()
+    }
+
+    fn deal_mut(&mut self, id: DealId) -> Result<&mut Deal, EngineError> {
+        let index = usize::try_from(id.0)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .ok_or(EngineError::UnknownDeal(id))?;
+        self.deals
+            .get_mut(index)
+            .ok_or(EngineError::UnknownDeal(id))
+    }
+
+    // ----- shape checks --------------------------------------------------------------------
+
+    fn check_shape(&self, command: &Command) -> Result<Option<Vec<IpAddr>>, InputError> {
+        let at = command.at;
+        match &command.kind {
+            CommandKind::PlaceOffer(spec) => return spec.validate(at).map(Some),
+            CommandKind::SubmitRequest(spec) => spec.validate(at)?,
+            CommandKind::AmendOffer {
+                price,
+                window,
+                max_ips,
+                ..
+            } => {
+                if price.is_none() && window.is_none() && max_ips.is_none() {
+                    return Err(InputError::NothingToAmend);
+                }
+                if let Some(price) = price {
+                    check_price(*price)?;
+                }
+                if let Some(window) = window {
+                    check_window(*window, at)?;
+                }
+                if *max_ips == Some(0) {
+                    return Err(InputError::ZeroCount);
+                }
+            }
+            CommandKind::AmendRequest {
+                max_price,
+                remaining,
+                start,
+                duration,
+                ..
+            } => {
+                if max_price.is_none()
+                    && remaining.is_none()
+                    && start.is_none()
+                    && duration.is_none()
+                {
+                    return Err(InputError::NothingToAmend);
+                }
+                if let Some(price) = max_price {
+                    check_price(*price)?;
+                }
+                match remaining {
+                    Some(0) => return Err(InputError::ZeroCount),
+                    Some(count) if *count > MAX_REQUEST_COUNT => {
+                        return Err(InputError::CountTooLarge {
+                            count: *count,
+                            max: MAX_REQUEST_COUNT,
+                        });
+                    }
+                    _ => {}
+                }
+                if let Some(duration) = duration {
+                    check_duration(*duration)?;
+                }
+                if let Some(Start::At(start)) = start
+                    && *start < at
+                {
+                    return Err(InputError::StartInPast {
+                        start: *start,
+                        now: at,
+                    });
+                }
+            }
+            CommandKind::Rate { score, .. } => {
+                if !(1..=5).contains(score) {
+                    return Err(InputError::BadScore(*score));
+                }
+            }
+            CommandKind::Tick
+            | CommandKind::CancelOffer { .. }
+            | CommandKind::CancelRequest { .. }
+            | CommandKind::ProviderReady { .. }
+            | CommandKind::ProviderFailed { .. }
+            | CommandKind::PaymentLapsed { .. }
+            | CommandKind::CancelDeal { .. } => {}
+        }
+        Ok(None)
+    }
+
+    // ----- time ----------------------------------------------------------------------------
+
+    /// Moves the clock to `at` and runs whatever fell due, in time order.
+    fn advance(&mut self, at: Timestamp, events: &mut Vec<Event>) {
+        self.now = at;
+        while let Some(&(due, timer)) = self.timers.first() {
+            if due > at {
+                break;
+            }
+            self.timers.pop_first();
+            self.fire(due, timer, events);
+        }
+        self.retry_resting(events);
+    }
+
+    fn fire(&mut self, due: Timestamp, timer: Timer, events: &mut Vec<Event>) {
+        match timer {
+            Timer::ReadyDeadline(deal) => {
+                if self.deal(deal).map(Deal::status) == Some(DealStatus::Pending) {
+                    self.drive_deal(deal, DealInput::ReadyTimeout, events);
+                }
+            }
+            Timer::DealEnd(deal) => {
+                if self.deal(deal).map(Deal::status) == Some(DealStatus::Active) {
+                    self.drive_deal(deal, DealInput::EndReached, events);
+                }
+            }
+            Timer::RequestExpiry(request) => {
+                let expired = self
+                    .requests
+                    .get(&request)
+                    .is_some_and(|r| r.resting && r.expiry() <= self.now);
+                if expired {
+                    self.close_request(request, RequestEnd::Expired, events);
+                }
+            }
+            Timer::OfferOpens(offer) => {
+                if self.offer(offer).is_some_and(|o| o.window.from == due) {
+                    self.dirty.push(offer);
+                }
+            }
+            Timer::OfferCloses(offer) => {
+                if self
+                    .offer(offer)
+                    .is_some_and(|o| o.window.until <= self.now)
+                {
+                    self.book.remove(offer);
+                    events.push(Event::OfferClosed { offer });
+                }
+            }
+        }
+    }
+
+    // ----- commands ------------------------------------------------------------------------
+
+    fn execute(
+        &mut self,
+        kind: &CommandKind,
+        offer_ips: Option<Vec<IpAddr>>,
+        events: &mut Vec<Event>,
+    ) -> Result<(), EngineError> {
+        match kind {
+            CommandKind::Tick => Ok(()),
+            CommandKind::PlaceOffer(spec) => {
+                let ips = offer_ips.unwrap_or_default();
+                self.book.check_ips(spec.provider, &ips)?;
+                let id = OfferId(self.next_offer);
+                self.next_offer += 1;
+                self.book.insert(id, spec, &ips);
+                self.schedule_offer(id);
+                self.dirty.push(id);
+                events.push(Event::OfferPlaced {
+                    offer: id,
+                    ips: ips.len() as u32,
+                });
+                Ok(())
+            }
+            CommandKind::CancelOffer { offer, provider } => {
+                self.owned_offer(*offer, *provider)?;
+                self.book.remove(*offer);
+                events.push(Event::OfferClosed { offer: *offer });
+                Ok(())
+            }
+            CommandKind::AmendOffer {
+                offer,
+                provider,
+                price,
+                window,
+                max_ips,
+            } => {
+                let current = self.owned_offer(*offer, *provider)?;
+                if let Some(keep) = max_ips {
+                    let booked = current.ip_count() - current.idle_count();
+                    if *keep < booked {
+                        return Err(EngineError::ShrinkBelowBooked {
+                            booked,
+                            requested: *keep,
+                        });
+                    }
+                    // Checked above: shrinking to `keep` cannot hit a booked IP.
+                    let _ = self.book.shrink(*offer, *keep);
+                }
+                self.book.amend(*offer, *price, *window);
+                if window.is_some() {
+                    self.schedule_offer(*offer);
+                }
+                self.dirty.push(*offer);
+                events.push(Event::OfferAmended { offer: *offer });
+                Ok(())
+            }
+            CommandKind::SubmitRequest(spec) => {
+                self.submit(spec, events);
+                Ok(())
+            }
+            CommandKind::CancelRequest { request, requester } => {
+                self.owned_resting(*request, *requester)?;
+                self.close_request(*request, RequestEnd::Cancelled, events);
+                Ok(())
+            }
+            CommandKind::AmendRequest {
+                request,
+                requester,
+                max_price,
+                remaining,
+                start,
+                duration,
+            } => {
+                let record = self.owned_resting(*request, *requester)?;
+                let old_price = record.spec.max_price;
+                let new_duration = duration.unwrap_or(record.spec.duration);
+                let new_remaining = remaining.unwrap_or(record.remaining);
+                let new_price = max_price.unwrap_or(record.spec.max_price);
+                let new_start = start.unwrap_or(record.spec.start);
+                check_total_cost(new_price, new_remaining, new_duration)?;
+                if let Start::At(at) = new_start {
+                    at.checked_add(new_duration)?;
+                }
+                self.resting.remove(&(Reverse(old_price), *request));
+                self.resting.insert((Reverse(new_price), *request));
+                let record = self
+                    .requests
+                    .get_mut(request)
+                    .expect("owned_resting found it");
+                record.spec.duration = new_duration;
+                record.spec.max_price = new_price;
+                record.spec.start = new_start;
+                record.remaining = new_remaining;
+                let expiry = record.expiry();
+                self.timers.insert((expiry, Timer::RequestExpiry(*request)));
+                self.fill_resting(*request, events);
+                Ok(())
+            }
+            CommandKind::ProviderReady { deal, provider } => {
+                self.check_deal_party(*deal, *provider, true)?;
+                self.try_drive_deal(*deal, DealInput::ProviderReady, events)
+            }
+            CommandKind::ProviderFailed { deal, provider } => {
+                self.check_deal_party(*deal, *provider, true)?;
+                self.try_drive_deal(*deal, DealInput::ProviderFailed, events)
+            }
+            CommandKind::PaymentLapsed { deal } => {
+                self.try_drive_deal(*deal, DealInput::PaymentLapsed, events)
+            }
+            CommandKind::CancelDeal { deal, requester } => {
+                self.check_deal_party(*deal, *requester, false)?;
+                self.try_drive_deal(*deal, DealInput::RequesterCancel, events)
+            }
+            CommandKind::Rate { deal, rater, score } => self.rate(*deal, *rater, *score, events),
+        }
+    }
+
+    fn owned_offer(&self, id: OfferId, provider: Address) -> Result<&Offer, EngineError> {
+        let offer = self.offer(id).ok_or(EngineError::UnknownOffer(id))?;
+        if offer.provider != provider {
+            return Err(EngineError::NotOwner { party: provider });
+        }
+        Ok(offer)
+    }
+
+    fn owned_resting(
+        &self,
+        id: RequestId,
+        requester: Address,
+    ) -> Result<&RequestRecord, EngineError> {
+        let record = self
+            .requests
+            .get(&id)
+            .filter(|r| r.resting)
+            .ok_or(EngineError::UnknownRequest(id))?;
+        if record.spec.requester != requester {
+            return Err(EngineError::NotOwner { party: requester });
+        }
+        Ok(record)
+    }
+
+    fn check_deal_party(
+        &self,
+        id: DealId,
+        party: Address,
+        as_provider: bool,
+    ) -> Result<(), EngineError> {
+        let deal = self.deal(id).ok_or(EngineError::UnknownDeal(id))?;
+        let owner = if as_provider {
+            deal.provider
+        } else {
+            deal.requester
+        };
+        if owner != party {
+            return Err(EngineError::NotOwner { party });
+        }
+        Ok(())
+    }
+
+    fn schedule_offer(&mut self, id: OfferId) {
+        if let Some(offer) = self.book.offers.get(&id) {
+            let window = offer.window;
+            self.timers.insert((window.until, Timer::OfferCloses(id)));
+            if window.from > self.now {
+                self.timers.insert((window.from, Timer::OfferOpens(id)));
+            }
+        }
+    }
+
+    // ----- requests and matching -----------------------------------------------------------
+
+    fn submit(&mut self, spec: &RequestSpec, events: &mut Vec<Event>) {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        events.push(Event::RequestAccepted { request: id });
+        let record = RequestRecord {
+            id,
+            spec: spec.clone(),
+            submitted_at: self.now,
+            filled: 0,
+            remaining: spec.count,
+            resting: false,
+            open_deals: 0,
+            excluded: Vec::new(),
+            used_subnets: BTreeSet::new(),
+        };
+        let (start, end) = lease_span(spec.start, spec.duration, self.now);
+        let fill = Fill {
+            filters: &spec.filters,
+            excluded: &[],
+            start,
+            end,
+            max_price: spec.max_price,
+        };
+        let plan = self.plan(&fill, spec.count, &record.used_subnets);
+        let planned: u32 = plan.iter().map(|(_, slots)| slots.len() as u32).sum();
+        self.requests.insert(id, record);
+        if spec.time_in_force == TimeInForce::Fok && planned < spec.count {
+            self.close_request(id, RequestEnd::Killed, events);
+            return;
+        }
+        self.commit(id, plan, start, end, events);
+        let remaining = self.requests.get(&id).map_or(0, |r| r.remaining);
+        match spec.time_in_force {
+            _ if remaining == 0 => self.close_request(id, RequestEnd::Filled, events),
+            TimeInForce::Gtc { .. } => {
+                let record = self.requests.get_mut(&id).expect("inserted above");
+                record.resting = true;
+                let expiry = record.expiry();
+                self.resting.insert((Reverse(spec.max_price), id));
+                self.timers.insert((expiry, Timer::RequestExpiry(id)));
+                events.push(Event::RequestResting {
+                    request: id,
+                    remaining,
+                });
+            }
+            TimeInForce::Ioc | TimeInForce::Fok => {
+                self.close_request(id, RequestEnd::Unfilled, events)
+            }
+        }
+    }
+
+    /// Gives resting requests a chance at capacity that appeared since they last tried, highest
+    /// price then oldest first. A request is retried only if one of the offers that changed
+    /// could serve it: every other offer was already unable to.
+    fn retry_resting(&mut self, events: &mut Vec<Event>) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        if self.resting.is_empty() {
+            return;
+        }
+        let queue: Vec<RequestId> = self.resting.iter().map(|(_, id)| *id).collect();
+        for id in queue {
+            let Some(record) = self.requests.get(&id).filter(|r| r.resting) else {
+                continue;
+            };
+            let Some(fill) = self.resting_fill(record) else {
+                continue;
+            };
+            let touched = dirty
+                .iter()
+                .filter_map(|offer| self.book.offers.get(offer))
+                .any(|offer| self.offer_admits(offer, &fill));
+            if touched {
+                self.fill_resting(id, events);
+            }
+        }
+        // Filling may have released nothing, so nothing new is dirty; but a void during a fill
+        // cannot happen (fills only book). Keep whatever a fill marked for the next round.
+    }
+
+    fn resting_fill<'a>(&self, record: &'a RequestRecord) -> Option<Fill<'a>> {
+        if let Start::At(start) = record.spec.start
+            && start < self.now
+        {
+            return None;
+        }
+        let (start, end) = lease_span(record.spec.start, record.spec.duration, self.now);
+        Some(Fill {
+            filters: &record.spec.filters,
+            excluded: &record.excluded,
+            start,
+            end,
+            max_price: record.spec.max_price,
+        })
+    }
+
+    fn fill_resting(&mut self, id: RequestId, events: &mut Vec<Event>) {
+        let Some(record) = self.requests.get(&id).filter(|r| r.resting) else {
+            return;
+        };
+        let Some(fill) = self.resting_fill(record) else {
+            return;
+        };
+        let (start, end) = (fill.start, fill.end);
+        let plan = self.plan(&fill, record.remaining, &record.used_subnets);
+        if plan.is_empty() {
+            return;
+        }
+        self.commit(id, plan, start, end, events);
+        if self.requests.get(&id).is_some_and(|r| r.remaining == 0) {
+            self.close_request(id, RequestEnd::Filled, events);
+        }
+    }
+
+    /// Whether an offer as a whole qualifies for a fill (its IPs' calendars aside).
+    fn offer_admits(&self, offer: &Offer, fill: &Fill<'_>) -> bool {
+        let filters = fill.filters;
+        let duration = fill.end.0 - fill.start.0;
+        offer.price <= fill.max_price
+            && filters.countries.accepts(offer.country)
+            && filters.kinds.accepts(offer.kind)
+            && offer.protocols.covers(filters.protocols)
+            && offer.window.covers(fill.start, fill.end)
+            && (offer.min_lease..=offer.max_lease).contains(&duration)
+            && filters.city.as_deref().is_none_or(|city| {
+                offer
+                    .city
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(city))
+            })
+            && (filters.asn_include.is_empty() || filters.asn_include.contains(&offer.asn))
+            && !filters.asn_exclude.contains(&offer.asn)
+            && !fill.excluded.contains(&offer.provider)
+            && filters.min_rating.is_none_or(|min| {
+                self.profiles
+                    .get(&offer.provider)
+                    .and_then(Profile::average_rating)
+                    .is_some_and(|avg| avg >= min)
+            })
+    }
+
+    /// Picks up to `need` IPs for a fill: offers cheapest then oldest; inside an offer, IPs with
+    /// no booking first, then booked ones that are free over the span, each in listed order.
+    fn plan(&self, fill: &Fill<'_>, need: u32, used_subnets: &BTreeSet<u128>) -> Plan {
+        let distinct = fill.filters.distinct_subnets;
+        let mut taken_subnets: BTreeSet<u128> = BTreeSet::new();
+        let mut plan: Plan = Vec::new();
+        let mut left = need as usize;
+        let index = match fill.filters.countries.len() {
+            1 => {
+                let country = fill
+                    .filters
+                    .countries
+                    .iter()
+                    .next()
+                    .expect("a set of one has one");
+                &self.book.by_country[country.index()]
+            }
+            _ => &self.book.all,
+        };
+        let price_of = |id: OfferId| self.book.offers.get(&id).map_or(Amount::MAX, |o| o.price);
+        for id in index.candidates(fill.start, fill.end, fill.max_price, price_of) {
+            if left == 0 {
+                break;
+            }
+            let Some(offer) = self.book.offers.get(&id) else {
+                continue;
+            };
+            if !self.offer_admits(offer, fill) {
+                continue;
+            }
+            let mut picked = Vec::new();
+            let mut take = |position: u32, picked: &mut Vec<u32>| {
+                let slot = offer.slots[position as usize];
+                if distinct {
+                    let subnet = subnet_of(self.book.slot(slot).addr);
+                    if used_subnets.contains(&subnet) || !taken_subnets.insert(subnet) {
+                        return;
+                    }
+                }
+                picked.push(slot);
+            };
+            for position in &offer.idle {
+                if picked.len() == left {
+                    break;
+                }
+                take(*position, &mut picked);
+            }
+            if picked.len() < left {
+                let mut busy: Vec<u32> = offer
+                    .busy_by_free
+                    .range(..=(fill.start, u32::MAX))
+                    .chain(offer.busy_by_start.range((fill.end, 0)..))
+                    .map(|(_, position)| *position)
+                    .chain(offer.irregular.iter().copied().filter(|position| {
+                        self.book
+                            .slot(offer.slots[*position as usize])
+                            .calendar
+                            .admits(fill.start, fill.end, offer.tenants)
+                    }))
+                    .collect();
+                busy.sort_unstable();
+                busy.dedup();
+                for position in busy {
+                    if picked.len() == left {
+                        break;
+                    }
+                    take(position, &mut picked);
+                }
+            }
+            if !picked.is_empty() {
+                left -= picked.len();
+                plan.push((id, picked));
+            }
+        }
+        plan
+    }
+
+    /// Books a plan: one deal per offer.
+    fn commit(
+        &mut self,
+        request: RequestId,
+        plan: Plan,
+        start: Timestamp,
+        end: Timestamp,
+        events: &mut Vec<Event>,
+    ) {
+        let ready_deadline = start.saturating_add(self.config.ready_timeout).min(end);
+        for (offer_id, slots) in plan {
+            let id = DealId(self.deals.len() as u64 + 1);
+            let Some(offer) = self.book.offers.get(&offer_id) else {
+                continue;
+            };
+            let (provider, price) = (offer.provider, offer.price);
+            let Some(record) = self.requests.get_mut(&request) else {
+                continue;
+            };
+            let requester = record.spec.requester;
+            let count = slots.len() as u32;
+            record.filled += count;
+            record.remaining = record.remaining.saturating_sub(count);
+            record.open_deals += 1;
+            let mut ips = Vec::with_capacity(slots.len());
+            for slot in &slots {
+                let addr = self.book.slot(*slot).addr;
+                if record.spec.filters.distinct_subnets {
+                    record.used_subnets.insert(subnet_of(addr));
+                }
+                ips.push(addr);
+            }
+            for slot in slots {
+                self.book.book(
+                    slot,
+                    Booking {
+                        start,
+                        end,
+                        deal: id,
+                    },
+                );
+            }
+            self.deals.push(Deal {
+                id,
+                request,
+                offer: offer_id,
+                provider,
+                requester,
+                ips,
+                start,
+                end,
+                price,
+                made_at: self.now,
+                ready_deadline,
+                provider_status: ProviderStatus::Awaiting,
+                requester_status: RequesterStatus::Committed,
+                closed_at: None,
+                provider_rating: None,
+                requester_rating: None,
+            });
+            self.deals_by_party.insert((provider, id));
+            self.deals_by_party.insert((requester, id));
+            self.profiles.entry(provider).or_default().deals_as_provider += 1;
+            self.profiles
+                .entry(requester)
+                .or_default()
+                .deals_as_requester += 1;
+            self.timers
+                .insert((ready_deadline, Timer::ReadyDeadline(id)));
+            self.timers.insert((end, Timer::DealEnd(id)));
+            events.push(Event::DealMade {
+                deal: id,
+                request,
+                offer: offer_id,
+                provider,
+                requester,
+                ips: count,
+                price,
+                start,
+                end,
+            });
+        }
+    }
+
+    fn close_request(&mut self, id: RequestId, end: RequestEnd, events: &mut Vec<Event>) {
+        let Some(record) = self.requests.get_mut(&id) else {
+            return;
+        };
+        if record.resting {
+            record.resting = false;
+            self.resting.remove(&(Reverse(record.spec.max_price), id));
+        }
+        record.remaining = 0;
+        events.push(Event::RequestClosed {
+            request: id,
+            filled: record.filled,
+            end,
+        });
+        if record.open_deals == 0 {
+            self.requests.remove(&id);
+        }
+    }
+
+    // ----- deals ---------------------------------------------------------------------------
+
+    fn try_drive_deal(
+        &mut self,
+        id: DealId,
+        input: DealInput,
+        events: &mut Vec<Event>,
+    ) -> Result<(), EngineError> {
+        let deal = self.deal(id).ok_or(EngineError::UnknownDeal(id))?;
+        if transition(deal.provider_status, deal.requester_status, input).is_none() {
+            return Err(EngineError::IllegalTransition {
+                deal: id,
+                status: deal.status(),
+                input,
+            });
+        }
+        self.drive_deal(id, input, events);
+        Ok(())
+    }
+
+    /// Moves a deal by a legal input; a terminal status releases its IPs, and a void re-matches
+    /// them for the request.
+    fn drive_deal(&mut self, id: DealId, input: DealInput, events: &mut Vec<Event>) {
+        let now = self.now;
+        let Ok(deal) = self.deal_mut(id) else {
+            return;
+        };
+        let Some((provider, requester)) =
+            transition(deal.provider_status, deal.requester_status, input)
+        else {
+            return;
+        };
+        let from = deal.status();
+        deal.provider_status = provider;
+        deal.requester_status = requester;
+        let to = deal.status();
+        events.push(Event::DealStatusChanged { deal: id, from, to });
+        if !to.is_terminal() {
+            return;
+        }
+        deal.closed_at = Some(now);
+        let deal = deal.clone();
+        for ip in &deal.ips {
+            if let Some(slot) = self.book.slot_of(*ip)
+                && let Some(offer) = self.book.release(slot, id)
+            {
+                self.dirty.push(offer);
+            }
+        }
+        self.profiles
+            .entry(deal.provider)
+            .or_default()
+            .record_outcome(to, true);
+        self.profiles
+            .entry(deal.requester)
+            .or_default()
+            .record_outcome(to, false);
+        let Some(record) = self.requests.get_mut(&deal.request) else {
+            return;
+        };
+        record.open_deals = record.open_deals.saturating_sub(1);
+        if to == DealStatus::Voided {
+            record.filled = record.filled.saturating_sub(deal.ips.len() as u32);
+            if !record.excluded.contains(&deal.provider) {
+                record.excluded.push(deal.provider);
+            }
+            self.rematch(deal.request, deal.ips.len() as u32, deal.end, events);
+        }
+        if let Some(record) = self.requests.get(&deal.request)
+            && !record.resting
+            && record.open_deals == 0
+        {
+            self.requests.remove(&deal.request);
+        }
+    }
+
+    /// Replaces a voided deal's IPs for what is left of its span, if that is still a lease.
+    fn rematch(&mut self, request: RequestId, count: u32, end: Timestamp, events: &mut Vec<Event>) {
+        let start = self.now;
+        if end.0.saturating_sub(start.0) < MIN_LEASE_SECONDS {
+            return;
+        }
+        let Some(record) = self.requests.get(&request) else {
+            return;
+        };
+        let fill = Fill {
+            filters: &record.spec.filters,
+            excluded: &record.excluded,
+            start,
+            end,
+            max_price: record.spec.max_price,
+        };
+        let plan = self.plan(&fill, count, &record.used_subnets);
+        let remaining_before = record.remaining;
+        self.commit(request, plan, start, end, events);
+        // A re-match replaces IPs already counted: it must not eat into a resting rest.
+        if let Some(record) = self.requests.get_mut(&request) {
+            record.remaining = remaining_before;
+        }
+    }
+
+    fn rate(
+        &mut self,
+        id: DealId,
+        rater: Address,
+        score: u8,
+        events: &mut Vec<Event>,
+    ) -> Result<(), EngineError> {
+        let deal = self.deal_mut(id)?;
+        let finished = deal.status().is_terminal();
+        let (slot, ratee) = if rater == deal.requester {
+            (&mut deal.provider_rating, deal.provider)
+        } else if rater == deal.provider {
+            (&mut deal.requester_rating, deal.requester)
+        } else {
+            return Err(EngineError::NotOwner { party: rater });
+        };
+        if !finished {
+            return Err(EngineError::NotFinished { deal: id });
+        }
+        if slot.is_some() {
+            return Err(EngineError::AlreadyRated { deal: id });
+        }
+        *slot = Some(score);
+        let ratee_profile = self.profiles.entry(ratee).or_default();
+        ratee_profile.ratings_received += 1;
+        ratee_profile.rating_points += u64::from(score);
+        self.profiles.entry(rater).or_default().ratings_given += 1;
+        // The ratee's offers may now pass (or fail) rating filters.
+        self.dirty.extend(
+            self.book
+                .by_provider
+                .range((ratee, OfferId(0))..=(ratee, OfferId(u64::MAX)))
+                .map(|(_, offer)| *offer),
+        );
+        events.push(Event::Rated {
+            deal: id,
+            ratee,
+            score,
+        });
+        Ok(())
+    }
+}
+
+/// The `[start, end)` of a lease that starts as asked, matched at `now`.
+fn lease_span(start: Start, duration: u64, now: Timestamp) -> (Timestamp, Timestamp) {
+    let start = match start {
+        Start::Now => now,
+        Start::At(at) => at,
+    };
+    (start, start.saturating_add(duration))
+}

@@ -1,0 +1,206 @@
+//! The engine's state in canonical form: what snapshots store and the state hash covers.
+//!
+//! Only the facts are stored (offers, IP calendars, requests, deals, profiles, counters); the
+//! indexes, market depth and timers are derived from them on restore. Every list is in a fixed
+//! order, so two engines in the same state give byte-identical snapshots and equal hashes.
+
+use std::cmp::Reverse;
+
+use rkyv::rancor;
+use rkyv::{Archive, Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::agreement::DealStatus;
+use crate::calendar::Calendar;
+use crate::deal::{Deal, Profile};
+use crate::engine::{Engine, EngineConfig, RequestRecord, Timer};
+use crate::order::{IpSpec, OfferSpec};
+use crate::types::{Address, OfferId, Timestamp};
+
+/// An IP the engine knows: owner and calendar.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct IpRecord {
+    /// The address.
+    pub addr: std::net::IpAddr,
+    /// The provider it belongs to.
+    pub owner: Address,
+    /// Its bookings.
+    pub calendar: Calendar,
+}
+
+/// An offer, as placed (IPs listed in position order) plus its id.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct OfferRecord {
+    /// The offer's id.
+    pub id: OfferId,
+    /// Its terms as they stand (after amends).
+    pub spec: OfferSpec,
+}
+
+/// The whole state of an engine, canonical and serialisable.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Snapshot {
+    /// Settings.
+    pub config: EngineConfig,
+    /// Clock.
+    pub now: Timestamp,
+    /// Next offer id.
+    pub next_offer: u64,
+    /// Next request id.
+    pub next_request: u64,
+    /// Every IP with an offer or a booking, by address.
+    pub ips: Vec<IpRecord>,
+    /// Live offers, by id.
+    pub offers: Vec<OfferRecord>,
+    /// Resting requests and requests with running deals, by id.
+    pub requests: Vec<RequestRecord>,
+    /// The deal book, by id.
+    pub deals: Vec<Deal>,
+    /// Profiles, by address.
+    pub profiles: Vec<(Address, Profile)>,
+}
+
+/// Why snapshot bytes could not be read back.
+#[derive(Debug, Error)]
+#[error("snapshot bytes are corrupt or of another version: {0}")]
+pub struct SnapshotError(String);
+
+impl Snapshot {
+    /// Serialises with rkyv.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        rkyv::to_bytes::<rancor::Error>(self)
+            .expect("serialising owned data into memory cannot fail")
+            .into_vec()
+    }
+
+    /// Reads bytes from [`Snapshot::to_bytes`], validating them first.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+        rkyv::from_bytes::<Snapshot, rancor::Error>(bytes).map_err(|e| SnapshotError(e.to_string()))
+    }
+}
+
+impl Engine {
+    /// The state in canonical form.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut ips: Vec<IpRecord> = self
+            .book
+            .slots
+            .iter()
+            .flatten()
+            .map(|slot| IpRecord {
+                addr: slot.addr,
+                owner: slot.owner,
+                calendar: slot.calendar.clone(),
+            })
+            .collect();
+        ips.sort_unstable_by_key(|ip| ip.addr);
+        let offers = self
+            .book
+            .offers
+            .values()
+            .map(|offer| OfferRecord {
+                id: offer.id,
+                spec: OfferSpec {
+                    provider: offer.provider,
+                    ips: IpSpec::List(
+                        offer
+                            .slots
+                            .iter()
+                            .map(|slot| self.book.slot(*slot).addr)
+                            .collect(),
+                    ),
+                    country: offer.country,
+                    region: offer.region.clone(),
+                    city: offer.city.clone(),
+                    asn: offer.asn,
+                    kind: offer.kind,
+                    protocols: offer.protocols,
+                    window: offer.window,
+                    min_lease: offer.min_lease,
+                    max_lease: offer.max_lease,
+                    price: offer.price,
+                    tenants: offer.tenants,
+                },
+            })
+            .collect();
+        Snapshot {
+            config: self.config,
+            now: self.now,
+            next_offer: self.next_offer,
+            next_request: self.next_request,
+            ips,
+            offers,
+            requests: self.requests.values().cloned().collect(),
+            deals: self.deals.clone(),
+            profiles: self
+                .profiles
+                .iter()
+                .map(|(address, profile)| (*address, profile.clone()))
+                .collect(),
+        }
+    }
+
+    /// A BLAKE3 hash of the canonical state: equal for equal states, whatever the history of
+    /// indexes and allocations behind them.
+    pub fn state_hash(&self) -> [u8; 32] {
+        *blake3::hash(&self.snapshot().to_bytes()).as_bytes()
+    }
+
+    /// Rebuilds an engine, with its indexes and timers, from a snapshot.
+    pub fn restore(snapshot: Snapshot) -> Engine {
+        let mut engine = Engine::new(snapshot.config);
+        engine.now = snapshot.now;
+        engine.next_offer = snapshot.next_offer;
+        engine.next_request = snapshot.next_request;
+        engine.book.restore_ips(snapshot.ips);
+        for offer in snapshot.offers {
+            let ips = match &offer.spec.ips {
+                IpSpec::List(ips) => ips.clone(),
+                other => other.expand().unwrap_or_default(),
+            };
+            engine.book.insert(offer.id, &offer.spec, &ips);
+            let window = offer.spec.window;
+            engine
+                .timers
+                .insert((window.until, Timer::OfferCloses(offer.id)));
+            if window.from > engine.now {
+                engine
+                    .timers
+                    .insert((window.from, Timer::OfferOpens(offer.id)));
+            }
+        }
+        for record in snapshot.requests {
+            if record.resting {
+                engine
+                    .resting
+                    .insert((Reverse(record.spec.max_price), record.id));
+                engine
+                    .timers
+                    .insert((record.expiry(), Timer::RequestExpiry(record.id)));
+            }
+            engine.requests.insert(record.id, record);
+        }
+        for deal in &snapshot.deals {
+            engine.deals_by_party.insert((deal.provider, deal.id));
+            engine.deals_by_party.insert((deal.requester, deal.id));
+            match deal.status() {
+                DealStatus::Pending => {
+                    engine
+                        .timers
+                        .insert((deal.ready_deadline, Timer::ReadyDeadline(deal.id)));
+                    engine.timers.insert((deal.end, Timer::DealEnd(deal.id)));
+                }
+                DealStatus::Active => {
+                    engine.timers.insert((deal.end, Timer::DealEnd(deal.id)));
+                }
+                _ => {}
+            }
+        }
+        engine.deals = snapshot.deals;
+        engine.profiles = snapshot.profiles.into_iter().collect();
+        engine
+    }
+}
