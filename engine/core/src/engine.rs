@@ -86,6 +86,8 @@ pub(crate) enum Timer {
 
 /// One attempt to lease IPs for a request: its filters and the span of the leases.
 struct Fill<'a> {
+    /// The request filled: an IP it already holds is never taken twice.
+    request: RequestId,
     filters: &'a Filters,
     excluded: &'a [Address],
     start: Timestamp,
@@ -575,6 +577,7 @@ impl Engine {
         };
         let (start, end) = lease_span(spec.start, spec.duration, self.now);
         let fill = Fill {
+            request: id,
             filters: &spec.filters,
             excluded: &[],
             start,
@@ -648,6 +651,7 @@ impl Engine {
         }
         let (start, end) = lease_span(record.spec.start, record.spec.duration, self.now);
         Some(Fill {
+            request: record.id,
             filters: &record.spec.filters,
             excluded: &record.excluded,
             start,
@@ -760,6 +764,7 @@ impl Engine {
                             .calendar
                             .admits(fill.start, fill.end, offer.tenants)
                     }))
+                    .filter(|position| !self.holds(fill.request, offer.slots[*position as usize]))
                     .collect();
                 busy.sort_unstable();
                 busy.dedup();
@@ -776,6 +781,16 @@ impl Engine {
             }
         }
         plan
+    }
+
+    /// Whether the request already holds the IP in `slot` through one of its deals.
+    fn holds(&self, request: RequestId, slot: u32) -> bool {
+        self.book
+            .slot(slot)
+            .calendar
+            .bookings()
+            .iter()
+            .any(|b| self.deal(b.deal).is_some_and(|d| d.request == request))
     }
 
     /// Books a plan: one deal per offer.
@@ -967,6 +982,7 @@ impl Engine {
             return;
         };
         let fill = Fill {
+            request,
             filters: &record.spec.filters,
             excluded: &record.excluded,
             start,
