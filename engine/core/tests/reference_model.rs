@@ -972,6 +972,7 @@ fn check_invariants(
     engine: &Engine,
     new_deals: &[Deal],
     requests: &Reference,
+    prices_before: &[(RequestId, Amount)],
 ) -> Result<(), TestCaseError> {
     // No IP of a live offer over its tenant cap at any second.
     for offer in engine.offers() {
@@ -997,7 +998,15 @@ fn check_invariants(
             continue;
         };
         let f = &request.spec.filters;
-        prop_assert!(deal.price <= request.spec.max_price, "price above max");
+        // An amend in the same step may have lowered the maximum after the deal was made.
+        let max_before = prices_before
+            .iter()
+            .find(|(id, _)| *id == request.id)
+            .map_or(0, |(_, price)| *price);
+        prop_assert!(
+            deal.price <= request.spec.max_price.max(max_before),
+            "price above max"
+        );
         prop_assert!(deal.end.0 - deal.start.0 >= MIN_LEASE_SECONDS);
         if f.distinct_subnets {
             let subnets: BTreeSet<u128> = deal.ips.iter().map(|ip| subnet_of(*ip)).collect();
@@ -1029,6 +1038,11 @@ fn run_stream(stream: &[(u64, Gen)]) -> Result<(), TestCaseError> {
             kind: materialize(generated, Timestamp(now), &reference),
         };
         let deals_before = engine.deals().len();
+        let prices_before: Vec<(RequestId, Amount)> = reference
+            .requests
+            .iter()
+            .map(|r| (r.id, r.spec.max_price))
+            .collect();
         let ours = engine.apply(&command, &mut events);
         let theirs = reference.apply(&command);
         prop_assert_eq!(
@@ -1040,7 +1054,12 @@ fn run_stream(stream: &[(u64, Gen)]) -> Result<(), TestCaseError> {
             ours
         );
         same_deals(&engine, &reference)?;
-        check_invariants(&engine, &engine.deals()[deals_before..], &reference)?;
+        check_invariants(
+            &engine,
+            &engine.deals()[deals_before..],
+            &reference,
+            &prices_before,
+        )?;
         commands.push(command);
         if step == stream.len() / 2 {
             let bytes = engine.snapshot().to_bytes();
