@@ -975,7 +975,13 @@ impl Engine {
     /// Replaces a voided deal's IPs for what is left of its span, if that is still a lease.
     fn rematch(&mut self, request: RequestId, count: u32, end: Timestamp, events: &mut Vec<Event>) {
         let start = self.now;
+        let Some(record) = self.requests.get_mut(&request) else {
+            return;
+        };
         if end.0.saturating_sub(start.0) < MIN_LEASE_SECONDS {
+            if record.resting {
+                record.remaining += count;
+            }
             return;
         }
         let Some(record) = self.requests.get(&request) else {
@@ -990,11 +996,16 @@ impl Engine {
             max_price: record.spec.max_price,
         };
         let plan = self.plan(&fill, count, &record.used_subnets);
+        let rematched: u32 = plan.iter().map(|(_, slots)| slots.len() as u32).sum();
         let remaining_before = record.remaining;
         self.commit(request, plan, start, end, events);
-        // A re-match replaces IPs already counted: it must not eat into a resting rest.
+        // A re-match replaces IPs already counted, so it must not eat into a resting rest; what
+        // it could not replace goes back to a resting request, to fill as offers arrive.
         if let Some(record) = self.requests.get_mut(&request) {
             record.remaining = remaining_before;
+            if record.resting {
+                record.remaining += count - rematched;
+            }
         }
     }
 

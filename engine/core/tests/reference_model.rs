@@ -122,7 +122,9 @@ impl Reference {
             .iter()
             .flat_map(|d| {
                 [
-                    (d.provider == wallet).then_some(d.provider_rating).flatten(),
+                    (d.provider == wallet)
+                        .then_some(d.provider_rating)
+                        .flatten(),
                     (d.requester == wallet)
                         .then_some(d.requester_rating)
                         .flatten(),
@@ -131,7 +133,8 @@ impl Reference {
             .flatten()
             .map(u64::from)
             .collect();
-        (!scores.is_empty()).then(|| (scores.iter().sum::<u64>() * 100 / scores.len() as u64) as u16)
+        (!scores.is_empty())
+            .then(|| (scores.iter().sum::<u64>() * 100 / scores.len() as u64) as u16)
     }
 
     fn offer_admits(&self, offer: &RefOffer, fill: &RefFill<'_>) -> bool {
@@ -158,7 +161,9 @@ impl Reference {
             && !fill.excluded.contains(&s.provider)
             && match f.min_rating {
                 None => true,
-                Some(min) => self.average_rating(s.provider).is_some_and(|avg| avg >= min),
+                Some(min) => self
+                    .average_rating(s.provider)
+                    .is_some_and(|avg| avg >= min),
             }
     }
 
@@ -236,7 +241,9 @@ impl Reference {
             record.remaining = record.remaining.saturating_sub(ips.len() as u32);
             record.open_deals += 1;
             if record.spec.filters.distinct_subnets {
-                record.used_subnets.extend(ips.iter().map(|ip| subnet_of(*ip)));
+                record
+                    .used_subnets
+                    .extend(ips.iter().map(|ip| subnet_of(*ip)));
             }
             let requester = record.spec.requester;
             self.deals.push(RefDeal {
@@ -291,7 +298,12 @@ impl Reference {
     }
 
     fn fill_resting(&mut self, id: RequestId) {
-        let Some(record) = self.requests.iter().find(|r| r.id == id && r.resting).cloned() else {
+        let Some(record) = self
+            .requests
+            .iter()
+            .find(|r| r.id == id && r.resting)
+            .cloned()
+        else {
             return;
         };
         if let Start::At(start) = record.spec.start
@@ -349,6 +361,7 @@ impl Reference {
                     record.excluded.push(deal.provider);
                 }
                 let record = record.clone();
+                let mut unreplaced = deal.ips.len() as u32;
                 if deal.end.0.saturating_sub(self.now.0) >= MIN_LEASE_SECONDS {
                     let fill = RefFill {
                         request: record.id,
@@ -359,10 +372,12 @@ impl Reference {
                         max_price: record.spec.max_price,
                     };
                     let plan = self.plan(&fill, deal.ips.len() as u32, &record.used_subnets);
+                    unreplaced -= plan.iter().map(|(_, ips)| ips.len() as u32).sum::<u32>();
                     self.commit(deal.request, plan, self.now, deal.end);
-                    if let Some(r) = self.request_mut(deal.request) {
-                        r.remaining = record.remaining;
-                    }
+                }
+                // What could not be replaced goes back to a resting request.
+                if let Some(r) = self.request_mut(deal.request) {
+                    r.remaining = record.remaining + if record.resting { unreplaced } else { 0 };
                 }
             }
             self.drop_if_done(deal.request);
@@ -647,7 +662,12 @@ fn pool(p: u8, pool: u8) -> (Vec<IpAddr>, u16) {
             .map(|(c, d)| IpAddr::V4(Ipv4Addr::new(10, p, c, d)));
         (ips.to_vec(), 1)
     } else {
-        ((0..4).map(|d| IpAddr::V4(Ipv4Addr::new(10, p, 1, d))).collect(), 2)
+        (
+            (0..4)
+                .map(|d| IpAddr::V4(Ipv4Addr::new(10, p, 1, d)))
+                .collect(),
+            2,
+        )
     }
 }
 

@@ -1,0 +1,854 @@
+//! The order book as providers and requesters live it: one story per test.
+
+use std::net::IpAddr;
+
+use ipsx_engine::*;
+
+const T0: u64 = 1_700_000_000;
+
+struct Market {
+    engine: Engine,
+    events: Vec<Event>,
+    now: u64,
+}
+
+fn addr(n: u64) -> Address {
+    Address::from_low_u64(n)
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("test IP")
+}
+
+fn country(code: &str) -> Country {
+    Country::parse(code).expect("test country")
+}
+
+fn offer(provider: u64, ips: IpSpec, code: &str, price: Amount) -> OfferSpec {
+    OfferSpec {
+        provider: addr(provider),
+        ips,
+        country: country(code),
+        region: None,
+        city: None,
+        asn: 64_500,
+        kind: IpKind::Residential,
+        protocols: ProtocolSet::of(&[Protocol::Http, Protocol::Https, Protocol::Socks5]),
+        window: Window {
+            from: Timestamp(T0),
+            until: Timestamp(T0 + 86_400),
+        },
+        min_lease: 5,
+        max_lease: 86_400,
+        price,
+        tenants: 1,
+    }
+}
+
+fn request(requester: u64, count: u32, max_price: Amount, tif: TimeInForce) -> RequestSpec {
+    RequestSpec {
+        requester: addr(requester),
+        count,
+        filters: Filters::default(),
+        start: Start::Now,
+        duration: 60,
+        max_price,
+        time_in_force: tif,
+    }
+}
+
+impl Market {
+    fn new() -> Market {
+        Market {
+            engine: Engine::new(EngineConfig { ready_timeout: 10 }),
+            events: Vec::new(),
+            now: T0,
+        }
+    }
+
+    fn at(&mut self, seconds_later: u64) -> &mut Self {
+        self.now += seconds_later;
+        self
+    }
+
+    fn run(&mut self, kind: CommandKind) -> Result<Vec<Event>, EngineError> {
+        self.events.clear();
+        let command = Command {
+            at: Timestamp(self.now),
+            kind,
+        };
+        self.engine
+            .apply(&command, &mut self.events)
+            .map(|()| self.events.clone())
+    }
+
+    fn place(&mut self, spec: OfferSpec) -> OfferId {
+        let events = self
+            .run(CommandKind::PlaceOffer(spec))
+            .expect("offer placed");
+        events
+            .iter()
+            .find_map(|e| match e {
+                Event::OfferPlaced { offer, .. } => Some(*offer),
+                _ => None,
+            })
+            .expect("an OfferPlaced event")
+    }
+
+    /// Submits a request; returns the deals it made right away.
+    fn lease(&mut self, spec: RequestSpec) -> Vec<Deal> {
+        let events = self
+            .run(CommandKind::SubmitRequest(spec))
+            .expect("request accepted");
+        self.deals_in(&events)
+    }
+
+    fn deals_in(&self, events: &[Event]) -> Vec<Deal> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::DealMade { deal, .. } => self.engine.deal(*deal).cloned(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ready(&mut self, deal: &Deal) {
+        self.run(CommandKind::ProviderReady {
+            deal: deal.id,
+            provider: deal.provider,
+        })
+        .expect("provider ready");
+    }
+}
+
+#[test]
+fn cheapest_offer_first_then_oldest_and_a_request_splits_across_providers() {
+    let mut market = Market::new();
+    let dear = market.place(offer(1, IpSpec::Single(ip("203.0.113.1")), "FR", 30));
+    let old_cheap = market.place(offer(2, IpSpec::Single(ip("203.0.113.2")), "FR", 10));
+    let new_cheap = market.place(offer(3, IpSpec::Single(ip("203.0.113.3")), "FR", 10));
+
+    let deals = market.lease(request(9, 2, 100, TimeInForce::Ioc));
+    let taken: Vec<(OfferId, Amount)> = deals.iter().map(|d| (d.offer, d.price)).collect();
+    assert_eq!(taken, [(old_cheap, 10), (new_cheap, 10)]);
+    assert_eq!(deals[0].provider, addr(2));
+    assert_eq!(deals[1].provider, addr(3));
+
+    // The expensive one is left, and only for a request that accepts its price.
+    assert!(market.lease(request(9, 1, 29, TimeInForce::Ioc)).is_empty());
+    let deals = market.lease(request(9, 1, 30, TimeInForce::Ioc));
+    assert_eq!(deals[0].offer, dear);
+    assert_eq!(deals[0].ips, [ip("203.0.113.1")]);
+}
+
+#[test]
+fn ioc_takes_what_is_there_fok_takes_all_or_nothing() {
+    let mut market = Market::new();
+    market.place(offer(
+        1,
+        IpSpec::Cidr {
+            network: ip("198.51.100.0"),
+            prefix: 30,
+        },
+        "DE",
+        5,
+    ));
+
+    let events = market
+        .run(CommandKind::SubmitRequest(request(
+            7,
+            5,
+            5,
+            TimeInForce::Fok,
+        )))
+        .expect("accepted");
+    assert!(market.deals_in(&events).is_empty());
+    assert!(events.contains(&Event::RequestClosed {
+        request: RequestId(1),
+        filled: 0,
+        end: RequestEnd::Killed,
+    }));
+
+    let events = market
+        .run(CommandKind::SubmitRequest(request(
+            7,
+            5,
+            5,
+            TimeInForce::Ioc,
+        )))
+        .expect("accepted");
+    assert_eq!(market.deals_in(&events)[0].ips.len(), 4);
+    assert!(events.contains(&Event::RequestClosed {
+        request: RequestId(2),
+        filled: 4,
+        end: RequestEnd::Unfilled,
+    }));
+}
+
+#[test]
+fn gtc_rests_fills_as_offers_arrive_and_expires() {
+    let mut market = Market::new();
+    let expires_at = Timestamp(T0 + 100);
+    let events = market
+        .run(CommandKind::SubmitRequest(request(
+            7,
+            3,
+            50,
+            TimeInForce::Gtc { expires_at },
+        )))
+        .expect("accepted");
+    assert!(events.contains(&Event::RequestResting {
+        request: RequestId(1),
+        remaining: 3,
+    }));
+
+    market.at(10);
+    let events = market
+        .run(CommandKind::PlaceOffer(offer(
+            1,
+            IpSpec::List(vec![ip("192.0.2.1"), ip("192.0.2.2")]),
+            "US",
+            40,
+        )))
+        .expect("placed");
+    let deals = market.deals_in(&events);
+    assert_eq!(deals.len(), 1);
+    assert_eq!(deals[0].ips.len(), 2);
+    assert_eq!(deals[0].start, Timestamp(T0 + 10));
+    assert_eq!(
+        market.engine.request(RequestId(1)).map(|r| r.remaining),
+        Some(1)
+    );
+    market.ready(&deals[0]);
+
+    // Too expensive for it: nothing happens.
+    market.at(10);
+    let events = market
+        .run(CommandKind::PlaceOffer(offer(
+            2,
+            IpSpec::Single(ip("192.0.2.9")),
+            "US",
+            60,
+        )))
+        .expect("placed");
+    assert!(market.deals_in(&events).is_empty());
+
+    market.at(80);
+    let events = market.run(CommandKind::Tick).expect("tick");
+    assert!(events.contains(&Event::RequestClosed {
+        request: RequestId(1),
+        filled: 2,
+        end: RequestEnd::Expired,
+    }));
+    assert_eq!(market.engine.resting_requests().count(), 0);
+}
+
+#[test]
+fn a_calendar_lets_an_ip_serve_disjoint_windows_and_shared_ips_honour_their_cap() {
+    let mut market = Market::new();
+    market.place(offer(1, IpSpec::Single(ip("192.0.2.10")), "FR", 5));
+    let mut shared = offer(2, IpSpec::Single(ip("192.0.2.20")), "DE", 5);
+    shared.tenants = 2;
+    market.place(shared);
+
+    let mut later = request(7, 1, 5, TimeInForce::Ioc);
+    later.filters.countries = CountrySet::of(&[country("FR")]);
+    later.start = Start::At(Timestamp(T0 + 1_000));
+    assert_eq!(market.lease(later.clone()).len(), 1);
+
+    // Now, for 60 s: free before the later lease, so the same IP serves.
+    let mut now = later.clone();
+    now.start = Start::Now;
+    let deals = market.lease(now.clone());
+    assert_eq!(deals[0].ips, [ip("192.0.2.10")]);
+    // Overlapping either booking: refused.
+    let mut overlapping = later.clone();
+    overlapping.start = Start::At(Timestamp(T0 + 990));
+    assert!(market.lease(overlapping).is_empty());
+
+    let mut german = request(8, 1, 5, TimeInForce::Ioc);
+    german.filters.countries = CountrySet::of(&[country("DE")]);
+    assert_eq!(market.lease(german.clone()).len(), 1);
+    german.requester = addr(9);
+    assert_eq!(market.lease(german.clone()).len(), 1);
+    german.requester = addr(10);
+    assert!(
+        market.lease(german).is_empty(),
+        "a third tenant is over the cap"
+    );
+    assert_eq!(
+        market
+            .engine
+            .calendar(ip("192.0.2.20"))
+            .map(<[Booking]>::len),
+        Some(2)
+    );
+}
+
+#[test]
+fn filters_pick_only_matching_ips() {
+    let mut market = Market::new();
+    let mut mobile_paris = offer(1, IpSpec::Single(ip("192.0.2.1")), "FR", 5);
+    mobile_paris.kind = IpKind::Mobile;
+    mobile_paris.city = Some("Paris".into());
+    mobile_paris.asn = 3215;
+    let mut smtp_dc = offer(2, IpSpec::Single(ip("192.0.2.2")), "FR", 5);
+    smtp_dc.kind = IpKind::Datacenter;
+    smtp_dc.protocols = ProtocolSet::of(&[Protocol::Smtp]);
+    smtp_dc.asn = 16_276;
+    let mut short_only = offer(3, IpSpec::Single(ip("192.0.2.3")), "FR", 5);
+    short_only.max_lease = 30;
+    market.place(mobile_paris);
+    market.place(smtp_dc);
+    market.place(short_only);
+
+    let ask = |filters: Filters| {
+        let mut spec = request(7, 3, 5, TimeInForce::Ioc);
+        spec.filters = filters;
+        spec
+    };
+    let leased = |market: &mut Market, filters: Filters| -> Vec<IpAddr> {
+        let deals = market.lease(ask(filters));
+        let ips = deals.iter().flat_map(|d| d.ips.clone()).collect();
+        for deal in deals {
+            market
+                .run(CommandKind::CancelDeal {
+                    deal: deal.id,
+                    requester: deal.requester,
+                })
+                .expect("cancel");
+        }
+        ips
+    };
+
+    let city = Filters {
+        city: Some("PARIS".into()),
+        ..Filters::default()
+    };
+    assert_eq!(leased(&mut market, city), [ip("192.0.2.1")]);
+    let kinds = Filters {
+        kinds: KindSet::of(&[IpKind::Datacenter]),
+        ..Filters::default()
+    };
+    assert_eq!(leased(&mut market, kinds), [ip("192.0.2.2")]);
+    let smtp = Filters {
+        protocols: ProtocolSet::of(&[Protocol::Smtp]),
+        ..Filters::default()
+    };
+    assert_eq!(leased(&mut market, smtp), [ip("192.0.2.2")]);
+    let asn = Filters {
+        asn_include: vec![3215, 16_276],
+        asn_exclude: vec![16_276],
+        ..Filters::default()
+    };
+    assert_eq!(leased(&mut market, asn), [ip("192.0.2.1")]);
+    let elsewhere = Filters {
+        countries: CountrySet::of(&[country("DE"), country("US")]),
+        ..Filters::default()
+    };
+    assert!(leased(&mut market, elsewhere).is_empty());
+    // 60 s leases: the offer capped at 30 s is never taken.
+    let any = leased(&mut market, Filters::default());
+    assert_eq!(any, [ip("192.0.2.1"), ip("192.0.2.2")]);
+}
+
+#[test]
+fn distinct_subnets_take_one_ip_per_24_and_per_48() {
+    let mut market = Market::new();
+    market.place(offer(
+        1,
+        IpSpec::List(vec![
+            ip("192.0.2.1"),
+            ip("192.0.2.2"),
+            ip("198.51.100.1"),
+            ip("2001:db8:1::1"),
+            ip("2001:db8:1:2::1"),
+            ip("2001:db8:2::1"),
+        ]),
+        "NL",
+        5,
+    ));
+    let mut spec = request(7, 6, 5, TimeInForce::Ioc);
+    spec.filters.distinct_subnets = true;
+    let deals = market.lease(spec);
+    assert_eq!(
+        deals[0].ips,
+        [
+            ip("192.0.2.1"),
+            ip("198.51.100.1"),
+            ip("2001:db8:1::1"),
+            ip("2001:db8:2::1")
+        ]
+    );
+}
+
+#[test]
+fn cancelling_an_offer_withdraws_free_ips_while_deals_run_on() {
+    let mut market = Market::new();
+    let id = market.place(offer(
+        1,
+        IpSpec::List(vec![ip("192.0.2.1"), ip("192.0.2.2")]),
+        "FR",
+        5,
+    ));
+    let deal = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    market.ready(&deal);
+
+    let refused = market.run(CommandKind::CancelOffer {
+        offer: id,
+        provider: addr(2),
+    });
+    assert_eq!(refused, Err(EngineError::NotOwner { party: addr(2) }));
+    market
+        .run(CommandKind::CancelOffer {
+            offer: id,
+            provider: addr(1),
+        })
+        .expect("cancelled");
+    assert!(market.engine.offer(id).is_none());
+    assert!(market.lease(request(8, 1, 5, TimeInForce::Ioc)).is_empty());
+    assert_eq!(
+        market.engine.deal(deal.id).map(Deal::status),
+        Some(DealStatus::Active)
+    );
+    // The leased IP stays its provider's: another cannot offer it meanwhile.
+    let theft = market.run(CommandKind::PlaceOffer(offer(
+        2,
+        IpSpec::Single(ip("192.0.2.1")),
+        "FR",
+        1,
+    )));
+    assert!(matches!(theft, Err(EngineError::IpOwnedByOther { .. })));
+    market.at(60);
+    let events = market.run(CommandKind::Tick).expect("tick");
+    assert!(events.contains(&Event::DealStatusChanged {
+        deal: deal.id,
+        from: DealStatus::Active,
+        to: DealStatus::Completed,
+    }));
+}
+
+#[test]
+fn amending_an_offer_changes_price_window_and_size_but_not_its_age() {
+    let mut market = Market::new();
+    let first = market.place(offer(
+        1,
+        IpSpec::List(vec![ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3")]),
+        "FR",
+        9,
+    ));
+    let second = market.place(offer(2, IpSpec::Single(ip("192.0.2.9")), "FR", 5));
+    let deal = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    assert_eq!(deal.offer, second);
+
+    market
+        .run(CommandKind::AmendOffer {
+            offer: first,
+            provider: addr(1),
+            price: Some(5),
+            window: None,
+            max_ips: Some(2),
+        })
+        .expect("amended");
+    assert_eq!(market.engine.offer_ips(first).map(|ips| ips.len()), Some(2));
+    let deals = market.lease(request(7, 5, 5, TimeInForce::Ioc));
+    assert_eq!(deals.len(), 1);
+    assert_eq!(deals[0].ips, [ip("192.0.2.1"), ip("192.0.2.2")]);
+
+    let shrink = market.run(CommandKind::AmendOffer {
+        offer: first,
+        provider: addr(1),
+        price: None,
+        window: None,
+        max_ips: Some(1),
+    });
+    assert_eq!(
+        shrink,
+        Err(EngineError::ShrinkBelowBooked {
+            booked: 2,
+            requested: 1
+        })
+    );
+
+    market
+        .run(CommandKind::AmendOffer {
+            offer: second,
+            provider: addr(2),
+            price: None,
+            window: Some(Window {
+                from: Timestamp(T0),
+                until: Timestamp(T0 + 30),
+            }),
+            max_ips: None,
+        })
+        .expect("window amended");
+    market.at(30);
+    let events = market.run(CommandKind::Tick).expect("tick");
+    assert!(events.contains(&Event::OfferClosed { offer: second }));
+}
+
+#[test]
+fn a_provider_that_never_gets_ready_is_voided_and_replaced() {
+    let mut market = Market::new();
+    market.place(offer(1, IpSpec::Single(ip("192.0.2.1")), "FR", 5));
+    market.place(offer(2, IpSpec::Single(ip("192.0.2.2")), "FR", 6));
+    let deal = market.lease(request(7, 1, 10, TimeInForce::Ioc)).remove(0);
+    assert_eq!(deal.provider, addr(1));
+
+    market.at(10);
+    let events = market.run(CommandKind::Tick).expect("tick");
+    assert!(events.contains(&Event::DealStatusChanged {
+        deal: deal.id,
+        from: DealStatus::Pending,
+        to: DealStatus::Voided,
+    }));
+    let replacement = market.deals_in(&events).remove(0);
+    assert_eq!(replacement.provider, addr(2));
+    assert_eq!(replacement.request, deal.request);
+    assert_eq!(
+        (replacement.start, replacement.end),
+        (Timestamp(T0 + 10), deal.end)
+    );
+    assert_eq!(market.engine.profile(addr(1)).no_shows, 1);
+    // The failed provider's IP is free again for others.
+    assert_eq!(market.lease(request(8, 1, 5, TimeInForce::Ioc)).len(), 1);
+}
+
+#[test]
+fn deals_follow_the_agreement_protocol_and_refuse_illegal_moves() {
+    let mut market = Market::new();
+    market.place(offer(
+        1,
+        IpSpec::Cidr {
+            network: ip("192.0.2.0"),
+            prefix: 30,
+        },
+        "FR",
+        5,
+    ));
+    let lapsing = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    let dropping = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    let cancelled = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    for deal in [&lapsing, &dropping] {
+        market.ready(deal);
+    }
+
+    let early = market.run(CommandKind::PaymentLapsed { deal: cancelled.id });
+    assert_eq!(
+        early,
+        Err(EngineError::IllegalTransition {
+            deal: cancelled.id,
+            status: DealStatus::Pending,
+            input: DealInput::PaymentLapsed,
+        })
+    );
+    market
+        .run(CommandKind::PaymentLapsed { deal: lapsing.id })
+        .expect("lapse");
+    market
+        .run(CommandKind::ProviderFailed {
+            deal: dropping.id,
+            provider: addr(1),
+        })
+        .expect("drop");
+    market
+        .run(CommandKind::CancelDeal {
+            deal: cancelled.id,
+            requester: addr(7),
+        })
+        .expect("cancel");
+    let status = |m: &Market, d: &Deal| m.engine.deal(d.id).map(Deal::status);
+    assert_eq!(status(&market, &lapsing), Some(DealStatus::PaymentLapsed));
+    assert_eq!(
+        status(&market, &dropping),
+        Some(DealStatus::ProviderDropped)
+    );
+    assert_eq!(status(&market, &cancelled), Some(DealStatus::Cancelled));
+    assert_eq!(
+        market.run(CommandKind::ProviderReady {
+            deal: lapsing.id,
+            provider: addr(1)
+        }),
+        Err(EngineError::IllegalTransition {
+            deal: lapsing.id,
+            status: DealStatus::PaymentLapsed,
+            input: DealInput::ProviderReady,
+        })
+    );
+    // All three ended early, so every IP is free again.
+    assert_eq!(
+        market.lease(request(8, 4, 5, TimeInForce::Ioc))[0]
+            .ips
+            .len(),
+        4
+    );
+    let profile = market.engine.profile(addr(7));
+    assert_eq!((profile.lapsed, profile.cancelled), (1, 1));
+    assert_eq!(market.engine.profile(addr(1)).dropped, 1);
+}
+
+#[test]
+fn ratings_build_profiles_that_later_requests_filter_on() {
+    let mut market = Market::new();
+    market.place(offer(1, IpSpec::Single(ip("192.0.2.1")), "FR", 5));
+    market.place(offer(2, IpSpec::Single(ip("192.0.2.2")), "FR", 6));
+    let first = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    market.ready(&first);
+
+    let too_soon = market.run(CommandKind::Rate {
+        deal: first.id,
+        rater: addr(7),
+        score: 5,
+    });
+    assert_eq!(too_soon, Err(EngineError::NotFinished { deal: first.id }));
+    market.at(60);
+    market
+        .run(CommandKind::Rate {
+            deal: first.id,
+            rater: addr(7),
+            score: 2,
+        })
+        .expect("rated");
+    market
+        .run(CommandKind::Rate {
+            deal: first.id,
+            rater: addr(1),
+            score: 5,
+        })
+        .expect("rated back");
+    assert_eq!(
+        market.run(CommandKind::Rate {
+            deal: first.id,
+            rater: addr(7),
+            score: 4
+        }),
+        Err(EngineError::AlreadyRated { deal: first.id })
+    );
+    assert_eq!(
+        market.run(CommandKind::Rate {
+            deal: first.id,
+            rater: addr(3),
+            score: 4
+        }),
+        Err(EngineError::NotOwner { party: addr(3) })
+    );
+    assert_eq!(market.engine.profile(addr(1)).average_rating(), Some(200));
+    assert_eq!(market.engine.profile(addr(7)).average_rating(), Some(500));
+
+    // Provider 1 (2 stars) is skipped for a 3-star minimum; provider 2 (unrated) too.
+    let mut picky = request(8, 2, 10, TimeInForce::Ioc);
+    picky.filters.min_rating = Some(300);
+    assert!(market.lease(picky).is_empty());
+    let mut lenient = request(8, 2, 10, TimeInForce::Ioc);
+    lenient.filters.min_rating = Some(150);
+    let deals = market.lease(lenient);
+    assert_eq!(deals.len(), 1);
+    assert_eq!(deals[0].provider, addr(1));
+}
+
+#[test]
+fn depth_counts_unleased_ips_per_country_protocol_kind_and_price() {
+    let mut market = Market::new();
+    market.place(offer(
+        1,
+        IpSpec::Cidr {
+            network: ip("192.0.2.0"),
+            prefix: 29,
+        },
+        "FR",
+        5,
+    ));
+    market.place(offer(2, IpSpec::Single(ip("192.0.2.99")), "FR", 7));
+    market.lease(request(7, 3, 5, TimeInForce::Ioc));
+    let depth = market.engine.depth();
+    assert_eq!(depth.ips(country("FR"), Protocol::Socks5), 6);
+    assert_eq!(depth.ips(country("FR"), Protocol::Smtp), 0);
+    let levels: Vec<(Amount, u64)> = depth
+        .levels
+        .iter()
+        .filter(|l| l.protocol == Protocol::Http)
+        .map(|l| (l.price, l.ips))
+        .collect();
+    assert_eq!(levels, [(5, 5), (7, 1)]);
+}
+
+#[test]
+fn bad_input_gets_a_typed_error_and_changes_nothing() {
+    let mut market = Market::new();
+    let id = market.place(offer(1, IpSpec::Single(ip("192.0.2.1")), "FR", 5));
+    market.lease(request(7, 1, 5, TimeInForce::Ioc));
+    let before = market.engine.state_hash();
+
+    let mut cases: Vec<(CommandKind, fn(&EngineError) -> bool)> = Vec::new();
+    let mut empty = offer(1, IpSpec::List(vec![]), "FR", 5);
+    cases.push((CommandKind::PlaceOffer(empty.clone()), |e| {
+        *e == EngineError::Input(InputError::NoIps)
+    }));
+    empty.ips = IpSpec::Cidr {
+        network: ip("10.0.0.0"),
+        prefix: 8,
+    };
+    cases.push((CommandKind::PlaceOffer(empty.clone()), |e| {
+        matches!(e, EngineError::Input(InputError::TooManyIps { .. }))
+    }));
+    let mut zero_price = offer(1, IpSpec::Single(ip("192.0.2.5")), "FR", 0);
+    cases.push((CommandKind::PlaceOffer(zero_price.clone()), |e| {
+        *e == EngineError::Input(InputError::ZeroPrice)
+    }));
+    zero_price.price = 1;
+    zero_price.window.until = Timestamp(T0 - 1);
+    cases.push((CommandKind::PlaceOffer(zero_price.clone()), |e| {
+        *e == EngineError::Input(InputError::EmptyWindow)
+    }));
+    cases.push((
+        CommandKind::PlaceOffer(offer(1, IpSpec::Single(ip("192.0.2.1")), "FR", 5)),
+        |e| matches!(e, EngineError::IpAlreadyOffered { .. }),
+    ));
+    let mut zero = request(7, 0, 5, TimeInForce::Ioc);
+    cases.push((CommandKind::SubmitRequest(zero.clone()), |e| {
+        *e == EngineError::Input(InputError::ZeroCount)
+    }));
+    zero.count = 1;
+    zero.duration = 4;
+    cases.push((CommandKind::SubmitRequest(zero.clone()), |e| {
+        *e == EngineError::Input(InputError::DurationOutOfRange(4))
+    }));
+    zero.duration = MAX_LEASE_SECONDS + 1;
+    cases.push((CommandKind::SubmitRequest(zero.clone()), |e| {
+        matches!(e, EngineError::Input(InputError::DurationOutOfRange(_)))
+    }));
+    zero.duration = 60;
+    zero.start = Start::At(Timestamp(T0 - 1));
+    cases.push((CommandKind::SubmitRequest(zero.clone()), |e| {
+        matches!(e, EngineError::Input(InputError::StartInPast { .. }))
+    }));
+    zero.start = Start::Now;
+    zero.max_price = Amount::MAX;
+    zero.count = 2;
+    cases.push((CommandKind::SubmitRequest(zero.clone()), |e| {
+        *e == EngineError::Input(InputError::Overflow)
+    }));
+    zero.max_price = 5;
+    zero.time_in_force = TimeInForce::Gtc {
+        expires_at: Timestamp(T0),
+    };
+    cases.push((CommandKind::SubmitRequest(zero.clone()), |e| {
+        matches!(e, EngineError::Input(InputError::ExpiryNotInFuture { .. }))
+    }));
+    cases.push((
+        CommandKind::CancelOffer {
+            offer: OfferId(99),
+            provider: addr(1),
+        },
+        |e| *e == EngineError::UnknownOffer(OfferId(99)),
+    ));
+    cases.push((
+        CommandKind::CancelRequest {
+            request: RequestId(1),
+            requester: addr(7),
+        },
+        |e| *e == EngineError::UnknownRequest(RequestId(1)),
+    ));
+    cases.push((
+        CommandKind::ProviderReady {
+            deal: DealId(42),
+            provider: addr(1),
+        },
+        |e| *e == EngineError::UnknownDeal(DealId(42)),
+    ));
+    cases.push((
+        CommandKind::ProviderReady {
+            deal: DealId(1),
+            provider: addr(7),
+        },
+        |e| *e == EngineError::NotOwner { party: addr(7) },
+    ));
+    cases.push((
+        CommandKind::AmendOffer {
+            offer: id,
+            provider: addr(1),
+            price: None,
+            window: None,
+            max_ips: None,
+        },
+        |e| *e == EngineError::Input(InputError::NothingToAmend),
+    ));
+    cases.push((
+        CommandKind::Rate {
+            deal: DealId(1),
+            rater: addr(7),
+            score: 6,
+        },
+        |e| *e == EngineError::Input(InputError::BadScore(6)),
+    ));
+    for (kind, expected) in cases {
+        let result = market.run(kind.clone());
+        let error = result.expect_err("bad input must be refused");
+        assert!(expected(&error), "{kind:?} gave {error:?}");
+        assert!(!error.to_string().is_empty());
+        assert_eq!(
+            market.engine.state_hash(),
+            before,
+            "{kind:?} changed the state"
+        );
+    }
+
+    let backwards = market
+        .engine
+        .apply(&Command::tick(Timestamp(T0 - 5)), &mut Vec::new());
+    assert!(matches!(
+        backwards,
+        Err(EngineError::ClockWentBackwards { .. })
+    ));
+    assert_eq!(market.engine.state_hash(), before);
+}
+
+#[test]
+fn a_snapshot_restores_an_identical_engine() {
+    let mut market = Market::new();
+    market.place(offer(
+        1,
+        IpSpec::Cidr {
+            network: ip("2001:db8::"),
+            prefix: 124,
+        },
+        "JP",
+        3,
+    ));
+    let deal = market.lease(request(7, 5, 5, TimeInForce::Ioc)).remove(0);
+    market.ready(&deal);
+    let events = market
+        .run(CommandKind::SubmitRequest(request(
+            8,
+            20,
+            5,
+            TimeInForce::Gtc {
+                expires_at: Timestamp(T0 + 500),
+            },
+        )))
+        .expect("rests");
+    let rest = market.deals_in(&events).remove(0);
+    assert_eq!(rest.ips.len(), 11);
+    market.ready(&rest);
+
+    let bytes = market.engine.snapshot().to_bytes();
+    let restored = Engine::restore(Snapshot::from_bytes(&bytes).expect("reads back"));
+    assert_eq!(restored.state_hash(), market.engine.state_hash());
+    assert_eq!(restored.depth(), market.engine.depth());
+    assert!(Snapshot::from_bytes(&bytes[..bytes.len() / 2]).is_err());
+
+    // Both go on identically: both leases end, the resting request takes the 9 IPs it still wants.
+    let mut original = market.engine.clone();
+    let mut copy = restored;
+    let later = Command::tick(Timestamp(T0 + 60));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    original.apply(&later, &mut a).expect("tick");
+    copy.apply(&later, &mut b).expect("tick");
+    assert_eq!(a, b);
+    assert!(
+        a.iter()
+            .any(|e| matches!(e, Event::DealMade { ips: 9, .. }))
+    );
+    assert_eq!(original.state_hash(), copy.state_hash());
+}
