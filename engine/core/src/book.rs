@@ -449,9 +449,7 @@ impl OfferBook {
             .as_mut()
             .expect("slot ids held by offers and deals are live");
         edit(&mut entry.calendar);
-        let Some((id, position)) = entry.home else {
-            return None;
-        };
+        let (id, position) = entry.home?;
         let offer = self
             .offers
             .get_mut(&id)

@@ -680,7 +680,8 @@ fn bad_input_gets_a_typed_error_and_changes_nothing() {
     market.lease(request(7, 1, 5, TimeInForce::Ioc));
     let before = market.engine.state_hash();
 
-    let mut cases: Vec<(CommandKind, fn(&EngineError) -> bool)> = Vec::new();
+    type Expect = fn(&EngineError) -> bool;
+    let mut cases: Vec<(CommandKind, Expect)> = Vec::new();
     let mut empty = offer(1, IpSpec::List(vec![]), "FR", 5);
     cases.push((CommandKind::PlaceOffer(empty.clone()), |e| {
         *e == EngineError::Input(InputError::NoIps)
