@@ -27,11 +27,29 @@ pub struct EngineConfig {
     /// Seconds a provider has, from a lease's start, to report ready before the deal is voided
     /// and its IPs re-matched.
     pub ready_timeout: u64,
+    /// Which shard this engine is. Its offer, request and deal ids carry it in their top 16
+    /// bits ([`EngineConfig::shard_of`]), so ids from different shards never collide and a
+    /// router can send a command naming an id to the shard that owns it.
+    pub shard: u16,
+}
+
+impl EngineConfig {
+    /// The shard an id was issued by.
+    pub fn shard_of(id: u64) -> u16 {
+        (id >> 48) as u16
+    }
+
+    fn id_base(&self) -> u64 {
+        u64::from(self.shard) << 48
+    }
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { ready_timeout: 30 }
+        EngineConfig {
+            ready_timeout: 30,
+            shard: 0,
+        }
     }
 }
 
@@ -128,8 +146,8 @@ impl Engine {
         Engine {
             config,
             now: Timestamp(0),
-            next_offer: 1,
-            next_request: 1,
+            next_offer: config.id_base() + 1,
+            next_request: config.id_base() + 1,
             book: OfferBook::default(),
             requests: BTreeMap::new(),
             resting: BTreeSet::new(),
@@ -218,8 +236,15 @@ impl Engine {
 
     /// A deal.
     pub fn deal(&self, id: DealId) -> Option<&Deal> {
-        let index = usize::try_from(id.0).ok()?.checked_sub(1)?;
-        self.deals.get(index)
+        self.deals.get(self.deal_index(id)?)
+    }
+
+    fn deal_index(&self, id: DealId) -> Option<usize> {
+        usize::try_from(id.0.checked_sub(self.config.id_base() + 1)?).ok()
+    }
+
+    fn next_deal_id(&self) -> DealId {
+        DealId(self.config.id_base() + self.deals.len() as u64 + 1)
     }
 
     /// Every deal, oldest first.
@@ -245,10 +270,7 @@ impl Engine {
     }
 
     fn deal_mut(&mut self, id: DealId) -> Result<&mut Deal, EngineError> {
-        let index = usize::try_from(id.0)
-            .ok()
-            .and_then(|i| i.checked_sub(1))
-            .ok_or(EngineError::UnknownDeal(id))?;
+        let index = self.deal_index(id).ok_or(EngineError::UnknownDeal(id))?;
         self.deals
             .get_mut(index)
             .ok_or(EngineError::UnknownDeal(id))
@@ -804,7 +826,7 @@ impl Engine {
     ) {
         let ready_deadline = start.saturating_add(self.config.ready_timeout).min(end);
         for (offer_id, slots) in plan {
-            let id = DealId(self.deals.len() as u64 + 1);
+            let id = self.next_deal_id();
             let Some(offer) = self.book.offers.get(&offer_id) else {
                 continue;
             };

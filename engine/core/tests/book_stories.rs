@@ -60,7 +60,10 @@ fn request(requester: u64, count: u32, max_price: Amount, tif: TimeInForce) -> R
 impl Market {
     fn new() -> Market {
         Market {
-            engine: Engine::new(EngineConfig { ready_timeout: 10 }),
+            engine: Engine::new(EngineConfig {
+                ready_timeout: 10,
+                shard: 0,
+            }),
             events: Vec::new(),
             now: T0,
         }

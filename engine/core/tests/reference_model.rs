@@ -1044,6 +1044,7 @@ fn check_invariants(
 fn run_stream(stream: &[(u64, Gen)]) -> Result<(), TestCaseError> {
     let config = EngineConfig {
         ready_timeout: READY_TIMEOUT,
+        shard: 0,
     };
     let mut engine = Engine::new(config);
     let mut reference = Reference::new();
