@@ -1,1 +1,56 @@
-//! placeholder
+//! # ipsx-engine-runtime — the engine's thin shell of threads and files
+//!
+//! [`ipsx_engine`] is a pure state machine; this crate gives it time, queues and a disk:
+//!
+//! ```text
+//!  submitters ──► bounded lock-free queue ──► shard writer thread (one per shard)
+//!                                              │ apply each command of the batch to the Engine
+//!                                              │ append each accepted command to the journal
+//!                                              │ one write + fdatasync for the whole batch
+//!                                              ▼
+//!                                   answers to submitters, depth published (ArcSwap),
+//!                                   snapshot bytes handed to the snapshot thread when due
+//! ```
+//!
+//! * [`journal`]: append-only segments of CRC-checked records, group commit, a configurable
+//!   [`FsyncPolicy`]; a torn tail is cut on recovery.
+//! * [`store::DurableEngine`]: engine + journal + rkyv snapshots; recovery is the newest
+//!   readable snapshot plus the journal after it.
+//! * [`shard::ShardHandle`]: the single writer of one shard; no mutex on the matching path,
+//!   readers get depth snapshots or run queries between batches.
+//! * [`exchange::Exchange`]: several shards, markets (countries) assigned to them.
+//!
+//! A command is acknowledged only after its batch is written (and synced, under
+//! [`FsyncPolicy::Always`]): what a client was told survives `kill -9`.
+//!
+//! ## Example
+//!
+//! ```
+//! use ipsx_engine::{CommandKind, Timestamp};
+//! use ipsx_engine_runtime::{ShardConfig, ShardHandle, StoreConfig};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let shard = ShardHandle::start(ShardConfig::new(StoreConfig::new(dir.path())))?;
+//! let outcome = shard.submit_at(Some(Timestamp(1_000)), CommandKind::Tick)?;
+//! assert_eq!(outcome.seq, Some(1));
+//! shard.shutdown()?;
+//!
+//! let again = ShardHandle::start(ShardConfig::new(StoreConfig::new(dir.path())))?;
+//! assert_eq!(again.recovery().last_seq, 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod error;
+pub mod exchange;
+pub mod journal;
+pub mod shard;
+mod snapshot_file;
+pub mod store;
+pub mod workload;
+
+pub use error::{StoreError, SubmitError};
+pub use exchange::Exchange;
+pub use journal::FsyncPolicy;
+pub use shard::{Outcome, ShardConfig, ShardHandle, Submission, wall_clock};
+pub use snapshot_file::SnapshotBytes;
+pub use store::{DurableEngine, Recovery, StoreConfig};

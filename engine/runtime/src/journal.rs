@@ -1,0 +1,323 @@
+//! The append-only command journal.
+//!
+//! A journal is a folder of segment files `journal-<first seq>.log`. Each record is
+//!
+//! ```text
+//! u32 LE payload length | u32 LE CRC-32 of (seq ‖ payload) | u64 LE seq | payload (rkyv Command)
+//! ```
+//!
+//! Records are appended to an in-memory buffer and written in one `write` per group commit,
+//! followed by `fdatasync` when the [`FsyncPolicy`] asks for it. A crash can leave a torn record
+//! at the tail of the last segment; recovery stops there and the writer truncates it away.
+//! A bad record anywhere else is corruption and stops recovery with an error.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ipsx_engine::Command;
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use crate::error::StoreError;
+
+/// Bytes before a record's payload.
+const HEADER: usize = 16;
+/// Largest payload accepted when reading; larger lengths mean a torn or corrupt header.
+const MAX_PAYLOAD: usize = 64 * 1024 * 1024;
+/// A new segment starts once the current one passes this size.
+const SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// When the journal forces its writes to stable storage.
+///
+/// Every policy writes a group to the file (the OS page cache) before its commands are
+/// acknowledged, so an acknowledged command survives the process being killed. Only `Always`
+/// also survives the machine losing power.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// `fdatasync` after every group commit, before acknowledging it.
+    Always,
+    /// `fdatasync` at most once per interval (a power loss may lose that much).
+    Interval(Duration),
+    /// Never `fdatasync`; the OS flushes when it likes.
+    Never,
+}
+
+/// A journal segment on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub(crate) first_seq: u64,
+    pub(crate) path: PathBuf,
+}
+
+/// The segments of a journal folder, oldest first.
+pub(crate) fn segments(dir: &Path) -> Result<Vec<Segment>, StoreError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
+        let entry = entry.map_err(|e| StoreError::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("journal-"))
+            .and_then(|n| n.strip_suffix(".log"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        found.push(Segment {
+            first_seq: seq,
+            path: entry.path(),
+        });
+    }
+    found.sort_by_key(|s| s.first_seq);
+    Ok(found)
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("journal-{first_seq:020}.log"))
+}
+
+/// Encodes one record.
+pub(crate) fn encode(seq: u64, command: &Command, out: &mut Vec<u8>) {
+    let payload = rkyv::to_bytes::<rancor::Error>(command)
+        .expect("serialising an owned command into memory cannot fail");
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&seq.to_le_bytes());
+    crc.update(&payload);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&payload);
+}
+
+/// What reading a segment found.
+pub(crate) struct SegmentScan {
+    /// Bytes of whole, valid records from the start.
+    pub(crate) valid_len: u64,
+    /// Whether something (a torn or corrupt record) follows them.
+    pub(crate) torn_tail: bool,
+}
+
+/// Reads a segment's records in order, calling `visit` with each `(seq, command)`.
+pub(crate) fn scan_segment(
+    path: &Path,
+    mut visit: impl FnMut(u64, Command) -> Result<(), StoreError>,
+) -> Result<SegmentScan, StoreError> {
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let total = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut offset = 0u64;
+    let mut header = [0u8; HEADER];
+    let mut payload = AlignedVec::<16>::new();
+    loop {
+        if offset == total {
+            return Ok(SegmentScan {
+                valid_len: offset,
+                torn_tail: false,
+            });
+        }
+        let torn = Ok(SegmentScan {
+            valid_len: offset,
+            torn_tail: true,
+        });
+        if reader.read_exact(&mut header).is_err() {
+            return torn;
+        }
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        let end = offset + (HEADER + len) as u64;
+        if len > MAX_PAYLOAD || end > total {
+            // A record the crash cut short; an absurd length with data after it is damage.
+            return if len > MAX_PAYLOAD && !rest_is_blank(path, offset + HEADER as u64)? {
+                Err(damaged(path, offset))
+            } else {
+                torn
+            };
+        }
+        payload.clear();
+        payload.resize(len, 0);
+        if reader.read_exact(&mut payload).is_err() {
+            return torn;
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[8..16]);
+        hasher.update(&payload);
+        if hasher.finalize() != crc {
+            // A torn write is the last thing in the file; a bad record with data after it is
+            // damage, and cutting there would drop acknowledged records.
+            return if end == total || rest_is_blank(path, end)? {
+                torn
+            } else {
+                Err(damaged(path, offset))
+            };
+        }
+        let command = rkyv::from_bytes::<Command, rancor::Error>(&payload).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "{}: record {seq} passed its checksum but does not decode: {e}",
+                path.display()
+            ))
+        })?;
+        visit(seq, command)?;
+        offset += (HEADER + len) as u64;
+    }
+}
+
+fn damaged(path: &Path, offset: u64) -> StoreError {
+    StoreError::Corrupt(format!(
+        "{}: damaged record at byte {offset} with records after it",
+        path.display()
+    ))
+}
+
+/// Whether everything from `from` to the end of the file is zero (preallocated, never written).
+fn rest_is_blank(path: &Path, from: u64) -> Result<bool, StoreError> {
+    let mut file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| StoreError::io(path, e))?;
+    let mut rest = Vec::new();
+    file.read_to_end(&mut rest)
+        .map_err(|e| StoreError::io(path, e))?;
+    Ok(rest.iter().all(|b| *b == 0))
+}
+
+/// Appends records and commits them in groups.
+pub struct JournalWriter {
+    dir: PathBuf,
+    file: File,
+    segment_len: u64,
+    buffer: Vec<u8>,
+    next_seq: u64,
+    policy: FsyncPolicy,
+    last_sync: Instant,
+    unsynced: bool,
+}
+
+impl JournalWriter {
+    /// Opens the journal for appending after `last_seq`, the last record recovery applied.
+    /// `tail` is the last segment and how many of its bytes are valid; anything after them is
+    /// cut off.
+    pub(crate) fn open(
+        dir: &Path,
+        last_seq: u64,
+        tail: Option<(PathBuf, u64)>,
+        policy: FsyncPolicy,
+    ) -> Result<JournalWriter, StoreError> {
+        let (path, len) = match tail {
+            Some((path, valid_len)) => (path, valid_len),
+            None => (segment_path(dir, last_seq + 1), 0),
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        file.set_len(len).map_err(|e| StoreError::io(&path, e))?;
+        file.seek(SeekFrom::Start(len))
+            .map_err(|e| StoreError::io(&path, e))?;
+        file.sync_all().map_err(|e| StoreError::io(&path, e))?;
+        sync_dir(dir)?;
+        Ok(JournalWriter {
+            dir: dir.to_path_buf(),
+            file,
+            segment_len: len,
+            buffer: Vec::with_capacity(1 << 20),
+            next_seq: last_seq + 1,
+            policy,
+            last_sync: Instant::now(),
+            unsynced: false,
+        })
+    }
+
+    /// Buffers a record; returns its sequence number. Nothing is durable before
+    /// [`JournalWriter::commit`].
+    pub fn append(&mut self, command: &Command) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        encode(seq, command, &mut self.buffer);
+        seq
+    }
+
+    /// The sequence number of the last appended record.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Writes the buffered group in one write, then syncs as the policy says.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        if !self.buffer.is_empty() {
+            self.file
+                .write_all(&self.buffer)
+                .map_err(|e| StoreError::io(&self.dir, e))?;
+            self.segment_len += self.buffer.len() as u64;
+            self.buffer.clear();
+            self.unsynced = true;
+        }
+        let due = match self.policy {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
+            FsyncPolicy::Never => false,
+        };
+        if due && self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(|e| StoreError::io(&self.dir, e))?;
+            self.last_sync = Instant::now();
+            self.unsynced = false;
+        }
+        if self.segment_len >= SEGMENT_BYTES {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment at the next sequence number (after a snapshot, or when full).
+    pub(crate) fn rotate(&mut self) -> Result<(), StoreError> {
+        self.commit_pending_without_rotation()?;
+        self.file
+            .sync_data()
+            .map_err(|e| StoreError::io(&self.dir, e))?;
+        let path = segment_path(&self.dir, self.next_seq);
+        self.file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        sync_dir(&self.dir)?;
+        self.segment_len = 0;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn commit_pending_without_rotation(&mut self) -> Result<(), StoreError> {
+        if !self.buffer.is_empty() {
+            self.file
+                .write_all(&self.buffer)
+                .map_err(|e| StoreError::io(&self.dir, e))?;
+            self.buffer.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Makes a folder's entries (new, renamed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+/// Deletes segments whose every record is at or before `seq`.
+pub(crate) fn prune(dir: &Path, seq: u64) -> Result<(), StoreError> {
+    let all = segments(dir)?;
+    for pair in all.windows(2) {
+        // A segment ends where the next begins.
+        if pair[1].first_seq <= seq + 1 {
+            fs::remove_file(&pair[0].path).map_err(|e| StoreError::io(&pair[0].path, e))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,347 @@
+//! One shard: a single writer thread owning a [`DurableEngine`], fed through a lock-free queue.
+//!
+//! The writer takes whatever is queued (up to a batch), applies each command, writes the whole
+//! group to the journal in one commit, and only then answers the submitters: group commit, so
+//! an fsync is shared by every command of the batch. Readers never touch the engine: market
+//! depth is published through an atomically swapped pointer, other reads run as queries on the
+//! writer between batches.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use ipsx_engine::{Command, CommandKind, Engine, EngineError, Event, MarketDepth, Timestamp};
+
+use crate::error::{StoreError, SubmitError};
+use crate::store::{DurableEngine, Recovery, StoreConfig};
+
+/// How a shard runs.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// Where and how it stores its state.
+    pub store: StoreConfig,
+    /// Most commands in one group commit.
+    pub batch_max: usize,
+    /// Capacity of the submission queue (submitters wait when it is full).
+    pub queue_capacity: usize,
+    /// Move the clock this often without traffic, so timeouts and expiries fire (None: only
+    /// when commands arrive — for tests that drive time themselves).
+    pub tick_every: Option<Duration>,
+    /// Publish market depth at most this often.
+    pub depth_every: Duration,
+}
+
+impl ShardConfig {
+    /// Defaults for a store in `dir`.
+    pub fn new(store: StoreConfig) -> ShardConfig {
+        ShardConfig {
+            store,
+            batch_max: 4096,
+            queue_capacity: 65_536,
+            tick_every: Some(Duration::from_secs(1)),
+            depth_every: Duration::from_millis(50),
+        }
+    }
+}
+
+/// What a submitter gets back once its command is durable (or refused).
+#[derive(Debug)]
+pub struct Outcome {
+    /// The submitter's own tag, to match answers with submissions.
+    pub tag: u64,
+    /// The journal record, if the command changed anything.
+    pub seq: Option<u64>,
+    /// The engine's verdict and what happened.
+    pub result: Result<Vec<Event>, EngineError>,
+}
+
+/// One command for a shard.
+pub struct Submission {
+    /// Command time; `None` lets the writer stamp it with the wall clock (never going back).
+    pub at: Option<Timestamp>,
+    /// The command.
+    pub kind: CommandKind,
+    /// Where to send the [`Outcome`] (none: fire and forget).
+    pub reply: Option<Sender<Outcome>>,
+    /// Echoed in the outcome.
+    pub tag: u64,
+}
+
+type Query = Box<dyn FnOnce(&Engine) + Send>;
+
+// Submissions are the hot path and the common case: boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Message {
+    Submit(Submission),
+    Query(Query),
+    Snapshot(Sender<Result<(), StoreError>>),
+    Shutdown,
+}
+
+/// Counters a shard publishes.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Last journal record made durable.
+    pub durable_seq: AtomicU64,
+    /// Commands handled (accepted or refused).
+    pub commands: AtomicU64,
+    /// Group commits done.
+    pub batches: AtomicU64,
+}
+
+/// A running shard.
+pub struct ShardHandle {
+    inbox: Sender<Message>,
+    depth: Arc<ArcSwap<MarketDepth>>,
+    stats: Arc<ShardStats>,
+    recovery: Recovery,
+    writer: Option<JoinHandle<Result<(), StoreError>>>,
+}
+
+impl ShardHandle {
+    /// Recovers the store and starts the writer thread.
+    pub fn start(config: ShardConfig) -> Result<ShardHandle, StoreError> {
+        let (store, recovery) = DurableEngine::open(config.store.clone())?;
+        let (inbox, queue) = crossbeam_channel::bounded(config.queue_capacity);
+        let depth = Arc::new(ArcSwap::from_pointee(store.engine().depth()));
+        let stats = Arc::new(ShardStats::default());
+        stats.durable_seq.store(store.last_seq(), Ordering::Release);
+        let writer = Writer {
+            store,
+            queue,
+            config: config.clone(),
+            depth: Arc::clone(&depth),
+            stats: Arc::clone(&stats),
+        };
+        let writer = thread::Builder::new()
+            .name(format!("ipsx-shard-{}", config.store.engine.shard))
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::io(&config.store.dir, e))?;
+        Ok(ShardHandle {
+            inbox,
+            depth,
+            stats,
+            recovery,
+            writer: Some(writer),
+        })
+    }
+
+    /// Queues a submission; the outcome goes to its `reply` channel.
+    pub fn send(&self, submission: Submission) -> Result<(), SubmitError> {
+        self.inbox
+            .send(Message::Submit(submission))
+            .map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Submits a command stamped now and waits until it is durable (or refused).
+    pub fn submit(&self, kind: CommandKind) -> Result<Outcome, SubmitError> {
+        self.submit_at(None, kind)
+    }
+
+    /// Submits a command with an explicit time and waits for its outcome.
+    pub fn submit_at(
+        &self,
+        at: Option<Timestamp>,
+        kind: CommandKind,
+    ) -> Result<Outcome, SubmitError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.send(Submission {
+            at,
+            kind,
+            reply: Some(reply),
+            tag: 0,
+        })?;
+        answer.recv().map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Runs `read` on the engine between batches and returns its answer. It sees only
+    /// durable state.
+    pub fn query<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Engine) -> R + Send + 'static,
+    ) -> Result<R, SubmitError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let query: Query = Box::new(move |engine| {
+            let _ = reply.send(read(engine));
+        });
+        self.inbox
+            .send(Message::Query(query))
+            .map_err(|_| SubmitError::Stopped)?;
+        answer.recv().map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Takes a snapshot now and waits until it is on disk.
+    pub fn snapshot(&self) -> Result<(), SubmitError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.inbox
+            .send(Message::Snapshot(reply))
+            .map_err(|_| SubmitError::Stopped)?;
+        match answer.recv() {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(SubmitError::Stopped),
+        }
+    }
+
+    /// The latest published market depth; never blocks the writer.
+    pub fn depth(&self) -> Arc<MarketDepth> {
+        self.depth.load_full()
+    }
+
+    /// The shard's counters.
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// What recovery found when the shard started.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Finishes queued work, takes a final snapshot and stops the writer.
+    pub fn shutdown(mut self) -> Result<(), StoreError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), StoreError> {
+        let _ = self.inbox.send(Message::Shutdown);
+        match self.writer.take() {
+            Some(writer) => writer.join().unwrap_or_else(|_| {
+                Err(StoreError::Corrupt("the shard writer panicked".to_string()))
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ShardHandle {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop() {
+            tracing::error!(%error, "shard stopped with an error");
+        }
+    }
+}
+
+/// The wall clock in whole seconds.
+pub fn wall_clock() -> Timestamp {
+    Timestamp(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+struct Writer {
+    store: DurableEngine,
+    queue: Receiver<Message>,
+    config: ShardConfig,
+    depth: Arc<ArcSwap<MarketDepth>>,
+    stats: Arc<ShardStats>,
+}
+
+struct Pending {
+    reply: Option<Sender<Outcome>>,
+    outcome: Outcome,
+}
+
+impl Writer {
+    fn run(mut self) -> Result<(), StoreError> {
+        let mut batch: Vec<Message> = Vec::with_capacity(self.config.batch_max);
+        let mut pending: Vec<Pending> = Vec::with_capacity(self.config.batch_max);
+        let mut queries: Vec<Query> = Vec::new();
+        let mut snapshot_waiters: Vec<Sender<Result<(), StoreError>>> = Vec::new();
+        let mut last_tick = Instant::now();
+        let mut last_depth = Instant::now();
+        let idle_wait = self.config.tick_every.unwrap_or(Duration::from_secs(3600));
+        loop {
+            let mut stop = false;
+            match self.queue.recv_timeout(idle_wait) {
+                Ok(message) => batch.push(message),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+            while batch.len() < self.config.batch_max {
+                match self.queue.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            if self
+                .config
+                .tick_every
+                .is_some_and(|every| last_tick.elapsed() >= every)
+            {
+                last_tick = Instant::now();
+                let mut events = Vec::new();
+                let at = wall_clock().max(self.store.engine().now());
+                let _ = self.store.apply(&Command::tick(at), &mut events);
+            }
+            for message in batch.drain(..) {
+                match message {
+                    Message::Submit(submission) => {
+                        pending.push(self.apply(submission));
+                    }
+                    Message::Query(query) => queries.push(query),
+                    Message::Snapshot(waiter) => snapshot_waiters.push(waiter),
+                    Message::Shutdown => stop = true,
+                }
+            }
+            // Group commit: one write (and sync) for the whole batch, then the answers.
+            self.store.commit()?;
+            self.stats
+                .durable_seq
+                .store(self.store.last_seq(), Ordering::Release);
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            for Pending { reply, outcome } in pending.drain(..) {
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+            for query in queries.drain(..) {
+                query(self.store.engine());
+            }
+            if last_depth.elapsed() >= self.config.depth_every || stop {
+                last_depth = Instant::now();
+                self.depth.store(Arc::new(self.store.engine().depth()));
+            }
+            if !snapshot_waiters.is_empty() {
+                let result = self.store.snapshot_and_wait();
+                for waiter in snapshot_waiters.drain(..) {
+                    let _ = waiter.send(match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(StoreError::Corrupt(e.to_string())),
+                    });
+                }
+                result?;
+            } else if self.store.snapshot_due() {
+                self.store.snapshot()?;
+            }
+            if stop {
+                return self.store.snapshot_and_wait();
+            }
+        }
+    }
+
+    fn apply(&mut self, submission: Submission) -> Pending {
+        let at = submission
+            .at
+            .unwrap_or_else(|| wall_clock().max(self.store.engine().now()));
+        let command = Command {
+            at,
+            kind: submission.kind,
+        };
+        let mut events = Vec::new();
+        let applied = self.store.apply(&command, &mut events);
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        Pending {
+            reply: submission.reply,
+            outcome: Outcome {
+                tag: submission.tag,
+                seq: applied.seq,
+                result: applied.result.map(|()| events),
+            },
+        }
+    }
+}

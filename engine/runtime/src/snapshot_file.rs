@@ -1,0 +1,109 @@
+//! Snapshot files: the engine's canonical state at a journal position.
+//!
+//! `snapshot-<seq>.bin` holds a header (magic, format version, the sequence number of the last
+//! command it includes, CRC-32 of the body) and the rkyv [`Snapshot`]. Files are written to a
+//! temporary name, synced, renamed and the folder synced, so a crash leaves either the old set
+//! or the new one, never a half file under a snapshot name.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ipsx_engine::Snapshot;
+
+use crate::error::StoreError;
+use crate::journal::sync_dir;
+
+const MAGIC: &[u8; 8] = b"IPSXSNAP";
+const VERSION: u32 = 1;
+const HEADER: usize = 8 + 4 + 8 + 4;
+
+fn path_for(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("snapshot-{seq:020}.bin"))
+}
+
+/// Snapshot files in a folder, newest first, as `(seq, path)`.
+pub(crate) fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
+        let entry = entry.map_err(|e| StoreError::io(dir, e))?;
+        let seq = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("snapshot-"))
+            .and_then(|n| n.strip_suffix(".bin"))
+            .and_then(|n| n.parse::<u64>().ok());
+        if let Some(seq) = seq {
+            found.push((seq, entry.path()));
+        }
+    }
+    found.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+    Ok(found)
+}
+
+/// Serialised snapshot bytes, ready to be written by [`write`] (possibly on another thread).
+pub struct SnapshotBytes {
+    pub(crate) seq: u64,
+    pub(crate) body: Vec<u8>,
+}
+
+impl SnapshotBytes {
+    /// Serialises an engine snapshot taken after command `seq`.
+    pub fn new(seq: u64, snapshot: &Snapshot) -> SnapshotBytes {
+        SnapshotBytes {
+            seq,
+            body: snapshot.to_bytes(),
+        }
+    }
+}
+
+/// Writes a snapshot file atomically and durably; returns its path.
+pub(crate) fn write(dir: &Path, bytes: &SnapshotBytes) -> Result<PathBuf, StoreError> {
+    let path = path_for(dir, bytes.seq);
+    let temporary = path.with_extension("tmp");
+    let mut file = File::create(&temporary).map_err(|e| StoreError::io(&temporary, e))?;
+    let mut header = Vec::with_capacity(HEADER);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&VERSION.to_le_bytes());
+    header.extend_from_slice(&bytes.seq.to_le_bytes());
+    header.extend_from_slice(&crc32fast::hash(&bytes.body).to_le_bytes());
+    file.write_all(&header)
+        .and_then(|()| file.write_all(&bytes.body))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StoreError::io(&temporary, e))?;
+    fs::rename(&temporary, &path).map_err(|e| StoreError::io(&path, e))?;
+    sync_dir(dir)?;
+    Ok(path)
+}
+
+/// Reads a snapshot file, checking magic, version and checksum.
+pub(crate) fn read(path: &Path) -> Result<(u64, Snapshot), StoreError> {
+    let data = fs::read(path).map_err(|e| StoreError::io(path, e))?;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("{}: {what}", path.display()));
+    if data.len() < HEADER || &data[0..8] != MAGIC {
+        return Err(corrupt("not a snapshot file"));
+    }
+    let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(corrupt("unknown snapshot format version"));
+    }
+    let seq = u64::from_le_bytes(data[12..20].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(data[20..24].try_into().expect("4 bytes"));
+    let body = &data[HEADER..];
+    if crc32fast::hash(body) != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
+    aligned.extend_from_slice(body);
+    let snapshot = Snapshot::from_bytes(&aligned).map_err(|e| corrupt(&e.to_string()))?;
+    Ok((seq, snapshot))
+}
+
+/// Keeps the `keep` newest snapshots and returns the oldest kept sequence number.
+pub(crate) fn prune(dir: &Path, keep: usize) -> Result<Option<u64>, StoreError> {
+    let all = list(dir)?;
+    for (_, path) in all.iter().skip(keep) {
+        fs::remove_file(path).map_err(|e| StoreError::io(path, e))?;
+    }
+    Ok(all.get(keep.min(all.len()).saturating_sub(1)).map(|(seq, _)| *seq))
+}

@@ -1,0 +1,340 @@
+//! A durable engine: every accepted command is journaled; snapshots bound recovery time.
+//!
+//! Recovery loads the newest readable snapshot, replays the journal after it, and cuts a torn
+//! tail (a record a crash interrupted). Snapshot files are written by a helper thread from bytes
+//! the writer serialised, so the writer only pauses for serialisation.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use ipsx_engine::{Command, Engine, EngineConfig, EngineError, Event};
+
+use crate::error::StoreError;
+use crate::journal::{self, FsyncPolicy, JournalWriter};
+use crate::snapshot_file::{self, SnapshotBytes};
+
+/// Where and how a shard keeps its state.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Folder of the journal segments and snapshots (created if missing).
+    pub dir: PathBuf,
+    /// When journal writes are forced to stable storage.
+    pub fsync: FsyncPolicy,
+    /// Take a snapshot after this many journaled commands (0: never on its own).
+    pub snapshot_every: u64,
+    /// Engine settings for a fresh store (a recovered store keeps those of its snapshot).
+    pub engine: EngineConfig,
+}
+
+impl StoreConfig {
+    /// Defaults: fsync on every group commit, a snapshot every million commands.
+    pub fn new(dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig {
+            dir: dir.into(),
+            fsync: FsyncPolicy::Always,
+            snapshot_every: 1_000_000,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+/// What recovery found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// Sequence number of the snapshot recovery started from, if any.
+    pub snapshot_seq: Option<u64>,
+    /// Journal records replayed after it.
+    pub replayed: u64,
+    /// The last sequence number applied.
+    pub last_seq: u64,
+    /// Bytes of a torn record cut from the journal's tail.
+    pub torn_bytes: u64,
+    /// How long recovery took.
+    pub elapsed: Duration,
+}
+
+/// An engine whose accepted commands are journaled before they are acknowledged.
+pub struct DurableEngine {
+    engine: Engine,
+    journal: JournalWriter,
+    dir: PathBuf,
+    snapshot_every: u64,
+    since_snapshot: u64,
+    snapshot_writer: Sender<SnapshotBytes>,
+    snapshot_results: Receiver<Result<(), StoreError>>,
+    snapshots_in_flight: usize,
+}
+
+impl DurableEngine {
+    /// Opens (or creates) the store in `config.dir` and recovers its state.
+    pub fn open(config: StoreConfig) -> Result<(DurableEngine, Recovery), StoreError> {
+        let started = Instant::now();
+        let dir = config.dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let (mut engine, snapshot_seq) = load_newest_snapshot(&dir, config.engine)?;
+        let mut last_seq = snapshot_seq.unwrap_or(0);
+        let mut replayed = 0u64;
+        let mut events = Vec::new();
+        let segments = journal::segments(&dir)?;
+        let mut tail = None;
+        let mut torn_bytes = 0;
+        for (index, segment) in segments.iter().enumerate() {
+            let is_last = index + 1 == segments.len();
+            if let Some(next) = segments.get(index + 1)
+                && next.first_seq <= last_seq + 1
+            {
+                continue; // wholly covered by the snapshot
+            }
+            let scan = journal::scan_segment(&segment.path, |seq, command| {
+                if seq <= last_seq {
+                    return Ok(());
+                }
+                if seq != last_seq + 1 {
+                    return Err(StoreError::Gap {
+                        expected: last_seq + 1,
+                        found: seq,
+                    });
+                }
+                events.clear();
+                replay(&mut engine, &command, &mut events, seq)?;
+                last_seq = seq;
+                replayed += 1;
+                Ok(())
+            })?;
+            if scan.torn_tail {
+                if !is_last {
+                    return Err(StoreError::Corrupt(format!(
+                        "{}: damaged record in the middle of the journal",
+                        segment.path.display()
+                    )));
+                }
+                let size = fs::metadata(&segment.path)
+                    .map_err(|e| StoreError::io(&segment.path, e))?
+                    .len();
+                torn_bytes = size - scan.valid_len;
+                tracing::warn!(
+                    path = %segment.path.display(),
+                    torn_bytes,
+                    "cutting a torn record from the journal's tail"
+                );
+            }
+            if is_last {
+                if segment.first_seq > last_seq + 1 {
+                    return Err(StoreError::Gap {
+                        expected: last_seq + 1,
+                        found: segment.first_seq,
+                    });
+                }
+                tail = Some((segment.path.clone(), scan.valid_len));
+            }
+        }
+        let journal = JournalWriter::open(&dir, last_seq, tail, config.fsync)?;
+        let (snapshot_writer, snapshot_results) = spawn_snapshot_writer(dir.clone());
+        let recovery = Recovery {
+            snapshot_seq,
+            replayed,
+            last_seq,
+            torn_bytes,
+            elapsed: started.elapsed(),
+        };
+        tracing::info!(?recovery, dir = %dir.display(), "store recovered");
+        Ok((
+            DurableEngine {
+                engine,
+                journal,
+                dir,
+                snapshot_every: config.snapshot_every,
+                since_snapshot: replayed,
+                snapshot_writer,
+                snapshot_results,
+                snapshots_in_flight: 0,
+            },
+            recovery,
+        ))
+    }
+
+    /// Applies a command and buffers it for the journal. Returns the record's sequence number.
+    /// Not durable until [`DurableEngine::commit`]; acknowledge only after that.
+    ///
+    /// A refused command is journaled as a clock tick when refusing it still moved the clock
+    /// (timers fired), so a replay moves the clock the same way.
+    pub fn apply(&mut self, command: &Command, events: &mut Vec<Event>) -> ApplyResult {
+        let clock_before = self.engine.now();
+        match self.engine.apply(command, events) {
+            Ok(()) => {
+                self.since_snapshot += 1;
+                ApplyResult {
+                    seq: Some(self.journal.append(command)),
+                    result: Ok(()),
+                }
+            }
+            Err(error) => {
+                let seq = (self.engine.now() != clock_before).then(|| {
+                    self.since_snapshot += 1;
+                    self.journal.append(&Command::tick(command.at))
+                });
+                ApplyResult {
+                    seq,
+                    result: Err(error),
+                }
+            }
+        }
+    }
+
+    /// Makes everything applied so far durable (one write, and a sync as the policy says).
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        self.journal.commit()
+    }
+
+    /// The engine (read-only: changes go through [`DurableEngine::apply`]).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The last journaled sequence number.
+    pub fn last_seq(&self) -> u64 {
+        self.journal.last_seq()
+    }
+
+    /// Whether enough commands have passed since the last snapshot.
+    pub fn snapshot_due(&self) -> bool {
+        self.snapshot_every > 0 && self.since_snapshot >= self.snapshot_every
+    }
+
+    /// Serialises the state and hands it to the snapshot thread; the journal starts a new
+    /// segment. Skipped (returns `false`) while the previous snapshot is still being written.
+    pub fn snapshot(&mut self) -> Result<bool, StoreError> {
+        self.collect_snapshot_results(false)?;
+        if self.snapshots_in_flight > 0 {
+            return Ok(false);
+        }
+        self.commit()?;
+        let bytes = SnapshotBytes::new(self.last_seq(), &self.engine.snapshot());
+        self.snapshot_writer
+            .send(bytes)
+            .map_err(|_| StoreError::Corrupt("the snapshot thread has stopped".to_string()))?;
+        self.snapshots_in_flight += 1;
+        self.journal.rotate()?;
+        self.since_snapshot = 0;
+        Ok(true)
+    }
+
+    /// Takes a snapshot and waits until it is on disk.
+    pub fn snapshot_and_wait(&mut self) -> Result<(), StoreError> {
+        self.collect_snapshot_results(true)?;
+        self.snapshot()?;
+        self.collect_snapshot_results(true)
+    }
+
+    fn collect_snapshot_results(&mut self, wait: bool) -> Result<(), StoreError> {
+        while self.snapshots_in_flight > 0 {
+            let result = if wait {
+                self.snapshot_results.recv().map_err(|_| {
+                    StoreError::Corrupt("the snapshot thread has stopped".to_string())
+                })?
+            } else {
+                match self.snapshot_results.try_recv() {
+                    Ok(result) => result,
+                    Err(_) => return Ok(()),
+                }
+            };
+            self.snapshots_in_flight -= 1;
+            result?;
+        }
+        Ok(())
+    }
+
+    /// The store's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// What [`DurableEngine::apply`] did.
+#[derive(Debug)]
+pub struct ApplyResult {
+    /// The journal record written for it, if any.
+    pub seq: Option<u64>,
+    /// The engine's verdict.
+    pub result: Result<(), EngineError>,
+}
+
+fn replay(
+    engine: &mut Engine,
+    command: &Command,
+    events: &mut Vec<Event>,
+    seq: u64,
+) -> Result<(), StoreError> {
+    engine.apply(command, events).map_err(|error| {
+        StoreError::Corrupt(format!(
+            "journal record {seq} was accepted once but is refused on replay ({error}); \
+             the journal does not belong to this engine version"
+        ))
+    })
+}
+
+fn load_newest_snapshot(
+    dir: &Path,
+    config: EngineConfig,
+) -> Result<(Engine, Option<u64>), StoreError> {
+    for (seq, path) in snapshot_file::list(dir)? {
+        match snapshot_file::read(&path) {
+            Ok((_, snapshot)) => {
+                if snapshot.config != config {
+                    tracing::warn!(
+                        stored = ?snapshot.config,
+                        requested = ?config,
+                        "keeping the engine settings the snapshot was taken with"
+                    );
+                }
+                return Ok((Engine::restore(snapshot), Some(seq)));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "skipping an unreadable snapshot; trying an older one");
+            }
+        }
+    }
+    Ok((Engine::new(config), None))
+}
+
+/// The helper thread that writes snapshot files and prunes what they make obsolete.
+fn spawn_snapshot_writer(
+    dir: PathBuf,
+) -> (Sender<SnapshotBytes>, Receiver<Result<(), StoreError>>) {
+    let (to_writer, inbox) = crossbeam_channel::bounded::<SnapshotBytes>(1);
+    let (report, results) = crossbeam_channel::bounded(4);
+    thread::Builder::new()
+        .name("ipsx-snapshot".into())
+        .spawn(move || {
+            for bytes in inbox {
+                let outcome = write_and_prune(&dir, &bytes);
+                if let Err(error) = &outcome {
+                    tracing::error!(%error, "snapshot failed");
+                }
+                if report.send(outcome).is_err() {
+                    break;
+                }
+            }
+        })
+        .expect("spawning the snapshot thread");
+    (to_writer, results)
+}
+
+fn write_and_prune(dir: &Path, bytes: &SnapshotBytes) -> Result<(), StoreError> {
+    let started = Instant::now();
+    snapshot_file::write(dir, bytes)?;
+    // Keep two snapshots, and the journal from the older one on, in case the newer is damaged.
+    if let Some(oldest_kept) = snapshot_file::prune(dir, 2)? {
+        journal::prune(dir, oldest_kept)?;
+    }
+    tracing::info!(
+        seq = bytes.seq,
+        bytes = bytes.body.len(),
+        elapsed = ?started.elapsed(),
+        "snapshot written"
+    );
+    Ok(())
+}
