@@ -1,1 +1,196 @@
-//! Benchmark helpers.
+//! # ipsx-benches — how fast the exchange is, measured
+//!
+//! Shared drivers for the criterion benchmarks (`benches/`) and the load harness
+//! (`src/bin/engine_load.rs`, HDR-histogram latency percentiles). Everything here drives the
+//! real engine and runtime; nothing is mocked.
+//!
+//! * [`build_market`] fills an engine with a synthetic market (about a million IPs over 200
+//!   countries by default).
+//! * [`LeaseDriver`] sends lease requests against it forever: the clock advances one second
+//!   every `requests_per_second` requests, so leases end (their deals are voided at their end,
+//!   no provider having reported ready) and the market keeps its capacity — a steady state
+//!   rather than a book that runs dry.
+//!
+//! ```
+//! use ipsx_benches::{LeaseDriver, build_market};
+//! use ipsx_engine_runtime::workload::MarketShape;
+//!
+//! let shape = MarketShape { countries: 4, offers: 8, ips_per_offer: 10, providers: 2 };
+//! let mut driver = LeaseDriver::new(build_market(&shape), shape, 100);
+//! assert_eq!(driver.lease(3), 3);
+//! ```
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use ipsx_engine::{Command, CommandKind, Engine, EngineConfig, Event, Timestamp};
+use ipsx_engine_runtime::workload::{EPOCH, MarketShape};
+
+/// Lease duration the drivers use, seconds.
+pub const LEASE_SECONDS: u64 = 5;
+
+/// Seconds finished deals stay in the benchmarked deal book. At a million leases a second a
+/// day's retention would not fit in memory: a node sizes retention to its memory, and the
+/// benchmarks measure that steady state rather than a book that only grows.
+pub const DEAL_RETENTION: u64 = 10;
+
+/// An engine holding `shape`'s offers, its clock at [`EPOCH`].
+pub fn build_market(shape: &MarketShape) -> Engine {
+    let mut engine = Engine::new(EngineConfig {
+        deal_retention: DEAL_RETENTION,
+        ..EngineConfig::default()
+    });
+    let mut events = Vec::new();
+    for index in 0..shape.offers {
+        let command = Command {
+            at: EPOCH,
+            kind: CommandKind::PlaceOffer(shape.offer(index)),
+        };
+        engine
+            .apply(&command, &mut events)
+            .expect("synthetic offers are valid");
+        events.clear();
+    }
+    engine
+}
+
+/// Sends IOC lease requests to an engine, moving its clock so leases keep ending.
+pub struct LeaseDriver {
+    engine: Engine,
+    shape: MarketShape,
+    requests_per_second: u64,
+    sent: u64,
+    now: Timestamp,
+    events: Vec<Event>,
+}
+
+impl LeaseDriver {
+    /// A driver over `engine` holding `shape`, advancing the clock one second every
+    /// `requests_per_second` requests.
+    pub fn new(engine: Engine, shape: MarketShape, requests_per_second: u64) -> LeaseDriver {
+        let now = engine.now();
+        LeaseDriver {
+            engine,
+            shape,
+            requests_per_second: requests_per_second.max(1),
+            sent: 0,
+            now,
+            events: Vec::with_capacity(64),
+        }
+    }
+
+    /// Sends one request for `count` IPs; returns how many were leased.
+    pub fn lease(&mut self, count: u32) -> u32 {
+        if self.sent.is_multiple_of(self.requests_per_second) {
+            self.now = Timestamp(self.now.0 + 1);
+        }
+        let command = Command {
+            at: self.now,
+            kind: CommandKind::SubmitRequest(self.shape.lease(
+                self.sent as usize,
+                count,
+                LEASE_SECONDS,
+            )),
+        };
+        self.sent += 1;
+        self.events.clear();
+        self.engine
+            .apply(&command, &mut self.events)
+            .expect("synthetic requests are valid");
+        self.events
+            .iter()
+            .map(|e| match e {
+                Event::DealMade { ips, .. } => *ips,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// Sends offer placements and cancellations of one-IP offers (a home user's IP coming and
+/// going) against a market.
+pub struct OfferChurn {
+    engine: Engine,
+    next: u32,
+    events: Vec<Event>,
+}
+
+impl OfferChurn {
+    /// Churn over `engine`.
+    pub fn new(engine: Engine) -> OfferChurn {
+        OfferChurn {
+            engine,
+            next: 0,
+            events: Vec::with_capacity(8),
+        }
+    }
+
+    /// Places a one-IP offer and cancels it: two commands.
+    pub fn add_and_cancel(&mut self) {
+        let shape = MarketShape {
+            countries: 200,
+            offers: 1,
+            ips_per_offer: 1,
+            providers: 1,
+        };
+        let mut spec = shape.offer(self.next as usize);
+        // A fresh address in 100.64.0.0/10 … beyond the synthetic market's 11.0.0.0 blocks.
+        spec.ips = ipsx_engine::IpSpec::Single(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+            0x6440_0000u32.wrapping_add(self.next),
+        )));
+        spec.country = shape.country(self.next as usize * 7_919);
+        self.next = self.next.wrapping_add(1);
+        let at = self.engine.now();
+        self.events.clear();
+        self.engine
+            .apply(
+                &Command {
+                    at,
+                    kind: CommandKind::PlaceOffer(spec.clone()),
+                },
+                &mut self.events,
+            )
+            .expect("a fresh offer is valid");
+        let Some(Event::OfferPlaced { offer, .. }) = self.events.first().cloned() else {
+            panic!("placing an offer yields OfferPlaced");
+        };
+        self.events.clear();
+        self.engine
+            .apply(
+                &Command {
+                    at,
+                    kind: CommandKind::CancelOffer {
+                        offer,
+                        provider: spec.provider,
+                    },
+                },
+                &mut self.events,
+            )
+            .expect("cancelling one's own offer");
+    }
+}
+
+/// A latency histogram in nanoseconds, from 10 ns to 10 s, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(10, 10_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// `p50 p99 p99.9 max` of a nanosecond histogram, as durations.
+pub fn percentiles(histogram: &Histogram<u64>) -> [Duration; 4] {
+    [0.5, 0.99, 0.999, 1.0].map(|q| Duration::from_nanos(histogram.value_at_quantile(q)))
+}
+
+/// The median of some measurements.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}

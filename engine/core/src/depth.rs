@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::country::Country;
 use crate::types::{Amount, IpKind, Protocol, ProtocolSet};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct DepthKey {
     pub(crate) country: Country,
     pub(crate) kind: IpKind,
@@ -19,7 +19,7 @@ pub(crate) struct DepthKey {
 /// Unleased IPs per (country, kind, protocol set, price), maintained incrementally.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DepthCounters {
-    counts: BTreeMap<DepthKey, u64>,
+    counts: rustc_hash::FxHashMap<DepthKey, u64>,
 }
 
 impl DepthCounters {

@@ -1,8 +1,10 @@
 //! The state machine: commands with their timestamps in, events out.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -31,6 +33,9 @@ pub struct EngineConfig {
     /// bits ([`EngineConfig::shard_of`]), so ids from different shards never collide and a
     /// router can send a command naming an id to the shard that owns it.
     pub shard: u16,
+    /// Seconds a finished deal stays in the deal book (for look-ups and ratings) before it is
+    /// dropped from memory; the journal keeps its history.
+    pub deal_retention: u64,
 }
 
 impl EngineConfig {
@@ -49,6 +54,7 @@ impl Default for EngineConfig {
         EngineConfig {
             ready_timeout: 30,
             shard: 0,
+            deal_retention: 86_400,
         }
     }
 }
@@ -102,6 +108,33 @@ pub(crate) enum Timer {
     OfferCloses(OfferId),
 }
 
+/// Timers grouped by the second they are due: adding one is a push onto that second's list, and
+/// a second's timers fire together, sorted, so the order is (due, kind, id) as if one big
+/// ordered set held them. Timers are never removed: each checks, when it fires, whether it still
+/// applies.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Timers {
+    by_second: BTreeMap<Timestamp, Vec<Timer>>,
+}
+
+impl Timers {
+    pub(crate) fn add(&mut self, due: Timestamp, timer: Timer) {
+        self.by_second.entry(due).or_default().push(timer);
+    }
+
+    /// The earliest second's timers, sorted, if that second is not after `now`.
+    fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, Vec<Timer>)> {
+        let (&due, _) = self.by_second.first_key_value()?;
+        if due > now {
+            return None;
+        }
+        let (due, mut timers) = self.by_second.pop_first()?;
+        timers.sort_unstable();
+        timers.dedup();
+        Some((due, timers))
+    }
+}
+
 /// One attempt to lease IPs for a request: its filters and the span of the leases.
 struct Fill<'a> {
     /// The request filled: an IP it already holds is never taken twice.
@@ -125,12 +158,14 @@ pub struct Engine {
     pub(crate) next_offer: u64,
     pub(crate) next_request: u64,
     pub(crate) book: OfferBook,
-    pub(crate) requests: BTreeMap<RequestId, RequestRecord>,
+    pub(crate) requests: FxHashMap<RequestId, RequestRecord>,
     pub(crate) resting: BTreeSet<(Reverse<Amount>, RequestId)>,
-    pub(crate) deals: Vec<Deal>,
-    pub(crate) deals_by_party: BTreeSet<(Address, DealId)>,
-    pub(crate) profiles: BTreeMap<Address, Profile>,
-    pub(crate) timers: BTreeSet<(Timestamp, Timer)>,
+    /// The deal book, by id; `pruned_deals` finished deals were dropped from its front.
+    pub(crate) deals: VecDeque<Deal>,
+    pub(crate) pruned_deals: u64,
+    pub(crate) deals_by_party: FxHashMap<Address, VecDeque<DealId>>,
+    pub(crate) profiles: FxHashMap<Address, Profile>,
+    pub(crate) timers: Timers,
     dirty: Vec<OfferId>,
 }
 
@@ -149,12 +184,13 @@ impl Engine {
             next_offer: config.id_base() + 1,
             next_request: config.id_base() + 1,
             book: OfferBook::default(),
-            requests: BTreeMap::new(),
+            requests: FxHashMap::default(),
             resting: BTreeSet::new(),
-            deals: Vec::new(),
-            deals_by_party: BTreeSet::new(),
-            profiles: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            deals: VecDeque::new(),
+            pruned_deals: 0,
+            deals_by_party: FxHashMap::default(),
+            profiles: FxHashMap::default(),
+            timers: Timers::default(),
             dirty: Vec::new(),
         }
     }
@@ -240,23 +276,27 @@ impl Engine {
     }
 
     fn deal_index(&self, id: DealId) -> Option<usize> {
-        usize::try_from(id.0.checked_sub(self.config.id_base() + 1)?).ok()
+        let first = self.config.id_base() + 1 + self.pruned_deals;
+        usize::try_from(id.0.checked_sub(first)?).ok()
     }
 
     fn next_deal_id(&self) -> DealId {
-        DealId(self.config.id_base() + self.deals.len() as u64 + 1)
+        DealId(self.config.id_base() + self.pruned_deals + self.deals.len() as u64 + 1)
     }
 
-    /// Every deal, oldest first.
-    pub fn deals(&self) -> &[Deal] {
-        &self.deals
+    /// Every deal still in the deal book, oldest first (finished deals leave it
+    /// [`EngineConfig::deal_retention`] seconds after they close).
+    pub fn deals(&self) -> impl ExactSizeIterator<Item = &Deal> + DoubleEndedIterator {
+        self.deals.iter()
     }
 
     /// The deals a wallet is party to (either side), oldest first.
     pub fn deals_of(&self, party: Address) -> impl Iterator<Item = &Deal> {
         self.deals_by_party
-            .range((party, DealId(0))..=(party, DealId(u64::MAX)))
-            .filter_map(|(_, id)| self.deal(*id))
+            .get(&party)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.deal(*id))
     }
 
     /// A wallet's profile (a default one if it never traded).
@@ -362,14 +402,40 @@ impl Engine {
     /// Moves the clock to `at` and runs whatever fell due, in time order.
     fn advance(&mut self, at: Timestamp, events: &mut Vec<Event>) {
         self.now = at;
-        while let Some(&(due, timer)) = self.timers.first() {
-            if due > at {
-                break;
+        while let Some((due, due_now)) = self.timers.pop_due(at) {
+            for timer in due_now {
+                self.fire(due, timer, events);
             }
-            self.timers.pop_first();
-            self.fire(due, timer, events);
         }
         self.retry_resting(events);
+        self.prune_deals();
+    }
+
+    /// Drops finished deals older than the retention from the front of the deal book.
+    fn prune_deals(&mut self) {
+        let retention = self.config.deal_retention;
+        while let Some(deal) = self.deals.front() {
+            if !deal
+                .closed_at
+                .is_some_and(|at| at.0.saturating_add(retention) <= self.now.0)
+            {
+                break;
+            }
+            let Some(deal) = self.deals.pop_front() else {
+                break;
+            };
+            self.pruned_deals += 1;
+            for party in [deal.provider, deal.requester] {
+                if let Some(ids) = self.deals_by_party.get_mut(&party) {
+                    if ids.front() == Some(&deal.id) {
+                        ids.pop_front();
+                    }
+                    if ids.is_empty() {
+                        self.deals_by_party.remove(&party);
+                    }
+                }
+            }
+        }
     }
 
     fn fire(&mut self, due: Timestamp, timer: Timer, events: &mut Vec<Event>) {
@@ -505,7 +571,7 @@ impl Engine {
                 record.spec.start = new_start;
                 record.remaining = new_remaining;
                 let expiry = record.expiry();
-                self.timers.insert((expiry, Timer::RequestExpiry(*request)));
+                self.timers.add(expiry, Timer::RequestExpiry(*request));
                 self.fill_resting(*request, events);
                 Ok(())
             }
@@ -573,9 +639,9 @@ impl Engine {
     fn schedule_offer(&mut self, id: OfferId) {
         if let Some(offer) = self.book.offers.get(&id) {
             let window = offer.window;
-            self.timers.insert((window.until, Timer::OfferCloses(id)));
+            self.timers.add(window.until, Timer::OfferCloses(id));
             if window.from > self.now {
-                self.timers.insert((window.from, Timer::OfferOpens(id)));
+                self.timers.add(window.from, Timer::OfferOpens(id));
             }
         }
     }
@@ -622,7 +688,7 @@ impl Engine {
                 record.resting = true;
                 let expiry = record.expiry();
                 self.resting.insert((Reverse(spec.max_price), id));
-                self.timers.insert((expiry, Timer::RequestExpiry(id)));
+                self.timers.add(expiry, Timer::RequestExpiry(id));
                 events.push(Event::RequestResting {
                     request: id,
                     remaining,
@@ -857,7 +923,7 @@ impl Engine {
                     },
                 );
             }
-            self.deals.push(Deal {
+            self.deals.push_back(Deal {
                 id,
                 request,
                 offer: offer_id,
@@ -875,16 +941,17 @@ impl Engine {
                 provider_rating: None,
                 requester_rating: None,
             });
-            self.deals_by_party.insert((provider, id));
-            self.deals_by_party.insert((requester, id));
+            self.deals_by_party.entry(provider).or_default().push_back(id);
+            if requester != provider {
+                self.deals_by_party.entry(requester).or_default().push_back(id);
+            }
             self.profiles.entry(provider).or_default().deals_as_provider += 1;
             self.profiles
                 .entry(requester)
                 .or_default()
                 .deals_as_requester += 1;
-            self.timers
-                .insert((ready_deadline, Timer::ReadyDeadline(id)));
-            self.timers.insert((end, Timer::DealEnd(id)));
+            self.timers.add(ready_deadline, Timer::ReadyDeadline(id));
+            self.timers.add(end, Timer::DealEnd(id));
             events.push(Event::DealMade {
                 deal: id,
                 request,

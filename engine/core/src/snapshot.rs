@@ -51,13 +51,15 @@ pub struct Snapshot {
     pub next_offer: u64,
     /// Next request id.
     pub next_request: u64,
+    /// Finished deals dropped from the front of the deal book.
+    pub pruned_deals: u64,
     /// Every IP with an offer or a booking, by address.
     pub ips: Vec<IpRecord>,
     /// Live offers, by id.
     pub offers: Vec<OfferRecord>,
     /// Resting requests and requests with running deals, by id.
     pub requests: Vec<RequestRecord>,
-    /// The deal book, by id.
+    /// The deal book (what retention kept), by id.
     pub deals: Vec<Deal>,
     /// Profiles, by address.
     pub profiles: Vec<(Address, Profile)>,
@@ -131,15 +133,24 @@ impl Engine {
             now: self.now,
             next_offer: self.next_offer,
             next_request: self.next_request,
+            pruned_deals: self.pruned_deals,
             ips,
             offers,
-            requests: self.requests.values().cloned().collect(),
-            deals: self.deals.clone(),
-            profiles: self
-                .profiles
-                .iter()
-                .map(|(address, profile)| (*address, profile.clone()))
-                .collect(),
+            requests: {
+                let mut requests: Vec<RequestRecord> = self.requests.values().cloned().collect();
+                requests.sort_unstable_by_key(|r| r.id);
+                requests
+            },
+            deals: self.deals.iter().cloned().collect(),
+            profiles: {
+                let mut profiles: Vec<(Address, Profile)> = self
+                    .profiles
+                    .iter()
+                    .map(|(address, profile)| (*address, profile.clone()))
+                    .collect();
+                profiles.sort_unstable_by_key(|(address, _)| *address);
+                profiles
+            },
         }
     }
 
@@ -163,13 +174,9 @@ impl Engine {
             };
             engine.book.insert(offer.id, &offer.spec, &ips);
             let window = offer.spec.window;
-            engine
-                .timers
-                .insert((window.until, Timer::OfferCloses(offer.id)));
+            engine.timers.add(window.until, Timer::OfferCloses(offer.id));
             if window.from > engine.now {
-                engine
-                    .timers
-                    .insert((window.from, Timer::OfferOpens(offer.id)));
+                engine.timers.add(window.from, Timer::OfferOpens(offer.id));
             }
         }
         for record in snapshot.requests {
@@ -177,29 +184,36 @@ impl Engine {
                 engine
                     .resting
                     .insert((Reverse(record.spec.max_price), record.id));
-                engine
-                    .timers
-                    .insert((record.expiry(), Timer::RequestExpiry(record.id)));
+                engine.timers.add(record.expiry(), Timer::RequestExpiry(record.id));
             }
             engine.requests.insert(record.id, record);
         }
         for deal in &snapshot.deals {
-            engine.deals_by_party.insert((deal.provider, deal.id));
-            engine.deals_by_party.insert((deal.requester, deal.id));
+            engine
+                .deals_by_party
+                .entry(deal.provider)
+                .or_default()
+                .push_back(deal.id);
+            if deal.requester != deal.provider {
+                engine
+                    .deals_by_party
+                    .entry(deal.requester)
+                    .or_default()
+                    .push_back(deal.id);
+            }
             match deal.status() {
                 DealStatus::Pending => {
-                    engine
-                        .timers
-                        .insert((deal.ready_deadline, Timer::ReadyDeadline(deal.id)));
-                    engine.timers.insert((deal.end, Timer::DealEnd(deal.id)));
+                    engine.timers.add(deal.ready_deadline, Timer::ReadyDeadline(deal.id));
+                    engine.timers.add(deal.end, Timer::DealEnd(deal.id));
                 }
                 DealStatus::Active => {
-                    engine.timers.insert((deal.end, Timer::DealEnd(deal.id)));
+                    engine.timers.add(deal.end, Timer::DealEnd(deal.id));
                 }
                 _ => {}
             }
         }
-        engine.deals = snapshot.deals;
+        engine.pruned_deals = snapshot.pruned_deals;
+        engine.deals = snapshot.deals.into();
         engine.profiles = snapshot.profiles.into_iter().collect();
         engine
     }

@@ -63,6 +63,7 @@ impl Market {
             engine: Engine::new(EngineConfig {
                 ready_timeout: 10,
                 shard: 0,
+                deal_retention: 3_600,
             }),
             events: Vec::new(),
             now: T0,
@@ -855,4 +856,34 @@ fn a_snapshot_restores_an_identical_engine() {
             .any(|e| matches!(e, Event::DealMade { ips: 9, .. }))
     );
     assert_eq!(original.state_hash(), copy.state_hash());
+}
+
+#[test]
+fn finished_deals_leave_the_book_after_the_retention() {
+    let mut market = Market::new();
+    market.place(offer(1, IpSpec::Single(ip("192.0.2.1")), "FR", 5));
+    let deal = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    market.ready(&deal);
+    market.at(60);
+    market.run(CommandKind::Tick).expect("lease ends");
+    assert_eq!(market.engine.deals_of(addr(7)).count(), 1);
+    market.at(3_599);
+    market.run(CommandKind::Tick).expect("tick");
+    assert!(market.engine.deal(deal.id).is_some());
+    market.at(1);
+    market.run(CommandKind::Tick).expect("tick");
+    assert!(market.engine.deal(deal.id).is_none());
+    assert_eq!(market.engine.deals_of(addr(7)).count(), 0);
+    assert_eq!(
+        market.run(CommandKind::Rate {
+            deal: deal.id,
+            rater: addr(7),
+            score: 5
+        }),
+        Err(EngineError::UnknownDeal(deal.id))
+    );
+    // Ids keep counting; the profile keeps the history.
+    let next = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    assert_eq!(next.id, DealId(deal.id.0 + 1));
+    assert_eq!(market.engine.profile(addr(7)).completed, 1);
 }

@@ -1,0 +1,320 @@
+//! Load harness for the matching engine: throughput and HDR-histogram latency percentiles on a
+//! market of about a million IPs, each scenario run several times and the median reported.
+//!
+//! ```text
+//! cargo run --release -p ipsx-benches --bin engine-load -- --runs 5
+//! ```
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::Parser;
+use ipsx_benches::{LeaseDriver, OfferChurn, build_market, latency_histogram, median, percentiles};
+use ipsx_engine::{CommandKind, Engine};
+use ipsx_engine_runtime::workload::{MarketShape, mixed_stream};
+use ipsx_engine_runtime::{DurableEngine, FsyncPolicy, ShardConfig, ShardHandle, StoreConfig, Submission};
+
+#[derive(Parser)]
+#[command(about = "IPSX engine load harness")]
+struct Args {
+    /// Runs of each scenario (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Seconds each run lasts.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Offers in the market (of 100 IPs each).
+    #[arg(long, default_value_t = 10_000)]
+    offers: usize,
+    /// Commands written and replayed in the journal scenarios.
+    #[arg(long, default_value_t = 1_000_000)]
+    journal_commands: u64,
+    /// Only these scenarios (comma separated: offers,lease1,lease100,replay,journal).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Where the journal scenarios write (a temporary folder by default).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+struct Report {
+    name: &'static str,
+    unit: &'static str,
+    rates: Vec<f64>,
+    latencies: Option<[Duration; 4]>,
+}
+
+impl Report {
+    fn print(mut self) {
+        let runs = self.rates.len();
+        let rate = median(&mut self.rates);
+        let spread = format!(
+            "[{:.2} .. {:.2}] M",
+            self.rates.first().copied().unwrap_or(0.0) / 1e6,
+            self.rates.last().copied().unwrap_or(0.0) / 1e6
+        );
+        print!(
+            "{:<44} {:>9.3} M {}/s  (median of {runs}, range {spread})",
+            self.name,
+            rate / 1e6,
+            self.unit
+        );
+        if let Some([p50, p99, p999, max]) = self.latencies {
+            print!("  latency p50 {p50:.2?} p99 {p99:.2?} p99.9 {p999:.2?} max {max:.2?}");
+        }
+        println!();
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let wants = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let shape = MarketShape {
+        offers: args.offers,
+        ..MarketShape::MILLION
+    };
+    let run_for = Duration::from_secs_f64(args.seconds);
+    let started = Instant::now();
+    let market = build_market(&shape);
+    println!(
+        "market: {} IPs in {} offers over {} countries, built in {:.2?}",
+        shape.total_ips(),
+        shape.offers,
+        shape.countries,
+        started.elapsed()
+    );
+
+    if wants("offers") {
+        let mut report = Report {
+            name: "offer add+cancel (1-IP offers)",
+            unit: "ops",
+            rates: Vec::new(),
+            latencies: None,
+        };
+        for _ in 0..args.runs {
+            let mut churn = OfferChurn::new(market.clone());
+            let (mut ops, started) = (0u64, Instant::now());
+            while started.elapsed() < run_for {
+                for _ in 0..1_000 {
+                    churn.add_and_cancel();
+                }
+                ops += 2_000;
+            }
+            report.rates.push(ops as f64 / started.elapsed().as_secs_f64());
+        }
+        report.print();
+    }
+
+    for (name, count, per_second, wanted) in [
+        ("single-IP lease requests (IOC)", 1u32, 100_000u64, wants("lease1")),
+        ("IPs leased in 100-IP requests (IOC)", 100, 1_000, wants("lease100")),
+    ] {
+        if !wanted {
+            continue;
+        }
+        let mut report = Report {
+            name,
+            unit: if count == 1 { "requests" } else { "IPs" },
+            rates: Vec::new(),
+            latencies: None,
+        };
+        let mut histogram = latency_histogram();
+        for _ in 0..args.runs {
+            let mut driver = LeaseDriver::new(market.clone(), shape, per_second);
+            for _ in 0..per_second * 6 {
+                driver.lease(count);
+            }
+            let (mut leased, started) = (0u64, Instant::now());
+            while started.elapsed() < run_for {
+                for _ in 0..256 {
+                    let before = Instant::now();
+                    leased += u64::from(driver.lease(count));
+                    histogram.saturating_record(before.elapsed().as_nanos() as u64);
+                }
+            }
+            report.rates.push(leased as f64 / started.elapsed().as_secs_f64());
+        }
+        report.latencies = Some(percentiles(&histogram));
+        report.print();
+    }
+
+    if wants("replay") || wants("journal") {
+        let dir = match &args.dir {
+            Some(dir) => dir.clone(),
+            None => tempfile::tempdir()?.keep(),
+        };
+        journal_scenarios(&dir, &args, &market, &shape, run_for, &wants)?;
+        if args.dir.is_none() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+    }
+    Ok(())
+}
+
+fn journal_scenarios(
+    dir: &std::path::Path,
+    args: &Args,
+    market: &Engine,
+    shape: &MarketShape,
+    run_for: Duration,
+    wants: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    if wants("replay") {
+        let store_dir = dir.join("replay");
+        let mut config = StoreConfig::new(&store_dir);
+        config.fsync = FsyncPolicy::Never;
+        config.snapshot_every = 0;
+        let (mut store, _) = DurableEngine::open(config.clone())?;
+        let mut events = Vec::new();
+        for index in 0..args.journal_commands {
+            let _ = store.apply(&mixed_stream(index), &mut events);
+            events.clear();
+            if index % 4096 == 0 {
+                store.commit()?;
+            }
+        }
+        store.commit()?;
+        let records = store.last_seq();
+        drop(store);
+        let mut report = Report {
+            name: "journal replay (recovery, mixed commands)",
+            unit: "commands",
+            rates: Vec::new(),
+            latencies: None,
+        };
+        for _ in 0..args.runs {
+            let (_, recovery) = DurableEngine::open(config.clone())?;
+            report
+                .rates
+                .push(recovery.replayed as f64 / recovery.elapsed.as_secs_f64());
+        }
+        println!("(journal of {records} records)");
+        report.print();
+    }
+
+    if wants("journal") {
+        // The same single-IP lease stream, through the engine alone and through a shard whose
+        // writer journals every group with fdatasync before answering.
+        let mut bare = Report {
+            name: "single-IP leases, engine alone",
+            unit: "requests",
+            rates: Vec::new(),
+            latencies: None,
+        };
+        let mut durable = Report {
+            name: "single-IP leases, shard + journal + fsync",
+            unit: "requests",
+            rates: Vec::new(),
+            latencies: None,
+        };
+        let mut histogram = latency_histogram();
+        for run in 0..args.runs {
+            let mut driver = LeaseDriver::new(market.clone(), *shape, 100_000);
+            let (mut sent, started) = (0u64, Instant::now());
+            while started.elapsed() < run_for {
+                for _ in 0..256 {
+                    driver.lease(1);
+                }
+                sent += 256;
+            }
+            bare.rates.push(sent as f64 / started.elapsed().as_secs_f64());
+
+            let store_dir = dir.join(format!("shard-{run}"));
+            let mut store = StoreConfig::new(&store_dir);
+            store.fsync = FsyncPolicy::Always;
+            store.snapshot_every = 0;
+            let mut config = ShardConfig::new(store);
+            config.tick_every = None;
+            let (rate, latency) = through_shard(config, market, shape, run_for)?;
+            durable.rates.push(rate);
+            histogram.add(latency)?;
+            std::fs::remove_dir_all(&store_dir)?;
+        }
+        durable.latencies = Some(percentiles(&histogram));
+        let (bare_median, durable_median) = (
+            median(&mut bare.rates.clone()),
+            median(&mut durable.rates.clone()),
+        );
+        bare.print();
+        durable.print();
+        println!(
+            "journaling keeps {:.0}% of the engine's throughput",
+            100.0 * durable_median / bare_median
+        );
+    }
+    Ok(())
+}
+
+/// Leases through a shard from one client with many requests in flight; returns requests per
+/// second and the submit-to-durable-answer latency histogram.
+fn through_shard(
+    config: ShardConfig,
+    market: &Engine,
+    shape: &MarketShape,
+    run_for: Duration,
+) -> Result<(f64, hdrhistogram::Histogram<u64>)> {
+    // The shard recovers an empty store; load the market through it, unmeasured.
+    let shard = ShardHandle::start(config)?;
+    let (reply, answers) = crossbeam_channel::bounded(8_192);
+    for offer in market.offers() {
+        let ips = market.offer_ips(offer.id).unwrap_or_default();
+        let spec = ipsx_engine::OfferSpec {
+            provider: offer.provider,
+            ips: ipsx_engine::IpSpec::List(ips),
+            country: offer.country,
+            region: offer.region.clone(),
+            city: offer.city.clone(),
+            asn: offer.asn,
+            kind: offer.kind,
+            protocols: offer.protocols,
+            window: offer.window,
+            min_lease: offer.min_lease,
+            max_lease: offer.max_lease,
+            price: offer.price,
+            tenants: offer.tenants,
+        };
+        shard.send(Submission {
+            at: Some(market.now()),
+            kind: CommandKind::PlaceOffer(spec),
+            reply: Some(reply.clone()),
+            tag: 0,
+        })?;
+    }
+    for _ in market.offers() {
+        answers.recv()?;
+    }
+    let mut histogram = latency_histogram();
+    let in_flight = 4_096usize;
+    let mut sent_at = vec![Instant::now(); in_flight];
+    let (mut sent, mut done) = (0u64, 0u64);
+    let mut now = market.now().0;
+    let started = Instant::now();
+    while started.elapsed() < run_for || done < sent {
+        while sent - done < in_flight as u64 && started.elapsed() < run_for {
+            if sent.is_multiple_of(100_000) {
+                now += 1;
+            }
+            let slot = (sent % in_flight as u64) as usize;
+            sent_at[slot] = Instant::now();
+            shard.send(Submission {
+                at: Some(ipsx_engine::Timestamp(now)),
+                kind: CommandKind::SubmitRequest(shape.lease(
+                    sent as usize,
+                    1,
+                    ipsx_benches::LEASE_SECONDS,
+                )),
+                reply: Some(reply.clone()),
+                tag: sent,
+            })?;
+            sent += 1;
+        }
+        let outcome = answers.recv()?;
+        let slot = (outcome.tag % in_flight as u64) as usize;
+        histogram.saturating_record(sent_at[slot].elapsed().as_nanos() as u64);
+        done += 1;
+    }
+    let rate = done as f64 / started.elapsed().as_secs_f64();
+    shard.shutdown()?;
+    Ok((rate, histogram))
+}
