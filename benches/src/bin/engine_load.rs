@@ -13,7 +13,9 @@ use clap::Parser;
 use ipsx_benches::{LeaseDriver, OfferChurn, build_market, latency_histogram, median, percentiles};
 use ipsx_engine::{CommandKind, Engine};
 use ipsx_engine_runtime::workload::{MarketShape, mixed_stream};
-use ipsx_engine_runtime::{DurableEngine, FsyncPolicy, ShardConfig, ShardHandle, StoreConfig, Submission};
+use ipsx_engine_runtime::{
+    DurableEngine, FsyncPolicy, ShardConfig, ShardHandle, StoreConfig, Submission,
+};
 
 #[derive(Parser)]
 #[command(about = "IPSX engine load harness")]
@@ -101,14 +103,26 @@ fn main() -> Result<()> {
                 }
                 ops += 2_000;
             }
-            report.rates.push(ops as f64 / started.elapsed().as_secs_f64());
+            report
+                .rates
+                .push(ops as f64 / started.elapsed().as_secs_f64());
         }
         report.print();
     }
 
     for (name, count, per_second, wanted) in [
-        ("single-IP lease requests (IOC)", 1u32, 100_000u64, wants("lease1")),
-        ("IPs leased in 100-IP requests (IOC)", 100, 1_000, wants("lease100")),
+        (
+            "single-IP lease requests (IOC)",
+            1u32,
+            100_000u64,
+            wants("lease1"),
+        ),
+        (
+            "IPs leased in 100-IP requests (IOC)",
+            100,
+            1_000,
+            wants("lease100"),
+        ),
     ] {
         if !wanted {
             continue;
@@ -133,7 +147,9 @@ fn main() -> Result<()> {
                     histogram.saturating_record(before.elapsed().as_nanos() as u64);
                 }
             }
-            report.rates.push(leased as f64 / started.elapsed().as_secs_f64());
+            report
+                .rates
+                .push(leased as f64 / started.elapsed().as_secs_f64());
         }
         report.latencies = Some(percentiles(&histogram));
         report.print();
@@ -218,7 +234,8 @@ fn journal_scenarios(
                 }
                 sent += 256;
             }
-            bare.rates.push(sent as f64 / started.elapsed().as_secs_f64());
+            bare.rates
+                .push(sent as f64 / started.elapsed().as_secs_f64());
 
             let store_dir = dir.join(format!("shard-{run}"));
             let mut store = StoreConfig::new(&store_dir);

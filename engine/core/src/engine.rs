@@ -415,10 +415,10 @@ impl Engine {
     fn prune_deals(&mut self) {
         let retention = self.config.deal_retention;
         while let Some(deal) = self.deals.front() {
-            if !deal
+            let expired = deal
                 .closed_at
-                .is_some_and(|at| at.0.saturating_add(retention) <= self.now.0)
-            {
+                .is_some_and(|at| at.0.saturating_add(retention) <= self.now.0);
+            if !expired {
                 break;
             }
             let Some(deal) = self.deals.pop_front() else {
@@ -941,9 +941,15 @@ impl Engine {
                 provider_rating: None,
                 requester_rating: None,
             });
-            self.deals_by_party.entry(provider).or_default().push_back(id);
+            self.deals_by_party
+                .entry(provider)
+                .or_default()
+                .push_back(id);
             if requester != provider {
-                self.deals_by_party.entry(requester).or_default().push_back(id);
+                self.deals_by_party
+                    .entry(requester)
+                    .or_default()
+                    .push_back(id);
             }
             self.profiles.entry(provider).or_default().deals_as_provider += 1;
             self.profiles

@@ -174,7 +174,9 @@ impl Engine {
             };
             engine.book.insert(offer.id, &offer.spec, &ips);
             let window = offer.spec.window;
-            engine.timers.add(window.until, Timer::OfferCloses(offer.id));
+            engine
+                .timers
+                .add(window.until, Timer::OfferCloses(offer.id));
             if window.from > engine.now {
                 engine.timers.add(window.from, Timer::OfferOpens(offer.id));
             }
@@ -184,7 +186,9 @@ impl Engine {
                 engine
                     .resting
                     .insert((Reverse(record.spec.max_price), record.id));
-                engine.timers.add(record.expiry(), Timer::RequestExpiry(record.id));
+                engine
+                    .timers
+                    .add(record.expiry(), Timer::RequestExpiry(record.id));
             }
             engine.requests.insert(record.id, record);
         }
@@ -203,7 +207,9 @@ impl Engine {
             }
             match deal.status() {
                 DealStatus::Pending => {
-                    engine.timers.add(deal.ready_deadline, Timer::ReadyDeadline(deal.id));
+                    engine
+                        .timers
+                        .add(deal.ready_deadline, Timer::ReadyDeadline(deal.id));
                     engine.timers.add(deal.end, Timer::DealEnd(deal.id));
                 }
                 DealStatus::Active => {

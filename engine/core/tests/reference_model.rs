@@ -1078,12 +1078,7 @@ fn run_stream(stream: &[(u64, Gen)]) -> Result<(), TestCaseError> {
         );
         same_deals(&engine, &reference)?;
         let new_deals: Vec<Deal> = engine.deals().skip(deals_before).cloned().collect();
-        check_invariants(
-            &engine,
-            &new_deals,
-            &reference,
-            &prices_before,
-        )?;
+        check_invariants(&engine, &new_deals, &reference, &prices_before)?;
         commands.push(command);
         if step == stream.len() / 2 {
             let bytes = engine.snapshot().to_bytes();

@@ -105,5 +105,7 @@ pub(crate) fn prune(dir: &Path, keep: usize) -> Result<Option<u64>, StoreError> 
     for (_, path) in all.iter().skip(keep) {
         fs::remove_file(path).map_err(|e| StoreError::io(path, e))?;
     }
-    Ok(all.get(keep.min(all.len()).saturating_sub(1)).map(|(seq, _)| *seq))
+    Ok(all
+        .get(keep.min(all.len()).saturating_sub(1))
+        .map(|(seq, _)| *seq))
 }

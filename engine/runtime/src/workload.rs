@@ -52,7 +52,7 @@ impl MarketShape {
             .map(|i| IpAddr::V4(Ipv4Addr::from(base + i)))
             .collect();
         let mut protocols = vec![Protocol::Http, Protocol::Https, Protocol::Socks5];
-        if index % 5 == 0 {
+        if index.is_multiple_of(5) {
             protocols.push(Protocol::Smtp);
         }
         OfferSpec {
