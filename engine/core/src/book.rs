@@ -306,7 +306,7 @@ impl OfferBook {
     pub(crate) fn restore_ips(&mut self, ips: Vec<crate::snapshot::IpRecord>) {
         for ip in ips {
             let slot = self.new_slot(ip.addr, ip.owner);
-            self.slot_mut(slot).calendar = ip.calendar;
+            self.slot_mut(slot).calendar = ip.bookings.into();
         }
     }
 

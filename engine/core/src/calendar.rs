@@ -2,6 +2,7 @@
 //! beyond its tenant cap in overlapping time.
 
 use rkyv::{Archive, Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::types::{DealId, Timestamp};
 
@@ -38,11 +39,19 @@ pub(crate) enum Shape {
     Irregular,
 }
 
-/// The bookings of one IP, sorted by start.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-#[rkyv(derive(Debug))]
+/// The bookings of one IP, sorted by start. Most IPs hold one lease at a time, kept inline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Calendar {
-    bookings: Vec<Booking>,
+    bookings: SmallVec<[Booking; 1]>,
+}
+
+impl From<Vec<Booking>> for Calendar {
+    fn from(mut bookings: Vec<Booking>) -> Calendar {
+        bookings.sort_unstable();
+        Calendar {
+            bookings: SmallVec::from_vec(bookings),
+        }
+    }
 }
 
 impl Calendar {

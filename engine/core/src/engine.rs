@@ -1,10 +1,11 @@
 //! The state machine: commands with their timestamps in, events out.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
@@ -108,30 +109,34 @@ pub(crate) enum Timer {
     OfferCloses(OfferId),
 }
 
-/// Timers grouped by the second they are due: adding one is a push onto that second's list, and
-/// a second's timers fire together, sorted, so the order is (due, kind, id) as if one big
-/// ordered set held them. Timers are never removed: each checks, when it fires, whether it still
-/// applies.
+/// What is due when, in firing order: by time, then kind, then id. A timer is removed when what
+/// it watches ends early (a cancelled offer, a deal that ended), so the set only ever holds live
+/// timers and restores exactly from a snapshot.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Timers {
-    by_second: BTreeMap<Timestamp, Vec<Timer>>,
+    due: BTreeSet<(Timestamp, Timer)>,
 }
 
 impl Timers {
     pub(crate) fn add(&mut self, due: Timestamp, timer: Timer) {
-        self.by_second.entry(due).or_default().push(timer);
+        self.due.insert((due, timer));
     }
 
-    /// The earliest second's timers, sorted, if that second is not after `now`.
-    fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, Vec<Timer>)> {
-        let (&due, _) = self.by_second.first_key_value()?;
+    pub(crate) fn remove(&mut self, due: Timestamp, timer: Timer) {
+        self.due.remove(&(due, timer));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    /// The next timer due at or before `now`.
+    fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, Timer)> {
+        let &(due, _) = self.due.first()?;
         if due > now {
             return None;
         }
-        let (due, mut timers) = self.by_second.pop_first()?;
-        timers.sort_unstable();
-        timers.dedup();
-        Some((due, timers))
+        self.due.pop_first()
     }
 }
 
@@ -158,10 +163,14 @@ pub struct Engine {
     pub(crate) next_offer: u64,
     pub(crate) next_request: u64,
     pub(crate) book: OfferBook,
-    pub(crate) requests: FxHashMap<RequestId, RequestRecord>,
+    /// Boxed: the map churns constantly and small entries keep its rehashes cheap.
+    pub(crate) requests: FxHashMap<RequestId, Box<RequestRecord>>,
     pub(crate) resting: BTreeSet<(Reverse<Amount>, RequestId)>,
     /// The deal book, by id; `pruned_deals` finished deals were dropped from its front.
     pub(crate) deals: VecDeque<Deal>,
+    /// The IP slots each open deal books, parallel to `deals` (emptied when the deal ends), so
+    /// ending a deal needs no address look-up.
+    pub(crate) deal_slots: VecDeque<SmallVec<[u32; 1]>>,
     pub(crate) pruned_deals: u64,
     pub(crate) deals_by_party: FxHashMap<Address, VecDeque<DealId>>,
     pub(crate) profiles: FxHashMap<Address, Profile>,
@@ -187,6 +196,7 @@ impl Engine {
             requests: FxHashMap::default(),
             resting: BTreeSet::new(),
             deals: VecDeque::new(),
+            deal_slots: VecDeque::new(),
             pruned_deals: 0,
             deals_by_party: FxHashMap::default(),
             profiles: FxHashMap::default(),
@@ -215,6 +225,12 @@ impl Engine {
     /// The engine's clock: the timestamp of the last command applied.
     pub fn now(&self) -> Timestamp {
         self.now
+    }
+
+    /// Timers waiting to fire (ready deadlines, lease ends, expiries, offer windows). Only
+    /// live ones: a timer leaves when what it watches ends early.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
     }
 
     /// The settings.
@@ -260,14 +276,14 @@ impl Engine {
 
     /// A request that rests or has running deals.
     pub fn request(&self, id: RequestId) -> Option<&RequestRecord> {
-        self.requests.get(&id)
+        self.requests.get(&id).map(|record| &**record)
     }
 
     /// Resting requests in matching priority (highest price, then oldest).
     pub fn resting_requests(&self) -> impl Iterator<Item = &RequestRecord> {
         self.resting
             .iter()
-            .filter_map(|(_, id)| self.requests.get(id))
+            .filter_map(|(_, id)| self.requests.get(id).map(|record| &**record))
     }
 
     /// A deal.
@@ -402,10 +418,8 @@ impl Engine {
     /// Moves the clock to `at` and runs whatever fell due, in time order.
     fn advance(&mut self, at: Timestamp, events: &mut Vec<Event>) {
         self.now = at;
-        while let Some((due, due_now)) = self.timers.pop_due(at) {
-            for timer in due_now {
-                self.fire(due, timer, events);
-            }
+        while let Some((due, timer)) = self.timers.pop_due(at) {
+            self.fire(due, timer, events);
         }
         self.retry_resting(events);
         self.prune_deals();
@@ -424,6 +438,7 @@ impl Engine {
             let Some(deal) = self.deals.pop_front() else {
                 break;
             };
+            self.deal_slots.pop_front();
             self.pruned_deals += 1;
             for party in [deal.provider, deal.requester] {
                 if let Some(ids) = self.deals_by_party.get_mut(&party) {
@@ -469,7 +484,7 @@ impl Engine {
                     .offer(offer)
                     .is_some_and(|o| o.window.until <= self.now)
                 {
-                    self.book.remove(offer);
+                    self.remove_offer(offer);
                     events.push(Event::OfferClosed { offer });
                 }
             }
@@ -502,7 +517,7 @@ impl Engine {
             }
             CommandKind::CancelOffer { offer, provider } => {
                 self.owned_offer(*offer, *provider)?;
-                self.book.remove(*offer);
+                self.remove_offer(*offer);
                 events.push(Event::OfferClosed { offer: *offer });
                 Ok(())
             }
@@ -524,6 +539,9 @@ impl Engine {
                     }
                     // Checked above: shrinking to `keep` cannot hit a booked IP.
                     let _ = self.book.shrink(*offer, *keep);
+                }
+                if window.is_some() {
+                    self.unschedule_offer(*offer);
                 }
                 self.book.amend(*offer, *price, *window);
                 if window.is_some() {
@@ -552,6 +570,7 @@ impl Engine {
             } => {
                 let record = self.owned_resting(*request, *requester)?;
                 let old_price = record.spec.max_price;
+                let old_expiry = record.expiry();
                 let new_duration = duration.unwrap_or(record.spec.duration);
                 let new_remaining = remaining.unwrap_or(record.remaining);
                 let new_price = max_price.unwrap_or(record.spec.max_price);
@@ -562,6 +581,8 @@ impl Engine {
                 }
                 self.resting.remove(&(Reverse(old_price), *request));
                 self.resting.insert((Reverse(new_price), *request));
+                self.timers
+                    .remove(old_expiry, Timer::RequestExpiry(*request));
                 let record = self
                     .requests
                     .get_mut(request)
@@ -636,6 +657,19 @@ impl Engine {
         Ok(())
     }
 
+    fn remove_offer(&mut self, id: OfferId) {
+        self.unschedule_offer(id);
+        self.book.remove(id);
+    }
+
+    fn unschedule_offer(&mut self, id: OfferId) {
+        if let Some(offer) = self.book.offers.get(&id) {
+            let window = offer.window;
+            self.timers.remove(window.until, Timer::OfferCloses(id));
+            self.timers.remove(window.from, Timer::OfferOpens(id));
+        }
+    }
+
     fn schedule_offer(&mut self, id: OfferId) {
         if let Some(offer) = self.book.offers.get(&id) {
             let window = offer.window;
@@ -674,7 +708,7 @@ impl Engine {
         };
         let plan = self.plan(&fill, spec.count, &record.used_subnets);
         let planned: u32 = plan.iter().map(|(_, slots)| slots.len() as u32).sum();
-        self.requests.insert(id, record);
+        self.requests.insert(id, Box::new(record));
         if spec.time_in_force == TimeInForce::Fok && planned < spec.count {
             self.close_request(id, RequestEnd::Killed, events);
             return;
@@ -906,6 +940,7 @@ impl Engine {
             record.remaining = record.remaining.saturating_sub(count);
             record.open_deals += 1;
             let mut ips = Vec::with_capacity(slots.len());
+            let booked: SmallVec<[u32; 1]> = SmallVec::from_slice(&slots);
             for slot in &slots {
                 let addr = self.book.slot(*slot).addr;
                 if record.spec.filters.distinct_subnets {
@@ -923,6 +958,7 @@ impl Engine {
                     },
                 );
             }
+            self.deal_slots.push_back(booked);
             self.deals.push_back(Deal {
                 id,
                 request,
@@ -979,6 +1015,8 @@ impl Engine {
         if record.resting {
             record.resting = false;
             self.resting.remove(&(Reverse(record.spec.max_price), id));
+            self.timers
+                .remove(record.expiry(), Timer::RequestExpiry(id));
         }
         record.remaining = 0;
         events.push(Event::RequestClosed {
@@ -1027,43 +1065,60 @@ impl Engine {
         deal.provider_status = provider;
         deal.requester_status = requester;
         let to = deal.status();
+        let (ready_deadline, end) = (deal.ready_deadline, deal.end);
         events.push(Event::DealStatusChanged { deal: id, from, to });
+        if from == DealStatus::Pending {
+            self.timers.remove(ready_deadline, Timer::ReadyDeadline(id));
+        }
         if !to.is_terminal() {
             return;
         }
+        self.timers.remove(end, Timer::DealEnd(id));
+        let Ok(deal) = self.deal_mut(id) else {
+            return;
+        };
         deal.closed_at = Some(now);
-        let deal = deal.clone();
-        for ip in &deal.ips {
-            if let Some(slot) = self.book.slot_of(*ip)
-                && let Some(offer) = self.book.release(slot, id)
-            {
+        let (provider, requester, request, end, count) = (
+            deal.provider,
+            deal.requester,
+            deal.request,
+            deal.end,
+            deal.ips.len() as u32,
+        );
+        let slots = self
+            .deal_index(id)
+            .and_then(|index| self.deal_slots.get_mut(index))
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for slot in slots {
+            if let Some(offer) = self.book.release(slot, id) {
                 self.dirty.push(offer);
             }
         }
         self.profiles
-            .entry(deal.provider)
+            .entry(provider)
             .or_default()
             .record_outcome(to, true);
         self.profiles
-            .entry(deal.requester)
+            .entry(requester)
             .or_default()
             .record_outcome(to, false);
-        let Some(record) = self.requests.get_mut(&deal.request) else {
+        let Some(record) = self.requests.get_mut(&request) else {
             return;
         };
         record.open_deals = record.open_deals.saturating_sub(1);
         if to == DealStatus::Voided {
-            record.filled = record.filled.saturating_sub(deal.ips.len() as u32);
-            if !record.excluded.contains(&deal.provider) {
-                record.excluded.push(deal.provider);
+            record.filled = record.filled.saturating_sub(count);
+            if !record.excluded.contains(&provider) {
+                record.excluded.push(provider);
             }
-            self.rematch(deal.request, deal.ips.len() as u32, deal.end, events);
+            self.rematch(request, count, end, events);
         }
-        if let Some(record) = self.requests.get(&deal.request)
+        if let Some(record) = self.requests.get(&request)
             && !record.resting
             && record.open_deals == 0
         {
-            self.requests.remove(&deal.request);
+            self.requests.remove(&request);
         }
     }
 

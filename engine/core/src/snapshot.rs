@@ -8,10 +8,11 @@ use std::cmp::Reverse;
 
 use rkyv::rancor;
 use rkyv::{Archive, Deserialize, Serialize};
+use smallvec::SmallVec;
 use thiserror::Error;
 
 use crate::agreement::DealStatus;
-use crate::calendar::Calendar;
+use crate::calendar::Booking;
 use crate::deal::{Deal, Profile};
 use crate::engine::{Engine, EngineConfig, RequestRecord, Timer};
 use crate::order::{IpSpec, OfferSpec};
@@ -25,8 +26,8 @@ pub struct IpRecord {
     pub addr: std::net::IpAddr,
     /// The provider it belongs to.
     pub owner: Address,
-    /// Its bookings.
-    pub calendar: Calendar,
+    /// Its bookings, sorted.
+    pub bookings: Vec<Booking>,
 }
 
 /// An offer, as placed (IPs listed in position order) plus its id.
@@ -95,7 +96,7 @@ impl Engine {
             .map(|slot| IpRecord {
                 addr: slot.addr,
                 owner: slot.owner,
-                calendar: slot.calendar.clone(),
+                bookings: slot.calendar.bookings().to_vec(),
             })
             .collect();
         ips.sort_unstable_by_key(|ip| ip.addr);
@@ -137,7 +138,8 @@ impl Engine {
             ips,
             offers,
             requests: {
-                let mut requests: Vec<RequestRecord> = self.requests.values().cloned().collect();
+                let mut requests: Vec<RequestRecord> =
+                    self.requests.values().map(|r| (**r).clone()).collect();
                 requests.sort_unstable_by_key(|r| r.id);
                 requests
             },
@@ -190,7 +192,7 @@ impl Engine {
                     .timers
                     .add(record.expiry(), Timer::RequestExpiry(record.id));
             }
-            engine.requests.insert(record.id, record);
+            engine.requests.insert(record.id, Box::new(record));
         }
         for deal in &snapshot.deals {
             engine
@@ -219,6 +221,20 @@ impl Engine {
             }
         }
         engine.pruned_deals = snapshot.pruned_deals;
+        engine.deal_slots = snapshot
+            .deals
+            .iter()
+            .map(|deal| {
+                if deal.status().is_terminal() {
+                    SmallVec::new()
+                } else {
+                    deal.ips
+                        .iter()
+                        .filter_map(|ip| engine.book.slot_of(*ip))
+                        .collect()
+                }
+            })
+            .collect();
         engine.deals = snapshot.deals.into();
         engine.profiles = snapshot.profiles.into_iter().collect();
         engine

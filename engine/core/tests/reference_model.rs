@@ -1077,6 +1077,22 @@ fn run_stream(stream: &[(u64, Gen)]) -> Result<(), TestCaseError> {
             ours
         );
         same_deals(&engine, &reference)?;
+        // Every timer is live: one per pending deadline, running lease, resting request and
+        // offer window edge still ahead.
+        let live = engine
+            .deals()
+            .map(|d| match d.status() {
+                DealStatus::Pending => 2,
+                DealStatus::Active => 1,
+                _ => 0,
+            })
+            .sum::<usize>()
+            + engine.resting_requests().count()
+            + engine
+                .offers()
+                .map(|o| 1 + usize::from(o.window.from > engine.now()))
+                .sum::<usize>();
+        prop_assert_eq!(engine.pending_timers(), live, "live timers");
         let new_deals: Vec<Deal> = engine.deals().skip(deals_before).cloned().collect();
         check_invariants(&engine, &new_deals, &reference, &prices_before)?;
         commands.push(command);
@@ -1099,6 +1115,7 @@ fn run_stream(stream: &[(u64, Gen)]) -> Result<(), TestCaseError> {
             let _ = restored.apply(command, &mut replay_events);
         }
         prop_assert_eq!(restored.state_hash(), engine.state_hash(), "restore hash");
+        prop_assert_eq!(restored.pending_timers(), engine.pending_timers(), "timers");
     }
     Ok(())
 }
