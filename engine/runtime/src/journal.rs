@@ -78,6 +78,20 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
     dir.join(format!("journal-{first_seq:020}.log"))
 }
 
+/// Reads every record of a journal folder in order, without applying them (for tools and to
+/// measure decoding alone); returns how many there were. A torn tail ends the scan.
+pub fn scan(dir: &Path, mut visit: impl FnMut(u64, Command)) -> Result<u64, StoreError> {
+    let mut count = 0;
+    for segment in segments(dir)? {
+        scan_segment(&segment.path, |seq, command| {
+            visit(seq, command);
+            count += 1;
+            Ok(())
+        })?;
+    }
+    Ok(count)
+}
+
 /// Encodes one record.
 pub(crate) fn encode(seq: u64, command: &Command, out: &mut Vec<u8>) {
     let payload = rkyv::to_bytes::<rancor::Error>(command)
