@@ -741,10 +741,13 @@ impl Engine {
         if self.dirty.is_empty() {
             return;
         }
-        let dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
         if self.resting.is_empty() {
             return;
         }
+        // A wave of lease ends marks the same offers many times over.
+        dirty.sort_unstable();
+        dirty.dedup();
         let queue: Vec<RequestId> = self.resting.iter().map(|(_, id)| *id).collect();
         for id in queue {
             let Some(record) = self.requests.get(&id).filter(|r| r.resting) else {
