@@ -35,6 +35,10 @@ struct Args {
     /// Only these scenarios (comma separated: offers,lease1,lease100,replay,journal).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Requests in flight from the client in the shard scenario (many: throughput; few:
+    /// acknowledgement latency without queueing).
+    #[arg(long, default_value_t = 4_096)]
+    in_flight: usize,
     /// Where the journal scenarios write (a temporary folder by default).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -259,7 +263,7 @@ fn journal_scenarios(
             latencies: None,
         };
         let mut durable = Report {
-            name: "single-IP leases, shard + journal + fsync",
+            name: "single-IP leases, shard + journal + fsync, acked",
             unit: "requests",
             rates: Vec::new(),
             latencies: None,
@@ -283,7 +287,7 @@ fn journal_scenarios(
             store.snapshot_every = 0;
             let mut config = ShardConfig::new(store);
             config.tick_every = None;
-            let (rate, latency) = through_shard(config, market, shape, run_for)?;
+            let (rate, latency) = through_shard(config, market, shape, run_for, args.in_flight)?;
             durable.rates.push(rate);
             histogram.add(latency)?;
             std::fs::remove_dir_all(&store_dir)?;
@@ -310,6 +314,7 @@ fn through_shard(
     market: &Engine,
     shape: &MarketShape,
     run_for: Duration,
+    in_flight: usize,
 ) -> Result<(f64, hdrhistogram::Histogram<u64>)> {
     // The shard recovers an empty store; load the market through it, unmeasured.
     let shard = ShardHandle::start(config)?;
@@ -342,7 +347,6 @@ fn through_shard(
         answers.recv()?;
     }
     let mut histogram = latency_histogram();
-    let in_flight = 4_096usize;
     let mut sent_at = vec![Instant::now(); in_flight];
     let (mut sent, mut done) = (0u64, 0u64);
     let mut now = market.now().0;
