@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+
+/// @title IPSX Centralizer: the wallet and its payment channels
+/// @notice Every user has a free `balanceOf` and a `reservedOf` amount. Deposits come in with
+///         approve or ERC-2612 permit; withdrawals leave from the free balance.
+///
+///         Channels are one-way, sender to receiver, funded from the sender's balance (moved to
+///         reserved, no token transfer). The sender pays off-chain by signing EIP-712
+///         `BalanceProof(channelId, amount)` messages with a growing cumulative amount. Anyone may
+///         `checkpoint` a proof: the receiver is credited what it adds since the last claim, less
+///         the platform commission to the treasury, and the channel stays open (`batchCheckpoint`
+///         does many in one transaction). Closing: both parties sign `CooperativeClose(channelId,
+///         amount)` (immediate); or the receiver settles at once with a balance proof; or the
+///         sender starts a unilateral close, after which anyone may submit a newer balance proof
+///         during the challenge period, and `settle` pays out once it is over. What is left of the
+///         deposit returns to the sender's balance. Each meaning has its own signed type, so a
+///         balance proof can never pass as a closing signature; the domain binds chain id and
+///         this contract. Nobody, the deployer included, can move users' funds or change how
+///         signatures are checked: there is no owner.
+contract Centralizer is EIP712, ReentrancyGuard {
+    using SafeERC20 for IERC20;
+
+    enum Status {
+        None,
+        Open,
+        Closing,
+        Settled
+    }
+
+    struct Channel {
+        address sender;
+        address receiver;
+        uint256 deposit;
+        /// Cumulative amount paid out to the receiver so far.
+        uint256 claimed;
+        /// While closing: the highest amount admitted or proven owed.
+        uint256 closingAmount;
+        uint64 closeDeadline;
+        Status status;
+    }
+
+    bytes32 public constant BALANCE_PROOF_TYPEHASH = keccak256("BalanceProof(uint256 channelId,uint256 amount)");
+    bytes32 public constant COOPERATIVE_CLOSE_TYPEHASH =
+        keccak256("CooperativeClose(uint256 channelId,uint256 amount)");
+    /// @notice The highest commission the constructor accepts: 10 %.
+    uint16 public constant MAX_COMMISSION_BPS = 1_000;
+
+    IERC20 public immutable token;
+    address public immutable treasury;
+    uint16 public immutable commissionBps;
+    uint64 public immutable challengePeriod;
+
+    mapping(address => uint256) public balanceOf;
+    mapping(address => uint256) public reservedOf;
+    mapping(uint256 => Channel) private channels;
+    /// @notice Channels opened so far; ids are 1, 2, … and never repeat.
+    uint256 public channelCount;
+    /// @notice Tokens the contract owes its users (free + reserved), for the conservation check.
+    uint256 public totalHeld;
+
+    event Deposited(address indexed user, uint256 amount);
+    event Withdrawn(address indexed user, uint256 amount);
+    event ChannelOpened(uint256 indexed channelId, address indexed sender, address indexed receiver, uint256 deposit);
+    event ChannelToppedUp(uint256 indexed channelId, uint256 added, uint256 deposit);
+    event Checkpointed(uint256 indexed channelId, uint256 amount, uint256 paidToReceiver, uint256 commission);
+    event CloseStarted(uint256 indexed channelId, uint256 amount, uint64 deadline);
+    event CloseChallenged(uint256 indexed channelId, uint256 amount);
+    event ChannelSettled(uint256 indexed channelId, uint256 totalPaid, uint256 refunded);
+
+    error ZeroAddress();
+    error CommissionTooHigh(uint16 bps);
+    error ZeroAmount();
+    error InsufficientBalance(uint256 available, uint256 requested);
+    error SelfChannel();
+    error UnknownChannel(uint256 channelId);
+    error NotOpen(uint256 channelId);
+    error NotClosing(uint256 channelId);
+    error NotSender(uint256 channelId);
+    error NotReceiver(uint256 channelId);
+    error BadSignature(uint256 channelId);
+    error AmountNotIncreasing(uint256 channelId, uint256 current, uint256 proposed);
+    error AmountAboveDeposit(uint256 channelId, uint256 deposit, uint256 amount);
+    error AmountBelowClaimed(uint256 channelId, uint256 claimed, uint256 amount);
+    error ChallengePeriodOver(uint256 channelId);
+    error ChallengePeriodRunning(uint256 channelId, uint64 deadline);
+    error LengthMismatch();
+
+    constructor(IERC20 token_, address treasury_, uint16 commissionBps_, uint64 challengePeriod_)
+        EIP712("IPSX Centralizer", "1")
+    {
+        if (address(token_) == address(0) || treasury_ == address(0)) revert ZeroAddress();
+        if (commissionBps_ > MAX_COMMISSION_BPS) revert CommissionTooHigh(commissionBps_);
+        token = token_;
+        treasury = treasury_;
+        commissionBps = commissionBps_;
+        challengePeriod = challengePeriod_;
+    }
+
+    // ----- wallet -------------------------------------------------------------------------
+
+    /// @notice Deposit `amount` after approving this contract.
+    function deposit(uint256 amount) external nonReentrant {
+        _deposit(msg.sender, amount);
+    }
+
+    /// @notice Deposit with an ERC-2612 permit: one transaction, no prior approve. A permit
+    ///         already used (front-run) is tolerated if the allowance is there.
+    function depositWithPermit(uint256 amount, uint256 deadline, uint8 v, bytes32 r, bytes32 s)
+        external
+        nonReentrant
+    {
+        try IERC20Permit(address(token)).permit(msg.sender, address(this), amount, deadline, v, r, s) {} catch {}
+        _deposit(msg.sender, amount);
+    }
+
+    function _deposit(address user, uint256 amount) private {
+        if (amount == 0) revert ZeroAmount();
+        balanceOf[user] += amount;
+        totalHeld += amount;
+        emit Deposited(user, amount);
+        token.safeTransferFrom(user, address(this), amount);
+    }
+
+    /// @notice Withdraw from the free balance.
+    function withdraw(uint256 amount) external nonReentrant {
+        if (amount == 0) revert ZeroAmount();
+        uint256 available = balanceOf[msg.sender];
+        if (amount > available) revert InsufficientBalance(available, amount);
+        balanceOf[msg.sender] = available - amount;
+        totalHeld -= amount;
+        emit Withdrawn(msg.sender, amount);
+        token.safeTransfer(msg.sender, amount);
+    }
+
+    // ----- channels -----------------------------------------------------------------------
+
+    /// @notice Open a channel to `receiver` funded with `amount` of your balance.
+    function openChannel(address receiver, uint256 amount) external nonReentrant returns (uint256 channelId) {
+        if (receiver == address(0)) revert ZeroAddress();
+        if (receiver == msg.sender) revert SelfChannel();
+        _reserve(msg.sender, amount);
+        channelId = ++channelCount;
+        channels[channelId] = Channel({
+            sender: msg.sender,
+            receiver: receiver,
+            deposit: amount,
+            claimed: 0,
+            closingAmount: 0,
+            closeDeadline: 0,
+            status: Status.Open
+        });
+        emit ChannelOpened(channelId, msg.sender, receiver, amount);
+    }
+
+    /// @notice Add `amount` of your balance to an open channel you send on.
+    function topUp(uint256 channelId, uint256 amount) external nonReentrant {
+        Channel storage channel = _open(channelId);
+        if (msg.sender != channel.sender) revert NotSender(channelId);
+        _reserve(msg.sender, amount);
+        channel.deposit += amount;
+        emit ChannelToppedUp(channelId, amount, channel.deposit);
+    }
+
+    /// @notice Pay the receiver what a sender-signed balance proof adds since the last claim.
+    function checkpoint(uint256 channelId, uint256 amount, bytes calldata senderSignature) external nonReentrant {
+        _checkpoint(channelId, amount, senderSignature);
+    }
+
+    /// @notice Checkpoint many channels in one transaction (a hub settling with its providers).
+    function batchCheckpoint(
+        uint256[] calldata channelIds,
+        uint256[] calldata amounts,
+        bytes[] calldata senderSignatures
+    ) external nonReentrant {
+        if (channelIds.length != amounts.length || amounts.length != senderSignatures.length) {
+            revert LengthMismatch();
+        }
+        for (uint256 i = 0; i < channelIds.length; i++) {
+            _checkpoint(channelIds[i], amounts[i], senderSignatures[i]);
+        }
+    }
+
+    /// @notice Close at once with both parties' `CooperativeClose` signatures.
+    function cooperativeClose(
+        uint256 channelId,
+        uint256 amount,
+        bytes calldata senderSignature,
+        bytes calldata receiverSignature
+    ) external nonReentrant {
+        Channel storage channel = _existing(channelId);
+        if (channel.status != Status.Open && channel.status != Status.Closing) revert NotOpen(channelId);
+        bytes32 digest = cooperativeCloseDigest(channelId, amount);
+        if (ECDSA.recover(digest, senderSignature) != channel.sender) revert BadSignature(channelId);
+        if (ECDSA.recover(digest, receiverSignature) != channel.receiver) revert BadSignature(channelId);
+        _settle(channelId, channel, amount);
+    }
+
+    /// @notice The receiver closes at once, paid up to a balance proof (or to what it already
+    ///         claimed, with an empty signature). Safe for the sender: the receiver can only take
+    ///         what the sender signed.
+    function receiverClose(uint256 channelId, uint256 amount, bytes calldata senderSignature) external nonReentrant {
+        Channel storage channel = _existing(channelId);
+        if (channel.status != Status.Open && channel.status != Status.Closing) revert NotOpen(channelId);
+        if (msg.sender != channel.receiver) revert NotReceiver(channelId);
+        uint256 finalAmount = channel.claimed;
+        if (senderSignature.length > 0) {
+            _checkProof(channelId, channel, amount, senderSignature);
+            finalAmount = amount;
+        }
+        if (channel.status == Status.Closing && channel.closingAmount > finalAmount) {
+            finalAmount = channel.closingAmount;
+        }
+        _settle(channelId, channel, finalAmount);
+    }
+
+    /// @notice The sender starts closing, admitting it owes `amount` in all. The receiver (or a
+    ///         watcher for it) has `challengePeriod` seconds to prove more with a balance proof.
+    function startClose(uint256 channelId, uint256 amount) external nonReentrant {
+        Channel storage channel = _open(channelId);
+        if (msg.sender != channel.sender) revert NotSender(channelId);
+        if (amount < channel.claimed) revert AmountBelowClaimed(channelId, channel.claimed, amount);
+        if (amount > channel.deposit) revert AmountAboveDeposit(channelId, channel.deposit, amount);
+        channel.status = Status.Closing;
+        channel.closingAmount = amount;
+        channel.closeDeadline = uint64(block.timestamp) + challengePeriod;
+        emit CloseStarted(channelId, amount, channel.closeDeadline);
+    }
+
+    /// @notice During a close, raise the amount owed with a newer balance proof.
+    function challenge(uint256 channelId, uint256 amount, bytes calldata senderSignature) external nonReentrant {
+        Channel storage channel = _existing(channelId);
+        if (channel.status != Status.Closing) revert NotClosing(channelId);
+        if (block.timestamp >= channel.closeDeadline) revert ChallengePeriodOver(channelId);
+        if (amount <= channel.closingAmount) {
+            revert AmountNotIncreasing(channelId, channel.closingAmount, amount);
+        }
+        _checkProof(channelId, channel, amount, senderSignature);
+        channel.closingAmount = amount;
+        emit CloseChallenged(channelId, amount);
+    }
+
+    /// @notice After the challenge period, pay the receiver and refund the sender.
+    function settle(uint256 channelId) external nonReentrant {
+        Channel storage channel = _existing(channelId);
+        if (channel.status != Status.Closing) revert NotClosing(channelId);
+        if (block.timestamp < channel.closeDeadline) {
+            revert ChallengePeriodRunning(channelId, channel.closeDeadline);
+        }
+        _settle(channelId, channel, channel.closingAmount);
+    }
+
+    // ----- views --------------------------------------------------------------------------
+
+    /// @notice A channel's state.
+    function getChannel(uint256 channelId) external view returns (Channel memory) {
+        return channels[channelId];
+    }
+
+    /// @notice The EIP-712 digest a sender signs for a cumulative `amount` on a channel.
+    function balanceProofDigest(uint256 channelId, uint256 amount) public view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(BALANCE_PROOF_TYPEHASH, channelId, amount)));
+    }
+
+    /// @notice The EIP-712 digest both parties sign to close a channel at `amount`.
+    function cooperativeCloseDigest(uint256 channelId, uint256 amount) public view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(COOPERATIVE_CLOSE_TYPEHASH, channelId, amount)));
+    }
+
+    /// @notice The EIP-712 domain separator (chain id and this contract in it).
+    function domainSeparator() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+
+    /// @notice The commission taken on a payment of `amount`.
+    function commissionOn(uint256 amount) public view returns (uint256) {
+        return amount * commissionBps / 10_000;
+    }
+
+    // ----- internals ----------------------------------------------------------------------
+
+    function _reserve(address user, uint256 amount) private {
+        if (amount == 0) revert ZeroAmount();
+        uint256 available = balanceOf[user];
+        if (amount > available) revert InsufficientBalance(available, amount);
+        balanceOf[user] = available - amount;
+        reservedOf[user] += amount;
+    }
+
+    function _existing(uint256 channelId) private view returns (Channel storage channel) {
+        channel = channels[channelId];
+        if (channel.status == Status.None) revert UnknownChannel(channelId);
+    }
+
+    function _open(uint256 channelId) private view returns (Channel storage channel) {
+        channel = _existing(channelId);
+        if (channel.status != Status.Open) revert NotOpen(channelId);
+    }
+
+    function _checkProof(uint256 channelId, Channel storage channel, uint256 amount, bytes calldata signature)
+        private
+        view
+    {
+        if (amount > channel.deposit) revert AmountAboveDeposit(channelId, channel.deposit, amount);
+        if (ECDSA.recover(balanceProofDigest(channelId, amount), signature) != channel.sender) {
+            revert BadSignature(channelId);
+        }
+    }
+
+    function _checkpoint(uint256 channelId, uint256 amount, bytes calldata senderSignature) private {
+        Channel storage channel = _existing(channelId);
+        if (channel.status != Status.Open && channel.status != Status.Closing) revert NotOpen(channelId);
+        if (amount <= channel.claimed) revert AmountNotIncreasing(channelId, channel.claimed, amount);
+        _checkProof(channelId, channel, amount, senderSignature);
+        (uint256 paid, uint256 commission) = _pay(channel, amount);
+        emit Checkpointed(channelId, amount, paid, commission);
+    }
+
+    /// Moves `amount - claimed` from the sender's reserve to the receiver, less commission.
+    function _pay(Channel storage channel, uint256 amount) private returns (uint256 paid, uint256 commission) {
+        uint256 due = amount - channel.claimed;
+        channel.claimed = amount;
+        commission = commissionOn(due);
+        paid = due - commission;
+        reservedOf[channel.sender] -= due;
+        balanceOf[channel.receiver] += paid;
+        balanceOf[treasury] += commission;
+    }
+
+    function _settle(uint256 channelId, Channel storage channel, uint256 amount) private {
+        if (amount > channel.deposit) revert AmountAboveDeposit(channelId, channel.deposit, amount);
+        if (amount < channel.claimed) revert AmountBelowClaimed(channelId, channel.claimed, amount);
+        if (amount > channel.claimed) {
+            (uint256 paid, uint256 commission) = _pay(channel, amount);
+            emit Checkpointed(channelId, amount, paid, commission);
+        }
+        uint256 refund = channel.deposit - channel.claimed;
+        channel.status = Status.Settled;
+        reservedOf[channel.sender] -= refund;
+        balanceOf[channel.sender] += refund;
+        emit ChannelSettled(channelId, channel.claimed, refund);
+    }
+}
