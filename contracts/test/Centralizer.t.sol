@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {Base} from "./Base.t.sol";
+import {Centralizer} from "../src/Centralizer.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+
+contract CentralizerTest is Base {
+    uint256 internal constant SENDER_KEY = 0x5E7D;
+    uint256 internal constant RECEIVER_KEY = 0x7EC1;
+    address internal sender;
+    address internal receiver;
+
+    function setUp() public {
+        deployExchange();
+        sender = vm.addr(SENDER_KEY);
+        receiver = vm.addr(RECEIVER_KEY);
+        depositFor(sender, 1_000 ether);
+    }
+
+    function open(uint256 amount) internal returns (uint256 id) {
+        vm.prank(sender);
+        id = centralizer.openChannel(receiver, amount);
+    }
+
+    function proof(uint256 id, uint256 amount) internal returns (bytes memory) {
+        return sign(SENDER_KEY, centralizer.balanceProofDigest(id, amount));
+    }
+
+    // ----- wallet ---------------------------------------------------------------------------
+
+    function test_deposit_and_withdraw_move_free_balance() public {
+        assertEq(centralizer.balanceOf(sender), 1_000 ether, "deposited");
+        vm.prank(sender);
+        centralizer.withdraw(400 ether);
+        assertEq(centralizer.balanceOf(sender), 600 ether, "left");
+        assertEq(token.balanceOf(sender), 400 ether, "back in the wallet");
+        vm.prank(sender);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.InsufficientBalance.selector, 600 ether, 601 ether));
+        centralizer.withdraw(601 ether);
+        vm.prank(sender);
+        vm.expectRevert(Centralizer.ZeroAmount.selector);
+        centralizer.withdraw(0);
+        vm.prank(sender);
+        vm.expectRevert(Centralizer.ZeroAmount.selector);
+        centralizer.deposit(0);
+    }
+
+    function test_deposit_with_permit_takes_one_transaction() public {
+        uint256 key = 0xBEEF;
+        address user = vm.addr(key);
+        fund(user, 50 ether);
+        bytes32 structHash = keccak256(
+            abi.encode(
+                keccak256("Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)"),
+                user,
+                address(centralizer),
+                50 ether,
+                token.nonces(user),
+                block.timestamp + 60
+            )
+        );
+        bytes32 digest = keccak256(abi.encodePacked("\x19\x01", token.DOMAIN_SEPARATOR(), structHash));
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(key, digest);
+        vm.prank(user);
+        centralizer.depositWithPermit(50 ether, block.timestamp + 60, v, r, s);
+        assertEq(centralizer.balanceOf(user), 50 ether, "deposited by permit");
+    }
+
+    function test_constructor_caps_commission() public {
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.CommissionTooHigh.selector, uint16(1_001)));
+        new Centralizer(IERC20(address(token)), treasury, 1_001, CHALLENGE);
+        vm.expectRevert(Centralizer.ZeroAddress.selector);
+        new Centralizer(IERC20(address(token)), address(0), 1, CHALLENGE);
+    }
+
+    // ----- channels -------------------------------------------------------------------------
+
+    function test_open_and_top_up_reserve_from_the_balance() public {
+        uint256 id = open(100 ether);
+        assertEq(id, 1, "first id");
+        assertEq(centralizer.reservedOf(sender), 100 ether, "reserved");
+        assertEq(centralizer.balanceOf(sender), 900 ether, "free");
+        vm.prank(sender);
+        centralizer.topUp(id, 50 ether);
+        assertEq(centralizer.getChannel(id).deposit, 150 ether, "topped up");
+        vm.prank(receiver);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.NotSender.selector, id));
+        centralizer.topUp(id, 1 ether);
+        vm.prank(sender);
+        vm.expectRevert(Centralizer.SelfChannel.selector);
+        centralizer.openChannel(sender, 1 ether);
+        vm.prank(sender);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.InsufficientBalance.selector, 850 ether, 851 ether));
+        centralizer.openChannel(receiver, 851 ether);
+        assertEq(open(1 ether), 2, "ids never repeat");
+    }
+
+    function test_checkpoint_pays_the_difference_less_commission_and_stays_open() public {
+        uint256 id = open(100 ether);
+        centralizer.checkpoint(id, 40 ether, proof(id, 40 ether));
+        assertEq(centralizer.balanceOf(receiver), 39 ether, "40 less 2.5 %");
+        assertEq(centralizer.balanceOf(treasury), 1 ether, "commission");
+        assertEq(centralizer.reservedOf(sender), 60 ether, "reserve shrinks");
+        centralizer.checkpoint(id, 50 ether, proof(id, 50 ether));
+        assertEq(centralizer.balanceOf(receiver), 48.75 ether, "only the difference");
+        bytes memory again = proof(id, 50 ether);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.AmountNotIncreasing.selector, id, 50 ether, 50 ether));
+        centralizer.checkpoint(id, 50 ether, again);
+        bytes memory tooMuch = proof(id, 101 ether);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.AmountAboveDeposit.selector, id, 100 ether, 101 ether));
+        centralizer.checkpoint(id, 101 ether, tooMuch);
+        bytes memory forged = sign(RECEIVER_KEY, centralizer.balanceProofDigest(id, 60 ether));
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.BadSignature.selector, id));
+        centralizer.checkpoint(id, 60 ether, forged);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.UnknownChannel.selector, 99));
+        centralizer.checkpoint(99, 1, forged);
+        assertTrue(centralizer.getChannel(id).status == Centralizer.Status.Open, "still open");
+    }
+
+    function test_batch_checkpoint_settles_many_channels_in_one_transaction() public {
+        uint256[] memory ids = new uint256[](3);
+        uint256[] memory amounts = new uint256[](3);
+        bytes[] memory signatures = new bytes[](3);
+        for (uint256 i = 0; i < 3; i++) {
+            ids[i] = open(10 ether);
+            amounts[i] = (i + 1) * 1 ether;
+            signatures[i] = proof(ids[i], amounts[i]);
+        }
+        centralizer.batchCheckpoint(ids, amounts, signatures);
+        assertEq(centralizer.balanceOf(receiver), 6 ether - centralizer.commissionOn(1 ether) * 6, "sum less commission");
+        vm.expectRevert(Centralizer.LengthMismatch.selector);
+        centralizer.batchCheckpoint(ids, new uint256[](2), signatures);
+    }
+
+    function test_cooperative_close_is_immediate_with_both_signatures() public {
+        uint256 id = open(100 ether);
+        bytes32 digest = centralizer.cooperativeCloseDigest(id, 30 ether);
+        centralizer.cooperativeClose(id, 30 ether, sign(SENDER_KEY, digest), sign(RECEIVER_KEY, digest));
+        assertEq(centralizer.balanceOf(receiver), 30 ether - centralizer.commissionOn(30 ether), "paid");
+        assertEq(centralizer.balanceOf(sender), 970 ether, "rest refunded");
+        assertEq(centralizer.reservedOf(sender), 0, "nothing reserved");
+        bytes memory late = proof(id, 40 ether);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.NotOpen.selector, id));
+        centralizer.checkpoint(id, 40 ether, late);
+    }
+
+    function test_a_balance_proof_never_passes_as_a_closing_signature() public {
+        uint256 id = open(100 ether);
+        bytes memory senderProof = proof(id, 30 ether);
+        bytes memory receiverProof = sign(RECEIVER_KEY, centralizer.balanceProofDigest(id, 30 ether));
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.BadSignature.selector, id));
+        centralizer.cooperativeClose(id, 30 ether, senderProof, receiverProof);
+        // Nor the other way round.
+        bytes memory closing = sign(SENDER_KEY, centralizer.cooperativeCloseDigest(id, 30 ether));
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.BadSignature.selector, id));
+        centralizer.checkpoint(id, 30 ether, closing);
+    }
+
+    function test_proofs_do_not_replay_across_channels_chains_or_contracts() public {
+        uint256 first = open(10 ether);
+        uint256 second = open(10 ether);
+        bytes memory forFirst = proof(first, 5 ether);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.BadSignature.selector, second));
+        centralizer.checkpoint(second, 5 ether, forFirst);
+
+        Centralizer other = new Centralizer(IERC20(address(token)), treasury, COMMISSION_BPS, CHALLENGE);
+        depositFor(sender, 10 ether);
+        vm.prank(sender);
+        centralizer.withdraw(10 ether);
+        vm.startPrank(sender);
+        token.approve(address(other), 10 ether);
+        other.deposit(10 ether);
+        uint256 mirrored = other.openChannel(receiver, 10 ether);
+        vm.stopPrank();
+        assertEq(mirrored, first, "same id on the other contract");
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.BadSignature.selector, first));
+        other.checkpoint(first, 5 ether, forFirst);
+
+        vm.chainId(999);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.BadSignature.selector, first));
+        centralizer.checkpoint(first, 5 ether, forFirst);
+    }
+
+    function test_malleable_signatures_are_refused() public {
+        uint256 id = open(10 ether);
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(SENDER_KEY, centralizer.balanceProofDigest(id, 5 ether));
+        uint256 n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141;
+        bytes32 highS = bytes32(n - uint256(s));
+        uint8 flipped = v == 27 ? 28 : 27;
+        vm.expectRevert(abi.encodeWithSelector(ECDSA.ECDSAInvalidSignatureS.selector, highS));
+        centralizer.checkpoint(id, 5 ether, abi.encodePacked(r, highS, flipped));
+    }
+
+    function test_a_stale_unilateral_close_is_answered_with_the_newest_proof() public {
+        uint256 id = open(100 ether);
+        bytes memory newest = proof(id, 70 ether);
+        centralizer.checkpoint(id, 20 ether, proof(id, 20 ether));
+        vm.prank(sender);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.AmountBelowClaimed.selector, id, 20 ether, 10 ether));
+        centralizer.startClose(id, 10 ether);
+        vm.prank(sender);
+        centralizer.startClose(id, 30 ether);
+        vm.expectRevert(
+            abi.encodeWithSelector(Centralizer.ChallengePeriodRunning.selector, id, uint64(block.timestamp + CHALLENGE))
+        );
+        centralizer.settle(id);
+        bytes memory older = proof(id, 25 ether);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.AmountNotIncreasing.selector, id, 30 ether, 25 ether));
+        centralizer.challenge(id, 25 ether, older);
+        centralizer.challenge(id, 70 ether, newest);
+        vm.warp(block.timestamp + CHALLENGE);
+        bytes memory tooLate = proof(id, 80 ether);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.ChallengePeriodOver.selector, id));
+        centralizer.challenge(id, 80 ether, tooLate);
+        centralizer.settle(id);
+        assertEq(centralizer.balanceOf(receiver), 70 ether - centralizer.commissionOn(70 ether), "paid to 70");
+        assertEq(centralizer.balanceOf(sender), 930 ether, "30 back");
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.NotClosing.selector, id));
+        centralizer.settle(id);
+    }
+
+    function test_the_receiver_can_close_at_once() public {
+        uint256 id = open(100 ether);
+        vm.prank(sender);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.NotReceiver.selector, id));
+        centralizer.receiverClose(id, 0, "");
+        bytes memory signed = proof(id, 45 ether);
+        vm.prank(receiver);
+        centralizer.receiverClose(id, 45 ether, signed);
+        assertEq(centralizer.balanceOf(receiver), 45 ether - centralizer.commissionOn(45 ether), "paid");
+        assertEq(centralizer.balanceOf(sender), 955 ether, "refund");
+        assertTrue(centralizer.getChannel(id).status == Centralizer.Status.Settled, "settled");
+    }
+
+    function testFuzz_nobody_is_paid_beyond_what_was_signed(uint96 signed, uint96 deposit) public {
+        uint256 amount = bound(deposit, 1, 1_000 ether);
+        uint256 id = open(amount);
+        uint256 pay = bound(signed, 1, amount);
+        centralizer.checkpoint(id, pay, proof(id, pay));
+        vm.prank(sender);
+        centralizer.startClose(id, pay);
+        vm.warp(block.timestamp + CHALLENGE);
+        centralizer.settle(id);
+        uint256 received = centralizer.balanceOf(receiver) + centralizer.balanceOf(treasury);
+        assertEq(received, pay, "receiver + commission = signed");
+        assertEq(centralizer.balanceOf(sender), 1_000 ether - pay, "sender keeps the rest");
+        assertEq(token.balanceOf(address(centralizer)), centralizer.totalHeld(), "tokens held");
+    }
+}
