@@ -11,4 +11,4 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace
 # Contracts: Foundry and the Solidity compiler come pinned from npm (contracts/package-lock.json).
 command -v npm >/dev/null || { echo "npm is required for the contracts (Node.js 18+)" >&2; exit 1; }
-(cd contracts && npm ci --no-audit --no-fund --loglevel=error && ./scripts/forge test)
+(cd contracts && npm ci --no-audit --no-fund --loglevel=error && ./scripts/forge test && ./scripts/smoke-deploy.sh)
