@@ -248,4 +248,25 @@ contract CentralizerTest is Base {
         assertEq(centralizer.balanceOf(sender), 1_000 ether - pay, "sender keeps the rest");
         assertEq(token.balanceOf(address(centralizer)), centralizer.totalHeld(), "tokens held");
     }
+
+    event Checkpointed(uint256 indexed channelId, uint256 amount, uint256 paidToReceiver, uint256 commission);
+    event ChannelOpened(uint256 indexed channelId, address indexed sender, address indexed receiver, uint256 deposit);
+    event ChannelSettled(uint256 indexed channelId, uint256 totalPaid, uint256 refunded);
+
+    function test_state_changes_emit_what_a_watcher_needs() public {
+        vm.expectEmit(true, true, true, true);
+        emit ChannelOpened(1, sender, receiver, 10 ether);
+        uint256 id = open(10 ether);
+        bytes memory signed = proof(id, 4 ether);
+        vm.expectEmit(true, true, true, true);
+        emit Checkpointed(id, 4 ether, 3.9 ether, 0.1 ether);
+        centralizer.checkpoint(id, 4 ether, signed);
+        vm.expectEmit(true, true, true, true);
+        emit ChannelSettled(id, 4 ether, 6 ether);
+        vm.prank(receiver);
+        centralizer.receiverClose(id, 0, "");
+        vm.prank(sender);
+        vm.expectRevert(Centralizer.ZeroAddress.selector);
+        centralizer.openChannel(address(0), 1 ether);
+    }
 }
