@@ -213,11 +213,12 @@ impl DurableEngine {
         }
         self.commit()?;
         let bytes = SnapshotBytes::new(self.last_seq(), &self.engine.snapshot());
+        // The new segment must exist before the snapshot thread prunes the ones it covers.
+        self.journal.rotate()?;
         self.snapshot_writer
             .send(bytes)
             .map_err(|_| StoreError::Corrupt("the snapshot thread has stopped".to_string()))?;
         self.snapshots_in_flight += 1;
-        self.journal.rotate()?;
         self.since_snapshot = 0;
         Ok(true)
     }
