@@ -320,21 +320,8 @@ fn through_shard(
     let shard = ShardHandle::start(config)?;
     let (reply, answers) = crossbeam_channel::bounded(8_192);
     for offer in market.offers() {
-        let ips = market.offer_ips(offer.id).unwrap_or_default();
-        let spec = ipsx_engine::OfferSpec {
-            provider: offer.provider,
-            ips: ipsx_engine::IpSpec::List(ips),
-            country: offer.country,
-            region: offer.region.clone(),
-            city: offer.city.clone(),
-            asn: offer.asn,
-            kind: offer.kind,
-            protocols: offer.protocols,
-            window: offer.window,
-            min_lease: offer.min_lease,
-            max_lease: offer.max_lease,
-            price: offer.price,
-            tenants: offer.tenants,
+        let Some(spec) = market.offer_spec(offer.id) else {
+            continue;
         };
         shard.send(Submission {
             at: Some(market.now()),

@@ -86,6 +86,33 @@ impl Snapshot {
 }
 
 impl Engine {
+    /// An offer's terms as they stand (after amends), its IPs listed in position order: what
+    /// placing it again would take.
+    pub fn offer_spec(&self, id: OfferId) -> Option<OfferSpec> {
+        let offer = self.book.offers.get(&id)?;
+        Some(OfferSpec {
+            provider: offer.provider,
+            ips: IpSpec::List(
+                offer
+                    .slots
+                    .iter()
+                    .map(|slot| self.book.slot(*slot).addr)
+                    .collect(),
+            ),
+            country: offer.country,
+            region: offer.region.clone(),
+            city: offer.city.clone(),
+            asn: offer.asn,
+            kind: offer.kind,
+            protocols: offer.protocols,
+            window: offer.window,
+            min_lease: offer.min_lease,
+            max_lease: offer.max_lease,
+            price: offer.price,
+            tenants: offer.tenants,
+        })
+    }
+
     /// The state in canonical form.
     pub fn snapshot(&self) -> Snapshot {
         let mut ips: Vec<IpRecord> = self
@@ -104,29 +131,11 @@ impl Engine {
             .book
             .offers
             .values()
-            .map(|offer| OfferRecord {
-                id: offer.id,
-                spec: OfferSpec {
-                    provider: offer.provider,
-                    ips: IpSpec::List(
-                        offer
-                            .slots
-                            .iter()
-                            .map(|slot| self.book.slot(*slot).addr)
-                            .collect(),
-                    ),
-                    country: offer.country,
-                    region: offer.region.clone(),
-                    city: offer.city.clone(),
-                    asn: offer.asn,
-                    kind: offer.kind,
-                    protocols: offer.protocols,
-                    window: offer.window,
-                    min_lease: offer.min_lease,
-                    max_lease: offer.max_lease,
-                    price: offer.price,
-                    tenants: offer.tenants,
-                },
+            .filter_map(|offer| {
+                Some(OfferRecord {
+                    id: offer.id,
+                    spec: self.offer_spec(offer.id)?,
+                })
             })
             .collect();
         Snapshot {
