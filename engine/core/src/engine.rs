@@ -528,17 +528,15 @@ impl Engine {
                 window,
                 max_ips,
             } => {
-                let current = self.owned_offer(*offer, *provider)?;
+                self.owned_offer(*offer, *provider)?;
                 if let Some(keep) = max_ips {
-                    let booked = current.ip_count() - current.idle_count();
-                    if *keep < booked {
-                        return Err(EngineError::ShrinkBelowBooked {
+                    // Refused before anything changes: the price and window stay as they were.
+                    self.book.shrink(*offer, *keep).map_err(|booked| {
+                        EngineError::ShrinkBelowBooked {
                             booked,
                             requested: *keep,
-                        });
-                    }
-                    // Checked above: shrinking to `keep` cannot hit a booked IP.
-                    let _ = self.book.shrink(*offer, *keep);
+                        }
+                    })?;
                 }
                 if window.is_some() {
                     self.unschedule_offer(*offer);
@@ -764,8 +762,6 @@ impl Engine {
                 self.fill_resting(id, events);
             }
         }
-        // Filling may have released nothing, so nothing new is dirty; but a void during a fill
-        // cannot happen (fills only book). Keep whatever a fill marked for the next round.
     }
 
     fn resting_fill<'a>(&self, record: &'a RequestRecord) -> Option<Fill<'a>> {

@@ -261,14 +261,7 @@ impl JournalWriter {
 
     /// Writes the buffered group in one write, then syncs as the policy says.
     pub fn commit(&mut self) -> Result<(), StoreError> {
-        if !self.buffer.is_empty() {
-            self.file
-                .write_all(&self.buffer)
-                .map_err(|e| StoreError::io(&self.dir, e))?;
-            self.segment_len += self.buffer.len() as u64;
-            self.buffer.clear();
-            self.unsynced = true;
-        }
+        self.write_buffer()?;
         let due = match self.policy {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
@@ -289,7 +282,7 @@ impl JournalWriter {
 
     /// Starts a new segment at the next sequence number (after a snapshot, or when full).
     pub(crate) fn rotate(&mut self) -> Result<(), StoreError> {
-        self.commit_pending_without_rotation()?;
+        self.write_buffer()?;
         self.file
             .sync_data()
             .map_err(|e| StoreError::io(&self.dir, e))?;
@@ -306,12 +299,15 @@ impl JournalWriter {
         Ok(())
     }
 
-    fn commit_pending_without_rotation(&mut self) -> Result<(), StoreError> {
+    /// Writes the buffered records to the current segment in one call (no sync).
+    fn write_buffer(&mut self) -> Result<(), StoreError> {
         if !self.buffer.is_empty() {
             self.file
                 .write_all(&self.buffer)
                 .map_err(|e| StoreError::io(&self.dir, e))?;
+            self.segment_len += self.buffer.len() as u64;
             self.buffer.clear();
+            self.unsynced = true;
         }
         Ok(())
     }
