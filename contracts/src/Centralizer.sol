@@ -47,6 +47,19 @@ contract Centralizer is EIP712, ReentrancyGuard {
         Status status;
     }
 
+    /// @notice What a sender signs to pay: the cumulative `amount` owed on `channelId`. Exposed as a
+    ///         struct so the ABI carries its EIP-712 type, from which clients generate theirs.
+    struct BalanceProof {
+        uint256 channelId;
+        uint256 amount;
+    }
+
+    /// @notice What both parties sign to close `channelId` with `amount` paid in all.
+    struct CooperativeClose {
+        uint256 channelId;
+        uint256 amount;
+    }
+
     bytes32 public constant BALANCE_PROOF_TYPEHASH = keccak256("BalanceProof(uint256 channelId,uint256 amount)");
     bytes32 public constant COOPERATIVE_CLOSE_TYPEHASH =
         keccak256("CooperativeClose(uint256 channelId,uint256 amount)");
@@ -272,6 +285,17 @@ contract Centralizer is EIP712, ReentrancyGuard {
     /// @notice The EIP-712 digest both parties sign to close a channel at `amount`.
     function cooperativeCloseDigest(uint256 channelId, uint256 amount) public view returns (bytes32) {
         return _hashTypedDataV4(keccak256(abi.encode(COOPERATIVE_CLOSE_TYPEHASH, channelId, amount)));
+    }
+
+    /// @notice The EIP-712 digest of a balance proof (same as `balanceProofDigest`), typed so the
+    ///         ABI describes the signed struct.
+    function hashBalanceProof(BalanceProof calldata proof) external view returns (bytes32) {
+        return balanceProofDigest(proof.channelId, proof.amount);
+    }
+
+    /// @notice The EIP-712 digest of a cooperative close (same as `cooperativeCloseDigest`).
+    function hashCooperativeClose(CooperativeClose calldata close) external view returns (bytes32) {
+        return cooperativeCloseDigest(close.channelId, close.amount);
     }
 
     /// @notice The EIP-712 domain separator (chain id and this contract in it).

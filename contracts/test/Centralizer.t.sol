@@ -183,6 +183,23 @@ contract CentralizerTest is Base {
         centralizer.checkpoint(first, 5 ether, forFirst);
     }
 
+    function test_typed_digests_match_the_signed_structs() public view {
+        assertEq(
+            centralizer.hashBalanceProof(Centralizer.BalanceProof({channelId: 7, amount: 3 ether})),
+            centralizer.balanceProofDigest(7, 3 ether),
+            "balance proof"
+        );
+        assertEq(
+            centralizer.hashCooperativeClose(Centralizer.CooperativeClose({channelId: 7, amount: 3 ether})),
+            centralizer.cooperativeCloseDigest(7, 3 ether),
+            "cooperative close"
+        );
+        assertTrue(
+            centralizer.balanceProofDigest(7, 3 ether) != centralizer.cooperativeCloseDigest(7, 3 ether),
+            "distinct meanings"
+        );
+    }
+
     function test_malleable_signatures_are_refused() public {
         uint256 id = open(10 ether);
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(SENDER_KEY, centralizer.balanceProofDigest(id, 5 ether));

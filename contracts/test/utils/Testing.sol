@@ -54,6 +54,10 @@ abstract contract Testing {
         require(left == right, message);
     }
 
+    function assertEq(bytes32 left, bytes32 right, string memory message) internal pure {
+        require(left == right, message);
+    }
+
     function assertLe(uint256 left, uint256 right, string memory message) internal pure {
         if (left > right) {
             revert(string.concat(message, ": ", _str(left), " > ", _str(right)));

@@ -1,0 +1,447 @@
+//! The node's payment hub: one channel in from each requester, one channel out to each provider.
+//!
+//! ```text
+//!   requester ──proof (all its leases)──► Hub ──proof (all its leases) + per-lease paid-through──► provider
+//!                                          │
+//!     per requester: received amount ──► paid through second T (the meter's inverse)
+//!     per lease:     paid through min(T of its requester, lease end)
+//!     per provider:  owed = Σ its leases' rate × paid seconds  ──► one signed proof per tick
+//! ```
+//!
+//! The hub pays a provider for a lease only as far as that lease's requester has paid, so its
+//! books balance to the wei at every tick: what requesters' proofs sum to equals what the hub
+//! owes providers plus the part of a requester's payment not yet matched by a whole second
+//! ([`Books::unallocated`], zero when requesters sign what they owe at whole seconds). The
+//! platform's commission is taken by the contract when providers checkpoint; the node's address
+//! is the contract's treasury, so the commission on its own inbound checkpoints returns to it.
+//!
+//! A requester whose payments fall more than `grace` seconds behind has its running leases cut
+//! at that tick ([`LeaseCut`]); the provider, seeing its paid-through stop, cuts too.
+
+use alloy_primitives::Address;
+use rustc_hash::FxHashMap;
+
+use crate::crypto::SigningKey;
+use crate::error::{LeaseError, ProofError};
+use crate::meter::{LeaseId, LeaseMeter, LeaseTerms};
+use crate::payer::{NextProof, PayerChannel};
+use crate::proof::{ChannelDomain, ChannelId, SignedProof};
+use crate::receiver::ReceiverChannel;
+
+/// How the hub treats late payers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubConfig {
+    /// Seconds a requester may be behind before its leases are cut (and so the most a provider
+    /// serves unpaid). Default 3.
+    pub grace: u64,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self { grace: 3 }
+    }
+}
+
+/// One lease as the hub meters it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubLease {
+    /// Price, span and id.
+    pub terms: LeaseTerms,
+    /// Who pays.
+    pub requester: Address,
+    /// Who serves.
+    pub provider: Address,
+}
+
+/// A payment for one provider, produced by [`Hub::tick`]: persist the amount, then send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderPayment {
+    /// The provider.
+    pub provider: Address,
+    /// The hub's signed cumulative proof on its channel to the provider.
+    pub proof: SignedProof,
+    /// Leases whose paid-through second moved, with the new value.
+    pub paid_through: Vec<(LeaseId, u64)>,
+}
+
+/// A lease cut because its requester stopped paying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseCut {
+    /// The lease.
+    pub lease: LeaseId,
+    /// Its requester.
+    pub requester: Address,
+    /// Its provider.
+    pub provider: Address,
+    /// The second it stopped accruing.
+    pub at: u64,
+    /// The second its requester had paid through.
+    pub paid_through: u64,
+}
+
+/// A channel to a provider whose deposit does not cover what the hub owes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopUpNeeded {
+    /// The outbound channel.
+    pub channel: ChannelId,
+    /// The provider.
+    pub provider: Address,
+    /// What is owed in all.
+    pub owed: u128,
+    /// The deposit.
+    pub deposit: u128,
+}
+
+/// Everything one tick produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubTick {
+    /// Proofs to providers.
+    pub payments: Vec<ProviderPayment>,
+    /// Leases cut for non-payment.
+    pub cuts: Vec<LeaseCut>,
+    /// Outbound channels to top up.
+    pub top_ups: Vec<TopUpNeeded>,
+}
+
+/// The hub's money at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Books {
+    /// Sum of requesters' latest accepted proofs.
+    pub received: u128,
+    /// What the hub owes providers in all (paid seconds of their leases).
+    pub owed_to_providers: u128,
+    /// Sum of the hub's latest signed proofs to providers.
+    pub signed_to_providers: u128,
+    /// Received but not yet matched by a whole paid second.
+    pub unallocated: u128,
+}
+
+impl Books {
+    /// `received == owed_to_providers + unallocated`, and nothing signed beyond what is owed.
+    pub fn balance(&self) -> bool {
+        self.owed_to_providers.checked_add(self.unallocated) == Some(self.received)
+            && self.signed_to_providers <= self.owed_to_providers
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Inbound {
+    channel: ReceiverChannel,
+    meter: LeaseMeter,
+    paid_through: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Outbound {
+    channel: PayerChannel,
+    /// What folded (ended and fully paid) leases came to.
+    base: u128,
+    owed: u128,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    lease: HubLease,
+    /// Paid-through last reported to the provider.
+    reported: u64,
+}
+
+/// The payment hub's state machine. No I/O: the caller persists what [`Hub::tick`] signs
+/// before sending it, and persists inbound proofs before [`Hub::accept`].
+#[derive(Debug, Clone)]
+pub struct Hub {
+    domain: ChannelDomain,
+    key: SigningKey,
+    config: HubConfig,
+    inbound: FxHashMap<Address, Inbound>,
+    outbound: FxHashMap<Address, Outbound>,
+    slots: Vec<Slot>,
+    position: FxHashMap<LeaseId, usize>,
+    now: u64,
+}
+
+impl Hub {
+    /// A hub signing with `key` (the node's address, also the contract's treasury).
+    pub fn new(domain: ChannelDomain, key: SigningKey, config: HubConfig, now: u64) -> Self {
+        Self {
+            domain,
+            key,
+            config,
+            inbound: FxHashMap::default(),
+            outbound: FxHashMap::default(),
+            slots: Vec::new(),
+            position: FxHashMap::default(),
+            now,
+        }
+    }
+
+    /// The hub's address.
+    pub fn address(&self) -> Address {
+        self.key.address()
+    }
+
+    /// The domain proofs are signed in.
+    pub fn domain(&self) -> &ChannelDomain {
+        &self.domain
+    }
+
+    /// Registers a requester's channel to the hub (`latest` from the store after a restart).
+    pub fn add_requester(&mut self, channel: ReceiverChannel) {
+        self.inbound.insert(
+            channel.sender,
+            Inbound {
+                channel,
+                meter: LeaseMeter::new(),
+                paid_through: self.now,
+            },
+        );
+    }
+
+    /// Registers the hub's channel to a provider (`signed` from the store after a restart).
+    pub fn add_provider(&mut self, channel: PayerChannel) {
+        self.outbound.insert(
+            channel.receiver,
+            Outbound {
+                channel,
+                base: 0,
+                owed: 0,
+            },
+        );
+    }
+
+    /// Starts metering a lease; both parties need a channel. A lease may not start before the
+    /// second its requester is paid through (that time is already settled).
+    pub fn add_lease(&mut self, lease: HubLease) -> Result<(), LeaseError> {
+        if !self.outbound.contains_key(&lease.provider) {
+            return Err(LeaseError::NoChannel(lease.provider));
+        }
+        let inbound = self
+            .inbound
+            .get_mut(&lease.requester)
+            .ok_or(LeaseError::NoChannel(lease.requester))?;
+        if self.position.contains_key(&lease.terms.id) {
+            return Err(LeaseError::Duplicate(lease.terms.id));
+        }
+        if lease.terms.start < inbound.paid_through {
+            return Err(LeaseError::BadEnd {
+                id: lease.terms.id,
+                at: lease.terms.start,
+                start: lease.terms.start,
+                end: lease.terms.end,
+                paid_through: inbound.paid_through,
+            });
+        }
+        inbound.meter.add(lease.terms)?;
+        self.position.insert(lease.terms.id, self.slots.len());
+        self.slots.push(Slot {
+            lease,
+            reported: lease.terms.start,
+        });
+        Ok(())
+    }
+
+    /// Ends a lease early at `at` (cancelled, provider dropped): it stops accruing there.
+    pub fn end_lease(&mut self, id: LeaseId, at: u64) -> Result<(), LeaseError> {
+        let index = *self.position.get(&id).ok_or(LeaseError::Unknown(id))?;
+        let slot = &mut self.slots[index];
+        let inbound = self
+            .inbound
+            .get_mut(&slot.lease.requester)
+            .ok_or(LeaseError::NoChannel(slot.lease.requester))?;
+        let at = at.max(inbound.paid_through.min(slot.lease.terms.end));
+        slot.lease.terms = inbound.meter.end_at(id, at)?;
+        Ok(())
+    }
+
+    /// Checks a requester's proof without recording it (see [`ReceiverChannel::check`]).
+    pub fn check(&self, requester: Address, proof: &SignedProof) -> Result<(), ProofError> {
+        let inbound = self.inbound.get(&requester).ok_or(ProofError::NotSender {
+            recovered: requester,
+            sender: Address::ZERO,
+        })?;
+        inbound.channel.check(&self.domain, proof)
+    }
+
+    /// Records a checked, persisted proof from a requester.
+    pub fn accept(&mut self, requester: Address, proof: SignedProof) {
+        if let Some(inbound) = self.inbound.get_mut(&requester) {
+            inbound.channel.accept(proof);
+        }
+    }
+
+    /// Adds a top-up seen on chain to a channel in or out.
+    pub fn set_deposit(&mut self, party: Address, deposit: u128) {
+        if let Some(inbound) = self.inbound.get_mut(&party) {
+            inbound.channel.set_deposit(deposit);
+        }
+        if let Some(outbound) = self.outbound.get_mut(&party) {
+            outbound.channel.set_deposit(deposit);
+        }
+    }
+
+    /// The second a requester has paid through.
+    pub fn paid_through(&self, requester: Address) -> Option<u64> {
+        self.inbound.get(&requester).map(|i| i.paid_through)
+    }
+
+    /// What the hub owes a provider as of the last tick, and what it signed.
+    pub fn provider_position(&self, provider: Address) -> Option<(u128, u128)> {
+        self.outbound
+            .get(&provider)
+            .map(|o| (o.owed, o.channel.signed()))
+    }
+
+    /// Leases metered (running, future, or ended but not yet fully paid).
+    pub fn lease_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Moves the clock to `now`: advances each requester's paid-through, cuts leases of
+    /// requesters more than `grace` behind, and signs one proof per provider whose amount grew.
+    pub fn tick(&mut self, now: u64) -> HubTick {
+        let mut out = HubTick::default();
+        self.now = self.now.max(now);
+        let now = self.now;
+        let grace = self.config.grace;
+
+        for inbound in self.inbound.values_mut() {
+            let received = inbound.channel.received();
+            inbound.paid_through =
+                match inbound
+                    .meter
+                    .paid_through(received, inbound.paid_through, now)
+                {
+                    Some(t) => t,
+                    // Cannot happen while leases start at or after the paid-through second; keep
+                    // the old value rather than move backwards.
+                    None => inbound.paid_through,
+                };
+        }
+
+        // Cut the running leases of requesters beyond their grace.
+        for slot in &mut self.slots {
+            let lease = &mut slot.lease;
+            let Some(inbound) = self.inbound.get_mut(&lease.requester) else {
+                continue;
+            };
+            let behind = now.saturating_sub(inbound.paid_through);
+            if behind > grace && lease.terms.end > now && lease.terms.start < now {
+                if let Ok(terms) = inbound.meter.end_at(lease.terms.id, now) {
+                    lease.terms = terms;
+                    out.cuts.push(LeaseCut {
+                        lease: terms.id,
+                        requester: lease.requester,
+                        provider: lease.provider,
+                        at: now,
+                        paid_through: inbound.paid_through,
+                    });
+                }
+            }
+        }
+
+        // What each provider is owed: its leases up to their requesters' paid-through.
+        for outbound in self.outbound.values_mut() {
+            outbound.owed = outbound.base;
+        }
+        let mut breakdowns: FxHashMap<Address, Vec<(LeaseId, u64)>> = FxHashMap::default();
+        let mut index = 0;
+        while index < self.slots.len() {
+            let slot = &mut self.slots[index];
+            let lease = slot.lease;
+            let requester_paid = self
+                .inbound
+                .get(&lease.requester)
+                .map_or(lease.terms.start, |i| i.paid_through);
+            let paid = requester_paid.clamp(lease.terms.start, lease.terms.end);
+            let Some(outbound) = self.outbound.get_mut(&lease.provider) else {
+                index += 1;
+                continue;
+            };
+            if paid != slot.reported {
+                slot.reported = paid;
+                breakdowns
+                    .entry(lease.provider)
+                    .or_default()
+                    .push((lease.terms.id, paid));
+            }
+            if paid >= lease.terms.end {
+                // Ended and fully paid: fold it away on both sides.
+                outbound.base = outbound.base.saturating_add(lease.terms.total());
+                outbound.owed = outbound.owed.saturating_add(lease.terms.total());
+                self.slots.swap_remove(index);
+                self.position.remove(&lease.terms.id);
+                if let Some(moved) = self.slots.get(index) {
+                    self.position.insert(moved.lease.terms.id, index);
+                }
+            } else {
+                outbound.owed = outbound.owed.saturating_add(lease.terms.accrued_at(paid));
+                index += 1;
+            }
+        }
+        for inbound in self.inbound.values_mut() {
+            inbound.meter.fold_ended(inbound.paid_through);
+        }
+
+        for outbound in self.outbound.values_mut() {
+            let channel = &mut outbound.channel;
+            let provider = channel.receiver;
+            let (amount, full) = match channel.next(outbound.owed) {
+                NextProof::UpToDate => continue,
+                NextProof::Sign(amount) => (amount, true),
+                NextProof::DepositShort { signable, owed } => {
+                    out.top_ups.push(TopUpNeeded {
+                        channel: channel.id,
+                        provider,
+                        owed,
+                        deposit: channel.deposit,
+                    });
+                    match signable {
+                        Some(amount) => (amount, false),
+                        None => continue,
+                    }
+                }
+            };
+            let Some(proof) = channel.sign(&self.domain, &self.key, amount) else {
+                continue;
+            };
+            // A short proof carries no breakdown: the provider checks that the per-lease
+            // paid-through it is told is covered by the signed amount.
+            let paid_through = if full {
+                breakdowns.remove(&provider).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            out.payments.push(ProviderPayment {
+                provider,
+                proof,
+                paid_through,
+            });
+        }
+        // Leases whose advance was not sent (short deposit) are reported again next time.
+        for (_, leases) in breakdowns {
+            for (id, _) in leases {
+                if let Some(&index) = self.position.get(&id) {
+                    let slot = &mut self.slots[index];
+                    slot.reported = slot.lease.terms.start;
+                }
+            }
+        }
+        out
+    }
+
+    /// The hub's books as of the last tick.
+    pub fn books(&self) -> Books {
+        let mut books = Books::default();
+        for inbound in self.inbound.values() {
+            let received = inbound.channel.received();
+            books.received += received;
+            books.unallocated +=
+                received.saturating_sub(inbound.meter.owed_at(inbound.paid_through));
+        }
+        for outbound in self.outbound.values() {
+            books.owed_to_providers += outbound.owed;
+            books.signed_to_providers += outbound.channel.signed();
+        }
+        books
+    }
+}
