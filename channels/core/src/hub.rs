@@ -325,17 +325,19 @@ impl Hub {
                 continue;
             };
             let behind = now.saturating_sub(inbound.paid_through);
-            if behind > grace && lease.terms.end > now && lease.terms.start < now {
-                if let Ok(terms) = inbound.meter.end_at(lease.terms.id, now) {
-                    lease.terms = terms;
-                    out.cuts.push(LeaseCut {
-                        lease: terms.id,
-                        requester: lease.requester,
-                        provider: lease.provider,
-                        at: now,
-                        paid_through: inbound.paid_through,
-                    });
-                }
+            if behind > grace
+                && lease.terms.end > now
+                && lease.terms.start < now
+                && let Ok(terms) = inbound.meter.end_at(lease.terms.id, now)
+            {
+                lease.terms = terms;
+                out.cuts.push(LeaseCut {
+                    lease: terms.id,
+                    requester: lease.requester,
+                    provider: lease.provider,
+                    at: now,
+                    paid_through: inbound.paid_through,
+                });
             }
         }
 
