@@ -13,6 +13,9 @@ use ipsx_channels::{ChannelDomain, ChannelId, Signature, SignedProof, SigningKey
 
 use crate::contracts::{Centralizer, IPSXToken, Permit};
 
+/// How long to wait for a sent transaction's receipt before giving up with an error.
+pub const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A chain call that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -121,7 +124,13 @@ pub fn wallet_provider(rpc_url: &str, key: &SigningKey) -> Result<DynProvider, C
     let url = rpc_url
         .parse()
         .map_err(|e| ChainError::Config(format!("RPC URL {rpc_url:?}: {e}")))?;
+    // Nonces are asked of the node for every transaction (not cached): a call refused at gas
+    // estimation must not burn a nonce and leave a gap that stalls every later transaction.
     Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
         .wallet(EthereumWallet::from(signer))
         .connect_http(url)
         .erased())
@@ -215,6 +224,7 @@ impl ChainClient {
             .depositWithPermit(U256::from(amount), deadline, v, r, s)
             .send()
             .await?
+            .with_timeout(Some(RECEIPT_TIMEOUT))
             .get_receipt()
             .await?;
         Ok(())
@@ -231,6 +241,7 @@ impl ChainClient {
             .openChannel(receiver, U256::from(deposit))
             .send()
             .await?
+            .with_timeout(Some(RECEIPT_TIMEOUT))
             .get_receipt()
             .await?;
         let opened = receipt
@@ -245,6 +256,7 @@ impl ChainClient {
             .topUp(U256::from(channel.0), U256::from(amount))
             .send()
             .await?
+            .with_timeout(Some(RECEIPT_TIMEOUT))
             .get_receipt()
             .await?;
         Ok(())
@@ -261,6 +273,7 @@ impl ChainClient {
             )
             .send()
             .await?
+            .with_timeout(Some(RECEIPT_TIMEOUT))
             .get_receipt()
             .await?;
         let mut paid = checkpoints(&receipt)?;
@@ -283,6 +296,7 @@ impl ChainClient {
             .batchCheckpoint(ids, amounts, signatures)
             .send()
             .await?
+            .with_timeout(Some(RECEIPT_TIMEOUT))
             .get_receipt()
             .await?;
         checkpoints(&receipt)
@@ -311,6 +325,7 @@ impl ChainClient {
             )
             .send()
             .await?
+            .with_timeout(Some(RECEIPT_TIMEOUT))
             .get_receipt()
             .await?;
         Ok(())
@@ -326,6 +341,7 @@ impl ChainClient {
             )
             .send()
             .await?
+            .with_timeout(Some(RECEIPT_TIMEOUT))
             .get_receipt()
             .await?;
         Ok(())
@@ -337,6 +353,7 @@ impl ChainClient {
             .startClose(U256::from(channel.0), U256::from(amount))
             .send()
             .await?
+            .with_timeout(Some(RECEIPT_TIMEOUT))
             .get_receipt()
             .await?;
         Ok(())
@@ -352,6 +369,7 @@ impl ChainClient {
             )
             .send()
             .await?
+            .with_timeout(Some(RECEIPT_TIMEOUT))
             .get_receipt()
             .await?;
         Ok(())
@@ -363,6 +381,7 @@ impl ChainClient {
             .settle(U256::from(channel.0))
             .send()
             .await?
+            .with_timeout(Some(RECEIPT_TIMEOUT))
             .get_receipt()
             .await?;
         Ok(())
@@ -407,6 +426,7 @@ impl ChainClient {
             .transfer(to, U256::from(amount))
             .send()
             .await?
+            .with_timeout(Some(RECEIPT_TIMEOUT))
             .get_receipt()
             .await?;
         Ok(())

@@ -84,7 +84,12 @@ pub async fn deploy_local(
         U256::from(1_000u128 * 10u128.pow(18)),
     )
     .await?;
-    sale.finalize().send().await?.get_receipt().await?;
+    sale.finalize()
+        .send()
+        .await?
+        .with_timeout(Some(crate::chain::RECEIPT_TIMEOUT))
+        .get_receipt()
+        .await?;
     let token = sale.token().call().await?;
     let centralizer = Centralizer::deploy(
         provider.clone(),
