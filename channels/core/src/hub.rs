@@ -34,11 +34,19 @@ pub struct HubConfig {
     /// Seconds a requester may be behind before its leases are cut (and so the most a provider
     /// serves unpaid). Default 3.
     pub grace: u64,
+    /// Seconds between two proofs to the same provider; 0 or 1 sign at every tick whose amount
+    /// grew (default 1, ticks come once a second). Signing is the hub's main
+    /// cost (one signature per provider per proof), so a node serving many small providers can
+    /// sign every 2 or 3 seconds; a provider's cut-off grace must then cover `grace` plus this.
+    pub provider_interval: u64,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { grace: 3 }
+        Self {
+            grace: 3,
+            provider_interval: 1,
+        }
     }
 }
 
@@ -137,6 +145,8 @@ struct Outbound {
     /// What folded (ended and fully paid) leases came to.
     base: u128,
     owed: u128,
+    /// When the last proof to this provider was signed.
+    last_signed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -205,6 +215,7 @@ impl Hub {
                 channel,
                 base: 0,
                 owed: 0,
+                last_signed: None,
             },
         );
     }
@@ -359,15 +370,17 @@ impl Hub {
                 index += 1;
                 continue;
             };
-            if paid != slot.reported {
+            let already_reported = paid == slot.reported;
+            if !already_reported {
                 slot.reported = paid;
                 breakdowns
                     .entry(lease.provider)
                     .or_default()
                     .push((lease.terms.id, paid));
             }
-            if paid >= lease.terms.end {
-                // Ended and fully paid: fold it away on both sides.
+            if paid >= lease.terms.end && already_reported {
+                // Ended, fully paid, and the provider was told so in a proof it received:
+                // fold it away.
                 outbound.base = outbound.base.saturating_add(lease.terms.total());
                 outbound.owed = outbound.owed.saturating_add(lease.terms.total());
                 self.slots.swap_remove(index);
@@ -384,7 +397,15 @@ impl Hub {
             inbound.meter.fold_ended(inbound.paid_through);
         }
 
+        let interval = self.config.provider_interval;
         for outbound in self.outbound.values_mut() {
+            if interval > 1
+                && outbound
+                    .last_signed
+                    .is_some_and(|at| now.saturating_sub(at) < interval)
+            {
+                continue;
+            }
             let channel = &mut outbound.channel;
             let provider = channel.receiver;
             let (amount, full) = match channel.next(outbound.owed) {
@@ -406,6 +427,7 @@ impl Hub {
             let Some(proof) = channel.sign(&self.domain, &self.key, amount) else {
                 continue;
             };
+            outbound.last_signed = Some(now);
             // A short proof carries no breakdown: the provider checks that the per-lease
             // paid-through it is told is covered by the signed amount.
             let paid_through = if full {

@@ -6,7 +6,7 @@
 //! contract address), so a proof signed for another chain or another deployment recovers to a
 //! different address and is refused.
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, B256, U256, keccak256};
 use alloy_sol_types::{Eip712Domain, SolStruct};
 
 use crate::bindings::Centralizer;
@@ -27,6 +27,10 @@ impl std::fmt::Display for ChannelId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelDomain {
     domain: Eip712Domain,
+    /// Cached: the digest is computed for every proof sent or received.
+    separator: B256,
+    balance_proof_type: B256,
+    cooperative_close_type: B256,
 }
 
 impl ChannelDomain {
@@ -37,14 +41,42 @@ impl ChannelDomain {
 
     /// The domain of the Centralizer at `contract` on chain `chain_id`.
     pub fn new(chain_id: u64, contract: Address) -> Self {
+        let domain = alloy_sol_types::eip712_domain! {
+            name: Self::NAME,
+            version: Self::VERSION,
+            chain_id: chain_id,
+            verifying_contract: contract,
+        };
+        let zero = U256::ZERO;
         Self {
-            domain: alloy_sol_types::eip712_domain! {
-                name: Self::NAME,
-                version: Self::VERSION,
-                chain_id: chain_id,
-                verifying_contract: contract,
-            },
+            separator: domain.separator(),
+            balance_proof_type: Centralizer::BalanceProof {
+                channelId: zero,
+                amount: zero,
+            }
+            .eip712_type_hash(),
+            cooperative_close_type: Centralizer::CooperativeClose {
+                channelId: zero,
+                amount: zero,
+            }
+            .eip712_type_hash(),
+            domain,
         }
+    }
+
+    /// `keccak256(0x1901 ‖ separator ‖ keccak256(type hash ‖ channel ‖ amount))`: the EIP-712
+    /// digest of a two-word struct, with the constant parts hashed once in [`ChannelDomain::new`].
+    fn digest(&self, type_hash: &B256, channel: ChannelId, amount: u128) -> B256 {
+        let mut data = [0u8; 96];
+        data[..32].copy_from_slice(type_hash.as_slice());
+        data[56..64].copy_from_slice(&channel.0.to_be_bytes());
+        data[80..96].copy_from_slice(&amount.to_be_bytes());
+        let struct_hash = keccak256(data);
+        let mut message = [0u8; 66];
+        message[..2].copy_from_slice(&[0x19, 0x01]);
+        message[2..34].copy_from_slice(self.separator.as_slice());
+        message[34..].copy_from_slice(struct_hash.as_slice());
+        keccak256(message)
     }
 
     /// The alloy domain (for wallets' typed-data JSON).
@@ -54,25 +86,17 @@ impl ChannelDomain {
 
     /// The domain separator the contract's `domainSeparator()` returns.
     pub fn separator(&self) -> B256 {
-        self.domain.separator()
+        self.separator
     }
 
     /// The digest a sender signs for `amount` in all on `channel`.
     pub fn balance_proof_digest(&self, channel: ChannelId, amount: u128) -> B256 {
-        Centralizer::BalanceProof {
-            channelId: U256::from(channel.0),
-            amount: U256::from(amount),
-        }
-        .eip712_signing_hash(&self.domain)
+        self.digest(&self.balance_proof_type, channel, amount)
     }
 
     /// The digest both parties sign to close `channel` with `amount` paid in all.
     pub fn cooperative_close_digest(&self, channel: ChannelId, amount: u128) -> B256 {
-        Centralizer::CooperativeClose {
-            channelId: U256::from(channel.0),
-            amount: U256::from(amount),
-        }
-        .eip712_signing_hash(&self.domain)
+        self.digest(&self.cooperative_close_type, channel, amount)
     }
 
     /// Signs a balance proof.
@@ -166,6 +190,31 @@ mod tests {
 
     fn key() -> SigningKey {
         SigningKey::from_bytes(&[7u8; 32]).expect("key")
+    }
+
+    #[test]
+    fn the_cached_digest_is_the_generated_structs_signing_hash() {
+        let domain = ChannelDomain::new(31337, Address::repeat_byte(0x11));
+        for (channel, amount) in [(0u64, 0u128), (9, 500), (u64::MAX, u128::MAX)] {
+            let generated = Centralizer::BalanceProof {
+                channelId: U256::from(channel),
+                amount: U256::from(amount),
+            }
+            .eip712_signing_hash(domain.eip712());
+            assert_eq!(
+                domain.balance_proof_digest(ChannelId(channel), amount),
+                generated
+            );
+            let generated = Centralizer::CooperativeClose {
+                channelId: U256::from(channel),
+                amount: U256::from(amount),
+            }
+            .eip712_signing_hash(domain.eip712());
+            assert_eq!(
+                domain.cooperative_close_digest(ChannelId(channel), amount),
+                generated
+            );
+        }
     }
 
     #[test]

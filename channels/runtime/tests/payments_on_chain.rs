@@ -58,7 +58,7 @@ fn hub_from_store(
 ) -> Hub {
     // What a restarted node rebuilds: channels from the chain, the latest proof received and the
     // highest amount signed from the store, leases from the engine's deal book.
-    let mut hub = Hub::new(domain.clone(), node.clone(), HubConfig { grace: 3 }, T0);
+    let mut hub = Hub::new(domain.clone(), node.clone(), HubConfig::default(), T0);
     let latest = store.latest_received(inbound).expect("store");
     hub.add_requester(ReceiverChannel::new(
         inbound,
