@@ -201,6 +201,16 @@ async fn leases_are_paid_by_the_second_and_settled_on_chain_to_the_wei() {
                 "lease {id} is paid at {now}"
             );
         }
+        if now == T0 + 10 {
+            // Policy: well under 20x its gas and not yet 6 h old — not worth a transaction.
+            assert!(
+                settler
+                    .run_once(now, false)
+                    .await
+                    .expect("policy")
+                    .is_empty()
+            );
+        }
         if now == T0 + 25 {
             checkpoints.extend(settler.run_once(now, true).await.expect("checkpoint"));
         }
@@ -223,7 +233,20 @@ async fn leases_are_paid_by_the_second_and_settled_on_chain_to_the_wei() {
     // checkpoint as the contract floors it.
     let provider_before = chain.node.balance_of(provider).await.expect("balance");
     assert_eq!(provider_before, checkpoints[0].paid_to_receiver);
-    checkpoints.extend(settler.run_once(T0 + 71, true).await.expect("checkpoint"));
+    // Six hours after the last checkpoint the policy claims what is left, however small.
+    assert!(
+        settler
+            .run_once(T0 + 71, false)
+            .await
+            .expect("policy")
+            .is_empty()
+    );
+    checkpoints.extend(
+        settler
+            .run_once(T0 + 25 + CheckpointPolicy::default().max_interval, false)
+            .await
+            .expect("checkpoint"),
+    );
     assert_eq!(checkpoints.len(), 2);
     let commission: u128 = checkpoints.iter().map(|c| c.commission).sum();
     let expected_commission: u128 = checkpoints
@@ -411,6 +434,43 @@ async fn the_contract_agrees_on_digests_and_refuses_what_the_receiver_refuses() 
     assert_eq!(
         chain.node.channel(channel).await.expect("state").claimed,
         60
+    );
+
+    // Top up, then the receiver closes at once with a newer proof: paid to it, the rest back.
+    chain.requester.top_up(channel, 50).await.expect("top up");
+    assert_eq!(
+        chain.node.channel(channel).await.expect("state").deposit,
+        150
+    );
+    let free_before = chain
+        .requester
+        .balance_of(chain.requester.address())
+        .await
+        .expect("b");
+    let last = domain.sign_balance_proof(&requester_key, channel, 120);
+    let refused = chain
+        .requester
+        .receiver_close(&last)
+        .await
+        .expect_err("only the receiver");
+    assert!(
+        matches!(&refused, ChainError::Reverted(r) if r.contains("NotReceiver")),
+        "{refused}"
+    );
+    chain
+        .node
+        .receiver_close(&last)
+        .await
+        .expect("receiver close");
+    let state = chain.node.channel(channel).await.expect("state");
+    assert_eq!((state.claimed, state.status), (120, 3));
+    assert_eq!(
+        chain
+            .requester
+            .balance_of(chain.requester.address())
+            .await
+            .expect("b"),
+        free_before + 30
     );
     assert_conserved(&chain).await;
 }
