@@ -75,6 +75,9 @@ pub enum ProofError {
         /// The signed amount.
         amount: u128,
     },
+    /// The hub has no channel from this party.
+    #[error("no channel from {0}")]
+    NoChannel(Address),
     /// The breakdown names a lease this side does not know.
     #[error("the breakdown names lease {0}, unknown here")]
     UnknownLease(u64),
@@ -124,20 +127,14 @@ pub enum LeaseError {
     /// Accrual overflows 128 bits.
     #[error("lease {0} would accrue more than 2^128 base units")]
     Overflow(u64),
-    /// Ending a lease before its start or after its end, or before what was already paid.
-    #[error(
-        "lease {id} cannot end at {at} (start {start}, end {end}, paid through {paid_through})"
-    )]
-    BadEnd {
+    /// A lease starting before the second its requester is already paid through.
+    #[error("lease {id} starts at {start}, before its requester's settled second {paid_through}")]
+    StartsInSettledTime {
         /// The lease.
         id: u64,
-        /// The requested end.
-        at: u64,
         /// Its start.
         start: u64,
-        /// Its current end.
-        end: u64,
-        /// Paid through.
+        /// The requester's paid-through second.
         paid_through: u64,
     },
 }

@@ -152,6 +152,10 @@ struct Outbound {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     lease: HubLease,
+    /// Index of the requester in `inbound`, of the provider in `outbound`: the tick walks
+    /// every lease every second, so it indexes instead of hashing addresses.
+    requester: usize,
+    provider: usize,
     /// Paid-through last reported to the provider.
     reported: u64,
 }
@@ -163,8 +167,10 @@ pub struct Hub {
     domain: ChannelDomain,
     key: SigningKey,
     config: HubConfig,
-    inbound: FxHashMap<Address, Inbound>,
-    outbound: FxHashMap<Address, Outbound>,
+    inbound: Vec<Inbound>,
+    inbound_index: FxHashMap<Address, usize>,
+    outbound: Vec<Outbound>,
+    outbound_index: FxHashMap<Address, usize>,
     slots: Vec<Slot>,
     position: FxHashMap<LeaseId, usize>,
     now: u64,
@@ -177,8 +183,10 @@ impl Hub {
             domain,
             key,
             config,
-            inbound: FxHashMap::default(),
-            outbound: FxHashMap::default(),
+            inbound: Vec::new(),
+            inbound_index: FxHashMap::default(),
+            outbound: Vec::new(),
+            outbound_index: FxHashMap::default(),
             slots: Vec::new(),
             position: FxHashMap::default(),
             now,
@@ -196,49 +204,58 @@ impl Hub {
     }
 
     /// Registers a requester's channel to the hub (`latest` from the store after a restart).
+    /// A requester has one channel for the hub's lifetime; registering it again replaces the
+    /// channel and keeps its leases.
     pub fn add_requester(&mut self, channel: ReceiverChannel) {
-        self.inbound.insert(
-            channel.sender,
-            Inbound {
-                channel,
-                meter: LeaseMeter::new(),
-                paid_through: self.now,
-            },
-        );
+        if let Some(&index) = self.inbound_index.get(&channel.sender) {
+            self.inbound[index].channel = channel;
+            return;
+        }
+        self.inbound_index
+            .insert(channel.sender, self.inbound.len());
+        self.inbound.push(Inbound {
+            channel,
+            meter: LeaseMeter::new(),
+            paid_through: self.now,
+        });
     }
 
     /// Registers the hub's channel to a provider (`signed` from the store after a restart).
+    /// Registering it again replaces the channel and keeps its leases.
     pub fn add_provider(&mut self, channel: PayerChannel) {
-        self.outbound.insert(
-            channel.receiver,
-            Outbound {
-                channel,
-                base: 0,
-                owed: 0,
-                last_signed: None,
-            },
-        );
+        if let Some(&index) = self.outbound_index.get(&channel.receiver) {
+            self.outbound[index].channel = channel;
+            return;
+        }
+        self.outbound_index
+            .insert(channel.receiver, self.outbound.len());
+        self.outbound.push(Outbound {
+            channel,
+            base: 0,
+            owed: 0,
+            last_signed: None,
+        });
     }
 
     /// Starts metering a lease; both parties need a channel. A lease may not start before the
     /// second its requester is paid through (that time is already settled).
     pub fn add_lease(&mut self, lease: HubLease) -> Result<(), LeaseError> {
-        if !self.outbound.contains_key(&lease.provider) {
-            return Err(LeaseError::NoChannel(lease.provider));
-        }
-        let inbound = self
-            .inbound
-            .get_mut(&lease.requester)
+        let provider = *self
+            .outbound_index
+            .get(&lease.provider)
+            .ok_or(LeaseError::NoChannel(lease.provider))?;
+        let requester = *self
+            .inbound_index
+            .get(&lease.requester)
             .ok_or(LeaseError::NoChannel(lease.requester))?;
+        let inbound = &mut self.inbound[requester];
         if self.position.contains_key(&lease.terms.id) {
             return Err(LeaseError::Duplicate(lease.terms.id));
         }
         if lease.terms.start < inbound.paid_through {
-            return Err(LeaseError::BadEnd {
+            return Err(LeaseError::StartsInSettledTime {
                 id: lease.terms.id,
-                at: lease.terms.start,
                 start: lease.terms.start,
-                end: lease.terms.end,
                 paid_through: inbound.paid_through,
             });
         }
@@ -246,6 +263,8 @@ impl Hub {
         self.position.insert(lease.terms.id, self.slots.len());
         self.slots.push(Slot {
             lease,
+            requester,
+            provider,
             reported: lease.terms.start,
         });
         Ok(())
@@ -255,10 +274,7 @@ impl Hub {
     pub fn end_lease(&mut self, id: LeaseId, at: u64) -> Result<(), LeaseError> {
         let index = *self.position.get(&id).ok_or(LeaseError::Unknown(id))?;
         let slot = &mut self.slots[index];
-        let inbound = self
-            .inbound
-            .get_mut(&slot.lease.requester)
-            .ok_or(LeaseError::NoChannel(slot.lease.requester))?;
+        let inbound = &mut self.inbound[slot.requester];
         let at = at.max(inbound.paid_through.min(slot.lease.terms.end));
         slot.lease.terms = inbound.meter.end_at(id, at)?;
         Ok(())
@@ -266,40 +282,43 @@ impl Hub {
 
     /// Checks a requester's proof without recording it (see [`ReceiverChannel::check`]).
     pub fn check(&self, requester: Address, proof: &SignedProof) -> Result<(), ProofError> {
-        let inbound = self.inbound.get(&requester).ok_or(ProofError::NotSender {
-            recovered: requester,
-            sender: Address::ZERO,
-        })?;
-        inbound.channel.check(&self.domain, proof)
+        let index = *self
+            .inbound_index
+            .get(&requester)
+            .ok_or(ProofError::NoChannel(requester))?;
+        self.inbound[index].channel.check(&self.domain, proof)
     }
 
     /// Records a checked, persisted proof from a requester.
     pub fn accept(&mut self, requester: Address, proof: SignedProof) {
-        if let Some(inbound) = self.inbound.get_mut(&requester) {
-            inbound.channel.accept(proof);
+        if let Some(&index) = self.inbound_index.get(&requester) {
+            self.inbound[index].channel.accept(proof);
         }
     }
 
     /// Adds a top-up seen on chain to a channel in or out.
     pub fn set_deposit(&mut self, party: Address, deposit: u128) {
-        if let Some(inbound) = self.inbound.get_mut(&party) {
-            inbound.channel.set_deposit(deposit);
+        if let Some(&index) = self.inbound_index.get(&party) {
+            self.inbound[index].channel.set_deposit(deposit);
         }
-        if let Some(outbound) = self.outbound.get_mut(&party) {
-            outbound.channel.set_deposit(deposit);
+        if let Some(&index) = self.outbound_index.get(&party) {
+            self.outbound[index].channel.set_deposit(deposit);
         }
     }
 
     /// The second a requester has paid through.
     pub fn paid_through(&self, requester: Address) -> Option<u64> {
-        self.inbound.get(&requester).map(|i| i.paid_through)
+        self.inbound_index
+            .get(&requester)
+            .map(|&index| self.inbound[index].paid_through)
     }
 
     /// What the hub owes a provider as of the last tick, and what it signed.
     pub fn provider_position(&self, provider: Address) -> Option<(u128, u128)> {
-        self.outbound
-            .get(&provider)
-            .map(|o| (o.owed, o.channel.signed()))
+        self.outbound_index.get(&provider).map(|&index| {
+            let outbound = &self.outbound[index];
+            (outbound.owed, outbound.channel.signed())
+        })
     }
 
     /// Leases metered (running, future, or ended but not yet fully paid).
@@ -315,26 +334,22 @@ impl Hub {
         let now = self.now;
         let grace = self.config.grace;
 
-        for inbound in self.inbound.values_mut() {
+        for inbound in &mut self.inbound {
             let received = inbound.channel.received();
-            inbound.paid_through =
-                match inbound
-                    .meter
-                    .paid_through(received, inbound.paid_through, now)
-                {
-                    Some(t) => t,
-                    // Cannot happen while leases start at or after the paid-through second; keep
-                    // the old value rather than move backwards.
-                    None => inbound.paid_through,
-                };
+            // `None` cannot happen while leases start at or after the paid-through second;
+            // keep the old value rather than move backwards.
+            if let Some(t) = inbound
+                .meter
+                .paid_through(received, inbound.paid_through, now)
+            {
+                inbound.paid_through = t;
+            }
         }
 
         // Cut the running leases of requesters beyond their grace.
         for slot in &mut self.slots {
+            let inbound = &mut self.inbound[slot.requester];
             let lease = &mut slot.lease;
-            let Some(inbound) = self.inbound.get_mut(&lease.requester) else {
-                continue;
-            };
             let behind = now.saturating_sub(inbound.paid_through);
             if behind > grace
                 && lease.terms.end > now
@@ -353,52 +368,44 @@ impl Hub {
         }
 
         // What each provider is owed: its leases up to their requesters' paid-through.
-        for outbound in self.outbound.values_mut() {
+        for outbound in &mut self.outbound {
             outbound.owed = outbound.base;
         }
-        let mut breakdowns: FxHashMap<Address, Vec<(LeaseId, u64)>> = FxHashMap::default();
+        let mut breakdowns: Vec<Vec<(LeaseId, u64)>> = vec![Vec::new(); self.outbound.len()];
         let mut index = 0;
         while index < self.slots.len() {
             let slot = &mut self.slots[index];
-            let lease = slot.lease;
-            let requester_paid = self
-                .inbound
-                .get(&lease.requester)
-                .map_or(lease.terms.start, |i| i.paid_through);
-            let paid = requester_paid.clamp(lease.terms.start, lease.terms.end);
-            let Some(outbound) = self.outbound.get_mut(&lease.provider) else {
-                index += 1;
-                continue;
-            };
+            let terms = slot.lease.terms;
+            let requester_paid = self.inbound[slot.requester].paid_through;
+            let paid = requester_paid.clamp(terms.start, terms.end);
+            let provider = slot.provider;
+            let outbound = &mut self.outbound[provider];
             let already_reported = paid == slot.reported;
             if !already_reported {
                 slot.reported = paid;
-                breakdowns
-                    .entry(lease.provider)
-                    .or_default()
-                    .push((lease.terms.id, paid));
+                breakdowns[provider].push((terms.id, paid));
             }
-            if paid >= lease.terms.end && already_reported {
+            if paid >= terms.end && already_reported {
                 // Ended, fully paid, and the provider was told so in a proof it received:
                 // fold it away.
-                outbound.base = outbound.base.saturating_add(lease.terms.total());
-                outbound.owed = outbound.owed.saturating_add(lease.terms.total());
+                outbound.base = outbound.base.saturating_add(terms.total());
+                outbound.owed = outbound.owed.saturating_add(terms.total());
                 self.slots.swap_remove(index);
-                self.position.remove(&lease.terms.id);
+                self.position.remove(&terms.id);
                 if let Some(moved) = self.slots.get(index) {
                     self.position.insert(moved.lease.terms.id, index);
                 }
             } else {
-                outbound.owed = outbound.owed.saturating_add(lease.terms.accrued_at(paid));
+                outbound.owed = outbound.owed.saturating_add(terms.accrued_at(paid));
                 index += 1;
             }
         }
-        for inbound in self.inbound.values_mut() {
+        for inbound in &mut self.inbound {
             inbound.meter.fold_ended(inbound.paid_through);
         }
 
         let interval = self.config.provider_interval;
-        for outbound in self.outbound.values_mut() {
+        for (provider, outbound) in self.outbound.iter_mut().enumerate() {
             if interval > 1
                 && outbound
                     .last_signed
@@ -407,14 +414,13 @@ impl Hub {
                 continue;
             }
             let channel = &mut outbound.channel;
-            let provider = channel.receiver;
             let (amount, full) = match channel.next(outbound.owed) {
                 NextProof::UpToDate => continue,
                 NextProof::Sign(amount) => (amount, true),
                 NextProof::DepositShort { signable, owed } => {
                     out.top_ups.push(TopUpNeeded {
                         channel: channel.id,
-                        provider,
+                        provider: channel.receiver,
                         owed,
                         deposit: channel.deposit,
                     });
@@ -431,18 +437,18 @@ impl Hub {
             // A short proof carries no breakdown: the provider checks that the per-lease
             // paid-through it is told is covered by the signed amount.
             let paid_through = if full {
-                breakdowns.remove(&provider).unwrap_or_default()
+                std::mem::take(&mut breakdowns[provider])
             } else {
                 Vec::new()
             };
             out.payments.push(ProviderPayment {
-                provider,
+                provider: channel.receiver,
                 proof,
                 paid_through,
             });
         }
-        // Leases whose advance was not sent (short deposit) are reported again next time.
-        for (_, leases) in breakdowns {
+        // Leases whose advance was not sent are reported again with the next proof.
+        for leases in breakdowns {
             for (id, _) in leases {
                 if let Some(&index) = self.position.get(&id) {
                     let slot = &mut self.slots[index];
@@ -456,16 +462,68 @@ impl Hub {
     /// The hub's books as of the last tick.
     pub fn books(&self) -> Books {
         let mut books = Books::default();
-        for inbound in self.inbound.values() {
+        for inbound in &self.inbound {
             let received = inbound.channel.received();
             books.received += received;
             books.unallocated +=
                 received.saturating_sub(inbound.meter.owed_at(inbound.paid_through));
         }
-        for outbound in self.outbound.values() {
+        for outbound in &self.outbound {
             books.owed_to_providers += outbound.owed;
             books.signed_to_providers += outbound.channel.signed();
         }
         books
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strangers_and_backdated_leases_are_refused() {
+        let domain = ChannelDomain::new(31337, Address::repeat_byte(1));
+        let node = SigningKey::from_bytes(&[2u8; 32]).expect("key");
+        let requester = SigningKey::from_bytes(&[3u8; 32]).expect("key");
+        let provider = Address::repeat_byte(9);
+        let mut hub = Hub::new(domain.clone(), node, HubConfig::default(), 100);
+        hub.add_requester(ReceiverChannel::new(
+            ChannelId(1),
+            requester.address(),
+            1_000,
+            None,
+        ));
+        hub.add_provider(PayerChannel::new(ChannelId(2), provider, 1_000, 0));
+        let stranger = SigningKey::from_bytes(&[4u8; 32]).expect("key");
+        let proof = domain.sign_balance_proof(&stranger, ChannelId(1), 10);
+        assert_eq!(
+            hub.check(stranger.address(), &proof),
+            Err(ProofError::NoChannel(stranger.address()))
+        );
+        let lease = |start| HubLease {
+            terms: LeaseTerms {
+                id: 1,
+                rate: 1,
+                start,
+                end: start + 10,
+            },
+            requester: requester.address(),
+            provider,
+        };
+        assert!(matches!(
+            hub.add_lease(lease(99)),
+            Err(LeaseError::StartsInSettledTime { .. })
+        ));
+        assert_eq!(
+            hub.add_lease(HubLease {
+                provider: Address::repeat_byte(7),
+                ..lease(100)
+            }),
+            Err(LeaseError::NoChannel(Address::repeat_byte(7)))
+        );
+        hub.add_lease(lease(100)).expect("lease");
+        assert_eq!(hub.add_lease(lease(100)), Err(LeaseError::Duplicate(1)));
+        assert_eq!(hub.lease_count(), 1);
+        assert_eq!(hub.end_lease(5, 100), Err(LeaseError::Unknown(5)));
     }
 }
