@@ -8,8 +8,14 @@
 //!   metadata, this-network, multicast, broadcast, reserved and documentation ranges, IPv6
 //!   equivalents and every IPv4-in-IPv6 form, judged on resolved addresses.
 //!
-//! Still to come: the SOCKS5 / HTTP listeners, bind-before-connect egress, metering, cut-off
-//! and the peer benchmarks.
+//! * [`server`] — SOCKS5 (RFC 1928) CONNECT with username/password (RFC 1929): one listener per
+//!   provider IP, credentials checked against the IP the client came in on, destinations
+//!   resolved here and guarded after resolution, egress bound to the leased IP before connect,
+//!   bytes metered per lease ([`LeaseTable::usage`]), [`LeaseTable::cut`] closing a lease's
+//!   connections at once, handshake timeout, connection caps.
+//!
+//! Still to come (issue 5): HTTP proxy (CONNECT and absolute URI) on the same port, UDP
+//! ASSOCIATE, idle timeout, zero-copy relaying, the peer benchmarks.
 //!
 //! ```
 //! use ipsx_proxy::credentials::{CredentialKey, Grant, Protocols};
@@ -32,3 +38,10 @@
 
 pub mod credentials;
 pub mod guard;
+pub mod leases;
+pub mod server;
+
+pub use credentials::{AuthError, CredentialKey, Credentials, Grant, LeaseId, Protocols};
+pub use guard::{Guard, Guarded};
+pub use leases::{LeaseTable, LeaseUsage};
+pub use server::{ProxyConfig, ProxyHandle, start};

@@ -1,0 +1,106 @@
+//! Per-lease state shared by every connection of a lease: metering and the cut-off signal.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+use crate::credentials::{Grant, LeaseId};
+
+/// What a lease has used so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseUsage {
+    /// Bytes from the client to destinations.
+    pub bytes_up: u64,
+    /// Bytes from destinations to the client.
+    pub bytes_down: u64,
+    /// Connections opened in all.
+    pub connections: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// First second a connection was accepted (unix), 0 if none.
+    pub first_seen: u64,
+    /// Whether the lease was cut (payment lapsed or ended early).
+    pub cut: bool,
+}
+
+/// One lease's live state.
+#[derive(Debug)]
+pub(crate) struct LeaseState {
+    pub(crate) grant: Grant,
+    pub(crate) bytes_up: AtomicU64,
+    pub(crate) bytes_down: AtomicU64,
+    pub(crate) connections: AtomicU64,
+    pub(crate) open: AtomicU64,
+    pub(crate) first_seen: AtomicU64,
+    pub(crate) cut: watch::Sender<bool>,
+}
+
+impl LeaseState {
+    pub(crate) fn is_cut(&self) -> bool {
+        *self.cut.borrow()
+    }
+}
+
+/// The proxy's leases; the payments side and the node drive [`LeaseTable::cut`] and read
+/// [`LeaseTable::usage`].
+#[derive(Debug, Default)]
+pub struct LeaseTable {
+    leases: Mutex<HashMap<LeaseId, Arc<LeaseState>>>,
+    /// Leases cut before any connection arrived (a cut must hold for later credentials too).
+    cut_early: Mutex<std::collections::HashSet<LeaseId>>,
+}
+
+impl LeaseTable {
+    /// The state of a verified lease, created on its first connection.
+    pub(crate) fn enter(&self, grant: Grant, now: u64) -> Arc<LeaseState> {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let state = leases.entry(grant.lease).or_insert_with(|| {
+            let cut = self
+                .cut_early
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&grant.lease);
+            Arc::new(LeaseState {
+                grant,
+                bytes_up: AtomicU64::new(0),
+                bytes_down: AtomicU64::new(0),
+                connections: AtomicU64::new(0),
+                open: AtomicU64::new(0),
+                first_seen: AtomicU64::new(now),
+                cut: watch::channel(cut).0,
+            })
+        });
+        Arc::clone(state)
+    }
+
+    /// Cuts a lease: new connections are refused, open ones closed at once.
+    pub fn cut(&self, lease: LeaseId) {
+        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        match leases.get(&lease) {
+            Some(state) => {
+                state.cut.send_replace(true);
+            }
+            None => {
+                self.cut_early
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(lease);
+            }
+        }
+    }
+
+    /// What a lease has used, if it has been seen.
+    pub fn usage(&self, lease: LeaseId) -> Option<LeaseUsage> {
+        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.get(&lease).map(|state| LeaseUsage {
+            bytes_up: state.bytes_up.load(Ordering::Relaxed),
+            bytes_down: state.bytes_down.load(Ordering::Relaxed),
+            connections: state.connections.load(Ordering::Relaxed),
+            open: state.open.load(Ordering::Relaxed),
+            first_seen: state.first_seen.load(Ordering::Relaxed),
+            cut: state.is_cut(),
+        })
+    }
+}
