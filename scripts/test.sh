@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 command -v npm >/dev/null || { echo "npm is required for the contracts and anvil (Node.js 18+)" >&2; exit 1; }
+# Real clients for the proxy tests, from Debian's packages (pinned), when missing.
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl=7.88.1-10+deb12u15; }
 # Contracts first: the Rust chain tests run against the anvil this installs, with the ABI files
 # checked to match the Solidity sources.
 (cd contracts && npm ci --no-audit --no-fund --loglevel=error && ./scripts/forge test \
