@@ -107,6 +107,22 @@ pub struct ChainClient {
     domain: ChannelDomain,
 }
 
+/// Sends a contract call and waits (up to [`RECEIPT_TIMEOUT`]) for its receipt.
+async fn confirm<P, D>(
+    call: alloy::contract::CallBuilder<P, D>,
+) -> Result<alloy::rpc::types::TransactionReceipt, ChainError>
+where
+    P: Provider,
+    D: alloy::contract::CallDecoder,
+{
+    Ok(call
+        .send()
+        .await?
+        .with_timeout(Some(RECEIPT_TIMEOUT))
+        .get_receipt()
+        .await?)
+}
+
 pub(crate) fn to_u128(value: U256, what: &'static str) -> Result<u128, ChainError> {
     u128::try_from(value).map_err(|_| ChainError::OutOfRange(what))
 }
@@ -220,13 +236,11 @@ impl ChainClient {
             alloy::primitives::B256::from_slice(&bytes[32..64]),
             bytes[64],
         );
-        self.centralizer
-            .depositWithPermit(U256::from(amount), deadline, v, r, s)
-            .send()
-            .await?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await?;
+        confirm(
+            self.centralizer
+                .depositWithPermit(U256::from(amount), deadline, v, r, s),
+        )
+        .await?;
         Ok(())
     }
 
@@ -236,14 +250,7 @@ impl ChainClient {
         receiver: Address,
         deposit: u128,
     ) -> Result<ChannelId, ChainError> {
-        let receipt = self
-            .centralizer
-            .openChannel(receiver, U256::from(deposit))
-            .send()
-            .await?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await?;
+        let receipt = confirm(self.centralizer.openChannel(receiver, U256::from(deposit))).await?;
         let opened = receipt
             .decoded_log::<Centralizer::ChannelOpened>()
             .ok_or(ChainError::MissingEvent("ChannelOpened"))?;
@@ -252,30 +259,22 @@ impl ChainClient {
 
     /// Adds `amount` to a channel this account sends on.
     pub async fn top_up(&self, channel: ChannelId, amount: u128) -> Result<(), ChainError> {
-        self.centralizer
-            .topUp(U256::from(channel.0), U256::from(amount))
-            .send()
-            .await?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await?;
+        confirm(
+            self.centralizer
+                .topUp(U256::from(channel.0), U256::from(amount)),
+        )
+        .await?;
         Ok(())
     }
 
     /// Claims what a proof adds since the last claim.
     pub async fn checkpoint(&self, proof: &SignedProof) -> Result<Checkpointed, ChainError> {
-        let receipt = self
-            .centralizer
-            .checkpoint(
-                U256::from(proof.channel.0),
-                U256::from(proof.amount),
-                Bytes::copy_from_slice(proof.signature.as_bytes()),
-            )
-            .send()
-            .await?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await?;
+        let receipt = confirm(self.centralizer.checkpoint(
+            U256::from(proof.channel.0),
+            U256::from(proof.amount),
+            Bytes::copy_from_slice(proof.signature.as_bytes()),
+        ))
+        .await?;
         let mut paid = checkpoints(&receipt)?;
         paid.pop().ok_or(ChainError::MissingEvent("Checkpointed"))
     }
@@ -291,14 +290,7 @@ impl ChainClient {
             .iter()
             .map(|p| Bytes::copy_from_slice(p.signature.as_bytes()))
             .collect();
-        let receipt = self
-            .centralizer
-            .batchCheckpoint(ids, amounts, signatures)
-            .send()
-            .await?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await?;
+        let receipt = confirm(self.centralizer.batchCheckpoint(ids, amounts, signatures)).await?;
         checkpoints(&receipt)
     }
 
@@ -316,74 +308,51 @@ impl ChainClient {
         sender_signature: &Signature,
         receiver_signature: &Signature,
     ) -> Result<(), ChainError> {
-        self.centralizer
-            .cooperativeClose(
-                U256::from(channel.0),
-                U256::from(amount),
-                Bytes::copy_from_slice(sender_signature.as_bytes()),
-                Bytes::copy_from_slice(receiver_signature.as_bytes()),
-            )
-            .send()
-            .await?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await?;
+        confirm(self.centralizer.cooperativeClose(
+            U256::from(channel.0),
+            U256::from(amount),
+            Bytes::copy_from_slice(sender_signature.as_bytes()),
+            Bytes::copy_from_slice(receiver_signature.as_bytes()),
+        ))
+        .await?;
         Ok(())
     }
 
     /// As the receiver, closes at once, paid up to `proof`.
     pub async fn receiver_close(&self, proof: &SignedProof) -> Result<(), ChainError> {
-        self.centralizer
-            .receiverClose(
-                U256::from(proof.channel.0),
-                U256::from(proof.amount),
-                Bytes::copy_from_slice(proof.signature.as_bytes()),
-            )
-            .send()
-            .await?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await?;
+        confirm(self.centralizer.receiverClose(
+            U256::from(proof.channel.0),
+            U256::from(proof.amount),
+            Bytes::copy_from_slice(proof.signature.as_bytes()),
+        ))
+        .await?;
         Ok(())
     }
 
     /// As the sender, starts a unilateral close admitting `amount` owed.
     pub async fn start_close(&self, channel: ChannelId, amount: u128) -> Result<(), ChainError> {
-        self.centralizer
-            .startClose(U256::from(channel.0), U256::from(amount))
-            .send()
-            .await?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await?;
+        confirm(
+            self.centralizer
+                .startClose(U256::from(channel.0), U256::from(amount)),
+        )
+        .await?;
         Ok(())
     }
 
     /// During a close, raises the amount owed with a newer proof.
     pub async fn challenge(&self, proof: &SignedProof) -> Result<(), ChainError> {
-        self.centralizer
-            .challenge(
-                U256::from(proof.channel.0),
-                U256::from(proof.amount),
-                Bytes::copy_from_slice(proof.signature.as_bytes()),
-            )
-            .send()
-            .await?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await?;
+        confirm(self.centralizer.challenge(
+            U256::from(proof.channel.0),
+            U256::from(proof.amount),
+            Bytes::copy_from_slice(proof.signature.as_bytes()),
+        ))
+        .await?;
         Ok(())
     }
 
     /// After the challenge period, pays out a closing channel.
     pub async fn settle(&self, channel: ChannelId) -> Result<(), ChainError> {
-        self.centralizer
-            .settle(U256::from(channel.0))
-            .send()
-            .await?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await?;
+        confirm(self.centralizer.settle(U256::from(channel.0))).await?;
         Ok(())
     }
 
@@ -422,13 +391,7 @@ impl ChainClient {
 
     /// Sends tokens from this account.
     pub async fn transfer_tokens(&self, to: Address, amount: u128) -> Result<(), ChainError> {
-        self.token
-            .transfer(to, U256::from(amount))
-            .send()
-            .await?
-            .with_timeout(Some(RECEIPT_TIMEOUT))
-            .get_receipt()
-            .await?;
+        confirm(self.token.transfer(to, U256::from(amount))).await?;
         Ok(())
     }
 
