@@ -111,11 +111,6 @@ impl LeaseMeter {
         self.leases.is_empty()
     }
 
-    /// Whether any lease accrues at second `t` (started, not ended).
-    pub fn running_at(&self, t: u64) -> bool {
-        self.leases.iter().any(|l| l.start <= t && t < l.end)
-    }
-
     /// The sum of per-second rates of leases running at `t`.
     pub fn rate_at(&self, t: u64) -> u128 {
         self.leases

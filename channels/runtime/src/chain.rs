@@ -108,7 +108,7 @@ pub struct ChainClient {
 }
 
 /// Sends a contract call and waits (up to [`RECEIPT_TIMEOUT`]) for its receipt.
-async fn confirm<P, D>(
+pub(crate) async fn confirm<P, D>(
     call: alloy::contract::CallBuilder<P, D>,
 ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError>
 where

@@ -8,7 +8,7 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::Provider;
 use ipsx_channels::SigningKey;
 
-use crate::chain::{ChainError, wallet_provider};
+use crate::chain::{ChainError, confirm, wallet_provider};
 use crate::contracts::{Centralizer, FundingSale};
 
 /// Where `npm ci` in `contracts/` puts anvil; `IPSX_ANVIL` overrides.
@@ -84,12 +84,7 @@ pub async fn deploy_local(
         U256::from(1_000u128 * 10u128.pow(18)),
     )
     .await?;
-    sale.finalize()
-        .send()
-        .await?
-        .with_timeout(Some(crate::chain::RECEIPT_TIMEOUT))
-        .get_receipt()
-        .await?;
+    confirm(sale.finalize()).await?;
     let token = sale.token().call().await?;
     let centralizer = Centralizer::deploy(
         provider.clone(),
