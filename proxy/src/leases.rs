@@ -15,7 +15,7 @@ pub struct LeaseUsage {
     pub bytes_up: u64,
     /// Bytes from destinations to the client.
     pub bytes_down: u64,
-    /// Connections opened in all.
+    /// Connections (and UDP associations) accepted in all.
     pub connections: u64,
     /// Connections open now.
     pub open: u64,
@@ -40,6 +40,37 @@ pub(crate) struct LeaseState {
 impl LeaseState {
     pub(crate) fn is_cut(&self) -> bool {
         *self.cut.borrow()
+    }
+
+    /// Meters bytes a client sent that reached the destination outside the relay.
+    pub(crate) fn count_up(&self, bytes: usize) {
+        self.bytes_up.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Meters bytes that reached the client outside the relay.
+    pub(crate) fn count_down(&self, bytes: usize) {
+        self.bytes_down.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Counts a new connection if the lease is below `limit` open ones; the guard uncounts it.
+    pub(crate) fn open_connection(self: &Arc<Self>, limit: u64) -> Option<OpenConnection> {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if before >= limit {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Some(OpenConnection(Arc::clone(self)))
+    }
+}
+
+/// One open connection of a lease, counted in [`LeaseUsage::open`] while it lives.
+#[derive(Debug)]
+pub(crate) struct OpenConnection(Arc<LeaseState>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -89,6 +120,23 @@ impl LeaseTable {
                     .insert(lease);
             }
         }
+    }
+
+    /// Forgets a lease (once it has ended and its usage was read), returning its last usage.
+    /// A cut lease stays refused: its credentials still verify until they expire.
+    pub fn forget(&self, lease: LeaseId) -> Option<LeaseUsage> {
+        let usage = self.usage(lease)?;
+        if usage.cut {
+            self.cut_early
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(lease);
+        }
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&lease);
+        Some(usage)
     }
 
     /// What a lease has used, if it has been seen.

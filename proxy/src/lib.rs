@@ -37,9 +37,15 @@
 //! ```
 
 pub mod credentials;
+mod egress;
 pub mod guard;
+mod http;
 pub mod leases;
+mod refusal;
+mod relay;
 pub mod server;
+mod socks5;
+mod udp;
 
 pub use credentials::{AuthError, CredentialKey, Credentials, Grant, LeaseId, Protocols};
 pub use guard::{Guard, Guarded};

@@ -1,121 +1,16 @@
 //! A provider with two IPs (loopback aliases 127.0.0.2 and 127.0.0.3) serves two leases through
-//! SOCKS5; curl is the client and a local target answers with the address the connection came
+//! SOCKS5 (TCP CONNECT and UDP ASSOCIATE); curl is the client and a local target answers with the address the connection came
 //! from, so each test sees the IP traffic really left from. Every refusal has its test.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use ipsx_proxy::{CredentialKey, Credentials, Grant, Guard, Protocols, ProxyConfig, ProxyHandle};
+use common::*;
+use ipsx_proxy::{CredentialKey, Credentials, Guard, Protocols, ProxyConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-const KEY: [u8; 32] = [0x42; 32];
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-fn grant(lease: u64, ip: &str, protocols: Protocols) -> Grant {
-    Grant {
-        lease,
-        ip: ip.parse().expect("ip"),
-        protocols,
-        not_before: now() - 10,
-        not_after: now() + 600,
-    }
-}
-
-fn credentials(grant: &Grant) -> Credentials {
-    CredentialKey::new(KEY).issue(grant)
-}
-
-/// A target that answers every HTTP request with the peer address it saw.
-async fn echo_peer_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, peer)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let body = peer.ip().to_string();
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    addr
-}
-
-/// A target that keeps connections open and echoes bytes back.
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut read, mut write) = stream.split();
-                let _ = tokio::io::copy(&mut read, &mut write).await;
-            });
-        }
-    });
-    addr
-}
-
-async fn proxy(guard: Guard) -> ProxyHandle {
-    let mut config = ProxyConfig::new(
-        vec![
-            "127.0.0.2:0".parse().expect("addr"),
-            "127.0.0.3:0".parse().expect("addr"),
-        ],
-        CredentialKey::new(KEY),
-    );
-    config.guard = guard;
-    ipsx_proxy::start(config).await.expect("proxy")
-}
-
-fn loopback_allowed() -> Guard {
-    Guard {
-        allow_loopback: true,
-    }
-}
-
-/// Runs curl through `proxy_url`; Ok(body) or Err(curl's exit code).
-async fn curl(proxy_url: String, target: String) -> Result<String, i32> {
-    tokio::task::spawn_blocking(move || {
-        let output = Command::new("curl")
-            .args(["-sS", "--max-time", "5", "-x", &proxy_url, &target])
-            .output()
-            .expect("curl is installed");
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(output.status.code().unwrap_or(-1))
-        }
-    })
-    .await
-    .expect("join")
-}
-
-fn url(scheme: &str, c: &Credentials, at: SocketAddr) -> String {
-    format!("{scheme}://{}:{}@{at}", c.username, c.password)
-}
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 #[tokio::test]
 async fn each_lease_egresses_from_its_own_ip() {
@@ -312,49 +207,181 @@ async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     let mut buf = [0u8; 8];
     let closed = tokio::time::timeout(Duration::from_secs(2), slow.read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
-    // A non-SOCKS greeting closes at once.
+    // A greeting that is neither SOCKS5 nor HTTP is answered and closed at once.
     let mut wrong = TcpStream::connect(proxy.addrs[0]).await.expect("connect");
-    wrong
-        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+    wrong.write_all(&[4, 1, 0, 80]).await.expect("write");
+    let mut answer = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_millis(500), wrong.read_to_end(&mut answer)).await;
+    assert!(matches!(closed, Ok(Ok(_))), "{closed:?}");
+}
+
+#[tokio::test]
+async fn ipv6_leases_egress_from_the_leased_v6_address() {
+    let target = echo_peer_server_on("[::1]:0").await;
+    let mut config = ProxyConfig::new(
+        vec!["[::1]:0".parse().expect("addr")],
+        CredentialKey::new(KEY),
+    );
+    config.guard = loopback_allowed();
+    let proxy = ipsx_proxy::start(config).await.expect("proxy");
+    let v6 = credentials(&grant(61, "::1", Protocols::SOCKS5));
+    let body = curl(
+        url("socks5h", &v6, proxy.addrs[0]),
+        format!("http://{target}/"),
+    )
+    .await;
+    assert_eq!(body.as_deref(), Ok("::1"));
+    // An IPv6 lease cannot reach an IPv4-only destination: there is no v4 address to leave from.
+    let v4_target = echo_peer_server().await;
+    let refused = socks5_connect(proxy.addrs[0], &v6, "127.0.0.1", v4_target.port())
         .await
-        .expect("write");
-    let closed = tokio::time::timeout(Duration::from_millis(500), wrong.read(&mut buf)).await;
-    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        .expect("handshake");
+    assert_eq!(refused.reply, 8, "address type not supported");
 }
 
-struct Connected {
-    stream: TcpStream,
-    reply: u8,
+/// A UDP target that answers each datagram with the address it came from.
+async fn udp_echo_peer() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((_, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(from.ip().to_string().as_bytes(), from).await;
+        }
+    });
+    addr
 }
 
-/// A minimal SOCKS5 client: user/password, CONNECT to a domain name.
-async fn socks5_connect(
-    proxy: SocketAddr,
-    credentials: &Credentials,
-    host: &str,
-    port: u16,
-) -> std::io::Result<Connected> {
-    let mut stream = TcpStream::connect(proxy).await?;
-    stream.write_all(&[5, 1, 2]).await?;
+/// Opens a UDP association; returns the control connection and the relay address.
+async fn udp_associate(proxy: SocketAddr, credentials: &Credentials) -> (TcpStream, SocketAddr) {
+    let mut control = TcpStream::connect(proxy).await.expect("connect");
+    control.write_all(&[5, 1, 2]).await.expect("greet");
     let mut choice = [0u8; 2];
-    stream.read_exact(&mut choice).await?;
-    assert_eq!(choice, [5, 2]);
+    control.read_exact(&mut choice).await.expect("method");
     let mut auth = vec![1, credentials.username.len() as u8];
     auth.extend_from_slice(credentials.username.as_bytes());
     auth.push(credentials.password.len() as u8);
     auth.extend_from_slice(credentials.password.as_bytes());
-    stream.write_all(&auth).await?;
+    control.write_all(&auth).await.expect("auth");
     let mut status = [0u8; 2];
-    stream.read_exact(&mut status).await?;
-    assert_eq!(status, [1, 0], "authenticated");
-    let mut request = vec![5, 1, 0, 3, host.len() as u8];
-    request.extend_from_slice(host.as_bytes());
-    request.extend_from_slice(&port.to_be_bytes());
-    stream.write_all(&request).await?;
+    control.read_exact(&mut status).await.expect("auth status");
+    assert_eq!(status, [1, 0]);
+    control
+        .write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
+        .await
+        .expect("associate");
     let mut reply = [0u8; 10];
-    stream.read_exact(&mut reply).await?;
-    Ok(Connected {
-        stream,
-        reply: reply[1],
-    })
+    control.read_exact(&mut reply).await.expect("reply");
+    assert_eq!(
+        &reply[..4],
+        &[5, 0, 0, 1],
+        "UDP ASSOCIATE succeeded with an IPv4 relay"
+    );
+    let relay = SocketAddr::from((
+        [reply[4], reply[5], reply[6], reply[7]],
+        u16::from_be_bytes([reply[8], reply[9]]),
+    ));
+    (control, relay)
+}
+
+fn udp_datagram(target: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut datagram = vec![0, 0, 0, 1];
+    match target.ip() {
+        std::net::IpAddr::V4(v4) => datagram.extend_from_slice(&v4.octets()),
+        std::net::IpAddr::V6(_) => unreachable!("IPv4 targets here"),
+    }
+    datagram.extend_from_slice(&target.port().to_be_bytes());
+    datagram.extend_from_slice(payload);
+    datagram
+}
+
+#[tokio::test]
+async fn udp_associate_sends_from_the_leased_ip_and_relays_replies() {
+    let target = udp_echo_peer().await;
+    let proxy = proxy(loopback_allowed()).await;
+    let b = credentials(&grant(71, "127.0.0.3", Protocols::SOCKS5));
+    let (control, relay) = udp_associate(proxy.addrs[1], &b).await;
+    assert_eq!(relay.ip().to_string(), "127.0.0.3");
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    client
+        .send_to(&udp_datagram(target, b"who am i"), relay)
+        .await
+        .expect("send");
+    let mut buf = [0u8; 2048];
+    let (len, from) = tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf))
+        .await
+        .expect("a reply within 2 s")
+        .expect("recv");
+    assert_eq!(from, relay);
+    let expected_header = udp_datagram(target, b"");
+    assert_eq!(
+        &buf[..expected_header.len()],
+        &expected_header[..],
+        "reply names its source"
+    );
+    assert_eq!(
+        &buf[expected_header.len()..len],
+        b"127.0.0.3",
+        "left from the leased IP"
+    );
+    let usage = proxy.leases.usage(71).expect("metered");
+    assert_eq!((usage.bytes_up, usage.bytes_down), (8, 9));
+
+    // A stranger on the relay's port is ignored; so is a guarded destination.
+    let stranger = UdpSocket::bind("127.0.0.4:0").await.expect("bind");
+    stranger
+        .send_to(&udp_datagram(target, b"sneak"), relay)
+        .await
+        .expect("send");
+    let guarded = udp_datagram("169.254.169.254:53".parse().expect("addr"), b"meta");
+    client.send_to(&guarded, relay).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(proxy.leases.usage(71).expect("usage").bytes_up, 8);
+
+    // Closing the control connection ends the association.
+    drop(control);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(proxy.leases.usage(71).expect("usage").open, 0);
+}
+
+#[tokio::test]
+async fn udp_replies_only_come_from_destinations_the_client_contacted() {
+    let target = udp_echo_peer().await;
+    let proxy = proxy(loopback_allowed()).await;
+    let a = credentials(&grant(72, "127.0.0.2", Protocols::SOCKS5));
+    let (_control, relay) = udp_associate(proxy.addrs[0], &a).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    client
+        .send_to(&udp_datagram(target, b"hello"), relay)
+        .await
+        .expect("send");
+    let mut buf = [0u8; 2048];
+    let (_, _) = tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf))
+        .await
+        .expect("reply")
+        .expect("recv");
+    // The egress port is now known to the target; another host writing to it is not relayed.
+    let egress_port = {
+        let echo = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let at = echo.local_addr().expect("addr");
+        client
+            .send_to(&udp_datagram(at, b"x"), relay)
+            .await
+            .expect("send");
+        let (_, from) = echo.recv_from(&mut buf).await.expect("recv");
+        assert_eq!(from.ip().to_string(), "127.0.0.2");
+        from.port()
+    };
+    let intruder = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    intruder
+        .send_to(b"unsolicited", ("127.0.0.2", egress_port))
+        .await
+        .expect("send");
+    let nothing =
+        tokio::time::timeout(Duration::from_millis(300), client.recv_from(&mut buf)).await;
+    assert!(
+        nothing.is_err(),
+        "unsolicited datagram must not reach the client"
+    );
 }

@@ -1,0 +1,250 @@
+//! Moving bytes between a client and its destination without copying them through user space:
+//! each direction `splice(2)`s socket → pipe → socket. The pipe of a direction is made when its
+//! first bytes arrive, so an idle tunnel holds no pipe and no buffer — only its two sockets and
+//! a small task. Every move is counted into the lease's meter and refreshes the idle clock.
+//!
+//! A tunnel ends when both sides are done, on error, when it has been idle too long, when the
+//! lease ends or is cut, or when the proxy shuts down — whichever comes first.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{OFlag, SpliceFFlags, splice};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::leases::LeaseState;
+
+/// Bytes asked of one splice call; the pipe's default capacity.
+const CHUNK: usize = 64 * 1024;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Both sides closed.
+    Finished,
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// The lease's window is over.
+    LeaseEnded,
+    /// The lease was cut.
+    Cut,
+    /// The proxy is shutting down.
+    Shutdown,
+}
+
+/// When a connection last moved a byte, readable from the watchdog while the pumps write it.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        let elapsed = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(elapsed, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let last = self.last_ms.load(Ordering::Relaxed);
+            tokio::time::sleep_until(self.origin + Duration::from_millis(last) + limit).await;
+            if self.last_ms.load(Ordering::Relaxed) == last {
+                return;
+            }
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Resolves with the first outside reason to end a connection of `lease`.
+pub(crate) async fn outside_end(
+    lease: &LeaseState,
+    activity: &Activity,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> End {
+    let mut cut = lease.cut.subscribe();
+    let until_end = Duration::from_secs(lease.grant.not_after.saturating_sub(unix_now()));
+    tokio::select! {
+        _ = activity.idle_for(idle) => End::Idle,
+        _ = tokio::time::sleep(until_end) => End::LeaseEnded,
+        _ = cut.wait_for(|cut| *cut) => End::Cut,
+        _ = shutdown.wait_for(|stop| *stop) => End::Shutdown,
+    }
+}
+
+/// Relays between `client` and `target` until one of the ends above.
+pub(crate) async fn tunnel(
+    client: &TcpStream,
+    target: &TcpStream,
+    lease: &LeaseState,
+    idle: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<End> {
+    let activity = Activity::new();
+    let pumps = async {
+        tokio::try_join!(
+            pump(client, target, &lease.bytes_up, &activity),
+            pump(target, client, &lease.bytes_down, &activity),
+        )
+    };
+    tokio::select! {
+        pumped = pumps => pumped.map(|_| End::Finished),
+        end = outside_end(lease, &activity, idle, shutdown) => Ok(end),
+    }
+}
+
+/// One direction: splices `from` → pipe → `to` until `from` closes, then half-closes `to`.
+async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    counter: &AtomicU64,
+    activity: &Activity,
+) -> io::Result<()> {
+    let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
+    loop {
+        from.readable().await?;
+        let (pipe_out, pipe_in) = match &pipe {
+            Some(pipe) => pipe,
+            None => pipe.insert(nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?),
+        };
+        // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read,
+        // which is what `try_io` needs to clear the readiness it cached.
+        let moved = match from.try_io(Interest::READABLE, || {
+            splice(from.as_fd(), None, pipe_in.as_fd(), None, CHUNK, flags())
+                .map_err(io::Error::from)
+        }) {
+            Ok(0) => {
+                // Half-close: the other direction may still be sending.
+                return match nix::sys::socket::shutdown(
+                    std::os::fd::AsRawFd::as_raw_fd(to),
+                    nix::sys::socket::Shutdown::Write,
+                ) {
+                    Ok(()) | Err(nix::errno::Errno::ENOTCONN) => Ok(()),
+                    Err(errno) => Err(errno.into()),
+                };
+            }
+            Ok(moved) => moved,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(error) => return Err(error),
+        };
+        counter.fetch_add(moved as u64, Ordering::Relaxed);
+        activity.touch();
+        let mut left = moved;
+        while left > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || {
+                splice(pipe_out.as_fd(), None, to.as_fd(), None, left, flags())
+                    .map_err(io::Error::from)
+            }) {
+                Ok(written) => left -= written,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+fn flags() -> SpliceFFlags {
+    SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::{Grant, Protocols};
+    use crate::leases::LeaseTable;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (connected, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (connected.expect("connect"), accepted.expect("accept").0)
+    }
+
+    fn lease(table: &LeaseTable) -> std::sync::Arc<LeaseState> {
+        table.enter(
+            Grant {
+                lease: 9,
+                ip: "127.0.0.1".parse().expect("ip"),
+                protocols: Protocols::SOCKS5,
+                not_before: 0,
+                not_after: unix_now() + 600,
+            },
+            unix_now(),
+        )
+    }
+
+    #[tokio::test]
+    async fn relays_both_ways_with_half_close_and_meters_every_byte() {
+        let (mut user, client) = pair().await;
+        let (target, mut server) = pair().await;
+        let table = LeaseTable::default();
+        let state = lease(&table);
+        let (_stop, shutdown) = watch::channel(false);
+        let relay = tokio::spawn(async move {
+            tunnel(&client, &target, &state, Duration::from_secs(30), shutdown).await
+        });
+
+        let upload = vec![7u8; 1_000_000];
+        user.write_all(&upload).await.expect("write");
+        user.shutdown().await.expect("half-close");
+        let mut received = Vec::new();
+        server.read_to_end(&mut received).await.expect("read");
+        assert_eq!(received.len(), upload.len());
+        server
+            .write_all(b"thanks")
+            .await
+            .expect("reply after half-close");
+        drop(server);
+        let mut reply = Vec::new();
+        user.read_to_end(&mut reply).await.expect("read reply");
+        assert_eq!(reply, b"thanks");
+
+        assert_eq!(relay.await.expect("join").expect("relay"), End::Finished);
+        let usage = table.usage(9).expect("usage");
+        assert_eq!((usage.bytes_up, usage.bytes_down), (1_000_000, 6));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_tunnel_ends_after_the_idle_timeout_and_not_before() {
+        let (mut user, client) = pair().await;
+        let (target, _server) = pair().await;
+        let table = LeaseTable::default();
+        let state = lease(&table);
+        let (_stop, shutdown) = watch::channel(false);
+        let relay = tokio::spawn(async move {
+            tunnel(&client, &target, &state, Duration::from_secs(60), shutdown).await
+        });
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        user.write_all(b"still here").await.expect("write");
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        assert!(
+            !relay.is_finished(),
+            "activity at 45 s keeps it open at 90 s"
+        );
+        let ended = relay.await.expect("join").expect("relay");
+        assert_eq!(ended, End::Idle);
+    }
+}
