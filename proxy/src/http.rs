@@ -270,7 +270,6 @@ fn origin_head(
         })
         .flat_map(|h| {
             String::from_utf8_lossy(h.value)
-                .into_owned()
                 .split(',')
                 .map(|s| s.trim().to_ascii_lowercase())
                 .collect::<Vec<_>>()
