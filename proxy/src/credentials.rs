@@ -35,7 +35,7 @@ impl Protocols {
     pub const SOCKS5: Self = Self(4);
     /// Mail ports 25, 465, 587.
     pub const SMTP: Self = Self(8);
-    /// VPN (UDP through SOCKS5 UDP ASSOCIATE).
+    /// UDP for VPN apps, through SOCKS5 UDP ASSOCIATE (needs SOCKS5 too).
     pub const VPN: Self = Self(16);
 
     /// Both sets.
@@ -46,6 +46,48 @@ impl Protocols {
     /// Whether every protocol of `other` is in `self`.
     pub const fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    const NAMES: [(&'static str, Self); 5] = [
+        ("http", Self::HTTP),
+        ("https", Self::HTTPS),
+        ("socks5", Self::SOCKS5),
+        ("smtp", Self::SMTP),
+        ("vpn", Self::VPN),
+    ];
+}
+
+/// A protocol list that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown protocol {0:?} (known: http, https, socks5, smtp, vpn)")]
+pub struct UnknownProtocol(pub String);
+
+impl std::str::FromStr for Protocols {
+    type Err = UnknownProtocol;
+
+    /// Parses a comma-separated list such as `socks5,http,https`.
+    fn from_str(list: &str) -> Result<Self, Self::Err> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .try_fold(Self::default(), |set, name| {
+                Self::NAMES
+                    .iter()
+                    .find(|(known, _)| known.eq_ignore_ascii_case(name))
+                    .map(|(_, protocol)| set.union(*protocol))
+                    .ok_or_else(|| UnknownProtocol(name.to_owned()))
+            })
+    }
+}
+
+impl std::fmt::Display for Protocols {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = Self::NAMES
+            .iter()
+            .filter(|(_, protocol)| self.contains(*protocol))
+            .map(|(name, _)| *name)
+            .collect();
+        f.write_str(&names.join(","))
     }
 }
 
@@ -127,10 +169,29 @@ fn encode_grant(grant: &Grant) -> [u8; GRANT_LEN] {
     bytes
 }
 
+/// A credential key that does not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a credential key is 64 hex digits (32 bytes)")]
+pub struct BadKey;
+
 impl CredentialKey {
     /// A key from its 32 bytes.
     pub fn new(bytes: [u8; 32]) -> Self {
         Self(bytes)
+    }
+
+    /// A key from 64 hex digits (surrounding whitespace ignored), as key files hold it.
+    pub fn from_hex(text: &str) -> Result<Self, BadKey> {
+        let digits = text.trim().as_bytes();
+        if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return Err(BadKey);
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| BadKey)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| BadKey)?;
+        }
+        Ok(Self(bytes))
     }
 
     fn mac(&self, lease: LeaseId, grant: &[u8]) -> Hmac<Sha256> {
@@ -215,6 +276,41 @@ impl CredentialKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protocol_lists_parse_and_print() {
+        let parsed: Protocols = "socks5, HTTP,https".parse().expect("parses");
+        assert_eq!(
+            parsed,
+            Protocols::SOCKS5
+                .union(Protocols::HTTP)
+                .union(Protocols::HTTPS)
+        );
+        assert_eq!(parsed.to_string(), "http,https,socks5");
+        assert_eq!(
+            "socks5,ftp".parse::<Protocols>(),
+            Err(UnknownProtocol("ftp".into()))
+        );
+    }
+
+    #[test]
+    fn keys_parse_from_hex_only_at_full_length() {
+        let key = CredentialKey::from_hex(&format!("{}\n", "ab".repeat(32))).expect("parses");
+        assert_eq!(key.0, [0xab; 32]);
+        assert_eq!(
+            CredentialKey::from_hex(&"ab".repeat(31)).err(),
+            Some(BadKey)
+        );
+        assert_eq!(
+            CredentialKey::from_hex(&"zz".repeat(32)).err(),
+            Some(BadKey)
+        );
+        assert_eq!(CredentialKey::from_hex(&"é".repeat(32)).err(), Some(BadKey));
+        assert_eq!(
+            CredentialKey::from_hex(&"+a".repeat(32)).err(),
+            Some(BadKey)
+        );
+    }
 
     fn grant(lease: LeaseId, ip: &str) -> Grant {
         Grant {

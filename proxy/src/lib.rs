@@ -47,7 +47,9 @@ pub mod server;
 mod socks5;
 mod udp;
 
-pub use credentials::{AuthError, CredentialKey, Credentials, Grant, LeaseId, Protocols};
+pub use credentials::{
+    AuthError, BadKey, CredentialKey, Credentials, Grant, LeaseId, Protocols, UnknownProtocol,
+};
 pub use guard::{Guard, Guarded};
 pub use leases::{LeaseTable, LeaseUsage};
 pub use server::{ProxyConfig, ProxyHandle, start};

@@ -46,11 +46,14 @@ pub(crate) async fn serve(client: TcpStream, shared: &Shared) -> io::Result<End>
     let early = client.buffer().to_vec();
     let mut client = client.into_inner();
 
-    let (protocol, name) = (Protocols::SOCKS5, "SOCKS5");
-    let port = if request.command == CONNECT {
-        request.port
+    let (protocol, name, port) = if request.command == CONNECT {
+        (Protocols::SOCKS5, "SOCKS5", request.port)
     } else {
-        0
+        (
+            Protocols::SOCKS5.union(Protocols::VPN),
+            "SOCKS5 UDP (vpn)",
+            0,
+        )
     };
     let (lease, _open) = match shared.admit(request.grant, protocol, name, port) {
         Ok(admitted) => admitted,

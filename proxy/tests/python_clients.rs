@@ -88,7 +88,11 @@ async fn pysocks_udp_associate_leaves_from_the_leased_ip() {
         }
     });
     let proxy = proxy(loopback_allowed()).await;
-    let b = credentials(&grant(5, "127.0.0.3", Protocols::SOCKS5));
+    let b = credentials(&grant(
+        5,
+        "127.0.0.3",
+        Protocols::SOCKS5.union(Protocols::VPN),
+    ));
     let at = proxy.addrs[1];
     let ran = run(
         PYTHON,

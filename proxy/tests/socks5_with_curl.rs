@@ -240,6 +240,9 @@ async fn ipv6_leases_egress_from_the_leased_v6_address() {
     assert_eq!(refused.reply, 8, "address type not supported");
 }
 
+/// UDP ASSOCIATE needs the lease's VPN protocol on top of SOCKS5.
+const UDP: Protocols = Protocols::SOCKS5.union(Protocols::VPN);
+
 /// A UDP target that answers each datagram with the address it came from.
 async fn udp_echo_peer() -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
@@ -253,8 +256,11 @@ async fn udp_echo_peer() -> SocketAddr {
     addr
 }
 
-/// Opens a UDP association; returns the control connection and the relay address.
-async fn udp_associate(proxy: SocketAddr, credentials: &Credentials) -> (TcpStream, SocketAddr) {
+/// Asks for a UDP association; returns the control connection and the reply.
+async fn udp_associate_reply(
+    proxy: SocketAddr,
+    credentials: &Credentials,
+) -> (TcpStream, [u8; 10]) {
     let mut control = TcpStream::connect(proxy).await.expect("connect");
     control.write_all(&[5, 1, 2]).await.expect("greet");
     let mut choice = [0u8; 2];
@@ -273,6 +279,12 @@ async fn udp_associate(proxy: SocketAddr, credentials: &Credentials) -> (TcpStre
         .expect("associate");
     let mut reply = [0u8; 10];
     control.read_exact(&mut reply).await.expect("reply");
+    (control, reply)
+}
+
+/// Opens a UDP association; returns the control connection and the relay address.
+async fn udp_associate(proxy: SocketAddr, credentials: &Credentials) -> (TcpStream, SocketAddr) {
+    let (control, reply) = udp_associate_reply(proxy, credentials).await;
     assert_eq!(
         &reply[..4],
         &[5, 0, 0, 1],
@@ -300,7 +312,7 @@ fn udp_datagram(target: SocketAddr, payload: &[u8]) -> Vec<u8> {
 async fn udp_associate_sends_from_the_leased_ip_and_relays_replies() {
     let target = udp_echo_peer().await;
     let proxy = proxy(loopback_allowed()).await;
-    let b = credentials(&grant(71, "127.0.0.3", Protocols::SOCKS5));
+    let b = credentials(&grant(71, "127.0.0.3", UDP));
     let (control, relay) = udp_associate(proxy.addrs[1], &b).await;
     assert_eq!(relay.ip().to_string(), "127.0.0.3");
     let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
@@ -349,8 +361,14 @@ async fn udp_associate_sends_from_the_leased_ip_and_relays_replies() {
 async fn udp_replies_only_come_from_destinations_the_client_contacted() {
     let target = udp_echo_peer().await;
     let proxy = proxy(loopback_allowed()).await;
-    let a = credentials(&grant(72, "127.0.0.2", Protocols::SOCKS5));
+    let a = credentials(&grant(72, "127.0.0.2", UDP));
     let (_control, relay) = udp_associate(proxy.addrs[0], &a).await;
+    let tcp_only = credentials(&grant(73, "127.0.0.2", Protocols::SOCKS5));
+    let (_, refused) = udp_associate_reply(proxy.addrs[0], &tcp_only).await;
+    assert_eq!(
+        refused[1], 2,
+        "UDP without the lease's VPN protocol is not allowed"
+    );
     let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     client
         .send_to(&udp_datagram(target, b"hello"), relay)
