@@ -133,6 +133,15 @@ async fn connect_from(from: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
         IpAddr::V4(_) => TcpSocket::new_v4()?,
         IpAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    // Let connect() pick the source port for the whole 4-tuple: bind(ip, 0) alone reserves a
+    // port per connection, and a busy lease would run out of ports to TIME_WAIT.
+    if let Err(errno) = nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::IpBindAddressNoPort,
+        &true,
+    ) {
+        tracing::debug!(%errno, "IP_BIND_ADDRESS_NO_PORT unavailable");
+    }
     socket.bind(SocketAddr::new(from, 0))?;
     let stream = socket.connect(to).await?;
     stream.set_nodelay(true)?;
