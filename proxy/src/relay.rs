@@ -1,7 +1,9 @@
 //! Moving bytes between a client and its destination without copying them through user space:
-//! each direction `splice(2)`s socket → pipe → socket. The pipe of a direction is made when its
-//! first bytes arrive, so an idle tunnel holds no pipe and no buffer — only its two sockets and
-//! a small task. Every move is counted into the lease's meter and refreshes the idle clock.
+//! a bulk direction `splice(2)`s socket → pipe → socket. Small exchanges are copied through a
+//! stack buffer instead (a pipe costs more than it saves for a few hundred bytes); the first
+//! full buffer switches a direction to splice. An idle tunnel holds no pipe and no buffer —
+//! only its two sockets and a small task. Every move is counted into the lease's meter and
+//! refreshes the idle clock.
 //!
 //! A tunnel ends when both sides are done, on error, when it has been idle too long, when the
 //! lease ends or is cut, or when the proxy shuts down — whichever comes first.
@@ -19,8 +21,10 @@ use tokio::time::Instant;
 
 use crate::leases::LeaseState;
 
-/// Bytes asked of one splice call; the pipe's default capacity.
-const CHUNK: usize = 64 * 1024;
+/// Bytes asked of one splice call, and the pipe size asked for.
+const CHUNK: usize = 1024 * 1024;
+/// The copy buffer of a direction before it switches to splice.
+const COPY_BUFFER: usize = 8 * 1024;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +117,11 @@ pub(crate) async fn tunnel(
     }
 }
 
-/// One direction: splices `from` → pipe → `to` until `from` closes, then half-closes `to`.
+/// One direction: copies `from` → `to` until `from` closes, then half-closes `to`.
+///
+/// It starts by copying through a stack buffer: a small exchange (a request, a short response)
+/// then costs one read and one write, with no pipe to make and close. The first read that
+/// fills the buffer shows a bulk transfer, and the direction switches to splice for good.
 async fn pump(
     from: &TcpStream,
     to: &TcpStream,
@@ -121,47 +129,94 @@ async fn pump(
     activity: &Activity,
 ) -> io::Result<()> {
     let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
+    // Bytes read but not yet written (only when `to` could not take a whole read at once).
+    let mut pending = Vec::new();
     loop {
         from.readable().await?;
-        let (pipe_out, pipe_in) = match &pipe {
-            Some(pipe) => pipe,
-            None => pipe.insert(nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?),
-        };
-        // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read,
-        // which is what `try_io` needs to clear the readiness it cached.
-        let moved = match from.try_io(Interest::READABLE, || {
-            splice(from.as_fd(), None, pipe_in.as_fd(), None, CHUNK, flags())
-                .map_err(io::Error::from)
-        }) {
-            Ok(0) => {
-                // Half-close: the other direction may still be sending.
-                return match nix::sys::socket::shutdown(
-                    std::os::fd::AsRawFd::as_raw_fd(to),
-                    nix::sys::socket::Shutdown::Write,
-                ) {
-                    Ok(()) | Err(nix::errno::Errno::ENOTCONN) => Ok(()),
-                    Err(errno) => Err(errno.into()),
+        let (moved, in_pipe) = match &pipe {
+            None => {
+                // The buffer lives only between awaits, so it is not part of the task's state
+                // and an idle tunnel does not carry it.
+                let mut buffer = [0u8; COPY_BUFFER];
+                let read = match from.try_read(&mut buffer) {
+                    Ok(read) => read,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(error) => return Err(error),
                 };
+                if read > 0 {
+                    let written = match to.try_write(&buffer[..read]) {
+                        Ok(written) => written,
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+                        Err(error) => return Err(error),
+                    };
+                    pending.extend_from_slice(&buffer[written..read]);
+                }
+                if read == COPY_BUFFER {
+                    pipe = Some(bulk_pipe()?);
+                }
+                (read, false)
             }
-            Ok(moved) => moved,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(error) => return Err(error),
+            Some((_, pipe_in)) => {
+                // The pipe is empty here, so EAGAIN can only mean the socket has nothing to
+                // read, which is what `try_io` needs to clear the readiness it cached.
+                match from.try_io(Interest::READABLE, || {
+                    splice(from.as_fd(), None, pipe_in.as_fd(), None, CHUNK, flags())
+                        .map_err(io::Error::from)
+                }) {
+                    Ok(moved) => (moved, true),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(error) => return Err(error),
+                }
+            }
         };
+        if moved == 0 {
+            // Half-close: the other direction may still be sending.
+            return match nix::sys::socket::shutdown(
+                std::os::fd::AsRawFd::as_raw_fd(to),
+                nix::sys::socket::Shutdown::Write,
+            ) {
+                Ok(()) | Err(nix::errno::Errno::ENOTCONN) => Ok(()),
+                Err(errno) => Err(errno.into()),
+            };
+        }
         counter.fetch_add(moved as u64, Ordering::Relaxed);
         activity.touch();
-        let mut left = moved;
-        while left > 0 {
+        while !pending.is_empty() {
             to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || {
-                splice(pipe_out.as_fd(), None, to.as_fd(), None, left, flags())
-                    .map_err(io::Error::from)
-            }) {
-                Ok(written) => left -= written,
+            match to.try_write(&pending) {
+                Ok(written) => {
+                    pending.drain(..written);
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(error) => return Err(error),
             }
         }
+        if let (true, Some((pipe_out, _))) = (in_pipe, &pipe) {
+            let mut left = moved;
+            while left > 0 {
+                to.writable().await?;
+                match to.try_io(Interest::WRITABLE, || {
+                    splice(pipe_out.as_fd(), None, to.as_fd(), None, left, flags())
+                        .map_err(io::Error::from)
+                }) {
+                    Ok(written) => left -= written,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(error) => return Err(error),
+                }
+            }
+        }
     }
+}
+
+/// A pipe for a bulk direction, grown to [`CHUNK`] when the system allows (fewer splices per
+/// byte; its pages are only taken while bytes are in flight).
+fn bulk_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (pipe_out, pipe_in) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+    let size = i32::try_from(CHUNK).unwrap_or(i32::MAX);
+    if let Err(errno) = nix::fcntl::fcntl(&pipe_in, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size)) {
+        tracing::debug!(%errno, "pipe stays at its default size");
+    }
+    Ok((pipe_out, pipe_in))
 }
 
 fn flags() -> SpliceFFlags {

@@ -32,7 +32,8 @@ struct Request {
 /// Serves one SOCKS5 client from its greeting to the end of its tunnel or association.
 pub(crate) async fn serve(client: TcpStream, shared: &Shared) -> io::Result<End> {
     let local_ip = client.local_addr()?.ip();
-    let mut client = BufReader::new(client);
+    // A whole negotiation is a few hundred bytes; longer fields just take more reads.
+    let mut client = BufReader::with_capacity(512, client);
     let negotiated = tokio::time::timeout(
         shared.config.handshake_timeout,
         negotiate(&mut client, local_ip, shared),

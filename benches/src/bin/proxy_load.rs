@@ -1,0 +1,747 @@
+//! Load harness for the provider's egress proxy against its peers, all on this machine in one
+//! run: direct loopback (the ceiling), `ipsx-proxy`, Debian's microsocks and dante-server.
+//!
+//! ```text
+//! bash scripts/bench-proxy.sh            # installs the pinned peers, builds, runs this
+//! cargo run --release -p ipsx-benches --bin proxy-load -- --rounds 3
+//! ```
+//!
+//! Figures, each the median of `--rounds` rounds with the peers interleaved in every round:
+//! * bulk download through one tunnel, and through 64 at once (Gbit/s);
+//! * SOCKS5 CONNECT + a 128-byte response, by 64 concurrent clients (tunnels/s, HDR
+//!   percentiles of the whole exchange);
+//! * memory per idle tunnel: proportional set size of the proxy's process tree (dante forks
+//!   children) with `--idle` tunnels open, minus before, over `--idle`, on a fresh process.
+//!
+//! The targets run in a child process (`proxy-load target`) so the harness, the proxy and the
+//! targets each have their own file-descriptor budget (20,000 here; a proxy holds two per
+//! tunnel, so `--idle` defaults to 9,900).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use ipsx_benches::{latency_histogram, median, percentiles};
+use ipsx_proxy::{CredentialKey, Credentials, Grant, Protocols};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+#[derive(Parser)]
+#[command(about = "IPSX egress proxy load harness (vs direct, microsocks, dante)")]
+struct Args {
+    #[command(subcommand)]
+    role: Option<Role>,
+    /// Rounds of every throughput and rate figure (medians reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// MiB downloaded through the single-stream tunnel.
+    #[arg(long, default_value_t = 2048)]
+    bulk_mib: u64,
+    /// Tunnels in the many-streams figure.
+    #[arg(long, default_value_t = 64)]
+    streams: usize,
+    /// MiB downloaded through each of the many streams.
+    #[arg(long, default_value_t = 32)]
+    stream_mib: u64,
+    /// Seconds of CONNECT + small response per round.
+    #[arg(long, default_value_t = 3.0)]
+    rate_secs: f64,
+    /// Concurrent clients in the CONNECT figure.
+    #[arg(long, default_value_t = 64)]
+    rate_clients: usize,
+    /// Idle tunnels held open for the memory figure (0 skips it).
+    #[arg(long, default_value_t = 9_900)]
+    idle: usize,
+    /// Peers to measure (direct, ipsx, microsocks, dante).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,ipsx,microsocks,dante"
+    )]
+    peers: Vec<String>,
+    /// The ipsx-proxy binary (default: next to this one).
+    #[arg(long)]
+    ipsx_proxy: Option<PathBuf>,
+    /// microsocks, from Debian's package.
+    #[arg(long, default_value = "/usr/bin/microsocks")]
+    microsocks: PathBuf,
+    /// danted, from Debian's dante-server package.
+    #[arg(long, default_value = "/usr/sbin/danted")]
+    danted: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// The target servers (started by the harness itself).
+    Target,
+}
+
+const SMALL_RESPONSE: &[u8; 128] = &[b'x'; 128];
+const MIB: u64 = 1024 * 1024;
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match args.role {
+        Some(Role::Target) => runtime.block_on(serve_targets()),
+        None => runtime.block_on(harness(args)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets (child process)
+
+/// Where the targets listen.
+#[derive(Debug, Clone, Copy)]
+struct Targets {
+    /// Reads a u64 N, then sends N bytes and closes.
+    bulk: SocketAddr,
+    /// Sends 128 bytes and closes.
+    small: SocketAddr,
+    /// Holds the connection until the client closes it.
+    idle: SocketAddr,
+}
+
+async fn serve_targets() -> Result<()> {
+    let bulk = TcpListener::bind("127.0.0.1:0").await?;
+    let small = TcpListener::bind("127.0.0.1:0").await?;
+    let idle = TcpListener::bind("127.0.0.1:0").await?;
+    println!(
+        "targets {} {} {}",
+        bulk.local_addr()?,
+        small.local_addr()?,
+        idle.local_addr()?
+    );
+    std::io::stdout().flush()?;
+    tokio::spawn(accept_each(bulk, |mut stream| async move {
+        let Ok(len) = stream.read_u64().await else {
+            return;
+        };
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = len;
+        while left > 0 {
+            let part = usize::try_from(left.min(chunk.len() as u64)).unwrap_or(chunk.len());
+            if stream.write_all(&chunk[..part]).await.is_err() {
+                return;
+            }
+            left -= part as u64;
+        }
+        let _ = stream.shutdown().await;
+    }));
+    tokio::spawn(accept_each(small, |mut stream| async move {
+        let _ = stream.write_all(SMALL_RESPONSE).await;
+        let _ = stream.shutdown().await;
+        let mut rest = [0u8; 64];
+        let _ = stream.read(&mut rest).await;
+    }));
+    tokio::spawn(accept_each(idle, |mut stream| async move {
+        let mut rest = [0u8; 64];
+        let _ = stream.read(&mut rest).await;
+    }));
+    // Lives as long as the harness holds our stdin.
+    tokio::task::spawn_blocking(|| {
+        let mut sink = [0u8; 1];
+        let _ = std::io::Read::read(&mut std::io::stdin(), &mut sink);
+    })
+    .await?;
+    Ok(())
+}
+
+async fn accept_each<F, Fut>(listener: TcpListener, handle: F)
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(handle(stream));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peers
+
+/// How a client reaches a target through a peer.
+#[derive(Debug, Clone)]
+enum Route {
+    Direct,
+    Socks {
+        proxy: SocketAddr,
+        login: Option<(String, String)>,
+    },
+}
+
+/// A peer process under test.
+struct Peer {
+    name: &'static str,
+    route: Route,
+    child: Option<Child>,
+    _files: Option<tempfile::TempDir>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Peer {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+fn free_port(ip: &str) -> Result<u16> {
+    let listener = std::net::TcpListener::bind((ip, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+async fn wait_listening(addr: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("nothing listens on {addr} after 10 s")
+}
+
+async fn start_peer(name: &str, args: &Args) -> Result<Peer> {
+    match name {
+        "direct" => Ok(Peer {
+            name: "direct",
+            route: Route::Direct,
+            child: None,
+            _files: None,
+        }),
+        "ipsx" => {
+            let dir = tempfile::tempdir()?;
+            let key = [0x5a; 32];
+            let key_file = dir.path().join("proxy.key");
+            std::fs::write(&key_file, hex(&key))?;
+            let binary = match &args.ipsx_proxy {
+                Some(path) => path.clone(),
+                None => std::env::current_exe()?
+                    .parent()
+                    .context("harness path")?
+                    .join("ipsx-proxy"),
+            };
+            let ip = "127.0.0.2";
+            let port = free_port(ip)?;
+            let child = Command::new(&binary)
+                .args(["serve", "--listen", &format!("{ip}:{port}"), "--key-file"])
+                .arg(&key_file)
+                .args([
+                    "--allow-loopback",
+                    "--max-connections",
+                    "20000",
+                    "--max-per-lease",
+                    "20000",
+                ])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| {
+                    format!(
+                        "starting {} (build it: cargo build --release -p ipsx-proxy)",
+                        binary.display()
+                    )
+                })?;
+            let proxy: SocketAddr = format!("{ip}:{port}").parse()?;
+            let credentials: Credentials = CredentialKey::new(key).issue(&Grant {
+                lease: 1,
+                ip: proxy.ip(),
+                protocols: Protocols::SOCKS5,
+                not_before: 0,
+                not_after: u64::MAX,
+            });
+            let peer = Peer {
+                name: "ipsx",
+                route: Route::Socks {
+                    proxy,
+                    login: Some((credentials.username, credentials.password)),
+                },
+                child: Some(child),
+                _files: Some(dir),
+            };
+            wait_listening(proxy).await?;
+            Ok(peer)
+        }
+        "microsocks" => {
+            let ip = "127.0.0.5";
+            let port = free_port(ip)?;
+            let child = Command::new(&args.microsocks)
+                .args(["-i", ip, "-p", &port.to_string(), "-b", ip])
+                .args(["-u", "bench", "-P", "secret"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| {
+                    format!(
+                        "starting {} (scripts/bench-proxy.sh installs it)",
+                        args.microsocks.display()
+                    )
+                })?;
+            let proxy: SocketAddr = format!("{ip}:{port}").parse()?;
+            let peer = Peer {
+                name: "microsocks",
+                route: Route::Socks {
+                    proxy,
+                    login: Some(("bench".into(), "secret".into())),
+                },
+                child: Some(child),
+                _files: None,
+            };
+            wait_listening(proxy).await?;
+            Ok(peer)
+        }
+        "dante" => {
+            let dir = tempfile::tempdir()?;
+            let ip = "127.0.0.6";
+            let port = free_port(ip)?;
+            let config = dir.path().join("danted.conf");
+            // Dante's username method checks system accounts; it runs without authentication
+            // here (a little less work than the others do).
+            std::fs::write(
+                &config,
+                format!(
+                    "logoutput: /dev/null\ninternal: {ip} port = {port}\nexternal: {ip}\n\
+                     socksmethod: none\nclientmethod: none\nuser.privileged: root\n\
+                     user.unprivileged: nobody\n\
+                     client pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 }}\n\
+                     socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 }}\n"
+                ),
+            )?;
+            let child = Command::new(&args.danted)
+                .arg("-f")
+                .arg(&config)
+                .arg("-p")
+                .arg(dir.path().join("danted.pid"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| {
+                    format!(
+                        "starting {} (scripts/bench-proxy.sh installs it)",
+                        args.danted.display()
+                    )
+                })?;
+            let proxy: SocketAddr = format!("{ip}:{port}").parse()?;
+            let peer = Peer {
+                name: "dante",
+                route: Route::Socks { proxy, login: None },
+                child: Some(child),
+                _files: Some(dir),
+            };
+            wait_listening(proxy).await?;
+            Ok(peer)
+        }
+        other => bail!("unknown peer {other} (direct, ipsx, microsocks, dante)"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Opens a connection to `target` along `route` (a SOCKS5 CONNECT when through a proxy).
+async fn open(route: &Route, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let (proxy, login) = match route {
+        Route::Direct => {
+            let stream = TcpStream::connect(target).await?;
+            stream.set_nodelay(true)?;
+            return Ok(stream);
+        }
+        Route::Socks { proxy, login } => (*proxy, login),
+    };
+    let mut stream = TcpStream::connect(proxy).await?;
+    stream.set_nodelay(true)?;
+    let method = if login.is_some() { 2 } else { 0 };
+    stream.write_all(&[5, 1, method]).await?;
+    let mut choice = [0u8; 2];
+    stream.read_exact(&mut choice).await?;
+    if choice != [5, method] {
+        return Err(std::io::Error::other(format!("method refused: {choice:?}")));
+    }
+    if let Some((user, password)) = login {
+        let mut auth = vec![1, user.len() as u8];
+        auth.extend_from_slice(user.as_bytes());
+        auth.push(password.len() as u8);
+        auth.extend_from_slice(password.as_bytes());
+        stream.write_all(&auth).await?;
+        let mut status = [0u8; 2];
+        stream.read_exact(&mut status).await?;
+        if status[1] != 0 {
+            return Err(std::io::Error::other("authentication refused"));
+        }
+    }
+    let std::net::IpAddr::V4(ip) = target.ip() else {
+        return Err(std::io::Error::other("IPv4 targets only"));
+    };
+    let mut request = vec![5, 1, 0, 1];
+    request.extend_from_slice(&ip.octets());
+    request.extend_from_slice(&target.port().to_be_bytes());
+    stream.write_all(&request).await?;
+    let mut reply = [0u8; 10];
+    stream.read_exact(&mut reply).await?;
+    if reply[1] != 0 {
+        return Err(std::io::Error::other(format!(
+            "CONNECT refused: {}",
+            reply[1]
+        )));
+    }
+    Ok(stream)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+/// Downloads `len` bytes through one tunnel; Gbit/s.
+async fn bulk_one(route: &Route, targets: Targets, len: u64) -> Result<f64> {
+    let started = Instant::now();
+    let received = download(route, targets.bulk, len).await?;
+    Ok(gbits(received, started.elapsed()))
+}
+
+async fn download(route: &Route, target: SocketAddr, len: u64) -> Result<u64> {
+    let mut stream = open(route, target).await?;
+    stream.write_u64(len).await?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut received = 0u64;
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        received += n as u64;
+    }
+    if received != len {
+        bail!("received {received} of {len} bytes");
+    }
+    Ok(received)
+}
+
+/// Downloads `len` bytes through each of `streams` tunnels at once; aggregate Gbit/s.
+async fn bulk_many(route: &Route, targets: Targets, streams: usize, len: u64) -> Result<f64> {
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(streams);
+    for _ in 0..streams {
+        let route = route.clone();
+        tasks.push(tokio::spawn(async move {
+            download(&route, targets.bulk, len).await
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    Ok(gbits(total, started.elapsed()))
+}
+
+fn gbits(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 * 8.0 / elapsed.as_secs_f64() / 1e9
+}
+
+/// CONNECT + 128-byte response by `clients` concurrent clients for `secs`.
+async fn connect_rate(
+    route: &Route,
+    targets: Targets,
+    clients: usize,
+    secs: f64,
+) -> Result<(f64, Histogram<u64>, u64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(clients);
+    let started = Instant::now();
+    for _ in 0..clients {
+        let route = route.clone();
+        let stop = Arc::clone(&stop);
+        let failures = Arc::clone(&failures);
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = latency_histogram();
+            let mut buf = [0u8; 256];
+            while !stop.load(Ordering::Relaxed) {
+                let began = Instant::now();
+                let exchanged = async {
+                    let mut stream = open(&route, targets.small).await?;
+                    let mut got = 0;
+                    loop {
+                        let n = stream.read(&mut buf).await?;
+                        if n == 0 {
+                            break;
+                        }
+                        got += n;
+                    }
+                    if got == SMALL_RESPONSE.len() {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::other("short response"))
+                    }
+                }
+                .await;
+                match exchanged {
+                    Ok(()) => {
+                        let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        let _ = histogram.record(nanos.max(10));
+                    }
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            histogram
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = latency_histogram();
+    for task in tasks {
+        all.add(task.await?)?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok((
+        all.len() as f64 / elapsed,
+        all,
+        failures.load(Ordering::Relaxed),
+    ))
+}
+
+/// Proportional set size of a process and its descendants, bytes.
+fn pss_of_tree(root: u32) -> Result<u64> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(pid) = entry?.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The field after the parenthesised command is the state, then the parent pid.
+        let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+            continue;
+        };
+        if let Some(ppid) = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for (pid, ppid) in &parents {
+            if tree.contains(ppid) && !tree.contains(pid) {
+                tree.push(*pid);
+                grew = true;
+            }
+        }
+    }
+    let mut total = 0;
+    for pid in tree {
+        let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
+            continue;
+        };
+        for line in rollup.lines() {
+            if let Some(kib) = line.strip_prefix("Pss:") {
+                total += kib.trim().trim_end_matches("kB").trim().parse::<u64>()? * 1024;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Opens `count` idle tunnels; bytes of proxy memory per tunnel and the tunnels that opened.
+async fn idle_memory(peer: &Peer, targets: Targets, count: usize) -> Result<(f64, usize)> {
+    let pid = peer.pid().context("a proxy process")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = pss_of_tree(pid)?;
+    let gate = Arc::new(Semaphore::new(128));
+    let mut tasks = Vec::with_capacity(count);
+    for _ in 0..count {
+        let route = peer.route.clone();
+        let gate = Arc::clone(&gate);
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.ok()?;
+            open(&route, targets.idle).await.ok()
+        }));
+    }
+    let mut open_streams = Vec::with_capacity(count);
+    for task in tasks {
+        if let Some(stream) = task.await? {
+            open_streams.push(stream);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = pss_of_tree(pid)?;
+    let opened = open_streams.len();
+    drop(open_streams);
+    let per = after.saturating_sub(before) as f64 / opened.max(1) as f64;
+    Ok((per, opened))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+#[derive(Default)]
+struct Figures {
+    bulk_one: Vec<f64>,
+    bulk_many: Vec<f64>,
+    rate: Vec<f64>,
+    rate_latency: Option<Histogram<u64>>,
+    failures: u64,
+    idle_bytes: Option<(f64, usize)>,
+}
+
+async fn harness(args: Args) -> Result<()> {
+    let mut target_process = Command::new(std::env::current_exe()?)
+        .arg("target")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(target_process.stdout.take().context("target stdout")?).read_line(&mut line)?;
+    let addrs: Vec<SocketAddr> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("target said {line:?}"))?;
+    let [bulk, small, idle] = addrs[..] else {
+        bail!("target said {line:?}");
+    };
+    let targets = Targets { bulk, small, idle };
+
+    let mut figures: Vec<(String, Figures)> = args
+        .peers
+        .iter()
+        .map(|name| (name.clone(), Figures::default()))
+        .collect();
+
+    if args.idle > 0 {
+        for (name, figure) in figures.iter_mut().filter(|(name, _)| name != "direct") {
+            let peer = start_peer(name, &args).await?;
+            let measured = idle_memory(&peer, targets, args.idle).await?;
+            eprintln!(
+                "idle {name}: {:.0} B per tunnel over {} tunnels",
+                measured.0, measured.1
+            );
+            figure.idle_bytes = Some(measured);
+        }
+    }
+
+    let mut peers = Vec::new();
+    for name in &args.peers {
+        peers.push(start_peer(name, &args).await?);
+    }
+    for round in 1..=args.rounds {
+        for (peer, (_, figure)) in peers.iter().zip(figures.iter_mut()) {
+            let one = bulk_one(&peer.route, targets, args.bulk_mib * MIB).await?;
+            let many = bulk_many(&peer.route, targets, args.streams, args.stream_mib * MIB).await?;
+            let (rate, latency, failures) =
+                connect_rate(&peer.route, targets, args.rate_clients, args.rate_secs).await?;
+            eprintln!(
+                "round {round} {:>10}: 1 stream {one:6.2} Gbit/s, {} streams {many:6.2} Gbit/s, CONNECT+128 B {rate:8.0}/s (failures {failures})",
+                peer.name, args.streams
+            );
+            figure.bulk_one.push(one);
+            figure.bulk_many.push(many);
+            figure.rate.push(rate);
+            figure.failures += failures;
+            match &mut figure.rate_latency {
+                Some(all) => all.add(&latency)?,
+                None => figure.rate_latency = Some(latency),
+            }
+        }
+    }
+    drop(peers);
+    drop(target_process.stdin.take());
+    let _ = target_process.wait();
+
+    report(&args, &mut figures);
+    Ok(())
+}
+
+fn report(args: &Args, figures: &mut [(String, Figures)]) {
+    let medians: Vec<(String, f64, f64, f64)> = figures
+        .iter_mut()
+        .map(|(name, f)| {
+            (
+                name.clone(),
+                median(&mut f.bulk_one),
+                median(&mut f.bulk_many),
+                median(&mut f.rate),
+            )
+        })
+        .collect();
+    println!(
+        "\n| peer | 1 stream Gbit/s | {} streams Gbit/s | CONNECT+128 B /s | p50 | p99 | p99.9 | idle B/tunnel (tunnels) | failures |",
+        args.streams
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for ((name, one, many, rate), (_, f)) in medians.iter().zip(figures.iter()) {
+        let [p50, p99, p999, _] = f
+            .rate_latency
+            .as_ref()
+            .map_or([Duration::ZERO; 4], percentiles);
+        let idle = f
+            .idle_bytes
+            .map_or("—".to_string(), |(bytes, n)| format!("{bytes:.0} ({n})"));
+        println!(
+            "| {name} | {one:.2} | {many:.2} | {rate:.0} | {p50:.2?} | {p99:.2?} | {p999:.2?} | {idle} | {} |",
+            f.failures
+        );
+    }
+    let find = |peer: &str| medians.iter().find(|(name, ..)| name == peer);
+    let Some(ipsx) = find("ipsx") else {
+        return;
+    };
+    println!("\nipsx ratios (median / median, {} rounds):", args.rounds);
+    for other in ["direct", "microsocks", "dante"] {
+        let Some(peer) = find(other) else {
+            continue;
+        };
+        let idle_ratio = figures
+            .iter()
+            .find(|(name, _)| name == other)
+            .and_then(|(_, f)| f.idle_bytes)
+            .zip(
+                figures
+                    .iter()
+                    .find(|(name, _)| name == "ipsx")
+                    .and_then(|(_, f)| f.idle_bytes),
+            )
+            .map_or(String::new(), |((theirs, _), (ours, _))| {
+                format!(", idle memory {:.2}× theirs", ours / theirs.max(1.0))
+            });
+        println!(
+            "  vs {other:>10}: 1 stream {:.2}×, {} streams {:.2}×, CONNECT rate {:.2}×{idle_ratio}",
+            ipsx.1 / peer.1,
+            args.streams,
+            ipsx.2 / peer.2,
+            ipsx.3 / peer.3,
+        );
+    }
+}
