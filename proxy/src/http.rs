@@ -19,7 +19,7 @@ use crate::credentials::{Grant, Protocols};
 use crate::egress::{self, Destination};
 use crate::refusal::Refusal;
 use crate::relay::{End, unix_now};
-use crate::server::Shared;
+use crate::server::{Accepted, Shared};
 
 /// The largest request head accepted (request line and headers).
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
@@ -57,14 +57,14 @@ struct Request {
 }
 
 /// Serves one HTTP proxy client.
-pub(crate) async fn serve(mut client: TcpStream, shared: &Shared) -> io::Result<End> {
-    let local_ip = client.local_addr()?.ip();
-    let mut buffer = Vec::with_capacity(1024);
-    let read = tokio::time::timeout(
-        shared.config.handshake_timeout,
-        read_head(&mut client, &mut buffer),
-    )
-    .await;
+pub(crate) async fn serve(accepted: Accepted, shared: &Shared) -> io::Result<End> {
+    let Accepted {
+        stream: mut client,
+        local_ip,
+        first: mut buffer,
+        deadline,
+    } = accepted;
+    let read = tokio::time::timeout_at(deadline, read_head(&mut client, &mut buffer)).await;
     let head_len = match read {
         Ok(Ok(Ok(len))) => len,
         Ok(Ok(Err(refusal))) => return refuse(&mut client, &refusal).await,

@@ -1,21 +1,32 @@
-//! # ipsx-proxy — the provider's egress proxy (in progress, issue 5)
+//! # ipsx-proxy — the provider's egress proxy
 //!
-//! The parts built so far, each usable and tested on its own:
+//! A crawler is handed `socks5h://LEASE:SECRET@IP:PORT` (or `http://…`) for each leased IP and
+//! points its usual client at it. This crate serves those endpoints on the provider's machine:
+//!
+//! ```text
+//! client ──► listener on leased IP A ──► first byte 5? ──► SOCKS5 (RFC 1928/1929)
+//!                                             │ else ──► HTTP proxy (CONNECT, absolute URI)
+//!            credentials verified here (HMAC grant: lease, IP A, protocols, window)
+//!            admit: protocol leased (SMTP ports need SMTP), lease not cut, caps
+//!            destination resolved here → guard on every address → socket bound to A → connect
+//!            relay: copy small exchanges, splice(2) bulk ones; meter bytes per lease;
+//!            close on idle, lease end, cut, shutdown
+//! ```
 //!
 //! * [`credentials`] — lease credentials (`username = lease id`, `password = grant ‖ HMAC tag`)
-//!   the node issues and the proxy verifies locally in constant time: IP, protocols, window.
+//!   the node issues and the proxy verifies locally, in constant time: IP, protocols, window.
 //! * [`guard`] — the provider-network guard: loopback, RFC 1918, CGNAT, link-local and cloud
 //!   metadata, this-network, multicast, broadcast, reserved and documentation ranges, IPv6
 //!   equivalents and every IPv4-in-IPv6 form, judged on resolved addresses.
+//! * [`server`] — [`start`] binds one listener per provider IP and serves SOCKS5 (CONNECT and
+//!   UDP ASSOCIATE) and HTTP (CONNECT tunnels, plain `http://` forwarding) on the same port;
+//!   refusals are SOCKS reply codes or HTTP statuses with an RFC 9209 `Proxy-Status`.
+//! * [`leases`] — [`LeaseTable`]: per-lease usage (bytes each way, connections, first second)
+//!   for the payments side, and [`LeaseTable::cut`], which refuses new connections and closes
+//!   open ones at once.
 //!
-//! * [`server`] — SOCKS5 (RFC 1928) CONNECT with username/password (RFC 1929): one listener per
-//!   provider IP, credentials checked against the IP the client came in on, destinations
-//!   resolved here and guarded after resolution, egress bound to the leased IP before connect,
-//!   bytes metered per lease ([`LeaseTable::usage`]), [`LeaseTable::cut`] closing a lease's
-//!   connections at once, handshake timeout, connection caps.
-//!
-//! Still to come (issue 5): HTTP proxy (CONNECT and absolute URI) on the same port, UDP
-//! ASSOCIATE, idle timeout, zero-copy relaying, the peer benchmarks.
+//! The binary `ipsx-proxy` runs it standalone (`serve`, `issue`); `scripts/bench-proxy.sh`
+//! measures it against direct loopback, microsocks and dante.
 //!
 //! ```
 //! use ipsx_proxy::credentials::{CredentialKey, Grant, Protocols};

@@ -84,6 +84,9 @@ struct Serve {
     /// Seconds open tunnels may go on after a shutdown signal.
     #[arg(long, default_value_t = 30)]
     drain_secs: u64,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -117,9 +120,11 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(serve) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = serve.threads {
+                builder.worker_threads(threads.max(1));
+            }
+            let runtime = builder.enable_all().build()?;
             runtime.block_on(run(serve))
         }
         Command::Issue(issue) => {

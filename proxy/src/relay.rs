@@ -10,7 +10,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{OFlag, SpliceFFlags, splice};
@@ -23,6 +23,8 @@ use crate::leases::LeaseState;
 
 /// Bytes asked of one splice call, and the pipe size asked for.
 const CHUNK: usize = 1024 * 1024;
+/// Standing in for "never" where an instant is needed (a century).
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 /// The copy buffer of a direction before it switches to splice.
 const COPY_BUFFER: usize = 8 * 1024;
 
@@ -61,13 +63,18 @@ impl Activity {
         self.last_ms.store(elapsed, Ordering::Relaxed);
     }
 
-    /// Resolves once nothing has moved for `limit`.
-    async fn idle_for(&self, limit: Duration) {
+    /// Resolves once nothing has moved for `limit` (`Some(End::Idle)`) or at `end`.
+    async fn idle_for(&self, limit: Duration, end: Instant) -> End {
         loop {
             let last = self.last_ms.load(Ordering::Relaxed);
-            tokio::time::sleep_until(self.origin + Duration::from_millis(last) + limit).await;
+            let idle_at = self.origin + Duration::from_millis(last) + limit;
+            // One timer for both: the idle deadline and the lease's end.
+            tokio::time::sleep_until(idle_at.min(end)).await;
+            if Instant::now() >= end {
+                return End::LeaseEnded;
+            }
             if self.last_ms.load(Ordering::Relaxed) == last {
-                return;
+                return End::Idle;
             }
         }
     }
@@ -87,10 +94,13 @@ pub(crate) async fn outside_end(
     mut shutdown: watch::Receiver<bool>,
 ) -> End {
     let mut cut = lease.cut.subscribe();
-    let until_end = Duration::from_secs(lease.grant.not_after.saturating_sub(unix_now()));
+    let left = Duration::from_secs(lease.grant.not_after.saturating_sub(unix_now()));
+    // A grant may end too far away for the clock to add (u64::MAX means "no end").
+    let end = Instant::now()
+        .checked_add(left)
+        .unwrap_or_else(|| Instant::now() + FAR_FUTURE);
     tokio::select! {
-        _ = activity.idle_for(idle) => End::Idle,
-        _ = tokio::time::sleep(until_end) => End::LeaseEnded,
+        end = activity.idle_for(idle, end) => end,
         _ = cut.wait_for(|cut| *cut) => End::Cut,
         _ = shutdown.wait_for(|stop| *stop) => End::Shutdown,
     }
@@ -105,10 +115,11 @@ pub(crate) async fn tunnel(
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<End> {
     let activity = Activity::new();
+    let one_done = AtomicBool::new(false);
     let pumps = async {
         tokio::try_join!(
-            pump(client, target, &lease.bytes_up, &activity),
-            pump(target, client, &lease.bytes_down, &activity),
+            pump(client, target, &lease.bytes_up, &activity, &one_done),
+            pump(target, client, &lease.bytes_down, &activity, &one_done),
         )
     };
     tokio::select! {
@@ -127,6 +138,7 @@ async fn pump(
     to: &TcpStream,
     counter: &AtomicU64,
     activity: &Activity,
+    one_done: &AtomicBool,
 ) -> io::Result<()> {
     let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
     // Bytes read but not yet written (only when `to` could not take a whole read at once).
@@ -170,6 +182,10 @@ async fn pump(
             }
         };
         if moved == 0 {
+            if one_done.swap(true, Ordering::AcqRel) {
+                // Both directions are done: closing the sockets says the rest.
+                return Ok(());
+            }
             // Half-close: the other direction may still be sending.
             return match nix::sys::socket::shutdown(
                 std::os::fd::AsRawFd::as_raw_fd(to),
@@ -280,6 +296,34 @@ mod tests {
         assert_eq!(relay.await.expect("join").expect("relay"), End::Finished);
         let usage = table.usage(9).expect("usage");
         assert_eq!((usage.bytes_up, usage.bytes_down), (1_000_000, 6));
+    }
+
+    #[tokio::test]
+    async fn a_grant_without_end_does_not_overflow_the_clock() {
+        let (mut user, client) = pair().await;
+        let (target, mut server) = pair().await;
+        let table = LeaseTable::default();
+        let state = table.enter(
+            Grant {
+                lease: 10,
+                ip: "127.0.0.1".parse().expect("ip"),
+                protocols: Protocols::SOCKS5,
+                not_before: 0,
+                not_after: u64::MAX,
+            },
+            unix_now(),
+        );
+        let (_stop, shutdown) = watch::channel(false);
+        let relay = tokio::spawn(async move {
+            tunnel(&client, &target, &state, Duration::from_secs(30), shutdown).await
+        });
+        user.write_all(b"x").await.expect("write");
+        drop(user);
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.expect("read");
+        drop(server);
+        assert_eq!(got, b"x");
+        assert_eq!(relay.await.expect("join").expect("relay"), End::Finished);
     }
 
     #[tokio::test(start_paused = true)]

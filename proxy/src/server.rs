@@ -4,12 +4,14 @@
 //! finish up to a deadline) before closing what is left.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::credentials::{CredentialKey, Grant, Protocols};
 use crate::egress;
@@ -190,6 +192,12 @@ pub async fn start(config: ProxyConfig) -> io::Result<ProxyHandle> {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut accepting = shared.accepting.clone();
+    // A listener bound to one IP tells every connection's local IP without asking the kernel.
+    let listen_ip = listener
+        .local_addr()
+        .ok()
+        .map(|addr| addr.ip())
+        .filter(|ip| !ip.is_unspecified());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -210,7 +218,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         tokio::spawn(async move {
             let shared = Arc::clone(&slot.0);
-            match serve(stream, &shared).await {
+            match serve(stream, listen_ip, &shared).await {
                 Ok(end) => tracing::debug!(%peer, ?end, "connection ended"),
                 Err(error) => tracing::debug!(%peer, %error, "connection ended"),
             }
@@ -219,22 +227,50 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Tells SOCKS5 from HTTP by the first byte and serves the connection.
-async fn serve(stream: TcpStream, shared: &Shared) -> io::Result<End> {
+/// A client connection as handed to a protocol: what was read to tell the protocol, and when
+/// its negotiation must be over.
+pub(crate) struct Accepted {
+    pub(crate) stream: TcpStream,
+    /// The IP the client connected to (the one its lease must be for).
+    pub(crate) local_ip: IpAddr,
+    /// Bytes already read from the client.
+    pub(crate) first: Vec<u8>,
+    /// The end of the handshake timeout.
+    pub(crate) deadline: Instant,
+}
+
+/// Reads the first bytes, tells SOCKS5 from HTTP by the first one, and serves the connection.
+async fn serve(
+    mut stream: TcpStream,
+    listen_ip: Option<IpAddr>,
+    shared: &Shared,
+) -> io::Result<End> {
+    let deadline = Instant::now() + shared.config.handshake_timeout;
     stream.set_nodelay(true)?;
-    let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout(shared.config.handshake_timeout, stream.peek(&mut first))
+    let local_ip = match listen_ip {
+        Some(ip) => ip,
+        None => stream.local_addr()?.ip(),
+    };
+    let mut first = Vec::with_capacity(512);
+    let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut first))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client sent nothing"))??;
-    if peeked == 0 {
+    if read == 0 {
         return Ok(End::Finished);
     }
+    let is_socks = first[0] == 5;
+    let accepted = Accepted {
+        stream,
+        local_ip,
+        first,
+        deadline,
+    };
     let mut closing = shared.closing.clone();
     let served = async {
-        if first[0] == 5 {
-            crate::socks5::serve(stream, shared).await
+        if is_socks {
+            crate::socks5::serve(accepted, shared).await
         } else {
-            crate::http::serve(stream, shared).await
+            crate::http::serve(accepted, shared).await
         }
     };
     // Shutdown also interrupts handshakes and connects, not only tunnels.

@@ -12,7 +12,7 @@ use crate::credentials::{Grant, Protocols};
 use crate::egress::{self, Destination};
 use crate::refusal::Refusal;
 use crate::relay::{End, unix_now};
-use crate::server::Shared;
+use crate::server::{Accepted, Shared};
 use crate::udp;
 
 const VERSION: u8 = 5;
@@ -30,22 +30,32 @@ struct Request {
 }
 
 /// Serves one SOCKS5 client from its greeting to the end of its tunnel or association.
-pub(crate) async fn serve(client: TcpStream, shared: &Shared) -> io::Result<End> {
-    let local_ip = client.local_addr()?.ip();
-    // A whole negotiation is a few hundred bytes; longer fields just take more reads.
-    let mut client = BufReader::with_capacity(512, client);
-    let negotiated = tokio::time::timeout(
-        shared.config.handshake_timeout,
-        negotiate(&mut client, local_ip, shared),
-    )
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "SOCKS5 handshake timeout"))??;
+pub(crate) async fn serve(accepted: Accepted, shared: &Shared) -> io::Result<End> {
+    let Accepted {
+        stream: mut client,
+        local_ip,
+        first,
+        deadline,
+    } = accepted;
+    let (negotiated, early) = {
+        let (read_half, mut write_half) = client.split();
+        // The bytes read to tell the protocol come first; a whole negotiation is a few hundred
+        // bytes, longer fields just take more reads.
+        let mut reader = BufReader::with_capacity(512, (&first[..]).chain(read_half));
+        let negotiated = tokio::time::timeout_at(
+            deadline,
+            negotiate(&mut reader, &mut write_half, local_ip, shared),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "SOCKS5 handshake timeout"))??;
+        // Bytes a client sent ahead of our reply belong to the destination.
+        let mut early = reader.buffer().to_vec();
+        early.extend_from_slice(reader.get_ref().get_ref().0);
+        (negotiated, early)
+    };
     let Some(request) = negotiated else {
         return Ok(End::Finished);
     };
-    // Bytes a client sent ahead of our reply belong to the destination.
-    let early = client.buffer().to_vec();
-    let mut client = client.into_inner();
 
     let (protocol, name, port) = if request.command == CONNECT {
         (Protocols::SOCKS5, "SOCKS5", request.port)
@@ -93,28 +103,30 @@ pub(crate) async fn serve(client: TcpStream, shared: &Shared) -> io::Result<End>
                 Some(Destination::Ip(ip)) => Some(SocketAddr::new(ip, request.port)),
                 _ => None,
             };
-            udp::associate(client, announced, &lease, shared).await
+            udp::associate(client, local_ip, announced, &lease, shared).await
         }
         _ => refuse(&mut client, &Refusal::CommandNotSupported).await,
     }
 }
 
 /// Greeting, authentication and request. `Ok(None)`: refused, the reply already sent.
-async fn negotiate<S>(
-    client: &mut S,
+async fn negotiate<R, W>(
+    reader: &mut R,
+    client: &mut W,
     local_ip: IpAddr,
     shared: &Shared,
 ) -> io::Result<Option<Request>>
 where
-    S: AsyncBufRead + AsyncWrite + Unpin,
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
 {
     let mut head = [0u8; 2];
-    client.read_exact(&mut head).await?;
+    reader.read_exact(&mut head).await?;
     if head[0] != VERSION {
         return Ok(None);
     }
     let mut methods = vec![0u8; usize::from(head[1])];
-    client.read_exact(&mut methods).await?;
+    reader.read_exact(&mut methods).await?;
     if !methods.contains(&METHOD_USERNAME_PASSWORD) {
         tracing::info!(%local_ip, "SOCKS5 client offers no username/password method");
         client.write_all(&[VERSION, NO_ACCEPTABLE_METHOD]).await?;
@@ -125,12 +137,12 @@ where
         .await?;
 
     // RFC 1929: version 1, username, password.
-    if client.read_u8().await? != 1 {
+    if reader.read_u8().await? != 1 {
         client.write_all(&[1, 1]).await?;
         return Ok(None);
     }
-    let username = read_short_string(client).await?;
-    let password = read_short_string(client).await?;
+    let username = read_short_string(reader).await?;
+    let password = read_short_string(reader).await?;
     let grant = match shared
         .config
         .key
@@ -146,20 +158,20 @@ where
     client.write_all(&[1, 0]).await?;
 
     let mut request = [0u8; 4];
-    client.read_exact(&mut request).await?;
+    reader.read_exact(&mut request).await?;
     let destination = match request[3] {
         1 => {
             let mut octets = [0u8; 4];
-            client.read_exact(&mut octets).await?;
+            reader.read_exact(&mut octets).await?;
             Some(Destination::Ip(IpAddr::from(octets)))
         }
         4 => {
             let mut octets = [0u8; 16];
-            client.read_exact(&mut octets).await?;
+            reader.read_exact(&mut octets).await?;
             Some(Destination::Ip(IpAddr::from(octets)))
         }
         3 => {
-            let name = read_short_string(client).await?;
+            let name = read_short_string(reader).await?;
             String::from_utf8(name).ok().map(Destination::Name)
         }
         _ => {
@@ -169,7 +181,7 @@ where
             return Ok(None);
         }
     };
-    let port = client.read_u16().await?;
+    let port = reader.read_u16().await?;
     if request[0] != VERSION || !matches!(request[1], CONNECT | UDP_ASSOCIATE) {
         client
             .write_all(&failure(Refusal::CommandNotSupported.socks_reply()))

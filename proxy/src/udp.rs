@@ -30,11 +30,11 @@ const MAX_NAMES: usize = 256;
 /// Runs one association until its control connection closes or an outside end.
 pub(crate) async fn associate(
     mut control: TcpStream,
+    local_ip: IpAddr,
     announced: Option<SocketAddr>,
     lease: &Arc<LeaseState>,
     shared: &Shared,
 ) -> io::Result<End> {
-    let local_ip = control.local_addr()?.ip();
     let client_ip = control.peer_addr()?.ip().to_canonical();
     let relay = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
     let egress = egress::udp_from(lease.grant.ip).await?;

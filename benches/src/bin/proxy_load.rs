@@ -73,6 +73,9 @@ struct Args {
     /// microsocks, from Debian's package.
     #[arg(long, default_value = "/usr/bin/microsocks")]
     microsocks: PathBuf,
+    /// Extra arguments for `ipsx-proxy serve` (e.g. `--threads 1`).
+    #[arg(long, allow_hyphen_values = true)]
+    ipsx_args: Option<String>,
     /// danted, from Debian's dante-server package.
     #[arg(long, default_value = "/usr/sbin/danted")]
     danted: PathBuf,
@@ -257,6 +260,11 @@ async fn start_peer(name: &str, args: &Args) -> Result<Peer> {
                     "--max-per-lease",
                     "20000",
                 ])
+                .args(
+                    args.ipsx_args
+                        .iter()
+                        .flat_map(|extra| extra.split_whitespace()),
+                )
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .spawn()
