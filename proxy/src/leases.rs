@@ -21,6 +21,9 @@ pub struct LeaseUsage {
     pub open: u64,
     /// First second a connection was accepted (unix), 0 if none.
     pub first_seen: u64,
+    /// Seconds of the lease's window served so far: from its start to now, stopped at its end
+    /// or at the cut.
+    pub seconds: u64,
     /// Whether the lease was cut (payment lapsed or ended early).
     pub cut: bool,
 }
@@ -34,12 +37,22 @@ pub(crate) struct LeaseState {
     pub(crate) connections: AtomicU64,
     pub(crate) open: AtomicU64,
     pub(crate) first_seen: AtomicU64,
+    /// When the lease was cut here (unix), 0 if it was not.
+    pub(crate) cut_at: AtomicU64,
     pub(crate) cut: watch::Sender<bool>,
 }
 
 impl LeaseState {
     pub(crate) fn is_cut(&self) -> bool {
         *self.cut.borrow()
+    }
+
+    /// Seconds of the window served by `now`: stopped at the end or at the cut.
+    fn seconds_served(&self, now: u64) -> u64 {
+        let cut_at = self.cut_at.load(Ordering::Acquire);
+        let stop = if cut_at == 0 { now } else { now.min(cut_at) };
+        stop.min(self.grant.not_after)
+            .saturating_sub(self.grant.not_before)
     }
 
     /// Meters bytes a client sent that reached the destination outside the relay.
@@ -100,6 +113,7 @@ impl LeaseTable {
                 connections: AtomicU64::new(0),
                 open: AtomicU64::new(0),
                 first_seen: AtomicU64::new(now),
+                cut_at: AtomicU64::new(0),
                 cut: watch::channel(cut).0,
             })
         });
@@ -111,6 +125,12 @@ impl LeaseTable {
         let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         match leases.get(&lease) {
             Some(state) => {
+                let _ = state.cut_at.compare_exchange(
+                    0,
+                    crate::relay::unix_now(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
                 state.cut.send_replace(true);
             }
             None => {
@@ -148,7 +168,62 @@ impl LeaseTable {
             connections: state.connections.load(Ordering::Relaxed),
             open: state.open.load(Ordering::Relaxed),
             first_seen: state.first_seen.load(Ordering::Relaxed),
+            seconds: state.seconds_served(crate::relay::unix_now()),
             cut: state.is_cut(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::Protocols;
+
+    fn grant(not_before: u64, not_after: u64) -> Grant {
+        Grant {
+            lease: 1,
+            ip: "127.0.0.2".parse().expect("ip"),
+            protocols: Protocols::SOCKS5,
+            not_before,
+            not_after,
+        }
+    }
+
+    #[test]
+    fn seconds_run_from_the_start_and_stop_at_the_end_or_the_cut() {
+        let table = LeaseTable::default();
+        let state = table.enter(grant(100, 200), 120);
+        assert_eq!(state.seconds_served(150), 50);
+        assert_eq!(state.seconds_served(250), 100, "stops at the end");
+        assert_eq!(state.seconds_served(50), 0, "nothing before the start");
+        state.cut_at.store(170, Ordering::Release);
+        assert_eq!(state.seconds_served(190), 70, "stops at the cut");
+    }
+
+    #[test]
+    fn a_cut_before_the_first_connection_holds_and_forget_keeps_it() {
+        let table = LeaseTable::default();
+        table.cut(1);
+        assert!(table.enter(grant(0, u64::MAX), 5).is_cut());
+        let usage = table.forget(1).expect("seen");
+        assert!(usage.cut);
+        assert!(
+            table.enter(grant(0, u64::MAX), 6).is_cut(),
+            "still cut after forget"
+        );
+    }
+
+    #[test]
+    fn the_connection_cap_counts_and_uncounts() {
+        let table = LeaseTable::default();
+        let state = table.enter(grant(0, u64::MAX), 5);
+        let first = state.open_connection(2).expect("room");
+        let second = state.open_connection(2).expect("room");
+        assert!(state.open_connection(2).is_none(), "at the cap");
+        drop(first);
+        let _third = state.open_connection(2).expect("room again");
+        drop(second);
+        let usage = table.usage(1).expect("seen");
+        assert_eq!((usage.open, usage.connections), (1, 3));
     }
 }

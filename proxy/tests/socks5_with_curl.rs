@@ -192,6 +192,11 @@ async fn a_cut_lease_closes_within_a_second_and_refuses_new_connections() {
         usage.cut && usage.open == 0 && usage.bytes_up == 4 && usage.bytes_down == 4,
         "{usage:?}"
     );
+    // The window began 10 s ago and stopped at the cut.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let later = proxy.leases.usage(7).expect("usage");
+    assert!((10..=12).contains(&later.seconds), "{later:?}");
+    assert_eq!(later.seconds, usage.seconds, "no seconds after the cut");
 }
 
 #[tokio::test]
