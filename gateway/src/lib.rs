@@ -1,0 +1,30 @@
+//! # ipsx-gateway — the node's gateway (in progress, issue 6)
+//!
+//! The node runs the matching engine, the payment hub and the chain client behind a network
+//! API. This crate will hold that API; for now it holds its first, sans-I/O part:
+//!
+//! * [`session`] — wallet sign-in in the EIP-4361 style: the node issues a challenge message
+//!   with a single-use nonce, the wallet signs it with `personal_sign` (no key leaves it), the
+//!   node recovers the signer and hands out a MACed session token it can check without a
+//!   lookup.
+//!
+//! ```
+//! use ipsx_gateway::session::{SignIn, SignInDomain, SignInLimits};
+//!
+//! let domain = SignInDomain {
+//!     domain: "127.0.0.1:7700".into(),
+//!     uri: "http://127.0.0.1:7700".into(),
+//!     chain_id: 31337,
+//!     statement: "Sign in to the IPSX node.".into(),
+//! };
+//! let mut sign_in = SignIn::new(domain, SignInLimits::default(), [42; 32]);
+//! let address = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".parse().unwrap();
+//! let challenge = sign_in.challenge(address, 1_700_000_000, [7; 16]).unwrap();
+//! assert!(challenge.message.contains("Chain ID: 31337"));
+//! // The wallet signs `challenge.message`; `sign_in.complete(&challenge.nonce, &sig, now)`
+//! // then returns the session whose token `sign_in.verify` accepts.
+//! ```
+
+pub mod session;
+
+pub use session::{Challenge, Session, SessionError, SignIn, SignInDomain, SignInError};
