@@ -1,12 +1,16 @@
 //! # ipsx-gateway — the node's gateway (in progress, issue 6)
 //!
 //! The node runs the matching engine, the payment hub and the chain client behind a network
-//! API. This crate will hold that API; for now it holds its first, sans-I/O part:
+//! API. This crate holds that API; so far:
 //!
 //! * [`session`] — wallet sign-in in the EIP-4361 style: the node issues a challenge message
 //!   with a single-use nonce, the wallet signs it with `personal_sign` (no key leaves it), the
 //!   node recovers the signer and hands out a MACed session token it can check without a
 //!   lookup.
+//! * [`rate`] — per-session and per-IP token buckets (sans I/O, bounded memory).
+//! * [`server`] — the axum HTTP server: `POST /v1/auth/challenge`, `POST /v1/auth/session`,
+//!   `GET /v1/me`, `GET /v1/health`; body limit, JSON shape errors, bearer sessions and rate
+//!   limits, every refusal an [`ApiError`] `{"error": {"code", "message"}}` with a 4xx status.
 //!
 //! ```
 //! use ipsx_gateway::session::{SignIn, SignInDomain, SignInLimits};
@@ -25,6 +29,11 @@
 //! // then returns the session whose token `sign_in.verify` accepts.
 //! ```
 
+pub mod error;
+pub mod rate;
+pub mod server;
 pub mod session;
 
+pub use error::ApiError;
+pub use server::{GatewayConfig, GatewayHandle, start};
 pub use session::{Challenge, Session, SessionError, SignIn, SignInDomain, SignInError};
