@@ -11,6 +11,9 @@
 //! * [`server`] — the axum HTTP server: `POST /v1/auth/challenge`, `POST /v1/auth/session`,
 //!   `GET /v1/me`, `GET /v1/health`; body limit, JSON shape errors, bearer sessions and rate
 //!   limits, every refusal an [`ApiError`] `{"error": {"code", "message"}}` with a 4xx status.
+//!   The market: `POST /v1/offers`, `DELETE /v1/offers/{id}`, `POST /v1/leases` (N IPs with
+//!   filters, answered with the deals and their IPs), `GET /v1/deals`; each command is
+//!   acknowledged only once the engine's journal holds it (see [`market`] for the JSON).
 //!
 //! ```
 //! use ipsx_gateway::session::{SignIn, SignInDomain, SignInLimits};
@@ -30,10 +33,11 @@
 //! ```
 
 pub mod error;
+pub mod market;
 pub mod rate;
 pub mod server;
 pub mod session;
 
 pub use error::ApiError;
-pub use server::{GatewayConfig, GatewayHandle, start};
+pub use server::{GatewayConfig, GatewayError, GatewayHandle, start};
 pub use session::{Challenge, Session, SessionError, SignIn, SignInDomain, SignInError};

@@ -5,21 +5,27 @@
 //! at any step is an [`ApiError`] and changes nothing.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::Address;
+use axum::extract::Path;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use ipsx_engine::{CommandKind, Engine, Event, OfferId};
+use ipsx_engine_runtime::{ShardConfig, ShardHandle, StoreConfig};
+
 use crate::error::ApiError;
+use crate::market::{DealView, LeaseBody, OfferBody, to_engine};
 use crate::rate::{Rate, RateLimiter};
 use crate::session::{SignIn, SignInDomain, SignInLimits};
 
@@ -40,11 +46,18 @@ pub struct GatewayConfig {
     pub anonymous_rate: Rate,
     /// Largest request body, bytes. Default 1 MiB (a batch lease of 100,000 IPs fits).
     pub max_body: usize,
+    /// Where the engine keeps its journal and snapshots.
+    pub data_dir: PathBuf,
 }
 
 impl GatewayConfig {
-    /// Defaults for a node on `listen` settling on `chain_id`.
-    pub fn new(listen: SocketAddr, chain_id: u64, session_key: [u8; 32]) -> Self {
+    /// Defaults for a node on `listen` settling on `chain_id`, keeping its state in `data_dir`.
+    pub fn new(
+        listen: SocketAddr,
+        chain_id: u64,
+        session_key: [u8; 32],
+        data_dir: impl Into<PathBuf>,
+    ) -> Self {
         Self {
             listen,
             domain: SignInDomain {
@@ -64,30 +77,69 @@ impl GatewayConfig {
                 burst: 40.0,
             },
             max_body: 1 << 20,
+            data_dir: data_dir.into(),
         }
     }
 }
 
+/// Why the gateway could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Binding or serving failed.
+    #[error("gateway I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The engine's store could not be opened or closed.
+    #[error(transparent)]
+    Store(#[from] ipsx_engine_runtime::StoreError),
+}
+
 /// A running gateway.
-#[derive(Debug)]
 pub struct GatewayHandle {
     /// The bound address.
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
+    state: Shared,
+}
+
+impl std::fmt::Debug for GatewayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GatewayHandle {
-    /// Stops accepting, lets calls in progress finish, and returns when the server is down.
-    pub async fn shutdown(self) -> std::io::Result<()> {
+    /// Stops accepting, lets calls in progress finish, then closes the engine's store.
+    pub async fn shutdown(self) -> Result<(), GatewayError> {
         self.stop.send_replace(true);
         self.served
             .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        let shard = lock(&self.state.shard).take();
+        if let Some(mut shard) = shard {
+            // Calls still finishing hold the shard for a moment; the writer must be the last.
+            let shard = loop {
+                match Arc::try_unwrap(shard) {
+                    Ok(shard) => break shard,
+                    Err(shared) => {
+                        shard = shared;
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                }
+            };
+            tokio::task::spawn_blocking(move || shard.shutdown())
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
+        }
+        Ok(())
     }
 }
 
 struct AppState {
+    /// The engine's single shard (taken out at shutdown).
+    shard: Mutex<Option<Arc<ShardHandle>>>,
     sign_in: Mutex<SignIn>,
     per_session: Mutex<RateLimiter<Address>>,
     per_ip: Mutex<RateLimiter<IpAddr>>,
@@ -114,11 +166,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Binds and serves the API until [`GatewayHandle::shutdown`].
-pub async fn start(config: GatewayConfig) -> std::io::Result<GatewayHandle> {
+/// Recovers the engine from `data_dir`, binds, and serves until [`GatewayHandle::shutdown`].
+pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
+    let engine_dir = config.data_dir.join("engine");
+    let shard = tokio::task::spawn_blocking(move || {
+        ShardHandle::start(ShardConfig::new(StoreConfig::new(engine_dir)))
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState {
+        shard: Mutex::new(Some(Arc::new(shard))),
         sign_in: Mutex::new(SignIn::new(
             config.domain.clone(),
             config.sign_in,
@@ -128,7 +187,7 @@ pub async fn start(config: GatewayConfig) -> std::io::Result<GatewayHandle> {
         per_ip: Mutex::new(RateLimiter::new(config.anonymous_rate, 100_000)),
         origin: Instant::now(),
     });
-    let app = router(state, config.max_body);
+    let app = router(Arc::clone(&state), config.max_body);
     let (stop, mut stopped) = watch::channel(false);
     let served = tokio::spawn(async move {
         axum::serve(
@@ -141,7 +200,12 @@ pub async fn start(config: GatewayConfig) -> std::io::Result<GatewayHandle> {
         .await
     });
     tracing::info!(%addr, "gateway listening");
-    Ok(GatewayHandle { addr, stop, served })
+    Ok(GatewayHandle {
+        addr,
+        stop,
+        served,
+        state,
+    })
 }
 
 fn router(state: Shared, max_body: usize) -> Router {
@@ -150,6 +214,10 @@ fn router(state: Shared, max_body: usize) -> Router {
         .route("/v1/auth/challenge", post(challenge))
         .route("/v1/auth/session", post(open_session))
         .route("/v1/me", get(me))
+        .route("/v1/offers", post(place_offer))
+        .route("/v1/offers/{offer}", delete(cancel_offer))
+        .route("/v1/leases", post(lease))
+        .route("/v1/deals", get(deals))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -188,6 +256,24 @@ fn json_error(rejection: &JsonRejection) -> ApiError {
         code,
         rejection.body_text(),
     )
+}
+
+/// A path parameter; a malformed one is an [`ApiError`] (`bad_path`).
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::bad_request("bad_path", rejection.body_text())),
+        }
+    }
 }
 
 /// The signed-in caller, rate-limited per address.
@@ -357,4 +443,167 @@ pub struct MeResponse {
 
 async fn me(Caller(address): Caller) -> Json<MeResponse> {
     Json(MeResponse { address })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The market
+
+impl AppState {
+    fn shard(&self) -> Result<Arc<ShardHandle>, ApiError> {
+        lock(&self.shard).clone().ok_or_else(stopping)
+    }
+
+    /// Submits a command and waits until it is durable; the engine's events or its refusal.
+    async fn submit(&self, kind: CommandKind) -> Result<Vec<Event>, ApiError> {
+        let shard = self.shard()?;
+        let outcome = tokio::task::spawn_blocking(move || shard.submit(kind))
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|_| stopping())?;
+        Ok(outcome.result?)
+    }
+
+    /// Reads the engine between batches.
+    async fn query<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Engine) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let shard = self.shard()?;
+        tokio::task::spawn_blocking(move || shard.query(read))
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|_| stopping())
+    }
+}
+
+fn stopping() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "stopping",
+        "the node is shutting down",
+    )
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+}
+
+/// The answer to `POST /v1/offers`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct OfferPlaced {
+    /// The new offer's id.
+    pub offer: u64,
+    /// How many IPs it holds.
+    pub ips: u32,
+}
+
+async fn place_offer(
+    Caller(provider): Caller,
+    State(state): State<Shared>,
+    ApiJson(body): ApiJson<OfferBody>,
+) -> Result<(StatusCode, Json<OfferPlaced>), ApiError> {
+    let spec = body.to_spec(provider, unix_now())?;
+    let events = state.submit(CommandKind::PlaceOffer(spec)).await?;
+    events
+        .iter()
+        .find_map(|event| match event {
+            Event::OfferPlaced { offer, ips } => Some((
+                StatusCode::CREATED,
+                Json(OfferPlaced {
+                    offer: offer.0,
+                    ips: *ips,
+                }),
+            )),
+            _ => None,
+        })
+        .ok_or_else(|| internal("the engine placed no offer".into()))
+}
+
+/// The answer to `DELETE /v1/offers/{offer}`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct OfferCancelled {
+    /// The offer.
+    pub offer: u64,
+}
+
+async fn cancel_offer(
+    Caller(provider): Caller,
+    State(state): State<Shared>,
+    ApiPath(offer): ApiPath<u64>,
+) -> Result<Json<OfferCancelled>, ApiError> {
+    state
+        .submit(CommandKind::CancelOffer {
+            offer: OfferId(offer),
+            provider: to_engine(provider),
+        })
+        .await?;
+    Ok(Json(OfferCancelled { offer }))
+}
+
+/// The answer to `POST /v1/leases`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Leased {
+    /// The request's id.
+    pub request: u64,
+    /// IPs leased now.
+    pub leased: u32,
+    /// The deals made, with their IPs.
+    pub deals: Vec<DealView>,
+}
+
+async fn lease(
+    Caller(requester): Caller,
+    State(state): State<Shared>,
+    ApiJson(body): ApiJson<LeaseBody>,
+) -> Result<Json<Leased>, ApiError> {
+    let spec = body.to_spec(requester)?;
+    let events = state.submit(CommandKind::SubmitRequest(spec)).await?;
+    let request = events
+        .iter()
+        .find_map(|event| match event {
+            Event::RequestAccepted { request } => Some(request.0),
+            _ => None,
+        })
+        .ok_or_else(|| internal("the engine accepted no request".into()))?;
+    let made: Vec<ipsx_engine::DealId> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::DealMade { deal, .. } => Some(*deal),
+            _ => None,
+        })
+        .collect();
+    let deals = state
+        .query(move |engine| {
+            made.iter()
+                .filter_map(|id| engine.deal(*id).map(DealView::of))
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    let leased = deals
+        .iter()
+        .map(|deal| u32::try_from(deal.ips.len()).unwrap_or(u32::MAX))
+        .sum();
+    Ok(Json(Leased {
+        request,
+        leased,
+        deals,
+    }))
+}
+
+/// The answer to `GET /v1/deals`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Deals {
+    /// The caller's deals, as provider or requester, oldest first.
+    pub deals: Vec<DealView>,
+}
+
+async fn deals(
+    Caller(party): Caller,
+    State(state): State<Shared>,
+) -> Result<Json<Deals>, ApiError> {
+    let party = to_engine(party);
+    let deals = state
+        .query(move |engine| engine.deals_of(party).map(DealView::of).collect())
+        .await?;
+    Ok(Json(Deals { deals }))
 }

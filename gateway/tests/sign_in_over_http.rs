@@ -2,70 +2,17 @@
 //! then an authenticated call. Every bad input answers 4xx with a code and a message, and
 //! changes nothing (the challenge stays usable after a forged answer).
 
-use alloy_signer::SignerSync;
-use alloy_signer_local::PrivateKeySigner;
+mod common;
+
+use common::*;
 use ipsx_gateway::rate::Rate;
-use ipsx_gateway::server::{ChallengeResponse, SessionResponse};
-use ipsx_gateway::{GatewayConfig, GatewayHandle};
+use ipsx_gateway::server::SessionResponse;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-async fn node(configure: impl FnOnce(&mut GatewayConfig)) -> (GatewayHandle, String) {
-    let mut config = GatewayConfig::new("127.0.0.1:0".parse().expect("addr"), 31337, [5; 32]);
-    configure(&mut config);
-    let node = ipsx_gateway::start(config).await.expect("gateway");
-    let base = format!("http://{}", node.addr);
-    (node, base)
-}
-
-fn wallet(seed: u8) -> PrivateKeySigner {
-    PrivateKeySigner::from_bytes(&[seed; 32].into()).expect("key")
-}
-
-/// Posts JSON; returns status and body.
-async fn post(url: String, body: Value) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
-    let status = response.status();
-    (status, response.json().await.expect("a JSON body"))
-}
-
-async fn get(url: String, token: Option<&str>) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new().get(url);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status();
-    (status, response.json().await.expect("a JSON body"))
-}
-
-fn code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or("<none>")
-}
-
-async fn challenge(base: &str, wallet: &PrivateKeySigner) -> ChallengeResponse {
-    let (status, body) = post(
-        format!("{base}/v1/auth/challenge"),
-        json!({ "address": wallet.address().to_string() }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    serde_json::from_value(body).expect("challenge")
-}
-
-fn personal_sign(wallet: &PrivateKeySigner, message: &str) -> String {
-    let signature = wallet.sign_message_sync(message.as_bytes()).expect("sign");
-    format!("0x{}", alloy_primitives::hex::encode(signature.as_bytes()))
-}
-
 #[tokio::test]
 async fn a_wallet_signs_in_and_calls_as_itself() {
-    let (node, base) = node(|_| {}).await;
+    let (node, base, _dir) = node(|_| {}).await;
     let alice = wallet(1);
     let challenge = challenge(&base, &alice).await;
     assert!(challenge.message.contains(&alice.address().to_string()));
@@ -87,7 +34,7 @@ async fn a_wallet_signs_in_and_calls_as_itself() {
 
 #[tokio::test]
 async fn bad_input_answers_4xx_with_a_code_and_changes_nothing() {
-    let (node, base) = node(|config| config.max_body = 1024).await;
+    let (node, base, _dir) = node(|config| config.max_body = 1024).await;
     let (alice, mallory) = (wallet(1), wallet(2));
     let challenge = challenge(&base, &alice).await;
 
@@ -185,7 +132,7 @@ async fn bad_input_answers_4xx_with_a_code_and_changes_nothing() {
 
 #[tokio::test]
 async fn sessions_and_anonymous_callers_are_rate_limited() {
-    let (node, base) = node(|config| {
+    let (node, base, _dir) = node(|config| {
         config.session_rate = Rate {
             per_second: 1.0,
             burst: 3.0,
