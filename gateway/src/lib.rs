@@ -35,6 +35,7 @@
 pub mod error;
 pub mod market;
 pub mod rate;
+pub mod registry;
 pub mod server;
 pub mod session;
 

@@ -27,6 +27,7 @@ use ipsx_engine_runtime::{ShardConfig, ShardHandle, StoreConfig};
 use crate::error::ApiError;
 use crate::market::{DealView, LeaseBody, OfferBody, to_engine};
 use crate::rate::{Rate, RateLimiter};
+use crate::registry::{Endpoint, Registry, RegistryError, proxy_protocols};
 use crate::session::{SignIn, SignInDomain, SignInLimits};
 
 /// How the gateway runs.
@@ -91,6 +92,9 @@ pub enum GatewayError {
     /// The engine's store could not be opened or closed.
     #[error(transparent)]
     Store(#[from] ipsx_engine_runtime::StoreError),
+    /// The node's registry could not be opened.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 /// A running gateway.
@@ -140,6 +144,8 @@ impl GatewayHandle {
 struct AppState {
     /// The engine's single shard (taken out at shutdown).
     shard: Mutex<Option<Arc<ShardHandle>>>,
+    /// Providers' proxy keys and offers' protocols.
+    registry: Arc<Registry>,
     sign_in: Mutex<SignIn>,
     per_session: Mutex<RateLimiter<Address>>,
     per_ip: Mutex<RateLimiter<IpAddr>>,
@@ -174,10 +180,12 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     })
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let registry = Registry::open(&config.data_dir.join("node.redb"))?;
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState {
         shard: Mutex::new(Some(Arc::new(shard))),
+        registry: Arc::new(registry),
         sign_in: Mutex::new(SignIn::new(
             config.domain.clone(),
             config.sign_in,
@@ -214,6 +222,7 @@ fn router(state: Shared, max_body: usize) -> Router {
         .route("/v1/auth/challenge", post(challenge))
         .route("/v1/auth/session", post(open_session))
         .route("/v1/me", get(me))
+        .route("/v1/providers", post(register_provider))
         .route("/v1/offers", post(place_offer))
         .route("/v1/offers/{offer}", delete(cancel_offer))
         .route("/v1/leases", post(lease))
@@ -503,20 +512,25 @@ async fn place_offer(
     ApiJson(body): ApiJson<OfferBody>,
 ) -> Result<(StatusCode, Json<OfferPlaced>), ApiError> {
     let spec = body.to_spec(provider, unix_now())?;
+    let protocols = proxy_protocols(spec.protocols);
     let events = state.submit(CommandKind::PlaceOffer(spec)).await?;
-    events
+    let placed = events
         .iter()
         .find_map(|event| match event {
-            Event::OfferPlaced { offer, ips } => Some((
-                StatusCode::CREATED,
-                Json(OfferPlaced {
-                    offer: offer.0,
-                    ips: *ips,
-                }),
-            )),
+            Event::OfferPlaced { offer, ips } => Some(OfferPlaced {
+                offer: offer.0,
+                ips: *ips,
+            }),
             _ => None,
         })
-        .ok_or_else(|| internal("the engine placed no offer".into()))
+        .ok_or_else(|| internal("the engine placed no offer".into()))?;
+    let registry = Arc::clone(&state.registry);
+    let offer = placed.offer;
+    tokio::task::spawn_blocking(move || registry.set_offer_protocols(offer, protocols))
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(e.to_string()))?;
+    Ok((StatusCode::CREATED, Json(placed)))
 }
 
 /// The answer to `DELETE /v1/offers/{offer}`.
@@ -540,6 +554,30 @@ async fn cancel_offer(
     Ok(Json(OfferCancelled { offer }))
 }
 
+/// A deal with, for its requester, the endpoints to point clients at.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct LeaseView {
+    /// The deal.
+    #[serde(flatten)]
+    pub deal: DealView,
+    /// One per leased IP (empty for the provider's view, or if the provider has not
+    /// registered its proxy).
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl AppState {
+    fn lease_view(&self, deal: DealView, caller: Address) -> Result<LeaseView, ApiError> {
+        let endpoints = if deal.requester == caller {
+            self.registry
+                .endpoints(&deal)
+                .map_err(|e| internal(e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        Ok(LeaseView { deal, endpoints })
+    }
+}
+
 /// The answer to `POST /v1/leases`.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct Leased {
@@ -547,8 +585,8 @@ pub struct Leased {
     pub request: u64,
     /// IPs leased now.
     pub leased: u32,
-    /// The deals made, with their IPs.
-    pub deals: Vec<DealView>,
+    /// The deals made, with their IPs and endpoints.
+    pub deals: Vec<LeaseView>,
 }
 
 async fn lease(
@@ -583,6 +621,10 @@ async fn lease(
         .iter()
         .map(|deal| u32::try_from(deal.ips.len()).unwrap_or(u32::MAX))
         .sum();
+    let deals = deals
+        .into_iter()
+        .map(|deal| state.lease_view(deal, requester))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(Leased {
         request,
         leased,
@@ -594,16 +636,64 @@ async fn lease(
 #[derive(Debug, Deserialize, Serialize)]
 pub struct Deals {
     /// The caller's deals, as provider or requester, oldest first.
-    pub deals: Vec<DealView>,
+    pub deals: Vec<LeaseView>,
 }
 
 async fn deals(
-    Caller(party): Caller,
+    Caller(caller): Caller,
     State(state): State<Shared>,
 ) -> Result<Json<Deals>, ApiError> {
-    let party = to_engine(party);
-    let deals = state
+    let party = to_engine(caller);
+    let deals: Vec<DealView> = state
         .query(move |engine| engine.deals_of(party).map(DealView::of).collect())
         .await?;
+    let deals = deals
+        .into_iter()
+        .map(|deal| state.lease_view(deal, caller))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(Deals { deals }))
+}
+
+/// `POST /v1/providers`: a provider registers its proxy.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderBody {
+    /// The port its proxy listens on, on every IP it offers.
+    pub port: u16,
+}
+
+/// The answer: the key the provider's proxy verifies lease credentials with.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ProviderRegistered {
+    /// The provider.
+    pub provider: Address,
+    /// Its proxy port.
+    pub port: u16,
+    /// 64 hex digits; give it to `ipsx-proxy serve --key-file`. The same on every call.
+    pub proxy_key: String,
+}
+
+async fn register_provider(
+    Caller(provider): Caller,
+    State(state): State<Shared>,
+    ApiJson(body): ApiJson<ProviderBody>,
+) -> Result<Json<ProviderRegistered>, ApiError> {
+    if body.port == 0 {
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            "port must be 1-65535",
+        ));
+    }
+    let mut fresh = [0u8; 32];
+    getrandom::fill(&mut fresh).map_err(|e| internal(e.to_string()))?;
+    let registry = Arc::clone(&state.registry);
+    let entry = tokio::task::spawn_blocking(move || registry.register(provider, body.port, fresh))
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(e.to_string()))?;
+    Ok(Json(ProviderRegistered {
+        provider,
+        port: entry.port,
+        proxy_key: entry.key.to_hex(),
+    }))
 }

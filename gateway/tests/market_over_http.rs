@@ -5,8 +5,7 @@
 mod common;
 
 use common::*;
-use ipsx_gateway::market::DealView;
-use ipsx_gateway::server::{Deals, Leased, OfferPlaced};
+use ipsx_gateway::server::{Deals, LeaseView, Leased, OfferPlaced};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -85,11 +84,11 @@ async fn a_fleet_leases_ips_by_filter_and_the_deals_survive_a_restart() {
     let mut ips: Vec<String> = leased
         .deals
         .iter()
-        .flat_map(|deal| deal.ips.iter().map(ToString::to_string))
+        .flat_map(|view| view.deal.ips.iter().map(ToString::to_string))
         .collect();
     ips.sort();
     assert_eq!(ips, ["127.0.0.2", "127.0.0.3"]);
-    let deal = &leased.deals[0];
+    let deal = &leased.deals[0].deal;
     assert_eq!(
         (deal.provider, deal.requester),
         (provider.address(), fleet.address())
@@ -133,7 +132,7 @@ async fn a_fleet_leases_ips_by_filter_and_the_deals_survive_a_restart() {
         "sessions survive the restart too: {body}"
     );
     let after: Deals = serde_json::from_value(body).expect("deals");
-    let before: Vec<DealView> = as_fleet.deals;
+    let before: Vec<LeaseView> = as_fleet.deals;
     assert_eq!(after.deals, before);
     node.shutdown().await.expect("shutdown");
 }

@@ -180,6 +180,11 @@ impl CredentialKey {
         Self(bytes)
     }
 
+    /// The key as 64 hex digits, as key files hold it.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// A key from 64 hex digits (surrounding whitespace ignored), as key files hold it.
     pub fn from_hex(text: &str) -> Result<Self, BadKey> {
         let digits = text.trim().as_bytes();
@@ -297,6 +302,10 @@ mod tests {
     fn keys_parse_from_hex_only_at_full_length() {
         let key = CredentialKey::from_hex(&format!("{}\n", "ab".repeat(32))).expect("parses");
         assert_eq!(key.0, [0xab; 32]);
+        assert_eq!(
+            CredentialKey::from_hex(&key.to_hex()).map(|k| k.0),
+            Ok([0xab; 32])
+        );
         assert_eq!(
             CredentialKey::from_hex(&"ab".repeat(31)).err(),
             Some(BadKey)

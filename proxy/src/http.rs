@@ -93,7 +93,8 @@ pub(crate) async fn serve(accepted: Accepted, shared: &Shared) -> io::Result<End
     let connected = egress::connect(
         &Destination::from_host(host),
         port,
-        lease.grant.ip,
+        // This connection's IP: one lease may hold several IPs.
+        request.grant.ip,
         &shared.config.guard,
         shared.config.connect_timeout,
     )

@@ -28,7 +28,9 @@ pub struct LeaseUsage {
     pub cut: bool,
 }
 
-/// One lease's live state.
+/// One lease's live state, shared by the connections to every IP of the lease (the grant
+/// kept here is the first one seen: its IP is not the egress IP of other connections, which
+/// each leave from their own verified grant's IP).
 #[derive(Debug)]
 pub(crate) struct LeaseState {
     pub(crate) grant: Grant,

@@ -75,7 +75,8 @@ pub(crate) async fn serve(accepted: Accepted, shared: &Shared) -> io::Result<End
             let connected = egress::connect(
                 &destination,
                 request.port,
-                lease.grant.ip,
+                // This connection's IP: one lease may hold several IPs.
+                request.grant.ip,
                 &shared.config.guard,
                 shared.config.connect_timeout,
             )
@@ -103,7 +104,15 @@ pub(crate) async fn serve(accepted: Accepted, shared: &Shared) -> io::Result<End
                 Some(Destination::Ip(ip)) => Some(SocketAddr::new(ip, request.port)),
                 _ => None,
             };
-            udp::associate(client, local_ip, announced, &lease, shared).await
+            udp::associate(
+                client,
+                local_ip,
+                request.grant.ip,
+                announced,
+                &lease,
+                shared,
+            )
+            .await
         }
         _ => refuse(&mut client, &Refusal::CommandNotSupported).await,
     }

@@ -31,13 +31,14 @@ const MAX_NAMES: usize = 256;
 pub(crate) async fn associate(
     mut control: TcpStream,
     local_ip: IpAddr,
+    leased_ip: IpAddr,
     announced: Option<SocketAddr>,
     lease: &Arc<LeaseState>,
     shared: &Shared,
 ) -> io::Result<End> {
     let client_ip = control.peer_addr()?.ip().to_canonical();
     let relay = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
-    let egress = egress::udp_from(lease.grant.ip).await?;
+    let egress = egress::udp_from(leased_ip).await?;
     control
         .write_all(&socks5::reply(0, relay.local_addr()?))
         .await?;
@@ -45,6 +46,7 @@ pub(crate) async fn associate(
 
     let mut association = Association {
         lease,
+        leased_ip,
         shared,
         client_ip,
         // RFC 1928: the port the client will send from, if it knows it (zero if not; then the
@@ -104,6 +106,7 @@ pub(crate) async fn associate(
 
 struct Association<'a> {
     lease: &'a LeaseState,
+    leased_ip: IpAddr,
     shared: &'a Shared,
     client_ip: IpAddr,
     client: Option<SocketAddr>,
@@ -162,13 +165,8 @@ impl Association<'_> {
         if let Some(known) = name.as_ref().and_then(|key| self.names.get(key)) {
             return Ok(*known);
         }
-        let resolved = egress::resolve(
-            destination,
-            port,
-            self.lease.grant.ip,
-            &self.shared.config.guard,
-        )
-        .await?;
+        let resolved =
+            egress::resolve(destination, port, self.leased_ip, &self.shared.config.guard).await?;
         let target = *resolved.first().ok_or(Refusal::Family)?;
         if let Some(key) = name.filter(|_| self.names.len() < MAX_NAMES) {
             self.names.insert(key, target);

@@ -42,6 +42,30 @@ async fn each_lease_egresses_from_its_own_ip() {
 }
 
 #[tokio::test]
+async fn one_lease_of_two_ips_egresses_from_each_ip_it_is_used_on() {
+    let target = echo_peer_server().await;
+    let proxy = proxy(loopback_allowed()).await;
+    // A deal of two IPs: one lease id, one credential per IP.
+    let on_2 = credentials(&grant(9, "127.0.0.2", Protocols::SOCKS5));
+    let on_3 = credentials(&grant(9, "127.0.0.3", Protocols::SOCKS5));
+    for _ in 0..2 {
+        let body = curl(
+            url("socks5h", &on_2, proxy.addrs[0]),
+            format!("http://{target}/"),
+        )
+        .await;
+        assert_eq!(body.as_deref(), Ok("127.0.0.2"));
+        let body = curl(
+            url("socks5h", &on_3, proxy.addrs[1]),
+            format!("http://{target}/"),
+        )
+        .await;
+        assert_eq!(body.as_deref(), Ok("127.0.0.3"));
+    }
+    assert_eq!(proxy.leases.usage(9).expect("metered").connections, 4);
+}
+
+#[tokio::test]
 async fn wrong_expired_foreign_and_missing_credentials_are_refused() {
     let target = format!("http://{}/", echo_peer_server().await);
     let proxy = proxy(loopback_allowed()).await;

@@ -1,0 +1,267 @@
+//! What the node remembers beside the engine, in one redb file (`data_dir/node.redb`):
+//! each provider's proxy credential key and port, and the protocols of each offer (the engine
+//! forgets an offer once it closes, but its deals' credentials still need them).
+//!
+//! A provider registers once (`POST /v1/providers`): the node makes a 32-byte key, keeps it,
+//! and hands it to the provider's daemon, whose proxy then verifies every lease credential the
+//! node issues for its IPs without calling back.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use alloy_primitives::Address;
+use ipsx_proxy::{CredentialKey, Grant, Protocols};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::market::DealView;
+
+const PROVIDERS: TableDefinition<&[u8; 20], &[u8; 34]> = TableDefinition::new("providers");
+const OFFER_PROTOCOLS: TableDefinition<u64, u8> = TableDefinition::new("offer_protocols");
+
+/// The node's registry failed on disk.
+#[derive(Debug, thiserror::Error)]
+#[error("node registry: {0}")]
+pub struct RegistryError(#[from] redb::Error);
+
+fn db_error(error: impl Into<redb::Error>) -> RegistryError {
+    RegistryError(error.into())
+}
+
+/// A registered provider.
+#[derive(Debug, Clone)]
+pub struct ProviderEntry {
+    /// The key its proxy verifies credentials with.
+    pub key: CredentialKey,
+    /// The port its proxy listens on, on every offered IP.
+    pub port: u16,
+}
+
+/// One leased IP's endpoint, as a requester points a client at it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The leased IP.
+    pub ip: IpAddr,
+    /// The provider's proxy on it.
+    pub port: u16,
+    /// Lease id (the deal's).
+    pub username: String,
+    /// The lease secret.
+    pub password: String,
+    /// `socks5h://user:pass@ip:port`, when the lease includes SOCKS5.
+    pub socks5h: Option<String>,
+    /// `http://user:pass@ip:port`, when the lease includes HTTP or HTTPS.
+    pub http: Option<String>,
+}
+
+/// The node's registry.
+#[derive(Debug)]
+pub struct Registry {
+    db: Database,
+}
+
+impl Registry {
+    /// Opens (or creates) the registry at `path`.
+    pub fn open(path: &Path) -> Result<Self, RegistryError> {
+        let db = Database::create(path).map_err(db_error)?;
+        let txn = db.begin_write().map_err(db_error)?;
+        txn.open_table(PROVIDERS).map_err(db_error)?;
+        txn.open_table(OFFER_PROTOCOLS).map_err(db_error)?;
+        txn.commit().map_err(db_error)?;
+        Ok(Self { db })
+    }
+
+    /// Registers `provider` with its proxy `port`: the first time with `fresh_key`, later
+    /// keeping the key it has (only the port changes). Durable when it returns.
+    pub fn register(
+        &self,
+        provider: Address,
+        port: u16,
+        fresh_key: [u8; 32],
+    ) -> Result<ProviderEntry, RegistryError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        let key = {
+            let mut table = txn.open_table(PROVIDERS).map_err(db_error)?;
+            let existing = table
+                .get(&provider.0.0)
+                .map_err(db_error)?
+                .map(|stored| split(stored.value()).0);
+            let key = existing.unwrap_or(fresh_key);
+            let mut value = [0u8; 34];
+            value[..32].copy_from_slice(&key);
+            value[32..].copy_from_slice(&port.to_be_bytes());
+            table.insert(&provider.0.0, &value).map_err(db_error)?;
+            key
+        };
+        txn.commit().map_err(db_error)?;
+        Ok(ProviderEntry {
+            key: CredentialKey::new(key),
+            port,
+        })
+    }
+
+    /// A registered provider.
+    pub fn provider(&self, provider: Address) -> Result<Option<ProviderEntry>, RegistryError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(PROVIDERS).map_err(db_error)?;
+        Ok(table.get(&provider.0.0).map_err(db_error)?.map(|stored| {
+            let (key, port) = split(stored.value());
+            ProviderEntry {
+                key: CredentialKey::new(key),
+                port,
+            }
+        }))
+    }
+
+    /// Remembers an offer's protocols.
+    pub fn set_offer_protocols(
+        &self,
+        offer: u64,
+        protocols: Protocols,
+    ) -> Result<(), RegistryError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        txn.open_table(OFFER_PROTOCOLS)
+            .map_err(db_error)?
+            .insert(offer, protocols.0)
+            .map_err(db_error)?;
+        txn.commit().map_err(db_error)
+    }
+
+    /// An offer's protocols, if known.
+    pub fn offer_protocols(&self, offer: u64) -> Result<Option<Protocols>, RegistryError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(OFFER_PROTOCOLS).map_err(db_error)?;
+        Ok(table
+            .get(offer)
+            .map_err(db_error)?
+            .map(|bits| Protocols(bits.value())))
+    }
+
+    /// The endpoints of a deal's IPs: credentials valid over the lease's window for the
+    /// offer's protocols. Empty if the provider has not registered a proxy.
+    pub fn endpoints(&self, deal: &DealView) -> Result<Vec<Endpoint>, RegistryError> {
+        let Some(provider) = self.provider(deal.provider)? else {
+            return Ok(Vec::new());
+        };
+        let protocols = self.offer_protocols(deal.offer)?.unwrap_or(
+            Protocols::SOCKS5
+                .union(Protocols::HTTP)
+                .union(Protocols::HTTPS),
+        );
+        Ok(deal
+            .ips
+            .iter()
+            .map(|ip| {
+                let credentials = provider.key.issue(&Grant {
+                    lease: deal.deal,
+                    ip: *ip,
+                    protocols,
+                    not_before: deal.start,
+                    not_after: deal.end,
+                });
+                let at = SocketAddr::new(*ip, provider.port);
+                let url = |scheme: &str| {
+                    format!(
+                        "{scheme}://{}:{}@{at}",
+                        credentials.username, credentials.password
+                    )
+                };
+                Endpoint {
+                    ip: *ip,
+                    port: provider.port,
+                    socks5h: protocols
+                        .contains(Protocols::SOCKS5)
+                        .then(|| url("socks5h")),
+                    http: (protocols.contains(Protocols::HTTP)
+                        || protocols.contains(Protocols::HTTPS))
+                    .then(|| url("http")),
+                    username: credentials.username,
+                    password: credentials.password,
+                }
+            })
+            .collect())
+    }
+}
+
+fn split(value: &[u8; 34]) -> ([u8; 32], u16) {
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&value[..32]);
+    (key, u16::from_be_bytes([value[32], value[33]]))
+}
+
+/// The proxy's protocol bits for the engine's protocol set.
+pub fn proxy_protocols(set: ipsx_engine::ProtocolSet) -> Protocols {
+    set.iter().fold(Protocols::default(), |bits, protocol| {
+        bits.union(match protocol {
+            ipsx_engine::Protocol::Http => Protocols::HTTP,
+            ipsx_engine::Protocol::Https => Protocols::HTTPS,
+            ipsx_engine::Protocol::Socks5 => Protocols::SOCKS5,
+            ipsx_engine::Protocol::Smtp => Protocols::SMTP,
+            ipsx_engine::Protocol::Vpn => Protocols::VPN,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_keeps_its_key_across_registrations_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.redb");
+        let provider = Address::repeat_byte(7);
+        let first = {
+            let registry = Registry::open(&path).expect("open");
+            let entry = registry
+                .register(provider, 1080, [1; 32])
+                .expect("register");
+            let again = registry.register(provider, 2080, [2; 32]).expect("again");
+            assert_eq!(again.port, 2080);
+            registry
+                .set_offer_protocols(9, Protocols::SOCKS5)
+                .expect("protocols");
+            (entry, again)
+        };
+        let registry = Registry::open(&path).expect("reopen");
+        let stored = registry
+            .provider(provider)
+            .expect("read")
+            .expect("registered");
+        assert_eq!(stored.port, 2080);
+        // Same key all along: a credential issued under the first verifies under the stored one.
+        let grant = Grant {
+            lease: 1,
+            ip: "127.0.0.2".parse().expect("ip"),
+            protocols: Protocols::SOCKS5,
+            not_before: 0,
+            not_after: 10,
+        };
+        let issued = first.0.key.issue(&grant);
+        assert_eq!(
+            stored.key.verify(
+                issued.username.as_bytes(),
+                issued.password.as_bytes(),
+                grant.ip,
+                5
+            ),
+            Ok(grant)
+        );
+        assert_eq!(first.1.key.issue(&grant), issued);
+        assert_eq!(
+            registry.offer_protocols(9).expect("read"),
+            Some(Protocols::SOCKS5)
+        );
+        assert_eq!(registry.offer_protocols(10).expect("read"), None);
+    }
+
+    #[test]
+    fn engine_protocols_map_to_proxy_bits() {
+        use ipsx_engine::{Protocol, ProtocolSet};
+        let set = ProtocolSet::of(&[Protocol::Socks5, Protocol::Vpn]);
+        assert_eq!(
+            proxy_protocols(set),
+            Protocols::SOCKS5.union(Protocols::VPN)
+        );
+    }
+}
