@@ -11,9 +11,14 @@
 //! * [`server`] — the axum HTTP server: `POST /v1/auth/challenge`, `POST /v1/auth/session`,
 //!   `GET /v1/me`, `GET /v1/health`; body limit, JSON shape errors, bearer sessions and rate
 //!   limits, every refusal an [`ApiError`] `{"error": {"code", "message"}}` with a 4xx status.
-//!   The market: `POST /v1/offers`, `DELETE /v1/offers/{id}`, `POST /v1/leases` (N IPs with
-//!   filters, answered with the deals and their IPs), `GET /v1/deals`; each command is
-//!   acknowledged only once the engine's journal holds it (see [`market`] for the JSON).
+//!   The market: `POST /v1/providers` (a provider registers its proxy port and gets the key
+//!   its proxy verifies credentials with), `POST /v1/offers`, `DELETE /v1/offers/{id}`,
+//!   `POST /v1/leases` (N IPs with filters, answered with the deals, their IPs and, for the
+//!   requester, `socks5h://` / `http://` endpoints with per-IP credentials), `GET /v1/deals`,
+//!   `POST /v1/deals/{id}/ready|failed|cancel|rating`, `GET /v1/profiles/{address}`. Each
+//!   command is acknowledged only once the engine's journal holds it (see [`market`]).
+//! * [`registry`] — the node's own redb store: providers' proxy keys and ports, offers'
+//!   protocols.
 //!
 //! ```
 //! use ipsx_gateway::session::{SignIn, SignInDomain, SignInLimits};

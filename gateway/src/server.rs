@@ -227,6 +227,11 @@ fn router(state: Shared, max_body: usize) -> Router {
         .route("/v1/offers/{offer}", delete(cancel_offer))
         .route("/v1/leases", post(lease))
         .route("/v1/deals", get(deals))
+        .route("/v1/deals/{deal}/ready", post(deal_ready))
+        .route("/v1/deals/{deal}/failed", post(deal_failed))
+        .route("/v1/deals/{deal}/cancel", post(deal_cancel))
+        .route("/v1/deals/{deal}/rating", post(deal_rating))
+        .route("/v1/profiles/{address}", get(profile))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -695,5 +700,150 @@ async fn register_provider(
         provider,
         port: entry.port,
         proxy_key: entry.key.to_hex(),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agreement protocol and profiles
+
+/// The deal's state after a move.
+async fn deal_after(
+    state: &AppState,
+    deal: u64,
+    caller: Address,
+) -> Result<Json<LeaseView>, ApiError> {
+    let found = state
+        .query(move |engine| engine.deal(ipsx_engine::DealId(deal)).map(DealView::of))
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_deal",
+                format!("unknown deal {deal}"),
+            )
+        })?;
+    Ok(Json(state.lease_view(found, caller)?))
+}
+
+/// `POST /v1/deals/{deal}/ready`: the provider serves the deal's IPs.
+async fn deal_ready(
+    Caller(provider): Caller,
+    State(state): State<Shared>,
+    ApiPath(deal): ApiPath<u64>,
+) -> Result<Json<LeaseView>, ApiError> {
+    state
+        .submit(CommandKind::ProviderReady {
+            deal: ipsx_engine::DealId(deal),
+            provider: to_engine(provider),
+        })
+        .await?;
+    deal_after(&state, deal, provider).await
+}
+
+/// `POST /v1/deals/{deal}/failed`: the provider cannot serve (its IPs are re-matched).
+async fn deal_failed(
+    Caller(provider): Caller,
+    State(state): State<Shared>,
+    ApiPath(deal): ApiPath<u64>,
+) -> Result<Json<LeaseView>, ApiError> {
+    state
+        .submit(CommandKind::ProviderFailed {
+            deal: ipsx_engine::DealId(deal),
+            provider: to_engine(provider),
+        })
+        .await?;
+    deal_after(&state, deal, provider).await
+}
+
+/// `POST /v1/deals/{deal}/cancel`: the requester ends the lease early.
+async fn deal_cancel(
+    Caller(requester): Caller,
+    State(state): State<Shared>,
+    ApiPath(deal): ApiPath<u64>,
+) -> Result<Json<LeaseView>, ApiError> {
+    state
+        .submit(CommandKind::CancelDeal {
+            deal: ipsx_engine::DealId(deal),
+            requester: to_engine(requester),
+        })
+        .await?;
+    deal_after(&state, deal, requester).await
+}
+
+/// `POST /v1/deals/{deal}/rating`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatingBody {
+    /// 1 to 5 stars for the other party.
+    pub score: u8,
+}
+
+async fn deal_rating(
+    Caller(rater): Caller,
+    State(state): State<Shared>,
+    ApiPath(deal): ApiPath<u64>,
+    ApiJson(body): ApiJson<RatingBody>,
+) -> Result<Json<LeaseView>, ApiError> {
+    state
+        .submit(CommandKind::Rate {
+            deal: ipsx_engine::DealId(deal),
+            rater: to_engine(rater),
+            score: body.score,
+        })
+        .await?;
+    deal_after(&state, deal, rater).await
+}
+
+/// `GET /v1/profiles/{address}`: a wallet's record in the market.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ProfileView {
+    /// The wallet.
+    pub address: Address,
+    /// Deals made as a provider.
+    pub deals_as_provider: u64,
+    /// Deals made as a requester.
+    pub deals_as_requester: u64,
+    /// Deals that ran to their end.
+    pub completed: u64,
+    /// Deals voided because, as provider, it never served.
+    pub no_shows: u64,
+    /// Deals it dropped as provider.
+    pub dropped: u64,
+    /// Deals where it stopped paying.
+    pub lapsed: u64,
+    /// Deals it ended early.
+    pub cancelled: u64,
+    /// Ratings received.
+    pub ratings_received: u64,
+    /// Average stars received, in hundredths (450 = 4.5), if rated.
+    pub average_rating: Option<u16>,
+}
+
+async fn profile(
+    _: Anonymous,
+    State(state): State<Shared>,
+    ApiPath(address): ApiPath<String>,
+) -> Result<Json<ProfileView>, ApiError> {
+    let wallet: Address = address.trim().parse().map_err(|_| {
+        ApiError::bad_request(
+            "bad_address",
+            format!("{address:?} is not an Ethereum address"),
+        )
+    })?;
+    let engine_wallet = to_engine(wallet);
+    let profile = state
+        .query(move |engine| engine.profile(engine_wallet))
+        .await?;
+    Ok(Json(ProfileView {
+        address: wallet,
+        deals_as_provider: profile.deals_as_provider,
+        deals_as_requester: profile.deals_as_requester,
+        completed: profile.completed,
+        no_shows: profile.no_shows,
+        dropped: profile.dropped,
+        lapsed: profile.lapsed,
+        cancelled: profile.cancelled,
+        ratings_received: profile.ratings_received,
+        average_rating: profile.average_rating(),
     }))
 }

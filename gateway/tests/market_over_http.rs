@@ -286,3 +286,112 @@ async fn bad_market_input_answers_4xx_and_changes_nothing() {
     assert_eq!(status, StatusCode::OK, "{body}");
     node.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_deal_goes_ready_then_cancelled_then_rated_and_profiles_show_it() {
+    let (node, base, _dir) = node(|_| {}).await;
+    let (provider, fleet, stranger) = (wallet(1), wallet(2), wallet(3));
+    let provider_token = sign_in(&base, &provider).await;
+    let fleet_token = sign_in(&base, &fleet).await;
+    let stranger_token = sign_in(&base, &stranger).await;
+    call(
+        Method::POST,
+        format!("{base}/v1/offers"),
+        &provider_token,
+        Some(offer(&["127.0.0.2"], "DE", 10)),
+    )
+    .await;
+    let (_, body) = call(
+        Method::POST,
+        format!("{base}/v1/leases"),
+        &fleet_token,
+        Some(lease(1, &["DE"], 20)),
+    )
+    .await;
+    let leased: Leased = serde_json::from_value(body).expect("leased");
+    let deal = leased.deals[0].deal.deal;
+    let url = |action: &str| format!("{base}/v1/deals/{deal}/{action}");
+
+    let (status, body) = call(Method::POST, url("ready"), &stranger_token, None).await;
+    assert_eq!((status.as_u16(), code(&body)), (403, "not_owner"), "{body}");
+    let (status, body) = call(Method::POST, url("ready"), &provider_token, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], json!("active"));
+    let (status, body) = call(
+        Method::POST,
+        url("rating"),
+        &fleet_token,
+        Some(json!({"score": 5})),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 409, "not rateable while running: {body}");
+    let (status, body) = call(Method::POST, url("cancel"), &provider_token, None).await;
+    assert_eq!((status.as_u16(), code(&body)), (403, "not_owner"), "{body}");
+    let (status, body) = call(Method::POST, url("cancel"), &fleet_token, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], json!("cancelled"));
+    let (status, body) = call(
+        Method::POST,
+        url("rating"),
+        &fleet_token,
+        Some(json!({"score": 9})),
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), code(&body)),
+        (400, "invalid_input"),
+        "{body}"
+    );
+    let (status, body) = call(
+        Method::POST,
+        url("rating"),
+        &fleet_token,
+        Some(json!({"score": 4})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = call(
+        Method::POST,
+        url("rating"),
+        &fleet_token,
+        Some(json!({"score": 5})),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 409, "rated once");
+    let (status, body) = call(
+        Method::POST,
+        format!("{base}/v1/deals/77/ready"),
+        &provider_token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), code(&body)),
+        (404, "unknown_deal"),
+        "{body}"
+    );
+
+    let (status, body) = call(
+        Method::GET,
+        format!("{base}/v1/profiles/{}", provider.address()),
+        &fleet_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["deals_as_provider"], json!(1));
+    assert_eq!(body["average_rating"], json!(400));
+    let (status, body) = call(
+        Method::GET,
+        format!("{base}/v1/profiles/nobody"),
+        &fleet_token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status.as_u16(), code(&body)),
+        (400, "bad_address"),
+        "{body}"
+    );
+    node.shutdown().await.expect("shutdown");
+}
