@@ -4,7 +4,6 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 /// A refused API call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,23 +51,12 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: Body<'a>,
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = axum::Json(Envelope {
-            error: Body {
-                code: self.code,
-                message: &self.message,
+        let body = axum::Json(ipsx_api::ErrorBody {
+            error: ipsx_api::ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
             },
         });
         let mut response = (self.status, body).into_response();

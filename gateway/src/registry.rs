@@ -6,15 +6,14 @@
 //! and hands it to the provider's daemon, whose proxy then verifies every lease credential the
 //! node issues for its IPs without calling back.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 
 use alloy_primitives::Address;
 use ipsx_proxy::{CredentialKey, Grant, Protocols};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 
-use crate::market::DealView;
+use ipsx_api::{DealView, Endpoint};
 
 const PROVIDERS: TableDefinition<&[u8; 20], &[u8; 34]> = TableDefinition::new("providers");
 const OFFER_PROTOCOLS: TableDefinition<u64, u8> = TableDefinition::new("offer_protocols");
@@ -35,23 +34,6 @@ pub struct ProviderEntry {
     pub key: CredentialKey,
     /// The port its proxy listens on, on every offered IP.
     pub port: u16,
-}
-
-/// One leased IP's endpoint, as a requester points a client at it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    /// The leased IP.
-    pub ip: IpAddr,
-    /// The provider's proxy on it.
-    pub port: u16,
-    /// Lease id (the deal's).
-    pub username: String,
-    /// The lease secret.
-    pub password: String,
-    /// `socks5h://user:pass@ip:port`, when the lease includes SOCKS5.
-    pub socks5h: Option<String>,
-    /// `http://user:pass@ip:port`, when the lease includes HTTP or HTTPS.
-    pub http: Option<String>,
 }
 
 /// The node's registry.

@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -25,10 +25,15 @@ use ipsx_engine::{CommandKind, Engine, Event, OfferId};
 use ipsx_engine_runtime::{ShardConfig, ShardHandle, StoreConfig};
 
 use crate::error::ApiError;
-use crate::market::{DealView, LeaseBody, OfferBody, to_engine};
+use crate::market::{deal_view, offer_spec, request_spec, to_engine};
 use crate::rate::{Rate, RateLimiter};
-use crate::registry::{Endpoint, Registry, RegistryError, proxy_protocols};
+use crate::registry::{Registry, RegistryError, proxy_protocols};
 use crate::session::{SignIn, SignInDomain, SignInLimits};
+use ipsx_api::{
+    ChallengeRequest, ChallengeResponse, DealView, Deals, LeaseBody, LeaseView, Leased, MeResponse,
+    OfferBody, OfferCancelled, OfferPlaced, ProfileView, ProviderBody, ProviderRegistered,
+    RatingBody, SessionRequest, SessionResponse,
+};
 
 /// How the gateway runs.
 #[derive(Debug, Clone)]
@@ -362,25 +367,6 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
-/// `POST /v1/auth/challenge`.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChallengeRequest {
-    /// The wallet address that will sign (`0x…`, any case).
-    pub address: String,
-}
-
-/// The answer to [`ChallengeRequest`].
-#[derive(Debug, Deserialize, Serialize)]
-pub struct ChallengeResponse {
-    /// Names the challenge in [`SessionRequest`].
-    pub nonce: String,
-    /// The exact EIP-4361 text to sign with `personal_sign`.
-    pub message: String,
-    /// Last second it may be answered (unix).
-    pub expires_at: u64,
-}
-
 async fn challenge(
     _: Anonymous,
     State(state): State<Shared>,
@@ -408,27 +394,6 @@ async fn challenge(
     }))
 }
 
-/// `POST /v1/auth/session`.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct SessionRequest {
-    /// From [`ChallengeResponse`].
-    pub nonce: String,
-    /// The 65-byte `personal_sign` signature, hex (`0x…`).
-    pub signature: String,
-}
-
-/// A session.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct SessionResponse {
-    /// Send as `Authorization: Bearer <token>`.
-    pub token: String,
-    /// Whose session it is.
-    pub address: Address,
-    /// First second it is no longer valid (unix).
-    pub expires_at: u64,
-}
-
 async fn open_session(
     _: Anonymous,
     State(state): State<Shared>,
@@ -446,13 +411,6 @@ async fn open_session(
         address: session.address,
         expires_at: session.expires_at,
     }))
-}
-
-/// `GET /v1/me`.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct MeResponse {
-    /// The signed-in address.
-    pub address: Address,
 }
 
 async fn me(Caller(address): Caller) -> Json<MeResponse> {
@@ -502,21 +460,12 @@ fn internal(message: String) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
 }
 
-/// The answer to `POST /v1/offers`.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct OfferPlaced {
-    /// The new offer's id.
-    pub offer: u64,
-    /// How many IPs it holds.
-    pub ips: u32,
-}
-
 async fn place_offer(
     Caller(provider): Caller,
     State(state): State<Shared>,
     ApiJson(body): ApiJson<OfferBody>,
 ) -> Result<(StatusCode, Json<OfferPlaced>), ApiError> {
-    let spec = body.to_spec(provider, unix_now())?;
+    let spec = offer_spec(&body, provider, unix_now())?;
     let protocols = proxy_protocols(spec.protocols);
     let events = state.submit(CommandKind::PlaceOffer(spec)).await?;
     let placed = events
@@ -538,13 +487,6 @@ async fn place_offer(
     Ok((StatusCode::CREATED, Json(placed)))
 }
 
-/// The answer to `DELETE /v1/offers/{offer}`.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct OfferCancelled {
-    /// The offer.
-    pub offer: u64,
-}
-
 async fn cancel_offer(
     Caller(provider): Caller,
     State(state): State<Shared>,
@@ -557,17 +499,6 @@ async fn cancel_offer(
         })
         .await?;
     Ok(Json(OfferCancelled { offer }))
-}
-
-/// A deal with, for its requester, the endpoints to point clients at.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct LeaseView {
-    /// The deal.
-    #[serde(flatten)]
-    pub deal: DealView,
-    /// One per leased IP (empty for the provider's view, or if the provider has not
-    /// registered its proxy).
-    pub endpoints: Vec<Endpoint>,
 }
 
 impl AppState {
@@ -583,23 +514,12 @@ impl AppState {
     }
 }
 
-/// The answer to `POST /v1/leases`.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct Leased {
-    /// The request's id.
-    pub request: u64,
-    /// IPs leased now.
-    pub leased: u32,
-    /// The deals made, with their IPs and endpoints.
-    pub deals: Vec<LeaseView>,
-}
-
 async fn lease(
     Caller(requester): Caller,
     State(state): State<Shared>,
     ApiJson(body): ApiJson<LeaseBody>,
 ) -> Result<Json<Leased>, ApiError> {
-    let spec = body.to_spec(requester)?;
+    let spec = request_spec(&body, requester)?;
     let events = state.submit(CommandKind::SubmitRequest(spec)).await?;
     let request = events
         .iter()
@@ -618,7 +538,7 @@ async fn lease(
     let deals = state
         .query(move |engine| {
             made.iter()
-                .filter_map(|id| engine.deal(*id).map(DealView::of))
+                .filter_map(|id| engine.deal(*id).map(deal_view))
                 .collect::<Vec<_>>()
         })
         .await?;
@@ -637,45 +557,19 @@ async fn lease(
     }))
 }
 
-/// The answer to `GET /v1/deals`.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct Deals {
-    /// The caller's deals, as provider or requester, oldest first.
-    pub deals: Vec<LeaseView>,
-}
-
 async fn deals(
     Caller(caller): Caller,
     State(state): State<Shared>,
 ) -> Result<Json<Deals>, ApiError> {
     let party = to_engine(caller);
     let deals: Vec<DealView> = state
-        .query(move |engine| engine.deals_of(party).map(DealView::of).collect())
+        .query(move |engine| engine.deals_of(party).map(deal_view).collect())
         .await?;
     let deals = deals
         .into_iter()
         .map(|deal| state.lease_view(deal, caller))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(Deals { deals }))
-}
-
-/// `POST /v1/providers`: a provider registers its proxy.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderBody {
-    /// The port its proxy listens on, on every IP it offers.
-    pub port: u16,
-}
-
-/// The answer: the key the provider's proxy verifies lease credentials with.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct ProviderRegistered {
-    /// The provider.
-    pub provider: Address,
-    /// Its proxy port.
-    pub port: u16,
-    /// 64 hex digits; give it to `ipsx-proxy serve --key-file`. The same on every call.
-    pub proxy_key: String,
 }
 
 async fn register_provider(
@@ -713,7 +607,7 @@ async fn deal_after(
     caller: Address,
 ) -> Result<Json<LeaseView>, ApiError> {
     let found = state
-        .query(move |engine| engine.deal(ipsx_engine::DealId(deal)).map(DealView::of))
+        .query(move |engine| engine.deal(ipsx_engine::DealId(deal)).map(deal_view))
         .await?
         .ok_or_else(|| {
             ApiError::new(
@@ -770,14 +664,6 @@ async fn deal_cancel(
     deal_after(&state, deal, requester).await
 }
 
-/// `POST /v1/deals/{deal}/rating`.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RatingBody {
-    /// 1 to 5 stars for the other party.
-    pub score: u8,
-}
-
 async fn deal_rating(
     Caller(rater): Caller,
     State(state): State<Shared>,
@@ -792,31 +678,6 @@ async fn deal_rating(
         })
         .await?;
     deal_after(&state, deal, rater).await
-}
-
-/// `GET /v1/profiles/{address}`: a wallet's record in the market.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct ProfileView {
-    /// The wallet.
-    pub address: Address,
-    /// Deals made as a provider.
-    pub deals_as_provider: u64,
-    /// Deals made as a requester.
-    pub deals_as_requester: u64,
-    /// Deals that ran to their end.
-    pub completed: u64,
-    /// Deals voided because, as provider, it never served.
-    pub no_shows: u64,
-    /// Deals it dropped as provider.
-    pub dropped: u64,
-    /// Deals where it stopped paying.
-    pub lapsed: u64,
-    /// Deals it ended early.
-    pub cancelled: u64,
-    /// Ratings received.
-    pub ratings_received: u64,
-    /// Average stars received, in hundredths (450 = 4.5), if rated.
-    pub average_rating: Option<u16>,
 }
 
 async fn profile(

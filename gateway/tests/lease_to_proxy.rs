@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use ipsx_gateway::server::{Leased, ProviderRegistered};
+use ipsx_api::{Leased, ProviderRegistered};
 use ipsx_proxy::{CredentialKey, Guard, ProxyConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::json;

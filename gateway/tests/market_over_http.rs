@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use ipsx_gateway::server::{Deals, LeaseView, Leased, OfferPlaced};
+use ipsx_api::{Deals, LeaseView, Leased, OfferPlaced};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

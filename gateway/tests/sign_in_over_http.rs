@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
+use ipsx_api::SessionResponse;
 use ipsx_gateway::rate::Rate;
-use ipsx_gateway::server::SessionResponse;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
-use ipsx_gateway::server::{ChallengeResponse, SessionResponse};
+use ipsx_api::{ChallengeResponse, SessionResponse};
 use ipsx_gateway::{GatewayConfig, GatewayHandle};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

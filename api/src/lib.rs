@@ -1,0 +1,350 @@
+//! # ipsx-api — the IPSX node's HTTP API, as types
+//!
+//! The JSON bodies the node (`ipsx-gateway`) accepts and answers, shared with the SDK
+//! (`ipsx-sdk`) and anyone writing a client: serde types only, no I/O, no engine. Field docs are
+//! the API reference; errors come as [`ErrorBody`] with a stable `code`.
+//!
+//! ```
+//! use ipsx_api::{LeaseBody, TokenAmount};
+//!
+//! let body: LeaseBody = serde_json::from_str(
+//!     r#"{"count": 10, "countries": ["DE"], "protocols": ["socks5"], "duration": 60, "max_price": "5"}"#,
+//! ).unwrap();
+//! assert_eq!(body.max_price, TokenAmount(5));
+//! ```
+
+use std::net::IpAddr;
+
+use alloy_primitives::Address;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Every refusal: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The inside of an [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code (`bad_signature`, `unknown_country`, `rate_limited`…).
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+/// A token amount in base units: a JSON number or a decimal string (amounts can exceed what
+/// JavaScript numbers hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct TokenAmount(pub u128);
+
+impl From<TokenAmount> for String {
+    fn from(amount: TokenAmount) -> Self {
+        amount.0.to_string()
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenAmount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u64),
+            Text(String),
+        }
+        match Either::deserialize(deserializer)? {
+            Either::Number(n) => Ok(Self(u128::from(n))),
+            Either::Text(text) => text.trim().parse().map(Self).map_err(|_| {
+                serde::de::Error::custom(format!("{text:?} is not a whole number of base units"))
+            }),
+        }
+    }
+}
+
+/// `POST /v1/offers`: IPs to lend.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferBody {
+    /// The IPs, listed (give this or `cidr`).
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
+    /// A CIDR block, e.g. `203.0.113.0/28` (give this or `ips`).
+    #[serde(default)]
+    pub cidr: Option<String>,
+    /// ISO 3166-1 alpha-2 country code.
+    pub country: String,
+    /// Region, if said.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// City, if said.
+    #[serde(default)]
+    pub city: Option<String>,
+    /// The announcing autonomous system.
+    pub asn: u32,
+    /// `residential`, `datacenter` or `mobile`.
+    pub kind: String,
+    /// Protocols served: `http`, `https`, `socks5`, `smtp`, `vpn`.
+    pub protocols: Vec<String>,
+    /// First available second (unix); default now.
+    #[serde(default)]
+    pub from: Option<u64>,
+    /// First second no longer available (unix).
+    pub until: u64,
+    /// Shortest lease, seconds. Default 5.
+    #[serde(default = "default_min_lease")]
+    pub min_lease: u64,
+    /// Longest lease, seconds. Default 30 days.
+    #[serde(default = "default_max_lease")]
+    pub max_lease: u64,
+    /// Price per IP-second, base units.
+    pub price: TokenAmount,
+    /// Leases one IP may hold at once. Default 1 (exclusive).
+    #[serde(default = "default_tenants")]
+    pub tenants: u16,
+}
+
+/// `POST /v1/leases`: N IPs wanted now or later.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseBody {
+    /// How many IPs.
+    pub count: u32,
+    /// Countries accepted (ISO codes); empty = any.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// City required.
+    #[serde(default)]
+    pub city: Option<String>,
+    /// Kinds accepted; empty = any.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Protocols every IP must serve.
+    #[serde(default)]
+    pub protocols: Vec<String>,
+    /// ASNs accepted; empty = any.
+    #[serde(default)]
+    pub asn_include: Vec<u32>,
+    /// ASNs refused.
+    #[serde(default)]
+    pub asn_exclude: Vec<u32>,
+    /// Minimum provider rating in hundredths of a star (450 = 4.5).
+    #[serde(default)]
+    pub min_rating: Option<u16>,
+    /// At most one IP per /24 (v4) or /48 (v6).
+    #[serde(default)]
+    pub distinct_subnets: bool,
+    /// Start (unix); default at the match.
+    #[serde(default)]
+    pub start: Option<u64>,
+    /// Seconds each lease lasts (5 s … 30 days).
+    pub duration: u64,
+    /// Highest price per IP-second accepted.
+    pub max_price: TokenAmount,
+    /// `ioc` (default: take what is there), `fok` (all or nothing) or `gtc` (rest waits).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// For `gtc`: when the rest leaves the book (unix).
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+}
+
+/// A deal as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct DealView {
+    /// The deal id (also the lease id in credentials).
+    pub deal: u64,
+    /// The request it fills.
+    pub request: u64,
+    /// The offer it takes from.
+    pub offer: u64,
+    /// Who serves.
+    pub provider: Address,
+    /// Who pays.
+    pub requester: Address,
+    /// The leased IPs.
+    pub ips: Vec<IpAddr>,
+    /// First leased second (unix).
+    pub start: u64,
+    /// First second after the lease.
+    pub end: u64,
+    /// Price per IP-second.
+    pub price: TokenAmount,
+    /// `pending`, `active`, `completed`, `voided`, `cancelled`, `payment_lapsed` or
+    /// `provider_dropped`.
+    pub status: String,
+}
+
+fn default_min_lease() -> u64 {
+    5
+}
+
+fn default_max_lease() -> u64 {
+    30 * 24 * 3600
+}
+
+fn default_tenants() -> u16 {
+    1
+}
+
+/// One leased IP's endpoint, as a requester points a client at it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The leased IP.
+    pub ip: IpAddr,
+    /// The provider's proxy on it.
+    pub port: u16,
+    /// Lease id (the deal's).
+    pub username: String,
+    /// The lease secret.
+    pub password: String,
+    /// `socks5h://user:pass@ip:port`, when the lease includes SOCKS5.
+    pub socks5h: Option<String>,
+    /// `http://user:pass@ip:port`, when the lease includes HTTP or HTTPS.
+    pub http: Option<String>,
+}
+
+/// `POST /v1/auth/challenge`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    /// The wallet address that will sign (`0x…`, any case).
+    pub address: String,
+}
+
+/// The answer to [`ChallengeRequest`].
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ChallengeResponse {
+    /// Names the challenge in [`SessionRequest`].
+    pub nonce: String,
+    /// The exact EIP-4361 text to sign with `personal_sign`.
+    pub message: String,
+    /// Last second it may be answered (unix).
+    pub expires_at: u64,
+}
+
+/// `POST /v1/auth/session`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    /// From [`ChallengeResponse`].
+    pub nonce: String,
+    /// The 65-byte `personal_sign` signature, hex (`0x…`).
+    pub signature: String,
+}
+
+/// A session.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct SessionResponse {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Whose session it is.
+    pub address: Address,
+    /// First second it is no longer valid (unix).
+    pub expires_at: u64,
+}
+
+/// `GET /v1/me`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct MeResponse {
+    /// The signed-in address.
+    pub address: Address,
+}
+
+/// The answer to `POST /v1/offers`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct OfferPlaced {
+    /// The new offer's id.
+    pub offer: u64,
+    /// How many IPs it holds.
+    pub ips: u32,
+}
+
+/// The answer to `DELETE /v1/offers/{offer}`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct OfferCancelled {
+    /// The offer.
+    pub offer: u64,
+}
+
+/// A deal with, for its requester, the endpoints to point clients at.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct LeaseView {
+    /// The deal.
+    #[serde(flatten)]
+    pub deal: DealView,
+    /// One per leased IP (empty for the provider's view, or if the provider has not
+    /// registered its proxy).
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// The answer to `POST /v1/leases`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Leased {
+    /// The request's id.
+    pub request: u64,
+    /// IPs leased now.
+    pub leased: u32,
+    /// The deals made, with their IPs and endpoints.
+    pub deals: Vec<LeaseView>,
+}
+
+/// The answer to `GET /v1/deals`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Deals {
+    /// The caller's deals, as provider or requester, oldest first.
+    pub deals: Vec<LeaseView>,
+}
+
+/// `POST /v1/providers`: a provider registers its proxy.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderBody {
+    /// The port its proxy listens on, on every IP it offers.
+    pub port: u16,
+}
+
+/// The answer: the key the provider's proxy verifies lease credentials with.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ProviderRegistered {
+    /// The provider.
+    pub provider: Address,
+    /// Its proxy port.
+    pub port: u16,
+    /// 64 hex digits; give it to `ipsx-proxy serve --key-file`. The same on every call.
+    pub proxy_key: String,
+}
+
+/// `POST /v1/deals/{deal}/rating`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatingBody {
+    /// 1 to 5 stars for the other party.
+    pub score: u8,
+}
+
+/// `GET /v1/profiles/{address}`: a wallet's record in the market.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ProfileView {
+    /// The wallet.
+    pub address: Address,
+    /// Deals made as a provider.
+    pub deals_as_provider: u64,
+    /// Deals made as a requester.
+    pub deals_as_requester: u64,
+    /// Deals that ran to their end.
+    pub completed: u64,
+    /// Deals voided because, as provider, it never served.
+    pub no_shows: u64,
+    /// Deals it dropped as provider.
+    pub dropped: u64,
+    /// Deals where it stopped paying.
+    pub lapsed: u64,
+    /// Deals it ended early.
+    pub cancelled: u64,
+    /// Ratings received.
+    pub ratings_received: u64,
+    /// Average stars received, in hundredths (450 = 4.5), if rated.
+    pub average_rating: Option<u16>,
+}
