@@ -64,7 +64,7 @@ impl<'de> Deserialize<'de> for TokenAmount {
 }
 
 /// `POST /v1/offers`: IPs to lend.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfferBody {
     /// The IPs, listed (give this or `cidr`).
@@ -106,7 +106,7 @@ pub struct OfferBody {
 }
 
 /// `POST /v1/leases`: N IPs wanted now or later.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseBody {
     /// How many IPs.
@@ -206,7 +206,7 @@ pub struct Endpoint {
 }
 
 /// `POST /v1/auth/challenge`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeRequest {
     /// The wallet address that will sign (`0x…`, any case).
@@ -214,7 +214,7 @@ pub struct ChallengeRequest {
 }
 
 /// The answer to [`ChallengeRequest`].
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct ChallengeResponse {
     /// Names the challenge in [`SessionRequest`].
     pub nonce: String,
@@ -225,7 +225,7 @@ pub struct ChallengeResponse {
 }
 
 /// `POST /v1/auth/session`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequest {
     /// From [`ChallengeResponse`].
@@ -235,7 +235,7 @@ pub struct SessionRequest {
 }
 
 /// A session.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct SessionResponse {
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,
@@ -246,14 +246,14 @@ pub struct SessionResponse {
 }
 
 /// `GET /v1/me`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct MeResponse {
     /// The signed-in address.
     pub address: Address,
 }
 
 /// The answer to `POST /v1/offers`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct OfferPlaced {
     /// The new offer's id.
     pub offer: u64,
@@ -262,7 +262,7 @@ pub struct OfferPlaced {
 }
 
 /// The answer to `DELETE /v1/offers/{offer}`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct OfferCancelled {
     /// The offer.
     pub offer: u64,
@@ -280,7 +280,7 @@ pub struct LeaseView {
 }
 
 /// The answer to `POST /v1/leases`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Leased {
     /// The request's id.
     pub request: u64,
@@ -291,14 +291,14 @@ pub struct Leased {
 }
 
 /// The answer to `GET /v1/deals`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Deals {
     /// The caller's deals, as provider or requester, oldest first.
     pub deals: Vec<LeaseView>,
 }
 
 /// `POST /v1/providers`: a provider registers its proxy.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderBody {
     /// The port its proxy listens on, on every IP it offers.
@@ -306,7 +306,7 @@ pub struct ProviderBody {
 }
 
 /// The answer: the key the provider's proxy verifies lease credentials with.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct ProviderRegistered {
     /// The provider.
     pub provider: Address,
@@ -317,7 +317,7 @@ pub struct ProviderRegistered {
 }
 
 /// `POST /v1/deals/{deal}/rating`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RatingBody {
     /// 1 to 5 stars for the other party.
@@ -347,4 +347,81 @@ pub struct ProfileView {
     pub ratings_received: u64,
     /// Average stars received, in hundredths (450 = 4.5), if rated.
     pub average_rating: Option<u16>,
+}
+
+impl LeaseBody {
+    /// `count` IPs for `duration` seconds at most `max_price` per IP-second, anywhere, taking
+    /// what is there now (`ioc`). Narrow it with the methods below.
+    pub fn new(count: u32, duration: u64, max_price: TokenAmount) -> Self {
+        Self {
+            count,
+            countries: Vec::new(),
+            city: None,
+            kinds: Vec::new(),
+            protocols: Vec::new(),
+            asn_include: Vec::new(),
+            asn_exclude: Vec::new(),
+            min_rating: None,
+            distinct_subnets: false,
+            start: None,
+            duration,
+            max_price,
+            mode: None,
+            expires_at: None,
+        }
+    }
+
+    /// Only these countries (ISO codes).
+    pub fn countries<S: Into<String>>(mut self, codes: impl IntoIterator<Item = S>) -> Self {
+        self.countries = codes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Every IP must serve these protocols (`socks5`, `http`, `https`, `smtp`, `vpn`).
+    pub fn protocols<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.protocols = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Only these kinds (`residential`, `datacenter`, `mobile`).
+    pub fn kinds<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.kinds = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// All `count` IPs or none.
+    pub fn all_or_nothing(mut self) -> Self {
+        self.mode = Some("fok".to_owned());
+        self
+    }
+}
+
+impl OfferBody {
+    /// `ips` in `country` (ISO code), of `kind`, serving `protocols`, available from now until
+    /// `until` (unix) at `price` per IP-second; leases of 5 s to 30 days, one tenant per IP.
+    pub fn new<S: Into<String>>(
+        ips: Vec<IpAddr>,
+        country: &str,
+        kind: &str,
+        protocols: impl IntoIterator<Item = S>,
+        until: u64,
+        price: TokenAmount,
+    ) -> Self {
+        Self {
+            ips,
+            cidr: None,
+            country: country.to_owned(),
+            region: None,
+            city: None,
+            asn: 0,
+            kind: kind.to_owned(),
+            protocols: protocols.into_iter().map(Into::into).collect(),
+            from: None,
+            until,
+            min_lease: default_min_lease(),
+            max_lease: default_max_lease(),
+            price,
+            tenants: default_tenants(),
+        }
+    }
 }

@@ -1,0 +1,241 @@
+//! # ipsx-sdk — lease and serve IPs on an IPSX node from Rust
+//!
+//! A [`Client`] talks to a node's HTTP API (types in [`ipsx_api`]). It signs in with a wallet
+//! that stays in your process: the node sends an EIP-4361 message, the SDK signs it with
+//! `personal_sign` locally, and keeps the session token it gets back.
+//!
+//! ```no_run
+//! # async fn crawl() -> Result<(), ipsx_sdk::SdkError> {
+//! use ipsx_sdk::{Client, LeaseBody, TokenAmount, Wallet};
+//!
+//! let wallet: Wallet = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+//!     .parse()
+//!     .expect("a private key");
+//! let mut node = Client::new("http://127.0.0.1:7700");
+//! node.sign_in(&wallet).await?;
+//! let leased = node
+//!     .lease(&LeaseBody::new(10, 60, TokenAmount(5)).countries(["DE", "FR"]).protocols(["socks5"]))
+//!     .await?;
+//! for endpoint in leased.deals.iter().flat_map(|deal| &deal.endpoints) {
+//!     println!("{}", endpoint.socks5h.as_deref().unwrap_or("-"));
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors keep the node's machine-readable code ([`SdkError::Api`]), so callers can branch on
+//! `unknown_country`, `rate_limited` and the like.
+
+use alloy_signer::SignerSync;
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use alloy_primitives::Address;
+pub use alloy_signer_local::PrivateKeySigner as Wallet;
+pub use ipsx_api::*;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SdkError {
+    /// The node answered with an error.
+    #[error("{status} {code}: {message}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The node's code (`bad_signature`, `unknown_country`, `rate_limited`…).
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The node could not be reached, or answered something that is not the API.
+    #[error("talking to the node: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// Signing the sign-in message failed.
+    #[error("signing in: {0}")]
+    Signing(String),
+    /// A call that needs a session was made before [`Client::sign_in`].
+    #[error("sign in first")]
+    NotSignedIn,
+}
+
+impl SdkError {
+    /// The node's error code, if the node refused.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one node, signed in or not.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    session: Option<SessionResponse>,
+}
+
+impl Client {
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:7700`).
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.into().trim_end_matches('/').to_owned(),
+            session: None,
+        }
+    }
+
+    /// The session, once signed in.
+    pub fn session(&self) -> Option<&SessionResponse> {
+        self.session.as_ref()
+    }
+
+    /// Signs in with `wallet` (the key never leaves this process).
+    pub async fn sign_in(&mut self, wallet: &Wallet) -> Result<&SessionResponse, SdkError> {
+        let challenge: ChallengeResponse = self
+            .send(
+                Method::POST,
+                "/v1/auth/challenge",
+                Some(&ChallengeRequest {
+                    address: wallet.address().to_string(),
+                }),
+                false,
+            )
+            .await?;
+        let signature = wallet
+            .sign_message_sync(challenge.message.as_bytes())
+            .map_err(|e| SdkError::Signing(e.to_string()))?;
+        let session: SessionResponse = self
+            .send(
+                Method::POST,
+                "/v1/auth/session",
+                Some(&SessionRequest {
+                    nonce: challenge.nonce,
+                    signature: format!("0x{}", alloy_primitives::hex::encode(signature.as_bytes())),
+                }),
+                false,
+            )
+            .await?;
+        Ok(self.session.insert(session))
+    }
+
+    /// Registers this wallet as a provider whose proxy listens on `port`; the answer holds the
+    /// key to give the proxy (the same on every call).
+    pub async fn register_provider(&self, port: u16) -> Result<ProviderRegistered, SdkError> {
+        self.send(
+            Method::POST,
+            "/v1/providers",
+            Some(&ProviderBody { port }),
+            true,
+        )
+        .await
+    }
+
+    /// Offers IPs.
+    pub async fn place_offer(&self, offer: &OfferBody) -> Result<OfferPlaced, SdkError> {
+        self.send(Method::POST, "/v1/offers", Some(offer), true)
+            .await
+    }
+
+    /// Withdraws an offer's unleased IPs.
+    pub async fn cancel_offer(&self, offer: u64) -> Result<OfferCancelled, SdkError> {
+        self.send::<(), _>(Method::DELETE, &format!("/v1/offers/{offer}"), None, true)
+            .await
+    }
+
+    /// Leases IPs by filter, in one call; the deals carry the endpoints.
+    pub async fn lease(&self, lease: &LeaseBody) -> Result<Leased, SdkError> {
+        self.send(Method::POST, "/v1/leases", Some(lease), true)
+            .await
+    }
+
+    /// This wallet's deals, as provider or requester.
+    pub async fn deals(&self) -> Result<Vec<LeaseView>, SdkError> {
+        let deals: Deals = self
+            .send::<(), _>(Method::GET, "/v1/deals", None, true)
+            .await?;
+        Ok(deals.deals)
+    }
+
+    /// As provider: the deal's IPs are served.
+    pub async fn ready(&self, deal: u64) -> Result<LeaseView, SdkError> {
+        self.deal_action(deal, "ready").await
+    }
+
+    /// As provider: the deal cannot be served (its IPs are re-matched).
+    pub async fn failed(&self, deal: u64) -> Result<LeaseView, SdkError> {
+        self.deal_action(deal, "failed").await
+    }
+
+    /// As requester: ends the lease early.
+    pub async fn cancel_deal(&self, deal: u64) -> Result<LeaseView, SdkError> {
+        self.deal_action(deal, "cancel").await
+    }
+
+    /// Rates the other party of a finished deal, 1 to 5 stars.
+    pub async fn rate(&self, deal: u64, score: u8) -> Result<LeaseView, SdkError> {
+        self.send(
+            Method::POST,
+            &format!("/v1/deals/{deal}/rating"),
+            Some(&RatingBody { score }),
+            true,
+        )
+        .await
+    }
+
+    /// A wallet's record in the market.
+    pub async fn profile(&self, wallet: Address) -> Result<ProfileView, SdkError> {
+        self.send::<(), _>(Method::GET, &format!("/v1/profiles/{wallet}"), None, false)
+            .await
+    }
+
+    async fn deal_action(&self, deal: u64, action: &str) -> Result<LeaseView, SdkError> {
+        self.send::<(), _>(
+            Method::POST,
+            &format!("/v1/deals/{deal}/{action}"),
+            None,
+            true,
+        )
+        .await
+    }
+
+    async fn send<B: Serialize, R: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        signed: bool,
+    ) -> Result<R, SdkError> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if signed {
+            let session = self.session.as_ref().ok_or(SdkError::NotSignedIn)?;
+            request = request.bearer_auth(&session.token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response.json().await?);
+        }
+        Err(api_error(status, response.json::<ErrorBody>().await.ok()))
+    }
+}
+
+fn api_error(status: StatusCode, body: Option<ErrorBody>) -> SdkError {
+    let (code, message) = match body {
+        Some(body) => (body.error.code, body.error.message),
+        None => (
+            "unexpected_answer".to_owned(),
+            format!("the node answered {status} without an error body"),
+        ),
+    };
+    SdkError::Api {
+        status: status.as_u16(),
+        code,
+        message,
+    }
+}
