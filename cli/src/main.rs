@@ -1,0 +1,320 @@
+//! `ipsx` — the IPSX command line, built on `ipsx-sdk` (and `ipsx-gateway` for `ipsx node`).
+//!
+//! ```text
+//! ipsx node --listen 127.0.0.1:7700 --data-dir ./ipsx-node
+//! ipsx register --port 1080                                   # as a provider
+//! ipsx offer --ip 127.0.0.2 --ip 127.0.0.3 --country DE --price 2 --hours 24
+//! ipsx lease --count 10 --country DE,FR --protocol socks5 --duration 60 --max-price 5
+//! ipsx deals --format csv
+//! ipsx cancel 12 ; ipsx rate 12 5
+//! ```
+//!
+//! Wallet commands read the private key from `--key-file` (hex) or `IPSX_PRIVATE_KEY`; it only
+//! signs the node's sign-in message, here. The node is `--node` or `IPSX_NODE`.
+
+mod output;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ipsx_sdk::{Client, LeaseBody, OfferBody, TokenAmount, Wallet};
+
+use crate::output::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "ipsx",
+    version,
+    about = "Rent IP addresses by the second: the IPSX command line"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a node: the matching engine behind the HTTP API.
+    Node(NodeArgs),
+    /// Registers this wallet as a provider; prints the key its proxy needs.
+    Register {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The port the proxy listens on, on every offered IP.
+        #[arg(long, default_value_t = 1080)]
+        port: u16,
+    },
+    /// Offers IPs.
+    Offer(OfferArgs),
+    /// Leases IPs by filter and prints their endpoints.
+    Lease(LeaseArgs),
+    /// Lists this wallet's deals (with endpoints for the ones it leased).
+    Deals {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// table, json or csv.
+        #[arg(long, default_value = "table")]
+        format: Format,
+    },
+    /// Ends a lease early.
+    Cancel {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The deal.
+        deal: u64,
+    },
+    /// Rates the other party of a finished deal (1–5).
+    Rate {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        /// The deal.
+        deal: u64,
+        /// Stars.
+        score: u8,
+    },
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// Where the API listens.
+    #[arg(long, default_value = "127.0.0.1:7700", env = "IPSX_LISTEN")]
+    listen: SocketAddr,
+    /// Where the node keeps its journal, snapshots, registry and session key.
+    #[arg(long, default_value = "ipsx-node", env = "IPSX_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The chain the node settles on (stated in sign-in messages).
+    #[arg(long, default_value_t = 31337, env = "IPSX_CHAIN_ID")]
+    chain_id: u64,
+}
+
+#[derive(Args)]
+struct WalletArgs {
+    /// The node's API.
+    #[arg(long, default_value = "http://127.0.0.1:7700", env = "IPSX_NODE")]
+    node: String,
+    /// A file holding the wallet's private key in hex (else `IPSX_PRIVATE_KEY`).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+}
+
+impl WalletArgs {
+    async fn client(&self) -> anyhow::Result<Client> {
+        let key = match &self.key_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+            None => std::env::var("IPSX_PRIVATE_KEY")
+                .context("no wallet: pass --key-file or set IPSX_PRIVATE_KEY")?,
+        };
+        let wallet: Wallet = key
+            .trim()
+            .parse()
+            .context("the wallet key must be 32 bytes of hex")?;
+        let mut client = Client::new(&self.node);
+        client
+            .sign_in(&wallet)
+            .await
+            .with_context(|| format!("signing in to {}", self.node))?;
+        Ok(client)
+    }
+}
+
+#[derive(Args)]
+struct OfferArgs {
+    #[command(flatten)]
+    wallet: WalletArgs,
+    /// An IP to offer (repeat for several).
+    #[arg(long = "ip")]
+    ips: Vec<IpAddr>,
+    /// A CIDR block to offer instead.
+    #[arg(long)]
+    cidr: Option<String>,
+    /// ISO country code.
+    #[arg(long)]
+    country: String,
+    /// residential, datacenter or mobile.
+    #[arg(long, default_value = "residential")]
+    kind: String,
+    /// Comma-separated protocols served.
+    #[arg(long, default_value = "socks5,http,https", value_delimiter = ',')]
+    protocols: Vec<String>,
+    /// Price per IP-second, token base units.
+    #[arg(long)]
+    price: u128,
+    /// Hours from now the IPs stay available.
+    #[arg(long, default_value_t = 24)]
+    hours: u64,
+    /// The announcing ASN.
+    #[arg(long, default_value_t = 0)]
+    asn: u32,
+}
+
+#[derive(Args)]
+struct LeaseArgs {
+    #[command(flatten)]
+    wallet: WalletArgs,
+    /// How many IPs.
+    #[arg(long)]
+    count: u32,
+    /// Comma-separated ISO country codes (default: any).
+    #[arg(long, value_delimiter = ',')]
+    country: Vec<String>,
+    /// Comma-separated protocols every IP must serve.
+    #[arg(long, value_delimiter = ',', default_value = "socks5")]
+    protocol: Vec<String>,
+    /// Comma-separated kinds (default: any).
+    #[arg(long, value_delimiter = ',')]
+    kind: Vec<String>,
+    /// Seconds each lease lasts.
+    #[arg(long)]
+    duration: u64,
+    /// Highest price per IP-second.
+    #[arg(long)]
+    max_price: u128,
+    /// All the IPs or none.
+    #[arg(long)]
+    all_or_nothing: bool,
+    /// table, json or csv.
+    #[arg(long, default_value = "table")]
+    format: Format,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(Cli::parse().command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Node(args) => node(args).await,
+        Command::Register { wallet, port } => {
+            let registered = wallet.client().await?.register_provider(port).await?;
+            println!("provider {}", registered.provider);
+            println!("proxy port {}", registered.port);
+            println!("proxy key {}", registered.proxy_key);
+            Ok(())
+        }
+        Command::Offer(args) => {
+            let until = unix_now() + args.hours * 3600;
+            let mut body = OfferBody::new(
+                args.ips.clone(),
+                &args.country,
+                &args.kind,
+                args.protocols.clone(),
+                until,
+                TokenAmount(args.price),
+            );
+            body.cidr = args.cidr.clone();
+            body.asn = args.asn;
+            let placed = args.wallet.client().await?.place_offer(&body).await?;
+            println!("offer {} ({} IPs)", placed.offer, placed.ips);
+            Ok(())
+        }
+        Command::Lease(args) => {
+            let mut body = LeaseBody::new(args.count, args.duration, TokenAmount(args.max_price))
+                .countries(args.country.clone())
+                .protocols(args.protocol.clone())
+                .kinds(args.kind.clone());
+            if args.all_or_nothing {
+                body = body.all_or_nothing();
+            }
+            let leased = args.wallet.client().await?.lease(&body).await?;
+            if leased.leased < args.count {
+                eprintln!("leased {} of {} IPs", leased.leased, args.count);
+            }
+            print!("{}", output::leases(&leased.deals, args.format)?);
+            Ok(())
+        }
+        Command::Deals { wallet, format } => {
+            let deals = wallet.client().await?.deals().await?;
+            print!("{}", output::leases(&deals, format)?);
+            Ok(())
+        }
+        Command::Cancel { wallet, deal } => {
+            let view = wallet.client().await?.cancel_deal(deal).await?;
+            println!("deal {} {}", view.deal.deal, view.deal.status);
+            Ok(())
+        }
+        Command::Rate {
+            wallet,
+            deal,
+            score,
+        } => {
+            wallet.client().await?.rate(deal, score).await?;
+            println!("deal {deal} rated {score}");
+            Ok(())
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The node's session key: made once, kept in the data directory (owner-only) so sessions
+/// survive restarts.
+fn session_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = data_dir.join("session.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes = alloy_primitives::hex::decode(text.trim())
+                .ok()
+                .filter(|bytes| bytes.len() == 32)
+                .with_context(|| format!("{} is not a 64-hex-digit key", path.display()))?;
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes);
+            Ok(key)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            file.write_all(alloy_primitives::hex::encode(key).as_bytes())?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let key = session_key(&args.data_dir)?;
+    let config = ipsx_gateway::GatewayConfig::new(args.listen, args.chain_id, key, &args.data_dir);
+    let node = ipsx_gateway::start(config)
+        .await
+        .with_context(|| format!("starting the node on {}", args.listen))?;
+    // Scripts that asked for port 0 read the real address here.
+    println!("listening {}", node.addr);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted?,
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+    tokio::time::timeout(Duration::from_secs(30), node.shutdown())
+        .await
+        .context("shutdown took over 30 s")??;
+    Ok(())
+}
