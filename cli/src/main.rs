@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! ipsx node --listen 127.0.0.1:7700 --data-dir ./ipsx-node
-//! ipsx register --port 1080                                   # as a provider
+//! ipsx provide --config provider.toml                         # the provider's daemon
+//! ipsx register --port 1080                                   # or by hand:
 //! ipsx offer --ip 127.0.0.2 --ip 127.0.0.3 --country DE --price 2 --hours 24
 //! ipsx lease --count 10 --country DE,FR --protocol socks5 --duration 60 --max-price 5
 //! ipsx deals --format csv
@@ -13,6 +14,7 @@
 //! signs the node's sign-in message, here. The node is `--node` or `IPSX_NODE`.
 
 mod output;
+mod provide;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -39,6 +41,12 @@ struct Cli {
 enum Command {
     /// Runs a node: the matching engine behind the HTTP API.
     Node(NodeArgs),
+    /// Runs a provider: offers from a TOML file, the egress proxy on those IPs, ready reports.
+    Provide {
+        /// The provider's TOML file (see `ipsx_cli`'s provide module docs).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Registers this wallet as a provider; prints the key its proxy needs.
     Register {
         #[command(flatten)]
@@ -198,6 +206,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Node(args) => node(args).await,
+        Command::Provide { config } => provide::run(&config).await,
         Command::Register { wallet, port } => {
             let registered = wallet.client().await?.register_provider(port).await?;
             println!("provider {}", registered.provider);
