@@ -17,6 +17,8 @@
 //!   requester, `socks5h://` / `http://` endpoints with per-IP credentials), `GET /v1/deals`,
 //!   `POST /v1/deals/{id}/ready|failed|cancel|rating`, `GET /v1/profiles/{address}`. Each
 //!   command is acknowledged only once the engine's journal holds it (see [`market`]).
+//! * [`metrics`] — Prometheus metrics at `GET /metrics`: calls by route and status, latency
+//!   histograms, offers, lease requests, IPs leased, deals.
 //! * [`registry`] — the node's own redb store: providers' proxy keys and ports, offers'
 //!   protocols.
 //!
@@ -39,6 +41,7 @@
 
 pub mod error;
 pub mod market;
+pub mod metrics;
 pub mod rate;
 pub mod registry;
 pub mod server;

@@ -26,6 +26,7 @@ use ipsx_engine_runtime::{ShardConfig, ShardHandle, StoreConfig};
 
 use crate::error::ApiError;
 use crate::market::{deal_view, offer_spec, request_spec, to_engine};
+use crate::metrics::Metrics;
 use crate::rate::{Rate, RateLimiter};
 use crate::registry::{Registry, RegistryError, proxy_protocols};
 use crate::session::{SignIn, SignInDomain, SignInLimits};
@@ -147,6 +148,8 @@ impl GatewayHandle {
 }
 
 struct AppState {
+    /// Counters and latencies for `/metrics`.
+    metrics: Arc<Metrics>,
     /// The engine's single shard (taken out at shutdown).
     shard: Mutex<Option<Arc<ShardHandle>>>,
     /// Providers' proxy keys and offers' protocols.
@@ -189,6 +192,7 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState {
+        metrics: Arc::new(Metrics::default()),
         shard: Mutex::new(Some(Arc::new(shard))),
         registry: Arc::new(registry),
         sign_in: Mutex::new(SignIn::new(
@@ -222,6 +226,10 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
 }
 
 fn router(state: Shared, max_body: usize) -> Router {
+    let metrics = Arc::clone(&state.metrics);
+    let metrics_route = Router::new()
+        .route("/metrics", get(crate::metrics::serve))
+        .with_state(Arc::clone(&metrics));
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/auth/challenge", post(challenge))
@@ -240,6 +248,11 @@ fn router(state: Shared, max_body: usize) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+        .merge(metrics_route)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -478,6 +491,7 @@ async fn place_offer(
             _ => None,
         })
         .ok_or_else(|| internal("the engine placed no offer".into()))?;
+    state.metrics.offers.inc();
     let registry = Arc::clone(&state.registry);
     let offer = placed.offer;
     tokio::task::spawn_blocking(move || registry.set_offer_protocols(offer, protocols))
@@ -542,10 +556,13 @@ async fn lease(
                 .collect::<Vec<_>>()
         })
         .await?;
-    let leased = deals
+    let leased: u32 = deals
         .iter()
         .map(|deal| u32::try_from(deal.ips.len()).unwrap_or(u32::MAX))
         .sum();
+    state.metrics.lease_requests.inc();
+    state.metrics.ips_leased.inc_by(u64::from(leased));
+    state.metrics.deals.inc_by(deals.len() as u64);
     let deals = deals
         .into_iter()
         .map(|deal| state.lease_view(deal, requester))

@@ -395,3 +395,53 @@ async fn a_deal_goes_ready_then_cancelled_then_rated_and_profiles_show_it() {
     );
     node.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn metrics_count_the_market_and_every_call_by_route() {
+    let (node, base, _dir) = node(|_| {}).await;
+    let (provider, fleet) = (wallet(1), wallet(2));
+    let provider_token = sign_in(&base, &provider).await;
+    let fleet_token = sign_in(&base, &fleet).await;
+    call(
+        Method::POST,
+        format!("{base}/v1/offers"),
+        &provider_token,
+        Some(offer(&["127.0.0.2", "127.0.0.3", "127.0.0.4"], "DE", 10)),
+    )
+    .await;
+    for _ in 0..2 {
+        call(
+            Method::POST,
+            format!("{base}/v1/leases"),
+            &fleet_token,
+            Some(lease(1, &["DE"], 20)),
+        )
+        .await;
+    }
+    call(
+        Method::DELETE,
+        format!("{base}/v1/offers/4242"),
+        &provider_token,
+        None,
+    )
+    .await;
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "ipsx_offers_placed_total 1",
+        "ipsx_lease_requests_total 2",
+        "ipsx_ips_leased_total 2",
+        "ipsx_deals_made_total 2",
+        "ipsx_api_calls_total{route=\"/v1/leases\",status=\"200\"} 2",
+        "ipsx_api_calls_total{route=\"/v1/offers/{offer}\",status=\"404\"} 1",
+        "ipsx_api_call_seconds_count{route=\"/v1/leases\"} 2",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert!(!text.contains("4242"), "ids never become labels");
+    node.shutdown().await.expect("shutdown");
+}
