@@ -96,6 +96,9 @@ struct NodeArgs {
     /// The chain the node settles on (stated in sign-in messages).
     #[arg(long, default_value_t = 31337, env = "IPSX_CHAIN_ID")]
     chain_id: u64,
+    /// Calls per second each signed-in wallet may make (bursts of twice that).
+    #[arg(long, default_value_t = 200.0, env = "IPSX_SESSION_RATE")]
+    session_rate: f64,
 }
 
 #[derive(Args)]

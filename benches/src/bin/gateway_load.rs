@@ -1,0 +1,353 @@
+//! Load harness for the node's lease calls over loopback, against nginx serving a static
+//! response on the same machine in the same run (the ceiling for an HTTP round trip here).
+//!
+//! ```text
+//! bash scripts/bench-gateway.sh                  # installs nginx and wrk (pinned), builds, runs
+//! cargo run --release -p ipsx-benches --bin gateway-load -- --rounds 3
+//! ```
+//!
+//! Each round: `--clients` signed-in fleets, each on its own keep-alive connection, call
+//! `POST /v1/leases` (`--ips-per-lease` IPs, 5 s leases) for `--seconds`; then the same client
+//! code calls nginx's static `GET /` with the same concurrency; then `wrk -t2 -c64` measures
+//! nginx on its own. Reported: lease calls/s, leased IPs/s, HDR latency percentiles, and the
+//! ratios, medians over the rounds. The node runs as its own process (`ipsx node`), so it has
+//! the machine's cores to share with the clients as nginx does.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use ipsx_benches::{latency_histogram, median, percentiles};
+use ipsx_sdk::{Client, LeaseBody, OfferBody, TokenAmount, Wallet};
+
+#[derive(Parser)]
+#[command(about = "IPSX gateway load harness (lease calls vs nginx)")]
+struct Args {
+    /// Rounds (medians reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Concurrent clients (connections).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// IPs asked for in each lease call.
+    #[arg(long, default_value_t = 10)]
+    ips_per_lease: u32,
+    /// The `ipsx` binary (default: next to this one).
+    #[arg(long)]
+    ipsx: Option<PathBuf>,
+    /// nginx, from Debian.
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
+    /// wrk, from Debian.
+    #[arg(long, default_value = "/usr/bin/wrk")]
+    wrk: PathBuf,
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(harness(args))
+}
+
+async fn harness(args: Args) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ipsx = match &args.ipsx {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("harness path")?
+            .join("ipsx"),
+    };
+    let mut node = Command::new(&ipsx)
+        .args([
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--session-rate",
+            "1000000",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("node"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (cargo build --release -p ipsx-cli)",
+                ipsx.display()
+            )
+        })?;
+    let mut line = String::new();
+    BufReader::new(node.stdout.take().context("node stdout")?).read_line(&mut line)?;
+    let _node = Process(node);
+    let base = format!(
+        "http://{}",
+        line.trim()
+            .strip_prefix("listening ")
+            .context("node address")?
+    );
+
+    // A market deep enough for every round: 4 /16 blocks, 1,024 tenants per IP.
+    let mut provider = Client::new(&base);
+    provider.sign_in(&wallet(1)).await?;
+    let until = unix_now() + 3600;
+    for block in 0..4u8 {
+        let mut offer = OfferBody::new(
+            Vec::new(),
+            "DE",
+            "datacenter",
+            ["socks5"],
+            until,
+            TokenAmount(1),
+        );
+        offer.cidr = Some(format!("100.{}.0.0/16", 64 + block));
+        offer.tenants = 1024;
+        provider.place_offer(&offer).await?;
+    }
+    let mut fleets = Vec::with_capacity(args.clients);
+    for i in 0..args.clients {
+        let mut fleet = Client::new(&base);
+        let seed = u8::try_from(i % 200).unwrap_or(0) + 2;
+        let mut key = [seed; 32];
+        key[0] = u8::try_from(i / 200).unwrap_or(0) + 1;
+        let wallet = Wallet::from_bytes(&key.into()).context("wallet")?;
+        // Sign-ins are rate-limited per client IP (all of them are 127.0.0.1 here): pace them.
+        loop {
+            match fleet.sign_in(&wallet).await {
+                Ok(_) => break,
+                Err(error) if error.code() == Some("rate_limited") => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        fleets.push(fleet);
+    }
+
+    let nginx_dir = dir.path().join("nginx");
+    std::fs::create_dir_all(nginx_dir.join("logs"))?;
+    let nginx_port = free_port()?;
+    std::fs::write(
+        nginx_dir.join("nginx.conf"),
+        format!(
+            "worker_processes 2;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{ access_log off; client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;\n\
+             fastcgi_temp_path {dir}/fastcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
+             server {{ listen 127.0.0.1:{nginx_port}; location / {{ return 200 \"ok\"; }} }} }}\n",
+            dir = nginx_dir.display()
+        ),
+    )?;
+    let nginx = Command::new(&args.nginx)
+        .arg("-p")
+        .arg(&nginx_dir)
+        .arg("-c")
+        .arg(nginx_dir.join("nginx.conf"))
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (scripts/bench-gateway.sh installs it)",
+                args.nginx.display()
+            )
+        })?;
+    let _nginx = Process(nginx);
+    let nginx_url = format!("http://127.0.0.1:{nginx_port}/");
+    wait_http(&nginx_url).await?;
+
+    let mut lease_rates = Vec::new();
+    let mut ip_rates = Vec::new();
+    let mut nginx_rates = Vec::new();
+    let mut wrk_rates = Vec::new();
+    let mut lease_latency = latency_histogram();
+    let mut nginx_latency = latency_histogram();
+    for round in 1..=args.rounds {
+        let (calls, ips, histogram, failures) =
+            lease_load(&fleets, args.ips_per_lease, args.seconds).await?;
+        let (static_calls, static_histogram) =
+            static_load(&nginx_url, args.clients, args.seconds).await?;
+        let wrk = run_wrk(&args.wrk, &nginx_url, args.seconds)?;
+        eprintln!(
+            "round {round}: leases {calls:9.0}/s ({ips:9.0} IPs/s, failures {failures}), nginx same client {static_calls:9.0}/s, wrk {wrk:9.0}/s"
+        );
+        lease_rates.push(calls);
+        ip_rates.push(ips);
+        nginx_rates.push(static_calls);
+        wrk_rates.push(wrk);
+        lease_latency.add(&histogram)?;
+        nginx_latency.add(&static_histogram)?;
+    }
+    let (leases, ips) = (median(&mut lease_rates), median(&mut ip_rates));
+    let (same_client, wrk) = (median(&mut nginx_rates), median(&mut wrk_rates));
+    let [p50, p99, p999, max] = percentiles(&lease_latency);
+    let [n50, n99, n999, _] = percentiles(&nginx_latency);
+    println!(
+        "\n| what | calls/s | IPs/s | p50 | p99 | p99.9 |\n| --- | --- | --- | --- | --- | --- |"
+    );
+    println!(
+        "| POST /v1/leases ({} IPs, {} clients) | {leases:.0} | {ips:.0} | {p50:.2?} | {p99:.2?} | {p999:.2?} |",
+        args.ips_per_lease, args.clients
+    );
+    println!(
+        "| nginx static, same client | {same_client:.0} | — | {n50:.2?} | {n99:.2?} | {n999:.2?} |"
+    );
+    println!("| nginx static, wrk -t2 -c64 | {wrk:.0} | — | — | — | — |");
+    println!(
+        "\nlease calls / nginx (same client) = {:.2}×, / nginx (wrk) = {:.2}×; max lease latency {max:.2?} (medians of {} rounds)",
+        leases / same_client,
+        leases / wrk,
+        args.rounds
+    );
+    Ok(())
+}
+
+fn wallet(seed: u8) -> Wallet {
+    Wallet::from_bytes(&[seed; 32].into()).expect("a valid key")
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn wait_http(url: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if reqwest::get(url).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} does not answer")
+}
+
+/// Every fleet leases in a loop for `seconds`: (calls/s, IPs/s, latency, failures).
+async fn lease_load(
+    fleets: &[Client],
+    ips_per_lease: u32,
+    seconds: f64,
+) -> Result<(f64, f64, Histogram<u64>, u64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let leased = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let body = LeaseBody::new(ips_per_lease, 5, TokenAmount(1));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for fleet in fleets {
+        let (fleet, body) = (fleet.clone(), body.clone());
+        let (stop, leased, failures) = (stop.clone(), leased.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = latency_histogram();
+            while !stop.load(Ordering::Relaxed) {
+                let began = Instant::now();
+                match fleet.lease(&body).await {
+                    Ok(answer) => {
+                        leased.fetch_add(u64::from(answer.leased), Ordering::Relaxed);
+                        let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        let _ = histogram.record(nanos.max(10));
+                    }
+                    Err(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            histogram
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = latency_histogram();
+    for task in tasks {
+        all.add(task.await?)?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok((
+        all.len() as f64 / elapsed,
+        leased.load(Ordering::Relaxed) as f64 / elapsed,
+        all,
+        failures.load(Ordering::Relaxed),
+    ))
+}
+
+/// The same client loop against nginx's static answer.
+async fn static_load(url: &str, clients: usize, seconds: f64) -> Result<(f64, Histogram<u64>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (url, stop) = (url.to_owned(), stop.clone());
+        let http = reqwest::Client::new();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = latency_histogram();
+            while !stop.load(Ordering::Relaxed) {
+                let began = Instant::now();
+                let answered = match http.get(&url).send().await {
+                    Ok(response) => response.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if answered {
+                    let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    let _ = histogram.record(nanos.max(10));
+                }
+            }
+            histogram
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = latency_histogram();
+    for task in tasks {
+        all.add(task.await?)?;
+    }
+    Ok((all.len() as f64 / started.elapsed().as_secs_f64(), all))
+}
+
+/// `wrk -t2 -c64 -d<seconds>s`: requests per second.
+fn run_wrk(wrk: &PathBuf, url: &str, seconds: f64) -> Result<f64> {
+    let output = Command::new(wrk)
+        .args([
+            "-t2",
+            "-c64",
+            &format!("-d{}s", seconds.ceil().max(1.0)),
+            url,
+        ])
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} (scripts/bench-gateway.sh installs it)",
+                wrk.display()
+            )
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .and_then(|rate| rate.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output:\n{text}"))
+}
