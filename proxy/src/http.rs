@@ -114,18 +114,7 @@ pub(crate) async fn serve(accepted: Accepted, shared: &Shared) -> io::Result<End
             lease.count_up(head.len());
         }
     }
-    if !early.is_empty() {
-        target.write_all(early).await?;
-        lease.count_up(early.len());
-    }
-    crate::relay::tunnel(
-        &client,
-        &target,
-        &lease,
-        shared.config.idle_timeout,
-        shared.closing.clone(),
-    )
-    .await
+    shared.tunnel(&client, target, &lease, early).await
 }
 
 /// Reads until the end of the head; returns its length (bytes after it are the body's).

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -133,6 +133,28 @@ impl Shared {
             .open_connection(self.config.max_per_lease)
             .ok_or(Refusal::LeaseLimit(grant.lease))?;
         Ok((lease, open))
+    }
+
+    /// Sends the bytes the client sent ahead (metered), then relays until the tunnel ends.
+    pub(crate) async fn tunnel(
+        &self,
+        client: &TcpStream,
+        mut target: TcpStream,
+        lease: &LeaseState,
+        early: &[u8],
+    ) -> io::Result<End> {
+        if !early.is_empty() {
+            target.write_all(early).await?;
+            lease.count_up(early.len());
+        }
+        crate::relay::tunnel(
+            client,
+            &target,
+            lease,
+            self.config.idle_timeout,
+            self.closing.clone(),
+        )
+        .await
     }
 
     /// Counts a client connection if below the global cap.

@@ -81,23 +81,12 @@ pub(crate) async fn serve(accepted: Accepted, shared: &Shared) -> io::Result<End
                 shared.config.connect_timeout,
             )
             .await;
-            let mut target = match connected {
+            let target = match connected {
                 Ok(target) => target,
                 Err(refusal) => return refuse(&mut client, &refusal).await,
             };
             client.write_all(&reply(0, target.local_addr()?)).await?;
-            if !early.is_empty() {
-                target.write_all(&early).await?;
-                lease.count_up(early.len());
-            }
-            crate::relay::tunnel(
-                &client,
-                &target,
-                &lease,
-                shared.config.idle_timeout,
-                shared.closing.clone(),
-            )
-            .await
+            shared.tunnel(&client, target, &lease, &early).await
         }
         (UDP_ASSOCIATE, destination) => {
             let announced = match destination {
