@@ -180,6 +180,30 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(10, 10_000_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Records the time since `began` in a nanosecond [`latency_histogram`].
+pub fn record_since(histogram: &mut Histogram<u64>, began: std::time::Instant) {
+    let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    // Out-of-range values only happen past the histogram's 10 s bound; they are dropped.
+    let _ = histogram.record(nanos.max(10));
+}
+
+/// Lets load workers run for `seconds`, raises `stop`, and merges the histograms they return.
+/// Answers the merged histogram and the seconds elapsed since `started`.
+pub async fn stop_and_merge(
+    tasks: Vec<tokio::task::JoinHandle<Histogram<u64>>>,
+    stop: &std::sync::atomic::AtomicBool,
+    seconds: f64,
+    started: std::time::Instant,
+) -> anyhow::Result<(Histogram<u64>, f64)> {
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = latency_histogram();
+    for task in tasks {
+        all.add(task.await?)?;
+    }
+    Ok((all, started.elapsed().as_secs_f64()))
+}
+
 /// `p50 p99 p99.9 max` of a nanosecond histogram, as durations.
 pub fn percentiles(histogram: &Histogram<u64>) -> [Duration; 4] {
     [0.5, 0.99, 0.999, 1.0].map(|q| Duration::from_nanos(histogram.value_at_quantile(q)))

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use ipsx_benches::{latency_histogram, median, percentiles};
+use ipsx_benches::{latency_histogram, median, percentiles, record_since, stop_and_merge};
 use ipsx_sdk::{Client, LeaseBody, OfferBody, TokenAmount, Wallet};
 
 #[derive(Parser)]
@@ -270,8 +270,7 @@ async fn lease_load(
                 match fleet.lease(&body).await {
                     Ok(answer) => {
                         leased.fetch_add(u64::from(answer.leased), Ordering::Relaxed);
-                        let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                        let _ = histogram.record(nanos.max(10));
+                        record_since(&mut histogram, began);
                     }
                     Err(_) => {
                         failures.fetch_add(1, Ordering::Relaxed);
@@ -281,13 +280,7 @@ async fn lease_load(
             histogram
         }));
     }
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = latency_histogram();
-    for task in tasks {
-        all.add(task.await?)?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let (all, elapsed) = stop_and_merge(tasks, &stop, seconds, started).await?;
     Ok((
         all.len() as f64 / elapsed,
         leased.load(Ordering::Relaxed) as f64 / elapsed,
@@ -313,20 +306,14 @@ async fn static_load(url: &str, clients: usize, seconds: f64) -> Result<(f64, Hi
                     Err(_) => false,
                 };
                 if answered {
-                    let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                    let _ = histogram.record(nanos.max(10));
+                    record_since(&mut histogram, began);
                 }
             }
             histogram
         }));
     }
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = latency_histogram();
-    for task in tasks {
-        all.add(task.await?)?;
-    }
-    Ok((all.len() as f64 / started.elapsed().as_secs_f64(), all))
+    let (all, elapsed) = stop_and_merge(tasks, &stop, seconds, started).await?;
+    Ok((all.len() as f64 / elapsed, all))
 }
 
 /// `wrk -t2 -c64 -d<seconds>s`: requests per second.

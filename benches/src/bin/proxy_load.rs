@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
-use ipsx_benches::{latency_histogram, median, percentiles};
+use ipsx_benches::{latency_histogram, median, percentiles, record_since, stop_and_merge};
 use ipsx_proxy::{CredentialKey, Credentials, Grant, Protocols};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -508,8 +508,7 @@ async fn connect_rate(
                 .await;
                 match exchanged {
                     Ok(()) => {
-                        let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                        let _ = histogram.record(nanos.max(10));
+                        record_since(&mut histogram, began);
                     }
                     Err(_) => {
                         failures.fetch_add(1, Ordering::Relaxed);
@@ -520,13 +519,7 @@ async fn connect_rate(
             histogram
         }));
     }
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = latency_histogram();
-    for task in tasks {
-        all.add(task.await?)?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let (all, elapsed) = stop_and_merge(tasks, &stop, secs, started).await?;
     Ok((
         all.len() as f64 / elapsed,
         all,
