@@ -425,3 +425,151 @@ impl OfferBody {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Payments: wallet state and the event / proof stream
+
+/// `GET /v1/wallet`: the caller's payment state on this node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct WalletView {
+    /// The signed-in wallet.
+    pub address: Address,
+    /// Where and how this node settles; `None` when it runs without a chain.
+    pub payments: Option<PaymentsInfo>,
+}
+
+/// How a node settles, and the caller's channels with it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PaymentsInfo {
+    /// The chain the contract is on.
+    pub chain_id: u64,
+    /// The Centralizer contract (proofs are EIP-712 in its domain).
+    pub centralizer: Address,
+    /// The IPSX token.
+    pub token: Address,
+    /// The node's address: requesters open their channel to it; it pays providers.
+    pub node: Address,
+    /// Seconds a requester may fall behind before its leases are cut.
+    pub grace: u64,
+    /// The caller's channel to the node (as a requester), once registered.
+    pub inbound: Option<ChannelView>,
+    /// The node's channel to the caller (as a provider), once opened.
+    pub outbound: Option<ChannelView>,
+}
+
+/// One payment channel as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ChannelView {
+    /// The channel id on the contract.
+    pub channel: u64,
+    /// What the sender reserved for it.
+    pub deposit: TokenAmount,
+    /// The latest cumulative proof (received from a requester, or signed to a provider).
+    pub amount: TokenAmount,
+    /// What the leases on it have accrued by now.
+    pub owed: TokenAmount,
+    /// A requester's leases are paid through this second.
+    pub paid_through: Option<u64>,
+}
+
+/// `POST /v1/wallet/channel`: a requester registers the channel it opened to the node.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelBody {
+    /// The channel id (`ChannelOpened` on the contract), sender = caller, receiver = node.
+    pub channel: u64,
+}
+
+/// The payment terms of one lease: both ends meter exactly these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub struct LeaseTermsView {
+    /// The deal (= lease id).
+    pub deal: u64,
+    /// First charged second (unix).
+    pub start: u64,
+    /// First second no longer charged.
+    pub end: u64,
+    /// Tokens per second for the whole lease (price per IP-second × IPs).
+    pub rate: TokenAmount,
+}
+
+/// What the node pushes on `GET /v1/stream` (a WebSocket; JSON text messages tagged `type`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// A deal of the caller was made (both parties); the provider reports ready next.
+    DealMade {
+        /// The deal.
+        deal: DealView,
+    },
+    /// The provider is serving; payment runs on these terms (both parties).
+    LeaseReady {
+        /// The terms.
+        terms: LeaseTermsView,
+        /// Who serves.
+        provider: Address,
+        /// Who pays.
+        requester: Address,
+    },
+    /// A lease stopped accruing at `terms.end` (both parties).
+    LeaseEnded {
+        /// The final terms.
+        terms: LeaseTermsView,
+        /// `completed`, `voided`, `cancelled`, `payment_lapsed` or `provider_dropped` (`ended`
+        /// when replayed to a stream that just connected).
+        status: String,
+        /// Who served.
+        provider: Address,
+        /// Who paid.
+        requester: Address,
+    },
+    /// To a provider: the node's cumulative proof on its channel, and how far each lease is
+    /// paid. Store it before counting it.
+    Payment {
+        /// 129-byte wire form of the signed proof, hex.
+        proof: String,
+        /// `(deal, paid through second)` for each lease whose paid-through moved.
+        paid_through: Vec<(u64, u64)>,
+    },
+    /// To a requester: its proof is stored and counted.
+    ProofAccepted {
+        /// The cumulative amount accepted.
+        amount: TokenAmount,
+        /// Its leases are paid through this second.
+        paid_through: Option<u64>,
+    },
+    /// To a requester behind on its payments: pay `owed` before `cut_at`.
+    PaymentDue {
+        /// What its leases have accrued by now.
+        owed: TokenAmount,
+        /// What it has paid.
+        paid: TokenAmount,
+        /// Its leases are cut if still behind after this second.
+        cut_at: u64,
+    },
+    /// A lease was cut because its requester stopped paying (both parties).
+    CutOff {
+        /// The deal.
+        deal: u64,
+        /// The second it stopped accruing.
+        at: u64,
+    },
+    /// A message from the client was refused; nothing changed.
+    Error {
+        /// Machine-readable code.
+        code: String,
+        /// For people.
+        message: String,
+    },
+}
+
+/// What a client sends on `GET /v1/stream`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StreamRequest {
+    /// A requester's cumulative balance proof on its channel to the node (129 bytes, hex).
+    Proof {
+        /// The proof.
+        proof: String,
+    },
+}

@@ -6,6 +6,8 @@
 //! ipsx register --port 1080                                   # or by hand:
 //! ipsx offer --ip 127.0.0.2 --ip 127.0.0.3 --country DE --price 2 --hours 24
 //! ipsx lease --count 10 --country DE,FR --protocol socks5 --duration 60 --max-price 5
+//! ipsx balance ; ipsx withdraw all
+//! ipsx demo                                                   # a whole exchange, locally
 //! ipsx deals --format csv
 //! ipsx cancel 12 ; ipsx rate 12 5
 //! ```
@@ -13,6 +15,7 @@
 //! Wallet commands read the private key from `--key-file` (hex) or `IPSX_PRIVATE_KEY`; it only
 //! signs the node's sign-in message, here. The node is `--node` or `IPSX_NODE`.
 
+mod demo;
 mod output;
 mod provide;
 
@@ -74,6 +77,25 @@ enum Command {
         /// The deal.
         deal: u64,
     },
+    /// Shows this wallet's tokens, Centralizer balance and channels with the node.
+    Balance {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+    /// Moves tokens from the Centralizer back to the wallet (an amount, or `all` that is free).
+    Withdraw {
+        #[command(flatten)]
+        wallet: WalletArgs,
+        #[command(flatten)]
+        chain: ChainArgs,
+        /// Base units, or `all`.
+        amount: String,
+    },
+    /// Runs a whole exchange on this machine: anvil, the contracts, a node, providers on
+    /// loopback aliases, a test site, a crawling fleet that pays by the second, settlement.
+    Demo(demo::DemoArgs),
     /// Rates the other party of a finished deal (1–5).
     Rate {
         #[command(flatten)]
@@ -99,6 +121,30 @@ struct NodeArgs {
     /// Calls per second each signed-in wallet may make (bursts of twice that).
     #[arg(long, default_value_t = 200.0, env = "IPSX_SESSION_RATE")]
     session_rate: f64,
+    /// The chain's JSON-RPC endpoint; with `--centralizer` and `--node-key-file` the node
+    /// takes payments (without them it runs a market only).
+    #[arg(long, env = "IPSX_RPC_URL", requires_all = ["centralizer", "node_key_file"])]
+    rpc_url: Option<String>,
+    /// The Centralizer contract the node settles on (the node must be its treasury).
+    #[arg(long, env = "IPSX_CENTRALIZER", requires = "rpc_url")]
+    centralizer: Option<alloy_primitives::Address>,
+    /// The node's private key file (hex): it signs proofs to providers and transactions.
+    #[arg(long, env = "IPSX_NODE_KEY_FILE", requires = "rpc_url")]
+    node_key_file: Option<PathBuf>,
+    /// Reserved for each provider's channel when the node opens it (base units).
+    #[arg(long, default_value_t = 1_000 * 10u128.pow(18))]
+    provider_deposit: u128,
+    /// Seconds a requester may fall behind before its leases are cut.
+    #[arg(long, default_value_t = 3)]
+    grace: u64,
+}
+
+/// Where the chain is, for commands that send transactions.
+#[derive(Args)]
+struct ChainArgs {
+    /// The chain's JSON-RPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8545", env = "IPSX_RPC_URL")]
+    rpc_url: String,
 }
 
 #[derive(Args)]
@@ -113,22 +159,29 @@ struct WalletArgs {
 
 impl WalletArgs {
     async fn client(&self) -> anyhow::Result<Client> {
+        Ok(self.signed_in().await?.0)
+    }
+
+    fn wallet(&self) -> anyhow::Result<Wallet> {
         let key = match &self.key_file {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?,
             None => std::env::var("IPSX_PRIVATE_KEY")
                 .context("no wallet: pass --key-file or set IPSX_PRIVATE_KEY")?,
         };
-        let wallet: Wallet = key
-            .trim()
+        key.trim()
             .parse()
-            .context("the wallet key must be 32 bytes of hex")?;
+            .context("the wallet key must be 32 bytes of hex")
+    }
+
+    async fn signed_in(&self) -> anyhow::Result<(Client, Wallet)> {
+        let wallet = self.wallet()?;
         let mut client = Client::new(&self.node);
         client
             .sign_in(&wallet)
             .await
             .with_context(|| format!("signing in to {}", self.node))?;
-        Ok(client)
+        Ok((client, wallet))
     }
 }
 
@@ -190,6 +243,11 @@ struct LeaseArgs {
     /// table, json or csv.
     #[arg(long, default_value = "table")]
     format: Format,
+    #[command(flatten)]
+    chain: ChainArgs,
+    /// On a paying node without a channel yet: deposit this much (base units) and open one.
+    #[arg(long, default_value_t = 100 * 10u128.pow(18))]
+    deposit: u128,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -233,21 +291,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("offer {} ({} IPs)", placed.offer, placed.ips);
             Ok(())
         }
-        Command::Lease(args) => {
-            let mut body = LeaseBody::new(args.count, args.duration, TokenAmount(args.max_price))
-                .countries(args.country.clone())
-                .protocols(args.protocol.clone())
-                .kinds(args.kind.clone());
-            if args.all_or_nothing {
-                body = body.all_or_nothing();
-            }
-            let leased = args.wallet.client().await?.lease(&body).await?;
-            if leased.leased < args.count {
-                eprintln!("leased {} of {} IPs", leased.leased, args.count);
-            }
-            print!("{}", output::leases(&leased.deals, args.format)?);
-            Ok(())
-        }
+        Command::Lease(args) => lease(args).await,
+        Command::Balance { wallet, chain } => balance(&wallet, &chain).await,
+        Command::Withdraw {
+            wallet,
+            chain,
+            amount,
+        } => withdraw(&wallet, &chain, &amount).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Deals { wallet, format } => {
             let deals = wallet.client().await?.deals().await?;
             print!("{}", output::leases(&deals, format)?);
@@ -267,6 +318,165 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("deal {deal} rated {score}");
             Ok(())
         }
+    }
+}
+
+/// Leases, prints the endpoints, then (on a paying node) pays every second until every lease
+/// has ended; Ctrl-C cancels the leases first.
+async fn lease(args: LeaseArgs) -> anyhow::Result<()> {
+    let (client, wallet) = args.wallet.signed_in().await?;
+    let paying = client.wallet().await?.payments.is_some();
+    if paying {
+        let channel =
+            ipsx_sdk::ensure_channel(&client, &wallet, &args.chain.rpc_url, args.deposit).await?;
+        eprintln!(
+            "paying on channel {} (deposit {})",
+            channel.channel, channel.deposit.0
+        );
+    }
+    let mut payer = if paying {
+        Some(ipsx_sdk::Payer::connect(&client, &wallet).await?)
+    } else {
+        None
+    };
+    let mut body = LeaseBody::new(args.count, args.duration, TokenAmount(args.max_price))
+        .countries(args.country.clone())
+        .protocols(args.protocol.clone())
+        .kinds(args.kind.clone());
+    if args.all_or_nothing {
+        body = body.all_or_nothing();
+    }
+    let leased = client.lease(&body).await?;
+    if leased.leased < args.count {
+        eprintln!("leased {} of {} IPs", leased.leased, args.count);
+    }
+    print!("{}", output::leases(&leased.deals, args.format)?);
+    let Some(mut payer) = payer.take() else {
+        return Ok(());
+    };
+    for deal in &leased.deals {
+        payer.expect(&deal.deal);
+    }
+    eprintln!("paying every second until the leases end (Ctrl-C cancels them)");
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let mut last_report = std::time::Instant::now();
+    loop {
+        if payer.all_ended() {
+            break;
+        }
+        tokio::select! {
+            () = &mut stop => {
+                for deal in &leased.deals {
+                    match client.cancel_deal(deal.deal.deal).await {
+                        Ok(view) => eprintln!("deal {} {}", view.deal.deal, view.deal.status),
+                        Err(error) => eprintln!("cancelling deal {}: {error}", deal.deal.deal),
+                    }
+                }
+                // Pay for the seconds used up to the cancel.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                break;
+            }
+            event = payer.next() => {
+                match event? {
+                    Some(ipsx_sdk::StreamEvent::CutOff { deal, at }) => {
+                        eprintln!("deal {deal} cut off at {at}");
+                    }
+                    Some(ipsx_sdk::StreamEvent::Error { code, message }) => {
+                        eprintln!("node refused: {code}: {message}");
+                    }
+                    Some(_) => {}
+                    None => anyhow::bail!("the node closed the stream"),
+                }
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = std::time::Instant::now();
+            eprintln!(
+                "paid {} so far (accrued {})",
+                payer.accepted(),
+                payer.owed()
+            );
+        }
+    }
+    let paid = payer.finish().await?;
+    eprintln!("done: paid {paid} in all on this channel");
+    Ok(())
+}
+
+async fn chain_client(
+    client: &Client,
+    wallet: &Wallet,
+    chain: &ChainArgs,
+) -> anyhow::Result<(ipsx_channels_runtime::chain::ChainClient, ipsx_sdk::WalletView)> {
+    let view = client.wallet().await?;
+    let info = view
+        .payments
+        .as_ref()
+        .context("the node runs without payments")?;
+    let chain = ipsx_channels_runtime::chain::ChainClient::connect(
+        &chain.rpc_url,
+        info.centralizer,
+        ipsx_sdk::signing_key(wallet)?,
+    )
+    .await
+    .with_context(|| format!("connecting to {}", chain.rpc_url))?;
+    Ok((chain, view))
+}
+
+async fn balance(wallet: &WalletArgs, chain: &ChainArgs) -> anyhow::Result<()> {
+    let (client, wallet) = wallet.signed_in().await?;
+    let (chain, view) = chain_client(&client, &wallet, chain).await?;
+    let me = wallet.address();
+    println!("wallet      {me}");
+    println!("tokens      {}", chain.token_balance(me).await?);
+    println!("free        {}", chain.balance_of(me).await?);
+    println!("reserved    {}", chain.reserved_of(me).await?);
+    if let Some(info) = view.payments {
+        for (role, channel) in [("paying", info.inbound), ("paid on", info.outbound)] {
+            if let Some(channel) = channel {
+                println!(
+                    "{role:<11} channel {}: deposit {}, proofs {}, accrued {}",
+                    channel.channel, channel.deposit.0, channel.amount.0, channel.owed.0
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn withdraw(wallet: &WalletArgs, chain: &ChainArgs, amount: &str) -> anyhow::Result<()> {
+    let (client, wallet) = wallet.signed_in().await?;
+    let (chain, _) = chain_client(&client, &wallet, chain).await?;
+    let free = chain.balance_of(wallet.address()).await?;
+    let amount = if amount == "all" {
+        free
+    } else {
+        amount
+            .parse()
+            .with_context(|| format!("{amount:?} is neither base units nor `all`"))?
+    };
+    if amount == 0 || amount > free {
+        anyhow::bail!("{amount} cannot be withdrawn: {free} is free in the Centralizer");
+    }
+    chain.withdraw(amount).await?;
+    println!("withdrew {amount}; {} left free", free - amount);
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }
 
@@ -313,17 +523,29 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let key = session_key(&args.data_dir)?;
-    let config = ipsx_gateway::GatewayConfig::new(args.listen, args.chain_id, key, &args.data_dir);
+    let mut config =
+        ipsx_gateway::GatewayConfig::new(args.listen, args.chain_id, key, &args.data_dir);
+    if let (Some(rpc_url), Some(centralizer), Some(key_file)) =
+        (&args.rpc_url, args.centralizer, &args.node_key_file)
+    {
+        let text = std::fs::read_to_string(key_file)
+            .with_context(|| format!("reading {}", key_file.display()))?;
+        let key = ipsx_channels::SigningKey::from_hex(text.trim())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", key_file.display()))?;
+        let mut payments = ipsx_gateway::PaymentsConfig::new(rpc_url, centralizer, key);
+        payments.provider_deposit = args.provider_deposit;
+        payments.hub.grace = args.grace;
+        config.payments = Some(payments);
+    }
     let node = ipsx_gateway::start(config)
         .await
         .with_context(|| format!("starting the node on {}", args.listen))?;
     // Scripts that asked for port 0 read the real address here.
     println!("listening {}", node.addr);
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        interrupted = tokio::signal::ctrl_c() => interrupted?,
-        _ = terminate.recv() => {}
+    if let Some(address) = node.node_address() {
+        println!("settling as {address}");
     }
+    shutdown_signal().await;
     tracing::info!("shutting down");
     tokio::time::timeout(Duration::from_secs(30), node.shutdown())
         .await

@@ -8,8 +8,10 @@
 //! key_file = "provider.key"
 //! port = 1080
 //!
+//! rpc_url = "http://127.0.0.1:8545"
+//!
 //! [[offer]]
-//! ips = ["127.0.0.2", "127.0.0.3"]
+//! ips = ["127.0.0.2", "127.0.0.3"]   # or: cidr = "127.0.1.0/29"
 //! country = "DE"
 //! kind = "residential"
 //! protocols = ["socks5", "http", "https"]
@@ -17,14 +19,24 @@
 //! hours = 24
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
-use ipsx_proxy::{CredentialKey, Guard, ProxyConfig};
-use ipsx_sdk::{Client, OfferBody, TokenAmount, Wallet};
+use ipsx_channels::{
+    ChannelDomain, ChannelId, CheckpointPolicy, LeaseTerms, ProviderLedger, ReceiverChannel,
+    SignedProof,
+};
+use ipsx_channels_runtime::chain::ChainClient;
+use ipsx_channels_runtime::settle::Settler;
+use ipsx_channels_runtime::store::ProofStore;
+use ipsx_gateway::market::offer_ips;
+use ipsx_proxy::{CredentialKey, Guard, LeaseUsage, ProxyConfig};
+use ipsx_sdk::{Address, Client, EventStream, OfferBody, StreamEvent, TokenAmount, Wallet, signing_key};
 use serde::Deserialize;
 
 /// The daemon's configuration file.
@@ -42,6 +54,15 @@ pub(crate) struct ProvideConfig {
     /// Let leases reach loopback destinations: local demos only.
     #[serde(default)]
     pub(crate) allow_loopback: bool,
+    /// The chain's JSON-RPC endpoint, for claiming earnings.
+    #[serde(default = "default_rpc_url")]
+    pub(crate) rpc_url: String,
+    /// Where received proofs are kept (relative to the config file).
+    #[serde(default = "default_data_dir")]
+    pub(crate) data_dir: PathBuf,
+    /// How often to consider claiming earnings on chain (the checkpoint policy decides).
+    #[serde(default = "default_settle_every")]
+    pub(crate) settle_every_secs: u64,
     /// What to offer.
     #[serde(rename = "offer")]
     pub(crate) offers: Vec<OfferConfig>,
@@ -51,7 +72,12 @@ pub(crate) struct ProvideConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct OfferConfig {
+    /// The IPs, listed (or give `cidr`).
+    #[serde(default)]
     pub(crate) ips: Vec<IpAddr>,
+    /// A CIDR block, e.g. `127.0.1.0/29`.
+    #[serde(default)]
+    pub(crate) cidr: Option<String>,
     pub(crate) country: String,
     #[serde(default)]
     pub(crate) city: Option<String>,
@@ -59,7 +85,8 @@ pub(crate) struct OfferConfig {
     pub(crate) kind: String,
     #[serde(default = "default_protocols")]
     pub(crate) protocols: Vec<String>,
-    pub(crate) price: u64,
+    /// Tokens (base units) per IP-second.
+    pub(crate) price: u128,
     #[serde(default = "default_hours")]
     pub(crate) hours: u64,
     #[serde(default)]
@@ -68,6 +95,18 @@ pub(crate) struct OfferConfig {
 
 fn default_node() -> String {
     "http://127.0.0.1:7700".to_owned()
+}
+
+fn default_rpc_url() -> String {
+    "http://127.0.0.1:8545".to_owned()
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("provider-data")
+}
+
+fn default_settle_every() -> u64 {
+    60
 }
 
 fn default_port() -> u16 {
@@ -96,8 +135,15 @@ impl ProvideConfig {
         if config.offers.is_empty() {
             bail!("{}: no [[offer]]", path.display());
         }
-        if config.offers.iter().any(|offer| offer.ips.is_empty()) {
-            bail!("{}: an [[offer]] lists no ips", path.display());
+        if config
+            .offers
+            .iter()
+            .any(|offer| offer.ips.is_empty() == offer.cidr.is_none())
+        {
+            bail!(
+                "{}: each [[offer]] gives `ips` or `cidr` (one of them)",
+                path.display()
+            );
         }
         let base = path.parent().unwrap_or(Path::new("."));
         let key_file = base.join(&config.key_file);
@@ -105,7 +151,7 @@ impl ProvideConfig {
     }
 }
 
-/// Runs the daemon until SIGINT/SIGTERM.
+/// Runs the daemon until SIGINT/SIGTERM, then prints what it earned.
 pub(crate) async fn run(config_path: &Path) -> anyhow::Result<()> {
     let (config, key_file) = ProvideConfig::load(config_path)?;
     let key = std::fs::read_to_string(&key_file)
@@ -114,13 +160,162 @@ pub(crate) async fn run(config_path: &Path) -> anyhow::Result<()> {
         .trim()
         .parse()
         .context("the wallet key must be 32 bytes of hex")?;
+    let data_dir = config_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&config.data_dir);
+    let summary = serve(config, wallet, data_dir, None, crate::shutdown_signal()).await?;
+    println!(
+        "earned {} (proofs received), claimed {} on chain, of which {} credited to you",
+        summary.received, summary.claimed, summary.credited
+    );
+    Ok(())
+}
+
+/// What a provider's run came to.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProviderSummary {
+    /// The provider's address.
+    pub(crate) address: Address,
+    /// The node's latest cumulative proof to this provider.
+    pub(crate) received: u128,
+    /// What checkpoints claimed in all (before commission).
+    pub(crate) claimed: u128,
+    /// What they credited to the provider (after commission).
+    pub(crate) credited: u128,
+    /// Per lease served: (deal, usage).
+    pub(crate) leases: Vec<(u64, LeaseUsage)>,
+}
+
+/// The payment side of a provider: its ledger, its durable proofs, its claims.
+struct Earnings {
+    ledger: ProviderLedger,
+    store: Arc<ProofStore>,
+    settler: Settler,
+    domain: ChannelDomain,
+    /// Seconds a lease may go unpaid before the proxy cuts it.
+    grace: u64,
+    claimed: u128,
+    credited: u128,
+}
+
+impl Earnings {
+    async fn open(
+        node: &Client,
+        wallet: &Wallet,
+        rpc_url: &str,
+        data_dir: &Path,
+        policy: CheckpointPolicy,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(info) = node.wallet().await?.payments else {
+            return Ok(None);
+        };
+        let outbound = info
+            .outbound
+            .context("the node opened no payment channel to this provider")?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let store = Arc::new(ProofStore::open(&data_dir.join("proofs.redb"))?);
+        let channel = ChannelId(outbound.channel);
+        let ledger = ProviderLedger::new(ReceiverChannel::new(
+            channel,
+            info.node,
+            outbound.deposit.0,
+            store.latest_received(channel)?,
+        ));
+        let chain = ChainClient::connect(rpc_url, info.centralizer, signing_key(wallet)?)
+            .await
+            .with_context(|| format!("connecting to the chain at {rpc_url}"))?;
+        Ok(Some(Self {
+            ledger,
+            settler: Settler::new(chain, Arc::clone(&store), policy),
+            store,
+            domain: ChannelDomain::new(info.chain_id, info.centralizer),
+            // The node cuts a requester `grace` seconds behind and pays every second: one
+            // more second for its proof to arrive, one for clocks.
+            grace: info.grace + 2,
+            claimed: 0,
+            credited: 0,
+        }))
+    }
+
+    /// Checks a payment, stores it, then counts it.
+    fn receive(&mut self, wire: &str, paid_through: &[(u64, u64)]) -> anyhow::Result<u128> {
+        let bytes = alloy_primitives::hex::decode(wire.trim())?;
+        let proof = SignedProof::decode(&bytes)?;
+        self.ledger.check(&self.domain, &proof, paid_through)?;
+        self.store.persist_received(&[proof])?;
+        self.ledger.accept(proof, paid_through);
+        Ok(proof.amount)
+    }
+
+    async fn settle(&mut self, force: bool) {
+        match self.settler.run_once(unix_now(), force).await {
+            Ok(paid) => {
+                for checkpoint in paid {
+                    self.claimed += checkpoint.paid_to_receiver + checkpoint.commission;
+                    self.credited += checkpoint.paid_to_receiver;
+                    println!(
+                        "claimed {} on channel {} ({} to you, {} commission)",
+                        checkpoint.amount,
+                        checkpoint.channel.0,
+                        checkpoint.paid_to_receiver,
+                        checkpoint.commission
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(%error, "claiming failed; will retry"),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Registers, serves and earns until `stop` resolves; then drains the proxy and claims
+/// everything it holds on chain.
+pub(crate) async fn serve(
+    config: ProvideConfig,
+    wallet: Wallet,
+    data_dir: PathBuf,
+    serving: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<ProviderSummary> {
     let mut node = Client::new(&config.node);
     node.sign_in(&wallet)
         .await
         .with_context(|| format!("signing in to {}", config.node))?;
     let registered = node.register_provider(config.port).await?;
+    let mut earnings = Earnings::open(
+        &node,
+        &wallet,
+        &config.rpc_url,
+        &data_dir,
+        CheckpointPolicy::default(),
+    )
+    .await?;
 
-    let ips: Vec<IpAddr> = config.offers.iter().flat_map(|o| o.ips.clone()).collect();
+    let mut offers = Vec::new();
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let now = unix_now();
+    for offer in &config.offers {
+        let mut body = OfferBody::new(
+            offer.ips.clone(),
+            &offer.country,
+            &offer.kind,
+            offer.protocols.clone(),
+            now + offer.hours * 3600,
+            TokenAmount(offer.price),
+        );
+        body.cidr = offer.cidr.clone();
+        body.city = offer.city.clone();
+        body.asn = offer.asn;
+        ips.extend(offer_ips(&body).map_err(|e| anyhow::anyhow!("{}", e.message))?);
+        offers.push(body);
+    }
     let mut proxy_config = ProxyConfig::new(
         ips.iter()
             .map(|ip| SocketAddr::new(*ip, config.port))
@@ -134,74 +329,180 @@ pub(crate) async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await
         .context("starting the proxy (is every offered IP on this machine?)")?;
     println!("serving {} IPs on port {}", ips.len(), config.port);
-
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    for offer in &config.offers {
-        let mut body = OfferBody::new(
-            offer.ips.clone(),
-            &offer.country,
-            &offer.kind,
-            offer.protocols.clone(),
-            now + offer.hours * 3600,
-            TokenAmount(u128::from(offer.price)),
-        );
-        body.city = offer.city.clone();
-        body.asn = offer.asn;
-        let placed = node.place_offer(&body).await?;
+    for body in &offers {
+        let placed = node.place_offer(body).await?;
         println!(
             "offer {} ({} IPs, {})",
-            placed.offer, placed.ips, offer.country
+            placed.offer, placed.ips, body.country
         );
     }
 
+    if let Some(serving) = serving {
+        let _ = serving.send(());
+    }
     let ours: HashSet<IpAddr> = ips.into_iter().collect();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut ticker = tokio::time::interval(Duration::from_millis(500));
-    let mut cut: HashSet<u64> = HashSet::new();
     let me = wallet.address();
+    let mut served: HashMap<u64, u64> = HashMap::new();
+    let mut cut: HashSet<u64> = HashSet::new();
+    let mut every_second = tokio::time::interval(Duration::from_secs(1));
+    let mut last_settle = tokio::time::Instant::now();
+    let settle_every = Duration::from_secs(config.settle_every_secs.max(1));
+    let mut stream = None;
+    tokio::pin!(stop);
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            interrupted = tokio::signal::ctrl_c() => { interrupted?; break; }
-            _ = terminate.recv() => break,
-        }
-        let deals = match node.deals().await {
-            Ok(deals) => deals,
-            Err(error) => {
-                tracing::warn!(%error, "reading deals failed; retrying");
-                continue;
+        if stream.is_none() {
+            // (Re)connect, then catch up on deals made while away.
+            match node.stream().await {
+                Ok(connected) => {
+                    stream = Some(connected);
+                    report_ready(&node, me, &ours).await;
+                }
+                Err(error) => tracing::warn!(%error, "event stream unavailable; retrying"),
             }
+        }
+        let event = tokio::select! {
+            () = &mut stop => break,
+            _ = every_second.tick() => None,
+            event = next_event(&mut stream) => event,
         };
-        for view in deals.iter().filter(|view| view.deal.provider == me) {
-            let deal = &view.deal;
-            match deal.status.as_str() {
-                "pending" if deal.ips.iter().all(|ip| ours.contains(ip)) => {
-                    match node.ready(deal.deal).await {
-                        Ok(_) => println!(
-                            "deal {} ready: {} IPs for {} until {}",
-                            deal.deal,
-                            deal.ips.len(),
-                            deal.requester,
-                            deal.end
-                        ),
-                        Err(error) => tracing::warn!(deal = deal.deal, %error, "ready refused"),
-                    }
+        match event {
+            Some(StreamEvent::DealMade { deal })
+                if deal.provider == me
+                    && deal.status == "pending"
+                    && deal.ips.iter().all(|ip| ours.contains(ip)) =>
+            {
+                ready(&node, &deal).await;
+            }
+            Some(StreamEvent::LeaseReady { terms, provider, .. }) if provider == me => {
+                served.insert(terms.deal, terms.end);
+                if let Some(earnings) = &mut earnings {
+                    let _ = earnings.ledger.add_lease(LeaseTerms {
+                        id: terms.deal,
+                        rate: terms.rate.0,
+                        start: terms.start,
+                        end: terms.end,
+                    });
                 }
-                "cancelled" | "voided" | "payment_lapsed" | "provider_dropped"
-                    if cut.insert(deal.deal) =>
+            }
+            Some(StreamEvent::LeaseEnded {
+                terms,
+                status,
+                provider,
+                ..
+            }) if provider == me => {
+                if let Some(end) = served.get_mut(&terms.deal) {
+                    *end = terms.end;
+                }
+                if let Some(earnings) = &mut earnings {
+                    earnings.ledger.end_lease(terms.deal, terms.end);
+                }
+                if status != "completed" && status != "ended" && cut.insert(terms.deal) {
+                    proxy.leases.cut(terms.deal);
+                    println!("deal {} {status}: cut", terms.deal);
+                }
+            }
+            Some(StreamEvent::CutOff { deal, .. }) if served.contains_key(&deal) => {
+                if cut.insert(deal) {
+                    proxy.leases.cut(deal);
+                    println!("deal {deal}: requester stopped paying, cut");
+                }
+            }
+            Some(StreamEvent::Payment {
+                proof,
+                paid_through,
+            }) => {
+                if let Some(earnings) = &mut earnings
+                    && let Err(error) = earnings.receive(&proof, &paid_through)
                 {
-                    proxy.leases.cut(deal.deal);
-                    println!("deal {} {}: cut", deal.deal, deal.status);
+                    tracing::warn!(%error, "refused a payment from the node");
                 }
-                _ => {}
+            }
+            _ => {}
+        }
+        if let Some(earnings) = &mut earnings {
+            // The node's word is not needed to stop serving an unpaid lease.
+            let now = unix_now();
+            for (&deal, &end) in &served {
+                let unpaid = earnings
+                    .ledger
+                    .paid_through(deal)
+                    .is_some_and(|through| now.saturating_sub(through) > earnings.grace);
+                if unpaid && now < end && cut.insert(deal) {
+                    proxy.leases.cut(deal);
+                    println!("deal {deal}: unpaid for more than {} s, cut", earnings.grace);
+                }
+            }
+            if last_settle.elapsed() >= settle_every {
+                last_settle = tokio::time::Instant::now();
+                earnings.settle(false).await;
             }
         }
     }
     println!("stopping: draining the proxy");
     proxy.drain(Duration::from_secs(10)).await;
-    Ok(())
+    let mut summary = ProviderSummary {
+        address: me,
+        leases: served
+            .keys()
+            .filter_map(|&deal| proxy.leases.usage(deal).map(|usage| (deal, usage)))
+            .collect(),
+        ..ProviderSummary::default()
+    };
+    summary.leases.sort_by_key(|(deal, _)| *deal);
+    if let Some(mut earnings) = earnings {
+        earnings.settle(true).await;
+        summary.received = earnings.ledger.channel().received();
+        summary.claimed = earnings.claimed;
+        summary.credited = earnings.credited;
+    }
+    Ok(summary)
+}
+
+async fn next_event(stream: &mut Option<EventStream>) -> Option<StreamEvent> {
+    let Some(connected) = stream.as_mut() else {
+        return std::future::pending().await;
+    };
+    match connected.next().await {
+        Some(Ok(event)) => Some(event),
+        Some(Err(error)) => {
+            tracing::warn!(%error, "event stream failed; reconnecting");
+            *stream = None;
+            None
+        }
+        None => {
+            *stream = None;
+            None
+        }
+    }
+}
+
+async fn ready(node: &Client, deal: &ipsx_sdk::DealView) {
+    match node.ready(deal.deal).await {
+        Ok(_) => println!(
+            "deal {} ready: {} IPs for {} until {}",
+            deal.deal,
+            deal.ips.len(),
+            deal.requester,
+            deal.end
+        ),
+        Err(error) => tracing::warn!(deal = deal.deal, %error, "ready refused"),
+    }
+}
+
+/// Reports ready for pending deals of ours that arrived while the stream was down.
+async fn report_ready(node: &Client, me: Address, ours: &HashSet<IpAddr>) {
+    let Ok(deals) = node.deals().await else {
+        return;
+    };
+    for view in deals {
+        let deal = &view.deal;
+        if deal.provider == me
+            && deal.status == "pending"
+            && deal.ips.iter().all(|ip| ours.contains(ip))
+        {
+            ready(node, deal).await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -40,13 +40,17 @@
 //! ```
 
 pub mod error;
+mod feed;
 pub mod market;
 pub mod metrics;
+pub mod payments;
 pub mod rate;
 pub mod registry;
 pub mod server;
 pub mod session;
+mod stream;
 
 pub use error::ApiError;
+pub use payments::PaymentsConfig;
 pub use server::{GatewayConfig, GatewayError, GatewayHandle, start};
 pub use session::{Challenge, Session, SessionError, SignIn, SignInDomain, SignInError};

@@ -89,13 +89,16 @@ fn country(code: &str) -> Result<ipsx_engine::Country, ApiError> {
         .map_err(|e| ApiError::bad_request("unknown_country", e.to_string()))
 }
 
-/// The engine's offer for `provider`, at `now` (unix).
-pub fn offer_spec(
-    body: &OfferBody,
-    provider: alloy_primitives::Address,
-    now: u64,
-) -> Result<OfferSpec, ApiError> {
-    let ips = match (&body.cidr, body.ips.as_slice()) {
+/// The IPs an offer body names (its `ips`, or every address of its `cidr`), checked as the
+/// engine checks them: what a provider's proxy must listen on.
+pub fn offer_ips(body: &OfferBody) -> Result<Vec<std::net::IpAddr>, ApiError> {
+    ip_spec(body)?
+        .expand()
+        .map_err(|e| ApiError::bad_request("invalid_input", e.to_string()))
+}
+
+fn ip_spec(body: &OfferBody) -> Result<IpSpec, ApiError> {
+    Ok(match (&body.cidr, body.ips.as_slice()) {
         (Some(_), [_, ..]) => return Err(invalid("give `ips` or `cidr`, not both")),
         (None, []) => return Err(invalid("give `ips` or `cidr`")),
         (None, [one]) => IpSpec::Single(*one),
@@ -115,7 +118,16 @@ pub fn offer_spec(
                     .map_err(|_| invalid(format!("{cidr:?} is not a CIDR block")))?,
             }
         }
-    };
+    })
+}
+
+/// The engine's offer for `provider`, at `now` (unix).
+pub fn offer_spec(
+    body: &OfferBody,
+    provider: alloy_primitives::Address,
+    now: u64,
+) -> Result<OfferSpec, ApiError> {
+    let ips = ip_spec(body)?;
     Ok(OfferSpec {
         provider: to_engine(provider),
         ips,

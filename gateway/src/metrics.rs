@@ -39,6 +39,12 @@ pub struct Metrics {
     pub ips_leased: Counter,
     /// Deals made.
     pub deals: Counter,
+    /// Requesters' proofs accepted.
+    pub proofs_received: Counter,
+    /// Proofs signed to providers.
+    pub provider_payments: Counter,
+    /// Leases cut for non-payment.
+    pub cut_offs: Counter,
 }
 
 impl Default for Metrics {
@@ -67,6 +73,24 @@ impl Default for Metrics {
         registry.register("ips_leased", "IPs leased", ips_leased.clone());
         let deals = Counter::default();
         registry.register("deals_made", "Deals made", deals.clone());
+        let proofs_received = Counter::default();
+        registry.register(
+            "proofs_received",
+            "Requesters' balance proofs accepted",
+            proofs_received.clone(),
+        );
+        let provider_payments = Counter::default();
+        registry.register(
+            "provider_payments",
+            "Balance proofs signed to providers",
+            provider_payments.clone(),
+        );
+        let cut_offs = Counter::default();
+        registry.register(
+            "cut_offs",
+            "Leases cut because their requester stopped paying",
+            cut_offs.clone(),
+        );
         Self {
             registry,
             calls,
@@ -75,6 +99,9 @@ impl Default for Metrics {
             lease_requests,
             ips_leased,
             deals,
+            proofs_received,
+            provider_payments,
+            cut_offs,
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use alloy_primitives::Address;
 use axum::extract::Path;
@@ -25,6 +25,8 @@ use ipsx_engine::{CommandKind, Engine, Event, OfferId};
 use ipsx_engine_runtime::{ShardConfig, ShardHandle, StoreConfig};
 
 use crate::error::ApiError;
+use crate::feed::{Streams, unix_now};
+use crate::payments::{Payments, PaymentsConfig, PaymentsError};
 use crate::market::{deal_view, offer_spec, request_spec, to_engine};
 use crate::metrics::Metrics;
 use crate::rate::{Rate, RateLimiter};
@@ -35,6 +37,7 @@ use ipsx_api::{
     OfferBody, OfferCancelled, OfferPlaced, ProfileView, ProviderBody, ProviderRegistered,
     RatingBody, SessionRequest, SessionResponse,
 };
+use ipsx_api::{ChannelBody, ChannelView, WalletView};
 
 /// How the gateway runs.
 #[derive(Debug, Clone)]
@@ -55,6 +58,8 @@ pub struct GatewayConfig {
     pub max_body: usize,
     /// Where the engine keeps its journal and snapshots.
     pub data_dir: PathBuf,
+    /// The chain and payment hub; `None` runs a market without payments (tests, benchmarks).
+    pub payments: Option<PaymentsConfig>,
 }
 
 impl GatewayConfig {
@@ -85,6 +90,7 @@ impl GatewayConfig {
             },
             max_body: 1 << 20,
             data_dir: data_dir.into(),
+            payments: None,
         }
     }
 }
@@ -101,6 +107,9 @@ pub enum GatewayError {
     /// The node's registry could not be opened.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The chain or the payment stores could not be set up.
+    #[error(transparent)]
+    Payments(#[from] PaymentsError),
 }
 
 /// A running gateway.
@@ -109,6 +118,7 @@ pub struct GatewayHandle {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
+    feed: tokio::task::JoinHandle<()>,
     state: Shared,
 }
 
@@ -121,12 +131,22 @@ impl std::fmt::Debug for GatewayHandle {
 }
 
 impl GatewayHandle {
-    /// Stops accepting, lets calls in progress finish, then closes the engine's store.
+    /// The node's address on chain, when it runs with payments.
+    pub fn node_address(&self) -> Option<Address> {
+        self.state.payments.as_ref().map(|p| p.node())
+    }
+
+    /// Stops accepting, lets calls in progress finish, claims every requester proof it holds
+    /// on chain, then closes the engine's store.
     pub async fn shutdown(self) -> Result<(), GatewayError> {
         self.stop.send_replace(true);
         self.served
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
+        let _ = self.feed.await;
+        if let Some(payments) = &self.state.payments {
+            payments.settle(unix_now(), true).await;
+        }
         let shard = lock(&self.state.shard).take();
         if let Some(mut shard) = shard {
             // Calls still finishing hold the shard for a moment; the writer must be the last.
@@ -147,9 +167,9 @@ impl GatewayHandle {
     }
 }
 
-struct AppState {
+pub(crate) struct AppState {
     /// Counters and latencies for `/metrics`.
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// The engine's single shard (taken out at shutdown).
     shard: Mutex<Option<Arc<ShardHandle>>>,
     /// Providers' proxy keys and offers' protocols.
@@ -158,6 +178,10 @@ struct AppState {
     per_session: Mutex<RateLimiter<Address>>,
     per_ip: Mutex<RateLimiter<IpAddr>>,
     origin: Instant,
+    /// The hub, stores and chain client; `None` without a chain.
+    pub(crate) payments: Option<Arc<Payments>>,
+    /// Each party's event streams.
+    pub(crate) streams: Streams,
 }
 
 type Shared = Arc<AppState>;
@@ -166,12 +190,6 @@ impl AppState {
     fn seconds(&self) -> f64 {
         self.origin.elapsed().as_secs_f64()
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -189,6 +207,12 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))??;
     let registry = Registry::open(&config.data_dir.join("node.redb"))?;
+    let payments = match config.payments.clone() {
+        Some(payments) => Some(Arc::new(
+            Payments::start(payments, &config.data_dir, unix_now()).await?,
+        )),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(AppState {
@@ -203,9 +227,12 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         per_session: Mutex::new(RateLimiter::new(config.session_rate, 100_000)),
         per_ip: Mutex::new(RateLimiter::new(config.anonymous_rate, 100_000)),
         origin: Instant::now(),
+        payments,
+        streams: Streams::default(),
     });
     let app = router(Arc::clone(&state), config.max_body);
     let (stop, mut stopped) = watch::channel(false);
+    let feed = tokio::spawn(crate::feed::run(Arc::clone(&state), stop.subscribe()));
     let served = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -221,6 +248,7 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         addr,
         stop,
         served,
+        feed,
         state,
     })
 }
@@ -245,6 +273,9 @@ fn router(state: Shared, max_body: usize) -> Router {
         .route("/v1/deals/{deal}/cancel", post(deal_cancel))
         .route("/v1/deals/{deal}/rating", post(deal_rating))
         .route("/v1/profiles/{address}", get(profile))
+        .route("/v1/wallet", get(wallet))
+        .route("/v1/wallet/channel", post(register_channel))
+        .route("/v1/stream", get(crate::stream::stream))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
@@ -434,12 +465,12 @@ async fn me(Caller(address): Caller) -> Json<MeResponse> {
 // The market
 
 impl AppState {
-    fn shard(&self) -> Result<Arc<ShardHandle>, ApiError> {
+    pub(crate) fn shard(&self) -> Result<Arc<ShardHandle>, ApiError> {
         lock(&self.shard).clone().ok_or_else(stopping)
     }
 
     /// Submits a command and waits until it is durable; the engine's events or its refusal.
-    async fn submit(&self, kind: CommandKind) -> Result<Vec<Event>, ApiError> {
+    pub(crate) async fn submit(&self, kind: CommandKind) -> Result<Vec<Event>, ApiError> {
         let shard = self.shard()?;
         let outcome = tokio::task::spawn_blocking(move || shard.submit(kind))
             .await
@@ -449,7 +480,7 @@ impl AppState {
     }
 
     /// Reads the engine between batches.
-    async fn query<R: Send + 'static>(
+    pub(crate) async fn query<R: Send + 'static>(
         &self,
         read: impl FnOnce(&Engine) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
@@ -479,6 +510,16 @@ async fn place_offer(
     ApiJson(body): ApiJson<OfferBody>,
 ) -> Result<(StatusCode, Json<OfferPlaced>), ApiError> {
     let spec = offer_spec(&body, provider, unix_now())?;
+    if let Some(payments) = &state.payments
+        && !payments.has_provider(provider)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "provider_not_registered",
+            "register your proxy first (POST /v1/providers): the node opens your payment \
+             channel then",
+        ));
+    }
     let protocols = proxy_protocols(spec.protocols);
     let events = state.submit(CommandKind::PlaceOffer(spec)).await?;
     let placed = events
@@ -534,6 +575,19 @@ async fn lease(
     ApiJson(body): ApiJson<LeaseBody>,
 ) -> Result<Json<Leased>, ApiError> {
     let spec = request_spec(&body, requester)?;
+    if let Some(payments) = &state.payments
+        && !payments.has_requester(requester)
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            "channel_required",
+            format!(
+                "open a channel to the node ({}) on the Centralizer and register it \
+                 (POST /v1/wallet/channel) before leasing",
+                payments.node()
+            ),
+        ));
+    }
     let events = state.submit(CommandKind::SubmitRequest(spec)).await?;
     let request = events
         .iter()
@@ -599,6 +653,9 @@ async fn register_provider(
             "invalid_input",
             "port must be 1-65535",
         ));
+    }
+    if let Some(payments) = &state.payments {
+        payments.ensure_provider_channel(provider).await?;
     }
     let mut fresh = [0u8; 32];
     getrandom::fill(&mut fresh).map_err(|e| internal(e.to_string()))?;
@@ -724,4 +781,31 @@ async fn profile(
         ratings_received: profile.ratings_received,
         average_rating: profile.average_rating(),
     }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wallet state
+
+/// `GET /v1/wallet`: the caller's channels and the node's settlement details.
+async fn wallet(Caller(caller): Caller, State(state): State<Shared>) -> Json<WalletView> {
+    Json(WalletView {
+        address: caller,
+        payments: state.payments.as_ref().map(|p| p.info(caller)),
+    })
+}
+
+/// `POST /v1/wallet/channel`: a requester registers the channel it opened to the node.
+async fn register_channel(
+    Caller(requester): Caller,
+    State(state): State<Shared>,
+    ApiJson(body): ApiJson<ChannelBody>,
+) -> Result<Json<ChannelView>, ApiError> {
+    let payments = state.payments.as_ref().ok_or_else(|| {
+        ApiError::bad_request("payments_disabled", "this node runs without a chain")
+    })?;
+    Ok(Json(
+        payments
+            .register_requester(requester, ipsx_channels::ChannelId(body.channel))
+            .await?,
+    ))
 }

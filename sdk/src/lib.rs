@@ -31,7 +31,12 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+mod pay;
+mod stream;
+
 pub use alloy_primitives::Address;
+pub use pay::{Payer, ensure_channel, signing_key};
+pub use stream::EventStream;
 pub use alloy_signer_local::PrivateKeySigner as Wallet;
 pub use ipsx_api::*;
 
@@ -57,6 +62,18 @@ pub enum SdkError {
     /// A call that needs a session was made before [`Client::sign_in`].
     #[error("sign in first")]
     NotSignedIn,
+    /// The event stream failed or said something unreadable.
+    #[error("event stream: {0}")]
+    Stream(String),
+    /// The node runs without a chain, so there is nothing to pay.
+    #[error("the node runs without payments")]
+    PaymentsDisabled,
+    /// The wallet has no channel to the node yet (see [`ensure_channel`]).
+    #[error("no payment channel to the node yet: deposit and open one first")]
+    NoChannel,
+    /// A chain call failed (deposit, open, withdraw).
+    #[error(transparent)]
+    Chain(#[from] ipsx_channels_runtime::chain::ChainError),
 }
 
 impl SdkError {
@@ -189,6 +206,29 @@ impl Client {
     pub async fn profile(&self, wallet: Address) -> Result<ProfileView, SdkError> {
         self.send::<(), _>(Method::GET, &format!("/v1/profiles/{wallet}"), None, false)
             .await
+    }
+
+    /// This wallet's payment state on the node.
+    pub async fn wallet(&self) -> Result<WalletView, SdkError> {
+        self.send::<(), _>(Method::GET, "/v1/wallet", None, true)
+            .await
+    }
+
+    /// Registers the channel this wallet opened to the node (see [`ensure_channel`]).
+    pub async fn register_channel(&self, channel: u64) -> Result<ChannelView, SdkError> {
+        self.send(
+            Method::POST,
+            "/v1/wallet/channel",
+            Some(&ChannelBody { channel }),
+            true,
+        )
+        .await
+    }
+
+    /// Opens this wallet's event stream (deals, lease terms, payments, cut-offs).
+    pub async fn stream(&self) -> Result<EventStream, SdkError> {
+        let session = self.session.as_ref().ok_or(SdkError::NotSignedIn)?;
+        EventStream::connect(&self.base, &session.token).await
     }
 
     async fn deal_action(&self, deal: u64, action: &str) -> Result<LeaseView, SdkError> {

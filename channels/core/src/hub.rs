@@ -174,6 +174,23 @@ pub struct Hub {
     slots: Vec<Slot>,
     position: FxHashMap<LeaseId, usize>,
     now: u64,
+    /// No lease is cut before this second (a restarted node gives payers time to reconnect).
+    cuts_held_until: u64,
+}
+
+/// A requester's position at the hub's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequesterPosition {
+    /// Its channel.
+    pub channel: ChannelId,
+    /// Its channel's deposit.
+    pub deposit: u128,
+    /// Its latest accepted cumulative proof.
+    pub received: u128,
+    /// What its leases have accrued by the hub's clock.
+    pub owed: u128,
+    /// The second its leases are paid through.
+    pub paid_through: u64,
 }
 
 impl Hub {
@@ -190,7 +207,45 @@ impl Hub {
             slots: Vec::new(),
             position: FxHashMap::default(),
             now,
+            cuts_held_until: 0,
         }
+    }
+
+    /// Cuts nobody before second `t`: after a restart, payers whose proofs could not reach the
+    /// node while it was down get until `t` to catch up.
+    pub fn hold_cuts_until(&mut self, t: u64) {
+        self.cuts_held_until = t;
+    }
+
+    /// The hub's clock (the latest tick's second).
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// A lease's terms as metered now (its end moves earlier when it is ended or cut).
+    pub fn lease_terms(&self, id: LeaseId) -> Option<LeaseTerms> {
+        self.position.get(&id).map(|&index| self.slots[index].lease.terms)
+    }
+
+    /// Where a requester stands at the hub's clock.
+    pub fn requester_position(&self, requester: Address) -> Option<RequesterPosition> {
+        self.inbound_index.get(&requester).map(|&index| {
+            let inbound = &self.inbound[index];
+            RequesterPosition {
+                channel: inbound.channel.id,
+                deposit: inbound.channel.deposit,
+                received: inbound.channel.received(),
+                owed: inbound.meter.owed_at(self.now),
+                paid_through: inbound.paid_through,
+            }
+        })
+    }
+
+    /// The hub's channel to a provider.
+    pub fn provider_channel(&self, provider: Address) -> Option<&PayerChannel> {
+        self.outbound_index
+            .get(&provider)
+            .map(|&index| &self.outbound[index].channel)
     }
 
     /// The hub's address.
@@ -352,6 +407,7 @@ impl Hub {
             let lease = &mut slot.lease;
             let behind = now.saturating_sub(inbound.paid_through);
             if behind > grace
+                && now >= self.cuts_held_until
                 && lease.terms.end > now
                 && lease.terms.start < now
                 && let Ok(terms) = inbound.meter.end_at(lease.terms.id, now)

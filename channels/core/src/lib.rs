@@ -74,7 +74,10 @@ pub mod receiver;
 pub use bindings::Centralizer;
 pub use crypto::{Signature, SigningKey, recover_signer, recover_signer_k256};
 pub use error::{DecodeError, LeaseError, ProofError, SignatureError};
-pub use hub::{Books, Hub, HubConfig, HubLease, HubTick, LeaseCut, ProviderPayment, TopUpNeeded};
+pub use hub::{
+    Books, Hub, HubConfig, HubLease, HubTick, LeaseCut, ProviderPayment, RequesterPosition,
+    TopUpNeeded,
+};
 pub use meter::{LeaseId, LeaseMeter, LeaseTerms};
 pub use payer::{MeteredPayer, NextProof, PayerChannel, PayerTick};
 pub use policy::{CheckpointPolicy, Unclaimed};

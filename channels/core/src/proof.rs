@@ -79,6 +79,14 @@ impl ChannelDomain {
         keccak256(message)
     }
 
+    /// The chain the contract is on.
+    pub fn chain_id(&self) -> u64 {
+        self.domain
+            .chain_id
+            .and_then(|id| u64::try_from(id).ok())
+            .unwrap_or_default()
+    }
+
     /// The alloy domain (for wallets' typed-data JSON).
     pub fn eip712(&self) -> &Eip712Domain {
         &self.domain

@@ -65,6 +65,15 @@ impl ProviderLedger {
         Ok(())
     }
 
+    /// Ends a lease early at `at` (cancelled or cut, as the node reports); `at` before its
+    /// start makes it accrue nothing. Unknown leases are ignored.
+    pub fn end_lease(&mut self, id: LeaseId, at: u64) {
+        if let Some(lease) = self.leases.get_mut(&id) {
+            lease.terms.end = lease.terms.end.min(at.max(lease.terms.start));
+            lease.paid_through = lease.paid_through.min(lease.terms.end);
+        }
+    }
+
     /// Checks a payment without recording it.
     pub fn check(
         &self,

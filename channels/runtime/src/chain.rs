@@ -244,6 +244,12 @@ impl ChainClient {
         Ok(())
     }
 
+    /// Moves `amount` of this account's free Centralizer balance back to its wallet.
+    pub async fn withdraw(&self, amount: u128) -> Result<(), ChainError> {
+        confirm(self.centralizer.withdraw(U256::from(amount))).await?;
+        Ok(())
+    }
+
     /// Opens a channel to `receiver` with `deposit` from this account's balance.
     pub async fn open_channel(
         &self,

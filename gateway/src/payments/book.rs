@@ -1,0 +1,236 @@
+//! What the payment side of the node must find again after a restart, in one redb file
+//! (`data_dir/payments.redb`): which channel each requester pays on and each provider is paid
+//! on, and the terms of every lease the hub has metered (the hub's totals to a provider are
+//! cumulative, so a restarted hub re-adds every lease it ever paid for).
+//!
+//! Proofs themselves live in the channels' `ProofStore` (`data_dir/proofs.redb`).
+
+use std::path::Path;
+
+use alloy_primitives::Address;
+use ipsx_channels::{ChannelId, LeaseTerms};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+const REQUESTER_CHANNELS: TableDefinition<&[u8; 20], u64> =
+    TableDefinition::new("requester_channels");
+const PROVIDER_CHANNELS: TableDefinition<&[u8; 20], u64> = TableDefinition::new("provider_channels");
+const LEASES: TableDefinition<u64, &[u8; LEASE_LEN]> = TableDefinition::new("leases");
+
+const LEASE_LEN: usize = 8 + 8 + 16 + 20 + 20 + 1;
+
+/// The payment book failed on disk.
+#[derive(Debug, thiserror::Error)]
+#[error("payment book: {0}")]
+pub struct BookError(#[from] redb::Error);
+
+fn db_error(error: impl Into<redb::Error>) -> BookError {
+    BookError(error.into())
+}
+
+/// One metered lease as persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookedLease {
+    /// Id, rate and charged window.
+    pub terms: LeaseTerms,
+    /// Who pays.
+    pub requester: Address,
+    /// Who serves.
+    pub provider: Address,
+    /// The lease has ended and `terms.end` is final.
+    pub ended: bool,
+}
+
+impl BookedLease {
+    fn encode(&self) -> [u8; LEASE_LEN] {
+        let mut out = [0u8; LEASE_LEN];
+        out[..8].copy_from_slice(&self.terms.start.to_be_bytes());
+        out[8..16].copy_from_slice(&self.terms.end.to_be_bytes());
+        out[16..32].copy_from_slice(&self.terms.rate.to_be_bytes());
+        out[32..52].copy_from_slice(self.requester.as_slice());
+        out[52..72].copy_from_slice(self.provider.as_slice());
+        out[72] = u8::from(self.ended);
+        out
+    }
+
+    fn decode(id: u64, bytes: &[u8; LEASE_LEN]) -> Self {
+        let word = |range: std::ops::Range<usize>| {
+            let mut eight = [0u8; 8];
+            eight.copy_from_slice(&bytes[range]);
+            u64::from_be_bytes(eight)
+        };
+        let mut rate = [0u8; 16];
+        rate.copy_from_slice(&bytes[16..32]);
+        Self {
+            terms: LeaseTerms {
+                id,
+                rate: u128::from_be_bytes(rate),
+                start: word(0..8),
+                end: word(8..16),
+            },
+            requester: Address::from_slice(&bytes[32..52]),
+            provider: Address::from_slice(&bytes[52..72]),
+            ended: bytes[72] != 0,
+        }
+    }
+}
+
+/// The node's payment book.
+#[derive(Debug)]
+pub struct PaymentBook {
+    db: Database,
+}
+
+impl PaymentBook {
+    /// Opens (or creates) the book at `path`.
+    pub fn open(path: &Path) -> Result<Self, BookError> {
+        let db = Database::create(path).map_err(db_error)?;
+        let txn = db.begin_write().map_err(db_error)?;
+        txn.open_table(REQUESTER_CHANNELS).map_err(db_error)?;
+        txn.open_table(PROVIDER_CHANNELS).map_err(db_error)?;
+        txn.open_table(LEASES).map_err(db_error)?;
+        txn.commit().map_err(db_error)?;
+        Ok(Self { db })
+    }
+
+    fn put_channel(
+        &self,
+        table: TableDefinition<&[u8; 20], u64>,
+        party: Address,
+        channel: ChannelId,
+    ) -> Result<(), BookError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        txn.open_table(table)
+            .map_err(db_error)?
+            .insert(&party.0.0, channel.0)
+            .map_err(db_error)?;
+        txn.commit().map_err(db_error)
+    }
+
+    fn channels(
+        &self,
+        table: TableDefinition<&[u8; 20], u64>,
+    ) -> Result<Vec<(Address, ChannelId)>, BookError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(table).map_err(db_error)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_error)? {
+            let (party, channel) = entry.map_err(db_error)?;
+            out.push((Address::from(*party.value()), ChannelId(channel.value())));
+        }
+        Ok(out)
+    }
+
+    /// Records the channel a requester pays the node on. Durable when it returns.
+    pub fn set_requester_channel(
+        &self,
+        requester: Address,
+        channel: ChannelId,
+    ) -> Result<(), BookError> {
+        self.put_channel(REQUESTER_CHANNELS, requester, channel)
+    }
+
+    /// Records the channel the node pays a provider on. Durable when it returns.
+    pub fn set_provider_channel(
+        &self,
+        provider: Address,
+        channel: ChannelId,
+    ) -> Result<(), BookError> {
+        self.put_channel(PROVIDER_CHANNELS, provider, channel)
+    }
+
+    /// Every requester's channel.
+    pub fn requester_channels(&self) -> Result<Vec<(Address, ChannelId)>, BookError> {
+        self.channels(REQUESTER_CHANNELS)
+    }
+
+    /// Every provider's channel.
+    pub fn provider_channels(&self) -> Result<Vec<(Address, ChannelId)>, BookError> {
+        self.channels(PROVIDER_CHANNELS)
+    }
+
+    /// Records (or updates) a lease's terms. Durable when it returns.
+    pub fn put_lease(&self, lease: &BookedLease) -> Result<(), BookError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        txn.open_table(LEASES)
+            .map_err(db_error)?
+            .insert(lease.terms.id, &lease.encode())
+            .map_err(db_error)?;
+        txn.commit().map_err(db_error)
+    }
+
+    /// A lease's terms, if booked.
+    pub fn lease(&self, deal: u64) -> Result<Option<BookedLease>, BookError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(LEASES).map_err(db_error)?;
+        Ok(table
+            .get(deal)
+            .map_err(db_error)?
+            .map(|stored| BookedLease::decode(deal, stored.value())))
+    }
+
+    /// Every booked lease, by deal id.
+    pub fn leases(&self) -> Result<Vec<BookedLease>, BookError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(LEASES).map_err(db_error)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_error)? {
+            let (deal, bytes) = entry.map_err(db_error)?;
+            out.push(BookedLease::decode(deal.value(), bytes.value()));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_and_leases_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("payments.redb");
+        let lease = BookedLease {
+            terms: LeaseTerms {
+                id: 7,
+                rate: u128::MAX - 3,
+                start: 1_000,
+                end: 1_060,
+            },
+            requester: Address::repeat_byte(1),
+            provider: Address::repeat_byte(2),
+            ended: false,
+        };
+        {
+            let book = PaymentBook::open(&path).expect("open");
+            book.set_requester_channel(lease.requester, ChannelId(3))
+                .expect("put");
+            book.set_provider_channel(lease.provider, ChannelId(4))
+                .expect("put");
+            book.put_lease(&lease).expect("put");
+            book.put_lease(&BookedLease {
+                ended: true,
+                terms: LeaseTerms {
+                    end: 1_030,
+                    ..lease.terms
+                },
+                ..lease
+            })
+            .expect("update");
+        }
+        let book = PaymentBook::open(&path).expect("reopen");
+        assert_eq!(
+            book.requester_channels().expect("read"),
+            vec![(lease.requester, ChannelId(3))]
+        );
+        assert_eq!(
+            book.provider_channels().expect("read"),
+            vec![(lease.provider, ChannelId(4))]
+        );
+        let stored = book.lease(7).expect("read").expect("booked");
+        assert!(stored.ended);
+        assert_eq!(stored.terms.end, 1_030);
+        assert_eq!(stored.terms.rate, u128::MAX - 3);
+        assert_eq!(book.leases().expect("read").len(), 1);
+        assert_eq!(book.lease(8).expect("read"), None);
+    }
+}

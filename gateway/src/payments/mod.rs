@@ -1,0 +1,558 @@
+//! The node's payment side: the hub (`ipsx-channels`), its durable proof store and book, and
+//! the chain client that opens providers' channels and claims requesters' proofs.
+//!
+//! ```text
+//!  requester ──proof (WebSocket)──► receive_proof: hub.check ─► ProofStore (fsync) ─► hub.accept
+//!  feed, every second: deal Active ─► start_lease (book, then hub) ─► LeaseReady to both
+//!                      deal ended  ─► end_lease   (book, then hub) ─► LeaseEnded to both
+//!                      tick: hub.tick ─► persist signed amounts ─► Payment to each provider
+//!                                              └─► cuts ─► engine PaymentLapsed, CutOff to both
+//!  settle (every `settle_every`, and forced at shutdown): requesters' proofs ─► batchCheckpoint
+//! ```
+//!
+//! A requester must register the channel it opened to the node (`POST /v1/wallet/channel`)
+//! before leasing; a provider gets its channel from the node when it registers its proxy.
+//! Lease terms are fixed by the node when the provider reports ready (`start` = that second,
+//! never before the deal's start) and sent to both parties, so all three meter the same
+//! seconds. After a restart the hub is rebuilt from the book, the stores and the chain, and
+//! nobody is cut before `grace` seconds more have passed.
+
+mod book;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use axum::http::StatusCode;
+use ipsx_api::{ChannelView, PaymentsInfo, TokenAmount};
+use ipsx_channels::{
+    ChannelId, CheckpointPolicy, Hub, HubConfig, HubLease, HubTick, LeaseTerms, PayerChannel,
+    ReceiverChannel, SignedProof, SigningKey,
+};
+use ipsx_channels_runtime::chain::{ChainClient, ChainError, Checkpointed};
+use ipsx_channels_runtime::settle::Settler;
+use ipsx_channels_runtime::store::{ProofStore, StoreError};
+
+pub use book::{BookError, BookedLease, PaymentBook};
+
+use crate::error::ApiError;
+
+/// How the node pays and gets paid.
+#[derive(Clone)]
+pub struct PaymentsConfig {
+    /// The chain's JSON-RPC endpoint.
+    pub rpc_url: String,
+    /// The Centralizer contract.
+    pub centralizer: Address,
+    /// The node's key: it signs proofs to providers and transactions, and must be the
+    /// contract's treasury.
+    pub key: SigningKey,
+    /// What the node reserves for each provider's channel when it opens it. Default 1,000 IPSX.
+    pub provider_deposit: u128,
+    /// Grace and signing interval of the hub.
+    pub hub: HubConfig,
+    /// When claiming requesters' proofs is worth the gas.
+    pub policy: CheckpointPolicy,
+    /// How often the node considers claiming. Default 30 s.
+    pub settle_every: Duration,
+}
+
+impl std::fmt::Debug for PaymentsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentsConfig")
+            .field("rpc_url", &self.rpc_url)
+            .field("centralizer", &self.centralizer)
+            .field("node", &self.key.address())
+            .field("provider_deposit", &self.provider_deposit)
+            .field("hub", &self.hub)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PaymentsConfig {
+    /// Defaults for a node keyed `key` settling on `centralizer` through `rpc_url`.
+    pub fn new(rpc_url: impl Into<String>, centralizer: Address, key: SigningKey) -> Self {
+        Self {
+            rpc_url: rpc_url.into(),
+            centralizer,
+            key,
+            provider_deposit: 1_000 * 10u128.pow(18),
+            hub: HubConfig::default(),
+            policy: CheckpointPolicy::default(),
+            settle_every: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why payments could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentsError {
+    /// The chain refused or could not be reached.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The node is not the contract's treasury, so it would pay commissions it never gets back.
+    #[error("the node's address {node} is not the Centralizer's treasury {treasury}")]
+    NotTreasury {
+        /// The node.
+        node: Address,
+        /// The contract's treasury.
+        treasury: Address,
+    },
+    /// The proof store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The payment book failed.
+    #[error(transparent)]
+    Book(#[from] BookError),
+    /// A booked lease no longer fits the hub (a corrupt book).
+    #[error("rebuilding the hub: {0}")]
+    Rebuild(String),
+}
+
+/// What one second of the hub produced, persisted and ready to send.
+#[derive(Debug, Default)]
+pub(crate) struct TickOutcome {
+    /// The hub's output (its payments' amounts are already in the proof store).
+    pub(crate) tick: HubTick,
+    /// Requesters behind on payment: (requester, owed, paid, cut at).
+    pub(crate) due: Vec<(Address, u128, u128, u64)>,
+}
+
+/// The node's payments.
+pub(crate) struct Payments {
+    chain: ChainClient,
+    store: Arc<ProofStore>,
+    book: PaymentBook,
+    hub: Mutex<Hub>,
+    requesters: Mutex<Vec<Address>>,
+    /// Proofs are checked, stored and accepted one at a time, so a lower one cannot overtake.
+    proof_gate: tokio::sync::Mutex<()>,
+    /// Channel registrations and openings, one at a time.
+    channel_gate: tokio::sync::Mutex<()>,
+    topping_up: Mutex<HashSet<Address>>,
+    settler: Settler,
+    config: PaymentsConfig,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn chain_error(error: ChainError) -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, "chain_error", error.to_string())
+}
+
+fn internal(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        error.to_string(),
+    )
+}
+
+impl Payments {
+    /// Connects to the chain, checks the node is the treasury, and rebuilds the hub from the
+    /// book and stores in `data_dir`.
+    pub(crate) async fn start(
+        config: PaymentsConfig,
+        data_dir: &Path,
+        now: u64,
+    ) -> Result<Self, PaymentsError> {
+        let chain =
+            ChainClient::connect(&config.rpc_url, config.centralizer, config.key.clone()).await?;
+        let treasury = chain.treasury().await?;
+        if treasury != chain.address() {
+            return Err(PaymentsError::NotTreasury {
+                node: chain.address(),
+                treasury,
+            });
+        }
+        let store = Arc::new(ProofStore::open(&data_dir.join("proofs.redb"))?);
+        let book = PaymentBook::open(&data_dir.join("payments.redb"))?;
+        let leases = book.leases()?;
+        // The hub's clock starts where the oldest booked lease starts, so every lease fits
+        // again and each requester's paid-through is recomputed from its latest proof.
+        let epoch = leases.iter().map(|l| l.terms.start).min().unwrap_or(now);
+        let mut hub = Hub::new(chain.domain().clone(), config.key.clone(), config.hub, epoch);
+        let mut requesters = Vec::new();
+        for (requester, channel) in book.requester_channels()? {
+            let state = chain.channel(channel).await?;
+            hub.add_requester(ReceiverChannel::new(
+                channel,
+                requester,
+                state.deposit,
+                store.latest_received(channel)?,
+            ));
+            requesters.push(requester);
+        }
+        for (provider, channel) in book.provider_channels()? {
+            let state = chain.channel(channel).await?;
+            hub.add_provider(PayerChannel::new(
+                channel,
+                provider,
+                state.deposit,
+                store.highest_signed(channel)?,
+            ));
+        }
+        for lease in &leases {
+            hub.add_lease(HubLease {
+                terms: lease.terms,
+                requester: lease.requester,
+                provider: lease.provider,
+            })
+            .map_err(|e| PaymentsError::Rebuild(e.to_string()))?;
+        }
+        if !leases.is_empty() {
+            hub.hold_cuts_until(now + config.hub.grace + 2);
+        }
+        let settler = Settler::new(chain.clone(), Arc::clone(&store), config.policy);
+        Ok(Self {
+            chain,
+            store,
+            book,
+            hub: Mutex::new(hub),
+            requesters: Mutex::new(requesters),
+            proof_gate: tokio::sync::Mutex::new(()),
+            channel_gate: tokio::sync::Mutex::new(()),
+            topping_up: Mutex::new(HashSet::new()),
+            settler,
+            config,
+        })
+    }
+
+    /// The node's address.
+    pub(crate) fn node(&self) -> Address {
+        self.chain.address()
+    }
+
+    /// What `GET /v1/wallet` shows `caller`.
+    pub(crate) fn info(&self, caller: Address) -> PaymentsInfo {
+        let hub = lock(&self.hub);
+        let inbound = hub.requester_position(caller).map(|p| ChannelView {
+            channel: p.channel.0,
+            deposit: TokenAmount(p.deposit),
+            amount: TokenAmount(p.received),
+            owed: TokenAmount(p.owed),
+            paid_through: Some(p.paid_through),
+        });
+        let outbound = hub.provider_channel(caller).map(|channel| {
+            let (owed, signed) = hub.provider_position(caller).unwrap_or((0, 0));
+            ChannelView {
+                channel: channel.id.0,
+                deposit: TokenAmount(channel.deposit),
+                amount: TokenAmount(signed),
+                owed: TokenAmount(owed),
+                paid_through: None,
+            }
+        });
+        PaymentsInfo {
+            chain_id: self.chain.domain().chain_id(),
+            centralizer: self.chain.centralizer_address(),
+            token: self.chain.token_address(),
+            node: self.chain.address(),
+            grace: self.config.hub.grace,
+            inbound,
+            outbound,
+        }
+    }
+
+    /// A booked lease.
+    pub(crate) fn booked(&self, deal: u64) -> Result<Option<BookedLease>, ApiError> {
+        self.book.lease(deal).map_err(internal)
+    }
+
+    /// Every metered lease `party` is in, for a stream that just connected: with them a
+    /// payer that restarted meters the same cumulative total as the hub.
+    pub(crate) fn leases_of(&self, party: Address) -> Result<Vec<BookedLease>, ApiError> {
+        Ok(self
+            .book
+            .leases()
+            .map_err(internal)?
+            .into_iter()
+            .filter(|l| l.requester == party || l.provider == party)
+            .collect())
+    }
+
+    /// Whether `requester` has a channel to the node.
+    pub(crate) fn has_requester(&self, requester: Address) -> bool {
+        lock(&self.hub).requester_position(requester).is_some()
+    }
+
+    /// Whether the node pays `provider` on a channel.
+    pub(crate) fn has_provider(&self, provider: Address) -> bool {
+        lock(&self.hub).provider_channel(provider).is_some()
+    }
+
+    /// Registers the channel `requester` opened to the node, after checking it on chain.
+    pub(crate) async fn register_requester(
+        &self,
+        requester: Address,
+        channel: ChannelId,
+    ) -> Result<ChannelView, ApiError> {
+        let _gate = self.channel_gate.lock().await;
+        if let Some(existing) = lock(&self.hub).requester_position(requester)
+            && existing.channel != channel
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "channel_already_registered",
+                format!(
+                    "{requester} already pays on channel {}; top it up instead",
+                    existing.channel.0
+                ),
+            ));
+        }
+        let state = self.chain.channel(channel).await.map_err(chain_error)?;
+        let refuse = |message: String| ApiError::bad_request("bad_channel", message);
+        if state.status != 1 {
+            return Err(refuse(format!("channel {} is not open", channel.0)));
+        }
+        if state.sender != requester {
+            return Err(refuse(format!(
+                "channel {} is paid by {}, not by {requester}",
+                channel.0, state.sender
+            )));
+        }
+        if state.receiver != self.node() {
+            return Err(refuse(format!(
+                "channel {} pays {}, not this node ({})",
+                channel.0,
+                state.receiver,
+                self.node()
+            )));
+        }
+        self.book
+            .set_requester_channel(requester, channel)
+            .map_err(internal)?;
+        let latest = self.store.latest_received(channel).map_err(internal)?;
+        let received = latest.map_or(0, |p| p.amount);
+        lock(&self.hub).add_requester(ReceiverChannel::new(
+            channel,
+            requester,
+            state.deposit,
+            latest,
+        ));
+        let mut requesters = lock(&self.requesters);
+        if !requesters.contains(&requester) {
+            requesters.push(requester);
+        }
+        Ok(ChannelView {
+            channel: channel.0,
+            deposit: TokenAmount(state.deposit),
+            amount: TokenAmount(received),
+            owed: TokenAmount(0),
+            paid_through: None,
+        })
+    }
+
+    /// Opens the node's channel to `provider` unless it has one.
+    pub(crate) async fn ensure_provider_channel(
+        &self,
+        provider: Address,
+    ) -> Result<ChannelId, ApiError> {
+        let _gate = self.channel_gate.lock().await;
+        if let Some(channel) = lock(&self.hub).provider_channel(provider) {
+            return Ok(channel.id);
+        }
+        let deposit = self.config.provider_deposit;
+        let free = self
+            .chain
+            .balance_of(self.node())
+            .await
+            .map_err(chain_error)?;
+        if free < deposit {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node_underfunded",
+                format!(
+                    "the node has {free} free in the Centralizer and reserves {deposit} per \
+                     provider channel"
+                ),
+            ));
+        }
+        let channel = self
+            .chain
+            .open_channel(provider, deposit)
+            .await
+            .map_err(chain_error)?;
+        self.book
+            .set_provider_channel(provider, channel)
+            .map_err(internal)?;
+        lock(&self.hub).add_provider(PayerChannel::new(channel, provider, deposit, 0));
+        tracing::info!(%provider, channel = channel.0, deposit, "opened a provider channel");
+        Ok(channel)
+    }
+
+    /// Checks, stores, then counts a requester's proof. Returns the amount accepted and how
+    /// far the requester's leases are paid.
+    pub(crate) async fn receive_proof(
+        self: &Arc<Self>,
+        requester: Address,
+        wire: &str,
+    ) -> Result<(u128, Option<u64>), ApiError> {
+        let bytes = alloy_primitives::hex::decode(wire.trim()).map_err(|_| {
+            ApiError::bad_request("bad_proof", "a proof is 129 bytes of hex (0x + 258 digits)")
+        })?;
+        let proof = SignedProof::decode(&bytes)
+            .map_err(|e| ApiError::bad_request("bad_proof", e.to_string()))?;
+        let _gate = self.proof_gate.lock().await;
+        lock(&self.hub)
+            .check(requester, &proof)
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, "proof_refused", e.to_string()))?;
+        let payments = Arc::clone(self);
+        tokio::task::spawn_blocking(move || payments.store.persist_received(&[proof]))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let mut hub = lock(&self.hub);
+        hub.accept(requester, proof);
+        let paid_through = hub.requester_position(requester).map(|p| p.paid_through);
+        Ok((proof.amount, paid_through))
+    }
+
+    /// Starts metering a deal the provider now serves: terms fixed now, booked, then added to
+    /// the hub. A deal booked before (a restart) keeps its terms.
+    pub(crate) fn start_lease(
+        &self,
+        deal: u64,
+        requester: Address,
+        provider: Address,
+        rate: u128,
+        start: u64,
+        end: u64,
+    ) -> Result<LeaseTerms, ApiError> {
+        if let Some(booked) = self.book.lease(deal).map_err(internal)? {
+            return Ok(booked.terms);
+        }
+        let mut hub = lock(&self.hub);
+        let start = start.max(hub.now());
+        let terms = LeaseTerms {
+            id: deal,
+            rate,
+            start,
+            end: end.max(start),
+        };
+        let lease = BookedLease {
+            terms,
+            requester,
+            provider,
+            ended: false,
+        };
+        self.book.put_lease(&lease).map_err(internal)?;
+        hub.add_lease(HubLease {
+            terms,
+            requester,
+            provider,
+        })
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "lease_refused", e.to_string()))?;
+        Ok(terms)
+    }
+
+    /// Ends a lease at `at` (no earlier than what its requester already paid through); the
+    /// final terms, booked. `None` if it was never metered.
+    pub(crate) fn end_lease(&self, deal: u64, at: u64) -> Result<Option<LeaseTerms>, ApiError> {
+        let Some(mut booked) = self.book.lease(deal).map_err(internal)? else {
+            return Ok(None);
+        };
+        if booked.ended {
+            return Ok(Some(booked.terms));
+        }
+        let mut hub = lock(&self.hub);
+        // Unknown to the hub means already folded (ended and paid): its terms stand.
+        let _ = hub.end_lease(deal, at);
+        let terms = hub.lease_terms(deal).unwrap_or(LeaseTerms {
+            end: booked.terms.end.min(at.max(booked.terms.start)),
+            ..booked.terms
+        });
+        booked.terms = terms;
+        booked.ended = true;
+        self.book.put_lease(&booked).map_err(internal)?;
+        Ok(Some(terms))
+    }
+
+    /// One second of the hub: sign what is owed to providers and store it before it is sent;
+    /// find requesters that are behind.
+    pub(crate) fn tick(&self, now: u64) -> Result<TickOutcome, StoreError> {
+        let mut hub = lock(&self.hub);
+        let tick = hub.tick(now);
+        let signed: Vec<_> = tick
+            .payments
+            .iter()
+            .map(|p| (p.proof.channel, p.proof.amount))
+            .collect();
+        if !signed.is_empty() {
+            self.store.persist_signed(&signed)?;
+        }
+        let grace = self.config.hub.grace;
+        let due = lock(&self.requesters)
+            .iter()
+            .filter_map(|&requester| {
+                let position = hub.requester_position(requester)?;
+                (position.owed > position.received && now >= position.paid_through + 2).then(
+                    || {
+                        (
+                            requester,
+                            position.owed,
+                            position.received,
+                            position.paid_through + grace,
+                        )
+                    },
+                )
+            })
+            .collect();
+        Ok(TickOutcome { tick, due })
+    }
+
+    /// Tops up a provider's channel the hub owes more than its deposit (in the background).
+    pub(crate) fn top_up(self: &Arc<Self>, provider: Address, channel: ChannelId, owed: u128) {
+        if !lock(&self.topping_up).insert(provider) {
+            return;
+        }
+        let payments = Arc::clone(self);
+        tokio::spawn(async move {
+            let deposit = lock(&payments.hub)
+                .provider_channel(provider)
+                .map_or(0, |c| c.deposit);
+            let add = owed
+                .saturating_sub(deposit)
+                .max(payments.config.provider_deposit);
+            match payments.chain.top_up(channel, add).await {
+                Ok(()) => {
+                    lock(&payments.hub).set_deposit(provider, deposit + add);
+                    tracing::info!(%provider, channel = channel.0, add, "topped up");
+                }
+                Err(error) => tracing::warn!(%provider, %error, "top-up failed"),
+            }
+            lock(&payments.topping_up).remove(&provider);
+        });
+    }
+
+    /// Claims requesters' proofs that are due under the policy (all of them if `force`).
+    pub(crate) async fn settle(&self, now: u64, force: bool) -> Vec<Checkpointed> {
+        match self.settler.run_once(now, force).await {
+            Ok(paid) => {
+                for checkpoint in &paid {
+                    tracing::info!(
+                        channel = checkpoint.channel.0,
+                        amount = checkpoint.amount,
+                        "claimed"
+                    );
+                }
+                paid
+            }
+            Err(error) => {
+                tracing::warn!(%error, "claiming requesters' proofs failed; will retry");
+                Vec::new()
+            }
+        }
+    }
+
+    /// How often to consider claiming.
+    pub(crate) fn settle_every(&self) -> Duration {
+        self.config.settle_every
+    }
+}
