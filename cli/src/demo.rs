@@ -208,7 +208,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let node_chain = ChainClient::connect(&rpc_url, deployment.centralizer, node_key.clone()).await?;
+    let node_chain =
+        ChainClient::connect(&rpc_url, deployment.centralizer, node_key.clone()).await?;
     progress.note(&format!(
         "chain {} at {rpc_url}: token {}, Centralizer {} ({} bps commission)",
         node_chain.domain().chain_id(),
@@ -263,7 +264,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let port = free_port(&all_ips)?;
     for (index, country) in COUNTRIES.iter().take(args.providers).enumerate() {
         let wallet = anvil_key(2 + index)?;
-        let ips = all_ips[index * args.ips_per_provider..(index + 1) * args.ips_per_provider].to_vec();
+        let ips =
+            all_ips[index * args.ips_per_provider..(index + 1) * args.ips_per_provider].to_vec();
         let price = (10 + 5 * index as u128) * TOKEN / 10_000;
         let config = ProvideConfig {
             node: node_url.clone(),
@@ -329,7 +331,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ));
     let mut payer = Payer::connect(&fleet, &fleet_wallet).await?;
     let mut deals: Vec<LeaseView> = Vec::new();
-    let first: Vec<&str> = COUNTRIES.iter().take(args.providers.min(2)).copied().collect();
+    let first: Vec<&str> = COUNTRIES
+        .iter()
+        .take(args.providers.min(2))
+        .copied()
+        .collect();
     let leased = fleet
         .lease(
             &LeaseBody::new(
@@ -371,15 +377,15 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for deal in &deals {
         payer.expect(&deal.deal);
     }
-    print!("{}", crate::output::leases(&deals, crate::output::Format::Table)?);
+    print!(
+        "{}",
+        crate::output::leases(&deals, crate::output::Format::Table)?
+    );
 
     progress.step("crawling the site through every endpoint, paying every second");
     let mut crawlers = tokio::task::JoinSet::new();
     for endpoint in deals.iter().flat_map(|deal| &deal.endpoints) {
-        let proxy = endpoint
-            .http
-            .clone()
-            .context("an endpoint without HTTP")?;
+        let proxy = endpoint.http.clone().context("an endpoint without HTTP")?;
         let ip = endpoint.ip;
         let site = site.addr;
         let pages = args.requests_per_ip;
@@ -396,8 +402,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     while !payer.all_ended() {
         ensure!(Instant::now() < deadline, "the leases did not end in time");
         let event = tokio::time::timeout(Duration::from_millis(500), payer.next()).await;
-        match event {
-            Ok(event) => match event? {
+        if let Ok(event) = event {
+            match event? {
                 Some(StreamEvent::LeaseReady { terms, .. }) => {
                     progress.note(&format!(
                         "deal {} ready: charged from {} to {} at {} IPSX/s",
@@ -421,8 +427,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 }
                 Some(_) => {}
                 None => bail!("the node closed the stream"),
-            },
-            Err(_) => {}
+            }
         }
         if cancel_pending && Instant::now() >= cancel_at {
             cancel_pending = false;
@@ -508,7 +513,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 )
             })
             .unwrap_or(("?", None));
-        let requests: u64 = deal.deal.ips.iter().map(|ip| seen.get(ip).copied().unwrap_or(0)).sum();
+        let requests: u64 = deal
+            .deal
+            .ips
+            .iter()
+            .map(|ip| seen.get(ip).copied().unwrap_or(0))
+            .sum();
         println!(
             "{:<6} {:<8} {:<5} {:>8} {:>22} {:>10} {:>10} {:>9}",
             id,
@@ -575,7 +585,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         fleet_channel.claimed,
         if fleet_matches { "✓" } else { "✗ MISMATCH" }
     );
-    let provider_commissions: u128 = summaries.iter().map(|(_, _, s)| s.claimed - s.credited).sum();
+    let provider_commissions: u128 = summaries
+        .iter()
+        .map(|(_, _, s)| s.claimed - s.credited)
+        .sum();
     let node_gain = node_after.saturating_sub(node_before);
     let node_matches = node_gain == fleet_channel.claimed + provider_commissions;
     ok &= node_matches;

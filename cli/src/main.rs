@@ -251,17 +251,24 @@ struct LeaseArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    // The demo prints its own progress; its parts only log what goes wrong.
+    let default_level = if matches!(command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(Cli::parse().command))
+    runtime.block_on(run(command))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -408,7 +415,10 @@ async fn chain_client(
     client: &Client,
     wallet: &Wallet,
     chain: &ChainArgs,
-) -> anyhow::Result<(ipsx_channels_runtime::chain::ChainClient, ipsx_sdk::WalletView)> {
+) -> anyhow::Result<(
+    ipsx_channels_runtime::chain::ChainClient,
+    ipsx_sdk::WalletView,
+)> {
     let view = client.wallet().await?;
     let info = view
         .payments

@@ -36,7 +36,9 @@ use ipsx_channels_runtime::settle::Settler;
 use ipsx_channels_runtime::store::ProofStore;
 use ipsx_gateway::market::offer_ips;
 use ipsx_proxy::{CredentialKey, Guard, LeaseUsage, ProxyConfig};
-use ipsx_sdk::{Address, Client, EventStream, OfferBody, StreamEvent, TokenAmount, Wallet, signing_key};
+use ipsx_sdk::{
+    Address, Client, EventStream, OfferBody, StreamEvent, TokenAmount, Wallet, signing_key,
+};
 use serde::Deserialize;
 
 /// The daemon's configuration file.
@@ -373,7 +375,9 @@ pub(crate) async fn serve(
             {
                 ready(&node, &deal).await;
             }
-            Some(StreamEvent::LeaseReady { terms, provider, .. }) if provider == me => {
+            Some(StreamEvent::LeaseReady {
+                terms, provider, ..
+            }) if provider == me => {
                 served.insert(terms.deal, terms.end);
                 if let Some(earnings) = &mut earnings {
                     let _ = earnings.ledger.add_lease(LeaseTerms {
@@ -401,11 +405,11 @@ pub(crate) async fn serve(
                     println!("deal {} {status}: cut", terms.deal);
                 }
             }
-            Some(StreamEvent::CutOff { deal, .. }) if served.contains_key(&deal) => {
-                if cut.insert(deal) {
-                    proxy.leases.cut(deal);
-                    println!("deal {deal}: requester stopped paying, cut");
-                }
+            Some(StreamEvent::CutOff { deal, .. })
+                if served.contains_key(&deal) && cut.insert(deal) =>
+            {
+                proxy.leases.cut(deal);
+                println!("deal {deal}: requester stopped paying, cut");
             }
             Some(StreamEvent::Payment {
                 proof,
@@ -429,7 +433,10 @@ pub(crate) async fn serve(
                     .is_some_and(|through| now.saturating_sub(through) > earnings.grace);
                 if unpaid && now < end && cut.insert(deal) {
                     proxy.leases.cut(deal);
-                    println!("deal {deal}: unpaid for more than {} s, cut", earnings.grace);
+                    println!(
+                        "deal {deal}: unpaid for more than {} s, cut",
+                        earnings.grace
+                    );
                 }
             }
             if last_settle.elapsed() >= settle_every {

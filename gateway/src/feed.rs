@@ -256,7 +256,10 @@ fn apply(
             },
         );
     }
-    state.metrics.cut_offs.inc_by(outcome.tick.cuts.len() as u64);
+    state
+        .metrics
+        .cut_offs
+        .inc_by(outcome.tick.cuts.len() as u64);
     for top_up in &outcome.tick.top_ups {
         payments.top_up(top_up.provider, top_up.channel, top_up.owed);
     }

@@ -26,9 +26,9 @@ use ipsx_engine_runtime::{ShardConfig, ShardHandle, StoreConfig};
 
 use crate::error::ApiError;
 use crate::feed::{Streams, unix_now};
-use crate::payments::{Payments, PaymentsConfig, PaymentsError};
 use crate::market::{deal_view, offer_spec, request_spec, to_engine};
 use crate::metrics::Metrics;
+use crate::payments::{Payments, PaymentsConfig, PaymentsError};
 use crate::rate::{Rate, RateLimiter};
 use crate::registry::{Registry, RegistryError, proxy_protocols};
 use crate::session::{SignIn, SignInDomain, SignInLimits};

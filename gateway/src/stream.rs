@@ -92,7 +92,11 @@ async fn serve(
     }
 }
 
-async fn answer(state: &Arc<AppState>, party: alloy_primitives::Address, body: &str) -> StreamEvent {
+async fn answer(
+    state: &Arc<AppState>,
+    party: alloy_primitives::Address,
+    body: &str,
+) -> StreamEvent {
     let refused = |error: ApiError| StreamEvent::Error {
         code: error.code.to_owned(),
         message: error.message,

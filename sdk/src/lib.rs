@@ -35,10 +35,10 @@ mod pay;
 mod stream;
 
 pub use alloy_primitives::Address;
-pub use pay::{Payer, ensure_channel, signing_key};
-pub use stream::EventStream;
 pub use alloy_signer_local::PrivateKeySigner as Wallet;
 pub use ipsx_api::*;
+pub use pay::{Payer, ensure_channel, signing_key};
+pub use stream::EventStream;
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]

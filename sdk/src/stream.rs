@@ -54,8 +54,7 @@ impl EventStream {
 
     /// Sends a request (a proof).
     pub async fn send(&mut self, request: &StreamRequest) -> Result<(), SdkError> {
-        let text =
-            serde_json::to_string(request).map_err(|e| SdkError::Stream(e.to_string()))?;
+        let text = serde_json::to_string(request).map_err(|e| SdkError::Stream(e.to_string()))?;
         self.socket
             .send(Message::Text(text.into()))
             .await

@@ -224,7 +224,9 @@ impl Hub {
 
     /// A lease's terms as metered now (its end moves earlier when it is ended or cut).
     pub fn lease_terms(&self, id: LeaseId) -> Option<LeaseTerms> {
-        self.position.get(&id).map(|&index| self.slots[index].lease.terms)
+        self.position
+            .get(&id)
+            .map(|&index| self.slots[index].lease.terms)
     }
 
     /// Where a requester stands at the hub's clock.

@@ -13,7 +13,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const REQUESTER_CHANNELS: TableDefinition<&[u8; 20], u64> =
     TableDefinition::new("requester_channels");
-const PROVIDER_CHANNELS: TableDefinition<&[u8; 20], u64> = TableDefinition::new("provider_channels");
+const PROVIDER_CHANNELS: TableDefinition<&[u8; 20], u64> =
+    TableDefinition::new("provider_channels");
 const LEASES: TableDefinition<u64, &[u8; LEASE_LEN]> = TableDefinition::new("leases");
 
 const LEASE_LEN: usize = 8 + 8 + 16 + 20 + 20 + 1;

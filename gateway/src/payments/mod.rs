@@ -177,7 +177,12 @@ impl Payments {
         // The hub's clock starts where the oldest booked lease starts, so every lease fits
         // again and each requester's paid-through is recomputed from its latest proof.
         let epoch = leases.iter().map(|l| l.terms.start).min().unwrap_or(now);
-        let mut hub = Hub::new(chain.domain().clone(), config.key.clone(), config.hub, epoch);
+        let mut hub = Hub::new(
+            chain.domain().clone(),
+            config.key.clone(),
+            config.hub,
+            epoch,
+        );
         let mut requesters = Vec::new();
         for (requester, channel) in book.requester_channels()? {
             let state = chain.channel(channel).await?;
@@ -492,16 +497,14 @@ impl Payments {
             .iter()
             .filter_map(|&requester| {
                 let position = hub.requester_position(requester)?;
-                (position.owed > position.received && now >= position.paid_through + 2).then(
-                    || {
-                        (
-                            requester,
-                            position.owed,
-                            position.received,
-                            position.paid_through + grace,
-                        )
-                    },
-                )
+                (position.owed > position.received && now >= position.paid_through + 2).then(|| {
+                    (
+                        requester,
+                        position.owed,
+                        position.received,
+                        position.paid_through + grace,
+                    )
+                })
             })
             .collect();
         Ok(TickOutcome { tick, due })
