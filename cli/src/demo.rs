@@ -535,7 +535,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let strangers: Vec<_> = seen.keys().filter(|ip| !leased_ips.contains(ip)).collect();
     let served_all = leased_ips.iter().all(|ip| seen.contains_key(ip));
     println!(
-        "\nthe site saw {} requests from {} source IPs; every leased IP seen: {}; from elsewhere: {}",
+        "\nthe site saw {} requests from {} source IPs; every leased IP seen: {}; \
+         from elsewhere: {}",
         seen.values().sum::<u64>(),
         seen.len(),
         if served_all { "yes" } else { "NO" },

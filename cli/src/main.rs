@@ -137,6 +137,9 @@ struct NodeArgs {
     /// Seconds a requester may fall behind before its leases are cut.
     #[arg(long, default_value_t = 3)]
     grace: u64,
+    /// Seconds a provider has to report ready before its deal is voided and re-matched.
+    #[arg(long, default_value_t = 30)]
+    ready_timeout: u64,
 }
 
 /// Where the chain is, for commands that send transactions.
@@ -535,6 +538,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     let key = session_key(&args.data_dir)?;
     let mut config =
         ipsx_gateway::GatewayConfig::new(args.listen, args.chain_id, key, &args.data_dir);
+    config.ready_timeout = args.ready_timeout;
     if let (Some(rpc_url), Some(centralizer), Some(key_file)) =
         (&args.rpc_url, args.centralizer, &args.node_key_file)
     {

@@ -2,94 +2,15 @@
 //! the daemon reports ready on its own, curl through the returned endpoints reaches a site
 //! that sees the leased IPs, and cancelling the deal cuts the endpoints off.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{IPSX, curl, site, spawn, wait_for};
 use serde_json::Value;
-
-const IPSX: &str = env!("CARGO_BIN_EXE_ipsx");
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `ipsx ARGS` and hands back its stdout lines as they come.
-fn spawn(args: &[&str]) -> (Process, mpsc::Receiver<String>) {
-    let mut child = Command::new(IPSX)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("ipsx starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (lines, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (Process(child), receiver)
-}
-
-fn wait_for(lines: &mpsc::Receiver<String>, prefix: &str) -> String {
-    loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no line starting with {prefix:?} within 20 s"));
-        if line.starts_with(prefix) {
-            return line;
-        }
-    }
-}
-
-/// A site answering every request with the IP it came from.
-fn site() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let peer = stream
-                    .peer_addr()
-                    .map(|p| p.ip().to_string())
-                    .unwrap_or_default();
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{peer}",
-                    peer.len()
-                );
-            });
-        }
-    });
-    addr
-}
-
-fn curl(proxy: &str, url: &str) -> Output {
-    Command::new("curl")
-        .args(["-sS", "--max-time", "5", "-x", proxy, url])
-        .output()
-        .expect("curl must be installed (scripts/test.sh does)")
-}
 
 fn ipsx(node: &str, key: &Path, args: &[&str]) -> String {
     let output = Command::new(IPSX)

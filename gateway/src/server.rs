@@ -60,6 +60,9 @@ pub struct GatewayConfig {
     pub data_dir: PathBuf,
     /// The chain and payment hub; `None` runs a market without payments (tests, benchmarks).
     pub payments: Option<PaymentsConfig>,
+    /// Seconds a provider has from a lease's start to report ready before the deal is voided
+    /// and its IPs re-matched. Default 30.
+    pub ready_timeout: u64,
 }
 
 impl GatewayConfig {
@@ -91,6 +94,7 @@ impl GatewayConfig {
             max_body: 1 << 20,
             data_dir: data_dir.into(),
             payments: None,
+            ready_timeout: 30,
         }
     }
 }
@@ -200,12 +204,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Recovers the engine from `data_dir`, binds, and serves until [`GatewayHandle::shutdown`].
 pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
-    let engine_dir = config.data_dir.join("engine");
-    let shard = tokio::task::spawn_blocking(move || {
-        ShardHandle::start(ShardConfig::new(StoreConfig::new(engine_dir)))
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let mut store = StoreConfig::new(config.data_dir.join("engine"));
+    store.engine.ready_timeout = config.ready_timeout;
+    let shard = tokio::task::spawn_blocking(move || ShardHandle::start(ShardConfig::new(store)))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
     let registry = Registry::open(&config.data_dir.join("node.redb"))?;
     let payments = match config.payments.clone() {
         Some(payments) => Some(Arc::new(

@@ -1,0 +1,264 @@
+//! What the `ipsx` process tests share: processes that die with the test, their stdout as
+//! lines, a site that answers with the caller's IP, curl, and a local chain with the real
+//! contracts.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ipsx_channels::SigningKey;
+use ipsx_channels_runtime::chain::ChainClient;
+use ipsx_channels_runtime::devnet::{DeploySettings, Deployment, deploy_local, spawn_anvil};
+use ipsx_sdk::Wallet;
+
+pub const IPSX: &str = env!("CARGO_BIN_EXE_ipsx");
+pub const TOKEN: u128 = 1_000_000_000_000_000_000;
+
+/// A child process killed when the test ends.
+pub struct Process(pub Child);
+
+impl Process {
+    /// SIGTERM, then waits for it to exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `ipsx ARGS` and hands back its stdout lines as they come.
+pub fn spawn(args: &[&str]) -> (Process, mpsc::Receiver<String>) {
+    let mut child = Command::new(IPSX)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ipsx starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (Process(child), receiver)
+}
+
+/// The next line starting with `prefix` (20 s at most).
+pub fn wait_for(lines: &mpsc::Receiver<String>, prefix: &str) -> String {
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no line starting with {prefix:?} within 20 s"));
+        if line.starts_with(prefix) {
+            return line;
+        }
+    }
+}
+
+/// A site answering every request with the IP it came from.
+pub fn site() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let peer = stream
+                    .peer_addr()
+                    .map(|p| p.ip().to_string())
+                    .unwrap_or_default();
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{peer}",
+                    peer.len()
+                );
+            });
+        }
+    });
+    addr
+}
+
+pub fn curl(proxy: &str, url: &str) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-x", proxy, url])
+        .output()
+        .expect("curl must be installed (scripts/test.sh does)")
+}
+
+/// A port free on all of `ips`.
+pub fn free_port(ips: &[&str]) -> u16 {
+    loop {
+        let port = TcpListener::bind(format!("{}:0", ips[0]))
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        if ips
+            .iter()
+            .all(|ip| TcpListener::bind(format!("{ip}:{port}")).is_ok())
+        {
+            return port;
+        }
+    }
+}
+
+/// anvil with the real contracts: wallet 0 is the node (and treasury) with 1,000 IPSX
+/// deposited for provider channels, wallet 1 a fleet holding 100 IPSX, wallets 2… providers.
+pub struct Chain {
+    pub anvil: alloy::node_bindings::AnvilInstance,
+    pub deployment: Deployment,
+    pub node: ChainClient,
+}
+
+impl Chain {
+    pub async fn start() -> Self {
+        let anvil = spawn_anvil().expect("anvil (run `npm ci` in contracts/)");
+        let node_key = key(&anvil, 0);
+        let deployment = deploy_local(
+            &anvil.endpoint(),
+            &node_key,
+            DeploySettings {
+                commission_bps: 250,
+                challenge_period: 3_600,
+                treasury: node_key.address(),
+            },
+        )
+        .await
+        .expect("deploy");
+        let node = ChainClient::connect(&anvil.endpoint(), deployment.centralizer, node_key)
+            .await
+            .expect("node client");
+        node.deposit_with_permit(1_000 * TOKEN)
+            .await
+            .expect("node deposit");
+        node.transfer_tokens(key(&anvil, 1).address(), 100 * TOKEN)
+            .await
+            .expect("fund the fleet");
+        Self {
+            anvil,
+            deployment,
+            node,
+        }
+    }
+
+    pub fn wallet(&self, index: usize) -> Wallet {
+        let bytes: [u8; 32] = self.anvil.keys()[index].to_bytes().into();
+        Wallet::from_bytes(&bytes.into()).expect("anvil key")
+    }
+
+    /// `key_file` holding wallet `index`'s key.
+    pub fn key_file(&self, dir: &std::path::Path, index: usize) -> std::path::PathBuf {
+        let path = dir.join(format!("wallet-{index}.key"));
+        let bytes: [u8; 32] = self.anvil.keys()[index].to_bytes().into();
+        std::fs::write(&path, alloy_primitives::hex::encode(bytes)).expect("key file");
+        path
+    }
+
+    /// `ipsx node` with payments on `listen` (`127.0.0.1:0` for any port), keeping its state
+    /// in `dir/node`; returns the process, its URL and its lines.
+    pub fn node(
+        &self,
+        dir: &std::path::Path,
+        listen: &str,
+        extra: &[&str],
+    ) -> (Process, String, mpsc::Receiver<String>) {
+        let key_file = self.key_file(dir, 0);
+        let data = dir.join("node");
+        let centralizer = self.deployment.centralizer.to_string();
+        let rpc = self.anvil.endpoint();
+        let mut args = vec![
+            "node",
+            "--listen",
+            listen,
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--rpc-url",
+            &rpc,
+            "--centralizer",
+            &centralizer,
+            "--node-key-file",
+            key_file.to_str().expect("utf-8"),
+            "--provider-deposit",
+            "100000000000000000000",
+        ];
+        args.extend_from_slice(extra);
+        let (process, lines) = spawn(&args);
+        let url = format!(
+            "http://{}",
+            wait_for(&lines, "listening ").trim_start_matches("listening ")
+        );
+        (process, url, lines)
+    }
+
+    /// `ipsx provide` serving `offer` on `port`, once its offer is placed.
+    pub fn provider(
+        &self,
+        dir: &std::path::Path,
+        node: &str,
+        port: u16,
+        offer: Offer<'_>,
+    ) -> (Process, mpsc::Receiver<String>) {
+        let Offer {
+            wallet: index,
+            ips,
+            country,
+            price,
+        } = offer;
+        let key_file = self.key_file(dir, index);
+        let config = dir.join(format!("provider-{index}.toml"));
+        let ips: Vec<String> = ips.iter().map(|ip| format!("\"{ip}\"")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "node = \"{node}\"\nkey_file = \"{}\"\nport = {port}\nallow_loopback = true\n\
+                 rpc_url = \"{}\"\ndata_dir = \"provider-{index}\"\nsettle_every_secs = 3600\n\
+                 [[offer]]\nips = [{}]\ncountry = \"{country}\"\nprotocols = [\"socks5\", \"http\"]\n\
+                 price = {price}\nhours = 1\n",
+                key_file.display(),
+                self.anvil.endpoint(),
+                ips.join(", ")
+            ),
+        )
+        .expect("config");
+        let (process, lines) = spawn(&["provide", "--config", config.to_str().expect("utf-8")]);
+        wait_for(&lines, "offer ");
+        (process, lines)
+    }
+}
+
+/// What a provider process offers.
+pub struct Offer<'a> {
+    /// Its anvil wallet.
+    pub wallet: usize,
+    pub ips: &'a [&'a str],
+    pub country: &'a str,
+    /// Per IP-second.
+    pub price: u128,
+}
+
+pub fn key(anvil: &alloy::node_bindings::AnvilInstance, index: usize) -> SigningKey {
+    let bytes: [u8; 32] = anvil.keys()[index].to_bytes().into();
+    SigningKey::from_bytes(&bytes).expect("anvil key")
+}

@@ -1,0 +1,445 @@
+//! The exchange with money in it, as real processes on a real chain: an `ipsx node` settling on
+//! anvil with the real contracts, `ipsx provide` daemons on loopback aliases, and a fleet using
+//! the SDK to open a channel, lease, crawl through the endpoints and pay every second.
+//!
+//! * A lease runs through a `kill -9` of the node: nothing acknowledged is lost, the fleet
+//!   reconnects and pays on, and the chain ends up with exactly the metered amounts.
+//! * A fleet that stops paying is cut off within the grace, by the node and the proxy.
+//! * A provider that went offline has its deal voided, and the fleet gets other IPs.
+//! * The demo (`ipsx demo`) checks itself to the wei.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
+use ipsx_sdk::{Client, LeaseBody, LeaseTermsView, LeaseView, Payer, StreamEvent, TokenAmount};
+use tokio::sync::{mpsc, watch};
+
+const PRICE: u128 = TOKEN / 1_000;
+
+/// How the fleet's paying task should end.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stop {
+    Running,
+    /// Pay up to now, then close.
+    Finish,
+    /// Stop signing, as a fleet that runs out of will to pay.
+    Abandon,
+}
+
+/// A fleet paying in the background; its events come out on `events`.
+struct Paying {
+    stop: watch::Sender<Stop>,
+    events: mpsc::UnboundedReceiver<StreamEvent>,
+    task: tokio::task::JoinHandle<Result<u128, String>>,
+}
+
+async fn pay_in_background(
+    fleet: &Client,
+    wallet: &ipsx_sdk::Wallet,
+    deals: &[LeaseView],
+) -> Paying {
+    let mut payer = Payer::connect(fleet, wallet).await.expect("payer connects");
+    for deal in deals {
+        payer.expect(&deal.deal);
+    }
+    let (stop, mut stopping) = watch::channel(Stop::Running);
+    let (forward, events) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stopping.changed() => {
+                    let how = *stopping.borrow();
+                    return match how {
+                        Stop::Finish => payer.finish().await.map_err(|e| e.to_string()),
+                        _ => Ok(payer.accepted()),
+                    };
+                }
+                event = payer.next() => match event {
+                    Ok(Some(event)) => { let _ = forward.send(event); }
+                    Ok(None) => return Err("stream closed".to_owned()),
+                    Err(error) => return Err(error.to_string()),
+                }
+            }
+        }
+    });
+    Paying { stop, events, task }
+}
+
+impl Paying {
+    /// Waits (up to `within`) for an event `pick` accepts.
+    async fn wait<T>(
+        &mut self,
+        within: Duration,
+        mut pick: impl FnMut(&StreamEvent) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .expect("the awaited event came in time")
+                .expect("the payer still runs");
+            if let Some(found) = pick(&event) {
+                return found;
+            }
+        }
+    }
+
+    async fn end(self, how: Stop) -> Result<u128, String> {
+        let _ = self.stop.send(how);
+        self.task.await.expect("payer task")
+    }
+}
+
+async fn signed_in(node: &str, wallet: &ipsx_sdk::Wallet) -> Client {
+    let mut client = Client::new(node);
+    client.sign_in(wallet).await.expect("sign in");
+    client
+}
+
+fn ended(event: &StreamEvent) -> Option<LeaseTermsView> {
+    match event {
+        StreamEvent::LeaseEnded { terms, .. } => Some(*terms),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = site();
+    let listen = format!("127.0.0.1:{}", free_port(&["127.0.0.1"]));
+    let (mut node_process, node, _) = chain.node(dir.path(), &listen, &[]);
+    let port = free_port(&["127.0.0.2", "127.0.0.3"]);
+    let (mut provider_process, provider_lines) = chain.provider(
+        dir.path(),
+        &node,
+        port,
+        Offer {
+            wallet: 2,
+            ips: &["127.0.0.2", "127.0.0.3"],
+            country: "DE",
+            price: PRICE,
+        },
+    );
+    let fleet_wallet = chain.wallet(1);
+    let fleet = signed_in(&node, &fleet_wallet).await;
+    let channel =
+        ipsx_sdk::ensure_channel(&fleet, &fleet_wallet, &chain.anvil.endpoint(), 50 * TOKEN)
+            .await
+            .expect("deposit and channel");
+    let leased = fleet
+        .lease(
+            &LeaseBody::new(2, 14, TokenAmount(PRICE))
+                .countries(["DE"])
+                .protocols(["http"]),
+        )
+        .await
+        .expect("lease");
+    assert_eq!(leased.leased, 2);
+    let deal = leased.deals[0].deal.deal;
+    let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
+    let terms = paying
+        .wait(Duration::from_secs(10), |event| match event {
+            StreamEvent::LeaseReady { terms, .. } if terms.deal == deal => Some(*terms),
+            _ => None,
+        })
+        .await;
+    assert_eq!(terms.rate.0, 2 * PRICE, "rate = price × IPs");
+    for endpoint in &leased.deals[0].endpoints {
+        let through = curl(
+            endpoint.http.as_deref().expect("http"),
+            &format!("http://{site}/"),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&through.stdout),
+            endpoint.ip.to_string()
+        );
+    }
+
+    // Paid for a few seconds, then the node dies without warning.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let acknowledged = paying.end(Stop::Abandon).await.expect("paid so far");
+    assert!(acknowledged > 0, "the node acknowledged proofs");
+    let _ = node_process.0.kill();
+    let _ = node_process.0.wait();
+    // Same data directory, key and address: the provider's daemon reconnects on its own.
+    let (node_again_process, node_again, _) = chain.node(dir.path(), &listen, &[]);
+    assert_eq!(node_again, node);
+    let fleet = signed_in(&node_again, &fleet_wallet).await;
+    let wallet = fleet
+        .wallet()
+        .await
+        .expect("wallet")
+        .payments
+        .expect("payments");
+    let inbound = wallet.inbound.expect("the channel is remembered");
+    assert_eq!(inbound.channel, channel.channel);
+    assert!(
+        inbound.amount.0 >= acknowledged,
+        "every acknowledged proof survived: {} < {acknowledged}",
+        inbound.amount.0
+    );
+    let deals = fleet.deals().await.expect("deals");
+    assert_eq!(deals.len(), 1, "the acknowledged deal survived");
+    assert_eq!(deals[0].deal.status, "active");
+
+    // The fleet reconnects and pays on; the lease runs out; everyone is paid.
+    let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
+    let final_terms = paying.wait(Duration::from_secs(30), ended).await;
+    assert_eq!(final_terms.start, terms.start);
+    assert_eq!(final_terms.end, terms.end, "ran to its end, not cut");
+    let metered = final_terms.rate.0 * u128::from(final_terms.end - final_terms.start);
+    let paid = paying.end(Stop::Finish).await.expect("finish");
+    assert_eq!(paid, metered, "the fleet signed exactly what was metered");
+
+    let provider = signed_in(&node_again, &chain.wallet(2)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let outbound = provider
+            .wallet()
+            .await
+            .expect("wallet")
+            .payments
+            .and_then(|p| p.outbound);
+        if outbound.is_some_and(|c| c.amount.0 == metered) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node paid the provider in full"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    provider_process.terminate();
+    let earned = std::iter::from_fn(|| provider_lines.recv_timeout(Duration::from_secs(10)).ok())
+        .find(|line| line.starts_with("earned "))
+        .expect("the provider reports its earnings");
+    assert!(
+        earned.starts_with(&format!("earned {metered} ")),
+        "{earned}"
+    );
+    drop(node_again_process);
+
+    let commission = chain.node.commission_on(metered).await.expect("commission");
+    let provider_balance = chain
+        .node
+        .balance_of(chain.wallet(2).address())
+        .await
+        .expect("balance");
+    assert_eq!(
+        provider_balance,
+        metered - commission,
+        "provider: metered − commission"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_that_stops_paying_is_cut_off_within_the_grace() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = site();
+    let (_node_process, node, _) = chain.node(dir.path(), "127.0.0.1:0", &["--grace", "3"]);
+    let port = free_port(&["127.0.0.4"]);
+    let (_provider, provider_lines) = chain.provider(
+        dir.path(),
+        &node,
+        port,
+        Offer {
+            wallet: 3,
+            ips: &["127.0.0.4"],
+            country: "FR",
+            price: PRICE,
+        },
+    );
+    let fleet_wallet = chain.wallet(1);
+    let fleet = signed_in(&node, &fleet_wallet).await;
+    ipsx_sdk::ensure_channel(&fleet, &fleet_wallet, &chain.anvil.endpoint(), 50 * TOKEN)
+        .await
+        .expect("channel");
+    let leased = fleet
+        .lease(
+            &LeaseBody::new(1, 120, TokenAmount(PRICE))
+                .countries(["FR"])
+                .protocols(["http"]),
+        )
+        .await
+        .expect("lease");
+    let deal = leased.deals[0].deal.deal;
+    let endpoint = leased.deals[0].endpoints[0].http.clone().expect("http");
+    let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
+    paying
+        .wait(Duration::from_secs(10), |event| {
+            matches!(event, StreamEvent::LeaseReady { terms, .. } if terms.deal == deal)
+                .then_some(())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        curl(&endpoint, &format!("http://{site}/")).stdout,
+        b"127.0.0.4"
+    );
+
+    let (stream_events, stopped_at) = {
+        let mut events = fleet.stream().await.expect("a second stream to watch");
+        let paid = paying.end(Stop::Abandon).await.expect("paid so far");
+        assert!(paid > 0);
+        (
+            async move {
+                loop {
+                    match events.next().await {
+                        Some(Ok(StreamEvent::CutOff { deal: cut, at })) if cut == deal => {
+                            return at;
+                        }
+                        Some(Ok(_)) => continue,
+                        other => panic!("stream ended before the cut-off: {other:?}"),
+                    }
+                }
+            },
+            Instant::now(),
+        )
+    };
+    tokio::time::timeout(Duration::from_secs(10), stream_events)
+        .await
+        .expect("cut off in time");
+    let waited = stopped_at.elapsed();
+    assert!(
+        waited <= Duration::from_secs(3 + 3),
+        "cut {waited:?} after the last payment (grace 3 s)"
+    );
+    wait_for(&provider_lines, &format!("deal {deal}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // A refused forward is a 4xx answer from the proxy, not the site's page with our IP.
+    while curl(&endpoint, &format!("http://{site}/")).stdout == b"127.0.0.4" {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy still serves a lapsed lease"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let view = fleet.deals().await.expect("deals");
+    assert_eq!(view[0].deal.status, "payment_lapsed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_gone_offline_has_its_deal_voided_and_the_ips_replaced() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_node_process, node, _) = chain.node(dir.path(), "127.0.0.1:0", &["--ready-timeout", "3"]);
+    let port = free_port(&["127.0.0.5", "127.0.0.6"]);
+    // The cheaper provider offers, then its machine dies.
+    let (mut gone, _) = chain.provider(
+        dir.path(),
+        &node,
+        port,
+        Offer {
+            wallet: 4,
+            ips: &["127.0.0.5"],
+            country: "JP",
+            price: PRICE,
+        },
+    );
+    let _ = gone.0.kill();
+    let _ = gone.0.wait();
+    let (_online, online_lines) = chain.provider(
+        dir.path(),
+        &node,
+        port,
+        Offer {
+            wallet: 5,
+            ips: &["127.0.0.6"],
+            country: "JP",
+            price: 2 * PRICE,
+        },
+    );
+    let fleet_wallet = chain.wallet(1);
+    let fleet = signed_in(&node, &fleet_wallet).await;
+    ipsx_sdk::ensure_channel(&fleet, &fleet_wallet, &chain.anvil.endpoint(), 50 * TOKEN)
+        .await
+        .expect("channel");
+    let leased = fleet
+        .lease(
+            &LeaseBody::new(1, 60, TokenAmount(2 * PRICE))
+                .countries(["JP"])
+                .protocols(["http"]),
+        )
+        .await
+        .expect("lease");
+    assert_eq!(
+        leased.deals[0].deal.ips[0].to_string(),
+        "127.0.0.5",
+        "cheapest first"
+    );
+    let first = leased.deals[0].deal.deal;
+    let mut events = fleet.stream().await.expect("stream");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (mut voided, mut replacement) = (false, None);
+    while !(voided && replacement.is_some()) {
+        let event = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("voided and replaced in time")
+            .expect("stream open")
+            .expect("event");
+        match event {
+            StreamEvent::LeaseEnded { terms, status, .. } if terms.deal == first => {
+                assert_eq!(status, "voided");
+                assert_eq!(
+                    terms.end, terms.start,
+                    "nothing charged for a deal never served"
+                );
+                voided = true;
+            }
+            StreamEvent::LeaseReady {
+                terms, provider, ..
+            } if terms.deal != first => {
+                assert_eq!(provider, chain.wallet(5).address());
+                replacement = Some(terms.deal);
+            }
+            _ => {}
+        }
+    }
+    let replacement = replacement.expect("replaced");
+    wait_for(&online_lines, &format!("deal {replacement} ready"));
+    let deals = fleet.deals().await.expect("deals");
+    let again = deals
+        .iter()
+        .find(|d| d.deal.deal == replacement)
+        .expect("the replacement deal");
+    assert_eq!(again.deal.ips[0].to_string(), "127.0.0.6");
+    assert_eq!(again.deal.status, "active");
+}
+
+#[test]
+fn the_demo_checks_itself_to_the_wei() {
+    let output = std::process::Command::new(common::IPSX)
+        .args([
+            "demo",
+            "--seconds",
+            "8",
+            "--providers",
+            "3",
+            "--ips-per-provider",
+            "2",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("ipsx demo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("balances equal metered usage minus commission, to the wei: OK"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches('✓').count(),
+        5,
+        "3 providers, the fleet, the node: {stdout}"
+    );
+}
