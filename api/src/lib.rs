@@ -19,14 +19,14 @@ use alloy_primitives::Address;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Every refusal: `{"error": {"code": "...", "message": "..."}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// What went wrong.
     pub error: ErrorDetail,
 }
 
 /// The inside of an [`ErrorBody`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable code (`bad_signature`, `unknown_country`, `rate_limited`…).
     pub code: String,
@@ -46,6 +46,20 @@ impl From<TokenAmount> for String {
     }
 }
 
+impl utoipa::PartialSchema for TokenAmount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "Token base units (10^-18 IPSX), as a decimal string; a JSON number is accepted",
+            ))
+            .examples(["1000000000000000"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for TokenAmount {}
+
 impl<'de> Deserialize<'de> for TokenAmount {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -64,11 +78,12 @@ impl<'de> Deserialize<'de> for TokenAmount {
 }
 
 /// `POST /v1/offers`: IPs to lend.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OfferBody {
     /// The IPs, listed (give this or `cidr`).
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     pub ips: Vec<IpAddr>,
     /// A CIDR block, e.g. `203.0.113.0/28` (give this or `ips`).
     #[serde(default)]
@@ -106,7 +121,7 @@ pub struct OfferBody {
 }
 
 /// `POST /v1/leases`: N IPs wanted now or later.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseBody {
     /// How many IPs.
@@ -151,7 +166,7 @@ pub struct LeaseBody {
 }
 
 /// A deal as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct DealView {
     /// The deal id (also the lease id in credentials).
     pub deal: u64,
@@ -160,10 +175,13 @@ pub struct DealView {
     /// The offer it takes from.
     pub offer: u64,
     /// Who serves.
+    #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
     pub provider: Address,
     /// Who pays.
+    #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
     pub requester: Address,
     /// The leased IPs.
+    #[schema(value_type = Vec<String>)]
     pub ips: Vec<IpAddr>,
     /// First leased second (unix).
     pub start: u64,
@@ -189,9 +207,10 @@ fn default_tenants() -> u16 {
 }
 
 /// One leased IP's endpoint, as a requester points a client at it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Endpoint {
     /// The leased IP.
+    #[schema(value_type = String)]
     pub ip: IpAddr,
     /// The provider's proxy on it.
     pub port: u16,
@@ -206,7 +225,7 @@ pub struct Endpoint {
 }
 
 /// `POST /v1/auth/challenge`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeRequest {
     /// The wallet address that will sign (`0x…`, any case).
@@ -214,7 +233,7 @@ pub struct ChallengeRequest {
 }
 
 /// The answer to [`ChallengeRequest`].
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct ChallengeResponse {
     /// Names the challenge in [`SessionRequest`].
     pub nonce: String,
@@ -225,7 +244,7 @@ pub struct ChallengeResponse {
 }
 
 /// `POST /v1/auth/session`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequest {
     /// From [`ChallengeResponse`].
@@ -235,25 +254,27 @@ pub struct SessionRequest {
 }
 
 /// A session.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct SessionResponse {
     /// Send as `Authorization: Bearer <token>`.
     pub token: String,
     /// Whose session it is.
+    #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
     pub address: Address,
     /// First second it is no longer valid (unix).
     pub expires_at: u64,
 }
 
 /// `GET /v1/me`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct MeResponse {
     /// The signed-in address.
+    #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
     pub address: Address,
 }
 
 /// The answer to `POST /v1/offers`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct OfferPlaced {
     /// The new offer's id.
     pub offer: u64,
@@ -262,14 +283,14 @@ pub struct OfferPlaced {
 }
 
 /// The answer to `DELETE /v1/offers/{offer}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct OfferCancelled {
     /// The offer.
     pub offer: u64,
 }
 
 /// A deal with, for its requester, the endpoints to point clients at.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct LeaseView {
     /// The deal.
     #[serde(flatten)]
@@ -280,7 +301,7 @@ pub struct LeaseView {
 }
 
 /// The answer to `POST /v1/leases`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Leased {
     /// The request's id.
     pub request: u64,
@@ -291,14 +312,14 @@ pub struct Leased {
 }
 
 /// The answer to `GET /v1/deals`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Deals {
     /// The caller's deals, as provider or requester, oldest first.
     pub deals: Vec<LeaseView>,
 }
 
 /// `POST /v1/providers`: a provider registers its proxy.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderBody {
     /// The port its proxy listens on, on every IP it offers.
@@ -306,9 +327,10 @@ pub struct ProviderBody {
 }
 
 /// The answer: the key the provider's proxy verifies lease credentials with.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct ProviderRegistered {
     /// The provider.
+    #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
     pub provider: Address,
     /// Its proxy port.
     pub port: u16,
@@ -317,7 +339,7 @@ pub struct ProviderRegistered {
 }
 
 /// `POST /v1/deals/{deal}/rating`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RatingBody {
     /// 1 to 5 stars for the other party.
@@ -325,9 +347,10 @@ pub struct RatingBody {
 }
 
 /// `GET /v1/profiles/{address}`: a wallet's record in the market.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct ProfileView {
     /// The wallet.
+    #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
     pub address: Address,
     /// Deals made as a provider.
     pub deals_as_provider: u64,
@@ -430,24 +453,28 @@ impl OfferBody {
 // Payments: wallet state and the event / proof stream
 
 /// `GET /v1/wallet`: the caller's payment state on this node.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct WalletView {
     /// The signed-in wallet.
+    #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
     pub address: Address,
     /// Where and how this node settles; `None` when it runs without a chain.
     pub payments: Option<PaymentsInfo>,
 }
 
 /// How a node settles, and the caller's channels with it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct PaymentsInfo {
     /// The chain the contract is on.
     pub chain_id: u64,
     /// The Centralizer contract (proofs are EIP-712 in its domain).
+    #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
     pub centralizer: Address,
     /// The IPSX token.
+    #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
     pub token: Address,
     /// The node's address: requesters open their channel to it; it pays providers.
+    #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
     pub node: Address,
     /// Seconds a requester may fall behind before its leases are cut.
     pub grace: u64,
@@ -458,7 +485,7 @@ pub struct PaymentsInfo {
 }
 
 /// One payment channel as the node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct ChannelView {
     /// The channel id on the contract.
     pub channel: u64,
@@ -473,7 +500,7 @@ pub struct ChannelView {
 }
 
 /// `POST /v1/wallet/channel`: a requester registers the channel it opened to the node.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelBody {
     /// The channel id (`ChannelOpened` on the contract), sender = caller, receiver = node.
@@ -481,7 +508,7 @@ pub struct ChannelBody {
 }
 
 /// The payment terms of one lease: both ends meter exactly these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct LeaseTermsView {
     /// The deal (= lease id).
     pub deal: u64,
@@ -494,7 +521,7 @@ pub struct LeaseTermsView {
 }
 
 /// What the node pushes on `GET /v1/stream` (a WebSocket; JSON text messages tagged `type`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     /// A deal of the caller was made (both parties); the provider reports ready next.
@@ -507,8 +534,10 @@ pub enum StreamEvent {
         /// The terms.
         terms: LeaseTermsView,
         /// Who serves.
+        #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
         provider: Address,
         /// Who pays.
+        #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
         requester: Address,
     },
     /// A lease stopped accruing at `terms.end` (both parties).
@@ -519,8 +548,10 @@ pub enum StreamEvent {
         /// when replayed to a stream that just connected).
         status: String,
         /// Who served.
+        #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
         provider: Address,
         /// Who paid.
+        #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
         requester: Address,
     },
     /// To a provider: the node's cumulative proof on its channel, and how far each lease is
@@ -529,6 +560,7 @@ pub enum StreamEvent {
         /// 129-byte wire form of the signed proof, hex.
         proof: String,
         /// `(deal, paid through second)` for each lease whose paid-through moved.
+        #[schema(value_type = Vec<Vec<u64>>)]
         paid_through: Vec<(u64, u64)>,
     },
     /// To a requester: its proof is stored and counted.
@@ -564,7 +596,7 @@ pub enum StreamEvent {
 }
 
 /// What a client sends on `GET /v1/stream`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StreamRequest {
     /// A requester's cumulative balance proof on its channel to the node (129 bytes, hex).

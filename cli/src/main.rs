@@ -16,11 +16,12 @@
 //! signs the node's sign-in message, here. The node is `--node` or `IPSX_NODE`.
 
 mod demo;
+mod node;
 mod output;
 mod provide;
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -43,7 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a node: the matching engine behind the HTTP API.
-    Node(NodeArgs),
+    Node(node::NodeArgs),
     /// Runs a provider: offers from a TOML file, the egress proxy on those IPs, ready reports.
     Provide {
         /// The provider's TOML file (see `ipsx_cli`'s provide module docs).
@@ -105,41 +106,6 @@ enum Command {
         /// Stars.
         score: u8,
     },
-}
-
-#[derive(Args)]
-struct NodeArgs {
-    /// Where the API listens.
-    #[arg(long, default_value = "127.0.0.1:7700", env = "IPSX_LISTEN")]
-    listen: SocketAddr,
-    /// Where the node keeps its journal, snapshots, registry and session key.
-    #[arg(long, default_value = "ipsx-node", env = "IPSX_DATA_DIR")]
-    data_dir: PathBuf,
-    /// The chain the node settles on (stated in sign-in messages).
-    #[arg(long, default_value_t = 31337, env = "IPSX_CHAIN_ID")]
-    chain_id: u64,
-    /// Calls per second each signed-in wallet may make (bursts of twice that).
-    #[arg(long, default_value_t = 200.0, env = "IPSX_SESSION_RATE")]
-    session_rate: f64,
-    /// The chain's JSON-RPC endpoint; with `--centralizer` and `--node-key-file` the node
-    /// takes payments (without them it runs a market only).
-    #[arg(long, env = "IPSX_RPC_URL", requires_all = ["centralizer", "node_key_file"])]
-    rpc_url: Option<String>,
-    /// The Centralizer contract the node settles on (the node must be its treasury).
-    #[arg(long, env = "IPSX_CENTRALIZER", requires = "rpc_url")]
-    centralizer: Option<alloy_primitives::Address>,
-    /// The node's private key file (hex): it signs proofs to providers and transactions.
-    #[arg(long, env = "IPSX_NODE_KEY_FILE", requires = "rpc_url")]
-    node_key_file: Option<PathBuf>,
-    /// Reserved for each provider's channel when the node opens it (base units).
-    #[arg(long, default_value_t = 1_000 * 10u128.pow(18))]
-    provider_deposit: u128,
-    /// Seconds a requester may fall behind before its leases are cut.
-    #[arg(long, default_value_t = 3)]
-    grace: u64,
-    /// Seconds a provider has to report ready before its deal is voided and re-matched.
-    #[arg(long, default_value_t = 30)]
-    ready_timeout: u64,
 }
 
 /// Where the chain is, for commands that send transactions.
@@ -276,7 +242,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Node(args) => node(args).await,
+        Command::Node(args) => node::run(args).await,
         Command::Provide { config } => provide::run(&config).await,
         Command::Register { wallet, port } => {
             let registered = wallet.client().await?.register_provider(port).await?;
@@ -497,72 +463,4 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// The node's session key: made once, kept in the data directory (owner-only) so sessions
-/// survive restarts.
-fn session_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
-    let path = data_dir.join("session.key");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let bytes = alloy_primitives::hex::decode(text.trim())
-                .ok()
-                .filter(|bytes| bytes.len() == 32)
-                .with_context(|| format!("{} is not a 64-hex-digit key", path.display()))?;
-            let mut key = [0u8; 32];
-            key.copy_from_slice(&bytes);
-            Ok(key)
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            use std::io::Write as _;
-            use std::os::unix::fs::OpenOptionsExt as _;
-            let mut key = [0u8; 32];
-            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("creating {}", path.display()))?;
-            file.write_all(alloy_primitives::hex::encode(key).as_bytes())?;
-            file.sync_all()?;
-            Ok(key)
-        }
-        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-async fn node(args: NodeArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let key = session_key(&args.data_dir)?;
-    let mut config =
-        ipsx_gateway::GatewayConfig::new(args.listen, args.chain_id, key, &args.data_dir);
-    config.ready_timeout = args.ready_timeout;
-    if let (Some(rpc_url), Some(centralizer), Some(key_file)) =
-        (&args.rpc_url, args.centralizer, &args.node_key_file)
-    {
-        let text = std::fs::read_to_string(key_file)
-            .with_context(|| format!("reading {}", key_file.display()))?;
-        let key = ipsx_channels::SigningKey::from_hex(text.trim())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", key_file.display()))?;
-        let mut payments = ipsx_gateway::PaymentsConfig::new(rpc_url, centralizer, key);
-        payments.provider_deposit = args.provider_deposit;
-        payments.hub.grace = args.grace;
-        config.payments = Some(payments);
-    }
-    let node = ipsx_gateway::start(config)
-        .await
-        .with_context(|| format!("starting the node on {}", args.listen))?;
-    // Scripts that asked for port 0 read the real address here.
-    println!("listening {}", node.addr);
-    if let Some(address) = node.node_address() {
-        println!("settling as {address}");
-    }
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    tokio::time::timeout(Duration::from_secs(30), node.shutdown())
-        .await
-        .context("shutdown took over 30 s")??;
-    Ok(())
 }

@@ -1,7 +1,10 @@
-//! # ipsx-gateway — the node's gateway (in progress, issue 6)
+//! # ipsx-gateway — the IPSX node
 //!
 //! The node runs the matching engine, the payment hub and the chain client behind a network
-//! API. This crate holds that API; so far:
+//! API. Data flows: HTTP call ─► session and rate checks ─► engine command (journaled before the
+//! answer) ─► answer; once a second the feed reads the engine's deal book, fixes lease terms,
+//! ticks the payment hub and pushes events and providers' proofs down each party's WebSocket;
+//! requesters' proofs come up the same socket and are stored before they count.
 //!
 //! * [`session`] — wallet sign-in in the EIP-4361 style: the node issues a challenge message
 //!   with a single-use nonce, the wallet signs it with `personal_sign` (no key leaves it), the
@@ -21,6 +24,12 @@
 //!   histograms, offers, lease requests, IPs leased, deals.
 //! * [`registry`] — the node's own redb store: providers' proxy keys and ports, offers'
 //!   protocols.
+//! * [`openapi`] — the OpenAPI document at `GET /openapi.json`, its schemas derived from the
+//!   API types.
+//! * [`payments`] — with a chain ([`PaymentsConfig`]): the hub, the proof store, the payment
+//!   book and the chain client; `GET /v1/wallet`, `POST /v1/wallet/channel`, and
+//!   `GET /v1/stream` (WebSocket: deal made, lease ready / ended with their terms, payment to
+//!   providers, proof accepted, payment due, cut-off; requesters send `proof`).
 //!
 //! ```
 //! use ipsx_gateway::session::{SignIn, SignInDomain, SignInLimits};
@@ -43,6 +52,7 @@ pub mod error;
 mod feed;
 pub mod market;
 pub mod metrics;
+pub mod openapi;
 pub mod payments;
 pub mod rate;
 pub mod registry;

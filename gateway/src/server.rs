@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -263,6 +263,7 @@ fn router(state: Shared, max_body: usize) -> Router {
         .with_state(Arc::clone(&metrics));
     Router::new()
         .route("/v1/health", get(health))
+        .route("/openapi.json", get(openapi))
         .route("/v1/auth/challenge", post(challenge))
         .route("/v1/auth/session", post(open_session))
         .route("/v1/me", get(me))
@@ -401,13 +402,20 @@ impl FromRequestParts<Shared> for Anonymous {
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
-#[derive(Serialize)]
-struct Health {
-    status: &'static str,
+async fn health() -> Json<crate::openapi::Health> {
+    Json(crate::openapi::Health { status: "ok" })
 }
 
-async fn health() -> Json<Health> {
-    Json(Health { status: "ok" })
+async fn openapi() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match crate::openapi::document().to_json() {
+        Ok(json) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response(),
+        Err(error) => internal(error.to_string()).into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -474,12 +482,28 @@ impl AppState {
 
     /// Submits a command and waits until it is durable; the engine's events or its refusal.
     pub(crate) async fn submit(&self, kind: CommandKind) -> Result<Vec<Event>, ApiError> {
+        Ok(self.submit_and_read(kind, |_, _| ()).await?.0)
+    }
+
+    /// Submits a command and, once it is durable, reads the engine in the same writer round
+    /// trip (no thread parked meanwhile: the writer answers through a oneshot channel).
+    pub(crate) async fn submit_and_read<R: Send + 'static>(
+        &self,
+        kind: CommandKind,
+        read: impl FnOnce(&[Event], &Engine) -> R + Send + 'static,
+    ) -> Result<(Vec<Event>, R), ApiError> {
         let shard = self.shard()?;
-        let outcome = tokio::task::spawn_blocking(move || shard.submit(kind))
-            .await
-            .map_err(|e| internal(e.to_string()))?
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        shard
+            .submit_then(kind, move |outcome, engine| {
+                let result = outcome.result.map(|events| {
+                    let read = read(&events, engine);
+                    (events, read)
+                });
+                let _ = answer.send(result);
+            })
             .map_err(|_| stopping())?;
-        Ok(outcome.result?)
+        Ok(answered.await.map_err(|_| stopping())??)
     }
 
     /// Reads the engine between batches.
@@ -488,10 +512,13 @@ impl AppState {
         read: impl FnOnce(&Engine) -> R + Send + 'static,
     ) -> Result<R, ApiError> {
         let shard = self.shard()?;
-        tokio::task::spawn_blocking(move || shard.query(read))
-            .await
-            .map_err(|e| internal(e.to_string()))?
-            .map_err(|_| stopping())
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        shard
+            .query_then(move |engine| {
+                let _ = answer.send(read(engine));
+            })
+            .map_err(|_| stopping())?;
+        answered.await.map_err(|_| stopping())
     }
 }
 
@@ -591,7 +618,17 @@ async fn lease(
             ),
         ));
     }
-    let events = state.submit(CommandKind::SubmitRequest(spec)).await?;
+    let (events, deals) = state
+        .submit_and_read(CommandKind::SubmitRequest(spec), |events, engine| {
+            events
+                .iter()
+                .filter_map(|event| match event {
+                    Event::DealMade { deal, .. } => engine.deal(*deal).map(deal_view),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
     let request = events
         .iter()
         .find_map(|event| match event {
@@ -599,20 +636,6 @@ async fn lease(
             _ => None,
         })
         .ok_or_else(|| internal("the engine accepted no request".into()))?;
-    let made: Vec<ipsx_engine::DealId> = events
-        .iter()
-        .filter_map(|event| match event {
-            Event::DealMade { deal, .. } => Some(*deal),
-            _ => None,
-        })
-        .collect();
-    let deals = state
-        .query(move |engine| {
-            made.iter()
-                .filter_map(|id| engine.deal(*id).map(deal_view))
-                .collect::<Vec<_>>()
-        })
-        .await?;
     let leased: u32 = deals
         .iter()
         .map(|deal| u32::try_from(deal.ips.len()).unwrap_or(u32::MAX))
@@ -677,22 +700,25 @@ async fn register_provider(
 // ---------------------------------------------------------------------------------------------
 // The agreement protocol and profiles
 
-/// The deal's state after a move.
-async fn deal_after(
+/// Applies a move to a deal and answers the deal as it stands once the move is durable.
+async fn deal_move(
     state: &AppState,
+    kind: CommandKind,
     deal: u64,
     caller: Address,
 ) -> Result<Json<LeaseView>, ApiError> {
-    let found = state
-        .query(move |engine| engine.deal(ipsx_engine::DealId(deal)).map(deal_view))
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_deal",
-                format!("unknown deal {deal}"),
-            )
-        })?;
+    let (_, found) = state
+        .submit_and_read(kind, move |_, engine| {
+            engine.deal(ipsx_engine::DealId(deal)).map(deal_view)
+        })
+        .await?;
+    let found = found.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_deal",
+            format!("unknown deal {deal}"),
+        )
+    })?;
     Ok(Json(state.lease_view(found, caller)?))
 }
 
@@ -702,13 +728,16 @@ async fn deal_ready(
     State(state): State<Shared>,
     ApiPath(deal): ApiPath<u64>,
 ) -> Result<Json<LeaseView>, ApiError> {
-    state
-        .submit(CommandKind::ProviderReady {
+    deal_move(
+        &state,
+        CommandKind::ProviderReady {
             deal: ipsx_engine::DealId(deal),
             provider: to_engine(provider),
-        })
-        .await?;
-    deal_after(&state, deal, provider).await
+        },
+        deal,
+        provider,
+    )
+    .await
 }
 
 /// `POST /v1/deals/{deal}/failed`: the provider cannot serve (its IPs are re-matched).
@@ -717,13 +746,16 @@ async fn deal_failed(
     State(state): State<Shared>,
     ApiPath(deal): ApiPath<u64>,
 ) -> Result<Json<LeaseView>, ApiError> {
-    state
-        .submit(CommandKind::ProviderFailed {
+    deal_move(
+        &state,
+        CommandKind::ProviderFailed {
             deal: ipsx_engine::DealId(deal),
             provider: to_engine(provider),
-        })
-        .await?;
-    deal_after(&state, deal, provider).await
+        },
+        deal,
+        provider,
+    )
+    .await
 }
 
 /// `POST /v1/deals/{deal}/cancel`: the requester ends the lease early.
@@ -732,13 +764,16 @@ async fn deal_cancel(
     State(state): State<Shared>,
     ApiPath(deal): ApiPath<u64>,
 ) -> Result<Json<LeaseView>, ApiError> {
-    state
-        .submit(CommandKind::CancelDeal {
+    deal_move(
+        &state,
+        CommandKind::CancelDeal {
             deal: ipsx_engine::DealId(deal),
             requester: to_engine(requester),
-        })
-        .await?;
-    deal_after(&state, deal, requester).await
+        },
+        deal,
+        requester,
+    )
+    .await
 }
 
 async fn deal_rating(
@@ -747,14 +782,17 @@ async fn deal_rating(
     ApiPath(deal): ApiPath<u64>,
     ApiJson(body): ApiJson<RatingBody>,
 ) -> Result<Json<LeaseView>, ApiError> {
-    state
-        .submit(CommandKind::Rate {
+    deal_move(
+        &state,
+        CommandKind::Rate {
             deal: ipsx_engine::DealId(deal),
             rater: to_engine(rater),
             score: body.score,
-        })
-        .await?;
-    deal_after(&state, deal, rater).await
+        },
+        deal,
+        rater,
+    )
+    .await
 }
 
 async fn profile(

@@ -23,6 +23,10 @@
 //! # }
 //! ```
 //!
+//! On a node that settles on a chain, [`ensure_channel`] deposits and opens the wallet's
+//! payment channel once, and a [`Payer`] pays for the wallet's leases every second over the
+//! node's event stream ([`Client::stream`]); see [`pay`] for an example.
+//!
 //! Errors keep the node's machine-readable code ([`SdkError::Api`]), so callers can branch on
 //! `unknown_country`, `rate_limited` and the like.
 
@@ -31,7 +35,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-mod pay;
+pub mod pay;
 mod stream;
 
 pub use alloy_primitives::Address;

@@ -61,6 +61,15 @@ impl EventStream {
             .map_err(|e| SdkError::Stream(e.to_string()))
     }
 
+    /// Sends a raw text message (for clients speaking a newer protocol, and tests of the
+    /// node's refusals).
+    pub async fn send_text(&mut self, text: String) -> Result<(), SdkError> {
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|e| SdkError::Stream(e.to_string()))
+    }
+
     /// Closes the stream.
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;

@@ -51,6 +51,6 @@ pub mod workload;
 pub use error::{StoreError, SubmitError};
 pub use exchange::Exchange;
 pub use journal::FsyncPolicy;
-pub use shard::{Outcome, ShardConfig, ShardHandle, Submission, wall_clock};
+pub use shard::{Outcome, ShardConfig, ShardHandle, Submission, Then, wall_clock};
 pub use snapshot_file::SnapshotBytes;
 pub use store::{DurableEngine, Recovery, StoreConfig};

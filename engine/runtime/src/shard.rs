@@ -72,10 +72,15 @@ pub struct Submission {
 
 type Query = Box<dyn FnOnce(&Engine) + Send>;
 
+/// What to do with an outcome once its batch is durable: runs on the writer thread with the
+/// engine as it stands after the batch (keep it short: it holds up the next batch).
+pub type Then = Box<dyn FnOnce(Outcome, &Engine) + Send>;
+
 // Submissions are the hot path and the common case: boxing them would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
 enum Message {
     Submit(Submission),
+    SubmitThen(CommandKind, Then),
     Query(Query),
     Snapshot(Sender<Result<(), StoreError>>),
     Shutdown,
@@ -133,6 +138,29 @@ impl ShardHandle {
     pub fn send(&self, submission: Submission) -> Result<(), SubmitError> {
         self.inbox
             .send(Message::Submit(submission))
+            .map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Submits a command stamped now without waiting: once it is durable (or refused), `then`
+    /// gets the outcome and a read of the engine, on the writer thread. For async callers,
+    /// which hand the answer to a future through a oneshot channel instead of parking a thread.
+    pub fn submit_then(
+        &self,
+        kind: CommandKind,
+        then: impl FnOnce(Outcome, &Engine) + Send + 'static,
+    ) -> Result<(), SubmitError> {
+        self.inbox
+            .send(Message::SubmitThen(kind, Box::new(then)))
+            .map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Runs `read` between batches without waiting; `read` answers through its own channel.
+    pub fn query_then(
+        &self,
+        read: impl FnOnce(&Engine) + Send + 'static,
+    ) -> Result<(), SubmitError> {
+        self.inbox
+            .send(Message::Query(Box::new(read)))
             .map_err(|_| SubmitError::Stopped)
     }
 
@@ -243,6 +271,7 @@ struct Writer {
 
 struct Pending {
     reply: Option<Sender<Outcome>>,
+    then: Option<Then>,
     outcome: Outcome,
 }
 
@@ -283,6 +312,16 @@ impl Writer {
                     Message::Submit(submission) => {
                         pending.push(self.apply(submission));
                     }
+                    Message::SubmitThen(kind, then) => {
+                        let mut applied = self.apply(Submission {
+                            at: None,
+                            kind,
+                            reply: None,
+                            tag: 0,
+                        });
+                        applied.then = Some(then);
+                        pending.push(applied);
+                    }
                     Message::Query(query) => queries.push(query),
                     Message::Snapshot(waiter) => snapshot_waiters.push(waiter),
                     Message::Shutdown => stop = true,
@@ -294,8 +333,15 @@ impl Writer {
                 .durable_seq
                 .store(self.store.last_seq(), Ordering::Release);
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            for Pending { reply, outcome } in pending.drain(..) {
-                if let Some(reply) = reply {
+            for Pending {
+                reply,
+                then,
+                outcome,
+            } in pending.drain(..)
+            {
+                if let Some(then) = then {
+                    then(outcome, self.store.engine());
+                } else if let Some(reply) = reply {
                     let _ = reply.send(outcome);
                 }
             }
@@ -337,6 +383,7 @@ impl Writer {
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
         Pending {
             reply: submission.reply,
+            then: None,
             outcome: Outcome {
                 tag: submission.tag,
                 seq: applied.seq,

@@ -1,0 +1,277 @@
+//! `ipsx node`: settings from flags, environment and a TOML file (in that order of precedence,
+//! then defaults), the session key kept in the data directory, and a graceful stop.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7700"
+//! data_dir = "ipsx-node"
+//! chain_id = 31337
+//! session_rate = 200.0
+//! ready_timeout = 30
+//!
+//! [payments]                      # leave out to run a market without a chain
+//! rpc_url = "http://127.0.0.1:8545"
+//! centralizer = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+//! key_file = "node.key"           # relative to this file
+//! provider_deposit = "1000000000000000000000"
+//! grace = 3
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use anyhow::Context;
+use clap::Args;
+use ipsx_gateway::{GatewayConfig, PaymentsConfig};
+use serde::Deserialize;
+
+/// Flags (and environment) of `ipsx node`; unset ones come from `--config`, then defaults.
+#[derive(Args, Debug, Default)]
+pub(crate) struct NodeArgs {
+    /// A TOML file with any of the settings below (flags and environment win over it).
+    #[arg(long, env = "IPSX_NODE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the API listens [default: 127.0.0.1:7700].
+    #[arg(long, env = "IPSX_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Where the node keeps its journal, snapshots, registry, proofs and session key
+    /// [default: ipsx-node].
+    #[arg(long, env = "IPSX_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The chain the node settles on, stated in sign-in messages [default: 31337].
+    #[arg(long, env = "IPSX_CHAIN_ID")]
+    chain_id: Option<u64>,
+    /// Calls per second each signed-in wallet may make, bursts of twice that [default: 200].
+    #[arg(long, env = "IPSX_SESSION_RATE")]
+    session_rate: Option<f64>,
+    /// Seconds a provider has to report ready before its deal is voided and re-matched
+    /// [default: 30].
+    #[arg(long, env = "IPSX_READY_TIMEOUT")]
+    ready_timeout: Option<u64>,
+    /// The chain's JSON-RPC endpoint; with `--centralizer` and `--node-key-file` the node takes
+    /// payments (without them it runs a market only).
+    #[arg(long, env = "IPSX_RPC_URL")]
+    rpc_url: Option<String>,
+    /// The Centralizer contract (the node must be its treasury).
+    #[arg(long, env = "IPSX_CENTRALIZER")]
+    centralizer: Option<Address>,
+    /// The node's private key file (hex): it signs proofs to providers and transactions.
+    #[arg(long, env = "IPSX_NODE_KEY_FILE")]
+    node_key_file: Option<PathBuf>,
+    /// Reserved for each provider's channel when the node opens it, base units
+    /// [default: 1000 IPSX].
+    #[arg(long, env = "IPSX_PROVIDER_DEPOSIT")]
+    provider_deposit: Option<u128>,
+    /// Seconds a requester may fall behind before its leases are cut [default: 3].
+    #[arg(long, env = "IPSX_GRACE")]
+    grace: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeFile {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    chain_id: Option<u64>,
+    session_rate: Option<f64>,
+    ready_timeout: Option<u64>,
+    payments: Option<PaymentsFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaymentsFile {
+    rpc_url: Option<String>,
+    centralizer: Option<Address>,
+    key_file: Option<PathBuf>,
+    provider_deposit: Option<ipsx_sdk::TokenAmount>,
+    grace: Option<u64>,
+}
+
+/// What the node runs with, resolved.
+#[derive(Debug)]
+pub(crate) struct NodeSettings {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) gateway: GatewayConfig,
+}
+
+impl NodeArgs {
+    /// Flags over the file over defaults; the payment settings must come all together.
+    pub(crate) fn resolve(self) -> anyhow::Result<NodeSettings> {
+        let (file, base) = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let file: NodeFile =
+                    toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+                (file, path.parent().unwrap_or(Path::new(".")).to_path_buf())
+            }
+            None => (NodeFile::default(), PathBuf::from(".")),
+        };
+        let payments_file = file.payments.unwrap_or_default();
+        let listen = self
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700)));
+        let data_dir = self
+            .data_dir
+            .or_else(|| file.data_dir.map(|dir| base.join(dir)))
+            .unwrap_or_else(|| PathBuf::from("ipsx-node"));
+        let chain_id = self.chain_id.or(file.chain_id).unwrap_or(31337);
+        let session_rate = self.session_rate.or(file.session_rate).unwrap_or(200.0);
+        anyhow::ensure!(
+            session_rate.is_finite() && session_rate > 0.0,
+            "session_rate must be a positive number of calls per second"
+        );
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let session_key = session_key(&data_dir)?;
+        let mut gateway = GatewayConfig::new(listen, chain_id, session_key, &data_dir);
+        gateway.session_rate = ipsx_gateway::rate::Rate {
+            per_second: session_rate,
+            burst: session_rate * 2.0,
+        };
+        gateway.ready_timeout = self.ready_timeout.or(file.ready_timeout).unwrap_or(30);
+        let rpc_url = self.rpc_url.or(payments_file.rpc_url);
+        let centralizer = self.centralizer.or(payments_file.centralizer);
+        let key_file = self
+            .node_key_file
+            .or_else(|| payments_file.key_file.map(|file| base.join(file)));
+        gateway.payments = match (rpc_url, centralizer, key_file) {
+            (None, None, None) => None,
+            (Some(rpc_url), Some(centralizer), Some(key_file)) => {
+                let text = std::fs::read_to_string(&key_file)
+                    .with_context(|| format!("reading {}", key_file.display()))?;
+                let key = ipsx_channels::SigningKey::from_hex(text.trim())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", key_file.display()))?;
+                let mut payments = PaymentsConfig::new(rpc_url, centralizer, key);
+                if let Some(deposit) = self
+                    .provider_deposit
+                    .or(payments_file.provider_deposit.map(|amount| amount.0))
+                {
+                    payments.provider_deposit = deposit;
+                }
+                if let Some(grace) = self.grace.or(payments_file.grace) {
+                    payments.hub.grace = grace;
+                }
+                Some(payments)
+            }
+            _ => anyhow::bail!(
+                "payments need all of the RPC URL, the Centralizer address and the node's key \
+                 file (--rpc-url, --centralizer, --node-key-file or [payments] in the config)"
+            ),
+        };
+        Ok(NodeSettings { data_dir, gateway })
+    }
+}
+
+/// The node's session key: made once, kept in the data directory (owner-only) so sessions
+/// survive restarts.
+fn session_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = data_dir.join("session.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes = alloy_primitives::hex::decode(text.trim())
+                .ok()
+                .filter(|bytes| bytes.len() == 32)
+                .with_context(|| format!("{} is not a 64-hex-digit key", path.display()))?;
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes);
+            Ok(key)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            file.write_all(alloy_primitives::hex::encode(key).as_bytes())?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Runs the node until SIGINT/SIGTERM.
+pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let settings = args.resolve()?;
+    let listen = settings.gateway.listen;
+    let node = ipsx_gateway::start(settings.gateway)
+        .await
+        .with_context(|| format!("starting the node on {listen}"))?;
+    // Scripts that asked for port 0 read the real address here.
+    println!("listening {}", node.addr);
+    if let Some(address) = node.node_address() {
+        println!("settling as {address}");
+    }
+    tracing::info!(data_dir = %settings.data_dir.display(), "node running");
+    crate::shutdown_signal().await;
+    tracing::info!("shutting down");
+    tokio::time::timeout(Duration::from_secs(30), node.shutdown())
+        .await
+        .context("shutdown took over 30 s")??;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("node.key"), "11".repeat(32)).expect("key");
+        let config = dir.path().join("node.toml");
+        std::fs::write(
+            &config,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"state\"\nsession_rate = 50.0\n\
+             [payments]\nrpc_url = \"http://127.0.0.1:8545\"\n\
+             centralizer = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\n\
+             key_file = \"node.key\"\nprovider_deposit = \"7\"\n",
+        )
+        .expect("config");
+        let args = NodeArgs {
+            config: Some(config.clone()),
+            listen: Some("127.0.0.1:9001".parse().expect("addr")),
+            grace: Some(5),
+            ..NodeArgs::default()
+        };
+        let settings = args.resolve().expect("resolves");
+        assert_eq!(settings.gateway.listen.port(), 9001, "the flag wins");
+        assert_eq!(
+            settings.data_dir,
+            dir.path().join("state"),
+            "relative to the file"
+        );
+        assert_eq!(settings.gateway.session_rate.per_second, 50.0);
+        assert_eq!(settings.gateway.ready_timeout, 30, "default");
+        let payments = settings.gateway.payments.expect("payments");
+        assert_eq!(payments.provider_deposit, 7);
+        assert_eq!(payments.hub.grace, 5);
+
+        std::fs::write(&config, "[payments]\nrpc_url = \"http://127.0.0.1:8545\"\n")
+            .expect("config");
+        let partial = NodeArgs {
+            config: Some(config.clone()),
+            data_dir: Some(dir.path().join("other")),
+            ..NodeArgs::default()
+        };
+        let error = partial.resolve().expect_err("incomplete payments");
+        assert!(format!("{error:#}").contains("Centralizer"), "{error:#}");
+
+        std::fs::write(&config, "listen = \"127.0.0.1:9000\"\nlisten_port = 3\n").expect("config");
+        let typo = NodeArgs {
+            config: Some(config),
+            ..NodeArgs::default()
+        };
+        let error = typo.resolve().expect_err("unknown key");
+        assert!(format!("{error:#}").contains("listen_port"), "{error:#}");
+    }
+}

@@ -1,0 +1,340 @@
+//! The node's OpenAPI 3.1 document, served at `GET /openapi.json`.
+//!
+//! Schemas come from the API types themselves (`ipsx-api`, `utoipa::ToSchema`), so they cannot
+//! drift from what the node parses; the operations are listed once, in [`OPERATIONS`], and a
+//! test calls every one of them on a running node to check that it exists.
+
+use utoipa::PartialSchema;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{
+    ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathItem, PathsBuilder, Ref, Required,
+    ResponseBuilder, ResponsesBuilder,
+};
+
+use ipsx_api::*;
+
+/// One operation of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    /// `GET`, `POST` or `DELETE`.
+    pub method: &'static str,
+    /// The path, with `{parameters}`.
+    pub path: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// The request body's schema, if any.
+    pub body: Option<&'static str>,
+    /// The success answer's schema.
+    pub answer: &'static str,
+    /// Whether it needs `Authorization: Bearer <session>`.
+    pub signed: bool,
+}
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    body: Option<&'static str>,
+    answer: &'static str,
+    signed: bool,
+) -> Operation {
+    Operation {
+        method,
+        path,
+        summary,
+        body,
+        answer,
+        signed,
+    }
+}
+
+/// Every operation the node serves (besides `/metrics` and this document).
+pub const OPERATIONS: &[Operation] = &[
+    op("GET", "/v1/health", "Liveness", None, "Health", false),
+    op(
+        "POST",
+        "/v1/auth/challenge",
+        "An EIP-4361 message for a wallet to sign",
+        Some("ChallengeRequest"),
+        "ChallengeResponse",
+        false,
+    ),
+    op(
+        "POST",
+        "/v1/auth/session",
+        "Trade the signed message for a session token",
+        Some("SessionRequest"),
+        "SessionResponse",
+        false,
+    ),
+    op(
+        "GET",
+        "/v1/me",
+        "The signed-in wallet",
+        None,
+        "MeResponse",
+        true,
+    ),
+    op(
+        "POST",
+        "/v1/providers",
+        "Register as a provider: the proxy port; answers the proxy's credential key (and, with payments, opens the node's channel to you)",
+        Some("ProviderBody"),
+        "ProviderRegistered",
+        true,
+    ),
+    op(
+        "POST",
+        "/v1/offers",
+        "Offer IPs (listed or a CIDR block)",
+        Some("OfferBody"),
+        "OfferPlaced",
+        true,
+    ),
+    op(
+        "DELETE",
+        "/v1/offers/{id}",
+        "Withdraw an offer's unleased IPs",
+        None,
+        "OfferCancelled",
+        true,
+    ),
+    op(
+        "POST",
+        "/v1/leases",
+        "Lease N IPs by filter, in one call; answers the deals with per-IP endpoints",
+        Some("LeaseBody"),
+        "Leased",
+        true,
+    ),
+    op(
+        "GET",
+        "/v1/deals",
+        "Your deals, as provider or requester",
+        None,
+        "Deals",
+        true,
+    ),
+    op(
+        "POST",
+        "/v1/deals/{id}/ready",
+        "Provider: the deal's IPs are served",
+        None,
+        "LeaseView",
+        true,
+    ),
+    op(
+        "POST",
+        "/v1/deals/{id}/failed",
+        "Provider: the deal cannot be served (its IPs are re-matched)",
+        None,
+        "LeaseView",
+        true,
+    ),
+    op(
+        "POST",
+        "/v1/deals/{id}/cancel",
+        "Requester: end the lease now",
+        None,
+        "LeaseView",
+        true,
+    ),
+    op(
+        "POST",
+        "/v1/deals/{id}/rating",
+        "Rate the other party of a finished deal",
+        Some("RatingBody"),
+        "LeaseView",
+        true,
+    ),
+    op(
+        "GET",
+        "/v1/profiles/{address}",
+        "A wallet's record in the market",
+        None,
+        "ProfileView",
+        false,
+    ),
+    op(
+        "GET",
+        "/v1/wallet",
+        "Your payment state: the node's settlement details and your channels",
+        None,
+        "WalletView",
+        true,
+    ),
+    op(
+        "POST",
+        "/v1/wallet/channel",
+        "Requester: register the channel you opened to the node",
+        Some("ChannelBody"),
+        "ChannelView",
+        true,
+    ),
+    op(
+        "GET",
+        "/v1/stream",
+        "WebSocket upgrade: StreamEvent messages down, StreamRequest messages up (JSON text)",
+        None,
+        "StreamEvent",
+        true,
+    ),
+];
+
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(
+    ErrorBody,
+    ErrorDetail,
+    TokenAmount,
+    OfferBody,
+    LeaseBody,
+    DealView,
+    Endpoint,
+    ChallengeRequest,
+    ChallengeResponse,
+    SessionRequest,
+    SessionResponse,
+    MeResponse,
+    OfferPlaced,
+    OfferCancelled,
+    LeaseView,
+    Leased,
+    Deals,
+    ProviderBody,
+    ProviderRegistered,
+    RatingBody,
+    ProfileView,
+    WalletView,
+    PaymentsInfo,
+    ChannelView,
+    ChannelBody,
+    LeaseTermsView,
+    StreamEvent,
+    StreamRequest,
+    Health
+)))]
+struct Schemas;
+
+/// `GET /v1/health`'s answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: &'static str,
+}
+
+fn json_ref(name: &str) -> ContentBuilder {
+    ContentBuilder::new().schema(Some(Ref::from_schema_name(name)))
+}
+
+/// The document.
+pub fn document() -> OpenApi {
+    use utoipa::OpenApi as _;
+    let mut components = Schemas::openapi().components.unwrap_or_default();
+    components.add_security_scheme(
+        "session",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+    let mut paths = PathsBuilder::new();
+    for operation in OPERATIONS {
+        let mut responses = ResponsesBuilder::new().response(
+            "200",
+            ResponseBuilder::new()
+                .description("Done")
+                .content("application/json", json_ref(operation.answer).build()),
+        );
+        for (status, what) in [
+            ("400", "Bad input (nothing changed)"),
+            ("401", "No or expired session"),
+            ("402", "A payment channel is needed first"),
+            ("404", "Unknown deal, offer or endpoint"),
+            ("409", "Not allowed in the current state"),
+            ("413", "Body too large"),
+            ("422", "JSON of the wrong shape"),
+            ("429", "Rate limited (see Retry-After)"),
+        ] {
+            responses = responses.response(
+                status,
+                ResponseBuilder::new()
+                    .description(what)
+                    .content("application/json", json_ref("ErrorBody").build()),
+            );
+        }
+        let mut builder = OperationBuilder::new()
+            .summary(Some(operation.summary))
+            .responses(responses.build());
+        if let Some(body) = operation.body {
+            builder = builder.request_body(Some(
+                RequestBodyBuilder::new()
+                    .content("application/json", json_ref(body).build())
+                    .required(Some(Required::True))
+                    .build(),
+            ));
+        }
+        for parameter in ["id", "address"] {
+            if operation.path.contains(&format!("{{{parameter}}}")) {
+                builder = builder.parameter(
+                    ParameterBuilder::new()
+                        .name(parameter)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True)
+                        .schema(Some(if parameter == "id" {
+                            u64::schema()
+                        } else {
+                            String::schema()
+                        })),
+                );
+            }
+        }
+        if operation.signed {
+            builder = builder.security(utoipa::openapi::security::SecurityRequirement::new(
+                "session",
+                Vec::<String>::new(),
+            ));
+        }
+        let method = match operation.method {
+            "POST" => HttpMethod::Post,
+            "DELETE" => HttpMethod::Delete,
+            _ => HttpMethod::Get,
+        };
+        paths = paths.path(operation.path, PathItem::new(method, builder.build()));
+    }
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("IPSX node")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Rent IP addresses by the second. Sign in with a wallet (EIP-4361), lease \
+                     IPs by filter, pay per second over the WebSocket stream.",
+                ))
+                .build(),
+        )
+        .paths(paths.build())
+        .components(Some(components))
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_names_every_schema_it_refers_to() {
+        let json = document().to_json().expect("serializes");
+        let value: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        let schemas = value["components"]["schemas"].as_object().expect("schemas");
+        for operation in OPERATIONS {
+            for name in operation.body.iter().chain([&operation.answer]) {
+                assert!(schemas.contains_key(*name), "{name} is missing");
+            }
+        }
+        assert!(schemas.contains_key("ErrorBody"));
+        assert_eq!(
+            value["paths"].as_object().expect("paths").len(),
+            OPERATIONS.len(),
+            "one method per path"
+        );
+    }
+}
