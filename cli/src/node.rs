@@ -49,6 +49,11 @@ pub(crate) struct NodeArgs {
     /// [default: 30].
     #[arg(long, env = "IPSX_READY_TIMEOUT")]
     ready_timeout: Option<u64>,
+    /// When the journal reaches the disk: `always` (before each answer), `never` (the OS
+    /// decides; a killed process still loses nothing acknowledged, a power loss may), or an
+    /// interval such as `10ms` [default: always].
+    #[arg(long, env = "IPSX_FSYNC")]
+    fsync: Option<String>,
     /// The chain's JSON-RPC endpoint; with `--centralizer` and `--node-key-file` the node takes
     /// payments (without them it runs a market only).
     #[arg(long, env = "IPSX_RPC_URL")]
@@ -76,6 +81,7 @@ struct NodeFile {
     chain_id: Option<u64>,
     session_rate: Option<f64>,
     ready_timeout: Option<u64>,
+    fsync: Option<String>,
     payments: Option<PaymentsFile>,
 }
 
@@ -133,6 +139,9 @@ impl NodeArgs {
             burst: session_rate * 2.0,
         };
         gateway.ready_timeout = self.ready_timeout.or(file.ready_timeout).unwrap_or(30);
+        if let Some(fsync) = self.fsync.or(file.fsync) {
+            gateway.fsync = fsync_policy(&fsync)?;
+        }
         let rpc_url = self.rpc_url.or(payments_file.rpc_url);
         let centralizer = self.centralizer.or(payments_file.centralizer);
         let key_file = self
@@ -164,6 +173,21 @@ impl NodeArgs {
         };
         Ok(NodeSettings { data_dir, gateway })
     }
+}
+
+fn fsync_policy(text: &str) -> anyhow::Result<ipsx_engine_runtime::FsyncPolicy> {
+    use ipsx_engine_runtime::FsyncPolicy;
+    Ok(match text.trim() {
+        "always" => FsyncPolicy::Always,
+        "never" => FsyncPolicy::Never,
+        other => {
+            let millis: u64 = other
+                .strip_suffix("ms")
+                .and_then(|n| n.trim().parse().ok())
+                .with_context(|| format!("fsync {other:?}: use always, never or e.g. 10ms"))?;
+            FsyncPolicy::Interval(Duration::from_millis(millis))
+        }
+    })
 }
 
 /// The node's session key: made once, kept in the data directory (owner-only) so sessions
@@ -252,6 +276,15 @@ mod tests {
         );
         assert_eq!(settings.gateway.session_rate.per_second, 50.0);
         assert_eq!(settings.gateway.ready_timeout, 30, "default");
+        assert_eq!(
+            settings.gateway.fsync,
+            ipsx_engine_runtime::FsyncPolicy::Always
+        );
+        assert_eq!(
+            fsync_policy("5ms").expect("parses"),
+            ipsx_engine_runtime::FsyncPolicy::Interval(Duration::from_millis(5))
+        );
+        assert!(fsync_policy("sometimes").is_err());
         let payments = settings.gateway.payments.expect("payments");
         assert_eq!(payments.provider_deposit, 7);
         assert_eq!(payments.hub.grace, 5);

@@ -63,6 +63,10 @@ pub struct GatewayConfig {
     /// Seconds a provider has from a lease's start to report ready before the deal is voided
     /// and its IPs re-matched. Default 30.
     pub ready_timeout: u64,
+    /// When the engine's journal is flushed to the disk. Default: before every answer
+    /// (`Always`); every call is written to the OS before it is answered in any case, so a
+    /// killed process loses nothing it acknowledged — the policy is about power loss.
+    pub fsync: ipsx_engine_runtime::FsyncPolicy,
 }
 
 impl GatewayConfig {
@@ -95,6 +99,7 @@ impl GatewayConfig {
             data_dir: data_dir.into(),
             payments: None,
             ready_timeout: 30,
+            fsync: ipsx_engine_runtime::FsyncPolicy::Always,
         }
     }
 }
@@ -206,6 +211,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
     let mut store = StoreConfig::new(config.data_dir.join("engine"));
     store.engine.ready_timeout = config.ready_timeout;
+    store.fsync = config.fsync;
     let shard = tokio::task::spawn_blocking(move || ShardHandle::start(ShardConfig::new(store)))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
