@@ -6,6 +6,8 @@
 //!   reconnects and pays on, and the chain ends up with exactly the metered amounts.
 //! * A fleet that stops paying is cut off within the grace, by the node and the proxy.
 //! * A provider that went offline has its deal voided, and the fleet gets other IPs.
+//! * `ipsx lease` deposits, opens the channel, prints the endpoints and pays until the lease
+//!   ends; the provider, paid, stops (claiming on chain), reads `ipsx balance` and withdraws.
 //! * The demo (`ipsx demo`) checks itself to the wei.
 
 mod common;
@@ -442,4 +444,137 @@ fn the_demo_checks_itself_to_the_wei() {
         5,
         "3 providers, the fleet, the node: {stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_deposits_leases_pays_and_the_provider_withdraws() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_node_process, node, _) = chain.node(dir.path(), "127.0.0.1:0", &[]);
+    let port = free_port(&["127.0.0.11"]);
+    let (mut provider, provider_lines) = chain.provider(
+        dir.path(),
+        &node,
+        port,
+        Offer {
+            wallet: 6,
+            ips: &["127.0.0.11"],
+            country: "NL",
+            price: PRICE,
+        },
+    );
+    let rpc = chain.anvil.endpoint();
+    let fleet_key = chain.key_file(dir.path(), 1);
+    let provider_key = chain.key_file(dir.path(), 6);
+    let ipsx = |key: &std::path::Path, args: &[&str]| {
+        std::process::Command::new(common::IPSX)
+            .args(args)
+            .args(["--node", &node, "--rpc-url", &rpc, "--key-file"])
+            .arg(key)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ipsx runs")
+    };
+    // `ipsx lease` deposits, opens the channel, prints the endpoints, pays until the end.
+    let lease = ipsx(
+        &fleet_key,
+        &[
+            "lease",
+            "--count",
+            "1",
+            "--country",
+            "NL",
+            "--protocol",
+            "http",
+            "--duration",
+            "6",
+            "--max-price",
+            &PRICE.to_string(),
+            "--deposit",
+            &(10 * TOKEN).to_string(),
+            "--format",
+            "csv",
+        ],
+    );
+    let output = tokio::task::spawn_blocking(move || lease.wait_with_output())
+        .await
+        .expect("join")
+        .expect("ipsx lease finishes when the lease ends");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let endpoint = stdout
+        .lines()
+        .nth(1)
+        .and_then(|row| row.split(',').find(|field| field.starts_with("http://")))
+        .unwrap_or_else(|| panic!("a CSV row with an http endpoint: {stdout}"))
+        .to_owned();
+    assert!(
+        endpoint.ends_with(&format!("@127.0.0.11:{port}")),
+        "{endpoint}"
+    );
+    let metered = 6 * PRICE;
+    let paid_line = stderr
+        .lines()
+        .find(|line| line.starts_with("done: paid "))
+        .unwrap_or_else(|| panic!("a closing line: {stderr}"));
+    // The charged window starts when the provider reports ready, within the lease's 6 s.
+    let paid: u128 = paid_line
+        .trim_start_matches("done: paid ")
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("an amount");
+    assert!(paid > 0 && paid <= metered, "{paid_line}");
+    assert_eq!(paid % PRICE, 0, "whole seconds: {paid_line}");
+
+    // The provider is paid, stops (claiming on chain), and withdraws to its wallet.
+    let client = signed_in(&node, &chain.wallet(6)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !client
+        .wallet()
+        .await
+        .expect("wallet")
+        .payments
+        .and_then(|p| p.outbound)
+        .is_some_and(|c| c.amount.0 == paid)
+    {
+        assert!(Instant::now() < deadline, "the node paid the provider");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    provider.terminate();
+    wait_for(&provider_lines, "earned ");
+    let credited = paid - chain.node.commission_on(paid).await.expect("commission");
+    let run = |args: &[&str]| {
+        let output = ipsx(&provider_key, args).wait_with_output().expect("runs");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let balance = run(&["balance"]);
+    assert!(
+        balance.contains(&format!("free        {credited}")),
+        "{balance}"
+    );
+    let withdrew = run(&["withdraw", "all"]);
+    assert_eq!(withdrew.trim(), format!("withdrew {credited}; 0 left free"));
+    let tokens = chain
+        .node
+        .token_balance(chain.wallet(6).address())
+        .await
+        .expect("tokens");
+    assert_eq!(
+        tokens, credited,
+        "the provider's wallet holds what it earned"
+    );
+    let refused = ipsx(&provider_key, &["withdraw", "1"])
+        .wait_with_output()
+        .expect("runs");
+    assert!(!refused.status.success(), "nothing left to withdraw");
 }
