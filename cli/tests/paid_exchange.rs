@@ -533,14 +533,16 @@ async fn the_cli_deposits_leases_pays_and_the_provider_withdraws() {
     // The provider is paid, stops (claiming on chain), and withdraws to its wallet.
     let client = signed_in(&node, &chain.wallet(6)).await;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !client
-        .wallet()
-        .await
-        .expect("wallet")
-        .payments
-        .and_then(|p| p.outbound)
-        .is_some_and(|c| c.amount.0 == paid)
-    {
+    loop {
+        let outbound = client
+            .wallet()
+            .await
+            .expect("wallet")
+            .payments
+            .and_then(|p| p.outbound);
+        if outbound.is_some_and(|c| c.amount.0 == paid) {
+            break;
+        }
         assert!(Instant::now() < deadline, "the node paid the provider");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
