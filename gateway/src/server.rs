@@ -242,6 +242,9 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     let app = router(Arc::clone(&state), config.max_body);
     let (stop, mut stopped) = watch::channel(false);
     let feed = tokio::spawn(crate::feed::run(Arc::clone(&state), stop.subscribe()));
+    if let Some(payments) = &state.payments {
+        tokio::spawn(Arc::clone(payments).watch(stop.subscribe()));
+    }
     let served = tokio::spawn(async move {
         axum::serve(
             listener,

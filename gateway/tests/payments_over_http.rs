@@ -290,8 +290,42 @@ async fn payment_endpoints_refuse_bad_input_and_change_nothing() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    // The node follows the chain: a top-up reaches the hub; a close that admits less than
+    // the node's latest proof is challenged with it.
+    fleet_chain.top_up(mine, TOKEN).await.expect("top up");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (_, view) = common::get(format!("{base}/v1/wallet"), Some(&token)).await;
+        let view: WalletView = serde_json::from_value(view).expect("view");
+        let deposit = view.payments.and_then(|p| p.inbound).map(|c| c.deposit.0);
+        if deposit == Some(6 * TOKEN) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the top-up reached the node"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    fleet_chain
+        .start_close(mine, 400)
+        .await
+        .expect("unilateral close");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let state = node_chain.channel(mine).await.expect("channel");
+        if state.closing_amount == 1_000 {
+            break;
+        }
+        assert_eq!(
+            state.closing_amount, 400,
+            "closing as the sender said, until challenged"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node challenged the close"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
     node.shutdown().await.expect("shutdown");
-    // The node claimed the proof at shutdown.
-    let state = node_chain.channel(mine).await.expect("channel");
-    assert_eq!(state.claimed, 1_000);
 }

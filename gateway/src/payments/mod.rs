@@ -34,6 +34,7 @@ use ipsx_channels::{
 use ipsx_channels_runtime::chain::{ChainClient, ChainError, Checkpointed};
 use ipsx_channels_runtime::settle::Settler;
 use ipsx_channels_runtime::store::{ProofStore, StoreError};
+use ipsx_channels_runtime::watcher::{WatchEvent, Watcher};
 
 pub use book::{BookError, BookedLease, PaymentBook};
 
@@ -557,5 +558,63 @@ impl Payments {
     /// How often to consider claiming.
     pub(crate) fn settle_every(&self) -> Duration {
         self.config.settle_every
+    }
+
+    /// Follows the contract until `stop`: challenges a requester's unilateral close that admits
+    /// less than the node's latest stored proof, and takes deposits topped up on chain into
+    /// the hub. The watcher's cursor is in the proof store, so a restart resumes where it was.
+    pub(crate) async fn watch(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        use alloy::providers::Provider as _;
+        let start_block = match self.chain.provider().get_block_number().await {
+            Ok(block) => block,
+            Err(error) => {
+                tracing::warn!(%error, "the watcher cannot read the chain's height; not watching");
+                return;
+            }
+        };
+        let watcher = Watcher::new(
+            self.chain.clone(),
+            Arc::clone(&self.store),
+            "node",
+            start_block,
+        );
+        let (events, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let watching = tokio::spawn(watcher.run(Duration::from_secs(2), stop, events));
+        while let Some(event) = seen.recv().await {
+            match event {
+                WatchEvent::ToppedUp { channel, deposit } => self.deposit_changed(channel, deposit),
+                WatchEvent::Challenged {
+                    channel,
+                    admitted,
+                    proven,
+                } => tracing::warn!(
+                    channel = channel.0,
+                    admitted,
+                    proven,
+                    "challenged a close that admitted less than our latest proof"
+                ),
+                _ => {}
+            }
+        }
+        match watching.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "the watcher stopped"),
+            Err(error) => tracing::error!(%error, "the watcher panicked"),
+        }
+    }
+
+    fn deposit_changed(&self, channel: ChannelId, deposit: u128) {
+        let parties = self
+            .book
+            .requester_channels()
+            .into_iter()
+            .flatten()
+            .chain(self.book.provider_channels().into_iter().flatten());
+        for (party, known) in parties {
+            if known == channel {
+                lock(&self.hub).set_deposit(party, deposit);
+                tracing::info!(%party, channel = channel.0, deposit, "deposit changed");
+            }
+        }
     }
 }
