@@ -290,16 +290,23 @@ fn changed(
     if deal.status == DealStatus::Active && !metered {
         let view = &deal.view;
         let terms = match &state.payments {
-            Some(payments) => payments
-                .start_lease(
-                    id,
-                    view.requester,
-                    view.provider,
-                    rate_of(view),
-                    view.start,
-                    view.end,
-                )
-                .map_err(|e| e.message().to_owned())?,
+            Some(payments) => match payments.start_lease(
+                id,
+                view.requester,
+                view.provider,
+                rate_of(view),
+                view.start,
+                view.end,
+            ) {
+                Ok(terms) => terms,
+                Err(error) if error.code == "lease_refused" => {
+                    tracing::error!(deal = id, error = error.message(), "deal not metered");
+                    tracker.open.insert(id, true);
+                    return Ok(());
+                }
+                // The book could not be written: try again next second.
+                Err(error) => return Err(error.message().to_owned()),
+            },
             None => LeaseTerms {
                 id,
                 rate: rate_of(view),

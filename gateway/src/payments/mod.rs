@@ -436,11 +436,29 @@ impl Payments {
         }
         let mut hub = lock(&self.hub);
         let start = start.max(hub.now());
+        if end <= start {
+            // Ready only once the lease was over: nothing to charge, nothing to book.
+            return Ok(LeaseTerms {
+                id: deal,
+                rate,
+                start,
+                end: start,
+            });
+        }
+        if hub.requester_position(requester).is_none() || hub.provider_channel(provider).is_none() {
+            // Deals made before this node took payments: never metered (and never booked,
+            // so a restart can always rebuild the hub from the book).
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "lease_refused",
+                format!("no payment channel for requester {requester} or provider {provider}"),
+            ));
+        }
         let terms = LeaseTerms {
             id: deal,
             rate,
             start,
-            end: end.max(start),
+            end,
         };
         let lease = BookedLease {
             terms,
@@ -454,7 +472,7 @@ impl Payments {
             requester,
             provider,
         })
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "lease_refused", e.to_string()))?;
+        .map_err(internal)?;
         Ok(terms)
     }
 
