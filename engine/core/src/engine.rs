@@ -874,26 +874,46 @@ impl Engine {
                 take(*position, &mut picked);
             }
             if picked.len() < left {
-                let mut busy: Vec<u32> = offer
+                // Busy IPs free for the window, lowest position first: the regular ones from
+                // the two time indexes, merged with the irregular ones (several tenants or
+                // gaps), whose calendars are checked lazily — an offer of many partly booked
+                // multi-tenant IPs is not scanned past the IPs this request takes.
+                let mut regular: Vec<u32> = offer
                     .busy_by_free
                     .range(..=(fill.start, u32::MAX))
                     .chain(offer.busy_by_start.range((fill.end, 0)..))
                     .map(|(_, position)| *position)
-                    .chain(offer.irregular.iter().copied().filter(|position| {
+                    .collect();
+                regular.sort_unstable();
+                regular.dedup();
+                let mut regular = regular.into_iter().peekable();
+                let mut irregular = offer
+                    .irregular
+                    .iter()
+                    .copied()
+                    .filter(|position| {
                         self.book
                             .slot(offer.slots[*position as usize])
                             .calendar
                             .admits(fill.start, fill.end, offer.tenants)
-                    }))
-                    .filter(|position| !self.holds(fill.request, offer.slots[*position as usize]))
-                    .collect();
-                busy.sort_unstable();
-                busy.dedup();
-                for position in busy {
-                    if picked.len() == left {
-                        break;
+                    })
+                    .peekable();
+                let mut last = None;
+                while picked.len() < left {
+                    let next = match (regular.peek(), irregular.peek()) {
+                        (Some(a), Some(b)) if a <= b => regular.next(),
+                        (Some(_), Some(_)) | (None, Some(_)) => irregular.next(),
+                        (Some(_), None) => regular.next(),
+                        (None, None) => None,
+                    };
+                    let Some(position) = next else { break };
+                    if last == Some(position) {
+                        continue;
                     }
-                    take(position, &mut picked);
+                    last = Some(position);
+                    if !self.holds(fill.request, offer.slots[position as usize]) {
+                        take(position, &mut picked);
+                    }
                 }
             }
             if !picked.is_empty() {
