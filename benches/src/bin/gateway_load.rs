@@ -45,6 +45,12 @@ struct Args {
     #[arg(long)]
     ipsx: Option<PathBuf>,
     /// nginx, from Debian.
+    /// /16 blocks offered (at most 64).
+    #[arg(long, default_value_t = 16)]
+    blocks: u8,
+    /// Tenants per IP (1: exclusive leases; more: IPs shared by overlapping leases).
+    #[arg(long, default_value_t = 1)]
+    tenants: u16,
     /// Extra arguments for `ipsx node` (repeat), e.g. `--node-arg=--fsync --node-arg=never`.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
@@ -117,13 +123,13 @@ async fn harness(args: Args) -> Result<()> {
             .context("node address")?
     );
 
-    // A market deep enough for every round: 16 /16 blocks (1,048,576 IPs), each IP leased to
-    // one tenant at a time — the common, exclusive case. (Many tenants per IP make the engine
-    // scan every partly booked IP per request: a matching cost, measured separately.)
+    // A market deep enough for every round: by default 16 /16 blocks (1,048,576 IPs), each IP
+    // leased to one tenant at a time — the common, exclusive case; `--blocks 4 --tenants 1024`
+    // measures IPs shared by many overlapping leases instead.
     let mut provider = Client::new(&base);
     provider.sign_in(&wallet(1)).await?;
     let until = unix_now() + 3600;
-    for block in 0..16u8 {
+    for block in 0..args.blocks.min(64) {
         let mut offer = OfferBody::new(
             Vec::new(),
             "DE",
@@ -133,6 +139,7 @@ async fn harness(args: Args) -> Result<()> {
             TokenAmount(1),
         );
         offer.cidr = Some(format!("100.{}.0.0/16", 64 + block));
+        offer.tenants = args.tenants;
         provider.place_offer(&offer).await?;
     }
     let mut fleets = Vec::with_capacity(args.clients);
