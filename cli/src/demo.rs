@@ -275,6 +275,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             rpc_url: rpc_url.clone(),
             data_dir: PathBuf::new(),
             settle_every_secs: 3_600,
+            label: format!("          provider {country}: "),
             offers: vec![OfferConfig {
                 ips: ips.clone(),
                 cidr: None,

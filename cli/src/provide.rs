@@ -68,6 +68,9 @@ pub(crate) struct ProvideConfig {
     /// What to offer.
     #[serde(rename = "offer")]
     pub(crate) offers: Vec<OfferConfig>,
+    /// Put before every line the daemon prints (`ipsx demo` runs several in one terminal).
+    #[serde(skip)]
+    pub(crate) label: String,
 }
 
 /// One offer.
@@ -199,6 +202,7 @@ struct Earnings {
     grace: u64,
     claimed: u128,
     credited: u128,
+    label: String,
 }
 
 impl Earnings {
@@ -208,6 +212,7 @@ impl Earnings {
         rpc_url: &str,
         data_dir: &Path,
         policy: CheckpointPolicy,
+        label: &str,
     ) -> anyhow::Result<Option<Self>> {
         let Some(info) = node.wallet().await?.payments else {
             return Ok(None);
@@ -238,6 +243,7 @@ impl Earnings {
             grace: info.grace + 2,
             claimed: 0,
             credited: 0,
+            label: label.to_owned(),
         }))
     }
 
@@ -258,7 +264,8 @@ impl Earnings {
                     self.claimed += checkpoint.paid_to_receiver + checkpoint.commission;
                     self.credited += checkpoint.paid_to_receiver;
                     println!(
-                        "claimed {} on channel {} ({} to you, {} commission)",
+                        "{}claimed {} on channel {} ({} to you, {} commission)",
+                        self.label,
                         checkpoint.amount,
                         checkpoint.channel.0,
                         checkpoint.paid_to_receiver,
@@ -297,8 +304,10 @@ pub(crate) async fn serve(
         &config.rpc_url,
         &data_dir,
         CheckpointPolicy::default(),
+        &config.label,
     )
     .await?;
+    let label = config.label.clone();
 
     let mut offers = Vec::new();
     let mut ips: Vec<IpAddr> = Vec::new();
@@ -330,11 +339,11 @@ pub(crate) async fn serve(
     let proxy = ipsx_proxy::start(proxy_config)
         .await
         .context("starting the proxy (is every offered IP on this machine?)")?;
-    println!("serving {} IPs on port {}", ips.len(), config.port);
+    println!("{label}serving {} IPs on port {}", ips.len(), config.port);
     for body in &offers {
         let placed = node.place_offer(body).await?;
         println!(
-            "offer {} ({} IPs, {})",
+            "{label}offer {} ({} IPs, {})",
             placed.offer, placed.ips, body.country
         );
     }
@@ -348,6 +357,8 @@ pub(crate) async fn serve(
     let mut cut: HashSet<u64> = HashSet::new();
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
     let mut last_settle = tokio::time::Instant::now();
+    let mut last_earnings_note = tokio::time::Instant::now();
+    let mut reported = 0u128;
     let settle_every = Duration::from_secs(config.settle_every_secs.max(1));
     let mut stream = None;
     tokio::pin!(stop);
@@ -357,7 +368,7 @@ pub(crate) async fn serve(
             match node.stream().await {
                 Ok(connected) => {
                     stream = Some(connected);
-                    report_ready(&node, me, &ours).await;
+                    report_ready(&node, me, &ours, &label).await;
                 }
                 Err(error) => tracing::warn!(%error, "event stream unavailable; retrying"),
             }
@@ -373,7 +384,7 @@ pub(crate) async fn serve(
                     && deal.status == "pending"
                     && deal.ips.iter().all(|ip| ours.contains(ip)) =>
             {
-                ready(&node, &deal).await;
+                ready(&node, &deal, &label).await;
             }
             Some(StreamEvent::LeaseReady {
                 terms, provider, ..
@@ -402,14 +413,14 @@ pub(crate) async fn serve(
                 }
                 if status != "completed" && status != "ended" && cut.insert(terms.deal) {
                     proxy.leases.cut(terms.deal);
-                    println!("deal {} {status}: cut", terms.deal);
+                    println!("{label}deal {} {status}: cut", terms.deal);
                 }
             }
             Some(StreamEvent::CutOff { deal, .. })
                 if served.contains_key(&deal) && cut.insert(deal) =>
             {
                 proxy.leases.cut(deal);
-                println!("deal {deal}: requester stopped paying, cut");
+                println!("{label}deal {deal}: requester stopped paying, cut");
             }
             Some(StreamEvent::Payment {
                 proof,
@@ -434,7 +445,7 @@ pub(crate) async fn serve(
                 if unpaid && now < end && cut.insert(deal) {
                     proxy.leases.cut(deal);
                     println!(
-                        "deal {deal}: unpaid for more than {} s, cut",
+                        "{label}deal {deal}: unpaid for more than {} s, cut",
                         earnings.grace
                     );
                 }
@@ -443,9 +454,20 @@ pub(crate) async fn serve(
                 last_settle = tokio::time::Instant::now();
                 earnings.settle(false).await;
             }
+            if last_earnings_note.elapsed() >= Duration::from_secs(30) {
+                last_earnings_note = tokio::time::Instant::now();
+                let received = earnings.ledger.channel().received();
+                if received > reported {
+                    reported = received;
+                    println!(
+                        "{label}earned {received} so far ({} claimed on chain)",
+                        earnings.claimed
+                    );
+                }
+            }
         }
     }
-    println!("stopping: draining the proxy");
+    println!("{label}stopping: draining the proxy");
     proxy.drain(Duration::from_secs(10)).await;
     let mut summary = ProviderSummary {
         address: me,
@@ -483,10 +505,10 @@ async fn next_event(stream: &mut Option<EventStream>) -> Option<StreamEvent> {
     }
 }
 
-async fn ready(node: &Client, deal: &ipsx_sdk::DealView) {
+async fn ready(node: &Client, deal: &ipsx_sdk::DealView, label: &str) {
     match node.ready(deal.deal).await {
         Ok(_) => println!(
-            "deal {} ready: {} IPs for {} until {}",
+            "{label}deal {} ready: {} IPs for {} until {}",
             deal.deal,
             deal.ips.len(),
             deal.requester,
@@ -497,7 +519,7 @@ async fn ready(node: &Client, deal: &ipsx_sdk::DealView) {
 }
 
 /// Reports ready for pending deals of ours that arrived while the stream was down.
-async fn report_ready(node: &Client, me: Address, ours: &HashSet<IpAddr>) {
+async fn report_ready(node: &Client, me: Address, ours: &HashSet<IpAddr>, label: &str) {
     let Ok(deals) = node.deals().await else {
         return;
     };
@@ -507,7 +529,7 @@ async fn report_ready(node: &Client, me: Address, ours: &HashSet<IpAddr>) {
             && deal.status == "pending"
             && deal.ips.iter().all(|ip| ours.contains(ip))
         {
-            ready(node, deal).await;
+            ready(node, deal, label).await;
         }
     }
 }
