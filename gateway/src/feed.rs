@@ -103,8 +103,26 @@ fn scan(deal: &ipsx_engine::Deal) -> Scanned {
 struct Tracker {
     /// The highest deal id seen.
     last_deal: u64,
-    /// Deals not yet terminal, and whether they are metered.
-    open: HashMap<u64, bool>,
+    /// Deals not yet terminal.
+    open: HashMap<u64, Open>,
+}
+
+/// A deal not yet terminal, as last seen.
+#[derive(Clone, Copy)]
+struct Open {
+    /// Its lease is metered (or deliberately not).
+    metered: bool,
+    /// Its status when last read.
+    status: DealStatus,
+}
+
+impl Open {
+    /// Whether the next read must bring its full record: its status moved, or it is active and
+    /// not metered yet (a failed booking is retried). Pending deals waiting for their provider
+    /// cost the writer one lookup per second, not a copy.
+    fn wants_view(self, now: DealStatus) -> bool {
+        now != self.status || (now == DealStatus::Active && !self.metered)
+    }
 }
 
 pub(crate) fn terms_view(terms: LeaseTerms) -> LeaseTermsView {
@@ -146,7 +164,7 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
 
 async fn step(state: &Arc<AppState>, tracker: &mut Tracker, now: u64) -> Result<(), String> {
     let last = tracker.last_deal;
-    let open: Vec<u64> = tracker.open.keys().copied().collect();
+    let open: Vec<(u64, Open)> = tracker.open.iter().map(|(id, seen)| (*id, *seen)).collect();
     let scanned = state
         .query(move |engine| {
             let mut fresh: Vec<Scanned> = engine
@@ -158,7 +176,12 @@ async fn step(state: &Arc<AppState>, tracker: &mut Tracker, now: u64) -> Result<
             fresh.reverse();
             let tracked: Vec<(u64, Option<Scanned>)> = open
                 .iter()
-                .map(|&id| (id, engine.deal(DealId(id)).map(scan)))
+                .filter_map(|&(id, seen)| match engine.deal(DealId(id)) {
+                    Some(deal) => seen
+                        .wants_view(deal.status())
+                        .then(|| (id, Some(scan(deal)))),
+                    None => Some((id, None)),
+                })
                 .collect();
             (fresh, tracked)
         })
@@ -217,7 +240,13 @@ fn apply(
                 .is_some(),
             None => false,
         };
-        tracker.open.insert(id, metered);
+        tracker.open.insert(
+            id,
+            Open {
+                metered,
+                status: deal.status,
+            },
+        );
         changed(state, tracker, &deal, now)?;
     }
     for (id, deal) in tracked {
@@ -284,9 +313,11 @@ fn changed(
     now: u64,
 ) -> Result<(), String> {
     let id = deal.view.deal;
-    let Some(&metered) = tracker.open.get(&id) else {
+    let Some(seen) = tracker.open.get_mut(&id) else {
         return Ok(());
     };
+    seen.status = deal.status;
+    let metered = seen.metered;
     if deal.status == DealStatus::Active && !metered {
         let view = &deal.view;
         let terms = match &state.payments {
@@ -301,7 +332,7 @@ fn changed(
                 Ok(terms) => terms,
                 Err(error) if error.code == "lease_refused" => {
                     tracing::error!(deal = id, error = error.message(), "deal not metered");
-                    tracker.open.insert(id, true);
+                    mark_metered(tracker, id);
                     return Ok(());
                 }
                 // The book could not be written: try again next second.
@@ -314,7 +345,7 @@ fn changed(
                 end: view.end.max(now),
             },
         };
-        tracker.open.insert(id, true);
+        mark_metered(tracker, id);
         state.streams.send_both(
             view.provider,
             view.requester,
@@ -330,6 +361,12 @@ fn changed(
         end(state, deal, now)?;
     }
     Ok(())
+}
+
+fn mark_metered(tracker: &mut Tracker, id: u64) {
+    if let Some(seen) = tracker.open.get_mut(&id) {
+        seen.metered = true;
+    }
 }
 
 fn end(state: &AppState, deal: &Scanned, now: u64) -> Result<(), String> {
