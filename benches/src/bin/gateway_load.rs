@@ -70,6 +70,18 @@ impl Drop for Process {
     }
 }
 
+/// nginx's master: SIGTERM so it stops its workers too (a SIGKILL would orphan them).
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -189,7 +201,7 @@ async fn harness(args: Args) -> Result<()> {
                 args.nginx.display()
             )
         })?;
-    let _nginx = Process(nginx);
+    let _nginx = Nginx(nginx);
     let nginx_url = format!("http://127.0.0.1:{nginx_port}/");
     wait_http(&nginx_url).await?;
 
