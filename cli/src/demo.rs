@@ -331,46 +331,34 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         channel.deposit.0 / TOKEN
     ));
     let mut payer = Payer::connect(&fleet, &fleet_wallet).await?;
+    // Every IP of the first two countries in one call; the rest (cancelled half-way) in another.
+    let split = args.providers.min(2);
     let mut deals: Vec<LeaseView> = Vec::new();
-    let first: Vec<&str> = COUNTRIES
-        .iter()
-        .take(args.providers.min(2))
-        .copied()
-        .collect();
-    let leased = fleet
-        .lease(
-            &LeaseBody::new(
-                u32::try_from(first.len() * args.ips_per_provider)?,
-                args.seconds,
-                TokenAmount(TOKEN / 100),
-            )
-            .countries(first.clone())
-            .protocols(["http"]),
-        )
-        .await?;
-    progress.note(&format!(
-        "leased {} IPs in {}",
-        leased.leased,
-        first.join("+")
-    ));
-    deals.extend(leased.deals);
-    if args.providers > 2 {
-        let rest: Vec<&str> = COUNTRIES[2..args.providers].to_vec();
+    for (countries, note) in [
+        (&COUNTRIES[..split], ""),
+        (
+            &COUNTRIES[split..args.providers],
+            " (this lease is cancelled half-way)",
+        ),
+    ] {
+        if countries.is_empty() {
+            continue;
+        }
         let leased = fleet
             .lease(
                 &LeaseBody::new(
-                    u32::try_from(rest.len() * args.ips_per_provider)?,
+                    u32::try_from(countries.len() * args.ips_per_provider)?,
                     args.seconds,
                     TokenAmount(TOKEN / 100),
                 )
-                .countries(rest.clone())
+                .countries(countries.iter().copied())
                 .protocols(["http"]),
             )
             .await?;
         progress.note(&format!(
-            "leased {} IPs in {} (this lease is cancelled half-way)",
+            "leased {} IPs in {}{note}",
             leased.leased,
-            rest.join("+")
+            countries.join("+")
         ));
         deals.extend(leased.deals);
     }

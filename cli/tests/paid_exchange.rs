@@ -94,6 +94,19 @@ impl Paying {
     }
 }
 
+/// The fleet (anvil wallet 1), signed in, paying on a channel of 50 IPSX.
+async fn paying_fleet(
+    chain: &Chain,
+    node: &str,
+) -> (Client, ipsx_sdk::Wallet, ipsx_sdk::ChannelView) {
+    let wallet = chain.wallet(1);
+    let fleet = signed_in(node, &wallet).await;
+    let channel = ipsx_sdk::ensure_channel(&fleet, &wallet, &chain.anvil.endpoint(), 50 * TOKEN)
+        .await
+        .expect("deposit and channel");
+    (fleet, wallet, channel)
+}
+
 async fn signed_in(node: &str, wallet: &ipsx_sdk::Wallet) -> Client {
     let mut client = Client::new(node);
     client.sign_in(wallet).await.expect("sign in");
@@ -126,12 +139,7 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
             price: PRICE,
         },
     );
-    let fleet_wallet = chain.wallet(1);
-    let fleet = signed_in(&node, &fleet_wallet).await;
-    let channel =
-        ipsx_sdk::ensure_channel(&fleet, &fleet_wallet, &chain.anvil.endpoint(), 50 * TOKEN)
-            .await
-            .expect("deposit and channel");
+    let (fleet, fleet_wallet, channel) = paying_fleet(&chain, &node).await;
     let leased = fleet
         .lease(
             &LeaseBody::new(2, 14, TokenAmount(PRICE))
@@ -257,11 +265,7 @@ async fn a_fleet_that_stops_paying_is_cut_off_within_the_grace() {
             price: PRICE,
         },
     );
-    let fleet_wallet = chain.wallet(1);
-    let fleet = signed_in(&node, &fleet_wallet).await;
-    ipsx_sdk::ensure_channel(&fleet, &fleet_wallet, &chain.anvil.endpoint(), 50 * TOKEN)
-        .await
-        .expect("channel");
+    let (fleet, fleet_wallet, _) = paying_fleet(&chain, &node).await;
     let leased = fleet
         .lease(
             &LeaseBody::new(1, 120, TokenAmount(PRICE))
@@ -357,11 +361,7 @@ async fn a_provider_gone_offline_has_its_deal_voided_and_the_ips_replaced() {
             price: 2 * PRICE,
         },
     );
-    let fleet_wallet = chain.wallet(1);
-    let fleet = signed_in(&node, &fleet_wallet).await;
-    ipsx_sdk::ensure_channel(&fleet, &fleet_wallet, &chain.anvil.endpoint(), 50 * TOKEN)
-        .await
-        .expect("channel");
+    let (fleet, _, _) = paying_fleet(&chain, &node).await;
     let leased = fleet
         .lease(
             &LeaseBody::new(1, 60, TokenAmount(2 * PRICE))
