@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
-use ipsx_channels::{ChannelId, SigningKey};
+use ipsx_channels::ChannelId;
 use ipsx_channels_runtime::chain::ChainClient;
 use ipsx_channels_runtime::devnet::{DeploySettings, deploy_local, spawn_anvil};
 use ipsx_gateway::{GatewayConfig, PaymentsConfig};
@@ -52,10 +52,6 @@ pub(crate) struct DemoArgs {
     /// Keep the node's and providers' data here (default: a temporary directory).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-}
-
-fn key_of(wallet: &Wallet) -> anyhow::Result<SigningKey> {
-    Ok(ipsx_sdk::signing_key(wallet)?)
 }
 
 /// A step heading, with the time since the start.
@@ -197,7 +193,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let node_wallet = anvil_key(0)?;
     let fleet_wallet = anvil_key(1)?;
-    let node_key = key_of(&node_wallet)?;
+    let node_key = ipsx_sdk::signing_key(&node_wallet)?;
     let deployment = deploy_local(
         &rpc_url,
         &node_key,

@@ -35,6 +35,8 @@ use ipsx_channels_runtime::chain::ChainClient;
 use ipsx_channels_runtime::settle::Settler;
 use ipsx_channels_runtime::store::ProofStore;
 use ipsx_gateway::market::offer_ips;
+
+use crate::unix_now;
 use ipsx_proxy::{CredentialKey, Guard, LeaseUsage, ProxyConfig};
 use ipsx_sdk::{
     Address, Client, EventStream, OfferBody, StreamEvent, TokenAmount, Wallet, signing_key,
@@ -276,12 +278,6 @@ impl Earnings {
             Err(error) => tracing::warn!(%error, "claiming failed; will retry"),
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Registers, serves and earns until `stop` resolves; then drains the proxy and claims

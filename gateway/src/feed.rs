@@ -26,7 +26,7 @@ use ipsx_engine::{CommandKind, DealId, DealStatus};
 use tokio::sync::{mpsc, watch};
 
 use crate::market::deal_view;
-use crate::server::AppState;
+use crate::server::{AppState, lock};
 
 /// Each party's open streams.
 #[derive(Default)]
@@ -69,12 +69,6 @@ impl Streams {
             self.send(other, event);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -188,7 +182,7 @@ async fn step(state: &Arc<AppState>, tracker: &mut Tracker, now: u64) -> Result<
         .await
         .map_err(|e| e.message().to_owned())?;
     let worker = Arc::clone(state);
-    let (mut tracker_out, cuts) = tokio::task::spawn_blocking({
+    let (tracker_out, cuts) = tokio::task::spawn_blocking({
         let mut tracker = std::mem::take(tracker);
         move || {
             let cuts = apply(&worker, &mut tracker, scanned, now);
@@ -197,7 +191,7 @@ async fn step(state: &Arc<AppState>, tracker: &mut Tracker, now: u64) -> Result<
     })
     .await
     .map_err(|e| e.to_string())?;
-    std::mem::swap(tracker, &mut tracker_out);
+    *tracker = tracker_out;
     for deal in cuts? {
         if let Err(error) = state
             .submit(CommandKind::PaymentLapsed { deal: DealId(deal) })

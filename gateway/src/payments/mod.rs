@@ -39,6 +39,7 @@ use ipsx_channels_runtime::watcher::{WatchEvent, Watcher};
 pub use book::{BookError, BookedLease, PaymentBook};
 
 use crate::error::ApiError;
+use crate::server::lock;
 
 /// How the node pays and gets paid.
 #[derive(Clone)]
@@ -135,12 +136,6 @@ pub(crate) struct Payments {
     topping_up: Mutex<HashSet<Address>>,
     settler: Settler,
     config: PaymentsConfig,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn chain_error(error: ChainError) -> ApiError {
