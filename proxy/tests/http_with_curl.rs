@@ -65,7 +65,7 @@ async fn plain_http_is_forwarded_from_each_leases_ip() {
     let named = format!("http://localhost:{}/", target.port());
     let (status, body) = curl_http(&http_url(&a, proxy.addrs[0]), &named, &[]).await;
     assert_eq!((status, body.as_str()), (200, "127.0.0.2"));
-    let usage = proxy.leases.usage(1).expect("metered");
+    let usage = usage_when_closed(&proxy.leases, 1).await;
     assert_eq!((usage.connections, usage.open), (2, 0));
     assert!(
         usage.bytes_up > 60 && usage.bytes_down > 2 * 60,

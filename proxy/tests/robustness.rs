@@ -144,8 +144,7 @@ async fn the_global_and_per_lease_caps_hold() {
     assert!(closed_within(&mut over, Duration::from_secs(1)).await);
     assert_eq!(proxy.open_connections(), 3);
     drop((first, second, _tunnel));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let usage = proxy.leases.usage(1).expect("usage");
+    let usage = usage_when_closed(&proxy.leases, 1).await;
     assert_eq!((usage.open, usage.connections), (0, 2));
 }
 

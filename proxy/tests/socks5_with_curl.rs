@@ -32,7 +32,7 @@ async fn each_lease_egresses_from_its_own_ip() {
             .as_deref(),
         Ok("127.0.0.2")
     );
-    let usage = proxy.leases.usage(1).expect("metered");
+    let usage = usage_when_closed(&proxy.leases, 1).await;
     assert_eq!(usage.connections, 3);
     assert_eq!(usage.open, 0);
     assert!(

@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ipsx_proxy::{CredentialKey, Credentials, Grant, Guard, Protocols, ProxyConfig, ProxyHandle};
+use ipsx_proxy::{
+    CredentialKey, Credentials, Grant, Guard, LeaseTable, LeaseUsage, Protocols, ProxyConfig,
+    ProxyHandle,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -134,6 +137,20 @@ pub async fn proxy(guard: Guard) -> ProxyHandle {
     );
     config.guard = guard;
     ipsx_proxy::start(config).await.expect("proxy")
+}
+
+/// The lease's usage once its connections have closed. A client such as curl exits as soon as
+/// it has read the response, a moment before the proxy sees the close and stops counting the
+/// connection as open; this waits for that moment (at most two seconds) instead of racing it.
+pub async fn usage_when_closed(leases: &LeaseTable, lease: u64) -> LeaseUsage {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let usage = leases.usage(lease).expect("the lease was metered");
+        if usage.open == 0 || tokio::time::Instant::now() >= deadline {
+            return usage;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 pub fn loopback_allowed() -> Guard {
