@@ -44,7 +44,6 @@ struct Args {
     /// The `ipsx` binary (default: next to this one).
     #[arg(long)]
     ipsx: Option<PathBuf>,
-    /// nginx, from Debian.
     /// /16 blocks offered (at most 64).
     #[arg(long, default_value_t = 16)]
     blocks: u8,
@@ -54,6 +53,7 @@ struct Args {
     /// Extra arguments for `ipsx node` (repeat), e.g. `--node-arg=--fsync --node-arg=never`.
     #[arg(long = "node-arg", allow_hyphen_values = true)]
     node_args: Vec<String>,
+    /// nginx, from Debian.
     #[arg(long, default_value = "/usr/sbin/nginx")]
     nginx: PathBuf,
     /// wrk, from Debian.
