@@ -189,9 +189,39 @@ pub struct DealView {
     pub end: u64,
     /// Price per IP-second.
     pub price: TokenAmount,
+    /// What the leased IPs carry (the offer's protocols when the deal was made).
+    pub protocols: Vec<Protocol>,
     /// `pending`, `active`, `completed`, `voided`, `cancelled`, `payment_lapsed` or
     /// `provider_dropped`.
     pub status: String,
+}
+
+/// A protocol a leased IP carries.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Deserialize,
+    Serialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Plain HTTP forwarding through the proxy.
+    Http,
+    /// HTTPS through `CONNECT` tunnels.
+    Https,
+    /// SOCKS5 (TCP `CONNECT`).
+    Socks5,
+    /// Outbound mail ports (25, 465, 587).
+    Smtp,
+    /// UDP (SOCKS5 `UDP ASSOCIATE`) for VPN-like use.
+    Vpn,
 }
 
 fn default_min_lease() -> u64 {
@@ -366,9 +396,13 @@ pub struct ProfileView {
     pub lapsed: u64,
     /// Deals it ended early.
     pub cancelled: u64,
-    /// Ratings received.
+    /// Ratings received (only served deals can be rated).
     pub ratings_received: u64,
-    /// Average stars received, in hundredths (450 = 4.5), if rated.
+    /// What the rated deals' served parts cost in all: each rating weighs that much.
+    pub rated_value: TokenAmount,
+    /// Average stars received in hundredths (450 = 4.5), if rated: weighted by what each rated
+    /// deal cost and starting from 3 stars worth the node's rating prior — what `min_rating`
+    /// filters compare with.
     pub average_rating: Option<u16>,
 }
 

@@ -23,7 +23,18 @@ pub fn deal_view(deal: &Deal) -> DealView {
         start: deal.start.0,
         end: deal.end.0,
         price: TokenAmount(deal.price),
+        protocols: deal.protocols.iter().map(api_protocol).collect(),
         status: snake_case(&format!("{:?}", deal.status())),
+    }
+}
+
+fn api_protocol(protocol: Protocol) -> ipsx_api::Protocol {
+    match protocol {
+        Protocol::Http => ipsx_api::Protocol::Http,
+        Protocol::Https => ipsx_api::Protocol::Https,
+        Protocol::Socks5 => ipsx_api::Protocol::Socks5,
+        Protocol::Smtp => ipsx_api::Protocol::Smtp,
+        Protocol::Vpn => ipsx_api::Protocol::Vpn,
     }
 }
 
@@ -211,6 +222,10 @@ impl From<EngineError> for ApiError {
             EngineError::IpOwnedByOther { .. } | EngineError::IpAlreadyOffered { .. } => {
                 (StatusCode::CONFLICT, "ip_taken")
             }
+            EngineError::NothingServed { .. } => (StatusCode::CONFLICT, "nothing_served"),
+            EngineError::SelfRating { .. } => (StatusCode::CONFLICT, "self_rating"),
+            EngineError::AlreadyRated { .. } => (StatusCode::CONFLICT, "already_rated"),
+            EngineError::NotFinished { .. } => (StatusCode::CONFLICT, "not_finished"),
             EngineError::ClockWentBackwards { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "clock"),
             _ => (StatusCode::CONFLICT, "refused"),
         };

@@ -1,6 +1,6 @@
 //! What the node remembers beside the engine, in one redb file (`data_dir/node.redb`):
-//! each provider's proxy credential key and port, and the protocols of each offer (the engine
-//! forgets an offer once it closes, but its deals' credentials still need them).
+//! each provider's proxy credential key and port. What a deal's credentials grant (IPs,
+//! protocols, window) comes from the deal itself, which the engine journals.
 //!
 //! A provider registers once (`POST /v1/providers`): the node makes a 32-byte key, keeps it,
 //! and hands it to the provider's daemon, whose proxy then verifies every lease credential the
@@ -16,7 +16,6 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use ipsx_api::{DealView, Endpoint};
 
 const PROVIDERS: TableDefinition<&[u8; 20], &[u8; 34]> = TableDefinition::new("providers");
-const OFFER_PROTOCOLS: TableDefinition<u64, u8> = TableDefinition::new("offer_protocols");
 
 /// The node's registry failed on disk.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +47,6 @@ impl Registry {
         let db = Database::create(path).map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;
         txn.open_table(PROVIDERS).map_err(db_error)?;
-        txn.open_table(OFFER_PROTOCOLS).map_err(db_error)?;
         txn.commit().map_err(db_error)?;
         Ok(Self { db })
     }
@@ -95,41 +93,13 @@ impl Registry {
         }))
     }
 
-    /// Remembers an offer's protocols.
-    pub fn set_offer_protocols(
-        &self,
-        offer: u64,
-        protocols: Protocols,
-    ) -> Result<(), RegistryError> {
-        let txn = self.db.begin_write().map_err(db_error)?;
-        txn.open_table(OFFER_PROTOCOLS)
-            .map_err(db_error)?
-            .insert(offer, protocols.0)
-            .map_err(db_error)?;
-        txn.commit().map_err(db_error)
-    }
-
-    /// An offer's protocols, if known.
-    pub fn offer_protocols(&self, offer: u64) -> Result<Option<Protocols>, RegistryError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
-        let table = txn.open_table(OFFER_PROTOCOLS).map_err(db_error)?;
-        Ok(table
-            .get(offer)
-            .map_err(db_error)?
-            .map(|bits| Protocols(bits.value())))
-    }
-
     /// The endpoints of a deal's IPs: credentials valid over the lease's window for the
-    /// offer's protocols. Empty if the provider has not registered a proxy.
+    /// deal's protocols. Empty if the provider has not registered a proxy.
     pub fn endpoints(&self, deal: &DealView) -> Result<Vec<Endpoint>, RegistryError> {
         let Some(provider) = self.provider(deal.provider)? else {
             return Ok(Vec::new());
         };
-        let protocols = self.offer_protocols(deal.offer)?.unwrap_or(
-            Protocols::SOCKS5
-                .union(Protocols::HTTP)
-                .union(Protocols::HTTPS),
-        );
+        let protocols = proxy_protocols(&deal.protocols);
         Ok(deal
             .ips
             .iter()
@@ -171,17 +141,20 @@ fn split(value: &[u8; 34]) -> ([u8; 32], u16) {
     (key, u16::from_be_bytes([value[32], value[33]]))
 }
 
-/// The proxy's protocol bits for the engine's protocol set.
-pub fn proxy_protocols(set: ipsx_engine::ProtocolSet) -> Protocols {
-    set.iter().fold(Protocols::default(), |bits, protocol| {
-        bits.union(match protocol {
-            ipsx_engine::Protocol::Http => Protocols::HTTP,
-            ipsx_engine::Protocol::Https => Protocols::HTTPS,
-            ipsx_engine::Protocol::Socks5 => Protocols::SOCKS5,
-            ipsx_engine::Protocol::Smtp => Protocols::SMTP,
-            ipsx_engine::Protocol::Vpn => Protocols::VPN,
+/// The proxy's protocol bits for a deal's protocols.
+pub fn proxy_protocols(protocols: &[ipsx_api::Protocol]) -> Protocols {
+    use ipsx_api::Protocol;
+    protocols
+        .iter()
+        .fold(Protocols::default(), |bits, protocol| {
+            bits.union(match protocol {
+                Protocol::Http => Protocols::HTTP,
+                Protocol::Https => Protocols::HTTPS,
+                Protocol::Socks5 => Protocols::SOCKS5,
+                Protocol::Smtp => Protocols::SMTP,
+                Protocol::Vpn => Protocols::VPN,
+            })
         })
-    })
 }
 
 #[cfg(test)]
@@ -200,9 +173,6 @@ mod tests {
                 .expect("register");
             let again = registry.register(provider, 2080, [2; 32]).expect("again");
             assert_eq!(again.port, 2080);
-            registry
-                .set_offer_protocols(9, Protocols::SOCKS5)
-                .expect("protocols");
             (entry, again)
         };
         let registry = Registry::open(&path).expect("reopen");
@@ -230,20 +200,59 @@ mod tests {
             Ok(grant)
         );
         assert_eq!(first.1.key.issue(&grant), issued);
-        assert_eq!(
-            registry.offer_protocols(9).expect("read"),
-            Some(Protocols::SOCKS5)
-        );
-        assert_eq!(registry.offer_protocols(10).expect("read"), None);
     }
 
     #[test]
-    fn engine_protocols_map_to_proxy_bits() {
-        use ipsx_engine::{Protocol, ProtocolSet};
-        let set = ProtocolSet::of(&[Protocol::Socks5, Protocol::Vpn]);
+    fn endpoints_grant_exactly_the_deals_protocols() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = Registry::open(&dir.path().join("node.redb")).expect("open");
+        let provider = Address::repeat_byte(7);
+        let entry = registry
+            .register(provider, 1080, [1; 32])
+            .expect("register");
+        let deal = DealView {
+            deal: 4,
+            request: 1,
+            offer: 1,
+            provider,
+            requester: Address::repeat_byte(8),
+            ips: vec!["127.0.0.2".parse().expect("ip")],
+            start: 100,
+            end: 160,
+            price: ipsx_api::TokenAmount(1),
+            protocols: vec![ipsx_api::Protocol::Socks5],
+            status: "pending".into(),
+        };
+        let endpoints = registry.endpoints(&deal).expect("endpoints");
+        assert_eq!(endpoints.len(), 1);
+        assert!(endpoints[0].socks5h.is_some());
         assert_eq!(
-            proxy_protocols(set),
+            endpoints[0].http, None,
+            "no HTTP URL for a SOCKS5-only deal"
+        );
+        let grant = entry
+            .key
+            .verify(
+                endpoints[0].username.as_bytes(),
+                endpoints[0].password.as_bytes(),
+                deal.ips[0],
+                120,
+            )
+            .expect("valid credentials");
+        assert_eq!(
+            grant.protocols,
+            Protocols::SOCKS5,
+            "never more than the deal's"
+        );
+    }
+
+    #[test]
+    fn deal_protocols_map_to_proxy_bits() {
+        use ipsx_api::Protocol;
+        assert_eq!(
+            proxy_protocols(&[Protocol::Socks5, Protocol::Vpn]),
             Protocols::SOCKS5.union(Protocols::VPN)
         );
+        assert_eq!(proxy_protocols(&[]), Protocols::default());
     }
 }

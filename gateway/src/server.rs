@@ -30,7 +30,7 @@ use crate::market::{deal_view, offer_spec, request_spec, to_engine};
 use crate::metrics::Metrics;
 use crate::payments::{Payments, PaymentsConfig, PaymentsError};
 use crate::rate::{Rate, RateLimiter};
-use crate::registry::{Registry, RegistryError, proxy_protocols};
+use crate::registry::{Registry, RegistryError};
 use crate::session::{SignIn, SignInDomain, SignInLimits};
 use ipsx_api::{
     ChallengeRequest, ChallengeResponse, DealView, Deals, LeaseBody, LeaseView, Leased, MeResponse,
@@ -63,6 +63,13 @@ pub struct GatewayConfig {
     /// Seconds a provider has from a lease's start to report ready before the deal is voided
     /// and its IPs re-matched. Default 30.
     pub ready_timeout: u64,
+    /// How often the engine's clock moves without calls, so ready deadlines, lease ends and
+    /// expiries fire on time. Default every second; `None` moves it only with calls (tests that
+    /// decide which call fires a timer).
+    pub engine_tick: Option<std::time::Duration>,
+    /// Paid usage (token base units) every wallet's rating starts with at 3 stars; see
+    /// `ipsx_engine::EngineConfig::rating_prior`. Default one IPSX.
+    pub rating_prior: u128,
     /// When the engine's journal is flushed to the disk. Default: before every answer
     /// (`Always`); every call is written to the OS before it is answered in any case, so a
     /// killed process loses nothing it acknowledged — the policy is about power loss.
@@ -99,6 +106,8 @@ impl GatewayConfig {
             data_dir: data_dir.into(),
             payments: None,
             ready_timeout: 30,
+            engine_tick: Some(std::time::Duration::from_secs(1)),
+            rating_prior: ipsx_engine::EngineConfig::default().rating_prior,
             fsync: ipsx_engine_runtime::FsyncPolicy::Always,
         }
     }
@@ -212,8 +221,11 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
     let mut store = StoreConfig::new(config.data_dir.join("engine"));
     store.engine.ready_timeout = config.ready_timeout;
+    store.engine.rating_prior = config.rating_prior;
     store.fsync = config.fsync;
-    let shard = tokio::task::spawn_blocking(move || ShardHandle::start(ShardConfig::new(store)))
+    let mut shard_config = ShardConfig::new(store);
+    shard_config.tick_every = config.engine_tick;
+    let shard = tokio::task::spawn_blocking(move || ShardHandle::start(shard_config))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
     let registry = Registry::open(&config.data_dir.join("node.redb"))?;
@@ -560,7 +572,6 @@ async fn place_offer(
              channel then",
         ));
     }
-    let protocols = proxy_protocols(spec.protocols);
     let events = state.submit(CommandKind::PlaceOffer(spec)).await?;
     let placed = events
         .iter()
@@ -573,12 +584,6 @@ async fn place_offer(
         })
         .ok_or_else(|| internal("the engine placed no offer".into()))?;
     state.metrics.offers.inc();
-    let registry = Arc::clone(&state.registry);
-    let offer = placed.offer;
-    tokio::task::spawn_blocking(move || registry.set_offer_protocols(offer, protocols))
-        .await
-        .map_err(|e| internal(e.to_string()))?
-        .map_err(|e| internal(e.to_string()))?;
     Ok((StatusCode::CREATED, Json(placed)))
 }
 
@@ -628,24 +633,12 @@ async fn lease(
             ),
         ));
     }
-    let (events, deals) = state
+    let (_, (request, deals)) = state
         .submit_and_read(CommandKind::SubmitRequest(spec), |events, engine| {
-            events
-                .iter()
-                .filter_map(|event| match event {
-                    Event::DealMade { deal, .. } => engine.deal(*deal).map(deal_view),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
+            own_deals(events, engine)
         })
         .await?;
-    let request = events
-        .iter()
-        .find_map(|event| match event {
-            Event::RequestAccepted { request } => Some(request.0),
-            _ => None,
-        })
-        .ok_or_else(|| internal("the engine accepted no request".into()))?;
+    let request = request.ok_or_else(|| internal("the engine accepted no request".into()))?;
     let leased: u32 = deals
         .iter()
         .map(|deal| u32::try_from(deal.ips.len()).unwrap_or(u32::MAX))
@@ -662,6 +655,29 @@ async fn lease(
         leased,
         deals,
     }))
+}
+
+/// The request a `SubmitRequest` command made and the deals made for it. The same command may
+/// fire timers that make deals for other requests (a voided deal re-matched, a resting request
+/// filled by freed capacity): those belong to their own requesters, who hear of them on their
+/// streams, and never appear in this caller's answer.
+fn own_deals(events: &[Event], engine: &Engine) -> (Option<u64>, Vec<DealView>) {
+    let Some(request) = events.iter().find_map(|event| match event {
+        Event::RequestAccepted { request } => Some(*request),
+        _ => None,
+    }) else {
+        return (None, Vec::new());
+    };
+    let deals = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::DealMade {
+                deal, request: of, ..
+            } if *of == request => engine.deal(*deal).map(deal_view),
+            _ => None,
+        })
+        .collect();
+    (Some(request.0), deals)
 }
 
 async fn deals(
@@ -817,8 +833,8 @@ async fn profile(
         )
     })?;
     let engine_wallet = to_engine(wallet);
-    let profile = state
-        .query(move |engine| engine.profile(engine_wallet))
+    let (profile, average_rating) = state
+        .query(move |engine| (engine.profile(engine_wallet), engine.rating(engine_wallet)))
         .await?;
     Ok(Json(ProfileView {
         address: wallet,
@@ -830,7 +846,8 @@ async fn profile(
         lapsed: profile.lapsed,
         cancelled: profile.cancelled,
         ratings_received: profile.ratings_received,
-        average_rating: profile.average_rating(),
+        rated_value: ipsx_api::TokenAmount(profile.rated_value),
+        average_rating,
     }))
 }
 

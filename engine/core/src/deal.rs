@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::agreement::{DealStatus, ProviderStatus, RequesterStatus, deal_status};
-use crate::types::{Address, Amount, DealId, OfferId, RequestId, Timestamp};
+use crate::types::{Address, Amount, DealId, OfferId, ProtocolSet, RequestId, Timestamp};
 
 /// A lease of some IPs of one offer to one requester over one span of time.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -29,6 +29,9 @@ pub struct Deal {
     pub end: Timestamp,
     /// Price per IP-second (the offer's at match time).
     pub price: Amount,
+    /// What the leased IPs carry (the offer's at match time): part of the deal, journaled
+    /// with the command that made it, so credentials and endpoints never guess.
+    pub protocols: ProtocolSet,
     /// When it was matched.
     pub made_at: Timestamp,
     /// The provider must report ready before this.
@@ -37,6 +40,9 @@ pub struct Deal {
     pub provider_status: ProviderStatus,
     /// The requester's side.
     pub requester_status: RequesterStatus,
+    /// When the provider reported ready (the served span starts at the later of this and
+    /// `start`).
+    pub ready_at: Option<Timestamp>,
     /// When it reached a terminal status.
     pub closed_at: Option<Timestamp>,
     /// Stars the requester gave the provider.
@@ -54,6 +60,22 @@ impl Deal {
     /// What the whole lease costs at full term: price x IPs x seconds.
     pub fn full_cost(&self) -> Amount {
         self.price * self.ips.len() as Amount * u128::from(self.end.0 - self.start.0)
+    }
+
+    /// What the served part of a finished deal is worth: price x IPs x the seconds from the
+    /// later of its start and the provider's ready report to its close (never past its end).
+    /// Zero for a deal never served (voided, cancelled before ready) or not finished yet. A
+    /// rating weighs this much, so stars cost what the lease cost.
+    pub fn served_value(&self) -> Amount {
+        let (Some(ready), Some(closed)) = (self.ready_at, self.closed_at) else {
+            return 0;
+        };
+        let from = ready.max(self.start);
+        let until = closed.min(self.end);
+        let seconds = until.0.saturating_sub(from.0);
+        self.price
+            .saturating_mul(self.ips.len() as Amount)
+            .saturating_mul(Amount::from(seconds))
     }
 }
 
@@ -77,17 +99,47 @@ pub struct Profile {
     pub cancelled: u64,
     /// Ratings received.
     pub ratings_received: u64,
-    /// Sum of the stars received.
-    pub rating_points: u64,
+    /// What the rated deals were worth in all: each rating weighs its deal's served value.
+    pub rated_value: Amount,
+    /// The sum over ratings received of stars x the deal's served value.
+    pub star_value: Amount,
     /// Ratings given.
     pub ratings_given: u64,
 }
 
+/// The stars every profile starts from, weighted by the engine's `rating_prior`.
+pub const NEUTRAL_STARS: Amount = 3;
+
 impl Profile {
     /// Average stars received, in hundredths (437 = 4.37 stars); `None` before any rating.
-    pub fn average_rating(&self) -> Option<u16> {
-        (self.ratings_received > 0)
-            .then(|| (self.rating_points * 100 / self.ratings_received) as u16)
+    ///
+    /// A value-weighted mean that starts from [`NEUTRAL_STARS`] worth `prior` of paid usage:
+    /// each rating weighs what its deal's served part cost, so a wallet cannot lift itself (or
+    /// a friend) past other requesters' `min_rating` with a few cheap deals — it has to buy a
+    /// few multiples of `prior` of real usage at full price first.
+    pub fn average_rating(&self, prior: Amount) -> Option<u16> {
+        if self.ratings_received == 0 {
+            return None;
+        }
+        let stars = NEUTRAL_STARS
+            .saturating_mul(prior)
+            .saturating_add(self.star_value);
+        let weight = prior.saturating_add(self.rated_value).max(1);
+        // Scale before dividing (hundredths); values near u128::MAX lose precision, not bounds.
+        let hundredths = match stars.checked_mul(100) {
+            Some(scaled) => scaled / weight,
+            None => stars / (weight / 100).max(1),
+        };
+        Some(hundredths.clamp(100, 500) as u16)
+    }
+
+    /// Counts a rating of `stars` on a deal whose served part was worth `value`.
+    pub(crate) fn record_rating(&mut self, stars: u8, value: Amount) {
+        self.ratings_received += 1;
+        self.rated_value = self.rated_value.saturating_add(value);
+        self.star_value = self
+            .star_value
+            .saturating_add(value.saturating_mul(Amount::from(stars)));
     }
 
     pub(crate) fn record_outcome(&mut self, status: DealStatus, as_provider: bool) {
@@ -107,11 +159,70 @@ mod tests {
     use super::*;
 
     #[test]
-    fn averages_are_integer_hundredths() {
+    fn averages_weigh_what_was_paid_and_start_neutral() {
         let mut profile = Profile::default();
-        assert_eq!(profile.average_rating(), None);
-        profile.ratings_received = 3;
-        profile.rating_points = 5 + 4 + 4;
-        assert_eq!(profile.average_rating(), Some(433));
+        assert_eq!(profile.average_rating(0), None);
+        profile.record_rating(5, 100);
+        profile.record_rating(4, 100);
+        profile.record_rating(4, 100);
+        assert_eq!(
+            profile.average_rating(0),
+            Some(433),
+            "equal deals: the plain mean"
+        );
+        let mut profile = Profile::default();
+        profile.record_rating(1, 1_000);
+        profile.record_rating(5, 10);
+        assert_eq!(
+            profile.average_rating(0),
+            Some(103),
+            "the big deal dominates"
+        );
+        let mut profile = Profile::default();
+        profile.record_rating(5, 10);
+        assert_eq!(
+            profile.average_rating(1_000),
+            Some(301),
+            "a cheap five-star deal barely moves a new wallet off neutral"
+        );
+        profile.record_rating(5, 3_000);
+        assert_eq!(profile.average_rating(1_000), Some(450));
+    }
+
+    #[test]
+    fn only_the_served_part_of_a_deal_has_value() {
+        let mut deal = Deal {
+            id: DealId(1),
+            request: RequestId(1),
+            offer: OfferId(1),
+            provider: Address::from_low_u64(1),
+            requester: Address::from_low_u64(2),
+            ips: vec![
+                "192.0.2.1".parse().expect("ip"),
+                "192.0.2.2".parse().expect("ip"),
+            ],
+            start: Timestamp(100),
+            end: Timestamp(160),
+            price: 7,
+            protocols: ProtocolSet::default(),
+            made_at: Timestamp(90),
+            ready_deadline: Timestamp(130),
+            provider_status: ProviderStatus::Awaiting,
+            requester_status: RequesterStatus::Committed,
+            ready_at: None,
+            closed_at: Some(Timestamp(130)),
+            provider_rating: None,
+            requester_rating: None,
+        };
+        assert_eq!(deal.served_value(), 0, "never ready");
+        deal.ready_at = Some(Timestamp(95));
+        assert_eq!(
+            deal.served_value(),
+            7 * 2 * 30,
+            "from the start, not the early report"
+        );
+        deal.ready_at = Some(Timestamp(110));
+        deal.closed_at = Some(Timestamp(200));
+        assert_eq!(deal.served_value(), 7 * 2 * 50, "never past the end");
     }
 }

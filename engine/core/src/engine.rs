@@ -37,6 +37,10 @@ pub struct EngineConfig {
     /// Seconds a finished deal stays in the deal book (for look-ups and ratings) before it is
     /// dropped from memory; the journal keeps its history.
     pub deal_retention: u64,
+    /// How much paid usage a wallet's rating starts with at neutral (3 stars), in token base
+    /// units: stars must be bought with real usage worth a few times this before they lift a
+    /// provider past a `min_rating` filter (see [`Profile::average_rating`]).
+    pub rating_prior: Amount,
 }
 
 impl EngineConfig {
@@ -56,6 +60,8 @@ impl Default for EngineConfig {
             ready_timeout: 30,
             shard: 0,
             deal_retention: 86_400,
+            // One IPSX (18 decimals): at 10^15 per IP-second, about 17 IP-minutes.
+            rating_prior: 1_000_000_000_000_000_000,
         }
     }
 }
@@ -144,6 +150,8 @@ impl Timers {
 struct Fill<'a> {
     /// The request filled: an IP it already holds is never taken twice.
     request: RequestId,
+    /// Who asks: never matched with its own offers (a party is never both sides of a deal).
+    requester: Address,
     filters: &'a Filters,
     excluded: &'a [Address],
     start: Timestamp,
@@ -313,6 +321,14 @@ impl Engine {
             .into_iter()
             .flatten()
             .filter_map(|id| self.deal(*id))
+    }
+
+    /// A wallet's weighted average rating in hundredths of a star, as `min_rating` filters
+    /// see it ([`Profile::average_rating`] under this engine's prior).
+    pub fn rating(&self, wallet: Address) -> Option<u16> {
+        self.profiles
+            .get(&wallet)
+            .and_then(|profile| profile.average_rating(self.config.rating_prior))
     }
 
     /// A wallet's profile (a default one if it never traded).
@@ -698,6 +714,7 @@ impl Engine {
         let (start, end) = lease_span(spec.start, spec.duration, self.now);
         let fill = Fill {
             request: id,
+            requester: spec.requester,
             filters: &spec.filters,
             excluded: &[],
             start,
@@ -773,6 +790,7 @@ impl Engine {
         let (start, end) = lease_span(record.spec.start, record.spec.duration, self.now);
         Some(Fill {
             request: record.id,
+            requester: record.spec.requester,
             filters: &record.spec.filters,
             excluded: &record.excluded,
             start,
@@ -817,11 +835,12 @@ impl Engine {
             })
             && (filters.asn_include.is_empty() || filters.asn_include.contains(&offer.asn))
             && !filters.asn_exclude.contains(&offer.asn)
+            && offer.provider != fill.requester
             && !fill.excluded.contains(&offer.provider)
             && filters.min_rating.is_none_or(|min| {
                 self.profiles
                     .get(&offer.provider)
-                    .and_then(Profile::average_rating)
+                    .and_then(|profile| profile.average_rating(self.config.rating_prior))
                     .is_some_and(|avg| avg >= min)
             })
     }
@@ -949,7 +968,7 @@ impl Engine {
             let Some(offer) = self.book.offers.get(&offer_id) else {
                 continue;
             };
-            let (provider, price) = (offer.provider, offer.price);
+            let (provider, price, protocols) = (offer.provider, offer.price, offer.protocols);
             let Some(record) = self.requests.get_mut(&request) else {
                 continue;
             };
@@ -988,10 +1007,12 @@ impl Engine {
                 start,
                 end,
                 price,
+                protocols,
                 made_at: self.now,
                 ready_deadline,
                 provider_status: ProviderStatus::Awaiting,
                 requester_status: RequesterStatus::Committed,
+                ready_at: None,
                 closed_at: None,
                 provider_rating: None,
                 requester_rating: None,
@@ -1083,6 +1104,9 @@ impl Engine {
         let from = deal.status();
         deal.provider_status = provider;
         deal.requester_status = requester;
+        if input == DealInput::ProviderReady {
+            deal.ready_at = Some(now);
+        }
         let to = deal.status();
         let (ready_deadline, end) = (deal.ready_deadline, deal.end);
         events.push(Event::DealStatusChanged { deal: id, from, to });
@@ -1158,6 +1182,7 @@ impl Engine {
         };
         let fill = Fill {
             request,
+            requester: record.spec.requester,
             filters: &record.spec.filters,
             excluded: &record.excluded,
             start,
@@ -1187,6 +1212,11 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let deal = self.deal_mut(id)?;
         let finished = deal.status().is_terminal();
+        let value = deal.served_value();
+        if deal.provider == deal.requester {
+            // Deals made before self-dealing was refused: they never count.
+            return Err(EngineError::SelfRating { deal: id });
+        }
         let (slot, ratee) = if rater == deal.requester {
             (&mut deal.provider_rating, deal.provider)
         } else if rater == deal.provider {
@@ -1200,10 +1230,14 @@ impl Engine {
         if slot.is_some() {
             return Err(EngineError::AlreadyRated { deal: id });
         }
+        if value == 0 {
+            return Err(EngineError::NothingServed { deal: id });
+        }
         *slot = Some(score);
-        let ratee_profile = self.profiles.entry(ratee).or_default();
-        ratee_profile.ratings_received += 1;
-        ratee_profile.rating_points += u64::from(score);
+        self.profiles
+            .entry(ratee)
+            .or_default()
+            .record_rating(score, value);
         self.profiles.entry(rater).or_default().ratings_given += 1;
         // The ratee's offers may now pass (or fail) rating filters.
         self.dirty.extend(

@@ -212,4 +212,17 @@ pub enum EngineError {
         /// The deal.
         deal: DealId,
     },
+    /// Only deals that were served (and so paid for) can be rated: a rating weighs what the
+    /// lease cost, and a deal never served cost nothing.
+    #[error("{deal} was never served, so it cannot be rated (no-shows count in the profile)")]
+    NothingServed {
+        /// The deal.
+        deal: DealId,
+    },
+    /// A wallet on both sides of a deal cannot rate it.
+    #[error("{deal} has the same wallet on both sides; it cannot be rated")]
+    SelfRating {
+        /// The deal.
+        deal: DealId,
+    },
 }

@@ -63,9 +63,12 @@
 //!
 //! Every change is an [`Event::DealStatusChanged`]. A terminal status releases the deal's IPs
 //! from their calendars. A voided deal's IPs are re-matched for the rest of the lease with the
-//! request's filters, never again from the provider that failed. Parties rate each other
-//! (1–5) once a deal is terminal; requests with `min_rating` only match providers whose average
-//! is at least that (providers never rated do not pass).
+//! request's filters, never again from the provider that failed. A wallet is never matched
+//! with its own offers. Parties rate each other (1–5) once a deal is terminal and was served;
+//! each rating weighs what the deal's served part cost, on top of a neutral prior
+//! ([`EngineConfig::rating_prior`]), so stars cannot be bought with cheap deals between
+//! friends. Requests with `min_rating` only match providers whose weighted average is at
+//! least that (providers never rated do not pass).
 //!
 //! ## Limits
 //!
@@ -140,7 +143,7 @@ pub use book::Offer;
 pub use calendar::{Booking, Calendar};
 pub use command::{Command, CommandKind, Event, RequestEnd};
 pub use country::{COUNTRY_COUNT, Country, CountrySet};
-pub use deal::{Deal, Profile};
+pub use deal::{Deal, NEUTRAL_STARS, Profile};
 pub use depth::{DepthLevel, MarketDepth};
 pub use engine::{Engine, EngineConfig, RequestRecord};
 pub use error::{EngineError, InputError};

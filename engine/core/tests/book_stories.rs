@@ -64,6 +64,7 @@ impl Market {
                 ready_timeout: 10,
                 shard: 0,
                 deal_retention: 3_600,
+                rating_prior: 0,
             }),
             events: Vec::new(),
             now: T0,
@@ -637,8 +638,8 @@ fn ratings_build_profiles_that_later_requests_filter_on() {
         }),
         Err(EngineError::NotOwner { party: addr(3) })
     );
-    assert_eq!(market.engine.profile(addr(1)).average_rating(), Some(200));
-    assert_eq!(market.engine.profile(addr(7)).average_rating(), Some(500));
+    assert_eq!(market.engine.rating(addr(1)), Some(200));
+    assert_eq!(market.engine.rating(addr(7)), Some(500));
 
     // Provider 1 (2 stars) is skipped for a 3-star minimum; provider 2 (unrated) too.
     let mut picky = request(8, 2, 10, TimeInForce::Ioc);
@@ -649,6 +650,117 @@ fn ratings_build_profiles_that_later_requests_filter_on() {
     let deals = market.lease(lenient);
     assert_eq!(deals.len(), 1);
     assert_eq!(deals[0].provider, addr(1));
+}
+
+#[test]
+fn a_wallet_is_never_matched_with_its_own_offer() {
+    let mut market = Market::new();
+    market.place(offer(1, IpSpec::Single(ip("192.0.2.1")), "FR", 5));
+    assert!(
+        market.lease(request(1, 1, 10, TimeInForce::Ioc)).is_empty(),
+        "its own offer is the only one: nothing is leased"
+    );
+    // Wallet 3 rests a request for two IPs: one comes from wallet 1 at once.
+    let gtc = TimeInForce::Gtc {
+        expires_at: Timestamp(T0 + 600),
+    };
+    let first = market.lease(request(3, 2, 10, gtc));
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].provider, addr(1));
+    // Its own offer placed later does not fill the rest ...
+    market.place(offer(3, IpSpec::Single(ip("192.0.2.3")), "FR", 5));
+    let providers = |m: &Market| -> Vec<Address> {
+        m.engine
+            .deals()
+            .filter(|d| d.requester == addr(3))
+            .map(|d| d.provider)
+            .collect()
+    };
+    assert_eq!(providers(&market), vec![addr(1)]);
+    // ... another wallet's offer does.
+    market.place(offer(4, IpSpec::Single(ip("192.0.2.4")), "FR", 5));
+    assert_eq!(providers(&market), vec![addr(1), addr(4)]);
+    assert!(market.engine.deals().all(|d| d.provider != d.requester));
+}
+
+#[test]
+fn stars_weigh_what_the_rated_deal_cost_and_unserved_deals_cannot_be_rated() {
+    let mut market = Market::new();
+    market.engine = Engine::new(EngineConfig {
+        ready_timeout: 10,
+        shard: 0,
+        deal_retention: 3_600,
+        rating_prior: 100_000,
+    });
+    // A provider (1) and its friend (9) run a cheap ring: a 5-second deal at price 1.
+    market.place(offer(1, IpSpec::Single(ip("192.0.2.1")), "FR", 1));
+    let mut cheap = request(9, 1, 1, TimeInForce::Ioc);
+    cheap.duration = 5;
+    let ring = market.lease(cheap).remove(0);
+    market.ready(&ring);
+    market.at(5);
+    market.run(CommandKind::Tick).expect("tick");
+    market
+        .run(CommandKind::Rate {
+            deal: ring.id,
+            rater: addr(9),
+            score: 5,
+        })
+        .expect("the friend rates");
+    let lifted = market.engine.rating(addr(1)).expect("rated");
+    assert!(
+        lifted < 310,
+        "five stars on a deal worth 5 barely move a prior of 100,000: {lifted}"
+    );
+    let mut picky = request(8, 1, 10, TimeInForce::Ioc);
+    picky.filters.min_rating = Some(450);
+    assert!(
+        market.lease(picky).is_empty(),
+        "the ring does not get past a 4.5-star filter"
+    );
+
+    // A deal that was never served cannot be rated: the provider never reported ready.
+    market.place(offer(2, IpSpec::Single(ip("192.0.2.2")), "DE", 1));
+    let mut other = request(8, 1, 1, TimeInForce::Ioc);
+    other.filters.countries = CountrySet::of(&[country("DE")]);
+    let no_show = market
+        .lease(other)
+        .into_iter()
+        .find(|d| d.provider == addr(2))
+        .expect("a deal with provider 2");
+    market.at(20);
+    market.run(CommandKind::Tick).expect("tick");
+    assert_eq!(
+        market.run(CommandKind::Rate {
+            deal: no_show.id,
+            rater: addr(8),
+            score: 1,
+        }),
+        Err(EngineError::NothingServed { deal: no_show.id })
+    );
+
+    // Real usage at full price does move the rating: 30 IP-seconds at 5,000 = 150,000.
+    market.place(offer(1, IpSpec::Single(ip("192.0.2.5")), "NL", 5_000));
+    let mut big = request(7, 1, 5_000, TimeInForce::Ioc);
+    big.filters.countries = CountrySet::of(&[country("NL")]);
+    big.duration = 30;
+    let paid = market
+        .lease(big)
+        .into_iter()
+        .find(|d| d.provider == addr(1))
+        .expect("a deal with provider 1");
+    market.ready(&paid);
+    market.at(30);
+    market.run(CommandKind::Tick).expect("tick");
+    market
+        .run(CommandKind::Rate {
+            deal: paid.id,
+            rater: addr(7),
+            score: 5,
+        })
+        .expect("rated");
+    // (3 x 100,000 + 5 x 5 + 5 x 150,000) / 250,005 = 4.20 stars.
+    assert_eq!(market.engine.rating(addr(1)), Some(420));
 }
 
 #[test]

@@ -14,6 +14,8 @@ use ipsx_engine::*;
 use proptest::prelude::*;
 
 const READY_TIMEOUT: u64 = 7;
+/// The neutral weight every rating starts from (small, so that ratings in the streams matter).
+const RATING_PRIOR: Amount = 50;
 
 // ----- the reference model ---------------------------------------------------------------
 
@@ -53,12 +55,28 @@ struct RefDeal {
     requester_status: RequesterStatus,
     provider_rating: Option<u8>,
     requester_rating: Option<u8>,
+    ready_at: Option<Timestamp>,
+    closed_at: Option<Timestamp>,
     released: bool,
 }
 
 impl RefDeal {
     fn status(&self) -> DealStatus {
         agreement::deal_status(self.provider_status, self.requester_status)
+    }
+
+    /// Price x IPs x seconds served (from the later of start and ready to the close).
+    fn served_value(&self) -> Amount {
+        match (self.ready_at, self.closed_at) {
+            (Some(ready), Some(closed)) => {
+                let seconds = closed
+                    .min(self.end)
+                    .0
+                    .saturating_sub(ready.max(self.start).0);
+                self.price * self.ips.len() as Amount * Amount::from(seconds)
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -74,6 +92,7 @@ struct Reference {
 
 struct RefFill<'a> {
     request: RequestId,
+    requester: Address,
     filters: &'a Filters,
     excluded: &'a [Address],
     start: Timestamp,
@@ -116,8 +135,9 @@ impl Reference {
             .or_else(|| self.bookings_of(ip).next().map(|d| d.provider))
     }
 
+    /// Stars weighted by each rated deal's served value, from 3 stars worth `RATING_PRIOR`.
     fn average_rating(&self, wallet: Address) -> Option<u16> {
-        let scores: Vec<u64> = self
+        let rated: Vec<(Amount, Amount)> = self
             .deals
             .iter()
             .flat_map(|d| {
@@ -129,12 +149,16 @@ impl Reference {
                         .then_some(d.requester_rating)
                         .flatten(),
                 ]
+                .map(|stars| stars.map(|s| (Amount::from(s), d.served_value())))
             })
             .flatten()
-            .map(u64::from)
             .collect();
-        (!scores.is_empty())
-            .then(|| (scores.iter().sum::<u64>() * 100 / scores.len() as u64) as u16)
+        if rated.is_empty() {
+            return None;
+        }
+        let stars: Amount = 3 * RATING_PRIOR + rated.iter().map(|(s, v)| s * v).sum::<Amount>();
+        let weight: Amount = RATING_PRIOR + rated.iter().map(|(_, v)| v).sum::<Amount>();
+        Some((stars * 100 / weight) as u16)
     }
 
     fn offer_admits(&self, offer: &RefOffer, fill: &RefFill<'_>) -> bool {
@@ -158,6 +182,7 @@ impl Reference {
             }
             && (f.asn_include.is_empty() || f.asn_include.contains(&s.asn))
             && !f.asn_exclude.contains(&s.asn)
+            && s.provider != fill.requester
             && !fill.excluded.contains(&s.provider)
             && match f.min_rating {
                 None => true,
@@ -261,6 +286,8 @@ impl Reference {
                 requester_status: RequesterStatus::Committed,
                 provider_rating: None,
                 requester_rating: None,
+                ready_at: None,
+                closed_at: None,
                 released: false,
             });
         }
@@ -314,6 +341,7 @@ impl Reference {
         let (start, end) = Self::span(record.spec.start, record.spec.duration, self.now);
         let fill = RefFill {
             request: record.id,
+            requester: record.spec.requester,
             filters: &record.spec.filters,
             excluded: &record.excluded,
             start,
@@ -347,11 +375,15 @@ impl Reference {
         };
         deal.provider_status = p;
         deal.requester_status = r;
+        if input == DealInput::ProviderReady {
+            deal.ready_at = Some(self.now);
+        }
         let status = deal.status();
         if !status.is_terminal() {
             return true;
         }
         deal.released = true;
+        deal.closed_at = Some(self.now);
         let deal = deal.clone();
         if let Some(record) = self.request_mut(deal.request) {
             record.open_deals -= 1;
@@ -365,6 +397,7 @@ impl Reference {
                 if deal.end.0.saturating_sub(self.now.0) >= MIN_LEASE_SECONDS {
                     let fill = RefFill {
                         request: record.id,
+                        requester: record.spec.requester,
                         filters: &record.spec.filters,
                         excluded: &record.excluded,
                         start: self.now,
@@ -538,6 +571,7 @@ impl Reference {
                 let (start, end) = Self::span(spec.start, spec.duration, now);
                 let fill = RefFill {
                     request: id,
+                    requester: spec.requester,
                     filters: &spec.filters,
                     excluded: &[],
                     start,
@@ -624,6 +658,7 @@ impl Reference {
                     return false;
                 };
                 let terminal = d.status().is_terminal();
+                let served = d.served_value() > 0 && d.provider != d.requester;
                 let slot = if *rater == d.requester {
                     &mut d.provider_rating
                 } else if *rater == d.provider {
@@ -631,7 +666,7 @@ impl Reference {
                 } else {
                     return false;
                 };
-                if !terminal || slot.is_some() {
+                if !terminal || slot.is_some() || !served {
                     return false;
                 }
                 *slot = Some(*score);
@@ -647,8 +682,12 @@ fn provider(n: u8) -> Address {
     Address::from_low_u64(100 + u64::from(n))
 }
 
+/// Requester 2 is provider 0's wallet: it buys too, and must never be matched with itself.
 fn requester(n: u8) -> Address {
-    Address::from_low_u64(200 + u64::from(n))
+    match n {
+        2 => provider(0),
+        n => Address::from_low_u64(200 + u64::from(n)),
+    }
 }
 
 fn country(n: u8) -> Country {
@@ -968,6 +1007,13 @@ fn same_deals(engine: &Engine, reference: &Reference) -> Result<(), TestCaseErro
         prop_assert_eq!((mine.start, mine.end), (theirs.start, theirs.end));
         prop_assert_eq!(mine.price, theirs.price);
         prop_assert_eq!(mine.status(), theirs.status(), "status of {}", mine.id);
+        prop_assert_eq!(
+            mine.served_value(),
+            theirs.served_value(),
+            "value of {}",
+            mine.id
+        );
+        prop_assert!(mine.provider != mine.requester, "self-deal {}", mine.id);
     }
     let engine_resting: Vec<(RequestId, u32)> = engine
         .resting_requests()
@@ -1047,6 +1093,7 @@ fn run_stream(stream: &[(u64, Gen)]) -> Result<(), TestCaseError> {
         shard: 0,
         // The comparison covers every deal ever made, so none leaves the book.
         deal_retention: u64::MAX,
+        rating_prior: RATING_PRIOR,
     };
     let mut engine = Engine::new(config);
     let mut reference = Reference::new();
