@@ -16,6 +16,8 @@ apt_pinned curl=7.88.1-10+deb12u15 python3-requests=2.28.1+dfsg-1 python3-socks=
 # checked to match the Solidity sources.
 (cd contracts && npm ci --no-audit --no-fund --loglevel=error && ./scripts/forge test \
   && node scripts/export-abi.js --check && ./scripts/smoke-deploy.sh)
+# The npm EIP-4361 verifier (siwe + ethers, pinned) that checks the node's sign-in messages.
+(cd gateway/tests/siwe && npm ci --no-audit --no-fund --loglevel=error)
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace

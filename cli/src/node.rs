@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:7700"
+//! public_url = "https://ipsx.example"   # what sign-in messages name; default: the bound address
 //! data_dir = "ipsx-node"
 //! chain_id = 31337
 //! session_rate = 200.0
@@ -35,6 +36,11 @@ pub(crate) struct NodeArgs {
     /// Where the API listens [default: 127.0.0.1:7700].
     #[arg(long, env = "IPSX_LISTEN")]
     listen: Option<SocketAddr>,
+    /// The URL clients reach the node at (behind a proxy or a name); sign-in messages name it
+    /// as their domain, which wallets and EIP-4361 verifiers check [default: the bound
+    /// address].
+    #[arg(long, env = "IPSX_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Where the node keeps its journal, snapshots, registry, proofs and session key
     /// [default: ipsx-node].
     #[arg(long, env = "IPSX_DATA_DIR")]
@@ -77,6 +83,7 @@ pub(crate) struct NodeArgs {
 #[serde(deny_unknown_fields)]
 struct NodeFile {
     listen: Option<SocketAddr>,
+    public_url: Option<String>,
     data_dir: Option<PathBuf>,
     chain_id: Option<u64>,
     session_rate: Option<f64>,
@@ -139,6 +146,7 @@ impl NodeArgs {
             burst: session_rate * 2.0,
         };
         gateway.ready_timeout = self.ready_timeout.or(file.ready_timeout).unwrap_or(30);
+        gateway.public_url = self.public_url.or(file.public_url);
         if let Some(fsync) = self.fsync.or(file.fsync) {
             gateway.fsync = fsync_policy(&fsync)?;
         }

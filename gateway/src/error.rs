@@ -82,13 +82,6 @@ impl From<crate::session::SignInError> for ApiError {
             E::Expired(_) => "challenge_expired",
             E::BadSignature(_) => "bad_signature",
             E::WrongSigner { .. } => "wrong_signer",
-            E::TooManyPending => {
-                return Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too_many_sign_ins",
-                    error.to_string(),
-                );
-            }
         };
         let status = match error {
             E::WrongSigner { .. } | E::BadSignature(_) => StatusCode::UNAUTHORIZED,

@@ -22,8 +22,7 @@
 //!   command is acknowledged only once the engine's journal holds it (see [`market`]).
 //! * [`metrics`] — Prometheus metrics at `GET /metrics`: calls by route and status, latency
 //!   histograms, offers, lease requests, IPs leased, deals.
-//! * [`registry`] — the node's own redb store: providers' proxy keys and ports, offers'
-//!   protocols.
+//! * [`registry`] — the node's own redb store: providers' proxy keys and ports.
 //! * [`openapi`] — the OpenAPI document at `GET /openapi.json`, its schemas derived from the
 //!   API types.
 //! * [`payments`] — with a chain ([`PaymentsConfig`]): the hub, the proof store, the payment
@@ -32,17 +31,13 @@
 //!   providers, proof accepted, payment due, cut-off; requesters send `proof`).
 //!
 //! ```
-//! use ipsx_gateway::session::{SignIn, SignInDomain, SignInLimits};
+//! use ipsx_gateway::session::{SignIn, SignInDomain, SignInLimits, parse_address};
 //!
-//! let domain = SignInDomain {
-//!     domain: "127.0.0.1:7700".into(),
-//!     uri: "http://127.0.0.1:7700".into(),
-//!     chain_id: 31337,
-//!     statement: "Sign in to the IPSX node.".into(),
-//! };
-//! let mut sign_in = SignIn::new(domain, SignInLimits::default(), [42; 32]);
-//! let address = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".parse().unwrap();
-//! let challenge = sign_in.challenge(address, 1_700_000_000, [7; 16]).unwrap();
+//! let domain = SignInDomain::for_url("http://127.0.0.1:7700", 31337).unwrap();
+//! let sign_in = SignIn::new(domain, SignInLimits::default(), [42; 32]);
+//! let address = parse_address("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266").unwrap();
+//! let challenge = sign_in.challenge(address, 1_700_000_000, [7; 8]);
+//! assert!(challenge.message.starts_with("127.0.0.1:7700 wants you to sign in"));
 //! assert!(challenge.message.contains("Chain ID: 31337"));
 //! // The wallet signs `challenge.message`; `sign_in.complete(&challenge.nonce, &sig, now)`
 //! // then returns the session whose token `sign_in.verify` accepts.

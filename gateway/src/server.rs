@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::payments::{Payments, PaymentsConfig, PaymentsError};
 use crate::rate::{Rate, RateLimiter};
 use crate::registry::{Registry, RegistryError};
-use crate::session::{SignIn, SignInDomain, SignInLimits};
+use crate::session::{SignIn, SignInDomain, SignInLimits, parse_address};
 use ipsx_api::{
     ChallengeRequest, ChallengeResponse, DealView, Deals, LeaseBody, LeaseView, Leased, MeResponse,
     OfferBody, OfferCancelled, OfferPlaced, ProfileView, ProviderBody, ProviderRegistered,
@@ -44,8 +44,12 @@ use ipsx_api::{ChannelBody, ChannelView, WalletView};
 pub struct GatewayConfig {
     /// Where the API listens.
     pub listen: SocketAddr,
-    /// What sign-in messages say about the node.
-    pub domain: SignInDomain,
+    /// The chain the node settles on (sign-in messages name it).
+    pub chain_id: u64,
+    /// The URL clients reach the node at (`https://node.example`), which sign-in messages name
+    /// as their domain and URI; by default the address the API is bound to (the real port,
+    /// also when `listen` asks for port 0).
+    pub public_url: Option<String>,
     /// The key session tokens are MACed with; keep it across restarts to keep sessions.
     pub session_key: [u8; 32],
     /// Challenge and session lifetimes.
@@ -86,12 +90,8 @@ impl GatewayConfig {
     ) -> Self {
         Self {
             listen,
-            domain: SignInDomain {
-                domain: listen.to_string(),
-                uri: format!("http://{listen}"),
-                chain_id,
-                statement: "Sign in to the IPSX node.".to_owned(),
-            },
+            chain_id,
+            public_url: None,
             session_key,
             sign_in: SignInLimits::default(),
             session_rate: Rate {
@@ -122,6 +122,9 @@ pub enum GatewayError {
     /// The engine's store could not be opened or closed.
     #[error(transparent)]
     Store(#[from] ipsx_engine_runtime::StoreError),
+    /// The configuration cannot work (a public URL that is not one).
+    #[error("gateway configuration: {0}")]
+    Config(String),
     /// The node's registry could not be opened.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -192,7 +195,7 @@ pub(crate) struct AppState {
     shard: Mutex<Option<Arc<ShardHandle>>>,
     /// Providers' proxy keys and offers' protocols.
     registry: Arc<Registry>,
-    sign_in: Mutex<SignIn>,
+    sign_in: SignIn,
     per_session: Mutex<RateLimiter<Address>>,
     per_ip: Mutex<RateLimiter<IpAddr>>,
     origin: Instant,
@@ -237,15 +240,17 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let domain =
+        SignInDomain::for_url(&public_url, config.chain_id).map_err(GatewayError::Config)?;
     let state = Arc::new(AppState {
         metrics: Arc::new(Metrics::default()),
         shard: Mutex::new(Some(Arc::new(shard))),
         registry: Arc::new(registry),
-        sign_in: Mutex::new(SignIn::new(
-            config.domain.clone(),
-            config.sign_in,
-            config.session_key,
-        )),
+        sign_in: SignIn::new(domain, config.sign_in, config.session_key),
         per_session: Mutex::new(RateLimiter::new(config.session_rate, 100_000)),
         per_ip: Mutex::new(RateLimiter::new(config.anonymous_rate, 100_000)),
         origin: Instant::now(),
@@ -388,7 +393,7 @@ impl FromRequestParts<Shared> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("invalid_session", "expected `Bearer <token>`")
             })?;
-        let address = lock(&state.sign_in).verify(token, unix_now())?;
+        let address = state.sign_in.verify(token, unix_now())?;
         lock(&state.per_session)
             .check(&address, state.seconds())
             .map_err(ApiError::rate_limited)?;
@@ -449,13 +454,9 @@ async fn challenge(
     State(state): State<Shared>,
     ApiJson(request): ApiJson<ChallengeRequest>,
 ) -> Result<Json<ChallengeResponse>, ApiError> {
-    let address: Address = request.address.trim().parse().map_err(|_| {
-        ApiError::bad_request(
-            "bad_address",
-            format!("{:?} is not an Ethereum address", request.address),
-        )
-    })?;
-    let mut randomness = [0u8; 16];
+    let address = parse_address(&request.address)
+        .map_err(|message| ApiError::bad_request("bad_address", message))?;
+    let mut randomness = [0u8; 8];
     getrandom::fill(&mut randomness).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -463,7 +464,7 @@ async fn challenge(
             e.to_string(),
         )
     })?;
-    let challenge = lock(&state.sign_in).challenge(address, unix_now(), randomness)?;
+    let challenge = state.sign_in.challenge(address, unix_now(), randomness);
     Ok(Json(ChallengeResponse {
         nonce: challenge.nonce,
         message: challenge.message,
@@ -482,7 +483,9 @@ async fn open_session(
             "the signature must be hex (0x + 130 digits)",
         )
     })?;
-    let session = lock(&state.sign_in).complete(&request.nonce, &signature, unix_now())?;
+    let session = state
+        .sign_in
+        .complete(&request.nonce, &signature, unix_now())?;
     Ok(Json(SessionResponse {
         token: session.token,
         address: session.address,
@@ -826,12 +829,8 @@ async fn profile(
     State(state): State<Shared>,
     ApiPath(address): ApiPath<String>,
 ) -> Result<Json<ProfileView>, ApiError> {
-    let wallet: Address = address.trim().parse().map_err(|_| {
-        ApiError::bad_request(
-            "bad_address",
-            format!("{address:?} is not an Ethereum address"),
-        )
-    })?;
+    let wallet =
+        parse_address(&address).map_err(|message| ApiError::bad_request("bad_address", message))?;
     let engine_wallet = to_engine(wallet);
     let (profile, average_rating) = state
         .query(move |engine| (engine.profile(engine_wallet), engine.rating(engine_wallet)))

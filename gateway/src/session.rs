@@ -1,11 +1,16 @@
 //! Wallet sign-in (EIP-4361, "Sign-In with Ethereum") and sessions, sans I/O.
 //!
 //! 1. The client names its address; [`SignIn::challenge`] answers with an EIP-4361 message
-//!    holding a single-use nonce (the caller supplies the randomness and the time).
+//!    whose nonce carries everything needed to check the answer later — the address, 8 random
+//!    bytes, the issue and expiry times and an HMAC-SHA256 tag over them under the node's key —
+//!    so issuing one stores nothing: no flood of challenge requests can fill a table and lock
+//!    other users out.
 //! 2. The wallet signs the message with `personal_sign` (EIP-191); no key leaves the wallet.
-//! 3. [`SignIn::complete`] recovers the signer from the message it issued (never from text the
-//!    client sends back), checks it is the address challenged, consumes the nonce, and returns
-//!    a [`Session`] token.
+//!    Signatures with `v` = 27/28 or 0/1 are accepted (wallets and libraries differ).
+//! 3. [`SignIn::complete`] checks the nonce's tag and expiry, rebuilds the message it issued
+//!    (never trusting text the client sends back), recovers the signer, checks it is the
+//!    address challenged, and marks the nonce used: single use is enforced here, in a set that
+//!    holds only nonces completed with a valid signature and forgets them when they expire.
 //! 4. [`SignIn::verify`] checks a token on every call. Tokens are MACed, not stored
 //!    (`address ‖ expiry ‖ HMAC-SHA256 tag[16]`), so sessions survive a node restart as long as
 //!    the node keeps its session key, and checking one takes no lock or lookup.
@@ -14,8 +19,9 @@
 //! usable until it expires, so a stranger who guesses a nonce cannot burn a user's sign-in.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
-use alloy_primitives::{Address, eip191_hash_message};
+use alloy_primitives::{Address, eip191_hash_message, hex};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -23,13 +29,18 @@ use ipsx_channels::crypto::{Signature, recover_signer};
 use sha2::Sha256;
 
 const TOKEN_LABEL: &[u8] = b"ipsx-session-v1";
+const NONCE_LABEL: &[u8] = b"ipsx-challenge-v1";
 const TAG_LEN: usize = 16;
 const TOKEN_LEN: usize = 20 + 8 + TAG_LEN;
+/// Nonce bytes: address, randomness, issued at, expires at, tag (hex on the wire: 120 digits,
+/// alphanumeric as EIP-4361 asks).
+const NONCE_LEN: usize = 20 + 8 + 8 + 8 + TAG_LEN;
 
 /// Who the node is, as every sign-in message states it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignInDomain {
-    /// The host the user signs in to (EIP-4361 `domain`), e.g. `127.0.0.1:8545`.
+    /// The host the user signs in to (EIP-4361 `domain`), e.g. `127.0.0.1:8545`: the authority
+    /// of the URL clients reach the node at, which their verifiers compare with.
     pub domain: String,
     /// The node's API base URI.
     pub uri: String,
@@ -39,16 +50,38 @@ pub struct SignInDomain {
     pub statement: String,
 }
 
-/// Lifetimes and bounds.
+impl SignInDomain {
+    /// The domain of a node reached at `public_url` (`http://host:port`, `https://host`…).
+    pub fn for_url(public_url: &str, chain_id: u64) -> Result<Self, String> {
+        let uri: axum::http::Uri = public_url
+            .trim()
+            .parse()
+            .map_err(|e| format!("{public_url:?} is not a URL: {e}"))?;
+        let scheme = uri
+            .scheme_str()
+            .ok_or_else(|| format!("{public_url:?} has no scheme (http:// or https://)"))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("{public_url:?} has no host"))?;
+        if authority.as_str().contains('@') || authority.port_u16() == Some(0) {
+            return Err(format!("{public_url:?} is not a reachable address"));
+        }
+        Ok(Self {
+            domain: authority.as_str().to_owned(),
+            uri: format!("{scheme}://{authority}"),
+            chain_id,
+            statement: "Sign in to the IPSX node.".to_owned(),
+        })
+    }
+}
+
+/// Lifetimes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignInLimits {
     /// Seconds a challenge may be answered. Default 300.
     pub challenge_ttl: u64,
     /// Seconds a session lasts. Default 86,400.
     pub session_ttl: u64,
-    /// Challenges outstanding at once (a flood of challenge requests cannot grow memory
-    /// without bound). Default 100,000.
-    pub max_pending: usize,
 }
 
 impl Default for SignInLimits {
@@ -56,7 +89,6 @@ impl Default for SignInLimits {
         Self {
             challenge_ttl: 300,
             session_ttl: 86_400,
-            max_pending: 100_000,
         }
     }
 }
@@ -86,8 +118,8 @@ pub struct Session {
 /// Why a sign-in step was refused. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignInError {
-    /// No outstanding challenge has this nonce (never issued, already used, or expired and
-    /// purged).
+    /// The nonce is not one this node issued (malformed, altered, or under another key), or
+    /// it was already used.
     #[error("unknown or already used sign-in nonce")]
     UnknownNonce,
     /// The challenge expired.
@@ -104,9 +136,6 @@ pub enum SignInError {
         /// Who was challenged.
         expected: Address,
     },
-    /// Too many challenges are outstanding; try again shortly.
-    #[error("too many sign-ins in progress")]
-    TooManyPending,
 }
 
 /// Why a session token was refused.
@@ -120,103 +149,150 @@ pub enum SessionError {
     Expired(u64),
 }
 
-struct Pending {
+/// A nonce, decoded and authenticated.
+struct Nonce {
     address: Address,
-    message: String,
-    expires_at: u64,
+    issued: u64,
+    expires: u64,
+    tag: [u8; TAG_LEN],
 }
 
-/// The node's sign-in state: outstanding challenges and the session key.
+/// Nonces completed and not yet expired: the only sign-in state the node keeps.
+#[derive(Default)]
+struct Used {
+    by_tag: HashMap<[u8; TAG_LEN], u64>,
+    /// Size after the last purge: purging again once it doubles keeps inserts O(1) amortised.
+    purged_at: usize,
+}
+
+impl Used {
+    /// Marks `tag` used until `expires`; `false` if it already was.
+    fn take(&mut self, tag: [u8; TAG_LEN], expires: u64, now: u64) -> bool {
+        if self.by_tag.len() >= (2 * self.purged_at).max(1024) {
+            self.by_tag.retain(|_, expires| *expires >= now);
+            self.purged_at = self.by_tag.len();
+        }
+        match self.by_tag.entry(tag) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(expires);
+                true
+            }
+        }
+    }
+}
+
+/// The node's sign-in: the session key, and the nonces already used.
 pub struct SignIn {
     domain: SignInDomain,
     limits: SignInLimits,
     key: [u8; 32],
-    pending: HashMap<String, Pending>,
+    used: Mutex<Used>,
 }
 
 impl std::fmt::Debug for SignIn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignIn")
             .field("domain", &self.domain)
-            .field("pending", &self.pending.len())
             .finish_non_exhaustive()
     }
 }
 
 impl SignIn {
-    /// Sign-in for `domain`, tokens MACed under `session_key` (keep it across restarts).
+    /// Sign-in for `domain`, nonces and tokens MACed under `session_key` (keep it across
+    /// restarts to keep sessions).
     pub fn new(domain: SignInDomain, limits: SignInLimits, session_key: [u8; 32]) -> Self {
         Self {
             domain,
             limits,
             key: session_key,
-            pending: HashMap::new(),
+            used: Mutex::new(Used::default()),
         }
     }
 
-    /// Issues a challenge for `address` at `now` with 16 random bytes from the caller.
-    pub fn challenge(
-        &mut self,
-        address: Address,
-        now: u64,
-        randomness: [u8; 16],
-    ) -> Result<Challenge, SignInError> {
-        if self.pending.len() >= self.limits.max_pending {
-            self.pending.retain(|_, pending| pending.expires_at >= now);
-            if self.pending.len() >= self.limits.max_pending {
-                return Err(SignInError::TooManyPending);
-            }
-        }
-        // EIP-4361 nonces are alphanumeric, at least 8 characters.
-        let nonce: String = randomness.iter().map(|b| format!("{b:02x}")).collect();
+    /// What sign-in messages say about the node.
+    pub fn domain(&self) -> &SignInDomain {
+        &self.domain
+    }
+
+    /// Issues a challenge for `address` at `now` with 8 random bytes from the caller. Stores
+    /// nothing.
+    pub fn challenge(&self, address: Address, now: u64, randomness: [u8; 8]) -> Challenge {
         let expires_at = now.saturating_add(self.limits.challenge_ttl);
-        let message = self.message(address, &nonce, now, expires_at);
-        self.pending.insert(
-            nonce.clone(),
-            Pending {
-                address,
-                message: message.clone(),
-                expires_at,
-            },
-        );
-        Ok(Challenge {
+        let mut bytes = Vec::with_capacity(NONCE_LEN);
+        bytes.extend_from_slice(address.as_slice());
+        bytes.extend_from_slice(&randomness);
+        bytes.extend_from_slice(&now.to_be_bytes());
+        bytes.extend_from_slice(&expires_at.to_be_bytes());
+        let tag = self.mac(NONCE_LABEL, &bytes).finalize().into_bytes();
+        bytes.extend_from_slice(&tag[..TAG_LEN]);
+        let nonce = hex::encode(&bytes);
+        Challenge {
+            message: self.message(address, &nonce, now, expires_at),
             nonce,
-            message,
             expires_at,
-        })
+        }
     }
 
     /// Completes the challenge `nonce` with the wallet's `personal_sign` signature.
     pub fn complete(
-        &mut self,
+        &self,
         nonce: &str,
         signature: &[u8],
         now: u64,
     ) -> Result<Session, SignInError> {
-        let pending = self.pending.get(nonce).ok_or(SignInError::UnknownNonce)?;
-        if now > pending.expires_at {
-            let expired = pending.expires_at;
-            self.pending.remove(nonce);
-            return Err(SignInError::Expired(expired));
+        let decoded = self.decode_nonce(nonce)?;
+        if now > decoded.expires {
+            return Err(SignInError::Expired(decoded.expires));
         }
-        let signature = Signature::from_slice(signature)
-            .map_err(|error| SignInError::BadSignature(error.to_string()))?;
-        let digest = eip191_hash_message(pending.message.as_bytes());
+        let signature = normalize_v(signature)?;
+        let message = self.message(decoded.address, nonce, decoded.issued, decoded.expires);
+        let digest = eip191_hash_message(message.as_bytes());
         let signer = recover_signer(&digest, &signature)
             .map_err(|error| SignInError::BadSignature(error.to_string()))?;
-        if signer != pending.address {
+        if signer != decoded.address {
             return Err(SignInError::WrongSigner {
                 signer,
-                expected: pending.address,
+                expected: decoded.address,
             });
         }
-        let address = pending.address;
-        self.pending.remove(nonce);
+        let fresh = self
+            .used
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take(decoded.tag, decoded.expires, now);
+        if !fresh {
+            return Err(SignInError::UnknownNonce);
+        }
         let expires_at = now.saturating_add(self.limits.session_ttl);
         Ok(Session {
-            token: self.token(address, expires_at),
-            address,
+            token: self.token(decoded.address, expires_at),
+            address: decoded.address,
             expires_at,
+        })
+    }
+
+    fn decode_nonce(&self, nonce: &str) -> Result<Nonce, SignInError> {
+        let bytes = hex::decode(nonce.trim()).map_err(|_| SignInError::UnknownNonce)?;
+        if bytes.len() != NONCE_LEN {
+            return Err(SignInError::UnknownNonce);
+        }
+        let (body, tag) = bytes.split_at(NONCE_LEN - TAG_LEN);
+        self.mac(NONCE_LABEL, body)
+            .verify_truncated_left(tag)
+            .map_err(|_| SignInError::UnknownNonce)?;
+        let word = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&body[at..at + 8]);
+            u64::from_be_bytes(word)
+        };
+        let mut tag_bytes = [0u8; TAG_LEN];
+        tag_bytes.copy_from_slice(tag);
+        Ok(Nonce {
+            address: Address::from_slice(&body[..20]),
+            issued: word(28),
+            expires: word(36),
+            tag: tag_bytes,
         })
     }
 
@@ -229,7 +305,7 @@ impl SignIn {
             return Err(SessionError::Invalid);
         }
         let (body, tag) = bytes.split_at(20 + 8);
-        self.mac(body)
+        self.mac(TOKEN_LABEL, body)
             .verify_truncated_left(tag)
             .map_err(|_| SessionError::Invalid)?;
         let address = Address::from_slice(&body[..20]);
@@ -242,24 +318,28 @@ impl SignIn {
         Ok(address)
     }
 
-    /// Challenges outstanding (for metrics).
-    pub fn pending(&self) -> usize {
-        self.pending.len()
+    /// Completed nonces remembered until they expire (for metrics and tests).
+    pub fn used_nonces(&self) -> usize {
+        self.used
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .by_tag
+            .len()
     }
 
     fn token(&self, address: Address, expires_at: u64) -> String {
         let mut body = Vec::with_capacity(TOKEN_LEN);
         body.extend_from_slice(address.as_slice());
         body.extend_from_slice(&expires_at.to_be_bytes());
-        let tag = self.mac(&body).finalize().into_bytes();
+        let tag = self.mac(TOKEN_LABEL, &body).finalize().into_bytes();
         body.extend_from_slice(&tag[..TAG_LEN]);
         URL_SAFE_NO_PAD.encode(body)
     }
 
-    fn mac(&self, body: &[u8]) -> Hmac<Sha256> {
+    fn mac(&self, label: &[u8], body: &[u8]) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        mac.update(TOKEN_LABEL);
+        mac.update(label);
         mac.update(body);
         mac
     }
@@ -288,6 +368,39 @@ impl SignIn {
     }
 }
 
+/// A 65-byte signature with `v` as 27/28; wallets and libraries also send 0/1.
+fn normalize_v(signature: &[u8]) -> Result<Signature, SignInError> {
+    let mut bytes: [u8; 65] = signature.try_into().map_err(|_| {
+        SignInError::BadSignature(format!("{} bytes, expected 65", signature.len()))
+    })?;
+    bytes[64] = match bytes[64] {
+        0 | 1 => bytes[64] + 27,
+        27 | 28 => bytes[64],
+        other => {
+            return Err(SignInError::BadSignature(format!(
+                "v = {other}; expected 27, 28, 0 or 1"
+            )));
+        }
+    };
+    Signature::from_slice(&bytes).map_err(|error| SignInError::BadSignature(error.to_string()))
+}
+
+/// An address as a person or wallet writes it: all lower- or upper-case hex, or mixed case with
+/// a valid EIP-55 checksum (a mixed-case address with a wrong checksum is a typo, refused).
+pub fn parse_address(text: &str) -> Result<Address, String> {
+    let text = text.trim();
+    let digits = text.strip_prefix("0x").unwrap_or(text);
+    let mixed = digits.chars().any(|c| c.is_ascii_uppercase())
+        && digits.chars().any(|c| c.is_ascii_lowercase());
+    if mixed {
+        Address::parse_checksummed(text, None)
+            .map_err(|_| format!("{text:?} has a wrong EIP-55 checksum"))
+    } else {
+        text.parse()
+            .map_err(|_| format!("{text:?} is not an Ethereum address"))
+    }
+}
+
 fn rfc3339(unix: u64) -> String {
     i64::try_from(unix)
         .ok()
@@ -304,12 +417,7 @@ mod tests {
 
     fn sign_in() -> SignIn {
         SignIn::new(
-            SignInDomain {
-                domain: "127.0.0.1:7700".into(),
-                uri: "http://127.0.0.1:7700".into(),
-                chain_id: 31337,
-                statement: "Sign in to the IPSX node.".into(),
-            },
+            SignInDomain::for_url("http://127.0.0.1:7700", 31337).expect("domain"),
             SignInLimits::default(),
             [9; 32],
         )
@@ -329,19 +437,20 @@ mod tests {
 
     #[test]
     fn a_wallet_signs_in_and_its_token_names_it_until_expiry() {
-        let mut sign_in = sign_in();
+        let sign_in = sign_in();
         let alice = wallet(1);
-        let challenge = sign_in
-            .challenge(alice.address(), 1_700_000_000, [7; 16])
-            .expect("challenge");
+        let challenge = sign_in.challenge(alice.address(), 1_700_000_000, [7; 8]);
+        assert_eq!(challenge.nonce.len(), 120);
+        assert!(challenge.nonce.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_eq!(
             challenge.message,
             format!(
                 "127.0.0.1:7700 wants you to sign in with your Ethereum account:\n{}\n\n\
                  Sign in to the IPSX node.\n\nURI: http://127.0.0.1:7700\nVersion: 1\n\
-                 Chain ID: 31337\nNonce: 07070707070707070707070707070707\n\
+                 Chain ID: 31337\nNonce: {}\n\
                  Issued At: 2023-11-14T22:13:20Z\nExpiration Time: 2023-11-14T22:18:20Z",
-                alice.address()
+                alice.address(),
+                challenge.nonce
             )
         );
         let signature = personal_sign(&alice, &challenge.message);
@@ -366,11 +475,9 @@ mod tests {
 
     #[test]
     fn another_wallets_signature_changes_nothing() {
-        let mut sign_in = sign_in();
+        let sign_in = sign_in();
         let (alice, mallory) = (wallet(1), wallet(2));
-        let challenge = sign_in
-            .challenge(alice.address(), 100, [1; 16])
-            .expect("challenge");
+        let challenge = sign_in.challenge(alice.address(), 100, [1; 8]);
         let forged = personal_sign(&mallory, &challenge.message);
         assert_eq!(
             sign_in.complete(&challenge.nonce, &forged, 101),
@@ -389,20 +496,50 @@ mod tests {
     }
 
     #[test]
+    fn forged_altered_and_foreign_nonces_are_unknown() {
+        let sign_in = sign_in();
+        let (alice, mallory) = (wallet(1), wallet(2));
+        let challenge = sign_in.challenge(alice.address(), 100, [1; 8]);
+        // Mallory rewrites the nonce to name her own address and signs the matching message.
+        let mut bytes = hex::decode(&challenge.nonce).expect("hex");
+        bytes[..20].copy_from_slice(mallory.address().as_slice());
+        let forged = hex::encode(&bytes);
+        assert_eq!(
+            sign_in.complete(&forged, &[0u8; 65], 101),
+            Err(SignInError::UnknownNonce)
+        );
+        // Pushing the expiry breaks the tag too.
+        let mut bytes = hex::decode(&challenge.nonce).expect("hex");
+        bytes[43] ^= 1;
+        assert_eq!(
+            sign_in.complete(&hex::encode(&bytes), &[0u8; 65], 101),
+            Err(SignInError::UnknownNonce)
+        );
+        let other_node = SignIn::new(sign_in.domain.clone(), SignInLimits::default(), [8; 32]);
+        let signature = personal_sign(&alice, &challenge.message);
+        assert_eq!(
+            other_node.complete(&challenge.nonce, &signature, 101),
+            Err(SignInError::UnknownNonce)
+        );
+        for junk in ["", "zz", "00", &"0".repeat(120)] {
+            assert_eq!(
+                sign_in.complete(junk, &signature, 101),
+                Err(SignInError::UnknownNonce)
+            );
+        }
+    }
+
+    #[test]
     fn late_answers_and_altered_or_foreign_tokens_are_refused() {
-        let mut sign_in = sign_in();
+        let sign_in = sign_in();
         let alice = wallet(1);
-        let challenge = sign_in
-            .challenge(alice.address(), 100, [3; 16])
-            .expect("challenge");
+        let challenge = sign_in.challenge(alice.address(), 100, [3; 8]);
         let signature = personal_sign(&alice, &challenge.message);
         assert_eq!(
             sign_in.complete(&challenge.nonce, &signature, 401),
             Err(SignInError::Expired(400))
         );
-        let challenge = sign_in
-            .challenge(alice.address(), 500, [4; 16])
-            .expect("challenge");
+        let challenge = sign_in.challenge(alice.address(), 500, [4; 8]);
         let signature = personal_sign(&alice, &challenge.message);
         let session = sign_in
             .complete(&challenge.nonce, &signature, 501)
@@ -426,27 +563,70 @@ mod tests {
     }
 
     #[test]
-    fn outstanding_challenges_are_bounded_and_expired_ones_make_room() {
-        let mut sign_in = SignIn::new(
-            sign_in().domain,
-            SignInLimits {
-                max_pending: 2,
-                ..SignInLimits::default()
-            },
-            [9; 32],
-        );
-        let alice = wallet(1).address();
-        sign_in.challenge(alice, 100, [1; 16]).expect("first");
-        sign_in.challenge(alice, 100, [2; 16]).expect("second");
+    fn a_flood_of_challenges_stores_nothing_and_used_nonces_are_forgotten_once_expired() {
+        let sign_in = sign_in();
+        let alice = wallet(1);
+        for n in 0..100_000u64 {
+            let _ = sign_in.challenge(alice.address(), 100, n.to_be_bytes());
+        }
+        assert_eq!(sign_in.used_nonces(), 0, "issuing keeps no state");
+        let challenge = sign_in.challenge(alice.address(), 100, [9; 8]);
+        let signature = personal_sign(&alice, &challenge.message);
+        assert!(sign_in.complete(&challenge.nonce, &signature, 101).is_ok());
+        assert_eq!(sign_in.used_nonces(), 1);
+        // Completions long after expiry purge what expired.
+        let mut used = sign_in.used.lock().expect("lock");
+        for n in 0..2_000u16 {
+            let mut tag = [0u8; TAG_LEN];
+            tag[..2].copy_from_slice(&n.to_be_bytes());
+            tag[2] = 1;
+            assert!(used.take(tag, 400, 401 + u64::from(n)));
+        }
+        assert!(used.by_tag.len() < 2_000, "expired entries were purged");
+    }
+
+    #[test]
+    fn signatures_with_v_0_or_1_are_accepted_and_others_refused() {
+        let sign_in = sign_in();
+        let alice = wallet(1);
+        let challenge = sign_in.challenge(alice.address(), 100, [5; 8]);
+        let mut signature = personal_sign(&alice, &challenge.message);
+        let v = signature[64];
+        signature[64] = 42;
+        assert!(matches!(
+            sign_in.complete(&challenge.nonce, &signature, 101),
+            Err(SignInError::BadSignature(_))
+        ));
+        signature[64] = v - 27;
         assert_eq!(
-            sign_in.challenge(alice, 101, [3; 16]),
-            Err(SignInError::TooManyPending)
+            sign_in
+                .complete(&challenge.nonce, &signature, 101)
+                .map(|s| s.address),
+            Ok(alice.address())
         );
-        assert_eq!(sign_in.pending(), 2, "the refusal changed nothing");
+    }
+
+    #[test]
+    fn addresses_with_a_wrong_checksum_are_refused() {
+        let good = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+        assert!(parse_address(good).is_ok());
+        assert!(parse_address(&good.to_ascii_lowercase()).is_ok());
+        assert!(parse_address(&format!("0x{}", good[2..].to_ascii_uppercase())).is_ok());
+        let typo = "0xF39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
         assert!(
-            sign_in.challenge(alice, 401, [3; 16]).is_ok(),
-            "expired ones purged"
+            parse_address(typo)
+                .expect_err("bad checksum")
+                .contains("checksum")
         );
-        assert_eq!(sign_in.pending(), 1);
+        assert!(parse_address("0x1234").is_err());
+    }
+
+    #[test]
+    fn the_domain_comes_from_the_public_url() {
+        let domain = SignInDomain::for_url("https://node.example:8443/", 1).expect("url");
+        assert_eq!(domain.domain, "node.example:8443");
+        assert_eq!(domain.uri, "https://node.example:8443");
+        assert!(SignInDomain::for_url("http://127.0.0.1:0", 1).is_err());
+        assert!(SignInDomain::for_url("127.0.0.1:80", 1).is_err());
     }
 }
