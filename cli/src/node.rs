@@ -244,12 +244,24 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
         println!("settling as {address}");
     }
     tracing::info!(data_dir = %settings.data_dir.display(), "node running");
-    crate::shutdown_signal().await;
+    let failure = tokio::select! {
+        () = crate::shutdown_signal() => None,
+        failure = node.failed() => Some(failure),
+    };
     tracing::info!("shutting down");
-    tokio::time::timeout(Duration::from_secs(30), node.shutdown())
+    let stopped = tokio::time::timeout(Duration::from_secs(30), node.shutdown())
         .await
-        .context("shutdown took over 30 s")??;
-    Ok(())
+        .context("shutdown took over 30 s")?;
+    match failure {
+        // Non-zero, so a supervisor restarts the node; recovery replays the journal.
+        Some(failure) => {
+            if let Err(error) = stopped {
+                tracing::error!(%error, "stopping the failed node");
+            }
+            Err(anyhow::anyhow!("the node failed: {failure}"))
+        }
+        None => Ok(stopped?),
+    }
 }
 
 #[cfg(test)]

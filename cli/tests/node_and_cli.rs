@@ -176,3 +176,129 @@ fn a_fleet_leases_with_the_cli_and_a_killed_node_keeps_its_deals() {
         "acknowledged deals survive kill -9"
     );
 }
+
+/// The disk fills under the node (a file-size limit stands in for a full disk): the engine's
+/// writer cannot append to its journal and stops. Health must say so, calls answer
+/// `engine_down`, and the process exits non-zero so that its supervisor restarts it.
+#[test]
+fn a_node_whose_engine_stopped_says_so_and_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("node");
+    // SIGXFSZ ignored, so a write past the limit fails with EFBIG instead of killing the node.
+    let mut child = Command::new("bash")
+        .args([
+            "-c",
+            "trap '' XFSZ; ulimit -f 2048; exec \"$0\" \"$@\"",
+            IPSX,
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ipsx node starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the node prints its address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let base = format!("http://{addr}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        // `None` once the node has stopped answering.
+        let health = |http: reqwest::Client| {
+            let url = format!("{base}/v1/health");
+            async move {
+                let response = http.get(url).send().await.ok()?;
+                let status = response.status();
+                let body: Value = response.json().await.ok()?;
+                Some((status, body["status"].as_str().unwrap_or("").to_owned()))
+            }
+        };
+        assert_eq!(
+            health(http.clone()).await,
+            Some((reqwest::StatusCode::OK, "ok".into()))
+        );
+        let wallet = ipsx_sdk::Wallet::from_bytes(&[0x11; 32].into()).expect("wallet");
+        let mut client = ipsx_sdk::Client::new(base.clone());
+        client.sign_in(&wallet).await.expect("sign in");
+        // Offers of 50,000 listed IPs each: a journal record of about a megabyte apiece.
+        let mut refused = None;
+        for block in 0..8u32 {
+            let ips = (0..50_000u32)
+                .map(|n| {
+                    std::net::IpAddr::from(std::net::Ipv4Addr::from(
+                        0xC612_0000 + block * 65_536 + n,
+                    ))
+                })
+                .collect();
+            let offer = ipsx_sdk::OfferBody {
+                ips,
+                cidr: None,
+                country: "DE".into(),
+                region: None,
+                city: None,
+                asn: 64500,
+                kind: "datacenter".into(),
+                protocols: vec!["socks5".into()],
+                from: None,
+                until: unix_now() + 3600,
+                min_lease: 5,
+                max_lease: 3600,
+                price: ipsx_sdk::TokenAmount(1),
+                tenants: 1,
+            };
+            if let Err(error) = client.place_offer(&offer).await {
+                refused = Some(error);
+                break;
+            }
+        }
+        let refused = refused.expect("the disk filled before 8 offers");
+        assert_eq!(refused.code(), Some("engine_down"), "{refused}");
+        // The node stops within a second of noticing; until then health tells the truth.
+        if let Some(answer) = health(http.clone()).await {
+            assert_eq!(
+                answer,
+                (
+                    reqwest::StatusCode::SERVICE_UNAVAILABLE,
+                    "engine_down".into()
+                )
+            );
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node kept running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!status.success(), "a failed node exits non-zero: {status}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(stderr.contains("the node failed"), "{stderr}");
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}

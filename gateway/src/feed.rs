@@ -143,6 +143,9 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             _ = every_second.tick() => {}
             _ = stop.wait_for(|stop| *stop) => break,
         }
+        if !state.engine_alive() {
+            continue;
+        }
         if let Err(error) = step(&state, &mut tracker, unix_now()).await {
             tracing::warn!(%error, "feed step failed; retrying next second");
         }

@@ -217,10 +217,11 @@ pub const OPERATIONS: &[Operation] = &[
 )))]
 struct Schemas;
 
-/// `GET /v1/health`'s answer.
+/// `GET /v1/health`'s answer: 200 with `ok`, or 503 with what is down.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok`.
+    /// `ok`, `engine_down` (the engine's writer stopped: the node cannot apply anything and
+    /// exits so its supervisor restarts it) or `stopping`.
     pub status: &'static str,
 }
 

@@ -152,6 +152,17 @@ impl std::fmt::Debug for GatewayHandle {
 }
 
 impl GatewayHandle {
+    /// Resolves when the node can no longer work (its engine's writer stopped on a disk error
+    /// or a panic), with why. A process running the node should then stop with an error so
+    /// that its supervisor restarts it: recovery from the journal loses nothing acknowledged.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.state.failure.subscribe();
+        match failure.wait_for(Option::is_some).await {
+            Ok(failure) => failure.clone().unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     /// The node's address on chain, when it runs with payments.
     pub fn node_address(&self) -> Option<Address> {
         self.state.payments.as_ref().map(|p| p.node())
@@ -203,6 +214,8 @@ pub(crate) struct AppState {
     pub(crate) payments: Option<Arc<Payments>>,
     /// Each party's event streams.
     pub(crate) streams: Streams,
+    /// Set once the engine's writer is found dead (why), for health and the process.
+    failure: watch::Sender<Option<String>>,
 }
 
 type Shared = Arc<AppState>;
@@ -210,6 +223,41 @@ type Shared = Arc<AppState>;
 impl AppState {
     fn seconds(&self) -> f64 {
         self.origin.elapsed().as_secs_f64()
+    }
+
+    /// Whether the engine can still apply commands (the feed asks every second, health on
+    /// every call); a dead writer is noted once.
+    pub(crate) fn engine_alive(&self) -> bool {
+        let alive = lock(&self.shard)
+            .as_ref()
+            .is_none_or(|shard| shard.writer_alive());
+        if !alive {
+            self.note_engine_down();
+        }
+        alive
+    }
+
+    fn note_engine_down(&self) {
+        if self.failure.borrow().is_none() {
+            tracing::error!("the engine's writer stopped: the node cannot apply anything");
+            self.failure
+                .send_replace(Some("the engine's writer stopped".to_owned()));
+        }
+    }
+
+    /// Why the engine cannot answer: the node is stopping (the shard was taken out), or the
+    /// writer died (its queue or an answer dropped while the shard is in place — the thread
+    /// may still be unwinding, so this does not wait for it to be finished).
+    fn unavailable(&self) -> ApiError {
+        if lock(&self.shard).is_none() {
+            return stopping();
+        }
+        self.note_engine_down();
+        engine_down()
+    }
+
+    fn reached<T, E>(&self, result: Result<T, E>) -> Result<T, ApiError> {
+        result.map_err(|_| self.unavailable())
     }
 }
 
@@ -256,6 +304,7 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         origin: Instant::now(),
         payments,
         streams: Streams::default(),
+        failure: watch::channel(None).0,
     });
     let app = router(Arc::clone(&state), config.max_body);
     let (stop, mut stopped) = watch::channel(false);
@@ -429,8 +478,20 @@ impl FromRequestParts<Shared> for Anonymous {
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
-async fn health() -> Json<crate::openapi::Health> {
-    Json(crate::openapi::Health { status: "ok" })
+async fn health(State(state): State<Shared>) -> (StatusCode, Json<crate::openapi::Health>) {
+    let status = if !state.engine_alive() {
+        "engine_down"
+    } else if lock(&state.shard).is_none() {
+        "stopping"
+    } else {
+        "ok"
+    };
+    let code = if status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(crate::openapi::Health { status }))
 }
 
 async fn openapi() -> axum::response::Response {
@@ -519,16 +580,14 @@ impl AppState {
     ) -> Result<(Vec<Event>, R), ApiError> {
         let shard = self.shard()?;
         let (answer, answered) = tokio::sync::oneshot::channel();
-        shard
-            .submit_then(kind, move |outcome, engine| {
-                let result = outcome.result.map(|events| {
-                    let read = read(&events, engine);
-                    (events, read)
-                });
-                let _ = answer.send(result);
-            })
-            .map_err(|_| stopping())?;
-        Ok(answered.await.map_err(|_| stopping())??)
+        self.reached(shard.submit_then(kind, move |outcome, engine| {
+            let result = outcome.result.map(|events| {
+                let read = read(&events, engine);
+                (events, read)
+            });
+            let _ = answer.send(result);
+        }))?;
+        Ok(self.reached(answered.await)??)
     }
 
     /// Reads the engine between batches.
@@ -538,12 +597,10 @@ impl AppState {
     ) -> Result<R, ApiError> {
         let shard = self.shard()?;
         let (answer, answered) = tokio::sync::oneshot::channel();
-        shard
-            .query_then(move |engine| {
-                let _ = answer.send(read(engine));
-            })
-            .map_err(|_| stopping())?;
-        answered.await.map_err(|_| stopping())
+        self.reached(shard.query_then(move |engine| {
+            let _ = answer.send(read(engine));
+        }))?;
+        self.reached(answered.await)
     }
 }
 
@@ -552,6 +609,14 @@ fn stopping() -> ApiError {
         StatusCode::SERVICE_UNAVAILABLE,
         "stopping",
         "the node is shutting down",
+    )
+}
+
+fn engine_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "engine_down",
+        "the node's engine stopped; it is restarting",
     )
 }
 

@@ -213,6 +213,15 @@ impl ShardHandle {
         }
     }
 
+    /// Whether the writer thread still runs. It stops only at [`ShardHandle::shutdown`] — or
+    /// when it failed (a journal or snapshot write error, a panic): then nothing can be
+    /// applied any more, and the process should stop so a supervisor restarts it from disk.
+    pub fn writer_alive(&self) -> bool {
+        self.writer
+            .as_ref()
+            .is_some_and(|writer| !writer.is_finished())
+    }
+
     /// The latest published market depth; never blocks the writer.
     pub fn depth(&self) -> Arc<MarketDepth> {
         self.depth.load_full()
