@@ -49,18 +49,17 @@ pub(crate) enum Refusal {
     /// A SOCKS address type other than IPv4, IPv6 and domain name.
     #[error("address type not supported")]
     AddressTypeNotSupported,
+    /// The origin closed or broke the connection before its response head.
+    #[error("the destination did not answer: {0}")]
+    OriginFailed(String),
     /// A malformed HTTP request.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
-    /// The HTTP request head is larger than the proxy accepts.
-    #[error("request head too large")]
-    HeadTooLarge,
 }
 
-/// An HTTP refusal: status line, the RFC 9209 error type and whether to ask for credentials.
+/// An HTTP refusal: status, the RFC 9209 error type and whether to ask for credentials.
 pub(crate) struct HttpRefusal {
     pub(crate) status: u16,
-    pub(crate) reason: &'static str,
     pub(crate) error_type: &'static str,
     pub(crate) ask_credentials: bool,
 }
@@ -81,35 +80,30 @@ impl Refusal {
             Self::ConnectTimeout => 6,
             Self::CommandNotSupported => 7,
             Self::Family | Self::AddressTypeNotSupported => 8,
-            Self::ConnectFailed(_) | Self::BadRequest(_) | Self::HeadTooLarge => 1,
+            Self::ConnectFailed(_) | Self::OriginFailed(_) | Self::BadRequest(_) => 1,
         }
     }
 
     /// The HTTP answer.
     pub(crate) fn http(&self) -> HttpRefusal {
-        let (status, reason, error_type) = match self {
-            Self::NoCredentials | Self::Auth(_) => {
-                (407, "Proxy Authentication Required", "http_request_denied")
-            }
-            Self::ProtocolNotLeased(_) | Self::LeaseCut(_) => {
-                (403, "Forbidden", "http_request_denied")
-            }
-            Self::LeaseLimit(_) => (429, "Too Many Requests", "connection_limit_reached"),
-            Self::Guarded(_) => (403, "Forbidden", "destination_ip_prohibited"),
-            Self::Dns(_) => (502, "Bad Gateway", "dns_error"),
-            Self::Family => (502, "Bad Gateway", "destination_ip_unroutable"),
-            Self::ConnectionRefused => (502, "Bad Gateway", "connection_refused"),
-            Self::Unreachable => (502, "Bad Gateway", "destination_unavailable"),
-            Self::ConnectTimeout => (504, "Gateway Timeout", "connection_timeout"),
-            Self::ConnectFailed(_) => (502, "Bad Gateway", "proxy_internal_error"),
+        let (status, error_type) = match self {
+            Self::NoCredentials | Self::Auth(_) => (407, "http_request_denied"),
+            Self::ProtocolNotLeased(_) | Self::LeaseCut(_) => (403, "http_request_denied"),
+            Self::LeaseLimit(_) => (429, "connection_limit_reached"),
+            Self::Guarded(_) => (403, "destination_ip_prohibited"),
+            Self::Dns(_) => (502, "dns_error"),
+            Self::Family => (502, "destination_ip_unroutable"),
+            Self::ConnectionRefused => (502, "connection_refused"),
+            Self::Unreachable => (502, "destination_unavailable"),
+            Self::ConnectTimeout => (504, "connection_timeout"),
+            Self::ConnectFailed(_) => (502, "proxy_internal_error"),
+            Self::OriginFailed(_) => (502, "http_response_incomplete"),
             Self::CommandNotSupported | Self::AddressTypeNotSupported | Self::BadRequest(_) => {
-                (400, "Bad Request", "http_protocol_error")
+                (400, "http_protocol_error")
             }
-            Self::HeadTooLarge => (431, "Request Header Fields Too Large", "http_request_error"),
         };
         HttpRefusal {
             status,
-            reason,
             error_type,
             ask_credentials: status == 407,
         }
@@ -145,10 +139,10 @@ mod tests {
             Refusal::Unreachable,
             Refusal::ConnectTimeout,
             Refusal::ConnectFailed("x".into()),
+            Refusal::OriginFailed("x".into()),
             Refusal::CommandNotSupported,
             Refusal::AddressTypeNotSupported,
             Refusal::BadRequest("x"),
-            Refusal::HeadTooLarge,
         ];
         for refusal in all {
             let http = refusal.http();

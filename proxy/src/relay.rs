@@ -86,23 +86,47 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The instant a lease ends: the first instant of its `not_after` second, to the sub-second —
+/// a tunnel opened late in the lease's last second must not outlive it by most of a second.
+pub(crate) fn lease_end(lease: &LeaseState) -> Instant {
+    instant_of_unix(lease.grant.not_after)
+}
+
+/// The monotonic instant of the wall-clock second `unix` (now, if that is past; far in the
+/// future if it is too far to add).
+fn instant_of_unix(unix: u64) -> Instant {
+    let now = Instant::now();
+    let wall = SystemTime::now();
+    let Some(at) = UNIX_EPOCH.checked_add(Duration::from_secs(unix)) else {
+        return now + FAR_FUTURE;
+    };
+    match at.duration_since(wall) {
+        Ok(left) => now.checked_add(left).unwrap_or(now + FAR_FUTURE),
+        Err(_) => now,
+    }
+}
+
+/// Resolves when the lease is over for its connections: it ended, was cut, or the proxy shuts
+/// down.
+pub(crate) async fn lease_over(lease: &LeaseState, mut shutdown: watch::Receiver<bool>) -> End {
+    let mut cut = lease.cut.subscribe();
+    tokio::select! {
+        () = tokio::time::sleep_until(lease_end(lease)) => End::LeaseEnded,
+        _ = cut.wait_for(|cut| *cut) => End::Cut,
+        _ = shutdown.wait_for(|stop| *stop) => End::Shutdown,
+    }
+}
+
 /// Resolves with the first outside reason to end a connection of `lease`.
 pub(crate) async fn outside_end(
     lease: &LeaseState,
     activity: &Activity,
     idle: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> End {
-    let mut cut = lease.cut.subscribe();
-    let left = Duration::from_secs(lease.grant.not_after.saturating_sub(unix_now()));
-    // A grant may end too far away for the clock to add (u64::MAX means "no end").
-    let end = Instant::now()
-        .checked_add(left)
-        .unwrap_or_else(|| Instant::now() + FAR_FUTURE);
     tokio::select! {
-        end = activity.idle_for(idle, end) => end,
-        _ = cut.wait_for(|cut| *cut) => End::Cut,
-        _ = shutdown.wait_for(|stop| *stop) => End::Shutdown,
+        end = activity.idle_for(idle, lease_end(lease)) => end,
+        end = lease_over(lease, shutdown) => end,
     }
 }
 

@@ -265,7 +265,7 @@ pub(crate) struct Accepted {
 async fn serve(
     mut stream: TcpStream,
     listen_ip: Option<IpAddr>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> io::Result<End> {
     let deadline = Instant::now() + shared.config.handshake_timeout;
     stream.set_nodelay(true)?;
