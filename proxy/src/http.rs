@@ -282,7 +282,7 @@ impl ClientConnection {
 
 /// RFC 9112 §6.3: a message with both `Transfer-Encoding` and `Content-Length` is refused — two
 /// parsers may frame it differently, which is how requests are smuggled past a proxy.
-fn check_framing(headers: &HeaderMap) -> Result<(), Refusal> {
+pub(crate) fn check_framing(headers: &HeaderMap) -> Result<(), Refusal> {
     if headers.contains_key(header::TRANSFER_ENCODING)
         && headers.contains_key(header::CONTENT_LENGTH)
     {
@@ -296,7 +296,7 @@ fn check_framing(headers: &HeaderMap) -> Result<(), Refusal> {
 /// [`check_framing`] on the raw head of a chunked request (hyper drops a `Content-Length` it
 /// finds beside `Transfer-Encoding`): the last head in `recent` whose request line names this
 /// method and target.
-fn check_raw_framing(recent: &[u8], method: &Method, uri: &Uri) -> Result<(), Refusal> {
+pub(crate) fn check_raw_framing(recent: &[u8], method: &Method, uri: &Uri) -> Result<(), Refusal> {
     let line = format!("{method} {uri} ");
     let Some(start) = recent
         .windows(line.len())
@@ -323,7 +323,7 @@ fn check_raw_framing(recent: &[u8], method: &Method, uri: &Uri) -> Result<(), Re
 }
 
 /// The `(host, port)` of an absolute `http://` request target.
-fn forward_target(uri: &Uri) -> Result<(String, u16), Refusal> {
+pub(crate) fn forward_target(uri: &Uri) -> Result<(String, u16), Refusal> {
     match uri.scheme_str() {
         Some(scheme) if scheme.eq_ignore_ascii_case("http") => {}
         Some(_) => {
@@ -395,7 +395,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn authenticate(headers: &HeaderMap, local_ip: IpAddr, shared: &Shared) -> Result<Grant, Refusal> {
+pub(crate) fn authenticate(headers: &HeaderMap, local_ip: IpAddr, shared: &Shared) -> Result<Grant, Refusal> {
     let value = headers
         .get(header::PROXY_AUTHORIZATION)
         .ok_or(Refusal::NoCredentials)?;

@@ -49,6 +49,9 @@
 
 pub mod credentials;
 mod egress;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod guard;
 mod http;
 pub mod leases;

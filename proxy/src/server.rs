@@ -115,6 +115,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A proxy's shared state with nothing listening, for the fuzz targets.
+    #[cfg(fuzzing)]
+    pub(crate) fn detached(config: ProxyConfig) -> Self {
+        Self {
+            config,
+            leases: Arc::new(LeaseTable::default()),
+            closing: watch::channel(false).1,
+            accepting: watch::channel(true).1,
+            open: watch::channel(0).0,
+        }
+    }
+
     /// Lets a verified grant use `protocol` towards `port`: protocol leased, lease not cut,
     /// lease below its connection cap. The returned guard keeps the connection counted.
     pub(crate) fn admit(

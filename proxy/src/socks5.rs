@@ -22,11 +22,11 @@ const CONNECT: u8 = 1;
 const UDP_ASSOCIATE: u8 = 3;
 
 /// What the client asked for once authenticated.
-struct Request {
-    grant: Grant,
-    command: u8,
-    destination: Option<Destination>,
-    port: u16,
+pub(crate) struct Request {
+    pub(crate) grant: Grant,
+    pub(crate) command: u8,
+    pub(crate) destination: Option<Destination>,
+    pub(crate) port: u16,
 }
 
 /// Serves one SOCKS5 client from its greeting to the end of its tunnel or association.
@@ -108,7 +108,7 @@ pub(crate) async fn serve(accepted: Accepted, shared: &Shared) -> io::Result<End
 }
 
 /// Greeting, authentication and request. `Ok(None)`: refused, the reply already sent.
-async fn negotiate<R, W>(
+pub(crate) async fn negotiate<R, W>(
     reader: &mut R,
     client: &mut W,
     local_ip: IpAddr,

@@ -176,7 +176,7 @@ impl Association<'_> {
 }
 
 /// Splits a client datagram into destination, port and payload.
-fn parse_header(datagram: &[u8]) -> Result<(Destination, u16, &[u8]), &'static str> {
+pub(crate) fn parse_header(datagram: &[u8]) -> Result<(Destination, u16, &[u8]), &'static str> {
     let [_, _, fragment, kind, rest @ ..] = datagram else {
         return Err("shorter than a SOCKS UDP header");
     };

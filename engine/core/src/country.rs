@@ -77,10 +77,17 @@ impl Country {
         usize::from(self.0)
     }
 
-    /// The two-letter code.
+    /// Whether the index is in the official list: always for a parsed country; a command
+    /// decoded from a damaged journal (checksum right, contents wrong) may hold any byte.
+    pub fn is_assigned(self) -> bool {
+        self.index() < COUNTRY_COUNT
+    }
+
+    /// The two-letter code (`??` for an index outside the list, which only a damaged record
+    /// can hold).
     pub fn code(self) -> &'static str {
         let i = self.index();
-        &ASSIGNED[2 * i..2 * i + 2]
+        ASSIGNED.get(2 * i..2 * i + 2).unwrap_or("??")
     }
 
     /// Every assigned country, in code order.
@@ -144,6 +151,11 @@ impl CountrySet {
         self.is_empty() || self.contains(country)
     }
 
+    /// Whether every member is an assigned country (see [`Country::is_assigned`]).
+    pub fn is_assigned(&self) -> bool {
+        (COUNTRY_COUNT..256).all(|i| self.0[i / 64] & (1 << (i % 64)) == 0)
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.0 == [0; 4]
@@ -176,6 +188,14 @@ mod tests {
     #[test]
     fn the_official_list_has_249_sorted_codes() {
         assert_eq!(COUNTRY_COUNT, 249);
+        // A byte a damaged journal record may hold: refused by validation, printable.
+        let damaged = Country(253);
+        assert!(!damaged.is_assigned());
+        assert_eq!(damaged.code(), "??");
+        let mut set = CountrySet::ANY;
+        set.insert(damaged);
+        assert!(!set.is_assigned());
+        assert!(CountrySet::of(&[Country(0), Country(248)]).is_assigned());
         let codes: Vec<&str> = Country::all().map(Country::code).collect();
         let mut sorted = codes.clone();
         sorted.sort_unstable();

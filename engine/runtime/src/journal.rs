@@ -116,11 +116,21 @@ pub(crate) struct SegmentScan {
 /// Reads a segment's records in order, calling `visit` with each `(seq, command)`.
 pub(crate) fn scan_segment(
     path: &Path,
-    mut visit: impl FnMut(u64, Command) -> Result<(), StoreError>,
+    visit: impl FnMut(u64, Command) -> Result<(), StoreError>,
 ) -> Result<SegmentScan, StoreError> {
     let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
     let total = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    scan_records(BufReader::with_capacity(1 << 20, file), total, path, visit)
+}
+
+/// [`scan_segment`] over any source of `total` bytes (`path` names it in errors): the whole
+/// decoder, which the fuzz target drives from memory.
+pub(crate) fn scan_records<R: Read>(
+    mut reader: R,
+    total: u64,
+    path: &Path,
+    mut visit: impl FnMut(u64, Command) -> Result<(), StoreError>,
+) -> Result<SegmentScan, StoreError> {
     let mut offset = 0u64;
     let mut header = [0u8; HEADER];
     let mut payload = AlignedVec::<16>::new();
@@ -144,7 +154,7 @@ pub(crate) fn scan_segment(
         let end = offset + (HEADER + len) as u64;
         if len > MAX_PAYLOAD || end > total {
             // A record the crash cut short; an absurd length with data after it is damage.
-            return if len > MAX_PAYLOAD && !rest_is_blank(path, offset + HEADER as u64)? {
+            return if len > MAX_PAYLOAD && !rest_is_blank(&mut reader, path)? {
                 Err(damaged(path, offset))
             } else {
                 torn
@@ -161,7 +171,7 @@ pub(crate) fn scan_segment(
         if hasher.finalize() != crc {
             // A torn write is the last thing in the file; a bad record with data after it is
             // damage, and cutting there would drop acknowledged records.
-            return if end == total || rest_is_blank(path, end)? {
+            return if end == total || rest_is_blank(&mut reader, path)? {
                 torn
             } else {
                 Err(damaged(path, offset))
@@ -185,15 +195,21 @@ fn damaged(path: &Path, offset: u64) -> StoreError {
     ))
 }
 
-/// Whether everything from `from` to the end of the file is zero (preallocated, never written).
-fn rest_is_blank(path: &Path, from: u64) -> Result<bool, StoreError> {
-    let mut file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-    file.seek(SeekFrom::Start(from))
-        .map_err(|e| StoreError::io(path, e))?;
-    let mut rest = Vec::new();
-    file.read_to_end(&mut rest)
-        .map_err(|e| StoreError::io(path, e))?;
-    Ok(rest.iter().all(|b| *b == 0))
+/// Whether everything from where `reader` stands to its end is zero (preallocated, never
+/// written).
+fn rest_is_blank(reader: &mut impl Read, path: &Path) -> Result<bool, StoreError> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        let read = reader
+            .read(&mut chunk)
+            .map_err(|e| StoreError::io(path, e))?;
+        if read == 0 {
+            return Ok(true);
+        }
+        if chunk[..read].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+    }
 }
 
 /// Appends records and commits them in groups.

@@ -42,6 +42,9 @@
 
 pub mod error;
 pub mod exchange;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod journal;
 pub mod shard;
 mod snapshot_file;
