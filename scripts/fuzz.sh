@@ -3,7 +3,7 @@
 # (cargo fuzz): the SOCKS5 negotiation, HTTP proxy request heads, SOCKS5 UDP headers, the
 # balance-proof wire form, the engine's journal and the node's API bodies / sign-in inputs.
 #
-#   bash scripts/fuzz.sh                      # every target, 10 million runs or 10 min each
+#   bash scripts/fuzz.sh                      # every target, 10 million runs (at most an hour each)
 #   bash scripts/fuzz.sh --runs 1000000 journal http_head
 #   bash scripts/fuzz.sh --seconds 60         # a time budget instead
 #
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs=10000000
-seconds=600
+seconds=3600
 targets=()
 while [[ $# -gt 0 ]]; do
   case "$1" in

@@ -8,6 +8,7 @@
 //! chain_id = 31337
 //! session_rate = 200.0
 //! ready_timeout = 30
+//! rating_prior = "1000000000000000000"   # paid usage every rating starts from, at 3 stars
 //!
 //! [payments]                      # leave out to run a market without a chain
 //! rpc_url = "http://127.0.0.1:8545"
@@ -55,6 +56,11 @@ pub(crate) struct NodeArgs {
     /// [default: 30].
     #[arg(long, env = "IPSX_READY_TIMEOUT")]
     ready_timeout: Option<u64>,
+    /// Paid usage (base units) every wallet's rating starts with at 3 stars: ratings weigh
+    /// what their deals cost, so lifting a wallet past `min_rating` takes several times this
+    /// in real usage [default: 1 IPSX].
+    #[arg(long, env = "IPSX_RATING_PRIOR")]
+    rating_prior: Option<u128>,
     /// When the journal reaches the disk: `always` (before each answer), `never` (the OS
     /// decides; a killed process still loses nothing acknowledged, a power loss may), or an
     /// interval such as `10ms` [default: always].
@@ -88,6 +94,7 @@ struct NodeFile {
     chain_id: Option<u64>,
     session_rate: Option<f64>,
     ready_timeout: Option<u64>,
+    rating_prior: Option<ipsx_sdk::TokenAmount>,
     fsync: Option<String>,
     payments: Option<PaymentsFile>,
 }
@@ -147,6 +154,12 @@ impl NodeArgs {
         };
         gateway.ready_timeout = self.ready_timeout.or(file.ready_timeout).unwrap_or(30);
         gateway.public_url = self.public_url.or(file.public_url);
+        if let Some(prior) = self
+            .rating_prior
+            .or(file.rating_prior.map(|amount| amount.0))
+        {
+            gateway.rating_prior = prior;
+        }
         if let Some(fsync) = self.fsync.or(file.fsync) {
             gateway.fsync = fsync_policy(&fsync)?;
         }

@@ -23,9 +23,16 @@ impl Drop for Node {
 }
 
 fn start_node(data: &Path) -> Node {
-    let mut child = Command::new(IPSX)
+    let mut command = Command::new(IPSX);
+    command
         .args(["node", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
+        .arg(data);
+    spawn_node(command)
+}
+
+/// Starts a node from `command` and reads the address it prints first.
+fn spawn_node(mut command: Command) -> Node {
+    let mut child = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -185,7 +192,8 @@ fn a_node_whose_engine_stopped_says_so_and_exits_non_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("node");
     // SIGXFSZ ignored, so a write past the limit fails with EFBIG instead of killing the node.
-    let mut child = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .args([
             "-c",
             "trap '' XFSZ; ulimit -f 2048; exec \"$0\" \"$@\"",
@@ -196,21 +204,9 @@ fn a_node_whose_engine_stopped_says_so_and_exits_non_zero() {
             "--data-dir",
         ])
         .arg(&data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ipsx node starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the node prints its address");
-    let addr = line
-        .trim()
-        .strip_prefix("listening ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    let base = format!("http://{addr}");
+        .stderr(Stdio::piped());
+    let mut node = spawn_node(command);
+    let base = node.url.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -280,7 +276,7 @@ fn a_node_whose_engine_stopped_says_so_and_exits_non_zero() {
     });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
+        if let Some(status) = node.child.try_wait().expect("wait") {
             break status;
         }
         assert!(
@@ -291,7 +287,7 @@ fn a_node_whose_engine_stopped_says_so_and_exits_non_zero() {
     };
     assert!(!status.success(), "a failed node exits non-zero: {status}");
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+    std::io::Read::read_to_string(&mut node.child.stderr.take().expect("stderr"), &mut stderr)
         .expect("stderr");
     assert!(stderr.contains("the node failed"), "{stderr}");
 }

@@ -54,6 +54,17 @@ async fn post_as(base: &str, token: &str, path: &str, body: Value) -> (StatusCod
     call(Method::POST, format!("{base}{path}"), token, Some(body)).await
 }
 
+/// A move on a deal: `ready`, `failed`, `cancel` or `rating`.
+async fn on_deal(
+    base: &str,
+    token: &str,
+    deal: u64,
+    action: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    post_as(base, token, &format!("/v1/deals/{deal}/{action}"), body).await
+}
+
 async fn leased(base: &str, token: &str, body: Value) -> Leased {
     let (status, body) = post_as(base, token, "/v1/leases", body).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -144,40 +155,16 @@ async fn a_self_rating_ring_does_not_lift_a_provider_past_min_rating() {
     // cancels and rates five stars. The deal cost 10 a second.
     let ring = leased(&base, &friend_token, lease(1, 60, 50)).await;
     let deal = ring.deals[0].deal.deal;
-    let (status, body) = post_as(
-        &base,
-        &provider_token,
-        &format!("/v1/deals/{deal}/ready"),
-        json!({}),
-    )
-    .await;
+    let (status, body) = on_deal(&base, &provider_token, deal, "ready", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     until_second(now() + 2).await;
-    let (status, body) = post_as(
-        &base,
-        &friend_token,
-        &format!("/v1/deals/{deal}/cancel"),
-        json!({}),
-    )
-    .await;
+    let (status, body) = on_deal(&base, &friend_token, deal, "cancel", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = post_as(
-        &base,
-        &friend_token,
-        &format!("/v1/deals/{deal}/rating"),
-        json!({"score": 5}),
-    )
-    .await;
+    let (status, body) = on_deal(&base, &friend_token, deal, "rating", json!({"score": 5})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    // The provider cannot rate its own deals either, nor rate a deal twice.
-    let (status, body) = post_as(
-        &base,
-        &friend_token,
-        &format!("/v1/deals/{deal}/rating"),
-        json!({"score": 5}),
-    )
-    .await;
+    // Nor can the friend rate the deal twice.
+    let (status, body) = on_deal(&base, &friend_token, deal, "rating", json!({"score": 5})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 
     let (status, body) = get(format!("{base}/v1/profiles/{}", provider.address()), None).await;
@@ -208,22 +195,10 @@ async fn a_deal_never_served_cannot_be_rated() {
         .deal
         .deal;
     // Cancelled before the provider reported ready: nothing was served or paid.
-    let (status, body) = post_as(
-        &base,
-        &fleet_token,
-        &format!("/v1/deals/{deal}/cancel"),
-        json!({}),
-    )
-    .await;
+    let (status, body) = on_deal(&base, &fleet_token, deal, "cancel", json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for (token, score) in [(&fleet_token, 1), (&provider_token, 5)] {
-        let (status, body) = post_as(
-            &base,
-            token,
-            &format!("/v1/deals/{deal}/rating"),
-            json!({ "score": score }),
-        )
-        .await;
+        let (status, body) = on_deal(&base, token, deal, "rating", json!({ "score": score })).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_eq!(code(&body), "nothing_served", "{body}");
     }

@@ -30,9 +30,7 @@ fn grant() -> Grant {
 
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| {
-        Shared::detached(ProxyConfig::new(Vec::new(), CredentialKey::new(KEY)))
-    })
+    SHARED.get_or_init(|| Shared::detached(ProxyConfig::new(Vec::new(), CredentialKey::new(KEY))))
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -97,8 +95,7 @@ pub fn http_head(data: &[u8]) {
         return;
     };
     let framing = crate::http::check_framing(request.headers());
-    let raw_framing =
-        crate::http::check_raw_framing(&data, request.method(), request.uri());
+    let raw_framing = crate::http::check_raw_framing(&data, request.method(), request.uri());
     if framing.is_ok() && raw_framing.is_ok() {
         let lengths = request.headers().contains_key(http::header::CONTENT_LENGTH);
         let chunked = request
@@ -134,7 +131,10 @@ pub fn http_head(data: &[u8]) {
 /// A SOCKS5 UDP datagram from the client.
 pub fn udp_header(data: &[u8]) {
     if let Ok((_, _, payload)) = crate::udp::parse_header(data) {
-        assert!(data.ends_with(payload), "the payload is the datagram's tail");
+        assert!(
+            data.ends_with(payload),
+            "the payload is the datagram's tail"
+        );
     }
 }
 

@@ -395,7 +395,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-pub(crate) fn authenticate(headers: &HeaderMap, local_ip: IpAddr, shared: &Shared) -> Result<Grant, Refusal> {
+pub(crate) fn authenticate(
+    headers: &HeaderMap,
+    local_ip: IpAddr,
+    shared: &Shared,
+) -> Result<Grant, Refusal> {
     let value = headers
         .get(header::PROXY_AUTHORIZATION)
         .ok_or(Refusal::NoCredentials)?;

@@ -79,6 +79,17 @@ impl RecordingSite {
     }
 }
 
+/// curl through the HTTP proxy at `proxy_url`, fetching `urls` in turn on one connection.
+async fn curl_through(proxy_url: &str, extra: &[&str], urls: &[String]) -> Ran {
+    let mut args: Vec<String> = ["-sS", "--max-time", "5", "-x", proxy_url]
+        .iter()
+        .chain(extra)
+        .map(|arg| (*arg).to_owned())
+        .collect();
+    args.extend(urls.iter().cloned());
+    run("curl", args).await
+}
+
 #[tokio::test]
 async fn a_malicious_site_never_receives_other_requests_or_the_lease_credentials() {
     let evil = RecordingSite::start("evil").await;
@@ -88,14 +99,10 @@ async fn a_malicious_site_never_receives_other_requests_or_the_lease_credentials
     let proxy_url = url("http", &lease, proxy.addrs[0]);
 
     // curl fetches both URLs over one kept-alive proxy connection.
-    let ran = run(
-        "curl",
-        vec![
-            "-sS".into(),
-            "--max-time".into(),
-            "5".into(),
-            "-x".into(),
-            proxy_url.clone(),
+    let ran = curl_through(
+        &proxy_url,
+        &[],
+        &[
             format!("http://{}/first", evil.addr),
             format!("http://{}/second", honest.addr),
         ],
@@ -167,18 +174,10 @@ async fn the_host_field_always_names_the_request_target() {
     let site = RecordingSite::start("site").await;
     let proxy = proxy(loopback_allowed()).await;
     let lease = credentials(&grant(1, "127.0.0.2", WEB));
-    let ran = run(
-        "curl",
-        vec![
-            "-sS".into(),
-            "--max-time".into(),
-            "5".into(),
-            "-H".into(),
-            "Host: bank.example".into(),
-            "-x".into(),
-            url("http", &lease, proxy.addrs[0]),
-            format!("http://{}/", site.addr),
-        ],
+    let ran = curl_through(
+        &url("http", &lease, proxy.addrs[0]),
+        &["-H", "Host: bank.example"],
+        &[format!("http://{}/", site.addr)],
     )
     .await;
     assert_eq!(ran.code, Some(0), "curl: {}", ran.stderr);

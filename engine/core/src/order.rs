@@ -174,7 +174,10 @@ impl OfferSpec {
     /// Checks everything that needs no state and returns the expanded IP list.
     pub fn validate(&self, now: Timestamp) -> Result<Vec<IpAddr>, InputError> {
         if !self.country.is_assigned() {
-            return Err(InputError::UnknownCountry(format!("#{}", self.country.index())));
+            return Err(InputError::UnknownCountry(format!(
+                "#{}",
+                self.country.index()
+            )));
         }
         check_text("region", self.region.as_deref())?;
         check_text("city", self.city.as_deref())?;
@@ -330,7 +333,9 @@ impl RequestSpec {
         check_total_cost(self.max_price, self.count, self.duration)?;
         let filters = &self.filters;
         if !filters.countries.is_assigned() {
-            return Err(InputError::UnknownCountry("outside the ISO list".to_owned()));
+            return Err(InputError::UnknownCountry(
+                "outside the ISO list".to_owned(),
+            ));
         }
         check_text("city", filters.city.as_deref())?;
         for (field, list) in [
