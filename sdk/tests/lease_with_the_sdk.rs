@@ -20,14 +20,15 @@ fn wallet(seed: u8) -> Wallet {
 #[tokio::test]
 async fn a_crawler_leases_through_the_sdk_and_a_provider_serves_through_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let node = ipsx_gateway::start(ipsx_gateway::GatewayConfig::new(
+    let mut config = ipsx_gateway::GatewayConfig::new(
         "127.0.0.1:0".parse().expect("addr"),
         31337,
         [3; 32],
         dir.path(),
-    ))
-    .await
-    .expect("node");
+    );
+    // Ratings weigh what their deals cost; with no prior one rating is the average.
+    config.rating_prior = 0;
+    let node = ipsx_gateway::start(config).await.expect("node");
     let base = format!("http://{}", node.addr);
 
     let mut provider = Client::new(&base);
@@ -97,6 +98,16 @@ async fn a_crawler_leases_through_the_sdk_and_a_provider_serves_through_it() {
         crawler.deals().await.expect("deals").len(),
         leased.deals.len()
     );
+    // Served for a second at least, so there is something to rate.
+    let served_from = now();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while now() <= served_from {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stood still"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(
         crawler.cancel_deal(deal).await.expect("cancel").deal.status,
         "cancelled"
