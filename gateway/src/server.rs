@@ -228,6 +228,9 @@ impl AppState {
     /// Whether the engine can still apply commands (the feed asks every second, health on
     /// every call); a dead writer is noted once.
     pub(crate) fn engine_alive(&self) -> bool {
+        if self.failure.borrow().is_some() {
+            return false;
+        }
         let alive = lock(&self.shard)
             .as_ref()
             .is_none_or(|shard| shard.writer_alive());
@@ -258,6 +261,23 @@ impl AppState {
 
     fn reached<T, E>(&self, result: Result<T, E>) -> Result<T, ApiError> {
         result.map_err(|_| self.unavailable())
+    }
+
+    /// The writer's answer. A writer that died may leave a submission queued forever (its
+    /// channel keeps what it held), so the wait also ends, with `engine_down`, once the writer
+    /// is found dead — checked every second, like the feed.
+    async fn answer<T>(&self, answered: tokio::sync::oneshot::Receiver<T>) -> Result<T, ApiError> {
+        tokio::pin!(answered);
+        loop {
+            tokio::select! {
+                answer = &mut answered => return self.reached(answer),
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                    if !self.engine_alive() {
+                        return Err(self.unavailable());
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -587,7 +607,7 @@ impl AppState {
             });
             let _ = answer.send(result);
         }))?;
-        Ok(self.reached(answered.await)??)
+        Ok(self.answer(answered).await??)
     }
 
     /// Reads the engine between batches.
@@ -600,7 +620,7 @@ impl AppState {
         self.reached(shard.query_then(move |engine| {
             let _ = answer.send(read(engine));
         }))?;
-        self.reached(answered.await)
+        self.answer(answered).await
     }
 }
 

@@ -229,9 +229,10 @@ fn fraction() -> f64 {
 async fn a_tunnel_opened_in_the_leases_last_second_closes_at_the_lease_end() {
     let target = echo_server().await;
     let proxy = proxy(loopback_allowed()).await;
-    // Early in a second, so the old whole-second rounding would overrun by most of a second.
+    // Late in the lease's last second: rounding the time left to whole seconds would keep the
+    // tunnel open for most of the next one.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !(0.05..0.35).contains(&fraction()) {
+    while !(0.55..0.8).contains(&fraction()) {
         assert!(std::time::Instant::now() < deadline, "clock");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -286,6 +286,16 @@ struct Pending {
 
 impl Writer {
     fn run(mut self) -> Result<(), StoreError> {
+        let result = self.serve();
+        if result.is_err() {
+            // The channel would keep what is queued (and the answers its submitters wait for)
+            // as long as a sender lives: drop it all now, so they hear the writer is gone.
+            while self.queue.try_recv().is_ok() {}
+        }
+        result
+    }
+
+    fn serve(&mut self) -> Result<(), StoreError> {
         let mut batch: Vec<Message> = Vec::with_capacity(self.config.batch_max);
         let mut pending: Vec<Pending> = Vec::with_capacity(self.config.batch_max);
         let mut queries: Vec<Query> = Vec::new();
