@@ -3,7 +3,10 @@
 //! A bucket holds up to `burst` tokens and refills at `per_second`; a call takes one token or
 //! is refused with the wait until the next one. Buckets that have refilled to full are
 //! forgotten when the table grows past its bound, so a flood of distinct keys cannot grow
-//! memory without limit (a full bucket and a missing one behave the same).
+//! memory without limit (a full bucket and a missing one behave the same); the sweep runs again
+//! only once the table has doubled, so a flood of new keys costs O(1) a call, not a scan each.
+//! Anonymous callers are keyed by [`client_key`]: an IPv6 client by its /64, the block one
+//! subscriber gets, so rotating addresses inside it buys no fresh buckets.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -30,6 +33,8 @@ pub struct RateLimiter<K> {
     rate: Rate,
     max_keys: usize,
     buckets: HashMap<K, Bucket>,
+    /// Buckets left after the last sweep.
+    swept_to: usize,
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
@@ -39,15 +44,19 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             rate,
             max_keys,
             buckets: HashMap::new(),
+            swept_to: 0,
         }
     }
 
     /// Takes a token for `key` at `now` (seconds on any monotonic clock); `Err(wait)` if none.
     pub fn check(&mut self, key: &K, now: f64) -> Result<(), Duration> {
-        if self.buckets.len() >= self.max_keys && !self.buckets.contains_key(key) {
+        if self.buckets.len() >= self.max_keys.max(2 * self.swept_to)
+            && !self.buckets.contains_key(key)
+        {
             let rate = self.rate;
             self.buckets
                 .retain(|_, bucket| refilled(rate, *bucket, now) < rate.burst);
+            self.swept_to = self.buckets.len();
         }
         let bucket = self.buckets.entry(key.clone()).or_insert(Bucket {
             tokens: self.rate.burst,
@@ -73,6 +82,18 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 }
 
+/// The key an anonymous caller is limited by: an IPv4 address (also when mapped into IPv6), or
+/// an IPv6 address's /64.
+pub fn client_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.into(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1)).into(),
+        },
+    }
+}
+
 fn refilled(rate: Rate, bucket: Bucket, now: f64) -> f64 {
     let elapsed = (now - bucket.at).max(0.0);
     (bucket.tokens + elapsed * rate.per_second).min(rate.burst)
@@ -87,6 +108,46 @@ mod tests {
         per_second: 10.0,
         burst: 5.0,
     };
+
+    #[test]
+    fn addresses_rotated_inside_one_ipv6_64_share_a_bucket() {
+        let mut limiter = RateLimiter::new(
+            Rate {
+                per_second: 1.0,
+                burst: 3.0,
+            },
+            1000,
+        );
+        let block: u128 = 0x2001_0db8_0000_0001 << 64;
+        let refused = (0..100u128)
+            .map(|n| std::net::IpAddr::from(std::net::Ipv6Addr::from(block | (n * 7919 + 1))))
+            .filter(|ip| limiter.check(&client_key(*ip), 0.0).is_err())
+            .count();
+        assert_eq!(refused, 97, "one /64 is one client");
+        assert_eq!(limiter.tracked(), 1);
+        let mapped: std::net::IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert_eq!(
+            client_key(mapped),
+            "192.0.2.7".parse::<std::net::IpAddr>().expect("ip")
+        );
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_sweeps_only_when_the_table_doubles() {
+        let mut limiter = RateLimiter::new(
+            Rate {
+                per_second: 1.0,
+                burst: 2.0,
+            },
+            100,
+        );
+        // Every key spends a token, so none is full and no sweep can free anything.
+        for key in 0..1_000u32 {
+            let _ = limiter.check(&key, 0.0);
+        }
+        assert_eq!(limiter.tracked(), 1_000, "nothing was forgotten early");
+        assert!(limiter.swept_to >= 100 && limiter.swept_to <= 1_000);
+    }
 
     #[test]
     fn a_burst_then_the_steady_rate() {

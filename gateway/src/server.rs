@@ -489,7 +489,7 @@ impl FromRequestParts<Shared> for Anonymous {
                 )
             })?;
         lock(&state.per_ip)
-            .check(&ip, state.seconds())
+            .check(&crate::rate::client_key(ip), state.seconds())
             .map_err(ApiError::rate_limited)?;
         Ok(Self)
     }

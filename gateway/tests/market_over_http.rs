@@ -289,7 +289,8 @@ async fn bad_market_input_answers_4xx_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_deal_goes_ready_then_cancelled_then_rated_and_profiles_show_it() {
-    let (node, base, _dir) = node(|_| {}).await;
+    // No rating prior: one rating is the average.
+    let (node, base, _dir) = node(|config| config.rating_prior = 0).await;
     let (provider, fleet, stranger) = (wallet(1), wallet(2), wallet(3));
     let provider_token = sign_in(&base, &provider).await;
     let fleet_token = sign_in(&base, &fleet).await;
@@ -327,6 +328,16 @@ async fn a_deal_goes_ready_then_cancelled_then_rated_and_profiles_show_it() {
     assert_eq!(status.as_u16(), 409, "not rateable while running: {body}");
     let (status, body) = call(Method::POST, url("cancel"), &provider_token, None).await;
     assert_eq!((status.as_u16(), code(&body)), (403, "not_owner"), "{body}");
+    // Served for a second at least: only served deals can be rated.
+    let ready_at = now();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while now() <= ready_at {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stood still"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (status, body) = call(Method::POST, url("cancel"), &fleet_token, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], json!("cancelled"));
