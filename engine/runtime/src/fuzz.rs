@@ -1,12 +1,12 @@
 //! Entry point for `cargo fuzz` (the `fuzz/` folder), compiled only with `--cfg fuzzing`: the
 //! journal decoder on bytes as a damaged disk might hold them.
 
-use std::io::Cursor;
 use std::path::Path;
 
 use ipsx_engine::{Command, Engine, EngineConfig};
 
-use crate::journal::{encode, scan_records};
+use crate::error::StoreError;
+use crate::journal::{SegmentScan, encode, scan_records};
 
 /// Scans `data` as a journal segment. When the first byte is odd, every record's checksum is
 /// fixed first, so the command decoder behind the checksum sees the fuzzer's bytes. Whatever
@@ -19,17 +19,7 @@ pub fn journal(data: &[u8]) {
     if flag & 1 == 1 {
         fix_checksums(&mut segment);
     }
-    let mut decoded: Vec<(u64, Command)> = Vec::new();
-    let scanned = scan_records(
-        Cursor::new(segment.as_slice()),
-        segment.len() as u64,
-        Path::new("fuzz"),
-        |seq, command| {
-            decoded.push((seq, command));
-            Ok(())
-        },
-    );
-    let Ok(scan) = scanned else {
+    let Ok((scan, decoded)) = decode(&segment) else {
         return;
     };
     assert!(scan.valid_len <= segment.len() as u64);
@@ -37,17 +27,7 @@ pub fn journal(data: &[u8]) {
     for (seq, command) in &decoded {
         encode(*seq, command, &mut again);
     }
-    let mut redecoded = Vec::new();
-    let rescanned = scan_records(
-        Cursor::new(again.as_slice()),
-        again.len() as u64,
-        Path::new("fuzz"),
-        |seq, command| {
-            redecoded.push((seq, command));
-            Ok(())
-        },
-    )
-    .expect("re-encoded records scan");
+    let (rescanned, redecoded) = decode(&again).expect("re-encoded records scan");
     assert!(!rescanned.torn_tail);
     assert_eq!(redecoded, decoded, "records survive a round trip");
     let mut engine = Engine::new(EngineConfig::default());
@@ -56,6 +36,21 @@ pub fn journal(data: &[u8]) {
         events.clear();
         let _ = engine.apply(command, &mut events);
     }
+}
+
+/// Every record of `segment`, with what the scan found.
+fn decode(segment: &[u8]) -> Result<(SegmentScan, Vec<(u64, Command)>), StoreError> {
+    let mut decoded = Vec::new();
+    let scan = scan_records(
+        segment,
+        segment.len() as u64,
+        Path::new("fuzz"),
+        |seq, command| {
+            decoded.push((seq, command));
+            Ok(())
+        },
+    )?;
+    Ok((scan, decoded))
 }
 
 /// Rewrites each record's checksum (and a length running past the end) in place.
