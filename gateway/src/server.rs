@@ -262,23 +262,6 @@ impl AppState {
     fn reached<T, E>(&self, result: Result<T, E>) -> Result<T, ApiError> {
         result.map_err(|_| self.unavailable())
     }
-
-    /// The writer's answer. A writer that died may leave a submission queued forever (its
-    /// channel keeps what it held), so the wait also ends, with `engine_down`, once the writer
-    /// is found dead — checked every second, like the feed.
-    async fn answer<T>(&self, answered: tokio::sync::oneshot::Receiver<T>) -> Result<T, ApiError> {
-        tokio::pin!(answered);
-        loop {
-            tokio::select! {
-                answer = &mut answered => return self.reached(answer),
-                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
-                    if !self.engine_alive() {
-                        return Err(self.unavailable());
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Locks a mutex; a panic elsewhere while holding it does not poison the node.
@@ -607,7 +590,7 @@ impl AppState {
             });
             let _ = answer.send(result);
         }))?;
-        Ok(self.answer(answered).await??)
+        Ok(self.reached(answered.await)??)
     }
 
     /// Reads the engine between batches.
@@ -620,7 +603,7 @@ impl AppState {
         self.reached(shard.query_then(move |engine| {
             let _ = answer.send(read(engine));
         }))?;
-        self.answer(answered).await
+        self.reached(answered.await)
     }
 }
 

@@ -15,13 +15,6 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 /// A site that answers every request with the IP it came from.
 async fn site() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -9,13 +9,6 @@ use ipsx_api::{Deals, LeaseView, Leased, OfferPlaced};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 fn offer(ips: &[&str], country: &str, price: u64) -> Value {
     json!({
         "ips": ips,
@@ -329,15 +322,7 @@ async fn a_deal_goes_ready_then_cancelled_then_rated_and_profiles_show_it() {
     let (status, body) = call(Method::POST, url("cancel"), &provider_token, None).await;
     assert_eq!((status.as_u16(), code(&body)), (403, "not_owner"), "{body}");
     // Served for a second at least: only served deals can be rated.
-    let ready_at = now();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while now() <= ready_at {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the clock stood still"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until_second(now() + 1).await;
     let (status, body) = call(Method::POST, url("cancel"), &fleet_token, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], json!("cancelled"));

@@ -9,25 +9,6 @@ use ipsx_api::{Deals, Leased, ProfileView};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-/// Waits for the wall clock to reach `second` (the engine's clock is the wall clock's seconds).
-async fn until_second(second: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while now() < second {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the clock stood still"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 fn offer(ip: &str, price: u64) -> Value {
     json!({
         "ips": [ip],

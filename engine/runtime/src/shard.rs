@@ -7,7 +7,7 @@
 //! writer between batches.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -100,6 +100,8 @@ pub struct ShardStats {
 /// A running shard.
 pub struct ShardHandle {
     inbox: Sender<Message>,
+    /// Set by a writer that failed, before it drops what is queued (see [`ShardHandle::post`]).
+    failed: Arc<AtomicBool>,
     depth: Arc<ArcSwap<MarketDepth>>,
     stats: Arc<ShardStats>,
     recovery: Recovery,
@@ -114,9 +116,11 @@ impl ShardHandle {
         let depth = Arc::new(ArcSwap::from_pointee(store.engine().depth()));
         let stats = Arc::new(ShardStats::default());
         stats.durable_seq.store(store.last_seq(), Ordering::Release);
+        let failed = Arc::new(AtomicBool::new(false));
         let writer = Writer {
             store,
             queue,
+            failed: Arc::clone(&failed),
             config: config.clone(),
             depth: Arc::clone(&depth),
             stats: Arc::clone(&stats),
@@ -127,6 +131,7 @@ impl ShardHandle {
             .map_err(|e| StoreError::io(&config.store.dir, e))?;
         Ok(ShardHandle {
             inbox,
+            failed,
             depth,
             stats,
             recovery,
@@ -136,9 +141,7 @@ impl ShardHandle {
 
     /// Queues a submission; the outcome goes to its `reply` channel.
     pub fn send(&self, submission: Submission) -> Result<(), SubmitError> {
-        self.inbox
-            .send(Message::Submit(submission))
-            .map_err(|_| SubmitError::Stopped)
+        self.post(Message::Submit(submission))
     }
 
     /// Submits a command stamped now without waiting: once it is durable (or refused), `then`
@@ -149,9 +152,7 @@ impl ShardHandle {
         kind: CommandKind,
         then: impl FnOnce(Outcome, &Engine) + Send + 'static,
     ) -> Result<(), SubmitError> {
-        self.inbox
-            .send(Message::SubmitThen(kind, Box::new(then)))
-            .map_err(|_| SubmitError::Stopped)
+        self.post(Message::SubmitThen(kind, Box::new(then)))
     }
 
     /// Runs `read` between batches without waiting; `read` answers through its own channel.
@@ -159,9 +160,7 @@ impl ShardHandle {
         &self,
         read: impl FnOnce(&Engine) + Send + 'static,
     ) -> Result<(), SubmitError> {
-        self.inbox
-            .send(Message::Query(Box::new(read)))
-            .map_err(|_| SubmitError::Stopped)
+        self.post(Message::Query(Box::new(read)))
     }
 
     /// Submits a command stamped now and waits until it is durable (or refused).
@@ -195,31 +194,40 @@ impl ShardHandle {
         let query: Query = Box::new(move |engine| {
             let _ = reply.send(read(engine));
         });
-        self.inbox
-            .send(Message::Query(query))
-            .map_err(|_| SubmitError::Stopped)?;
+        self.post(Message::Query(query))?;
         answer.recv().map_err(|_| SubmitError::Stopped)
     }
 
     /// Takes a snapshot now and waits until it is on disk.
     pub fn snapshot(&self) -> Result<(), SubmitError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        self.inbox
-            .send(Message::Snapshot(reply))
-            .map_err(|_| SubmitError::Stopped)?;
+        self.post(Message::Snapshot(reply))?;
         match answer.recv() {
             Ok(Ok(())) => Ok(()),
             _ => Err(SubmitError::Stopped),
         }
     }
 
+    /// Queues a message for the writer. A writer that failed drops what is queued, but a
+    /// message may land just after that and wait forever (the channel keeps it while a sender
+    /// lives): the flag, set before the drop and read after the send, tells this sender so.
+    fn post(&self, message: Message) -> Result<(), SubmitError> {
+        self.inbox.send(message).map_err(|_| SubmitError::Stopped)?;
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(SubmitError::Stopped);
+        }
+        Ok(())
+    }
+
     /// Whether the writer thread still runs. It stops only at [`ShardHandle::shutdown`] — or
     /// when it failed (a journal or snapshot write error, a panic): then nothing can be
     /// applied any more, and the process should stop so a supervisor restarts it from disk.
     pub fn writer_alive(&self) -> bool {
-        self.writer
-            .as_ref()
-            .is_some_and(|writer| !writer.is_finished())
+        !self.failed.load(Ordering::SeqCst)
+            && self
+                .writer
+                .as_ref()
+                .is_some_and(|writer| !writer.is_finished())
     }
 
     /// The latest published market depth; never blocks the writer.
@@ -273,6 +281,7 @@ pub fn wall_clock() -> Timestamp {
 struct Writer {
     store: DurableEngine,
     queue: Receiver<Message>,
+    failed: Arc<AtomicBool>,
     config: ShardConfig,
     depth: Arc<ArcSwap<MarketDepth>>,
     stats: Arc<ShardStats>,
@@ -290,6 +299,7 @@ impl Writer {
         if result.is_err() {
             // The channel would keep what is queued (and the answers its submitters wait for)
             // as long as a sender lives: drop it all now, so they hear the writer is gone.
+            self.failed.store(true, Ordering::SeqCst);
             while self.queue.try_recv().is_ok() {}
         }
         result

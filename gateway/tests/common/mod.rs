@@ -102,3 +102,24 @@ pub async fn call(
     let status = response.status();
     (status, response.json().await.expect("a JSON body"))
 }
+
+/// The wall clock in whole seconds, as the engine stamps commands.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// Waits (polling, with a deadline) for the wall clock to reach `second`: the engine's clock
+/// is the wall clock's seconds, so a deal served "for a second" needs that second to pass.
+pub async fn until_second(second: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while now() < second {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock stood still"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
