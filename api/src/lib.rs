@@ -194,6 +194,9 @@ pub struct DealView {
     /// `pending`, `active`, `completed`, `voided`, `cancelled`, `payment_lapsed` or
     /// `provider_dropped`.
     pub status: String,
+    /// The second a deal that ended early stopped accruing (a cancel, a cut, a void).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<u64>,
 }
 
 /// A protocol a leased IP carries.

@@ -6,6 +6,7 @@
 //! ipsx register --port 1080                                   # or by hand:
 //! ipsx offer --ip 127.0.0.2 --ip 127.0.0.3 --country DE --price 2 --hours 24
 //! ipsx lease --count 10 --country DE,FR --protocol socks5 --duration 60 --max-price 5
+//! ipsx gate                       # crawlers: http://USER-country-de:x@127.0.0.1:24000
 //! ipsx balance ; ipsx withdraw all
 //! ipsx demo                                                   # a whole exchange, locally
 //! ipsx deals --format csv
@@ -16,6 +17,7 @@
 //! signs the node's sign-in message, here. The node is `--node` or `IPSX_NODE`.
 
 mod demo;
+mod gate;
 mod node;
 mod output;
 mod provide;
@@ -63,6 +65,8 @@ enum Command {
     Offer(OfferArgs),
     /// Leases IPs by filter and prints their endpoints.
     Lease(LeaseArgs),
+    /// The crawler endpoint: one local proxy port that leases, rotates, pays and retries.
+    Gate(gate::GateArgs),
     /// Lists this wallet's deals (with endpoints for the ones it leased).
     Deals {
         #[command(flatten)]
@@ -268,6 +272,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Lease(args) => lease(args).await,
+        Command::Gate(args) => gate::run(args).await,
         Command::Balance { wallet, chain } => balance(&wallet, &chain).await,
         Command::Withdraw {
             wallet,

@@ -25,6 +25,7 @@ pub fn deal_view(deal: &Deal) -> DealView {
         price: TokenAmount(deal.price),
         protocols: deal.protocols.iter().map(api_protocol).collect(),
         status: snake_case(&format!("{:?}", deal.status())),
+        closed_at: deal.closed_at.map(|t| t.0),
     }
 }
 

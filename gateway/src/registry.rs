@@ -222,6 +222,7 @@ mod tests {
             price: ipsx_api::TokenAmount(1),
             protocols: vec![ipsx_api::Protocol::Socks5],
             status: "pending".into(),
+            closed_at: None,
         };
         let endpoints = registry.endpoints(&deal).expect("endpoints");
         assert_eq!(endpoints.len(), 1);

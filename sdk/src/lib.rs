@@ -41,7 +41,7 @@ mod stream;
 pub use alloy_primitives::Address;
 pub use alloy_signer_local::PrivateKeySigner as Wallet;
 pub use ipsx_api::*;
-pub use pay::{Payer, ensure_channel, signing_key};
+pub use pay::{Next, Payer, ensure_channel, signing_key};
 pub use stream::EventStream;
 
 /// Why a call failed.

@@ -80,6 +80,17 @@ pub async fn ensure_channel(
     client.register_channel(channel.0).await
 }
 
+/// What [`Payer::next_or`] returns.
+#[derive(Debug)]
+pub enum Next<T> {
+    /// An event from the node (already applied).
+    Event(StreamEvent),
+    /// A command (`None`: every sender is gone).
+    Command(Option<T>),
+    /// The node closed the stream.
+    Closed,
+}
+
 /// Pays the node every second for the wallet's leases (see the [module docs](self)).
 #[derive(Debug)]
 pub struct Payer {
@@ -92,6 +103,8 @@ pub struct Payer {
     refused: HashSet<u64>,
     /// Every lease ever metered (the meter forgets ended ones once paid).
     known: HashSet<u64>,
+    /// Leases this payer ended itself, and the second they stopped accruing.
+    closed: HashMap<u64, u64>,
     ended: HashSet<u64>,
     accepted: u128,
     paid_through: Option<u64>,
@@ -139,6 +152,7 @@ impl Payer {
             expected: HashMap::new(),
             refused: HashSet::new(),
             known: HashSet::new(),
+            closed: HashMap::new(),
             ended: HashSet::new(),
             accepted: inbound.amount.0,
             paid_through: inbound.paid_through,
@@ -165,6 +179,37 @@ impl Payer {
                     return Ok(Some(event));
                 }
             }
+        }
+    }
+
+    /// Like [`next`](Self::next), but also returns when `commands` yields one: a task that
+    /// pays and does other work in turn (cancels, new leases) waits on both at once, and a
+    /// payment is never interrupted half-sent.
+    pub async fn next_or<T>(
+        &mut self,
+        commands: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    ) -> Result<Next<T>, SdkError> {
+        loop {
+            tokio::select! {
+                _ = self.ticker.tick() => self.pay().await?,
+                command = commands.recv() => return Ok(Next::Command(command)),
+                event = self.stream.next() => {
+                    let Some(event) = event else { return Ok(Next::Closed) };
+                    let event = event?;
+                    self.apply(&event).await?;
+                    return Ok(Next::Event(event));
+                }
+            }
+        }
+    }
+
+    /// A lease this payer's wallet ended early (a cancel answered with `closed_at`): it stops
+    /// accruing at `at` from now on, before the node's `lease_ended` comes. Call it between
+    /// payments (in the task that pays), so no proof counts a second past the end.
+    pub fn closed(&mut self, deal: u64, at: u64) {
+        self.closed.insert(deal, at);
+        if self.known.contains(&deal) {
+            let _ = self.payer.meter.end_at(deal, at);
         }
     }
 
@@ -209,6 +254,9 @@ impl Payer {
                 }
                 if self.known.insert(terms.id) {
                     let _ = self.payer.meter.add(terms);
+                    if let Some(&at) = self.closed.get(&terms.id) {
+                        let _ = self.payer.meter.end_at(terms.id, at);
+                    }
                 }
             }
             StreamEvent::LeaseEnded {
@@ -218,6 +266,7 @@ impl Payer {
             } if *requester == self.me && !self.refused.contains(&view.deal) => {
                 let terms = terms(*view);
                 self.ended.insert(terms.id);
+                self.closed.remove(&terms.id);
                 if !self.known.insert(terms.id) {
                     // Folded leases are gone from the meter and ended already: nothing to do.
                     let _ = self.payer.meter.end_at(terms.id, terms.end);

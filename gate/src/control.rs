@@ -1,0 +1,577 @@
+//! The gate's I/O shell around [`Pools`]: it runs the pool's actions against the node (lease
+//! calls, cancels), pays every second for everything held, follows the node's events (leases
+//! cut, voided, ended), ticks the pool's clock, and hands requests their exits with retries.
+//!
+//! ```text
+//! request ─► exit_for(target) ─► Pools::pick ─► Ready ─► attempt through the exit
+//!                 ▲                   │ Wait               │ exit's fault: Pools::failed, retry
+//!                 └── notify ◄── lease task ◄── Action::Lease
+//! ledger task (one): pays every second (Payer), runs cancels between payments, applies the
+//!                    node's lease_ended / cut_off events to the pool
+//! ticker task: Pools::tick every 500 ms (idle sessions, lease ends, warm refills)
+//! ```
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipsx_sdk::{Client, DealView, EventStream, LeaseBody, Next, Payer, StreamEvent, TokenAmount};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::pool::{Action, Exit, NewExit, Pick, PoolConfig, Pools, Upstream};
+use crate::refusal::GateError;
+use crate::target::{Filter, Stickiness, Target};
+use crate::upstream::{Outcome, Upstreams};
+
+/// How the gate runs (the pool's rules are in [`PoolConfig`]).
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    /// Where crawlers connect (HTTP proxy and SOCKS5 on the same port).
+    pub listen: std::net::SocketAddr,
+    /// Where `GET /metrics` is served, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// The password crawlers must give (required when `listen` is not loopback).
+    pub password: Option<String>,
+    /// The exits' pool.
+    pub pool: PoolConfig,
+    /// Protocols every leased IP must carry: the gate forwards `http://` requests and opens
+    /// tunnels with `CONNECT`.
+    pub protocols: Vec<String>,
+    /// Exits tried per non-sticky request before giving up.
+    pub max_tries: u32,
+    /// How long a request may wait for an exit.
+    pub exit_timeout: Duration,
+    /// Connecting to an exit's proxy.
+    pub connect_timeout: Duration,
+    /// Largest request body forwarded (bodies are kept so a request can be retried).
+    pub max_body: usize,
+    /// Rate providers whose exits were dropped as bad (1 star) once their deal is cancelled.
+    pub rate_bad_exits: bool,
+}
+
+impl GateConfig {
+    /// Defaults: `127.0.0.1:24000`, no metrics port, no password.
+    pub fn new(pool: PoolConfig) -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 24_000)),
+            metrics: None,
+            password: None,
+            pool,
+            protocols: vec!["http".into(), "https".into()],
+            max_tries: 3,
+            exit_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            max_body: 8 << 20,
+            rate_bad_exits: false,
+        }
+    }
+}
+
+/// What the ledger task is asked to do.
+enum Command {
+    /// Cancel a deal (and rate it, if it was bad and rating is on).
+    Cancel { deal: u64, bad: bool },
+    /// A deal just leased: its terms are checked against it when the node reports them.
+    Expect(DealView),
+    /// Cancel everything, pay up to the end, stop.
+    Shutdown(oneshot::Sender<u128>),
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) config: GateConfig,
+    pools: Mutex<Pools>,
+    changed: Notify,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) metrics: Arc<Metrics>,
+    node: Client,
+    commands: mpsc::UnboundedSender<Command>,
+    next_conn: AtomicU64,
+}
+
+/// A request's result when it went through: the exit's answer, or a refusal the provider's
+/// proxy made about the target.
+pub(crate) type Through<T> = Result<(T, Exit), http::Response<hyper::body::Incoming>>;
+
+impl Shared {
+    fn pools(&self) -> MutexGuard<'_, Pools> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn connection(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Client connection `conn` closed.
+    pub(crate) fn closed(self: &Arc<Self>, conn: u64) {
+        let actions = {
+            let mut pools = self.pools();
+            pools.release(conn);
+            pools.take_actions()
+        };
+        self.act(actions);
+    }
+
+    fn act(self: &Arc<Self>, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Lease {
+                    filter,
+                    count,
+                    secs,
+                    max_price,
+                } => {
+                    let body = lease_body(&filter, count, secs, max_price, &self.config.protocols);
+                    let shared = Arc::clone(self);
+                    tokio::spawn(async move {
+                        let answer = shared.node.lease(&body).await;
+                        shared.leased(&filter, answer);
+                    });
+                }
+                Action::Cancel { deal, bad } => {
+                    self.metrics.cancels.inc();
+                    let _ = self.commands.send(Command::Cancel { deal, bad });
+                }
+            }
+        }
+    }
+
+    fn leased(
+        self: &Arc<Self>,
+        filter: &Filter,
+        answer: Result<ipsx_sdk::Leased, ipsx_sdk::SdkError>,
+    ) {
+        let now = now_ms();
+        let actions = {
+            let mut pools = self.pools();
+            match answer {
+                Ok(leased) => {
+                    self.metrics.leases.inc();
+                    self.metrics.ips_leased.inc_by(u64::from(leased.leased));
+                    let mut exits = Vec::new();
+                    for lease in leased.deals {
+                        for endpoint in lease.endpoints.iter().filter(|e| e.http.is_some()) {
+                            exits.push(NewExit {
+                                deal: lease.deal.deal,
+                                upstream: Upstream {
+                                    ip: endpoint.ip,
+                                    proxy: std::net::SocketAddr::new(endpoint.ip, endpoint.port),
+                                    username: endpoint.username.clone(),
+                                    password: endpoint.password.clone(),
+                                },
+                                end: lease.deal.end,
+                                price: lease.deal.price.0,
+                            });
+                        }
+                        let _ = self.commands.send(Command::Expect(lease.deal));
+                    }
+                    pools.leased(filter, exits, now);
+                }
+                Err(error) => {
+                    tracing::warn!(%filter, %error, "lease call refused");
+                    let code = error.code().unwrap_or("node_unreachable").to_owned();
+                    pools.lease_failed(filter, &code, &error.to_string(), now);
+                }
+            }
+            pools.take_actions()
+        };
+        self.act(actions);
+        self.changed.notify_waiters();
+    }
+
+    /// An exit for `target`, waiting for a lease under way until `deadline`.
+    async fn exit_for(
+        self: &Arc<Self>,
+        target: &Target,
+        conn: u64,
+        deadline: Instant,
+    ) -> Result<Exit, GateError> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (pick, actions) = {
+                let mut pools = self.pools();
+                let pick = pools.pick(target, conn, now_ms());
+                (pick, pools.take_actions())
+            };
+            self.act(actions);
+            match pick {
+                Ok(Pick::Ready(exit)) => return Ok(exit),
+                Ok(Pick::Wait) => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        return Err(GateError::LeaseTimeout(
+                            u64::try_from(self.config.exit_timeout.as_millis()).unwrap_or(u64::MAX),
+                        ));
+                    }
+                }
+                Err(refusal) => return Err(GateError::from_pool(refusal)),
+            }
+        }
+    }
+
+    /// Runs `attempt` through an exit for `target`, retrying a non-sticky request on other
+    /// exits when the exit is at fault.
+    pub(crate) async fn through<T, F, Fut>(
+        self: &Arc<Self>,
+        target: &Target,
+        conn: u64,
+        mut attempt: F,
+    ) -> Result<Through<T>, GateError>
+    where
+        F: FnMut(Exit) -> Fut,
+        Fut: Future<Output = Outcome<T>>,
+    {
+        let deadline = Instant::now() + self.config.exit_timeout;
+        let sticky = matches!(target.stickiness, Stickiness::Session { .. });
+        let mut tries = 0;
+        loop {
+            let exit = self.exit_for(target, conn, deadline).await?;
+            let started = Instant::now();
+            match attempt(exit.clone()).await {
+                Outcome::Served(served) => {
+                    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.pools().succeeded(exit.key, micros);
+                    return Ok(Ok((served, exit)));
+                }
+                Outcome::Refused(response) => return Ok(Err(response)),
+                Outcome::Exit { fatal, reason } => {
+                    tries += 1;
+                    tracing::info!(deal = exit.key.deal, ip = %exit.key.ip, fatal, %reason, "exit failed");
+                    let (dropped, actions) = {
+                        let mut pools = self.pools();
+                        let dropped = pools.failed(exit.key, fatal, &reason);
+                        (dropped, pools.take_actions())
+                    };
+                    if dropped {
+                        self.metrics.exits_dropped.inc();
+                    }
+                    self.act(actions);
+                    if sticky {
+                        // The next pick reports the session gone if its exit was dropped.
+                        if dropped {
+                            continue;
+                        }
+                        return Err(GateError::ExitsFailed {
+                            tries,
+                            last: reason,
+                        });
+                    }
+                    if tries >= self.config.max_tries {
+                        return Err(GateError::ExitsFailed {
+                            tries,
+                            last: reason,
+                        });
+                    }
+                    self.metrics.retries.inc();
+                }
+            }
+        }
+    }
+}
+
+fn lease_body(
+    filter: &Filter,
+    count: u32,
+    secs: u64,
+    max_price: u128,
+    protocols: &[String],
+) -> LeaseBody {
+    let mut body = LeaseBody::new(count, secs, TokenAmount(max_price))
+        .countries(filter.countries.iter().cloned())
+        .protocols(protocols.iter().cloned())
+        .kinds(filter.kinds.iter().map(|k| k.as_str()));
+    body.city = filter.city.clone();
+    body.asn_include = filter.asn.into_iter().collect();
+    body.min_rating = filter.min_rating;
+    body
+}
+
+/// A running gate.
+pub struct GateHandle {
+    /// Where crawlers connect.
+    pub addr: std::net::SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    ledger: tokio::task::JoinHandle<()>,
+}
+
+/// A moment's figures, for the terminal line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// IPs held.
+    pub ips: usize,
+    /// Sticky sessions alive.
+    pub sessions: usize,
+    /// Requests served or refused so far.
+    pub requests: u64,
+    /// Base units per second the held leases accrue.
+    pub spend_rate: u128,
+    /// Base units the node accepted in all.
+    pub paid: u64,
+}
+
+impl GateHandle {
+    /// The figures now.
+    pub fn snapshot(&self) -> Snapshot {
+        let pools = self.shared.pools();
+        Snapshot {
+            ips: pools.held_ips(),
+            sessions: pools.sessions(),
+            requests: self.shared.metrics.requests_total(),
+            spend_rate: pools.held_rate(),
+            paid: self.shared.metrics.paid.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Stops serving, cancels every lease held, pays up to their end and returns what the
+    /// node accepted in all on the wallet's channel (0 on a node without payments).
+    pub async fn shutdown(self) -> u128 {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let (done, paid) = oneshot::channel();
+        let _ = self.shared.commands.send(Command::Shutdown(done));
+        let paid = paid.await.unwrap_or(0);
+        let _ = self.ledger.await;
+        paid
+    }
+}
+
+/// Starts the gate for the signed-in `node` client. With a `payer` (a node that takes
+/// payments), it pays every second for everything it holds.
+pub async fn start(
+    config: GateConfig,
+    node: Client,
+    payer: Option<Payer>,
+) -> std::io::Result<GateHandle> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics {
+        Some(at) => Some(crate::metrics::bind(at).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
+    let events = match payer {
+        Some(payer) => Events::Paying(payer),
+        None => Events::Watching(node.stream().await.ok()),
+    };
+    let (commands, inbox) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        pools: Mutex::new(Pools::new(config.pool.clone())),
+        upstreams: Upstreams::new(config.connect_timeout),
+        config,
+        changed: Notify::new(),
+        metrics: Arc::new(Metrics::default()),
+        node,
+        commands,
+        next_conn: AtomicU64::new(1),
+    });
+    let mut tasks = vec![
+        tokio::spawn(crate::server::serve(listener, Arc::clone(&shared))),
+        tokio::spawn(tick(Arc::clone(&shared))),
+    ];
+    if let Some(listener) = metrics_listener {
+        tasks.push(tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&shared.metrics),
+        )));
+    }
+    let ledger = tokio::spawn(ledger(Arc::clone(&shared), events, inbox));
+    Ok(GateHandle {
+        addr,
+        metrics_addr,
+        shared,
+        tasks,
+        ledger,
+    })
+}
+
+/// Where the node's events come from.
+enum Events {
+    /// The payer's stream (it pays every second too).
+    Paying(Payer),
+    /// A node without payments: its event stream only (none if it could not be opened).
+    Watching(Option<EventStream>),
+}
+
+impl Events {
+    async fn next(&mut self, inbox: &mut mpsc::UnboundedReceiver<Command>) -> Next<Command> {
+        match self {
+            Self::Paying(payer) => match payer.next_or(inbox).await {
+                Ok(next) => next,
+                Err(error) => {
+                    tracing::error!(%error, "paying the node failed");
+                    Next::Closed
+                }
+            },
+            Self::Watching(stream) => {
+                tokio::select! {
+                    command = inbox.recv() => Next::Command(command),
+                    event = next_event(stream) => match event {
+                        Some(event) => Next::Event(event),
+                        None => Next::Closed,
+                    },
+                }
+            }
+        }
+    }
+}
+
+async fn next_event(stream: &mut Option<EventStream>) -> Option<StreamEvent> {
+    match stream {
+        Some(stream) => stream.next().await.and_then(Result::ok),
+        None => std::future::pending().await,
+    }
+}
+
+/// The one task that pays, cancels and follows the node's events, in turn: a cancel's answer
+/// (the second the lease stopped) reaches the payer before its next payment.
+async fn ledger(
+    shared: Arc<Shared>,
+    mut events: Events,
+    mut inbox: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut held: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
+    loop {
+        match events.next(&mut inbox).await {
+            Next::Event(event) => {
+                if let Some((deal, why)) = ended(&event) {
+                    held.remove(&deal);
+                    let actions = {
+                        let mut pools = shared.pools();
+                        pools.ended(deal, &why);
+                        pools.take_actions()
+                    };
+                    shared.act(actions);
+                    shared.changed.notify_waiters();
+                }
+                if let (StreamEvent::ProofAccepted { amount, .. }, Events::Paying(_)) =
+                    (&event, &events)
+                {
+                    shared.metrics.paid.store(
+                        u64::try_from(amount.0).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
+                }
+            }
+            Next::Command(Some(Command::Expect(deal))) => {
+                held.insert(deal.deal);
+                if let Events::Paying(payer) = &mut events {
+                    payer.expect(&deal);
+                }
+            }
+            Next::Command(Some(Command::Cancel { deal, bad })) => {
+                held.remove(&deal);
+                cancel(&shared, &mut events, deal, bad).await;
+            }
+            Next::Command(Some(Command::Shutdown(done))) => {
+                for deal in std::mem::take(&mut held) {
+                    cancel(&shared, &mut events, deal, false).await;
+                }
+                let paid = match events {
+                    Events::Paying(payer) => payer.finish().await.unwrap_or_else(|error| {
+                        tracing::error!(%error, "the last payment failed");
+                        0
+                    }),
+                    Events::Watching(_) => 0,
+                };
+                let _ = done.send(paid);
+                return;
+            }
+            Next::Command(None) => return,
+            Next::Closed => {
+                tracing::error!("the node closed the event stream; leases can no longer be paid");
+                // Keep taking commands so a shutdown still cancels what is held.
+                events = Events::Watching(None);
+            }
+        }
+    }
+}
+
+fn ended(event: &StreamEvent) -> Option<(u64, String)> {
+    match event {
+        StreamEvent::LeaseEnded { terms, status, .. } => Some((terms.deal, status.clone())),
+        StreamEvent::CutOff { deal, .. } => Some((*deal, "cut_off".to_owned())),
+        _ => None,
+    }
+}
+
+async fn cancel(shared: &Arc<Shared>, events: &mut Events, deal: u64, bad: bool) {
+    match shared.node.cancel_deal(deal).await {
+        Ok(view) => {
+            if let (Events::Paying(payer), Some(at)) = (&mut *events, view.deal.closed_at) {
+                payer.closed(deal, at);
+            }
+            if bad && shared.config.rate_bad_exits {
+                if let Err(error) = shared.node.rate(deal, 1).await {
+                    tracing::info!(deal, %error, "could not rate a dropped exit's provider");
+                }
+            }
+        }
+        Err(error) => tracing::info!(deal, %error, "cancel refused (the lease may have ended)"),
+    }
+}
+
+/// The pool's clock, and the gauges.
+async fn tick(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut rounds = 0u64;
+    loop {
+        ticker.tick().await;
+        rounds += 1;
+        let (actions, ips, sessions, rate, held) = {
+            let mut pools = shared.pools();
+            pools.tick(now_ms());
+            let held: std::collections::HashSet<_> = if rounds % 20 == 0 {
+                pools.exits().map(|(key, ..)| key).collect()
+            } else {
+                std::collections::HashSet::new()
+            };
+            (
+                pools.take_actions(),
+                pools.held_ips(),
+                pools.sessions(),
+                pools.held_rate(),
+                held,
+            )
+        };
+        shared.act(actions);
+        shared.changed.notify_waiters();
+        shared
+            .metrics
+            .ips_held
+            .set(i64::try_from(ips).unwrap_or(i64::MAX));
+        shared
+            .metrics
+            .sessions
+            .set(i64::try_from(sessions).unwrap_or(i64::MAX));
+        shared
+            .metrics
+            .spend_rate
+            .store(u64::try_from(rate).unwrap_or(u64::MAX), Ordering::Relaxed);
+        if rounds % 20 == 0 {
+            shared.upstreams.forget(|key| held.contains(key));
+        }
+    }
+}
