@@ -8,10 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
 command -v npm >/dev/null || { echo "npm is required for the contracts and anvil (Node.js 18+)" >&2; exit 1; }
-# Real clients for the proxy tests, from Debian's packages (pinned), when missing: curl, and
-# Python's requests with SOCKS support (PySocks) for /usr/bin/python3.
+# Real clients for the proxy and gate tests, from Debian's packages (pinned), when missing: curl,
+# Python's requests with SOCKS support (PySocks) for /usr/bin/python3, and Scrapy.
 source scripts/apt-pinned.sh
-apt_pinned curl=7.88.1-10+deb12u15 python3-requests=2.28.1+dfsg-1 python3-socks=1.7.1+dfsg-1
+apt_pinned curl=7.88.1-10+deb12u15 python3-requests=2.28.1+dfsg-1 python3-socks=1.7.1+dfsg-1 \
+  python3-scrapy=2.8.0-2
 # Contracts first: the Rust chain tests run against the anvil this installs, with the ABI files
 # checked to match the Solidity sources.
 (cd contracts && npm ci --no-audit --no-fund --loglevel=error && ./scripts/forge test \

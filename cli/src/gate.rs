@@ -50,8 +50,9 @@ pub(crate) struct GateArgs {
     /// IPs leased at least per lease call.
     #[arg(long, default_value_t = 8)]
     batch: u32,
-    /// Seconds each lease is taken for (cancelled earlier when nobody needs it).
-    #[arg(long, default_value_t = 3_600)]
+    /// Seconds each lease is taken for (cancelled earlier when nobody needs it; replaced
+    /// before it ends). Offers whose window ends sooner are not matched.
+    #[arg(long, default_value_t = 600)]
     lease_secs: u64,
     /// Seconds a filter may go unused before its IPs are given back.
     #[arg(long, default_value_t = 300)]

@@ -372,8 +372,8 @@ pub async fn start(
         .map(tokio::net::TcpListener::local_addr)
         .transpose()?;
     let events = match payer {
-        Some(payer) => Events::Paying(payer),
-        None => Events::Watching(node.stream().await.ok()),
+        Some(payer) => Events::Paying(Box::new(payer)),
+        None => Events::Watching(node.stream().await.ok().map(Box::new)),
     };
     let (commands, inbox) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -409,9 +409,9 @@ pub async fn start(
 /// Where the node's events come from.
 enum Events {
     /// The payer's stream (it pays every second too).
-    Paying(Payer),
+    Paying(Box<Payer>),
     /// A node without payments: its event stream only (none if it could not be opened).
-    Watching(Option<EventStream>),
+    Watching(Option<Box<EventStream>>),
 }
 
 impl Events {
@@ -437,7 +437,7 @@ impl Events {
     }
 }
 
-async fn next_event(stream: &mut Option<EventStream>) -> Option<StreamEvent> {
+async fn next_event(stream: &mut Option<Box<EventStream>>) -> Option<StreamEvent> {
     match stream {
         Some(stream) => stream.next().await.and_then(Result::ok),
         None => std::future::pending().await,
@@ -522,10 +522,11 @@ async fn cancel(shared: &Arc<Shared>, events: &mut Events, deal: u64, bad: bool)
             if let (Events::Paying(payer), Some(at)) = (&mut *events, view.deal.closed_at) {
                 payer.closed(deal, at);
             }
-            if bad && shared.config.rate_bad_exits {
-                if let Err(error) = shared.node.rate(deal, 1).await {
-                    tracing::info!(deal, %error, "could not rate a dropped exit's provider");
-                }
+            if bad
+                && shared.config.rate_bad_exits
+                && let Err(error) = shared.node.rate(deal, 1).await
+            {
+                tracing::info!(deal, %error, "could not rate a dropped exit's provider");
             }
         }
         Err(error) => tracing::info!(deal, %error, "cancel refused (the lease may have ended)"),
@@ -543,7 +544,7 @@ async fn tick(shared: Arc<Shared>) {
         let (actions, ips, sessions, rate, held) = {
             let mut pools = shared.pools();
             pools.tick(now_ms());
-            let held: std::collections::HashSet<_> = if rounds % 20 == 0 {
+            let held: std::collections::HashSet<_> = if rounds.is_multiple_of(20) {
                 pools.exits().map(|(key, ..)| key).collect()
             } else {
                 std::collections::HashSet::new()
@@ -570,7 +571,7 @@ async fn tick(shared: Arc<Shared>) {
             .metrics
             .spend_rate
             .store(u64::try_from(rate).unwrap_or(u64::MAX), Ordering::Relaxed);
-        if rounds % 20 == 0 {
+        if rounds.is_multiple_of(20) {
             shared.upstreams.forget(|key| held.contains(key));
         }
     }

@@ -174,7 +174,7 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 let metrics = Arc::clone(&metrics);
                 async move {
-                    let response = if request.uri().path() == "/metrics" {
+                    if request.uri().path() == "/metrics" {
                         Response::builder()
                             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
                             .body(Full::new(Bytes::from(metrics.render())))
@@ -182,8 +182,7 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                         Response::builder()
                             .status(StatusCode::NOT_FOUND)
                             .body(Full::new(Bytes::from_static(b"try /metrics\n")))
-                    };
-                    response
+                    }
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()

@@ -66,7 +66,7 @@ impl Default for PoolConfig {
         Self {
             warm: 4,
             batch: 8,
-            lease_secs: 3_600,
+            lease_secs: 600,
             renew_margin_secs: 10,
             pool_idle_secs: 300,
             retry_after_secs: 2,
@@ -724,12 +724,12 @@ impl Pools {
         let Some(exit) = self.exits.get(&key) else {
             return;
         };
-        if exit.sessions > 0 {
-            if let Some(pool) = self.filters.get_mut(&exit.filter) {
-                for session in pool.sessions.values_mut() {
-                    if session.exit == Ok(key) {
-                        session.exit = Err(reason.to_owned());
-                    }
+        if exit.sessions > 0
+            && let Some(pool) = self.filters.get_mut(&exit.filter)
+        {
+            for session in pool.sessions.values_mut() {
+                if session.exit == Ok(key) {
+                    session.exit = Err(reason.to_owned());
                 }
             }
         }

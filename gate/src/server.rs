@@ -67,26 +67,42 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let conn = shared.connection();
+            let open = Arc::new(Open {
+                conn: shared.connection(),
+                shared: Arc::clone(&shared),
+            });
             let _ = stream.set_nodelay(true);
             let mut first = [0u8; 1];
             let peeked = tokio::time::timeout(HANDSHAKE, stream.peek(&mut first)).await;
             match peeked {
-                Ok(Ok(1)) if first[0] == 5 => socks5(stream, &shared, conn).await,
-                Ok(Ok(1)) => http(stream, &shared, conn).await,
+                Ok(Ok(1)) if first[0] == 5 => socks5(stream, &shared, open.conn).await,
+                Ok(Ok(1)) => http(stream, &shared, open).await,
                 _ => {}
             }
-            shared.closed(conn);
         });
     }
 }
 
-async fn http(stream: TcpStream, shared: &Arc<Shared>, conn: u64) {
+/// A client connection until it and every tunnel it turned into have closed: then a rotating
+/// exit it held is retired.
+struct Open {
+    conn: u64,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.shared.closed(self.conn);
+    }
+}
+
+async fn http(stream: TcpStream, shared: &Arc<Shared>, open: Arc<Open>) {
     let service = {
         let shared = Arc::clone(shared);
         service_fn(move |request| {
             let shared = Arc::clone(&shared);
-            async move { Ok::<_, Infallible>(handle(&shared, conn, request).await) }
+            let open = Arc::clone(&open);
+            async move { Ok::<_, Infallible>(handle(&shared, open, request).await) }
         })
     };
     let _ = hyper::server::conn::http1::Builder::new()
@@ -97,14 +113,19 @@ async fn http(stream: TcpStream, shared: &Arc<Shared>, conn: u64) {
         .await;
 }
 
-async fn handle(shared: &Arc<Shared>, conn: u64, request: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    shared: &Arc<Shared>,
+    open: Arc<Open>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let conn = open.conn;
     let target = match authenticate(shared, request.headers().get(header::PROXY_AUTHORIZATION)) {
         Ok(target) => target,
         Err(error) => return refusal(shared, &error),
     };
     if request.method() == Method::CONNECT {
         shared.metrics.request(RequestKind::Connect);
-        connect(shared, conn, &target, request).await
+        connect(shared, open, &target, request).await
     } else {
         shared.metrics.request(RequestKind::Http);
         forward(shared, conn, &target, request).await
@@ -144,10 +165,10 @@ fn authenticate(shared: &Shared, header: Option<&HeaderValue>) -> Result<Target,
 
 fn credentials(shared: &Shared, username: &str, password: &str) -> Result<Target, GateError> {
     let target = Target::parse(username, password)?;
-    if let Some(expected) = &shared.config.password {
-        if !same(expected.as_bytes(), target.secret.as_bytes()) {
-            return Err(GateError::AuthRequired);
-        }
+    if let Some(expected) = &shared.config.password
+        && !same(expected.as_bytes(), target.secret.as_bytes())
+    {
+        return Err(GateError::AuthRequired);
     }
     Ok(target)
 }
@@ -233,10 +254,11 @@ fn provider_refusal(response: Response<Incoming>) -> Response<Body> {
 
 async fn connect(
     shared: &Arc<Shared>,
-    conn: u64,
+    open: Arc<Open>,
     target: &Target,
     mut request: Request<Incoming>,
 ) -> Response<Body> {
+    let conn = open.conn;
     let Some(authority) = request
         .uri()
         .authority()
@@ -257,6 +279,8 @@ async fn connect(
         Ok(Ok((upstream, _exit))) => {
             let metrics = Arc::clone(&shared.metrics);
             tokio::spawn(async move {
+                // The connection stays open (for rotation) while its tunnel runs.
+                let _open = open;
                 let Ok(client) = upgrade.await else { return };
                 let mut client = TokioIo::new(client);
                 let mut upstream = TokioIo::new(upstream);
@@ -282,6 +306,7 @@ const CONNECT: u8 = 1;
 const SUCCEEDED: [u8; 10] = [5, 0, 0, 1, 0, 0, 0, 0, 0, 0];
 
 async fn socks5(stream: TcpStream, shared: &Arc<Shared>, conn: u64) {
+    // `conn`'s `Open` guard lives in the caller until this returns.
     shared.metrics.request(RequestKind::Socks5);
     let mut client = BufReader::new(stream);
     let negotiated = tokio::time::timeout(HANDSHAKE, negotiate(&mut client, shared)).await;

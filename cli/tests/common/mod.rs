@@ -234,7 +234,7 @@ impl Chain {
             format!(
                 "node = \"{node}\"\nkey_file = \"{}\"\nport = {port}\nallow_loopback = true\n\
                  rpc_url = \"{}\"\ndata_dir = \"provider-{index}\"\nsettle_every_secs = 3600\n\
-                 [[offer]]\nips = [{}]\ncountry = \"{country}\"\nprotocols = [\"socks5\", \"http\"]\n\
+                 [[offer]]\nips = [{}]\ncountry = \"{country}\"\nprotocols = [\"socks5\", \"http\", \"https\"]\n\
                  price = {price}\nhours = 1\n",
                 key_file.display(),
                 self.anvil.endpoint(),
@@ -261,4 +261,61 @@ pub struct Offer<'a> {
 pub fn key(anvil: &alloy::node_bindings::AnvilInstance, index: usize) -> SigningKey {
     let bytes: [u8; 32] = anvil.keys()[index].to_bytes().into();
     SigningKey::from_bytes(&bytes).expect("anvil key")
+}
+
+/// An HTTPS site (self-signed for `localhost` and 127.0.0.1) answering with the IP each
+/// request came from. Returns its address and the PEM certificate (for `curl --cacert`).
+pub async fn tls_site() -> (SocketAddr, String) {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("certificate");
+    let pem = certified.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+        .expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .expect("config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = peer.ip().to_string();
+                let _ = tls
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, pem)
 }
