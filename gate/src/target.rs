@@ -369,6 +369,9 @@ impl Target {
         let mut fields = password.split('_');
         let secret = fields.next().unwrap_or_default().to_owned();
         for field in fields {
+            if field.is_empty() {
+                return Err(refuse("_", Problem::Malformed("key-value pairs after the secret")));
+            }
             let (key, value) = key_value(field);
             params.apply(key, value)?;
         }
