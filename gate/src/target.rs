@@ -189,6 +189,9 @@ struct Params {
 
 impl Params {
     fn apply(&mut self, key: &str, value: Option<&str>) -> Result<(), ParamError> {
+        if key.is_empty() {
+            return Err(refuse("-", Problem::Malformed("a parameter name before '-'")));
+        }
         let lower = key.to_ascii_lowercase();
         let canonical: &'static str = match lower.as_str() {
             "country" | "cc" => "country",
