@@ -190,7 +190,10 @@ struct Params {
 impl Params {
     fn apply(&mut self, key: &str, value: Option<&str>) -> Result<(), ParamError> {
         if key.is_empty() {
-            return Err(refuse("-", Problem::Malformed("a parameter name before '-'")));
+            return Err(refuse(
+                "-",
+                Problem::Malformed("a parameter name before '-'"),
+            ));
         }
         let lower = key.to_ascii_lowercase();
         let canonical: &'static str = match lower.as_str() {
@@ -373,7 +376,10 @@ impl Target {
         let secret = fields.next().unwrap_or_default().to_owned();
         for field in fields {
             if field.is_empty() {
-                return Err(refuse("_", Problem::Malformed("key-value pairs after the secret")));
+                return Err(refuse(
+                    "_",
+                    Problem::Malformed("key-value pairs after the secret"),
+                ));
             }
             let (key, value) = key_value(field);
             params.apply(key, value)?;
