@@ -66,6 +66,9 @@ pub(crate) struct GateArgs {
     /// On a paying node without a channel yet: deposit this much (base units) and open one.
     #[arg(long, default_value_t = 100 * 10u128.pow(18))]
     deposit: u128,
+    /// Threads serving crawlers (default: one per core).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
 }
 
 impl GateArgs {

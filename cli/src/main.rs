@@ -238,9 +238,15 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Gate(gate::GateArgs {
+        threads: Some(threads),
+        ..
+    }) = &command
+    {
+        runtime.worker_threads((*threads).max(1));
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(run(command))
 }
 

@@ -93,6 +93,7 @@ pub(crate) struct Shared {
     changed: Notify,
     pub(crate) upstreams: Upstreams,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) targets: crate::server::Targets,
     node: Client,
     commands: mpsc::UnboundedSender<Command>,
     next_conn: AtomicU64,
@@ -195,10 +196,15 @@ impl Shared {
         conn: u64,
         deadline: Instant,
     ) -> Result<Exit, GateError> {
+        // Most picks find an exit at once: only a pick that has to wait registers for the
+        // pool's news, then looks again (so news between the two looks is not missed).
+        let mut registered = false;
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
-            notified.as_mut().enable();
+            if registered {
+                notified.as_mut().enable();
+            }
             let (pick, actions) = {
                 let mut pools = self.pools();
                 let pick = pools.pick(target, conn, now_ms());
@@ -207,6 +213,7 @@ impl Shared {
             self.act(actions);
             match pick {
                 Ok(Pick::Ready(exit)) => return Ok(exit),
+                Ok(Pick::Wait) if !registered => registered = true,
                 Ok(Pick::Wait) => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
                         return Err(GateError::LeaseTimeout(
@@ -382,6 +389,7 @@ pub async fn start(
         config,
         changed: Notify::new(),
         metrics: Arc::new(Metrics::default()),
+        targets: crate::server::Targets::default(),
         node,
         commands,
         next_conn: AtomicU64::new(1),

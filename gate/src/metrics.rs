@@ -29,12 +29,14 @@ pub(crate) struct KindLabel {
 )]
 pub(crate) enum RequestKind {
     /// `GET http://…` through the HTTP side.
-    Http,
+    Http = 0,
     /// `CONNECT host:port` through the HTTP side.
-    Connect,
+    Connect = 1,
     /// A SOCKS5 `CONNECT`.
-    Socks5,
+    Socks5 = 2,
 }
+
+const KINDS: [RequestKind; 3] = [RequestKind::Http, RequestKind::Connect, RequestKind::Socks5];
 
 /// An error's code (see [`crate::refusal`]).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,7 +48,8 @@ pub(crate) struct CodeLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    pub(crate) requests: Family<KindLabel, Counter>,
+    /// Requests by kind: HTTP, CONNECT, SOCKS5 (the family's counters, looked up once).
+    requests: [Counter; 3],
     pub(crate) errors: Family<CodeLabel, Counter>,
     pub(crate) retries: Counter,
     pub(crate) exits_dropped: Counter,
@@ -66,8 +69,9 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("ipsx_gate");
-        let requests = Family::<KindLabel, Counter>::default();
-        registry.register("requests", "Requests by kind", requests.clone());
+        let family = Family::<KindLabel, Counter>::default();
+        registry.register("requests", "Requests by kind", family.clone());
+        let requests = KINDS.map(|kind| family.get_or_create(&KindLabel { kind }).clone());
         let errors = Family::<CodeLabel, Counter>::default();
         registry.register("errors", "The gate's own refusals by code", errors.clone());
         let retries = Counter::default();
@@ -123,7 +127,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub(crate) fn request(&self, kind: RequestKind) {
-        self.requests.get_or_create(&KindLabel { kind }).inc();
+        self.requests[kind as usize].inc();
     }
 
     pub(crate) fn error(&self, code: &'static str) {
@@ -156,10 +160,7 @@ impl Metrics {
 
     /// Requests counted so far, all kinds.
     pub fn requests_total(&self) -> u64 {
-        [RequestKind::Http, RequestKind::Connect, RequestKind::Socks5]
-            .iter()
-            .map(|&kind| self.requests.get_or_create(&KindLabel { kind }).get())
-            .sum()
+        self.requests.iter().map(Counter::get).sum()
     }
 }
 

@@ -28,9 +28,11 @@
 //! lease's maximum price), so the fleet never holds more IPs or burns more per minute than it
 //! allows.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::target::{Filter, Stickiness, Target};
 
@@ -269,9 +271,9 @@ impl Pools {
     pub fn new(config: PoolConfig) -> Self {
         Self {
             config,
-            exits: HashMap::new(),
-            deals: HashMap::new(),
-            filters: HashMap::new(),
+            exits: HashMap::default(),
+            deals: HashMap::default(),
+            filters: HashMap::default(),
             reserved: (0, 0),
             actions: Vec::new(),
         }
@@ -308,7 +310,16 @@ impl Pools {
     /// The exit for a request of `target` on client connection `conn`.
     pub fn pick(&mut self, target: &Target, conn: u64, now_ms: u64) -> Result<Pick, Refusal> {
         let filter = &target.filter;
-        self.filters.entry(filter.clone()).or_default().last_used_ms = now_ms;
+        match self.filters.get_mut(filter) {
+            Some(pool) => pool.last_used_ms = now_ms,
+            None => {
+                let pool = FilterPool {
+                    last_used_ms: now_ms,
+                    ..FilterPool::default()
+                };
+                self.filters.insert(filter.clone(), pool);
+            }
+        }
         let picked = match &target.stickiness {
             Stickiness::Spread => self.spread(filter, now_ms),
             Stickiness::Session { id, idle_secs } => {
@@ -319,7 +330,11 @@ impl Pools {
         if let Some(exit) = picked.as_ref().and_then(|e| self.exits.get_mut(&e.key)) {
             exit.last_used_ms = now_ms;
         }
-        self.refill(filter, now_ms);
+        // A spread request binds nothing, so the pool's stock is unchanged (the clock's tick
+        // tops it up as leases near their end); anything else may have used a free exit.
+        if picked.is_none() || target.stickiness != Stickiness::Spread {
+            self.refill(filter, now_ms);
+        }
         match picked {
             Some(exit) => Ok(Pick::Ready(exit)),
             None => self.waiting(filter).map(|()| Pick::Wait),

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -26,6 +27,9 @@ use crate::metrics::RequestKind;
 use crate::refusal::GateError;
 use crate::target::Target;
 use crate::upstream::strip_hop_by_hop;
+
+/// Answers up to this long (by `Content-Length`) are read whole before they are passed on.
+const WHOLE_BELOW: u64 = 64 * 1024;
 
 /// How long a client may take to send its first bytes, a request head or a SOCKS5 handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -132,15 +136,47 @@ async fn handle(
     }
 }
 
+/// Targets already read, by the `Proxy-Authorization` value they came in: a crawler sends the
+/// same few values over and over.
+#[derive(Default)]
+pub(crate) struct Targets(std::sync::Mutex<rustc_hash::FxHashMap<Bytes, Arc<Target>>>);
+
+/// Distinct values kept; the cache starts over when it fills.
+const TARGETS_KEPT: usize = 4_096;
+
+impl Targets {
+    fn get(&self, header: &HeaderValue) -> Option<Arc<Target>> {
+        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(header.as_bytes()).cloned()
+    }
+
+    fn keep(&self, header: &HeaderValue, target: Arc<Target>) {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= TARGETS_KEPT {
+            cache.clear();
+        }
+        cache.insert(Bytes::copy_from_slice(header.as_bytes()), target);
+    }
+}
+
 /// The crawler's target from `Proxy-Authorization: Basic …` (none: any IP, spread — allowed
 /// only when the gate has no password).
-fn authenticate(shared: &Shared, header: Option<&HeaderValue>) -> Result<Target, GateError> {
+fn authenticate(shared: &Shared, header: Option<&HeaderValue>) -> Result<Arc<Target>, GateError> {
     let Some(header) = header else {
         return match shared.config.password {
             Some(_) => Err(GateError::AuthRequired),
-            None => Ok(Target::anonymous()),
+            None => Ok(Arc::new(Target::anonymous())),
         };
     };
+    if let Some(target) = shared.targets.get(header) {
+        return Ok(target);
+    }
+    let target = Arc::new(read_basic(shared, header)?);
+    shared.targets.keep(header, Arc::clone(&target));
+    Ok(target)
+}
+
+fn read_basic(shared: &Shared, header: &HeaderValue) -> Result<Target, GateError> {
     let (username, password) = header
         .to_str()
         .ok()
@@ -223,6 +259,28 @@ async fn forward(
             strip_hop_by_hop(&mut parts.headers);
             if let Ok(ip) = HeaderValue::from_str(&exit.key.ip.to_string()) {
                 parts.headers.insert("x-ipsx-exit", ip);
+            }
+            // A small answer of known length is read whole first, so its head and body leave
+            // in one write; others stream as they come.
+            let small = body
+                .size_hint()
+                .exact()
+                .is_some_and(|length| length <= WHOLE_BELOW);
+            if small {
+                return match body.collect().await {
+                    Ok(whole) => {
+                        let whole = whole.to_bytes();
+                        shared.metrics.bytes_down.inc_by(whole.len() as u64);
+                        Response::from_parts(parts, full(whole))
+                    }
+                    Err(_) => refusal(
+                        shared,
+                        &GateError::ExitsFailed {
+                            tries: 1,
+                            last: "the answer broke off".to_owned(),
+                        },
+                    ),
+                };
             }
             let metrics = Arc::clone(&shared.metrics);
             let body = body

@@ -41,9 +41,16 @@ pub(crate) enum Outcome<T> {
     Refused(Response<Incoming>),
 }
 
+/// Kept-alive connections to one exit, and its `Proxy-Authorization` value.
+#[derive(Default)]
+struct Kept {
+    senders: Vec<SendRequest<Full<Bytes>>>,
+    authorization: Option<HeaderValue>,
+}
+
 /// Connections to exits.
 pub(crate) struct Upstreams {
-    idle: Mutex<HashMap<ExitKey, Vec<SendRequest<Full<Bytes>>>>>,
+    idle: Mutex<HashMap<ExitKey, Kept>>,
     connect_timeout: Duration,
 }
 
@@ -62,12 +69,13 @@ impl Upstreams {
         exit: &Exit,
         mut request: Request<Full<Bytes>>,
     ) -> Outcome<Response<Incoming>> {
+        let (idle, authorization) = self.take_idle(exit);
         request
             .headers_mut()
-            .insert(header::PROXY_AUTHORIZATION, authorization(&exit.upstream));
+            .insert(header::PROXY_AUTHORIZATION, authorization);
         // A kept-alive connection may have been closed by the provider meanwhile: the request
         // then comes back unsent and goes on a fresh connection.
-        if let Some(mut sender) = self.take_idle(exit.key) {
+        if let Some(mut sender) = idle {
             match sender.try_send_request(request).await {
                 Ok(response) => return self.answered(exit.key, sender, response),
                 Err(mut error) => match error.take_message() {
@@ -185,30 +193,35 @@ impl Upstreams {
         Ok(sender)
     }
 
-    /// A kept-alive connection to `key` that can take a request now.
-    fn take_idle(&self, key: ExitKey) -> Option<SendRequest<Full<Bytes>>> {
+    /// A kept-alive connection to `exit` that can take a request now (if any), and the
+    /// exit's `Proxy-Authorization` value (encoded once per exit).
+    fn take_idle(&self, exit: &Exit) -> (Option<SendRequest<Full<Bytes>>>, HeaderValue) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let senders = idle.get_mut(&key)?;
-        senders.retain(|sender| !sender.is_closed());
-        let ready = senders.iter().position(SendRequest::is_ready)?;
-        Some(senders.swap_remove(ready))
+        let kept = idle.entry(exit.key).or_default();
+        let authorization = kept
+            .authorization
+            .get_or_insert_with(|| authorization(&exit.upstream))
+            .clone();
+        kept.senders.retain(|sender| !sender.is_closed());
+        let ready = kept.senders.iter().position(SendRequest::is_ready);
+        (ready.map(|at| kept.senders.swap_remove(at)), authorization)
     }
 
     /// Keeps `sender` for the next request; it takes one once the current answer was read.
     fn keep(&self, key: ExitKey, sender: SendRequest<Full<Bytes>>) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let senders = idle.entry(key).or_default();
-        if senders.len() < IDLE_PER_EXIT {
-            senders.push(sender);
+        let kept = idle.entry(key).or_default();
+        if kept.senders.len() < IDLE_PER_EXIT {
+            kept.senders.push(sender);
         }
     }
 
     /// Drops kept connections to exits no longer held.
     pub(crate) fn forget(&self, held: impl Fn(&ExitKey) -> bool) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|key, senders| {
-            senders.retain(|sender| !sender.is_closed());
-            held(key) && !senders.is_empty()
+        idle.retain(|key, kept| {
+            kept.senders.retain(|sender| !sender.is_closed());
+            held(key)
         });
     }
 }

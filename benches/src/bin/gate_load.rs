@@ -49,6 +49,9 @@ struct Args {
     /// New sessions timed per round.
     #[arg(long, default_value_t = 500)]
     sessions: usize,
+    /// Extra arguments for `ipsx gate` (repeat), e.g. `--gate-arg=--threads --gate-arg=1`.
+    #[arg(long = "gate-arg", allow_hyphen_values = true)]
+    gate_args: Vec<String>,
     /// The `ipsx` binary (default: next to this one).
     #[arg(long)]
     ipsx: Option<PathBuf>,
@@ -170,29 +173,27 @@ async fn harness(args: Args) -> Result<()> {
     let gate_key = dir.path().join("gate.key");
     std::fs::write(&gate_key, "33".repeat(32))?;
     let warm = args.ips.to_string();
-    let (_gate, gate_addr) = spawn(
-        &ipsx,
-        &[
-            "gate",
-            "--node",
-            &node,
-            "--key-file",
-            gate_key.to_str().context("utf-8")?,
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics",
-            "off",
-            "--max-price",
-            "1",
-            "--max-ips",
-            &warm,
-            "--warm",
-            &warm,
-            "--batch",
-            &warm,
-        ],
-        "listening ",
-    )?;
+    let mut gate_args = vec![
+        "gate",
+        "--node",
+        &node,
+        "--key-file",
+        gate_key.to_str().context("utf-8")?,
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "off",
+        "--max-price",
+        "1",
+        "--max-ips",
+        &warm,
+        "--warm",
+        &warm,
+        "--batch",
+        &warm,
+    ];
+    gate_args.extend(args.gate_args.iter().map(String::as_str));
+    let (_gate, gate_addr) = spawn(&ipsx, &gate_args, "listening ")?;
 
     // (b): the harness's own lease of as many IPs, endpoints straight to the provider.
     let mut fleet = Client::new(&node);

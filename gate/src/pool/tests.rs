@@ -124,7 +124,7 @@ fn a_session_sticks_to_one_exit_and_others_get_their_own() {
 #[test]
 fn more_sessions_than_exits_share_them_evenly_without_waiting() {
     let (mut pools, _) = stocked("u", 3);
-    let mut per_exit: HashMap<ExitKey, usize> = HashMap::new();
+    let mut per_exit: HashMap<ExitKey, usize> = HashMap::default();
     for n in 0..30u64 {
         let exit = ready(pools.pick(&target(&format!("u-session-s{n}")), n, T0)).key;
         *per_exit.entry(exit).or_default() += 1;
