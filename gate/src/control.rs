@@ -251,6 +251,14 @@ impl Shared {
                     return Ok(Ok((served, exit)));
                 }
                 Outcome::Refused(response) => return Ok(Err(response)),
+                Outcome::Busy(response) => {
+                    // No fault of the exit: another one may have room.
+                    tries += 1;
+                    if sticky || tries >= self.config.max_tries {
+                        return Ok(Err(response));
+                    }
+                    self.metrics.retries.inc();
+                }
                 Outcome::Exit { fatal, reason } => {
                     tries += 1;
                     tracing::info!(deal = exit.key.deal, ip = %exit.key.ip, fatal, %reason, "exit failed");

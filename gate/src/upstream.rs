@@ -39,6 +39,8 @@ pub(crate) enum Outcome<T> {
     /// The provider's proxy refused for a reason about the target (DNS, refused, guarded):
     /// its answer, with its own `Proxy-Status`.
     Refused(Response<Incoming>),
+    /// The exit is at its connection limit for the lease: not its fault, try another.
+    Busy(Response<Incoming>),
 }
 
 /// Kept-alive connections to one exit, and its `Proxy-Authorization` value.
@@ -120,6 +122,7 @@ impl Upstreams {
             }
             Judged::Exit { fatal, reason } => Outcome::Exit { fatal, reason },
             Judged::Refused => Outcome::Refused(response),
+            Judged::Busy => Outcome::Busy(response),
         }
     }
 
@@ -164,6 +167,7 @@ impl Upstreams {
                 }
             }
             Judged::Exit { fatal, reason } => Outcome::Exit { fatal, reason },
+            Judged::Busy => Outcome::Busy(response),
             Judged::Target | Judged::Refused => Outcome::Refused(response),
         }
     }
@@ -229,6 +233,7 @@ impl Upstreams {
 enum Judged {
     Target,
     Exit { fatal: bool, reason: String },
+    Busy,
     Refused,
 }
 
@@ -253,10 +258,7 @@ fn judge(response: &Response<Incoming>) -> Judged {
             fatal: true,
             reason: format!("the exit refused the lease: {proxy_status}"),
         },
-        (429, _) => Judged::Exit {
-            fatal: false,
-            reason: "the exit is at its connection limit".to_owned(),
-        },
+        (429, _) => Judged::Busy,
         _ => Judged::Refused,
     }
 }

@@ -12,9 +12,10 @@
 //! clients over their endpoints. Each client is a keep-alive HTTP client (reqwest) configured
 //! with its proxy URL, as a crawler would be. Then, with the pool warm, one client sends
 //! requests that each open a new sticky session (`…-session-N`) to time a session's first
-//! request. Reported: requests/s and HDR latency percentiles per path, medians over the
-//! rounds, and the ratios the gate aims for: (a) ≥ 0.7 × (b) in requests/s, p99 added by the
-//! gate ≤ 2 ms, a new session's first request ≤ 20 ms p99.
+//! request. Reported: requests/s and HDR latency percentiles per path, the CPU time the gate and
+//! the provider's proxy spend per request (from `/proc`), medians over the rounds, and the
+//! ratios the gate aims for: (a) ≥ 0.7 × (b) in requests/s, p99 added by the gate ≤ 2 ms, a new
+//! session's first request ≤ 20 ms p99.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -160,7 +161,7 @@ async fn harness(args: Args) -> Result<()> {
             quoted.join(", ")
         ),
     )?;
-    let (_provider, _) = spawn(
+    let (provider, _) = spawn(
         &ipsx,
         &["provide", "--config", config.to_str().context("utf-8")?],
         "offer ",
@@ -193,7 +194,7 @@ async fn harness(args: Args) -> Result<()> {
         &warm,
     ];
     gate_args.extend(args.gate_args.iter().map(String::as_str));
-    let (_gate, gate_addr) = spawn(&ipsx, &gate_args, "listening ")?;
+    let (gate_process, gate_addr) = spawn(&ipsx, &gate_args, "listening ")?;
 
     // (b): the harness's own lease of as many IPs, endpoints straight to the provider.
     let mut fleet = Client::new(&node);
@@ -221,6 +222,8 @@ async fn harness(args: Args) -> Result<()> {
     warm_up(&gate, &page).await?;
 
     let mut rates: [Vec<f64>; 3] = Default::default();
+    // CPU µs per request of [the gate, the provider's proxy], per path.
+    let mut cpu: [[Vec<f64>; 2]; 3] = Default::default();
     let mut latency = [
         latency_histogram(),
         latency_histogram(),
@@ -235,7 +238,14 @@ async fn harness(args: Args) -> Result<()> {
         ];
         let mut line = format!("round {round}:");
         for (index, proxies) in paths.iter().enumerate() {
+            let before = [cpu_time(&gate_process), cpu_time(&provider)];
             let (rate, histogram) = load(&page, proxies, args.clients, args.seconds).await?;
+            let requests = rate * args.seconds;
+            for (who, (start, process)) in before.iter().zip([&gate_process, &provider]).enumerate()
+            {
+                let spent = cpu_time(process).saturating_sub(*start);
+                cpu[index][who].push(spent.as_secs_f64() * 1e6 / requests.max(1.0));
+            }
             line.push_str(&format!(" {:>9.0}/s", rate));
             rates[index].push(rate);
             latency[index].add(&histogram)?;
@@ -265,6 +275,15 @@ async fn harness(args: Args) -> Result<()> {
     let [f50, f99, f999, fmax] = percentiles(&first);
     println!(
         "| a new session's first request (warm pool, one client) | — | {f50:.2?} | {f99:.2?} | {f999:.2?} | {fmax:.2?} |"
+    );
+    let (gate_a, provider_a, provider_b) = (
+        median(&mut cpu[0][0]),
+        median(&mut cpu[0][1]),
+        median(&mut cpu[1][1]),
+    );
+    println!(
+        "\nCPU per request: the gate {gate_a:.1} µs, the provider's proxy {provider_a:.1} µs \
+         behind it; the provider's proxy {provider_b:.1} µs serving clients directly"
     );
     let p99 = |h: &Histogram<u64>| Duration::from_nanos(h.value_at_quantile(0.99));
     let added = p99(&latency[0]).saturating_sub(p99(&latency[1]));
@@ -403,6 +422,26 @@ fn start_nginx(nginx: &Path, dir: &Path) -> Result<(Nginx, String)> {
             )
         })?;
     Ok((Nginx(child), format!("127.0.0.1:{port}")))
+}
+
+/// User + system CPU time a child has used so far (Linux `/proc/PID/stat`; zero elsewhere).
+fn cpu_time(process: &Process) -> Duration {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{}/stat", process.0.id())).unwrap_or_default();
+    // Fields after the command name (which sits in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |at: usize| {
+        fields
+            .get(at)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 (11 and 12 after the name), in clock ticks (100/s).
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 /// A port free on every one of `ips`.
