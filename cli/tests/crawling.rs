@@ -10,7 +10,9 @@
 //!   wei.
 //! * A provider killed mid-crawl: non-sticky requests are retried on other IPs and all succeed;
 //!   a sticky session on the dead provider gets `502 session_gone`; a new session works.
-//! * Budget limits: `429 max_ips` and `402 spend_limit`, nothing leased beyond them.
+//! * A gate with a password serves nobody without it; one reachable from other machines will not
+//!   start without one. Budget limits: `429 max_ips` and `402 spend_limit`, nothing leased
+//!   beyond them.
 
 mod common;
 
@@ -124,38 +126,40 @@ struct Exchange {
     chain: Chain,
     dir: tempfile::TempDir,
     node_process: Process,
+    /// The node's stdout lines (kept so it can always print).
+    _node_lines: mpsc::Receiver<String>,
     node: String,
-    providers: Vec<Process>,
+    /// Each provider with its stdout lines (kept so it can always print).
+    providers: Vec<(Process, mpsc::Receiver<String>)>,
 }
 
 impl Exchange {
     async fn start(offers: &[(usize, &[&str], &str)]) -> Self {
         let chain = Chain::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let (node_process, node, _) = chain.node(dir.path(), "127.0.0.1:0", &[]);
+        let (node_process, node, node_lines) = chain.node(dir.path(), "127.0.0.1:0", &[]);
         let providers = offers
             .iter()
             .map(|&(wallet, ips, country)| {
                 let port = free_port(ips);
-                chain
-                    .provider(
-                        dir.path(),
-                        &node,
-                        port,
-                        Offer {
-                            wallet,
-                            ips,
-                            country,
-                            price: PRICE,
-                        },
-                    )
-                    .0
+                chain.provider(
+                    dir.path(),
+                    &node,
+                    port,
+                    Offer {
+                        wallet,
+                        ips,
+                        country,
+                        price: PRICE,
+                    },
+                )
             })
             .collect();
         Self {
             chain,
             dir,
             node_process,
+            _node_lines: node_lines,
             node,
             providers,
         }
@@ -476,8 +480,8 @@ async fn a_provider_killed_mid_crawl_is_failed_over() {
         .find(|user| doomed.contains(&curl(&gate.proxy("http", user), &site, &[]).body))
         .expect("a session lands on the first provider");
 
-    let _ = exchange.providers[0].0.kill();
-    let _ = exchange.providers[0].0.wait();
+    let _ = exchange.providers[0].0.0.kill();
+    let _ = exchange.providers[0].0.0.wait();
 
     for _ in 0..20 {
         let seen = curl(&proxy, &site, &[]);
@@ -504,10 +508,47 @@ async fn a_provider_killed_mid_crawl_is_failed_over() {
     gate.stop();
 }
 
+#[test]
+fn a_gate_reachable_from_other_machines_needs_a_password() {
+    let output = Command::new(common::IPSX)
+        .args(["gate", "--listen", "0.0.0.0:24000"])
+        .env("IPSX_PRIVATE_KEY", "11".repeat(32))
+        .env_remove("IPSX_GATE_PASSWORD")
+        .output()
+        .expect("ipsx runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--password"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_limits_answer_with_their_status_and_lease_nothing_beyond() {
     let exchange = Exchange::start(&[(2, &DE_A, "DE"), (3, &DE_B, "DE")]).await;
     let site = format!("http://{}", site());
+
+    // A gate with a password: nothing is served (or leased) without it.
+    let gate = exchange.gate(&["--max-price", &PRICE.to_string(), "--password", "s3cret"]);
+    let missing = curl(&format!("http://{}", gate.addr), &site, &[]);
+    assert_eq!(missing.status, 407);
+    assert_eq!(missing.headers["x-ipsx-error"], "auth_required");
+    let wrong = curl(&gate.proxy("http", "fleet-country-de"), &site, &[]);
+    assert_eq!(wrong.status, 407);
+    let socks = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-x"])
+        .arg(gate.proxy("socks5h", "fleet-country-de"))
+        .arg(&site)
+        .output()
+        .expect("curl");
+    assert!(!socks.status.success(), "SOCKS5 with the wrong password");
+    assert_eq!(gate.metric("ipsx_gate_ips_leased").await, 0);
+    let right = curl(
+        &format!("http://fleet:s3cret_country-de@{}", gate.addr),
+        &site,
+        &[],
+    );
+    assert_eq!(right.status, 200, "the password with parameters after it");
+    assert!(set(&DE_A).union(&set(&DE_B)).any(|ip| *ip == right.body));
+    gate.stop();
 
     // At most 2 IPs: two rotating connections hold them; a third is refused with 429.
     let gate = exchange.gate(&[
