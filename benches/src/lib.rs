@@ -20,6 +20,8 @@
 //! assert_eq!(driver.lease(3), 3);
 //! ```
 
+pub mod processes;
+
 use std::time::Duration;
 
 use hdrhistogram::Histogram;

@@ -19,7 +19,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use clap::Parser;
 use hdrhistogram::Histogram;
+use ipsx_benches::processes::{Nginx, Process, wait_http};
 use ipsx_benches::{latency_histogram, median, percentiles, record_since, stop_and_merge};
 use ipsx_sdk::{Client, LeaseBody, TokenAmount, Wallet};
 
@@ -59,28 +60,6 @@ struct Args {
     /// nginx, from Debian.
     #[arg(long, default_value = "/usr/sbin/nginx")]
     nginx: PathBuf,
-}
-
-/// A child process, killed with the harness.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// nginx's master: SIGTERM so it stops its workers too (a SIGKILL would orphan them).
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
 }
 
 fn main() -> Result<()> {
@@ -458,15 +437,4 @@ fn free_port(ips: &[String]) -> Result<u16> {
         }
     }
     bail!("no port free on every provider IP")
-}
-
-async fn wait_http(url: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if reqwest::get(url).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("{url} does not answer")
 }

@@ -15,14 +15,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use ipsx_benches::processes::{Nginx, Process, wait_http};
 use ipsx_benches::{latency_histogram, median, percentiles, record_since, stop_and_merge};
 use ipsx_sdk::{Client, LeaseBody, OfferBody, TokenAmount, Wallet};
 
@@ -59,27 +60,6 @@ struct Args {
     /// wrk, from Debian.
     #[arg(long, default_value = "/usr/bin/wrk")]
     wrk: PathBuf,
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// nginx's master: SIGTERM so it stops its workers too (a SIGKILL would orphan them).
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
 }
 
 fn free_port() -> Result<u16> {
@@ -259,17 +239,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-async fn wait_http(url: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if reqwest::get(url).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("{url} does not answer")
 }
 
 /// Every fleet leases in a loop for `seconds`: (calls/s, IPs/s, latency, failures).
