@@ -26,7 +26,7 @@ use crate::control::Shared;
 use crate::metrics::RequestKind;
 use crate::refusal::GateError;
 use crate::target::Target;
-use crate::upstream::strip_hop_by_hop;
+use ipsx_hop::strip_hop_by_hop;
 
 /// Answers up to this long (by `Content-Length`) are read whole before they are passed on.
 const WHOLE_BELOW: u64 = 64 * 1024;

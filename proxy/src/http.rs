@@ -28,7 +28,7 @@ use std::task::{Context, Poll};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -43,20 +43,12 @@ use crate::leases::{LeaseState, OpenConnection};
 use crate::refusal::Refusal;
 use crate::relay::{End, lease_over, unix_now};
 use crate::server::{Accepted, Shared};
+use ipsx_hop::strip_hop_by_hop;
 
 /// The largest request head accepted (request line and headers).
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// The most header fields accepted.
 const MAX_HEADERS: usize = 64;
-/// Hop-by-hop fields (RFC 9110 §7.6.1), never forwarded either way. `Proxy-*` fields go too.
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 type Body = Either<Incoming, Full<Bytes>>;
 
@@ -372,29 +364,6 @@ pub(crate) fn origin_request<B>(request: Request<B>) -> Result<Request<B>, Refus
     Ok(Request::from_parts(parts, body))
 }
 
-/// Removes hop-by-hop fields, those named in `Connection`, and every `Proxy-*` field.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .chain(headers.get_all("proxy-connection"))
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in HOP_BY_HOP.iter().chain(&named) {
-        headers.remove(name);
-    }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(name);
-    }
-}
-
 pub(crate) fn authenticate(
     headers: &HeaderMap,
     local_ip: IpAddr,
@@ -594,7 +563,11 @@ mod tests {
         let sent = origin_request(given).expect("forwardable");
         assert_eq!(sent.uri(), "/a?b=1");
         assert_eq!(sent.version(), Version::HTTP_11);
-        let names: Vec<&str> = sent.headers().keys().map(HeaderName::as_str).collect();
+        let names: Vec<&str> = sent
+            .headers()
+            .keys()
+            .map(header::HeaderName::as_str)
+            .collect();
         assert_eq!(names, vec!["host", "accept"]);
         assert_eq!(sent.headers()["host"], "site.test:8080");
     }
