@@ -104,6 +104,22 @@ pub(crate) struct Shared {
 pub(crate) type Through<T> = Result<(T, Exit), http::Response<hyper::body::Incoming>>;
 
 impl Shared {
+    /// A gate with no listener, node or tasks: for driving its parsers by hand.
+    #[cfg(fuzzing)]
+    pub(crate) fn detached(config: GateConfig) -> Self {
+        Self {
+            pools: Mutex::new(Pools::new(config.pool.clone())),
+            upstreams: Upstreams::new(config.connect_timeout),
+            config,
+            changed: Notify::new(),
+            metrics: Arc::new(Metrics::default()),
+            targets: crate::server::Targets::default(),
+            node: Client::new("http://127.0.0.1:9"),
+            commands: mpsc::unbounded_channel().0,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
     fn pools(&self) -> MutexGuard<'_, Pools> {
         self.pools.lock().unwrap_or_else(|p| p.into_inner())
     }

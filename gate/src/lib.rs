@@ -42,6 +42,9 @@
 //! ```
 
 mod control;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod metrics;
 pub mod pool;
 pub mod refusal;

@@ -19,7 +19,7 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::control::Shared;
@@ -419,8 +419,8 @@ async fn socks5(stream: TcpStream, shared: &Arc<Shared>, conn: u64) {
 }
 
 /// The SOCKS5 greeting, sub-negotiation and request. `Ok(Err(code))`: refuse with that reply.
-async fn negotiate(
-    client: &mut BufReader<TcpStream>,
+pub(crate) async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut BufReader<S>,
     shared: &Shared,
 ) -> std::io::Result<Result<(Target, String), u8>> {
     let mut head = [0u8; 2];
@@ -483,9 +483,14 @@ async fn negotiate(
             format!("[{}]", std::net::Ipv6Addr::from(ip))
         }
         3 => {
+            // A host name, nothing else: it becomes the authority of the exit's CONNECT.
             let name = short_string(client).await?;
+            let host_name = !name.is_empty()
+                && name
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
             match String::from_utf8(name) {
-                Ok(name) if http::uri::Authority::try_from(name.as_str()).is_ok() => name,
+                Ok(name) if host_name => name,
                 _ => return Ok(Err(4)),
             }
         }
@@ -499,7 +504,7 @@ async fn negotiate(
     Ok(Ok((target, format!("{host}:{}", u16::from_be_bytes(port)))))
 }
 
-async fn short_string(client: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
+async fn short_string<S: AsyncRead + Unpin>(client: &mut BufReader<S>) -> std::io::Result<Vec<u8>> {
     let length = client.read_u8().await?;
     let mut bytes = vec![0u8; usize::from(length)];
     client.read_exact(&mut bytes).await?;
