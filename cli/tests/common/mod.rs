@@ -49,10 +49,10 @@ pub fn spawn(args: &[&str]) -> (Process, mpsc::Receiver<String>) {
     let stdout = child.stdout.take().expect("stdout");
     let (lines, receiver) = mpsc::channel();
     std::thread::spawn(move || {
+        // Read to the end even once nobody listens: a process whose stdout closes dies on its
+        // next line (a broken pipe), which a test that dropped the lines did not ask for.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
+            let _ = lines.send(line);
         }
     });
     (Process(child), receiver)
