@@ -191,12 +191,109 @@ pub struct DealView {
     pub price: TokenAmount,
     /// What the leased IPs carry (the offer's protocols when the deal was made).
     pub protocols: Vec<Protocol>,
-    /// `pending`, `active`, `completed`, `voided`, `cancelled`, `payment_lapsed` or
-    /// `provider_dropped`.
-    pub status: String,
+    /// Where the deal stands.
+    pub status: DealStatus,
     /// The second a deal that ended early stopped accruing (a cancel, a cut, a void).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_at: Option<u64>,
+}
+
+/// Where a deal stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DealStatus {
+    /// Matched; the provider has not reported ready yet.
+    Pending,
+    /// The provider serves, the requester pays.
+    Active,
+    /// Ran to its end.
+    Completed,
+    /// The provider never served; its IPs were matched again.
+    Voided,
+    /// The requester ended it early.
+    Cancelled,
+    /// The requester stopped paying and was cut off.
+    PaymentLapsed,
+    /// The provider stopped serving mid-lease.
+    ProviderDropped,
+}
+
+impl DealStatus {
+    /// Whether the deal is over (nothing moves it any more).
+    pub fn is_over(self) -> bool {
+        !matches!(self, Self::Pending | Self::Active)
+    }
+
+    /// The wire name (`payment_lapsed`…).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::Completed => "completed",
+            Self::Voided => "voided",
+            Self::Cancelled => "cancelled",
+            Self::PaymentLapsed => "payment_lapsed",
+            Self::ProviderDropped => "provider_dropped",
+        }
+    }
+}
+
+impl std::fmt::Display for DealStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a lease stopped accruing, as the event stream says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseEnd {
+    /// Ran to its end.
+    Completed,
+    /// The provider never served.
+    Voided,
+    /// The requester ended it early.
+    Cancelled,
+    /// The requester stopped paying.
+    PaymentLapsed,
+    /// The provider stopped serving.
+    ProviderDropped,
+    /// Replayed to a stream that just connected: over, for a reason told earlier.
+    Ended,
+}
+
+impl LeaseEnd {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Voided => "voided",
+            Self::Cancelled => "cancelled",
+            Self::PaymentLapsed => "payment_lapsed",
+            Self::ProviderDropped => "provider_dropped",
+            Self::Ended => "ended",
+        }
+    }
+}
+
+impl From<DealStatus> for LeaseEnd {
+    /// A finished deal's reason (a deal still pending or active has none: `Ended`).
+    fn from(status: DealStatus) -> Self {
+        match status {
+            DealStatus::Completed => Self::Completed,
+            DealStatus::Voided => Self::Voided,
+            DealStatus::Cancelled => Self::Cancelled,
+            DealStatus::PaymentLapsed => Self::PaymentLapsed,
+            DealStatus::ProviderDropped => Self::ProviderDropped,
+            DealStatus::Pending | DealStatus::Active => Self::Ended,
+        }
+    }
+}
+
+impl std::fmt::Display for LeaseEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A protocol a leased IP carries.
@@ -581,9 +678,8 @@ pub enum StreamEvent {
     LeaseEnded {
         /// The final terms.
         terms: LeaseTermsView,
-        /// `completed`, `voided`, `cancelled`, `payment_lapsed` or `provider_dropped` (`ended`
-        /// when replayed to a stream that just connected).
-        status: String,
+        /// Why it ended (`ended` when replayed to a stream that just connected).
+        status: LeaseEnd,
         /// Who served.
         #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
         provider: Address,

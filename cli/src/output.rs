@@ -38,7 +38,7 @@ pub(crate) fn leases(deals: &[LeaseView], format: Format) -> anyhow::Result<Stri
             for ip in &deal.ips {
                 rows.push([
                     deal.deal.to_string(),
-                    deal.status.clone(),
+                    deal.status.to_string(),
                     ip.to_string(),
                     deal.end.to_string(),
                     String::new(),
@@ -49,7 +49,7 @@ pub(crate) fn leases(deals: &[LeaseView], format: Format) -> anyhow::Result<Stri
         for endpoint in &view.endpoints {
             rows.push([
                 deal.deal.to_string(),
-                deal.status.clone(),
+                deal.status.to_string(),
                 endpoint.ip.to_string(),
                 deal.end.to_string(),
                 endpoint.socks5h.clone().unwrap_or_default(),

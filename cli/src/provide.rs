@@ -39,7 +39,8 @@ use ipsx_gateway::market::offer_ips;
 use crate::unix_now;
 use ipsx_proxy::{CredentialKey, Guard, LeaseUsage, ProxyConfig};
 use ipsx_sdk::{
-    Address, Client, EventStream, OfferBody, StreamEvent, TokenAmount, Wallet, signing_key,
+    Address, Client, DealStatus, EventStream, LeaseEnd, OfferBody, StreamEvent, TokenAmount,
+    Wallet, signing_key,
 };
 use serde::Deserialize;
 
@@ -377,7 +378,7 @@ pub(crate) async fn serve(
         match event {
             Some(StreamEvent::DealMade { deal })
                 if deal.provider == me
-                    && deal.status == "pending"
+                    && deal.status == DealStatus::Pending
                     && deal.ips.iter().all(|ip| ours.contains(ip)) =>
             {
                 ready(&node, &deal, &label).await;
@@ -407,7 +408,9 @@ pub(crate) async fn serve(
                 if let Some(earnings) = &mut earnings {
                     earnings.ledger.end_lease(terms.deal, terms.end);
                 }
-                if status != "completed" && status != "ended" && cut.insert(terms.deal) {
+                if !matches!(status, LeaseEnd::Completed | LeaseEnd::Ended)
+                    && cut.insert(terms.deal)
+                {
                     proxy.leases.cut(terms.deal);
                     println!("{label}deal {} {status}: cut", terms.deal);
                 }
@@ -522,7 +525,7 @@ async fn report_ready(node: &Client, me: Address, ours: &HashSet<IpAddr>, label:
     for view in deals {
         let deal = &view.deal;
         if deal.provider == me
-            && deal.status == "pending"
+            && deal.status == DealStatus::Pending
             && deal.ips.iter().all(|ip| ours.contains(ip))
         {
             ready(node, deal, label).await;

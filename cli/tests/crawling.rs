@@ -396,9 +396,7 @@ async fn a_fleet_crawls_through_one_gate_url_and_pays_to_the_wei() {
     let deals = fleet.deals().await.expect("deals");
     assert!(deals.len() >= 3, "{} deals", deals.len());
     assert!(
-        deals
-            .iter()
-            .all(|d| d.deal.status != "active" && d.deal.status != "pending"),
+        deals.iter().all(|d| d.deal.status.is_over()),
         "every lease ended"
     );
     // The node's hub folds the ends in on its next second.

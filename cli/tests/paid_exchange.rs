@@ -194,7 +194,7 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
     );
     let deals = fleet.deals().await.expect("deals");
     assert_eq!(deals.len(), 1, "the acknowledged deal survived");
-    assert_eq!(deals[0].deal.status, "active");
+    assert_eq!(deals[0].deal.status, ipsx_sdk::DealStatus::Active);
 
     // The fleet reconnects and pays on; the lease runs out; everyone is paid.
     let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
@@ -327,7 +327,7 @@ async fn a_fleet_that_stops_paying_is_cut_off_within_the_grace() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let view = fleet.deals().await.expect("deals");
-    assert_eq!(view[0].deal.status, "payment_lapsed");
+    assert_eq!(view[0].deal.status, ipsx_sdk::DealStatus::PaymentLapsed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,7 +387,7 @@ async fn a_provider_gone_offline_has_its_deal_voided_and_the_ips_replaced() {
             .expect("event");
         match event {
             StreamEvent::LeaseEnded { terms, status, .. } if terms.deal == first => {
-                assert_eq!(status, "voided");
+                assert_eq!(status, ipsx_sdk::LeaseEnd::Voided);
                 assert_eq!(
                     terms.end, terms.start,
                     "nothing charged for a deal never served"
@@ -411,7 +411,7 @@ async fn a_provider_gone_offline_has_its_deal_voided_and_the_ips_replaced() {
         .find(|d| d.deal.deal == replacement)
         .expect("the replacement deal");
     assert_eq!(again.deal.ips[0].to_string(), "127.0.0.6");
-    assert_eq!(again.deal.status, "active");
+    assert_eq!(again.deal.status, ipsx_sdk::DealStatus::Active);
 }
 
 #[test]

@@ -542,7 +542,7 @@ async fn ledger(
 
 fn ended(event: &StreamEvent) -> Option<(u64, String)> {
     match event {
-        StreamEvent::LeaseEnded { terms, status, .. } => Some((terms.deal, status.clone())),
+        StreamEvent::LeaseEnded { terms, status, .. } => Some((terms.deal, status.to_string())),
         StreamEvent::CutOff { deal, .. } => Some((*deal, "cut_off".to_owned())),
         _ => None,
     }

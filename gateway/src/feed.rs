@@ -390,7 +390,7 @@ fn end(state: &AppState, deal: &Scanned, now: u64) -> Result<(), String> {
         view.requester,
         &StreamEvent::LeaseEnded {
             terms: terms_view(terms),
-            status: view.status.clone(),
+            status: view.status.into(),
             provider: view.provider,
             requester: view.requester,
         },

@@ -24,7 +24,7 @@ pub fn deal_view(deal: &Deal) -> DealView {
         end: deal.end.0,
         price: TokenAmount(deal.price),
         protocols: deal.protocols.iter().map(api_protocol).collect(),
-        status: snake_case(&format!("{:?}", deal.status())),
+        status: api_status(deal.status()),
         closed_at: deal.closed_at.map(|t| t.0),
     }
 }
@@ -39,19 +39,17 @@ fn api_protocol(protocol: Protocol) -> ipsx_api::Protocol {
     }
 }
 
-fn snake_case(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
+fn api_status(status: ipsx_engine::DealStatus) -> ipsx_api::DealStatus {
+    use ipsx_engine::DealStatus as Engine;
+    match status {
+        Engine::Pending => ipsx_api::DealStatus::Pending,
+        Engine::Active => ipsx_api::DealStatus::Active,
+        Engine::Completed => ipsx_api::DealStatus::Completed,
+        Engine::Voided => ipsx_api::DealStatus::Voided,
+        Engine::Cancelled => ipsx_api::DealStatus::Cancelled,
+        Engine::PaymentLapsed => ipsx_api::DealStatus::PaymentLapsed,
+        Engine::ProviderDropped => ipsx_api::DealStatus::ProviderDropped,
     }
-    out
 }
 
 /// The engine's address of a wallet.
@@ -328,8 +326,13 @@ mod tests {
     }
 
     #[test]
-    fn statuses_read_as_snake_case() {
-        assert_eq!(snake_case("PaymentLapsed"), "payment_lapsed");
-        assert_eq!(snake_case("Active"), "active");
+    fn statuses_keep_their_wire_names() {
+        let lapsed =
+            serde_json::to_value(api_status(ipsx_engine::DealStatus::PaymentLapsed)).expect("json");
+        assert_eq!(lapsed, serde_json::json!("payment_lapsed"));
+        assert_eq!(
+            api_status(ipsx_engine::DealStatus::Active).as_str(),
+            "active"
+        );
     }
 }

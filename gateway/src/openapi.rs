@@ -332,6 +332,13 @@ mod tests {
             }
         }
         assert!(schemas.contains_key("ErrorBody"));
+        for (schema, value) in [("DealStatus", "payment_lapsed"), ("LeaseEnd", "ended")] {
+            let values = schemas[schema]["enum"].as_array().expect("an enum");
+            assert!(
+                values.contains(&serde_json::json!(value)),
+                "{schema}: {values:?}"
+            );
+        }
         assert_eq!(
             value["paths"].as_object().expect("paths").len(),
             OPERATIONS.len(),

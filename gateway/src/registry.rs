@@ -221,7 +221,7 @@ mod tests {
             end: 160,
             price: ipsx_api::TokenAmount(1),
             protocols: vec![ipsx_api::Protocol::Socks5],
-            status: "pending".into(),
+            status: ipsx_api::DealStatus::Pending,
             closed_at: None,
         };
         let endpoints = registry.endpoints(&deal).expect("endpoints");

@@ -32,7 +32,7 @@ pub(crate) async fn stream(
             greeting.push(if lease.ended {
                 StreamEvent::LeaseEnded {
                     terms: terms_view(lease.terms),
-                    status: "ended".to_owned(),
+                    status: ipsx_api::LeaseEnd::Ended,
                     provider: lease.provider,
                     requester: lease.requester,
                 }

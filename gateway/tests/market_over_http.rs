@@ -87,7 +87,7 @@ async fn a_fleet_leases_ips_by_filter_and_the_deals_survive_a_restart() {
         (provider.address(), fleet.address())
     );
     assert_eq!(deal.end - deal.start, 60);
-    assert_eq!(deal.status, "pending");
+    assert_eq!(deal.status, ipsx_api::DealStatus::Pending);
 
     // Germany is now full; France is not asked for, so nothing more is leased.
     let (status, body) = call(

@@ -92,7 +92,7 @@ async fn a_crawler_leases_through_the_sdk_and_a_provider_serves_through_it() {
     let deal = leased.deals[0].deal.deal;
     assert_eq!(
         provider.ready(deal).await.expect("ready").deal.status,
-        "active"
+        ipsx_sdk::DealStatus::Active
     );
     assert_eq!(
         crawler.deals().await.expect("deals").len(),
@@ -110,7 +110,7 @@ async fn a_crawler_leases_through_the_sdk_and_a_provider_serves_through_it() {
     }
     assert_eq!(
         crawler.cancel_deal(deal).await.expect("cancel").deal.status,
-        "cancelled"
+        ipsx_sdk::DealStatus::Cancelled
     );
     crawler.rate(deal, 5).await.expect("rate");
     let profile = crawler.profile(wallet(1).address()).await.expect("profile");
