@@ -113,18 +113,18 @@ impl GateArgs {
 pub(crate) async fn run(args: GateArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let (client, wallet) = args.wallet.signed_in().await?;
-    let payer = if client.wallet().await?.payments.is_some() {
+    let paying = if client.wallet().await?.payments.is_some() {
         let channel =
             ipsx_sdk::ensure_channel(&client, &wallet, &args.chain.rpc_url, args.deposit).await?;
         eprintln!(
             "paying on channel {} (deposit {})",
             channel.channel, channel.deposit.0
         );
-        Some(ipsx_sdk::Payer::connect(&client, &wallet).await?)
+        Some(wallet)
     } else {
         None
     };
-    let gate = ipsx_gate::start(config, client, payer)
+    let gate = ipsx_gate::start(config, client, paying)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     println!("listening {}", gate.addr);

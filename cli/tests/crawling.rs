@@ -8,6 +8,8 @@
 //!   parameter is named in `Proxy-Status` and leases nothing; a malicious origin cannot make
 //!   the gate drop a healthy exit. The fleet's spend on chain equals the node's meter, to the
 //!   wei.
+//! * The node killed and restarted mid-crawl: the gate connects again by itself, pays on and
+//!   ends paid to the wei.
 //! * A provider killed mid-crawl: non-sticky requests are retried on other IPs and all succeed;
 //!   a sticky session on the dead provider gets `502 session_gone`; a new session works.
 //! * A gate with a password serves nobody without it; one reachable from other machines will not
@@ -129,6 +131,7 @@ struct Exchange {
     /// The node's stdout lines (kept so it can always print).
     _node_lines: mpsc::Receiver<String>,
     node: String,
+    listen: String,
     /// Each provider with its stdout lines (kept so it can always print).
     providers: Vec<(Process, mpsc::Receiver<String>)>,
 }
@@ -137,7 +140,9 @@ impl Exchange {
     async fn start(offers: &[(usize, &[&str], &str)]) -> Self {
         let chain = Chain::start().await;
         let dir = tempfile::tempdir().expect("tempdir");
-        let (node_process, node, node_lines) = chain.node(dir.path(), "127.0.0.1:0", &[]);
+        // A fixed port, so a restarted node is found where it was.
+        let listen = format!("127.0.0.1:{}", free_port(&["127.0.0.1"]));
+        let (node_process, node, node_lines) = chain.node(dir.path(), &listen, &[]);
         let providers = offers
             .iter()
             .map(|&(wallet, ips, country)| {
@@ -161,12 +166,23 @@ impl Exchange {
             node_process,
             _node_lines: node_lines,
             node,
+            listen,
             providers,
         }
     }
 
     fn gate(&self, extra: &[&str]) -> Gate {
         Gate::start(&self.chain, self.dir.path(), &self.node, extra)
+    }
+
+    /// `kill -9` of the node, then the same node again (same data, key and address).
+    fn restart_node(&mut self) {
+        let _ = self.node_process.0.kill();
+        let _ = self.node_process.0.wait();
+        let (process, url, lines) = self.chain.node(self.dir.path(), &self.listen, &[]);
+        assert_eq!(url, self.node);
+        self.node_process = process;
+        self._node_lines = lines;
     }
 }
 
@@ -618,4 +634,63 @@ fn tunnel(gate: &str, username: &str) -> std::net::TcpStream {
     reader.read_line(&mut status).expect("status line");
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_pays_on_through_a_node_restart_to_the_wei() {
+    let mut exchange = Exchange::start(&[(2, &DE_A, "DE")]).await;
+    let gate = exchange.gate(&["--max-price", &PRICE.to_string(), "--warm", "2"]);
+    let site = format!("http://{}", site());
+    let proxy = gate.proxy("http", "fleet-country-de");
+    assert_eq!(curl(&proxy, &site, &[]).status, 200);
+    // Paid for a while, then the node dies without warning and comes back.
+    let before = wait_paid_above(&gate, 0).await;
+    exchange.restart_node();
+    // The gate connects again by itself and pays on; its leases and exits are still good.
+    wait_paid_above(&gate, before).await;
+    let after = curl(&proxy, &site, &[]);
+    assert_eq!(after.status, 200);
+    assert!(set(&DE_A).contains(&after.body));
+
+    let paid = gate.stop();
+    let mut fleet = ipsx_sdk::Client::new(&exchange.node);
+    fleet
+        .sign_in(&exchange.chain.wallet(1))
+        .await
+        .expect("sign in");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let inbound = loop {
+        let inbound = fleet
+            .wallet()
+            .await
+            .expect("wallet")
+            .payments
+            .and_then(|p| p.inbound)
+            .expect("the fleet's channel");
+        if inbound.owed.0 == paid || tokio::time::Instant::now() > deadline {
+            break inbound;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(inbound.owed.0, paid, "the node metered what the gate paid");
+    assert_eq!(
+        inbound.amount.0, paid,
+        "and accepted it, across the restart"
+    );
+}
+
+/// Waits (20 s at most) until the node has accepted more than `floor` from the gate.
+async fn wait_paid_above(gate: &Gate, floor: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let paid = gate.metric("ipsx_gate_paid").await;
+        if paid > floor {
+            return paid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gate's payments stalled at {paid}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

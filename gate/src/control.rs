@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ipsx_sdk::{Client, DealView, EventStream, LeaseBody, Next, Payer, StreamEvent, TokenAmount};
+use ipsx_sdk::{
+    Client, DealView, EventStream, LeaseBody, Next, Payer, StreamEvent, TokenAmount, Wallet,
+};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -390,7 +392,7 @@ impl GateHandle {
 pub async fn start(
     config: GateConfig,
     node: Client,
-    payer: Option<Payer>,
+    wallet: Option<Wallet>,
 ) -> std::io::Result<GateHandle> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -402,9 +404,16 @@ pub async fn start(
         .as_ref()
         .map(tokio::net::TcpListener::local_addr)
         .transpose()?;
-    let events = match payer {
-        Some(payer) => Events::Paying(Box::new(payer)),
-        None => Events::Watching(node.stream().await.ok().map(Box::new)),
+    let events = match &wallet {
+        Some(wallet) => Events::Paying(Box::new(
+            Payer::connect(&node, wallet)
+                .await
+                .map_err(std::io::Error::other)?,
+        )),
+        None => match node.stream().await {
+            Ok(stream) => Events::Watching(Box::new(stream)),
+            Err(_) => Events::lost(),
+        },
     };
     let (commands, inbox) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -428,7 +437,7 @@ pub async fn start(
             Arc::clone(&shared.metrics),
         )));
     }
-    let ledger = tokio::spawn(ledger(Arc::clone(&shared), events, inbox));
+    let ledger = tokio::spawn(ledger(Arc::clone(&shared), wallet, events, inbox));
     Ok(GateHandle {
         addr,
         metrics_addr,
@@ -442,37 +451,89 @@ pub async fn start(
 enum Events {
     /// The payer's stream (it pays every second too).
     Paying(Box<Payer>),
-    /// A node without payments: its event stream only (none if it could not be opened).
-    Watching(Option<Box<EventStream>>),
+    /// A node without payments: its event stream only.
+    Watching(Box<EventStream>),
+    /// The stream is gone (the node restarted, say): connect again at `retry_at`.
+    Lost {
+        retry_at: Instant,
+        backoff: Duration,
+    },
 }
 
+/// What the ledger does next.
+enum Step {
+    Event(StreamEvent),
+    Command(Option<Command>),
+    /// The stream closed or failed.
+    Closed,
+    /// Connected again after a loss.
+    Reconnected,
+    /// A reconnection failed; it is tried again later.
+    StillLost,
+}
+
+/// The longest wait between two attempts to reach a lost node.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
 impl Events {
-    async fn next(&mut self, inbox: &mut mpsc::UnboundedReceiver<Command>) -> Next<Command> {
+    fn lost() -> Self {
+        Self::Lost {
+            retry_at: Instant::now() + Duration::from_secs(1),
+            backoff: Duration::from_secs(1),
+        }
+    }
+
+    async fn next(
+        &mut self,
+        node: &Client,
+        wallet: Option<&Wallet>,
+        inbox: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Step {
         match self {
             Self::Paying(payer) => match payer.next_or(inbox).await {
-                Ok(next) => next,
+                Ok(Next::Event(event)) => Step::Event(event),
+                Ok(Next::Command(command)) => Step::Command(command),
+                Ok(Next::Closed) => Step::Closed,
                 Err(error) => {
-                    tracing::error!(%error, "paying the node failed");
-                    Next::Closed
+                    tracing::warn!(%error, "the payment stream failed");
+                    Step::Closed
                 }
             },
             Self::Watching(stream) => {
                 tokio::select! {
-                    command = inbox.recv() => Next::Command(command),
-                    event = next_event(stream) => match event {
-                        Some(event) => Next::Event(event),
-                        None => Next::Closed,
+                    command = inbox.recv() => Step::Command(command),
+                    event = stream.next() => match event {
+                        Some(Ok(event)) => Step::Event(event),
+                        _ => Step::Closed,
                     },
+                }
+            }
+            Self::Lost { retry_at, backoff } => {
+                tokio::select! {
+                    command = inbox.recv() => return Step::Command(command),
+                    () = tokio::time::sleep_until(*retry_at) => {}
+                }
+                match Self::connect(node, wallet).await {
+                    Ok(events) => {
+                        *self = events;
+                        Step::Reconnected
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the node is still out of reach");
+                        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+                        *retry_at = Instant::now() + *backoff;
+                        Step::StillLost
+                    }
                 }
             }
         }
     }
-}
 
-async fn next_event(stream: &mut Option<Box<EventStream>>) -> Option<StreamEvent> {
-    match stream {
-        Some(stream) => stream.next().await.and_then(Result::ok),
-        None => std::future::pending().await,
+    async fn connect(node: &Client, wallet: Option<&Wallet>) -> Result<Self, ipsx_sdk::SdkError> {
+        Ok(match wallet {
+            Some(wallet) => Self::Paying(Box::new(Payer::connect(node, wallet).await?)),
+            None => Self::Watching(Box::new(node.stream().await?)),
+        })
     }
 }
 
@@ -480,13 +541,16 @@ async fn next_event(stream: &mut Option<Box<EventStream>>) -> Option<StreamEvent
 /// (the second the lease stopped) reaches the payer before its next payment.
 async fn ledger(
     shared: Arc<Shared>,
+    wallet: Option<Wallet>,
     mut events: Events,
     mut inbox: mpsc::UnboundedReceiver<Command>,
 ) {
-    let mut held: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
+    // Every deal leased and not yet ended, as leased (a new payer checks the node's terms
+    // against them).
+    let mut held: std::collections::BTreeMap<u64, DealView> = std::collections::BTreeMap::new();
     loop {
-        match events.next(&mut inbox).await {
-            Next::Event(event) => {
+        match events.next(&shared.node, wallet.as_ref(), &mut inbox).await {
+            Step::Event(event) => {
                 if let Some((deal, why)) = ended(&event) {
                     held.remove(&deal);
                     let actions = {
@@ -506,18 +570,24 @@ async fn ledger(
                     );
                 }
             }
-            Next::Command(Some(Command::Expect(deal))) => {
-                held.insert(deal.deal);
+            Step::Command(Some(Command::Expect(deal))) => {
                 if let Events::Paying(payer) = &mut events {
                     payer.expect(&deal);
                 }
+                held.insert(deal.deal, deal);
             }
-            Next::Command(Some(Command::Cancel { deal, bad })) => {
+            Step::Command(Some(Command::Cancel { deal, bad })) => {
                 held.remove(&deal);
                 cancel(&shared, &mut events, deal, bad).await;
             }
-            Next::Command(Some(Command::Shutdown(done))) => {
-                for deal in std::mem::take(&mut held) {
+            Step::Command(Some(Command::Shutdown(done))) => {
+                if matches!(events, Events::Lost { .. })
+                    && let Ok(connected) = Events::connect(&shared.node, wallet.as_ref()).await
+                {
+                    events = connected;
+                    expect_all(&mut events, &held);
+                }
+                for deal in std::mem::take(&mut held).into_keys() {
                     cancel(&shared, &mut events, deal, false).await;
                 }
                 let paid = match events {
@@ -525,17 +595,30 @@ async fn ledger(
                         tracing::error!(%error, "the last payment failed");
                         0
                     }),
-                    Events::Watching(_) => 0,
+                    Events::Watching(_) | Events::Lost { .. } => 0,
                 };
                 let _ = done.send(paid);
                 return;
             }
-            Next::Command(None) => return,
-            Next::Closed => {
-                tracing::error!("the node closed the event stream; leases can no longer be paid");
-                // Keep taking commands so a shutdown still cancels what is held.
-                events = Events::Watching(None);
+            Step::Command(None) => return,
+            Step::Closed => {
+                tracing::warn!("the node's event stream closed; connecting again");
+                events = Events::lost();
             }
+            Step::Reconnected => {
+                tracing::info!("connected to the node again; paying on");
+                expect_all(&mut events, &held);
+            }
+            Step::StillLost => {}
+        }
+    }
+}
+
+/// A new payer learns the deals it pays for.
+fn expect_all(events: &mut Events, held: &std::collections::BTreeMap<u64, DealView>) {
+    if let Events::Paying(payer) = events {
+        for deal in held.values() {
+            payer.expect(deal);
         }
     }
 }

@@ -27,14 +27,14 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use ipsx_gate::{GateConfig, PoolConfig};
-//! use ipsx_sdk::{Client, Payer, Wallet};
+//! use ipsx_sdk::{Client, Wallet};
 //!
 //! let wallet: Wallet = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d".parse()?;
 //! let mut node = Client::new("http://127.0.0.1:7700");
 //! node.sign_in(&wallet).await?;
 //! ipsx_sdk::ensure_channel(&node, &wallet, "http://127.0.0.1:8545", 100 * 10u128.pow(18)).await?;
-//! let payer = Payer::connect(&node, &wallet).await?;
-//! let gate = ipsx_gate::start(GateConfig::new(PoolConfig::default()), node, Some(payer)).await?;
+//! // With the wallet it pays every second (and connects again if the node restarts).
+//! let gate = ipsx_gate::start(GateConfig::new(PoolConfig::default()), node, Some(wallet)).await?;
 //! // curl -x http://fleet-country-de:x@127.0.0.1:24000 http://example.com/
 //! println!("crawl through http://{}", gate.addr);
 //! let paid = gate.shutdown().await; // cancels every lease, pays up to their end
