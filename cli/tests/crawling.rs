@@ -415,21 +415,7 @@ async fn a_fleet_crawls_through_one_gate_url_and_pays_to_the_wei() {
         deals.iter().all(|d| d.deal.status.is_over()),
         "every lease ended"
     );
-    // The node's hub folds the ends in on its next second.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let inbound = loop {
-        let inbound = fleet
-            .wallet()
-            .await
-            .expect("wallet")
-            .payments
-            .and_then(|p| p.inbound)
-            .expect("the fleet's channel");
-        if inbound.owed.0 == paid || tokio::time::Instant::now() > deadline {
-            break inbound;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let inbound = settled(&fleet, paid).await;
     assert_eq!(inbound.owed.0, paid, "the node metered what the gate paid");
     assert_eq!(inbound.amount.0, paid, "and accepted it");
     let channel = ipsx_channels::ChannelId(inbound.channel);
@@ -658,8 +644,19 @@ async fn the_gate_pays_on_through_a_node_restart_to_the_wei() {
         .sign_in(&exchange.chain.wallet(1))
         .await
         .expect("sign in");
+    let inbound = settled(&fleet, paid).await;
+    assert_eq!(inbound.owed.0, paid, "the node metered what the gate paid");
+    assert_eq!(
+        inbound.amount.0, paid,
+        "and accepted it, across the restart"
+    );
+}
+
+/// The fleet's channel as the node sees it once its meter reached `paid` (the node's hub folds
+/// lease ends in on its next second; 10 s at most).
+async fn settled(fleet: &ipsx_sdk::Client, paid: u128) -> ipsx_sdk::ChannelView {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let inbound = loop {
+    loop {
         let inbound = fleet
             .wallet()
             .await
@@ -668,15 +665,10 @@ async fn the_gate_pays_on_through_a_node_restart_to_the_wei() {
             .and_then(|p| p.inbound)
             .expect("the fleet's channel");
         if inbound.owed.0 == paid || tokio::time::Instant::now() > deadline {
-            break inbound;
+            return inbound;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(inbound.owed.0, paid, "the node metered what the gate paid");
-    assert_eq!(
-        inbound.amount.0, paid,
-        "and accepted it, across the restart"
-    );
+    }
 }
 
 /// Waits (20 s at most) until the node has accepted more than `floor` from the gate.

@@ -106,9 +106,7 @@ pub(crate) struct Shared {
 pub(crate) type Through<T> = Result<(T, Exit), http::Response<hyper::body::Incoming>>;
 
 impl Shared {
-    /// A gate with no listener, node or tasks: for driving its parsers by hand.
-    #[cfg(fuzzing)]
-    pub(crate) fn detached(config: GateConfig) -> Self {
+    fn new(config: GateConfig, node: Client, commands: mpsc::UnboundedSender<Command>) -> Self {
         Self {
             pools: Mutex::new(Pools::new(config.pool.clone())),
             upstreams: Upstreams::new(config.connect_timeout),
@@ -116,10 +114,17 @@ impl Shared {
             changed: Notify::new(),
             metrics: Arc::new(Metrics::default()),
             targets: crate::server::Targets::default(),
-            node: Client::new("http://127.0.0.1:9"),
-            commands: mpsc::unbounded_channel().0,
+            node,
+            commands,
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// A gate with no listener, node or tasks: for driving its parsers by hand.
+    #[cfg(fuzzing)]
+    pub(crate) fn detached(config: GateConfig) -> Self {
+        let commands = mpsc::unbounded_channel().0;
+        Self::new(config, Client::new("http://127.0.0.1:9"), commands)
     }
 
     fn pools(&self) -> MutexGuard<'_, Pools> {
@@ -416,17 +421,7 @@ pub async fn start(
         },
     };
     let (commands, inbox) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared {
-        pools: Mutex::new(Pools::new(config.pool.clone())),
-        upstreams: Upstreams::new(config.connect_timeout),
-        config,
-        changed: Notify::new(),
-        metrics: Arc::new(Metrics::default()),
-        targets: crate::server::Targets::default(),
-        node,
-        commands,
-        next_conn: AtomicU64::new(1),
-    });
+    let shared = Arc::new(Shared::new(config, node, commands));
     let mut tasks = vec![
         tokio::spawn(crate::server::serve(listener, Arc::clone(&shared))),
         tokio::spawn(tick(Arc::clone(&shared))),
