@@ -270,7 +270,15 @@ impl Shared {
             match attempt(exit.clone()).await {
                 Outcome::Served(served) => {
                     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    self.pools().succeeded(exit.key, micros);
+                    let (dropped, actions) = {
+                        let mut pools = self.pools();
+                        let dropped = pools.succeeded(exit.key, micros);
+                        (dropped, pools.take_actions())
+                    };
+                    if dropped {
+                        self.metrics.exits_dropped.inc();
+                    }
+                    self.act(actions);
                     return Ok(Ok((served, exit)));
                 }
                 Outcome::Refused(response) => return Ok(Err(response)),

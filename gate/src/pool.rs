@@ -22,6 +22,8 @@
 //! * **Rotate** gives each client connection an exit of its own that no session holds; it is
 //!   retired (never handed out again) when the connection closes.
 //! * An exit no request and no session used for `pool_idle_secs` is given back.
+//! * Exit quality: an exit failing more than half its requests, or answering `slow_factor`
+//!   times slower than its pool's median, is dropped.
 //!
 //! A deal (one lease call's share from one provider) is cancelled when all its exits are
 //! retired. Limits are checked before each lease call against the worst case (every IP at the
@@ -61,6 +63,9 @@ pub struct PoolConfig {
     pub judge_after: u32,
     /// Below this success rate, percent, an exit is dropped.
     pub min_success_percent: u32,
+    /// An exit whose time to first byte is this many times its pool's median is dropped (when
+    /// no session holds it and the pool has at least three judged exits); 0 never.
+    pub slow_factor: u64,
 }
 
 impl Default for PoolConfig {
@@ -77,6 +82,7 @@ impl Default for PoolConfig {
             max_price: u128::MAX,
             judge_after: 10,
             min_success_percent: 50,
+            slow_factor: 5,
         }
     }
 }
@@ -673,16 +679,53 @@ impl Pools {
     }
 
     /// A request through `key` got its first byte after `ttfb_us`.
-    pub fn succeeded(&mut self, key: ExitKey, ttfb_us: u64) {
-        if let Some(exit) = self.exits.get_mut(&key) {
-            let quality = &mut exit.quality;
-            quality.attempts += 1;
-            quality.ttfb_us = if quality.ttfb_us == 0 {
-                ttfb_us
-            } else {
-                (quality.ttfb_us * 7 + ttfb_us) / 8
-            };
+    /// Returns whether the exit was dropped as persistently slow.
+    pub fn succeeded(&mut self, key: ExitKey, ttfb_us: u64) -> bool {
+        let Some(exit) = self.exits.get_mut(&key) else {
+            return false;
+        };
+        let quality = &mut exit.quality;
+        quality.attempts += 1;
+        quality.ttfb_us = if quality.ttfb_us == 0 {
+            ttfb_us
+        } else {
+            (quality.ttfb_us * 7 + ttfb_us) / 8
+        };
+        if !self.slow(key) {
+            return false;
         }
+        if let Some(exit) = self.exits.get_mut(&key) {
+            exit.dropped = true;
+        }
+        self.gone(key, "slow");
+        true
+    }
+
+    /// Whether a judged, shared, session-free exit answers far slower than its pool's median.
+    fn slow(&self, key: ExitKey) -> bool {
+        let Some(exit) = self.exits.get(&key) else {
+            return false;
+        };
+        let judged = |e: &ExitState| e.quality.attempts >= self.config.judge_after;
+        if self.config.slow_factor == 0
+            || !judged(exit)
+            || exit.claim != Claim::Shared
+            || exit.sessions > 0
+        {
+            return false;
+        }
+        let mut pool: Vec<u64> = self
+            .exits
+            .values()
+            .filter(|e| e.filter == exit.filter && e.claim != Claim::Retired && judged(e))
+            .map(|e| e.quality.ttfb_us)
+            .collect();
+        if pool.len() < 3 {
+            return false;
+        }
+        pool.sort_unstable();
+        let median = pool[pool.len() / 2];
+        exit.quality.ttfb_us > median.saturating_mul(self.config.slow_factor)
     }
 
     /// A request through `key` failed because of the exit. `fatal`: the provider cannot serve

@@ -19,6 +19,7 @@ fn config() -> PoolConfig {
         max_price: 100,
         judge_after: 4,
         min_success_percent: 50,
+        slow_factor: 5,
     }
 }
 
@@ -365,4 +366,46 @@ fn an_unused_pool_gives_everything_back() {
     pools.tick(T0 + 60 * SEC);
     assert_eq!(cancels(&pools.take_actions()), [1]);
     assert_eq!(pools.held_ips(), 0);
+}
+
+#[test]
+fn an_exit_far_slower_than_its_pool_is_dropped_unless_a_session_holds_it() {
+    let (mut pools, _) = stocked("u", 3);
+    pools.take_actions();
+    let keys: Vec<ExitKey> = (0..3)
+        .map(|conn| ready(pools.pick(&target("u"), conn, T0)).key)
+        .collect();
+    for _ in 0..4 {
+        assert!(!pools.succeeded(keys[0], 1_000));
+        assert!(!pools.succeeded(keys[1], 1_200));
+    }
+    for _ in 0..3 {
+        assert!(!pools.succeeded(keys[2], 9_000), "not judged yet");
+    }
+    assert!(
+        pools.succeeded(keys[2], 9_000),
+        "9 ms against a 1.2 ms median"
+    );
+    let spread: std::collections::HashSet<ExitKey> = (0..6)
+        .map(|conn| ready(pools.pick(&target("u"), conn, T0)).key)
+        .collect();
+    assert!(!spread.contains(&keys[2]), "dropped exits are not picked");
+
+    // A slow exit a session sticks to stays: the session would break otherwise.
+    let (mut pools, _) = stocked("u", 3);
+    let session = target("u-session-s");
+    let held = ready(pools.pick(&session, 1, T0)).key;
+    let others: Vec<ExitKey> = (0..2)
+        .map(|conn| ready(pools.pick(&target("u"), 10 + conn, T0)).key)
+        .filter(|key| *key != held)
+        .collect();
+    for key in &others {
+        for _ in 0..4 {
+            pools.succeeded(*key, 1_000);
+        }
+    }
+    for _ in 0..4 {
+        assert!(!pools.succeeded(held, 50_000));
+    }
+    assert_eq!(ready(pools.pick(&session, 1, T0)).key, held);
 }
