@@ -63,6 +63,9 @@ pub(crate) struct GateArgs {
     /// Rate a provider 1 star when its exit was dropped for failing.
     #[arg(long)]
     rate_bad_exits: bool,
+    /// Drop an exit whose time to first byte is this many times its pool's median (0: never).
+    #[arg(long, default_value_t = 5)]
+    slow_factor: u64,
     /// On a paying node without a channel yet: deposit this much (base units) and open one.
     #[arg(long, default_value_t = 100 * 10u128.pow(18))]
     deposit: u128,
@@ -95,6 +98,7 @@ impl GateArgs {
             max_ips: self.max_ips,
             max_spend_per_minute: self.max_spend_per_minute,
             max_price: self.max_price,
+            slow_factor: self.slow_factor,
             ..PoolConfig::default()
         });
         config.listen = self.listen;
