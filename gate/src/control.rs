@@ -131,18 +131,24 @@ impl Shared {
         self.pools.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `change` on the pool, then carries out the actions it asked for (outside the lock).
+    fn with_pools<R>(self: &Arc<Self>, change: impl FnOnce(&mut Pools) -> R) -> R {
+        let (result, actions) = {
+            let mut pools = self.pools();
+            let result = change(&mut pools);
+            (result, pools.take_actions())
+        };
+        self.act(actions);
+        result
+    }
+
     pub(crate) fn connection(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Client connection `conn` closed.
     pub(crate) fn closed(self: &Arc<Self>, conn: u64) {
-        let actions = {
-            let mut pools = self.pools();
-            pools.release(conn);
-            pools.take_actions()
-        };
-        self.act(actions);
+        self.with_pools(|pools| pools.release(conn));
     }
 
     fn act(self: &Arc<Self>, actions: Vec<Action>) {
@@ -175,40 +181,35 @@ impl Shared {
         answer: Result<ipsx_sdk::Leased, ipsx_sdk::SdkError>,
     ) {
         let now = now_ms();
-        let actions = {
-            let mut pools = self.pools();
-            match answer {
-                Ok(leased) => {
-                    self.metrics.leases.inc();
-                    self.metrics.ips_leased.inc_by(u64::from(leased.leased));
-                    let mut exits = Vec::new();
-                    for lease in leased.deals {
-                        for endpoint in lease.endpoints.iter().filter(|e| e.http.is_some()) {
-                            exits.push(NewExit {
-                                deal: lease.deal.deal,
-                                upstream: Upstream {
-                                    ip: endpoint.ip,
-                                    proxy: std::net::SocketAddr::new(endpoint.ip, endpoint.port),
-                                    username: endpoint.username.clone(),
-                                    password: endpoint.password.clone(),
-                                },
-                                end: lease.deal.end,
-                                price: lease.deal.price.0,
-                            });
-                        }
-                        let _ = self.commands.send(Command::Expect(lease.deal));
+        self.with_pools(|pools| match answer {
+            Ok(leased) => {
+                self.metrics.leases.inc();
+                self.metrics.ips_leased.inc_by(u64::from(leased.leased));
+                let mut exits = Vec::new();
+                for lease in leased.deals {
+                    for endpoint in lease.endpoints.iter().filter(|e| e.http.is_some()) {
+                        exits.push(NewExit {
+                            deal: lease.deal.deal,
+                            upstream: Upstream::new(
+                                endpoint.ip,
+                                std::net::SocketAddr::new(endpoint.ip, endpoint.port),
+                                &endpoint.username,
+                                &endpoint.password,
+                            ),
+                            end: lease.deal.end,
+                            price: lease.deal.price.0,
+                        });
                     }
-                    pools.leased(filter, exits, now);
+                    let _ = self.commands.send(Command::Expect(lease.deal));
                 }
-                Err(error) => {
-                    tracing::warn!(%filter, %error, "lease call refused");
-                    let code = error.code().unwrap_or("node_unreachable").to_owned();
-                    pools.lease_failed(filter, &code, &error.to_string(), now);
-                }
+                pools.leased(filter, exits, now);
             }
-            pools.take_actions()
-        };
-        self.act(actions);
+            Err(error) => {
+                tracing::warn!(%filter, %error, "lease call refused");
+                let code = error.code().unwrap_or("node_unreachable").to_owned();
+                pools.lease_failed(filter, &code, &error.to_string(), now);
+            }
+        });
         self.changed.notify_waiters();
     }
 
@@ -228,13 +229,7 @@ impl Shared {
             if registered {
                 notified.as_mut().enable();
             }
-            let (pick, actions) = {
-                let mut pools = self.pools();
-                let pick = pools.pick(target, conn, now_ms());
-                (pick, pools.take_actions())
-            };
-            self.act(actions);
-            match pick {
+            match self.with_pools(|pools| pools.pick(target, conn, now_ms())) {
                 Ok(Pick::Ready(exit)) => return Ok(exit),
                 Ok(Pick::Wait) if !registered => registered = true,
                 Ok(Pick::Wait) => {
@@ -270,15 +265,9 @@ impl Shared {
             match attempt(exit.clone()).await {
                 Outcome::Served(served) => {
                     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    let (dropped, actions) = {
-                        let mut pools = self.pools();
-                        let dropped = pools.succeeded(exit.key, micros);
-                        (dropped, pools.take_actions())
-                    };
-                    if dropped {
+                    if self.with_pools(|pools| pools.succeeded(exit.key, micros)) {
                         self.metrics.exits_dropped.inc();
                     }
-                    self.act(actions);
                     return Ok(Ok((served, exit)));
                 }
                 Outcome::Refused(response) => return Ok(Err(response)),
@@ -293,32 +282,26 @@ impl Shared {
                 Outcome::Exit { fatal, reason } => {
                     tries += 1;
                     tracing::info!(deal = exit.key.deal, ip = %exit.key.ip, fatal, %reason, "exit failed");
-                    let (dropped, actions) = {
-                        let mut pools = self.pools();
-                        let dropped = pools.failed(exit.key, fatal, &reason);
-                        (dropped, pools.take_actions())
-                    };
+                    let dropped = self.with_pools(|pools| pools.failed(exit.key, fatal, &reason));
                     if dropped {
                         self.metrics.exits_dropped.inc();
                     }
-                    self.act(actions);
-                    if sticky {
-                        // The next pick reports the session gone if its exit was dropped.
-                        if dropped {
-                            continue;
-                        }
+                    // A sticky request never moves: the next pick reports its session gone if
+                    // the exit was dropped, and otherwise the failure is the answer.
+                    let give_up = if sticky {
+                        !dropped
+                    } else {
+                        tries >= self.config.max_tries
+                    };
+                    if give_up {
                         return Err(GateError::ExitsFailed {
                             tries,
                             last: reason,
                         });
                     }
-                    if tries >= self.config.max_tries {
-                        return Err(GateError::ExitsFailed {
-                            tries,
-                            last: reason,
-                        });
+                    if !sticky {
+                        self.metrics.retries.inc();
                     }
-                    self.metrics.retries.inc();
                 }
             }
         }
@@ -556,12 +539,7 @@ async fn ledger(
             Step::Event(event) => {
                 if let Some((deal, why)) = ended(&event) {
                     held.remove(&deal);
-                    let actions = {
-                        let mut pools = shared.pools();
-                        pools.ended(deal, &why);
-                        pools.take_actions()
-                    };
-                    shared.act(actions);
+                    shared.with_pools(|pools| pools.ended(deal, &why));
                     shared.changed.notify_waiters();
                 }
                 if let (StreamEvent::ProofAccepted { amount, .. }, Events::Paying(_)) =
@@ -659,23 +637,10 @@ async fn tick(shared: Arc<Shared>) {
     loop {
         ticker.tick().await;
         rounds += 1;
-        let (actions, ips, sessions, rate, held) = {
-            let mut pools = shared.pools();
+        let (ips, sessions, rate) = shared.with_pools(|pools| {
             pools.tick(now_ms());
-            let held: std::collections::HashSet<_> = if rounds.is_multiple_of(20) {
-                pools.exits().map(|(key, ..)| key).collect()
-            } else {
-                std::collections::HashSet::new()
-            };
-            (
-                pools.take_actions(),
-                pools.held_ips(),
-                pools.sessions(),
-                pools.held_rate(),
-                held,
-            )
-        };
-        shared.act(actions);
+            (pools.held_ips(), pools.sessions(), pools.held_rate())
+        });
         shared.changed.notify_waiters();
         shared
             .metrics
@@ -690,7 +655,7 @@ async fn tick(shared: Arc<Shared>) {
             .spend_rate
             .store(u64::try_from(rate).unwrap_or(u64::MAX), Ordering::Relaxed);
         if rounds.is_multiple_of(20) {
-            shared.upstreams.forget(|key| held.contains(key));
+            shared.upstreams.forget(|key| shared.pools().holds(key));
         }
     }
 }

@@ -94,10 +94,24 @@ pub struct Upstream {
     pub ip: IpAddr,
     /// The provider's proxy.
     pub proxy: SocketAddr,
-    /// Lease credentials.
-    pub username: String,
-    /// Lease credentials.
-    pub password: String,
+    /// The lease credentials as the proxy takes them: `Proxy-Authorization: Basic …`.
+    pub authorization: http::HeaderValue,
+}
+
+impl Upstream {
+    /// The exit at `proxy` for leased `ip`, with the lease's credentials (encoded once here).
+    pub fn new(ip: IpAddr, proxy: SocketAddr, username: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        let authorization = http::HeaderValue::from_str(&format!("Basic {token}"))
+            .unwrap_or(http::HeaderValue::from_static(""));
+        Self {
+            ip,
+            proxy,
+            authorization,
+        }
+    }
 }
 
 /// One exit: a leased IP of a deal.
@@ -283,11 +297,6 @@ impl Pools {
             reserved: (0, 0),
             actions: Vec::new(),
         }
-    }
-
-    /// The settings.
-    pub fn config(&self) -> &PoolConfig {
-        &self.config
     }
 
     /// What to do now (leases to make, deals to cancel); drains the list.
@@ -889,19 +898,9 @@ impl Pools {
         }
     }
 
-    /// The exits held, for reports: (key, filter, claimed by a connection or retired,
-    /// attempts, failures, ttfb µs).
-    pub fn exits(&self) -> impl Iterator<Item = (ExitKey, &Filter, bool, u32, u32, u64)> {
-        self.exits.iter().map(|(key, exit)| {
-            (
-                *key,
-                &exit.filter,
-                exit.claim != Claim::Shared,
-                exit.quality.attempts,
-                exit.quality.failures,
-                exit.quality.ttfb_us,
-            )
-        })
+    /// Whether `key` is an exit the pool still holds.
+    pub fn holds(&self, key: &ExitKey) -> bool {
+        self.exits.contains_key(key)
     }
 }
 

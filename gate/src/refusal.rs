@@ -124,14 +124,14 @@ impl GateError {
     }
 
     /// The HTTP answer.
-    pub fn response<B: From<Full<Bytes>>>(&self) -> Response<B> {
+    pub fn response(&self) -> Response<Full<Bytes>> {
         let (status, error_type) = self.status();
         let message = self.to_string();
         let details = message.replace(['"', '\\'], "'");
-        let mut response = Response::new(B::from(Full::new(Bytes::from(format!(
+        let mut response = Response::new(Full::new(Bytes::from(format!(
             "{}: {message}\n",
             self.code()
-        )))));
+        ))));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&format!(

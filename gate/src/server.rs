@@ -36,25 +36,14 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never: Infallible| match never {})
-        .boxed()
+fn boxed(body: Full<Bytes>) -> Body {
+    body.map_err(|never: Infallible| match never {}).boxed()
 }
-
-impl From<Full<Bytes>> for Wrapped {
-    fn from(body: Full<Bytes>) -> Self {
-        Self(body.map_err(|never: Infallible| match never {}).boxed())
-    }
-}
-
-/// A boxed body the refusals can be built into.
-pub(crate) struct Wrapped(Body);
 
 fn refusal(shared: &Shared, error: &GateError) -> Response<Body> {
     shared.metrics.error(error.code());
     tracing::debug!(%error, "refused");
-    error.response::<Wrapped>().map(|wrapped| wrapped.0)
+    error.response().map(boxed)
 }
 
 /// Accepts crawlers until the task is dropped.
@@ -271,7 +260,7 @@ async fn forward(
                     Ok(whole) => {
                         let whole = whole.to_bytes();
                         shared.metrics.bytes_down.inc_by(whole.len() as u64);
-                        Response::from_parts(parts, full(whole))
+                        Response::from_parts(parts, boxed(Full::new(whole)))
                     }
                     Err(_) => refusal(
                         shared,
@@ -335,21 +324,15 @@ async fn connect(
         .await;
     match through {
         Ok(Ok((upstream, _exit))) => {
-            let metrics = Arc::clone(&shared.metrics);
+            let shared = Arc::clone(shared);
             tokio::spawn(async move {
                 // The connection stays open (for rotation) while its tunnel runs.
                 let _open = open;
-                let Ok(client) = upgrade.await else { return };
-                let mut client = TokioIo::new(client);
-                let mut upstream = TokioIo::new(upstream);
-                if let Ok((up, down)) =
-                    tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                {
-                    metrics.bytes_up.inc_by(up);
-                    metrics.bytes_down.inc_by(down);
+                if let Ok(client) = upgrade.await {
+                    relay(&shared, TokioIo::new(client), upstream).await;
                 }
             });
-            Response::new(full(Bytes::new()))
+            Response::new(boxed(Full::new(Bytes::new())))
         }
         Ok(Err(refused)) => provider_refusal(refused),
         Err(error) => refusal(shared, &error),
@@ -405,15 +388,19 @@ async fn socks5(stream: TcpStream, shared: &Arc<Shared>, conn: u64) {
     if client.get_mut().write_all(&SUCCEEDED).await.is_err() {
         return;
     }
+    // Bytes the client sent ahead of our reply (still in the reader) belong to the target.
+    relay(shared, client, upstream).await;
+}
+
+/// Copies both ways between a crawler and its tunnel through the exit until either closes.
+async fn relay(
+    shared: &Shared,
+    mut client: impl AsyncRead + AsyncWrite + Unpin,
+    upstream: hyper::upgrade::Upgraded,
+) {
     let mut upstream = TokioIo::new(upstream);
-    // Bytes the client sent ahead of our reply belong to the target.
-    let early = client.buffer().to_vec();
-    if !early.is_empty() && upstream.write_all(&early).await.is_err() {
-        return;
-    }
-    let mut client = client.into_inner();
     if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        shared.metrics.bytes_up.inc_by(up + early.len() as u64);
+        shared.metrics.bytes_up.inc_by(up);
         shared.metrics.bytes_down.inc_by(down);
     }
 }

@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -43,16 +42,9 @@ pub(crate) enum Outcome<T> {
     Busy(Response<Incoming>),
 }
 
-/// Kept-alive connections to one exit, and its `Proxy-Authorization` value.
-#[derive(Default)]
-struct Kept {
-    senders: Vec<SendRequest<Full<Bytes>>>,
-    authorization: Option<HeaderValue>,
-}
-
-/// Connections to exits.
+/// Connections to exits: the kept-alive ones per exit.
 pub(crate) struct Upstreams {
-    idle: Mutex<HashMap<ExitKey, Kept>>,
+    idle: Mutex<HashMap<ExitKey, Vec<SendRequest<Full<Bytes>>>>>,
     connect_timeout: Duration,
 }
 
@@ -71,13 +63,13 @@ impl Upstreams {
         exit: &Exit,
         mut request: Request<Full<Bytes>>,
     ) -> Outcome<Response<Incoming>> {
-        let (idle, authorization) = self.take_idle(exit);
-        request
-            .headers_mut()
-            .insert(header::PROXY_AUTHORIZATION, authorization);
+        request.headers_mut().insert(
+            header::PROXY_AUTHORIZATION,
+            exit.upstream.authorization.clone(),
+        );
         // A kept-alive connection may have been closed by the provider meanwhile: the request
         // then comes back unsent and goes on a fresh connection.
-        if let Some(mut sender) = idle {
+        if let Some(mut sender) = self.take_idle(exit.key) {
             match sender.try_send_request(request).await {
                 Ok(response) => return self.answered(exit.key, sender, response),
                 Err(mut error) => match error.take_message() {
@@ -91,7 +83,7 @@ impl Upstreams {
                 },
             }
         }
-        let mut sender = match self.connect(&exit.upstream, false).await {
+        let mut sender = match self.connect(&exit.upstream).await {
             Ok(sender) => sender,
             Err(reason) => {
                 return Outcome::Exit {
@@ -128,7 +120,7 @@ impl Upstreams {
 
     /// Opens a tunnel to `authority` (`host:port`) through `exit`.
     pub(crate) async fn tunnel(&self, exit: &Exit, authority: &str) -> Outcome<Upgraded> {
-        let mut sender = match self.connect(&exit.upstream, true).await {
+        let mut sender = match self.connect(&exit.upstream).await {
             Ok(sender) => sender,
             Err(reason) => {
                 return Outcome::Exit {
@@ -139,7 +131,10 @@ impl Upstreams {
         };
         let request = Request::connect(authority)
             .header(header::HOST, authority)
-            .header(header::PROXY_AUTHORIZATION, authorization(&exit.upstream))
+            .header(
+                header::PROXY_AUTHORIZATION,
+                exit.upstream.authorization.clone(),
+            )
             .body(Full::new(Bytes::new()));
         let Ok(request) = request else {
             return Outcome::Exit {
@@ -172,11 +167,9 @@ impl Upstreams {
         }
     }
 
-    async fn connect(
-        &self,
-        upstream: &Upstream,
-        upgrades: bool,
-    ) -> Result<SendRequest<Full<Bytes>>, String> {
+    /// A fresh connection to the exit's proxy, driven by a task of its own (which also lets a
+    /// `CONNECT` answer turn it into a tunnel).
+    async fn connect(&self, upstream: &Upstream) -> Result<SendRequest<Full<Bytes>>, String> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(upstream.proxy))
             .await
             .map_err(|_| format!("connecting to exit {} timed out", upstream.proxy))?
@@ -185,47 +178,36 @@ impl Upstreams {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|error| format!("exit {} handshake: {error}", upstream.proxy))?;
-        if upgrades {
-            tokio::spawn(async move {
-                let _ = connection.with_upgrades().await;
-            });
-        } else {
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-        }
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
         Ok(sender)
     }
 
-    /// A kept-alive connection to `exit` that can take a request now (if any), and the
-    /// exit's `Proxy-Authorization` value (encoded once per exit).
-    fn take_idle(&self, exit: &Exit) -> (Option<SendRequest<Full<Bytes>>>, HeaderValue) {
+    /// A kept-alive connection to `key` that can take a request now.
+    fn take_idle(&self, key: ExitKey) -> Option<SendRequest<Full<Bytes>>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let kept = idle.entry(exit.key).or_default();
-        let authorization = kept
-            .authorization
-            .get_or_insert_with(|| authorization(&exit.upstream))
-            .clone();
-        kept.senders.retain(|sender| !sender.is_closed());
-        let ready = kept.senders.iter().position(SendRequest::is_ready);
-        (ready.map(|at| kept.senders.swap_remove(at)), authorization)
+        let senders = idle.get_mut(&key)?;
+        senders.retain(|sender| !sender.is_closed());
+        let ready = senders.iter().position(SendRequest::is_ready)?;
+        Some(senders.swap_remove(ready))
     }
 
     /// Keeps `sender` for the next request; it takes one once the current answer was read.
     fn keep(&self, key: ExitKey, sender: SendRequest<Full<Bytes>>) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let kept = idle.entry(key).or_default();
-        if kept.senders.len() < IDLE_PER_EXIT {
-            kept.senders.push(sender);
+        let senders = idle.entry(key).or_default();
+        if senders.len() < IDLE_PER_EXIT {
+            senders.push(sender);
         }
     }
 
     /// Drops kept connections to exits no longer held.
     pub(crate) fn forget(&self, held: impl Fn(&ExitKey) -> bool) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|key, kept| {
-            kept.senders.retain(|sender| !sender.is_closed());
-            held(key)
+        idle.retain(|key, senders| {
+            senders.retain(|sender| !sender.is_closed());
+            held(key) && !senders.is_empty()
         });
     }
 }
@@ -261,10 +243,4 @@ fn judge(response: &Response<Incoming>) -> Judged {
         (429, _) => Judged::Busy,
         _ => Judged::Refused,
     }
-}
-
-fn authorization(upstream: &Upstream) -> HeaderValue {
-    let token = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", upstream.username, upstream.password));
-    HeaderValue::from_str(&format!("Basic {token}")).unwrap_or(HeaderValue::from_static(""))
 }

@@ -33,12 +33,7 @@ fn exits(deal: u64, first_ip: u8, count: u8, end_s: u64, price: u128) -> Vec<New
             let ip: IpAddr = format!("127.0.0.{}", first_ip + i).parse().expect("ip");
             NewExit {
                 deal,
-                upstream: Upstream {
-                    ip,
-                    proxy: SocketAddr::new(ip, 1080),
-                    username: deal.to_string(),
-                    password: "secret".into(),
-                },
+                upstream: Upstream::new(ip, SocketAddr::new(ip, 1080), &deal.to_string(), "secret"),
                 end: end_s,
                 price,
             }
