@@ -13,7 +13,7 @@
 //! assert_eq!(body.max_price, TokenAmount(5));
 //! ```
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use alloy_primitives::Address;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -336,14 +336,29 @@ fn default_tenants() -> u16 {
     1
 }
 
+/// How a requester's connections reach a provider's proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// Straight to the proxy listening on the leased IP.
+    Direct,
+    /// Through the node's relay, to a provider behind NAT that dialled out to it.
+    Relay,
+}
+
 /// One leased IP's endpoint, as a requester points a client at it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Endpoint {
-    /// The leased IP.
+    /// The leased IP: what destinations see.
     #[schema(value_type = String)]
     pub ip: IpAddr,
-    /// The provider's proxy on it.
+    /// Where to connect: the provider's proxy on the leased IP, or a relay.
+    #[schema(value_type = String, example = "203.0.113.7:1080")]
+    pub proxy: SocketAddr,
+    /// The port of `proxy`.
     pub port: u16,
+    /// Direct, or through a relay.
+    pub via: Via,
     /// Lease id (the deal's).
     pub username: String,
     /// The lease secret.
@@ -452,8 +467,27 @@ pub struct Deals {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderBody {
-    /// The port its proxy listens on, on every IP it offers.
+    /// The port its proxy listens on, on every IP it offers (0 when `relayed`: requesters
+    /// then reach it through the relay).
     pub port: u16,
+    /// Behind NAT: it serves through the node's relay and may offer only the public IP the
+    /// relay sees it connect from.
+    #[serde(default)]
+    pub relayed: bool,
+}
+
+/// `POST /v1/relay/access`: what a relayed provider's daemon needs to dial the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct RelayAccess {
+    /// The relay's QUIC address.
+    #[schema(value_type = String, example = "203.0.113.1:4433")]
+    pub relay: SocketAddr,
+    /// The relay's certificate (DER, hex): the only one to trust.
+    pub certificate: String,
+    /// Names this provider to the relay; present it in the hello.
+    pub ticket: String,
+    /// First second the ticket is no longer valid (unix).
+    pub expires_at: u64,
 }
 
 /// The answer: the key the provider's proxy verifies lease credentials with.
@@ -464,6 +498,9 @@ pub struct ProviderRegistered {
     pub provider: Address,
     /// Its proxy port.
     pub port: u16,
+    /// Whether it serves through the relay.
+    #[serde(default)]
+    pub relayed: bool,
     /// 64 hex digits; give it to `ipsx-proxy serve --key-file`. The same on every call.
     pub proxy_key: String,
 }

@@ -272,6 +272,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             data_dir: PathBuf::new(),
             settle_every_secs: 3_600,
             label: format!("          provider {country}: "),
+            relay: false,
+            relay_bind: None,
             offers: vec![OfferConfig {
                 ips: ips.clone(),
                 cidr: None,

@@ -10,6 +10,11 @@
 //! ready_timeout = 30
 //! rating_prior = "1000000000000000000"   # paid usage every rating starts from, at 3 stars
 //!
+//! [relay]                         # leave out if every provider is directly reachable
+//! quic = "203.0.113.1:4433"       # providers behind NAT dial here (UDP)
+//! listen = "203.0.113.1:1081"     # requesters of relayed providers connect here (TCP)
+//! grace = 10                      # seconds a dropped provider keeps its IP and deals
+//!
 //! [payments]                      # leave out to run a market without a chain
 //! rpc_url = "http://127.0.0.1:8545"
 //! centralizer = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -20,12 +25,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use alloy_primitives::Address;
 use anyhow::Context;
 use clap::Args;
-use ipsx_gateway::{GatewayConfig, PaymentsConfig};
+use ipsx_gateway::{GatewayConfig, PaymentsConfig, PresenceHook, RelaySettings};
 use serde::Deserialize;
 
 /// Flags (and environment) of `ipsx node`; unset ones come from `--config`, then defaults.
@@ -83,6 +89,17 @@ pub(crate) struct NodeArgs {
     /// Seconds a requester may fall behind before its leases are cut [default: 3].
     #[arg(long, env = "IPSX_GRACE")]
     grace: Option<u64>,
+    /// Run a relay for providers behind NAT: the UDP address they dial (QUIC), as they reach
+    /// it. Needs `--relay-listen`.
+    #[arg(long, env = "IPSX_RELAY_QUIC")]
+    relay_quic: Option<SocketAddr>,
+    /// The relay's TCP address for requesters of relayed providers, as they reach it.
+    #[arg(long, env = "IPSX_RELAY_LISTEN")]
+    relay_listen: Option<SocketAddr>,
+    /// Seconds a relayed provider whose connection dropped keeps its IP, offers and deals
+    /// [default: 10].
+    #[arg(long, env = "IPSX_RELAY_GRACE")]
+    relay_grace: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,7 +113,24 @@ struct NodeFile {
     ready_timeout: Option<u64>,
     rating_prior: Option<ipsx_sdk::TokenAmount>,
     fsync: Option<String>,
+    relay: Option<RelayFile>,
     payments: Option<PaymentsFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelayFile {
+    quic: Option<SocketAddr>,
+    listen: Option<SocketAddr>,
+    grace: Option<u64>,
+}
+
+/// Where and how the node's relay runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RelaySpot {
+    pub(crate) quic: SocketAddr,
+    pub(crate) listen: SocketAddr,
+    pub(crate) grace: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +148,7 @@ struct PaymentsFile {
 pub(crate) struct NodeSettings {
     pub(crate) data_dir: PathBuf,
     pub(crate) gateway: GatewayConfig,
+    pub(crate) relay: Option<RelaySpot>,
 }
 
 impl NodeArgs {
@@ -130,6 +165,30 @@ impl NodeArgs {
             None => (NodeFile::default(), PathBuf::from(".")),
         };
         let payments_file = file.payments.unwrap_or_default();
+        let relay_file = file.relay.unwrap_or_default();
+        let relay = match (
+            self.relay_quic.or(relay_file.quic),
+            self.relay_listen.or(relay_file.listen),
+        ) {
+            (None, None) => None,
+            (Some(quic), Some(listen)) => {
+                anyhow::ensure!(
+                    !quic.ip().is_unspecified() && !listen.ip().is_unspecified(),
+                    "the relay's addresses are told to providers and requesters: give the \
+                     ones they reach (e.g. 203.0.113.1:4433), not 0.0.0.0 or ::"
+                );
+                let grace = self.relay_grace.or(relay_file.grace).unwrap_or(10);
+                Some(RelaySpot {
+                    quic,
+                    listen,
+                    grace: Duration::from_secs(grace),
+                })
+            }
+            _ => anyhow::bail!(
+                "a relay needs both its QUIC address and its requester address \
+                 (--relay-quic and --relay-listen, or quic and listen under [relay])"
+            ),
+        };
         let listen = self
             .listen
             .or(file.listen)
@@ -192,7 +251,11 @@ impl NodeArgs {
                  file (--rpc-url, --centralizer, --node-key-file or [payments] in the config)"
             ),
         };
-        Ok(NodeSettings { data_dir, gateway })
+        Ok(NodeSettings {
+            data_dir,
+            gateway,
+            relay,
+        })
     }
 }
 
@@ -214,7 +277,12 @@ fn fsync_policy(text: &str) -> anyhow::Result<ipsx_engine_runtime::FsyncPolicy> 
 /// The node's session key: made once, kept in the data directory (owner-only) so sessions
 /// survive restarts.
 fn session_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
-    let path = data_dir.join("session.key");
+    secret(&data_dir.join("session.key"))
+}
+
+/// A 32-byte secret kept in `path` (owner-only), made the first time.
+fn secret(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = path.to_path_buf();
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let bytes = alloy_primitives::hex::decode(text.trim())
@@ -244,13 +312,57 @@ fn session_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     }
 }
 
+/// The node's relay, started before the gateway (which tells providers and requesters where it
+/// is); it reaches the gateway through `hook` once that is up.
+pub(crate) async fn start_relay(
+    spot: RelaySpot,
+    data_dir: &Path,
+) -> anyhow::Result<(
+    ipsx_relay::RelayHandle,
+    RelaySettings,
+    Arc<OnceLock<PresenceHook>>,
+)> {
+    let identity = ipsx_relay::Identity::load_or_generate(&data_dir.join("relay.identity"))?;
+    let key = ipsx_credentials::RelayKey::new(secret(&data_dir.join("relay.key"))?);
+    let hook: Arc<OnceLock<PresenceHook>> = Arc::default();
+    let to_node = Arc::clone(&hook);
+    let on_change: ipsx_relay::OnChange = Arc::new(move |change| {
+        let Some(node) = to_node.get() else {
+            tracing::warn!(?change, "relay change before the node is up");
+            return;
+        };
+        match change {
+            ipsx_relay::Change::Up { provider, ip } => node.up(Address::from(provider), ip),
+            ipsx_relay::Change::Gone { provider, ip } => node.gone(Address::from(provider), ip),
+        }
+    });
+    let mut config = ipsx_relay::RelayConfig::new(spot.quic, spot.listen, identity.clone(), key.clone());
+    config.grace = spot.grace;
+    let relay = ipsx_relay::start(config, on_change)
+        .await
+        .with_context(|| format!("starting the relay on {} and {}", spot.quic, spot.listen))?;
+    let settings = RelaySettings::new(key, relay.providers, relay.requesters, identity.certificate);
+    Ok((relay, settings, hook))
+}
+
 /// Runs the node until SIGINT/SIGTERM.
 pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let settings = args.resolve()?;
+    let mut settings = args.resolve()?;
     let listen = settings.gateway.listen;
+    let relay = match settings.relay {
+        Some(spot) => Some(start_relay(spot, &settings.data_dir).await?),
+        None => None,
+    };
+    if let Some((_, relay_settings, _)) = &relay {
+        settings.gateway.relay = Some(relay_settings.clone());
+    }
     let node = ipsx_gateway::start(settings.gateway)
         .await
         .with_context(|| format!("starting the node on {listen}"))?;
+    if let Some((handle, _, hook)) = &relay {
+        let _ = hook.set(node.presence());
+        println!("relay quic {} requesters {}", handle.providers, handle.requesters);
+    }
     // Scripts that asked for port 0 read the real address here.
     println!("listening {}", node.addr);
     if let Some(address) = node.node_address() {

@@ -18,9 +18,13 @@
 //! price = 2
 //! hours = 24
 //! ```
+//!
+//! Behind NAT (a home device), set `relay = true` and give no `ips`: the daemon dials the
+//! node's relay, runs its proxy on a loopback port behind that connection, and offers the one
+//! public IP the relay sees it come from — again whenever that IP changes.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,6 +42,8 @@ use ipsx_gateway::market::offer_ips;
 
 use crate::unix_now;
 use ipsx_proxy::{CredentialKey, Guard, LeaseUsage, ProxyConfig};
+use ipsx_relay::{Access, LinkConfig, Welcomed};
+use tokio::sync::watch;
 use ipsx_sdk::{
     Address, Client, DealStatus, EventStream, LeaseEnd, OfferBody, StreamEvent, TokenAmount,
     Wallet, signing_key,
@@ -68,6 +74,12 @@ pub(crate) struct ProvideConfig {
     /// How often to consider claiming earnings on chain (the checkpoint policy decides).
     #[serde(default = "default_settle_every")]
     pub(crate) settle_every_secs: u64,
+    /// Behind NAT: serve through the node's relay and offer the public IP it observes.
+    #[serde(default)]
+    pub(crate) relay: bool,
+    /// The local UDP address to dial the relay from [default: any].
+    #[serde(default)]
+    pub(crate) relay_bind: Option<SocketAddr>,
     /// What to offer.
     #[serde(rename = "offer")]
     pub(crate) offers: Vec<OfferConfig>,
@@ -143,7 +155,19 @@ impl ProvideConfig {
         if config.offers.is_empty() {
             bail!("{}: no [[offer]]", path.display());
         }
-        if config
+        if config.relay {
+            if config
+                .offers
+                .iter()
+                .any(|offer| !offer.ips.is_empty() || offer.cidr.is_some())
+            {
+                bail!(
+                    "{}: with `relay = true` an [[offer]] names no IPs: the public IP the relay \
+                     sees is offered",
+                    path.display()
+                );
+            }
+        } else if config
             .offers
             .iter()
             .any(|offer| offer.ips.is_empty() == offer.cidr.is_none())
@@ -290,11 +314,16 @@ pub(crate) async fn serve(
     serving: Option<tokio::sync::oneshot::Sender<()>>,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<ProviderSummary> {
+    tokio::pin!(stop);
     let mut node = Client::new(&config.node);
     node.sign_in(&wallet)
         .await
         .with_context(|| format!("signing in to {}", config.node))?;
-    let registered = node.register_provider(config.port).await?;
+    let registered = if config.relay {
+        node.register_relayed_provider().await?
+    } else {
+        node.register_provider(config.port).await?
+    };
     let mut earnings = Earnings::open(
         &node,
         &wallet,
@@ -305,50 +334,43 @@ pub(crate) async fn serve(
     )
     .await?;
     let label = config.label.clone();
-
-    let mut offers = Vec::new();
-    let mut ips: Vec<IpAddr> = Vec::new();
-    let now = unix_now();
-    for offer in &config.offers {
-        let mut body = OfferBody::new(
-            offer.ips.clone(),
-            &offer.country,
-            &offer.kind,
-            offer.protocols.clone(),
-            now + offer.hours * 3600,
-            TokenAmount(offer.price),
-        );
-        body.cidr = offer.cidr.clone();
-        body.city = offer.city.clone();
-        body.asn = offer.asn;
-        ips.extend(offer_ips(&body).map_err(|e| anyhow::anyhow!("{}", e.message))?);
-        offers.push(body);
-    }
-    let mut proxy_config = ProxyConfig::new(
-        ips.iter()
-            .map(|ip| SocketAddr::new(*ip, config.port))
-            .collect(),
-        CredentialKey::from_hex(&registered.proxy_key)?,
-    );
-    proxy_config.guard = Guard {
+    let key = CredentialKey::from_hex(&registered.proxy_key)?;
+    let guard = Guard {
         allow_loopback: config.allow_loopback,
     };
-    let proxy = ipsx_proxy::start(proxy_config)
-        .await
-        .context("starting the proxy (is every offered IP on this machine?)")?;
-    println!("{label}serving {} IPs on port {}", ips.len(), config.port);
-    for body in &offers {
-        let placed = node.place_offer(body).await?;
-        println!(
-            "{label}offer {} ({} IPs, {})",
-            placed.offer, placed.ips, body.country
+    let (proxy, mut relay) = if config.relay {
+        let (proxy, mut relay) = RelayedServing::start(&config, &node, key, guard).await?;
+        let Some(ip) = relay.first_ip(&mut stop).await else {
+            proxy.shutdown();
+            return Ok(ProviderSummary::default());
+        };
+        proxy.serve_as(ip);
+        println!("{label}serving {ip} through the relay");
+        (proxy, Some(relay))
+    } else {
+        let ips = offered_ips(&config.offers)?;
+        let mut proxy_config = ProxyConfig::new(
+            ips.iter()
+                .map(|ip| SocketAddr::new(*ip, config.port))
+                .collect(),
+            key,
         );
-    }
+        proxy_config.guard = guard;
+        let proxy = ipsx_proxy::start(proxy_config)
+            .await
+            .context("starting the proxy (is every offered IP on this machine?)")?;
+        println!("{label}serving {} IPs on port {}", ips.len(), config.port);
+        (proxy, None)
+    };
+    let mut ours: HashSet<IpAddr> = match &relay {
+        Some(relay) => relay.ip.into_iter().collect(),
+        None => offered_ips(&config.offers)?.into_iter().collect(),
+    };
+    place_offers(&node, &config.offers, relay.as_ref().and_then(|r| r.ip), &label).await?;
 
     if let Some(serving) = serving {
         let _ = serving.send(());
     }
-    let ours: HashSet<IpAddr> = ips.into_iter().collect();
     let me = wallet.address();
     let mut served: HashMap<u64, u64> = HashMap::new();
     let mut cut: HashSet<u64> = HashSet::new();
@@ -358,7 +380,6 @@ pub(crate) async fn serve(
     let mut reported = 0u128;
     let settle_every = Duration::from_secs(config.settle_every_secs.max(1));
     let mut stream = None;
-    tokio::pin!(stop);
     loop {
         if stream.is_none() {
             // (Re)connect, then catch up on deals made while away.
@@ -374,6 +395,16 @@ pub(crate) async fn serve(
             () = &mut stop => break,
             _ = every_second.tick() => None,
             event = next_event(&mut stream) => event,
+            Some(ip) = moved(&mut relay) => {
+                // The node withdrew the offers on the old IP and ended its deals there.
+                println!("{label}back on the relay as {ip}: offering it again");
+                proxy.serve_as(ip);
+                ours = HashSet::from([ip]);
+                if let Err(error) = place_offers(&node, &config.offers, Some(ip), &label).await {
+                    tracing::warn!(%error, "offering the new IP failed");
+                }
+                None
+            }
         };
         match event {
             Some(StreamEvent::DealMade { deal })
@@ -466,6 +497,9 @@ pub(crate) async fn serve(
             }
         }
     }
+    if let Some(relay) = relay {
+        relay.stop();
+    }
     println!("{label}stopping: draining the proxy");
     proxy.drain(Duration::from_secs(10)).await;
     let mut summary = ProviderSummary {
@@ -484,6 +518,150 @@ pub(crate) async fn serve(
         summary.credited = earnings.credited;
     }
     Ok(summary)
+}
+
+/// Every IP the offers name (direct providers).
+fn offered_ips(offers: &[OfferConfig]) -> anyhow::Result<Vec<IpAddr>> {
+    let mut ips = Vec::new();
+    for offer in offers {
+        ips.extend(
+            offer_ips(&offer_body(offer, None, unix_now()))
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?,
+        );
+    }
+    Ok(ips)
+}
+
+fn offer_body(offer: &OfferConfig, relayed_ip: Option<IpAddr>, now: u64) -> OfferBody {
+    let ips = match relayed_ip {
+        Some(ip) => vec![ip],
+        None => offer.ips.clone(),
+    };
+    let mut body = OfferBody::new(
+        ips,
+        &offer.country,
+        &offer.kind,
+        offer.protocols.clone(),
+        now + offer.hours * 3600,
+        TokenAmount(offer.price),
+    );
+    body.cidr = offer.cidr.clone();
+    body.city = offer.city.clone();
+    body.asn = offer.asn;
+    body
+}
+
+/// Places every offer (for a relayed provider, naming the one IP it serves).
+async fn place_offers(
+    node: &Client,
+    offers: &[OfferConfig],
+    relayed_ip: Option<IpAddr>,
+    label: &str,
+) -> anyhow::Result<()> {
+    let now = unix_now();
+    for offer in offers {
+        let body = offer_body(offer, relayed_ip, now);
+        let placed = node.place_offer(&body).await?;
+        println!(
+            "{label}offer {} ({} IPs, {})",
+            placed.offer, placed.ips, body.country
+        );
+    }
+    Ok(())
+}
+
+/// A provider behind NAT: its proxy on a loopback port, and the link to the relay that carries
+/// requesters' connections to it.
+struct RelayedServing {
+    /// The public IP served now.
+    ip: Option<IpAddr>,
+    observed: watch::Receiver<Option<Welcomed>>,
+    stop: watch::Sender<bool>,
+}
+
+impl RelayedServing {
+    async fn start(
+        config: &ProvideConfig,
+        node: &Client,
+        key: CredentialKey,
+        guard: Guard,
+    ) -> anyhow::Result<(ipsx_proxy::ProxyHandle, Self)> {
+        let mut proxy_config =
+            ProxyConfig::new(vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))], key);
+        proxy_config.guard = guard;
+        // Nothing verifies until the relay says which IP this is.
+        proxy_config.public_ip = Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let proxy = ipsx_proxy::start(proxy_config)
+            .await
+            .context("starting the proxy on loopback")?;
+        let mut link = LinkConfig::new(proxy.addrs[0]);
+        if let Some(bind) = config.relay_bind {
+            link.bind = bind;
+        }
+        let (observed_tx, observed) = watch::channel(None);
+        let (stop, stopped) = watch::channel(false);
+        let node = node.clone();
+        let access = move || {
+            let node = node.clone();
+            async move {
+                let access = node.relay_access().await.map_err(|e| e.to_string())?;
+                let certificate = alloy_primitives::hex::decode(&access.certificate)
+                    .map_err(|e| format!("the relay's certificate: {e}"))?;
+                Ok(Access {
+                    relay: access.relay,
+                    certificate,
+                    ticket: access.ticket,
+                })
+            }
+        };
+        tokio::spawn(ipsx_relay::run(access, link, observed_tx, stopped));
+        Ok((
+            proxy,
+            Self {
+                ip: None,
+                observed,
+                stop,
+            },
+        ))
+    }
+
+    /// Waits for the relay's first welcome (or `stop`).
+    async fn first_ip(
+        &mut self,
+        stop: &mut (impl std::future::Future<Output = ()> + Unpin),
+    ) -> Option<IpAddr> {
+        tokio::select! {
+            observed = self.observed.wait_for(Option::is_some) => {
+                self.ip = observed.ok().and_then(|welcomed| *welcomed).map(|w| w.observed);
+            }
+            () = stop => {}
+        }
+        self.ip
+    }
+
+    fn stop(self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Resolves with the public IP to offer when the relay welcomes the provider back from a new
+/// IP, or after its grace ran out (its offers were withdrawn); never for direct providers.
+async fn moved(relay: &mut Option<RelayedServing>) -> Option<IpAddr> {
+    let Some(relay) = relay.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        if relay.observed.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = *relay.observed.borrow_and_update();
+        if let Some(welcomed) = now
+            && (!welcomed.resumed || Some(welcomed.observed) != relay.ip)
+        {
+            relay.ip = Some(welcomed.observed);
+            return relay.ip;
+        }
+    }
 }
 
 async fn next_event(stream: &mut Option<EventStream>) -> Option<StreamEvent> {
@@ -560,5 +738,19 @@ mod tests {
         .expect("write");
         let error = ProvideConfig::load(&path).expect_err("unknown field");
         assert!(format!("{error:#}").contains("prot"), "{error:#}");
+
+        std::fs::write(
+            &path,
+            "key_file = \"p.key\"\nrelay = true\n[[offer]]\nips = [\"127.0.0.2\"]\ncountry = \"DE\"\nprice = 2\n",
+        )
+        .expect("write");
+        let error = ProvideConfig::load(&path).expect_err("relayed offers name no IPs");
+        assert!(format!("{error:#}").contains("relay sees"), "{error:#}");
+        std::fs::write(
+            &path,
+            "key_file = \"p.key\"\nrelay = true\n[[offer]]\ncountry = \"DE\"\nprice = 2\n",
+        )
+        .expect("write");
+        assert!(ProvideConfig::load(&path).expect("relayed").0.relay);
     }
 }

@@ -14,111 +14,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::paying::{Stop, ended, pay_in_background, paying_fleet, signed_in};
 use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
-use ipsx_sdk::{Client, LeaseBody, LeaseTermsView, LeaseView, Payer, StreamEvent, TokenAmount};
-use tokio::sync::{mpsc, watch};
+use ipsx_sdk::{LeaseBody, StreamEvent, TokenAmount};
 
 const PRICE: u128 = TOKEN / 1_000;
-
-/// How the fleet's paying task should end.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Stop {
-    Running,
-    /// Pay up to now, then close.
-    Finish,
-    /// Stop signing, as a fleet that runs out of will to pay.
-    Abandon,
-}
-
-/// A fleet paying in the background; its events come out on `events`.
-struct Paying {
-    stop: watch::Sender<Stop>,
-    events: mpsc::UnboundedReceiver<StreamEvent>,
-    task: tokio::task::JoinHandle<Result<u128, String>>,
-}
-
-async fn pay_in_background(
-    fleet: &Client,
-    wallet: &ipsx_sdk::Wallet,
-    deals: &[LeaseView],
-) -> Paying {
-    let mut payer = Payer::connect(fleet, wallet).await.expect("payer connects");
-    for deal in deals {
-        payer.expect(&deal.deal);
-    }
-    let (stop, mut stopping) = watch::channel(Stop::Running);
-    let (forward, events) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stopping.changed() => {
-                    let how = *stopping.borrow();
-                    return match how {
-                        Stop::Finish => payer.finish().await.map_err(|e| e.to_string()),
-                        _ => Ok(payer.accepted()),
-                    };
-                }
-                event = payer.next() => match event {
-                    Ok(Some(event)) => { let _ = forward.send(event); }
-                    Ok(None) => return Err("stream closed".to_owned()),
-                    Err(error) => return Err(error.to_string()),
-                }
-            }
-        }
-    });
-    Paying { stop, events, task }
-}
-
-impl Paying {
-    /// Waits (up to `within`) for an event `pick` accepts.
-    async fn wait<T>(
-        &mut self,
-        within: Duration,
-        mut pick: impl FnMut(&StreamEvent) -> Option<T>,
-    ) -> T {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let event = tokio::time::timeout_at(deadline, self.events.recv())
-                .await
-                .expect("the awaited event came in time")
-                .expect("the payer still runs");
-            if let Some(found) = pick(&event) {
-                return found;
-            }
-        }
-    }
-
-    async fn end(self, how: Stop) -> Result<u128, String> {
-        let _ = self.stop.send(how);
-        self.task.await.expect("payer task")
-    }
-}
-
-/// The fleet (anvil wallet 1), signed in, paying on a channel of 50 IPSX.
-async fn paying_fleet(
-    chain: &Chain,
-    node: &str,
-) -> (Client, ipsx_sdk::Wallet, ipsx_sdk::ChannelView) {
-    let wallet = chain.wallet(1);
-    let fleet = signed_in(node, &wallet).await;
-    let channel = ipsx_sdk::ensure_channel(&fleet, &wallet, &chain.anvil.endpoint(), 50 * TOKEN)
-        .await
-        .expect("deposit and channel");
-    (fleet, wallet, channel)
-}
-
-async fn signed_in(node: &str, wallet: &ipsx_sdk::Wallet) -> Client {
-    let mut client = Client::new(node);
-    client.sign_in(wallet).await.expect("sign in");
-    client
-}
-
-fn ended(event: &StreamEvent) -> Option<LeaseTermsView> {
-    match event {
-        StreamEvent::LeaseEnded { terms, .. } => Some(*terms),
-        _ => None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {

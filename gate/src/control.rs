@@ -192,7 +192,7 @@ impl Shared {
                             deal: lease.deal.deal,
                             upstream: Upstream::new(
                                 endpoint.ip,
-                                std::net::SocketAddr::new(endpoint.ip, endpoint.port),
+                                endpoint.proxy,
                                 &endpoint.username,
                                 &endpoint.password,
                             ),

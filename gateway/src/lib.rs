@@ -22,7 +22,10 @@
 //!   command is acknowledged only once the engine's journal holds it (see [`market`]).
 //! * [`metrics`] — Prometheus metrics at `GET /metrics`: calls by route and status, latency
 //!   histograms, offers, lease requests, IPs leased, deals.
-//! * [`registry`] — the node's own redb store: providers' proxy keys and ports.
+//! * [`registry`] — the node's own redb store: providers' proxy keys, ports, and whether they
+//!   serve through the relay.
+//! * [`relayed`] — providers behind NAT: the IP a relay observed is the only one they may
+//!   offer; gone from it, their offers there are withdrawn and their deals there dropped.
 //! * [`openapi`] — the OpenAPI document at `GET /openapi.json`, its schemas derived from the
 //!   API types.
 //! * [`payments`] — with a chain ([`PaymentsConfig`]): the hub, the proof store, the payment
@@ -51,11 +54,13 @@ pub mod openapi;
 pub mod payments;
 pub mod rate;
 pub mod registry;
+pub mod relayed;
 pub mod server;
 pub mod session;
 mod stream;
 
 pub use error::ApiError;
 pub use payments::PaymentsConfig;
+pub use relayed::{PresenceHook, RelaySettings};
 pub use server::{GatewayConfig, GatewayError, GatewayHandle, start};
 pub use session::{Challenge, Session, SessionError, SignIn, SignInDomain, SignInError};

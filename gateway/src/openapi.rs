@@ -94,6 +94,14 @@ pub const OPERATIONS: &[Operation] = &[
         true,
     ),
     op(
+        "POST",
+        "/v1/relay/access",
+        "Relayed provider: the relay's address and certificate and a fresh ticket",
+        None,
+        "RelayAccess",
+        true,
+    ),
+    op(
         "DELETE",
         "/v1/offers/{id}",
         "Withdraw an offer's unleased IPs",
@@ -192,6 +200,8 @@ pub const OPERATIONS: &[Operation] = &[
     LeaseBody,
     DealView,
     Endpoint,
+    Via,
+    RelayAccess,
     ChallengeRequest,
     ChallengeResponse,
     SessionRequest,

@@ -4,18 +4,23 @@
 //!
 //! A provider registers once (`POST /v1/providers`): the node makes a 32-byte key, keeps it,
 //! and hands it to the provider's daemon, whose proxy then verifies every lease credential the
-//! node issues for its IPs without calling back.
+//! node issues for its IPs without calling back. A provider behind NAT registers as relayed:
+//! its deals' endpoints then point at the node's relay, with credentials the relay can check.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use alloy_primitives::Address;
-use ipsx_proxy::{CredentialKey, Grant, Protocols};
+use ipsx_credentials::{CredentialKey, Grant, Protocols};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use ipsx_api::{DealView, Endpoint};
+use ipsx_api::{DealView, Endpoint, Via};
+
+use crate::relayed::RelaySettings;
 
 const PROVIDERS: TableDefinition<&[u8; 20], &[u8; 34]> = TableDefinition::new("providers");
+/// Providers that serve through a relay (present: relayed).
+const RELAYED: TableDefinition<&[u8; 20], ()> = TableDefinition::new("relayed");
 
 /// The node's registry failed on disk.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +38,8 @@ pub struct ProviderEntry {
     pub key: CredentialKey,
     /// The port its proxy listens on, on every offered IP.
     pub port: u16,
+    /// Behind NAT, served through the relay.
+    pub relayed: bool,
 }
 
 /// The node's registry.
@@ -47,16 +54,19 @@ impl Registry {
         let db = Database::create(path).map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;
         txn.open_table(PROVIDERS).map_err(db_error)?;
+        txn.open_table(RELAYED).map_err(db_error)?;
         txn.commit().map_err(db_error)?;
         Ok(Self { db })
     }
 
-    /// Registers `provider` with its proxy `port`: the first time with `fresh_key`, later
-    /// keeping the key it has (only the port changes). Durable when it returns.
+    /// Registers `provider` with its proxy `port`, relayed or not: the first time with
+    /// `fresh_key`, later keeping the key it has (only the port and the route change). Durable
+    /// when it returns.
     pub fn register(
         &self,
         provider: Address,
         port: u16,
+        relayed: bool,
         fresh_key: [u8; 32],
     ) -> Result<ProviderEntry, RegistryError> {
         let txn = self.db.begin_write().map_err(db_error)?;
@@ -71,12 +81,19 @@ impl Registry {
             value[..32].copy_from_slice(&key);
             value[32..].copy_from_slice(&port.to_be_bytes());
             table.insert(&provider.0.0, &value).map_err(db_error)?;
+            let mut routes = txn.open_table(RELAYED).map_err(db_error)?;
+            if relayed {
+                routes.insert(&provider.0.0, ()).map_err(db_error)?;
+            } else {
+                routes.remove(&provider.0.0).map_err(db_error)?;
+            }
             key
         };
         txn.commit().map_err(db_error)?;
         Ok(ProviderEntry {
             key: CredentialKey::new(key),
             port,
+            relayed,
         })
     }
 
@@ -84,34 +101,53 @@ impl Registry {
     pub fn provider(&self, provider: Address) -> Result<Option<ProviderEntry>, RegistryError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(PROVIDERS).map_err(db_error)?;
+        let relayed = txn
+            .open_table(RELAYED)
+            .map_err(db_error)?
+            .get(&provider.0.0)
+            .map_err(db_error)?
+            .is_some();
         Ok(table.get(&provider.0.0).map_err(db_error)?.map(|stored| {
             let (key, port) = split(stored.value());
             ProviderEntry {
                 key: CredentialKey::new(key),
                 port,
+                relayed,
             }
         }))
     }
 
     /// The endpoints of a deal's IPs: credentials valid over the lease's window for the
-    /// deal's protocols. Empty if the provider has not registered a proxy.
-    pub fn endpoints(&self, deal: &DealView) -> Result<Vec<Endpoint>, RegistryError> {
+    /// deal's protocols, at the provider's proxy or, for a relayed provider, at `relay` (and
+    /// sealed for it). Empty if the provider has not registered a proxy.
+    pub fn endpoints(
+        &self,
+        deal: &DealView,
+        relay: Option<&RelaySettings>,
+    ) -> Result<Vec<Endpoint>, RegistryError> {
         let Some(provider) = self.provider(deal.provider)? else {
             return Ok(Vec::new());
         };
+        let relay = relay.filter(|_| provider.relayed);
         let protocols = proxy_protocols(&deal.protocols);
         Ok(deal
             .ips
             .iter()
             .map(|ip| {
-                let credentials = provider.key.issue(&Grant {
+                let mut credentials = provider.key.issue(&Grant {
                     lease: deal.deal,
                     ip: *ip,
                     protocols,
                     not_before: deal.start,
                     not_after: deal.end,
                 });
-                let at = SocketAddr::new(*ip, provider.port);
+                let (at, via) = match relay {
+                    Some(relay) => {
+                        credentials = relay.key.seal(credentials);
+                        (relay.requesters, Via::Relay)
+                    }
+                    None => (SocketAddr::new(*ip, provider.port), Via::Direct),
+                };
                 let url = |scheme: &str| {
                     format!(
                         "{scheme}://{}:{}@{at}",
@@ -120,7 +156,9 @@ impl Registry {
                 };
                 Endpoint {
                     ip: *ip,
-                    port: provider.port,
+                    proxy: at,
+                    port: at.port(),
+                    via,
                     socks5h: protocols
                         .contains(Protocols::SOCKS5)
                         .then(|| url("socks5h")),
@@ -169,9 +207,9 @@ mod tests {
         let first = {
             let registry = Registry::open(&path).expect("open");
             let entry = registry
-                .register(provider, 1080, [1; 32])
+                .register(provider, 1080, false, [1; 32])
                 .expect("register");
-            let again = registry.register(provider, 2080, [2; 32]).expect("again");
+            let again = registry.register(provider, 2080, false, [2; 32]).expect("again");
             assert_eq!(again.port, 2080);
             (entry, again)
         };
@@ -208,7 +246,7 @@ mod tests {
         let registry = Registry::open(&dir.path().join("node.redb")).expect("open");
         let provider = Address::repeat_byte(7);
         let entry = registry
-            .register(provider, 1080, [1; 32])
+            .register(provider, 1080, false, [1; 32])
             .expect("register");
         let deal = DealView {
             deal: 4,
@@ -224,7 +262,7 @@ mod tests {
             status: ipsx_api::DealStatus::Pending,
             closed_at: None,
         };
-        let endpoints = registry.endpoints(&deal).expect("endpoints");
+        let endpoints = registry.endpoints(&deal, None).expect("endpoints");
         assert_eq!(endpoints.len(), 1);
         assert!(endpoints[0].socks5h.is_some());
         assert_eq!(

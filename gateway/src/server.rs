@@ -31,11 +31,12 @@ use crate::metrics::Metrics;
 use crate::payments::{Payments, PaymentsConfig, PaymentsError};
 use crate::rate::{Rate, RateLimiter};
 use crate::registry::{Registry, RegistryError};
+use crate::relayed::{Observed, PresenceHook, RelaySettings};
 use crate::session::{SignIn, SignInDomain, SignInLimits, parse_address};
 use ipsx_api::{
     ChallengeRequest, ChallengeResponse, DealView, Deals, LeaseBody, LeaseView, Leased, MeResponse,
     OfferBody, OfferCancelled, OfferPlaced, ProfileView, ProviderBody, ProviderRegistered,
-    RatingBody, SessionRequest, SessionResponse,
+    RatingBody, RelayAccess, SessionRequest, SessionResponse,
 };
 use ipsx_api::{ChannelBody, ChannelView, WalletView};
 
@@ -78,6 +79,8 @@ pub struct GatewayConfig {
     /// (`Always`); every call is written to the OS before it is answered in any case, so a
     /// killed process loses nothing it acknowledged — the policy is about power loss.
     pub fsync: ipsx_engine_runtime::FsyncPolicy,
+    /// The relay this node runs for providers behind NAT, if any.
+    pub relay: Option<RelaySettings>,
 }
 
 impl GatewayConfig {
@@ -109,6 +112,7 @@ impl GatewayConfig {
             engine_tick: Some(std::time::Duration::from_secs(1)),
             rating_prior: ipsx_engine::EngineConfig::default().rating_prior,
             fsync: ipsx_engine_runtime::FsyncPolicy::Always,
+            relay: None,
         }
     }
 }
@@ -152,6 +156,11 @@ impl std::fmt::Debug for GatewayHandle {
 }
 
 impl GatewayHandle {
+    /// What the node's relay calls when a relayed provider's presence changes.
+    pub fn presence(&self) -> PresenceHook {
+        PresenceHook(Arc::clone(&self.state))
+    }
+
     /// Resolves when the node can no longer work (its engine's writer stopped on a disk error
     /// or a panic), with why. A process running the node should then stop with an error so
     /// that its supervisor restarts it: recovery from the journal loses nothing acknowledged.
@@ -199,7 +208,8 @@ impl GatewayHandle {
     }
 }
 
-pub(crate) struct AppState {
+/// The node's state every call shares.
+pub struct AppState {
     /// Counters and latencies for `/metrics`.
     pub(crate) metrics: Arc<Metrics>,
     /// The engine's single shard (taken out at shutdown).
@@ -216,6 +226,10 @@ pub(crate) struct AppState {
     pub(crate) streams: Streams,
     /// Set once the engine's writer is found dead (why), for health and the process.
     failure: watch::Sender<Option<String>>,
+    /// The relay for providers behind NAT, if this node runs one.
+    relay: Option<RelaySettings>,
+    /// The IP each connected relayed provider comes from.
+    pub(crate) observed: Observed,
 }
 
 type Shared = Arc<AppState>;
@@ -308,6 +322,8 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         payments,
         streams: Streams::default(),
         failure: watch::channel(None).0,
+        relay: config.relay.clone(),
+        observed: Observed::default(),
     });
     let app = router(Arc::clone(&state), config.max_body);
     let (stop, mut stopped) = watch::channel(false);
@@ -347,6 +363,7 @@ fn router(state: Shared, max_body: usize) -> Router {
         .route("/v1/auth/session", post(open_session))
         .route("/v1/me", get(me))
         .route("/v1/providers", post(register_provider))
+        .route("/v1/relay/access", post(relay_access))
         .route("/v1/offers", post(place_offer))
         .route("/v1/offers/{offer}", delete(cancel_offer))
         .route("/v1/leases", post(lease))
@@ -633,6 +650,15 @@ async fn place_offer(
     ApiJson(body): ApiJson<OfferBody>,
 ) -> Result<(StatusCode, Json<OfferPlaced>), ApiError> {
     let spec = offer_spec(&body, provider, unix_now())?;
+    if state
+        .registry
+        .provider(provider)
+        .map_err(|e| internal(e.to_string()))?
+        .is_some_and(|entry| entry.relayed)
+    {
+        let offered = crate::market::offer_ips(&body)?;
+        crate::relayed::check_offer(state.observed.ip(provider), &offered)?;
+    }
     if let Some(payments) = &state.payments
         && !payments.has_provider(provider)
     {
@@ -676,7 +702,7 @@ impl AppState {
     fn lease_view(&self, deal: DealView, caller: Address) -> Result<LeaseView, ApiError> {
         let endpoints = if deal.requester == caller {
             self.registry
-                .endpoints(&deal)
+                .endpoints(&deal, self.relay.as_ref())
                 .map_err(|e| internal(e.to_string()))?
         } else {
             Vec::new()
@@ -771,11 +797,14 @@ async fn register_provider(
     State(state): State<Shared>,
     ApiJson(body): ApiJson<ProviderBody>,
 ) -> Result<Json<ProviderRegistered>, ApiError> {
-    if body.port == 0 {
+    if body.port == 0 && !body.relayed {
         return Err(ApiError::bad_request(
             "invalid_input",
             "port must be 1-65535",
         ));
+    }
+    if body.relayed && state.relay.is_none() {
+        return Err(no_relay());
     }
     if let Some(payments) = &state.payments {
         payments.ensure_provider_channel(provider).await?;
@@ -783,14 +812,51 @@ async fn register_provider(
     let mut fresh = [0u8; 32];
     getrandom::fill(&mut fresh).map_err(|e| internal(e.to_string()))?;
     let registry = Arc::clone(&state.registry);
-    let entry = tokio::task::spawn_blocking(move || registry.register(provider, body.port, fresh))
+    let entry = tokio::task::spawn_blocking(move || {
+        registry.register(provider, body.port, body.relayed, fresh)
+    })
         .await
         .map_err(|e| internal(e.to_string()))?
         .map_err(|e| internal(e.to_string()))?;
     Ok(Json(ProviderRegistered {
         provider,
         port: entry.port,
+        relayed: entry.relayed,
         proxy_key: entry.key.to_hex(),
+    }))
+}
+
+fn no_relay() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_relay",
+        "this node runs no relay: serve directly from the IPs you offer",
+    )
+}
+
+/// `POST /v1/relay/access`: a fresh ticket and where the relay is, for a relayed provider.
+async fn relay_access(
+    Caller(provider): Caller,
+    State(state): State<Shared>,
+) -> Result<Json<RelayAccess>, ApiError> {
+    let relay = state.relay.as_ref().ok_or_else(no_relay)?;
+    let registered = state
+        .registry
+        .provider(provider)
+        .map_err(|e| internal(e.to_string()))?;
+    if !registered.is_some_and(|entry| entry.relayed) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_relayed",
+            "register as relayed first (POST /v1/providers with \"relayed\": true)",
+        ));
+    }
+    let expires_at = unix_now() + relay.ticket_lifetime;
+    Ok(Json(RelayAccess {
+        relay: relay.providers,
+        certificate: alloy_primitives::hex::encode(&relay.certificate),
+        ticket: relay.key.ticket(provider.0.0, expires_at),
+        expires_at,
     }))
 }
 

@@ -93,19 +93,20 @@ pub(crate) async fn resolve(
     }
 }
 
-/// Resolves, guards and connects from the leased IP, trying each allowed address in turn,
-/// all within `timeout`.
+/// Resolves, guards and connects from `source` (the leased IP; `None` behind NAT, where the
+/// default route leaves from it), trying each allowed address in turn, all within `timeout`.
 pub(crate) async fn connect(
     destination: &Destination,
     port: u16,
     leased: IpAddr,
+    source: Option<IpAddr>,
     guard: &Guard,
     timeout: Duration,
 ) -> Result<TcpStream, Refusal> {
     let attempt = async {
         let mut last = Refusal::ConnectFailed("no address".to_owned());
         for target in resolve(destination, port, leased, guard).await? {
-            match connect_from(leased, target).await {
+            match connect_from(source, target).await {
                 Ok(stream) => return Ok(stream),
                 Err(error) => last = connect_refusal(&error),
             }
@@ -128,10 +129,15 @@ fn connect_refusal(error: &io::Error) -> Refusal {
 }
 
 /// Bind before connect: the connection leaves from `from`, never from another address.
-async fn connect_from(from: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
-    let socket = match from {
-        IpAddr::V4(_) => TcpSocket::new_v4()?,
-        IpAddr::V6(_) => TcpSocket::new_v6()?,
+async fn connect_from(from: Option<IpAddr>, to: SocketAddr) -> io::Result<TcpStream> {
+    let socket = match to {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    let Some(from) = from else {
+        let stream = socket.connect(to).await?;
+        stream.set_nodelay(true)?;
+        return Ok(stream);
     };
     // Let connect() pick the source port for the whole 4-tuple: bind(ip, 0) alone reserves a
     // port per connection, and a busy lease would run out of ports to TIME_WAIT.

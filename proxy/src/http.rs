@@ -265,6 +265,7 @@ impl ClientConnection {
             port,
             // This request's IP: one lease may hold several IPs.
             grant.ip,
+            self.shared.egress_source(grant.ip),
             &self.shared.config.guard,
             self.shared.config.connect_timeout,
         )

@@ -41,6 +41,12 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// Open connections per lease. Default 256.
     pub max_per_lease: u64,
+    /// Serving from behind NAT through a relay: every connection is taken as arriving on this
+    /// IP (the router's public one, as the relay observed it; [`ProxyHandle::serve_as`]
+    /// changes it) whatever local address it came in on, and egress leaves by the default
+    /// route, which the NAT maps to it. Listen on loopback then. UDP cannot be relayed and is
+    /// refused. Default: none (direct).
+    pub public_ip: Option<IpAddr>,
 }
 
 impl ProxyConfig {
@@ -55,12 +61,12 @@ impl ProxyConfig {
             connect_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_per_lease: 256,
+            public_ip: None,
         }
     }
 }
 
 /// A running proxy.
-#[derive(Debug)]
 pub struct ProxyHandle {
     /// The bound addresses (ports filled in when 0 was asked).
     pub addrs: Vec<SocketAddr>,
@@ -69,9 +75,30 @@ pub struct ProxyHandle {
     accepting: watch::Sender<bool>,
     closing: watch::Sender<bool>,
     open: watch::Receiver<usize>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ProxyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyHandle")
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProxyHandle {
+    /// Behind NAT: the public IP connections are for from now on (the relay saw it change).
+    /// Connections already open keep theirs. Nothing changes for a direct proxy.
+    pub fn serve_as(&self, ip: IpAddr) {
+        if self.shared.config.public_ip.is_some() {
+            *self
+                .shared
+                .public_ip
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(ip);
+        }
+    }
+
     /// Client connections open now.
     pub fn open_connections(&self) -> usize {
         *self.open.borrow()
@@ -112,6 +139,8 @@ pub(crate) struct Shared {
     pub(crate) closing: watch::Receiver<bool>,
     accepting: watch::Receiver<bool>,
     open: watch::Sender<usize>,
+    /// Behind NAT: the public IP served now.
+    public_ip: std::sync::RwLock<Option<IpAddr>>,
 }
 
 impl Shared {
@@ -124,6 +153,7 @@ impl Shared {
             closing: watch::channel(false).1,
             accepting: watch::channel(true).1,
             open: watch::channel(0).0,
+            public_ip: std::sync::RwLock::new(None),
         }
     }
 
@@ -145,6 +175,20 @@ impl Shared {
             .open_connection(self.config.max_per_lease)
             .ok_or(Refusal::LeaseLimit(grant.lease))?;
         Ok((lease, open))
+    }
+
+    /// Behind NAT, the public IP served now.
+    fn serving_as(&self) -> Option<IpAddr> {
+        *self
+            .public_ip
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The address a lease's connections leave from: the leased IP itself, or (behind NAT)
+    /// whatever the default route picks.
+    pub(crate) fn egress_source(&self, leased: IpAddr) -> Option<IpAddr> {
+        self.config.public_ip.is_none().then_some(leased)
     }
 
     /// Sends the bytes the client sent ahead (metered), then relays until the tunnel ends.
@@ -203,6 +247,7 @@ pub async fn start(config: ProxyConfig) -> io::Result<ProxyHandle> {
         listeners.push(TcpListener::bind(addr).await?);
     }
     let shared = Arc::new(Shared {
+        public_ip: std::sync::RwLock::new(config.public_ip),
         leases: Arc::clone(&leases),
         closing,
         accepting,
@@ -221,6 +266,7 @@ pub async fn start(config: ProxyConfig) -> io::Result<ProxyHandle> {
         accepting: accepting_tx,
         closing: closing_tx,
         open: open_rx,
+        shared,
     })
 }
 
@@ -250,9 +296,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             tracing::warn!(%peer, "connection cap reached, closing");
             continue;
         };
+        // Behind NAT every connection is for the public IP the relay saw.
+        let local_ip = shared.serving_as().or(listen_ip);
         tokio::spawn(async move {
             let shared = Arc::clone(&slot.0);
-            match serve(stream, listen_ip, &shared).await {
+            match serve(stream, local_ip, &shared).await {
                 Ok(end) => tracing::debug!(%peer, ?end, "connection ended"),
                 Err(error) => tracing::debug!(%peer, %error, "connection ended"),
             }

@@ -77,6 +77,7 @@ pub(crate) async fn serve(accepted: Accepted, shared: &Shared) -> io::Result<End
                 request.port,
                 // This connection's IP: one lease may hold several IPs.
                 request.grant.ip,
+                shared.egress_source(request.grant.ip),
                 &shared.config.guard,
                 shared.config.connect_timeout,
             )
@@ -87,6 +88,10 @@ pub(crate) async fn serve(accepted: Accepted, shared: &Shared) -> io::Result<End
             };
             client.write_all(&reply(0, target.local_addr()?)).await?;
             shared.tunnel(&client, target, &lease, &early).await
+        }
+        // A relay carries streams, not datagrams to a port behind the provider's NAT.
+        (UDP_ASSOCIATE, _) if shared.config.public_ip.is_some() => {
+            refuse(&mut client, &Refusal::CommandNotSupported).await
         }
         (UDP_ASSOCIATE, destination) => {
             let announced = match destination {

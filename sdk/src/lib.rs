@@ -148,10 +148,34 @@ impl Client {
         self.send(
             Method::POST,
             "/v1/providers",
-            Some(&ProviderBody { port }),
+            Some(&ProviderBody {
+                port,
+                relayed: false,
+            }),
             true,
         )
         .await
+    }
+
+    /// Registers this wallet as a provider behind NAT, serving through the node's relay; the
+    /// answer holds the key to give the proxy.
+    pub async fn register_relayed_provider(&self) -> Result<ProviderRegistered, SdkError> {
+        self.send(
+            Method::POST,
+            "/v1/providers",
+            Some(&ProviderBody {
+                port: 0,
+                relayed: true,
+            }),
+            true,
+        )
+        .await
+    }
+
+    /// Where the node's relay is and a fresh ticket for it (relayed providers).
+    pub async fn relay_access(&self) -> Result<RelayAccess, SdkError> {
+        self.send::<(), _>(Method::POST, "/v1/relay/access", None, true)
+            .await
     }
 
     /// Offers IPs.

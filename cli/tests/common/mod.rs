@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod paying;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Output, Stdio};
@@ -245,6 +247,38 @@ impl Chain {
         let (process, lines) = spawn(&["provide", "--config", config.to_str().expect("utf-8")]);
         wait_for(&lines, "offer ");
         (process, lines)
+    }
+}
+
+impl Chain {
+    /// `ipsx provide` behind the node's relay, dialling from `bind` (its "public" IP on
+    /// loopback), once its offer is placed; `extra` lines go into its config.
+    pub fn relayed_provider(
+        &self,
+        dir: &std::path::Path,
+        node: &str,
+        wallet: usize,
+        bind: &str,
+        country: &str,
+        price: u128,
+    ) -> (Process, mpsc::Receiver<String>, std::path::PathBuf) {
+        let key_file = self.key_file(dir, wallet);
+        let config = dir.join(format!("relayed-{wallet}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "node = \"{node}\"\nkey_file = \"{}\"\nallow_loopback = true\nrelay = true\n\
+                 relay_bind = \"{bind}:0\"\nrpc_url = \"{}\"\ndata_dir = \"relayed-{wallet}\"\n\
+                 settle_every_secs = 3600\n[[offer]]\ncountry = \"{country}\"\n\
+                 protocols = [\"socks5\", \"http\", \"https\"]\nprice = {price}\nhours = 1\n",
+                key_file.display(),
+                self.anvil.endpoint(),
+            ),
+        )
+        .expect("config");
+        let (process, lines) = spawn(&["provide", "--config", config.to_str().expect("utf-8")]);
+        wait_for(&lines, "offer ");
+        (process, lines, config)
     }
 }
 

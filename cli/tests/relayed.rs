@@ -1,0 +1,331 @@
+//! A home provider that nobody can connect to serves through the node's relay: real `ipsx node`
+//! (with `--relay-quic` / `--relay-listen`) and `ipsx provide` (`relay = true`) processes on a
+//! real chain, the provider dialling out over QUIC from its own loopback address (the
+//! "public" IP the relay observes), curl as the fleet's client.
+//!
+//! * The fleet's endpoints point at the relay; HTTP and SOCKS5 both pass; the lease is paid
+//!   and settles on chain to the wei, as for a direct provider.
+//! * The relay drops credentials it did not seal before any reach the provider.
+//! * A relayed provider may offer only the IP the relay sees; one IP serves one provider;
+//!   a forged ticket gets nowhere.
+//! * Dropped and back within the grace, the lease goes on; gone past it, the deal ends
+//!   `provider_dropped` and the fleet pays only up to that end.
+//!
+//! The same story through a real NAT (network namespaces, masquerade) is
+//! `scripts/test-nat.sh`.
+
+mod common;
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::paying::{Stop, ended, pay_in_background, paying_fleet, signed_in};
+use common::{Chain, TOKEN, curl, site};
+use ipsx_sdk::{DealStatus, LeaseBody, LeaseEnd, OfferBody, StreamEvent, TokenAmount, Via};
+
+const PRICE: u128 = TOKEN / 1_000;
+
+/// `ipsx node` with payments and a relay on loopback; its URL.
+fn node_with_relay(
+    chain: &Chain,
+    dir: &std::path::Path,
+    grace: &str,
+) -> (common::Process, String) {
+    let (process, url, _) = chain.node(
+        dir,
+        "127.0.0.1:0",
+        &[
+            "--relay-quic",
+            "127.0.0.1:0",
+            "--relay-listen",
+            "127.0.0.1:0",
+            "--relay-grace",
+            grace,
+        ],
+    );
+    (process, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_provider_serves_through_the_relay_and_is_paid_to_the_wei() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = site();
+    let (_node_process, node) = node_with_relay(&chain, dir.path(), "10");
+    let (mut provider, provider_lines, _) =
+        chain.relayed_provider(dir.path(), &node, 2, "127.0.0.5", "NL", PRICE);
+
+    let (fleet, fleet_wallet, _) = paying_fleet(&chain, &node).await;
+    let leased = fleet
+        .lease(
+            &LeaseBody::new(1, 12, TokenAmount(PRICE))
+                .countries(["NL"])
+                .protocols(["http", "socks5"]),
+        )
+        .await
+        .expect("lease");
+    let deal = leased.deals[0].deal.deal;
+    let endpoint = leased.deals[0].endpoints[0].clone();
+    assert_eq!(endpoint.via, Via::Relay);
+    assert_eq!(endpoint.ip, "127.0.0.5".parse::<IpAddr>().expect("ip"));
+    assert_ne!(endpoint.proxy.ip(), endpoint.ip, "requesters dial the relay");
+    let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
+    paying
+        .wait(Duration::from_secs(10), |event| {
+            matches!(event, StreamEvent::LeaseReady { terms, .. } if terms.deal == deal)
+                .then_some(())
+        })
+        .await;
+
+    // Both protocols pass; on loopback there is no NAT, so the site sees the default route.
+    for url in [
+        endpoint.http.as_deref().expect("http"),
+        endpoint.socks5h.as_deref().expect("socks5h"),
+    ] {
+        let through = curl(url, &format!("http://{site}/"));
+        assert_eq!(
+            String::from_utf8_lossy(&through.stdout),
+            "127.0.0.1",
+            "{url}: {}",
+            String::from_utf8_lossy(&through.stderr)
+        );
+    }
+
+    // Credentials the relay did not seal stop at the relay: unsealed, or with a forged seal.
+    let (unsealed, _) = endpoint.password.rsplit_once('.').expect("sealed password");
+    for password in [unsealed.to_owned(), format!("{unsealed}.AAAAAAAAAAAAAAAA")] {
+        let proxy = format!("http://{}:{password}@{}", endpoint.username, endpoint.proxy);
+        let refused = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+            .args(["-x", &proxy, &format!("http://{site}/")])
+            .output()
+            .expect("curl");
+        assert_eq!(refused.stdout, b"407", "the relay asks for real credentials");
+    }
+
+    let terms = paying.wait(Duration::from_secs(30), ended).await;
+    let metered = terms.rate.0 * u128::from(terms.end - terms.start);
+    let paid = paying.end(Stop::Finish).await.expect("finish");
+    assert_eq!(paid, metered, "the fleet signed exactly what was metered");
+    let provider_client = signed_in(&node, &chain.wallet(2)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !provider_client
+        .wallet()
+        .await
+        .expect("wallet")
+        .payments
+        .and_then(|p| p.outbound)
+        .is_some_and(|c| c.amount.0 == metered)
+    {
+        assert!(Instant::now() < deadline, "the node paid the provider in full");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    provider.terminate();
+    let earned = std::iter::from_fn(|| provider_lines.recv_timeout(Duration::from_secs(10)).ok())
+        .find(|line| line.starts_with("earned "))
+        .expect("the provider reports its earnings");
+    assert!(earned.starts_with(&format!("earned {metered} ")), "{earned}");
+    let commission = chain.node.commission_on(metered).await.expect("commission");
+    assert_eq!(
+        chain
+            .node
+            .balance_of(chain.wallet(2).address())
+            .await
+            .expect("balance"),
+        metered - commission,
+        "provider: metered − commission, on chain"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_provider_may_offer_only_the_ip_the_relay_sees() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_node_process, node) = node_with_relay(&chain, dir.path(), "10");
+    let provider = signed_in(&node, &chain.wallet(3)).await;
+    provider
+        .register_relayed_provider()
+        .await
+        .expect("register relayed");
+    let offer = |ip: &str| {
+        OfferBody::new(
+            vec![ip.parse().expect("ip")],
+            "NL",
+            "residential",
+            vec!["http"],
+            ipsx_sdk_now() + 3600,
+            TokenAmount(PRICE),
+        )
+    };
+    let refused = provider
+        .place_offer(&offer("127.0.0.6"))
+        .await
+        .expect_err("not connected yet");
+    assert!(refused.to_string().contains("relay_not_connected"), "{refused}");
+
+    // Dial the relay as the daemon does, from 127.0.0.6.
+    let link = dial(&provider, "127.0.0.6").await.expect("welcomed");
+    assert_eq!(link.welcomed.observed, "127.0.0.6".parse::<IpAddr>().expect("ip"));
+    assert!(!link.welcomed.resumed);
+    let refused = provider
+        .place_offer(&offer("127.0.0.7"))
+        .await
+        .expect_err("another IP");
+    assert!(refused.to_string().contains("ip_not_observed"), "{refused}");
+    provider
+        .place_offer(&offer("127.0.0.6"))
+        .await
+        .expect("the observed IP is offered");
+
+    // One public IP, one provider: a second provider behind the same address is refused.
+    let other = signed_in(&node, &chain.wallet(4)).await;
+    other.register_relayed_provider().await.expect("register");
+    let error = dial(&other, "127.0.0.6").await.expect_err("IP in use");
+    assert!(
+        matches!(
+            error,
+            ipsx_relay::LinkError::Refused(ipsx_relay::wire::RefusalCode::IpInUse)
+        ),
+        "{error}"
+    );
+    // A ticket edited to name another provider does not verify.
+    let mut access = access(&other).await;
+    access.ticket.replace_range(0..2, if access.ticket.starts_with("AA") { "BB" } else { "AA" });
+    let error = ipsx_relay::Link::connect(&access, &link_config("127.0.0.8"))
+        .await
+        .expect_err("forged ticket");
+    assert!(
+        matches!(
+            error,
+            ipsx_relay::LinkError::Refused(ipsx_relay::wire::RefusalCode::BadTicket)
+        ),
+        "{error}"
+    );
+    link.close();
+}
+
+fn ipsx_sdk_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+async fn access(provider: &ipsx_sdk::Client) -> ipsx_relay::Access {
+    let access = provider.relay_access().await.expect("relay access");
+    ipsx_relay::Access {
+        relay: access.relay,
+        certificate: alloy_primitives::hex::decode(&access.certificate).expect("hex"),
+        ticket: access.ticket,
+    }
+}
+
+fn link_config(bind: &str) -> ipsx_relay::LinkConfig {
+    let mut config = ipsx_relay::LinkConfig::new("127.0.0.1:9".parse().expect("addr"));
+    config.bind = format!("{bind}:0").parse().expect("bind");
+    config
+}
+
+async fn dial(
+    provider: &ipsx_sdk::Client,
+    bind: &str,
+) -> Result<ipsx_relay::Link, ipsx_relay::LinkError> {
+    ipsx_relay::Link::connect(&access(provider).await, &link_config(bind)).await
+}
+
+/// Freezes a process (its QUIC connection goes silent, as when a home router drops off).
+fn signal(process: &common::Process, signal: &str) {
+    Command::new("kill")
+        .args([signal, &process.0.id().to_string()])
+        .status()
+        .expect("kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_back_within_the_grace_serves_on_and_one_gone_past_it_is_dropped() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = site();
+    // The relay notices a silent provider after its 20 s idle timeout; a 30 s grace covers a
+    // short outage of the first provider, not the long one of the second.
+    let (_node_process, node) = node_with_relay(&chain, dir.path(), "30");
+    let (back, _back_lines, _) =
+        chain.relayed_provider(dir.path(), &node, 2, "127.0.0.10", "BE", PRICE);
+    let (gone, _gone_lines, _) =
+        chain.relayed_provider(dir.path(), &node, 3, "127.0.0.11", "LU", PRICE);
+    let (fleet, fleet_wallet, _) = paying_fleet(&chain, &node).await;
+    let mut deals = Vec::new();
+    for country in ["BE", "LU"] {
+        let leased = fleet
+            .lease(
+                &LeaseBody::new(1, 600, TokenAmount(PRICE))
+                    .countries([country])
+                    .protocols(["http"]),
+            )
+            .await
+            .expect("lease");
+        deals.push(leased.deals[0].clone());
+    }
+    let mut paying = pay_in_background(&fleet, &fleet_wallet, &deals).await;
+    for deal in &deals {
+        let id = deal.deal.deal;
+        paying
+            .wait(Duration::from_secs(10), |event| {
+                matches!(event, StreamEvent::LeaseReady { terms, .. } if terms.deal == id)
+                    .then_some(())
+            })
+            .await;
+    }
+    let url = |index: usize| deals[index].endpoints[0].http.clone().expect("http");
+    assert_eq!(curl(&url(0), &format!("http://{site}/")).stdout, b"127.0.0.1");
+
+    // Both go silent. A request meanwhile fails cleanly, with an answer, not a hang.
+    signal(&back, "-STOP");
+    signal(&gone, "-STOP");
+    let during = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "40"])
+        .args(["-x", &url(1), &format!("http://{site}/")])
+        .output()
+        .expect("curl");
+    assert_ne!(during.stdout, b"200");
+    assert_ne!(
+        during.status.code(),
+        Some(28),
+        "the request in flight ends when the relay gives the connection up, not at curl's limit"
+    );
+
+    // The first comes back within the grace: it reconnects and serves the same lease.
+    signal(&back, "-CONT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while curl(&url(0), &format!("http://{site}/")).stdout != b"127.0.0.1" {
+        assert!(Instant::now() < deadline, "the provider serves again after reconnecting");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The second stays away past the grace: its deal ends as dropped, billed up to its end.
+    let dropped = deals[1].deal.deal;
+    let terms = paying
+        .wait(Duration::from_secs(60), |event| match event {
+            StreamEvent::LeaseEnded { terms, status, .. } if terms.deal == dropped => {
+                Some((*terms, *status))
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(terms.1, LeaseEnd::ProviderDropped);
+    let views = fleet.deals().await.expect("deals");
+    let status = |id| views.iter().find(|v| v.deal.deal == id).map(|v| v.deal.status);
+    assert_eq!(status(dropped), Some(DealStatus::ProviderDropped));
+    assert_eq!(status(deals[0].deal.deal), Some(DealStatus::Active));
+    let paid = paying.end(Stop::Finish).await.expect("finish");
+    let now = ipsx_sdk_now();
+    let dropped_bill = terms.0.rate.0 * u128::from(terms.0.end - terms.0.start);
+    let running = deals[0].deal.price.0 * u128::from(now + 1 - deals[0].deal.start);
+    assert!(
+        paid >= dropped_bill && paid <= dropped_bill + running,
+        "paid {paid}: the dropped deal up to its end ({dropped_bill}) and the running one"
+    );
+    signal(&gone, "-CONT");
+}

@@ -1,0 +1,623 @@
+//! The relay: a QUIC endpoint providers dial out to, and a TCP port requesters connect to with
+//! their lease credentials, exactly as to a provider's own proxy.
+//!
+//! ```text
+//! provider ──QUIC (dials out)──► relay: ticket → provider; source address → observed IP
+//! requester ──TCP──► relay: sniff credentials → seal and window checked → route by grant IP
+//!           ──► a new stream on that provider's connection, carrying the connection as is
+//! ```
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ipsx_credentials::RelayKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::presence::{Change, Conflict, Presence, Provider};
+use crate::sniff::{self, Presented, Sniffed};
+use crate::tls::{self, Identity, TlsError};
+use crate::wire::{self, Answer, Hello, RefusalCode};
+
+/// How the relay runs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// UDP address providers' QUIC connections arrive at.
+    pub providers: SocketAddr,
+    /// TCP address requesters connect to.
+    pub requesters: SocketAddr,
+    /// The certificate providers pin.
+    pub identity: Identity,
+    /// The key shared with the node: tickets and credential seals.
+    pub key: RelayKey,
+    /// How long a dropped provider keeps its IP before it is gone. Default 10 s.
+    pub grace: Duration,
+    /// Time a requester has to send its credentials, and a provider its hello. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Concurrent requester streams per provider connection. Default 1,024.
+    pub max_streams_per_provider: u32,
+    /// Open connections per requester source IP. Default 1,024.
+    pub max_per_requester: u32,
+    /// Providers connected at once. Default 100,000.
+    pub max_providers: usize,
+}
+
+impl RelayConfig {
+    /// A configuration with the defaults above.
+    pub fn new(
+        providers: SocketAddr,
+        requesters: SocketAddr,
+        identity: Identity,
+        key: RelayKey,
+    ) -> Self {
+        Self {
+            providers,
+            requesters,
+            identity,
+            key,
+            grace: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_streams_per_provider: 1024,
+            max_per_requester: 1024,
+            max_providers: 100_000,
+        }
+    }
+}
+
+/// What the relay measures of one provider's connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quality {
+    /// Seconds the current connection has been up.
+    pub connected_secs: u64,
+    /// QUIC's smoothed round-trip time.
+    pub rtt: Duration,
+    /// Requester streams opened to it since it connected.
+    pub streams: u64,
+    /// Of those, the ones it did not accept (reset, refused, timed out).
+    pub failed: u64,
+}
+
+/// Called with every presence change, before the provider hears it is welcome: the node must
+/// know a provider's IP before the provider can offer it.
+pub type OnChange = Arc<dyn Fn(Change) + Send + Sync>;
+
+/// A running relay.
+pub struct RelayHandle {
+    /// The bound QUIC address.
+    pub providers: SocketAddr,
+    /// The bound requester address.
+    pub requesters: SocketAddr,
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for RelayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayHandle")
+            .field("providers", &self.providers)
+            .field("requesters", &self.requesters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RelayHandle {
+    /// Provider connections up now.
+    pub fn connected(&self) -> usize {
+        lock(&self.shared.routes).len()
+    }
+
+    /// What the relay measures of `provider`'s connection, if it is up.
+    pub fn quality(&self, provider: Provider) -> Option<Quality> {
+        let routes = lock(&self.shared.routes);
+        let route = routes.values().find(|route| route.provider == provider)?;
+        Some(Quality {
+            connected_secs: route.since.elapsed().as_secs(),
+            rtt: route.connection.rtt(),
+            streams: route.streams.load(Ordering::Relaxed),
+            failed: route.failed.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Stops accepting and closes every connection.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+        self.endpoint.close(0u32.into(), b"relay stopping");
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One connected provider.
+struct Route {
+    provider: Provider,
+    id: u64,
+    connection: quinn::Connection,
+    since: Instant,
+    slots: Arc<Semaphore>,
+    streams: AtomicU64,
+    failed: AtomicU64,
+}
+
+struct Shared {
+    config: RelayConfig,
+    presence: Mutex<Presence>,
+    /// Connected providers by observed IP.
+    routes: Mutex<HashMap<IpAddr, Arc<Route>>>,
+    /// Wakes the grace timer when a provider leaves.
+    left: Notify,
+    on_change: OnChange,
+    requesters: Mutex<HashMap<IpAddr, u32>>,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Binding a socket failed.
+    #[error("relay: {0}")]
+    Io(#[from] io::Error),
+    /// The TLS identity or QUIC settings were refused.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Binds both sides and serves until the handle is dropped.
+pub async fn start(config: RelayConfig, on_change: OnChange) -> Result<RelayHandle, StartError> {
+    let endpoint = quinn::Endpoint::server(tls::server_config(&config.identity)?, config.providers)?;
+    let listener = TcpListener::bind(config.requesters).await?;
+    let (stop, stopped) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        presence: Mutex::new(Presence::new(config.grace)),
+        config,
+        routes: Mutex::new(HashMap::new()),
+        left: Notify::new(),
+        on_change,
+        requesters: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+    });
+    let handle = RelayHandle {
+        providers: endpoint.local_addr()?,
+        requesters: listener.local_addr()?,
+        shared: Arc::clone(&shared),
+        endpoint: endpoint.clone(),
+        stop,
+    };
+    tracing::info!(providers = %handle.providers, requesters = %handle.requesters, "relay listening");
+    tokio::spawn(accept_providers(endpoint, Arc::clone(&shared)));
+    tokio::spawn(accept_requesters(listener, Arc::clone(&shared), stopped.clone()));
+    tokio::spawn(expire_graces(shared, stopped));
+    Ok(handle)
+}
+
+async fn accept_providers(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            if let Err(error) = serve_provider(incoming, &shared).await {
+                tracing::debug!(%error, "provider connection ended");
+            }
+        });
+    }
+}
+
+/// Tells the node of changes past their grace, as they fall due.
+async fn expire_graces(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let next = lock(&shared.presence).next_expiry();
+        let wait = next.map_or(Duration::from_secs(3600), |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.left.notified() => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        let changes = lock(&shared.presence).expire(Instant::now());
+        for change in changes {
+            tracing::info!(?change, "provider gone past its grace");
+            (shared.on_change)(change);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ProviderError {
+    #[error("handshake: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("control stream: {0}")]
+    Wire(#[from] wire::WireError),
+    #[error("timed out")]
+    Timeout,
+    #[error("refused: {0}")]
+    Refused(RefusalCode),
+}
+
+async fn serve_provider(incoming: quinn::Incoming, shared: &Shared) -> Result<(), ProviderError> {
+    let timeout = shared.config.handshake_timeout;
+    let handshake = async {
+        let connection = incoming.await?;
+        let (send, mut recv) = connection.accept_bi().await?;
+        let hello: Hello = wire::read(&mut recv).await?;
+        Ok::<_, ProviderError>((connection, send, hello))
+    };
+    let (connection, mut send, hello) = tokio::time::timeout(timeout, handshake)
+        .await
+        .map_err(|_| ProviderError::Timeout)??;
+    let observed = connection.remote_address().ip().to_canonical();
+    let admitted = admit(shared, &connection, observed, &hello);
+    let answer = match &admitted {
+        Ok((_, resumed)) => Answer::Welcome {
+            observed,
+            resumed: *resumed,
+        },
+        Err(code) => Answer::Refused { code: *code },
+    };
+    wire::write(&mut send, &answer).await?;
+    let route = match admitted {
+        Ok((route, _)) => route,
+        Err(code) => {
+            let _ = send.finish();
+            // Let the refusal reach the provider before the connection closes.
+            let _ = tokio::time::timeout(timeout, send.stopped()).await;
+            connection.close(1u32.into(), b"refused");
+            return Err(ProviderError::Refused(code));
+        }
+    };
+    tracing::info!(%observed, "provider connected");
+    let error = connection.closed().await;
+    let mut routes = lock(&shared.routes);
+    if routes.get(&observed).is_some_and(|held| held.id == route.id) {
+        routes.remove(&observed);
+    }
+    drop(routes);
+    lock(&shared.presence).leave(route.provider, route.id, Instant::now());
+    shared.left.notify_one();
+    Err(error.into())
+}
+
+/// Checks a provider's hello and makes it the route for its observed IP; whether it resumed
+/// (held that IP already, within its grace).
+fn admit(
+    shared: &Shared,
+    connection: &quinn::Connection,
+    observed: IpAddr,
+    hello: &Hello,
+) -> Result<(Arc<Route>, bool), RefusalCode> {
+    let provider = shared
+        .config
+        .key
+        .check_ticket(hello.ticket.as_bytes(), unix_now())
+        .map_err(|_| RefusalCode::BadTicket)?;
+    if lock(&shared.routes).len() >= shared.config.max_providers {
+        return Err(RefusalCode::Full);
+    }
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let (changes, resumed) = {
+        let mut presence = lock(&shared.presence);
+        let resumed = presence
+            .holder(observed)
+            .is_some_and(|(holder, _)| holder == provider);
+        let changes = presence
+            .arrive(provider, observed, id, Instant::now())
+            .map_err(|Conflict::IpInUse| RefusalCode::IpInUse)?;
+        (changes, resumed)
+    };
+    let route = Arc::new(Route {
+        provider,
+        id,
+        connection: connection.clone(),
+        since: Instant::now(),
+        slots: Arc::new(Semaphore::new(shared.config.max_streams_per_provider as usize)),
+        streams: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
+    {
+        let mut routes = lock(&shared.routes);
+        for change in &changes {
+            if let Change::Gone { ip, .. } = change {
+                routes.remove(ip);
+            }
+        }
+        if let Some(older) = routes.insert(observed, Arc::clone(&route)) {
+            // The same provider again (a reconnect racing its old connection's close).
+            older.connection.close(2u32.into(), b"superseded");
+        }
+    }
+    for change in changes {
+        (shared.on_change)(change);
+    }
+    Ok((route, resumed))
+}
+
+async fn accept_requesters(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|stop| *stop) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = RequesterSlot::take(&shared, peer.ip()) else {
+            tracing::debug!(%peer, "requester at its connection cap");
+            continue;
+        };
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                served = serve_requester(stream, &slot.shared) => {
+                    if let Err(error) = served {
+                        tracing::debug!(%peer, %error, "requester connection ended");
+                    }
+                }
+                _ = stopped.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+}
+
+/// One requester connection counted against its source IP's cap.
+struct RequesterSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl RequesterSlot {
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
+        let mut open = lock(&shared.requesters);
+        let count = open.entry(ip).or_default();
+        if *count >= shared.config.max_per_requester {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            shared: Arc::clone(shared),
+            ip,
+        })
+    }
+}
+
+impl Drop for RequesterSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.shared.requesters);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Why a requester connection was not carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// No credentials, or ones the relay does not accept.
+    Credentials,
+    /// The lease's provider is not connected.
+    Offline,
+    /// The provider's connection carries as many streams as it may.
+    Busy,
+    /// The provider did not take the stream.
+    Unreachable,
+}
+
+async fn serve_requester(mut client: TcpStream, shared: &Shared) -> io::Result<()> {
+    client.set_nodelay(true)?;
+    let deadline = tokio::time::Instant::now() + shared.config.handshake_timeout;
+    let mut buffer = Vec::with_capacity(1024);
+    read_more(&mut client, &mut buffer, deadline).await?;
+    if buffer.first() == Some(&5) {
+        serve_socks(client, buffer, deadline, shared).await
+    } else {
+        serve_http(client, buffer, deadline, shared).await
+    }
+}
+
+/// Reads at least one more byte before the deadline.
+async fn read_more(
+    client: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> io::Result<()> {
+    let read = tokio::time::timeout_at(deadline, client.read_buf(buffer))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??;
+    if read == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// Reads until `parse` says the message is whole.
+async fn read_until<T>(
+    client: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    from: usize,
+    deadline: tokio::time::Instant,
+    parse: impl Fn(&[u8]) -> Sniffed<T>,
+) -> io::Result<(usize, T)> {
+    loop {
+        match parse(&buffer[from..]) {
+            Sniffed::Done(length, value) => return Ok((from + length, value)),
+            Sniffed::Invalid(why) => return Err(io::Error::new(io::ErrorKind::InvalidData, why)),
+            Sniffed::Incomplete if buffer.len() >= sniff::MAX_HEAD => {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "too long"));
+            }
+            Sniffed::Incomplete => read_more(client, buffer, deadline).await?,
+        }
+    }
+}
+
+async fn serve_socks(
+    mut client: TcpStream,
+    mut buffer: Vec<u8>,
+    deadline: tokio::time::Instant,
+    shared: &Shared,
+) -> io::Result<()> {
+    let (greeted, offers_password) =
+        read_until(&mut client, &mut buffer, 0, deadline, sniff::socks_greeting).await?;
+    if !offers_password {
+        client.write_all(&[5, 0xff]).await?;
+        return Ok(());
+    }
+    client.write_all(&[5, 2]).await?;
+    let (_, presented) =
+        read_until(&mut client, &mut buffer, greeted, deadline, sniff::socks_auth).await?;
+    let (route, permit, (mut send, mut recv)) = match open_stream(shared, &presented).await {
+        Ok(opened) => opened,
+        Err(refusal) => {
+            tracing::debug!(?refusal, "SOCKS5 requester refused");
+            client.write_all(&[1, 1]).await?;
+            return Ok(());
+        }
+    };
+    // The provider runs the negotiation again from the first byte; its answers to the greeting
+    // and to the credentials are the relay's to check, not the client's to see twice.
+    let answered = async {
+        send.write_all(&buffer).await?;
+        let mut answers = [0u8; 4];
+        tokio::io::AsyncReadExt::read_exact(&mut recv, &mut answers).await?;
+        Ok::<_, io::Error>(answers)
+    };
+    match tokio::time::timeout_at(deadline, answered).await {
+        Ok(Ok([5, 2, 1, 0])) => {}
+        outcome => {
+            tracing::debug!(?outcome, "provider refused SOCKS5 credentials");
+            count_failure(&route);
+            client.write_all(&[1, 1]).await?;
+            return Ok(());
+        }
+    }
+    client.write_all(&[1, 0]).await?;
+    carry(client, send, recv, permit).await
+}
+
+async fn serve_http(
+    mut client: TcpStream,
+    mut buffer: Vec<u8>,
+    deadline: tokio::time::Instant,
+    shared: &Shared,
+) -> io::Result<()> {
+    let (_, presented) = read_until(&mut client, &mut buffer, 0, deadline, sniff::http_head).await?;
+    let opened = match presented {
+        Some(presented) => open_stream(shared, &presented).await,
+        None => Err(Refusal::Credentials),
+    };
+    let (_, permit, (mut send, recv)) = match opened {
+        Ok(opened) => opened,
+        Err(refusal) => {
+            client.write_all(http_refusal(refusal).as_bytes()).await?;
+            return Ok(());
+        }
+    };
+    send.write_all(&buffer).await?;
+    carry(client, send, recv, permit).await
+}
+
+fn http_refusal(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::Credentials => {
+            "HTTP/1.1 407 Proxy Authentication Required\r\n\
+             Proxy-Authenticate: Basic realm=\"ipsx\"\r\n\
+             Proxy-Status: ipsx-relay; error=proxy_auth_required\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        }
+        Refusal::Offline => {
+            "HTTP/1.1 502 Bad Gateway\r\n\
+             Proxy-Status: ipsx-relay; error=destination_unavailable; details=\"provider offline\"\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        }
+        Refusal::Busy => {
+            "HTTP/1.1 429 Too Many Requests\r\n\
+             Proxy-Status: ipsx-relay; error=connection_limit_reached\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        }
+        Refusal::Unreachable => {
+            "HTTP/1.1 502 Bad Gateway\r\n\
+             Proxy-Status: ipsx-relay; error=destination_unavailable; details=\"provider did not answer\"\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        }
+    }
+}
+
+type Opened = (
+    Arc<Route>,
+    OwnedSemaphorePermit,
+    (quinn::SendStream, quinn::RecvStream),
+);
+
+/// Checks credentials and opens a stream to the provider serving their IP.
+async fn open_stream(shared: &Shared, presented: &Presented) -> Result<Opened, Refusal> {
+    let grant = shared
+        .config
+        .key
+        .check(&presented.username, &presented.password, unix_now())
+        .map_err(|error| {
+            tracing::debug!(%error, "relay refused credentials");
+            Refusal::Credentials
+        })?;
+    let route = lock(&shared.routes)
+        .get(&grant.ip)
+        .cloned()
+        .ok_or(Refusal::Offline)?;
+    let permit = Arc::clone(&route.slots)
+        .try_acquire_owned()
+        .map_err(|_| Refusal::Busy)?;
+    route.streams.fetch_add(1, Ordering::Relaxed);
+    match tokio::time::timeout(shared.config.handshake_timeout, route.connection.open_bi()).await {
+        Ok(Ok(stream)) => Ok((route, permit, stream)),
+        _ => {
+            count_failure(&route);
+            Err(Refusal::Unreachable)
+        }
+    }
+}
+
+fn count_failure(route: &Route) {
+    route.failed.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Moves bytes both ways until both sides are done; the stream slot is held throughout.
+async fn carry(
+    mut client: TcpStream,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    permit: OwnedSemaphorePermit,
+) -> io::Result<()> {
+    let mut stream = tokio::io::join(recv, send);
+    let moved = tokio::io::copy_bidirectional(&mut client, &mut stream).await;
+    drop(permit);
+    moved.map(|_| ())
+}
