@@ -22,3 +22,6 @@ apt_pinned curl=7.88.1-10+deb12u15 python3-requests=2.28.1+dfsg-1 python3-socks=
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace
+# A home provider behind a real NAT (network namespaces made and removed by the script, nftables
+# masquerade) serves a fleet through the node's relay.
+bash scripts/test-nat.sh target/debug/ipsx

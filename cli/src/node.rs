@@ -336,7 +336,8 @@ pub(crate) async fn start_relay(
             ipsx_relay::Change::Gone { provider, ip } => node.gone(Address::from(provider), ip),
         }
     });
-    let mut config = ipsx_relay::RelayConfig::new(spot.quic, spot.listen, identity.clone(), key.clone());
+    let mut config =
+        ipsx_relay::RelayConfig::new(spot.quic, spot.listen, identity.clone(), key.clone());
     config.grace = spot.grace;
     let relay = ipsx_relay::start(config, on_change)
         .await
@@ -361,7 +362,10 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("starting the node on {listen}"))?;
     if let Some((handle, _, hook)) = &relay {
         let _ = hook.set(node.presence());
-        println!("relay quic {} requesters {}", handle.providers, handle.requesters);
+        println!(
+            "relay quic {} requesters {}",
+            handle.providers, handle.requesters
+        );
     }
     // Scripts that asked for port 0 read the real address here.
     println!("listening {}", node.addr);

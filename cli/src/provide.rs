@@ -43,12 +43,12 @@ use ipsx_gateway::market::offer_ips;
 use crate::unix_now;
 use ipsx_proxy::{CredentialKey, Guard, LeaseUsage, ProxyConfig};
 use ipsx_relay::{Access, LinkConfig, Welcomed};
-use tokio::sync::watch;
 use ipsx_sdk::{
     Address, Client, DealStatus, EventStream, LeaseEnd, OfferBody, StreamEvent, TokenAmount,
     Wallet, signing_key,
 };
 use serde::Deserialize;
+use tokio::sync::watch;
 
 /// The daemon's configuration file.
 #[derive(Debug, Deserialize)]
@@ -366,7 +366,13 @@ pub(crate) async fn serve(
         Some(relay) => relay.ip.into_iter().collect(),
         None => offered_ips(&config.offers)?.into_iter().collect(),
     };
-    place_offers(&node, &config.offers, relay.as_ref().and_then(|r| r.ip), &label).await?;
+    place_offers(
+        &node,
+        &config.offers,
+        relay.as_ref().and_then(|r| r.ip),
+        &label,
+    )
+    .await?;
 
     if let Some(serving) = serving {
         let _ = serving.send(());
@@ -374,6 +380,7 @@ pub(crate) async fn serve(
     let me = wallet.address();
     let mut served: HashMap<u64, u64> = HashMap::new();
     let mut cut: HashSet<u64> = HashSet::new();
+    let mut suspects: HashMap<u64, tokio::time::Instant> = HashMap::new();
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
     let mut last_settle = tokio::time::Instant::now();
     let mut last_earnings_note = tokio::time::Instant::now();
@@ -472,7 +479,20 @@ pub(crate) async fn serve(
                     .ledger
                     .paid_through(deal)
                     .is_some_and(|through| now.saturating_sub(through) > earnings.grace);
-                if unpaid && now < end && cut.insert(deal) {
+                if !unpaid {
+                    suspects.remove(&deal);
+                    continue;
+                }
+                // Judged on what the daemon heard while running: after a freeze (a laptop
+                // asleep) the payments sent meanwhile are still queued, so an unpaid lease is
+                // cut only once it stays unpaid for another grace period of running.
+                let since = *suspects
+                    .entry(deal)
+                    .or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= Duration::from_secs(earnings.grace)
+                    && now < end
+                    && cut.insert(deal)
+                {
                     proxy.leases.cut(deal);
                     println!(
                         "{label}deal {deal}: unpaid for more than {} s, cut",

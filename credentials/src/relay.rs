@@ -181,7 +181,10 @@ mod tests {
         let relay = RelayKey::new([2; 32]);
         let sealed = relay.seal(provider.issue(&grant()));
         let user = sealed.username.as_bytes();
-        assert_eq!(relay.check(user, sealed.password.as_bytes(), 150), Ok(grant()));
+        assert_eq!(
+            relay.check(user, sealed.password.as_bytes(), 150),
+            Ok(grant())
+        );
         assert_eq!(
             provider.verify(user, sealed.password.as_bytes(), grant().ip, 150),
             Ok(grant())

@@ -209,7 +209,9 @@ mod tests {
             let entry = registry
                 .register(provider, 1080, false, [1; 32])
                 .expect("register");
-            let again = registry.register(provider, 2080, false, [2; 32]).expect("again");
+            let again = registry
+                .register(provider, 2080, false, [2; 32])
+                .expect("again");
             assert_eq!(again.port, 2080);
             (entry, again)
         };

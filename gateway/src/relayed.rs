@@ -62,10 +62,7 @@ impl Observed {
 }
 
 /// Checks that a relayed provider offers exactly the IP its relay connection comes from.
-pub(crate) fn check_offer(
-    observed: Option<IpAddr>,
-    offered: &[IpAddr],
-) -> Result<(), ApiError> {
+pub(crate) fn check_offer(observed: Option<IpAddr>, offered: &[IpAddr]) -> Result<(), ApiError> {
     let Some(observed) = observed else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

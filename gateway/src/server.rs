@@ -815,9 +815,9 @@ async fn register_provider(
     let entry = tokio::task::spawn_blocking(move || {
         registry.register(provider, body.port, body.relayed, fresh)
     })
-        .await
-        .map_err(|e| internal(e.to_string()))?
-        .map_err(|e| internal(e.to_string()))?;
+    .await
+    .map_err(|e| internal(e.to_string()))?
+    .map_err(|e| internal(e.to_string()))?;
     Ok(Json(ProviderRegistered {
         provider,
         port: entry.port,

@@ -75,7 +75,11 @@ impl Presence {
         now: Instant,
     ) -> Result<Vec<Change>, Conflict> {
         self.expire(now);
-        if self.holders.get(&ip).is_some_and(|holder| *holder != provider) {
+        if self
+            .holders
+            .get(&ip)
+            .is_some_and(|holder| *holder != provider)
+        {
             return Err(Conflict::IpInUse);
         }
         let mut changes = Vec::new();
@@ -180,7 +184,10 @@ mod tests {
         let home = ip("203.0.113.7");
         assert_eq!(
             presence.arrive(A, home, 1, t0),
-            Ok(vec![Change::Up { provider: A, ip: home }])
+            Ok(vec![Change::Up {
+                provider: A,
+                ip: home
+            }])
         );
         presence.leave(A, 1, t0 + Duration::from_secs(1));
         assert_eq!(presence.holder(home), Some((A, false)));
@@ -189,7 +196,10 @@ mod tests {
         // Back in time, from the same IP: nothing is lost.
         assert_eq!(
             presence.arrive(A, home, 2, t0 + Duration::from_secs(10)),
-            Ok(vec![Change::Up { provider: A, ip: home }])
+            Ok(vec![Change::Up {
+                provider: A,
+                ip: home
+            }])
         );
         // The old connection's late close does not mark the new one away.
         presence.leave(A, 1, t0 + Duration::from_secs(11));
@@ -197,7 +207,10 @@ mod tests {
         presence.leave(A, 2, t0 + Duration::from_secs(20));
         assert_eq!(
             presence.expire(t0 + Duration::from_secs(30)),
-            vec![Change::Gone { provider: A, ip: home }]
+            vec![Change::Gone {
+                provider: A,
+                ip: home
+            }]
         );
         assert!(presence.is_empty());
         assert_eq!(presence.holder(home), None);
@@ -219,13 +232,22 @@ mod tests {
         assert_eq!(
             presence.arrive(A, new, 4, t0 + Duration::from_secs(2)),
             Ok(vec![
-                Change::Gone { provider: A, ip: old },
-                Change::Up { provider: A, ip: new }
+                Change::Gone {
+                    provider: A,
+                    ip: old
+                },
+                Change::Up {
+                    provider: A,
+                    ip: new
+                }
             ])
         );
         assert_eq!(
             presence.arrive(B, old, 5, t0 + Duration::from_secs(3)),
-            Ok(vec![Change::Up { provider: B, ip: old }])
+            Ok(vec![Change::Up {
+                provider: B,
+                ip: old
+            }])
         );
         assert_eq!(presence.len(), 2);
     }

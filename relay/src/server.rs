@@ -185,7 +185,8 @@ pub enum StartError {
 
 /// Binds both sides and serves until the handle is dropped.
 pub async fn start(config: RelayConfig, on_change: OnChange) -> Result<RelayHandle, StartError> {
-    let endpoint = quinn::Endpoint::server(tls::server_config(&config.identity)?, config.providers)?;
+    let endpoint =
+        quinn::Endpoint::server(tls::server_config(&config.identity)?, config.providers)?;
     let listener = TcpListener::bind(config.requesters).await?;
     let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -206,7 +207,11 @@ pub async fn start(config: RelayConfig, on_change: OnChange) -> Result<RelayHand
     };
     tracing::info!(providers = %handle.providers, requesters = %handle.requesters, "relay listening");
     tokio::spawn(accept_providers(endpoint, Arc::clone(&shared)));
-    tokio::spawn(accept_requesters(listener, Arc::clone(&shared), stopped.clone()));
+    tokio::spawn(accept_requesters(
+        listener,
+        Arc::clone(&shared),
+        stopped.clone(),
+    ));
     tokio::spawn(expire_graces(shared, stopped));
     Ok(handle)
 }
@@ -288,7 +293,10 @@ async fn serve_provider(incoming: quinn::Incoming, shared: &Shared) -> Result<()
     tracing::info!(%observed, "provider connected");
     let error = connection.closed().await;
     let mut routes = lock(&shared.routes);
-    if routes.get(&observed).is_some_and(|held| held.id == route.id) {
+    if routes
+        .get(&observed)
+        .is_some_and(|held| held.id == route.id)
+    {
         routes.remove(&observed);
     }
     drop(routes);
@@ -329,7 +337,9 @@ fn admit(
         id,
         connection: connection.clone(),
         since: Instant::now(),
-        slots: Arc::new(Semaphore::new(shared.config.max_streams_per_provider as usize)),
+        slots: Arc::new(Semaphore::new(
+            shared.config.max_streams_per_provider as usize,
+        )),
         streams: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     });
@@ -493,8 +503,14 @@ async fn serve_socks(
         return Ok(());
     }
     client.write_all(&[5, 2]).await?;
-    let (_, presented) =
-        read_until(&mut client, &mut buffer, greeted, deadline, sniff::socks_auth).await?;
+    let (_, presented) = read_until(
+        &mut client,
+        &mut buffer,
+        greeted,
+        deadline,
+        sniff::socks_auth,
+    )
+    .await?;
     let (route, permit, (mut send, mut recv)) = match open_stream(shared, &presented).await {
         Ok(opened) => opened,
         Err(refusal) => {
@@ -530,7 +546,8 @@ async fn serve_http(
     deadline: tokio::time::Instant,
     shared: &Shared,
 ) -> io::Result<()> {
-    let (_, presented) = read_until(&mut client, &mut buffer, 0, deadline, sniff::http_head).await?;
+    let (_, presented) =
+        read_until(&mut client, &mut buffer, 0, deadline, sniff::http_head).await?;
     let opened = match presented {
         Some(presented) => open_stream(shared, &presented).await,
         None => Err(Refusal::Credentials),

@@ -156,8 +156,14 @@ mod tests {
             http_head(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"),
             Sniffed::Done(34, None)
         );
-        assert_eq!(http_head(b"GET http://a/ HTTP/1.1\r\n"), Sniffed::Incomplete);
-        assert!(matches!(http_head(b"\x16\x03\x01garbage\r\n\r\n"), Sniffed::Invalid(_)));
+        assert_eq!(
+            http_head(b"GET http://a/ HTTP/1.1\r\n"),
+            Sniffed::Incomplete
+        );
+        assert!(matches!(
+            http_head(b"\x16\x03\x01garbage\r\n\r\n"),
+            Sniffed::Invalid(_)
+        ));
         let mut endless = b"GET http://a/ HTTP/1.1\r\nX: ".to_vec();
         endless.resize(MAX_HEAD, b'a');
         assert!(matches!(http_head(&endless), Sniffed::Invalid(_)));
@@ -177,5 +183,4 @@ mod tests {
             }
         }
     }
-
 }

@@ -111,7 +111,10 @@ pub(crate) fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, 
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(config_error)?
         .with_no_client_auth()
-        .with_single_cert(vec![CertificateDer::from(identity.certificate.clone())], key)
+        .with_single_cert(
+            vec![CertificateDer::from(identity.certificate.clone())],
+            key,
+        )
         .map_err(config_error)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(tls).map_err(config_error)?;
@@ -148,16 +151,13 @@ mod tests {
 
     #[test]
     fn an_identity_is_made_once_and_read_back() {
-        let dir = std::env::temp_dir().join(format!("ipsx-relay-id-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("relay.identity");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.identity");
         let made = Identity::load_or_generate(&path).expect("made");
         let read = Identity::load_or_generate(&path).expect("read");
         assert_eq!(made.certificate, read.certificate);
         assert_eq!(made.key, read.key);
         std::fs::write(&path, b"\0\0\0\x09short").expect("damage");
         assert!(Identity::load_or_generate(&path).is_err());
-        std::fs::remove_dir_all(&dir).expect("clean");
     }
 }

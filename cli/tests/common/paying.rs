@@ -106,4 +106,3 @@ pub fn ended(event: &StreamEvent) -> Option<LeaseTermsView> {
         _ => None,
     }
 }
-
