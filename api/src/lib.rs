@@ -147,6 +147,10 @@ pub struct LeaseBody {
     /// Minimum provider rating in hundredths of a star (450 = 4.5).
     #[serde(default)]
     pub min_rating: Option<u16>,
+    /// Minimum uptime of the provider's relay connection, in basis points (9,900 = 99 %), as
+    /// the node's relay measures it; providers never relayed do not pass a minimum.
+    #[serde(default)]
+    pub min_uptime: Option<u16>,
     /// At most one IP per /24 (v4) or /48 (v6).
     #[serde(default)]
     pub distinct_subnets: bool,
@@ -476,6 +480,14 @@ pub struct ProviderBody {
     pub relayed: bool,
 }
 
+/// `GET /v1/echo`: where a request came from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct Echo {
+    /// The caller's address as the node sees it.
+    #[schema(value_type = String)]
+    pub ip: IpAddr,
+}
+
 /// `POST /v1/relay/access`: what a relayed provider's daemon needs to dial the relay.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct RelayAccess {
@@ -541,6 +553,30 @@ pub struct ProfileView {
     /// deal cost and starting from 3 stars worth the node's rating prior — what `min_rating`
     /// filters compare with.
     pub average_rating: Option<u16>,
+    /// As a relayed provider: the uptime `min_uptime` filters compare with (basis points, as
+    /// last noted by the node).
+    #[serde(default)]
+    pub uptime: Option<u16>,
+    /// As a relayed provider: what the node's relay measures now.
+    #[serde(default)]
+    pub relay: Option<RelayQuality>,
+}
+
+/// What the node's relay measures of a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct RelayQuality {
+    /// Share of time connected since the relay first saw it, basis points.
+    pub uptime: u16,
+    /// Whether it is connected now.
+    pub connected: bool,
+    /// Seconds the current connection has been up.
+    pub connected_secs: Option<u64>,
+    /// The current connection's smoothed round-trip time, milliseconds.
+    pub rtt_ms: Option<u64>,
+    /// Requester streams opened to the current connection.
+    pub streams: u64,
+    /// Of those, the ones it did not take.
+    pub failed_streams: u64,
 }
 
 impl LeaseBody {
@@ -556,6 +592,7 @@ impl LeaseBody {
             asn_include: Vec::new(),
             asn_exclude: Vec::new(),
             min_rating: None,
+            min_uptime: None,
             distinct_subnets: false,
             start: None,
             duration,
@@ -580,6 +617,12 @@ impl LeaseBody {
     /// Only these kinds (`residential`, `datacenter`, `mobile`).
     pub fn kinds<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
         self.kinds = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Only providers whose relay connection was up at least `basis_points` of the time.
+    pub fn min_uptime(mut self, basis_points: u16) -> Self {
+        self.min_uptime = Some(basis_points);
         self
     }
 

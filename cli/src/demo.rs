@@ -22,7 +22,7 @@ use clap::Args;
 use ipsx_channels::ChannelId;
 use ipsx_channels_runtime::chain::ChainClient;
 use ipsx_channels_runtime::devnet::{DeploySettings, deploy_local, spawn_anvil};
-use ipsx_gateway::{GatewayConfig, PaymentsConfig};
+use ipsx_gateway::{GatewayConfig, PaymentsConfig, ProbeSettings};
 use ipsx_sdk::{Client, LeaseBody, LeaseView, Payer, StreamEvent, TokenAmount, Wallet};
 use tokio::sync::oneshot;
 
@@ -244,6 +244,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     payments.provider_deposit = provider_deposit;
     payments.settle_every = Duration::from_secs(3_600);
     config.payments = Some(payments);
+    config.probe = Some(ProbeSettings::new(""));
     std::fs::create_dir_all(data_dir.join("node"))?;
     let node = ipsx_gateway::start(config).await?;
     let node_url = format!("http://{}", node.addr);

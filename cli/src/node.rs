@@ -89,6 +89,11 @@ pub(crate) struct NodeArgs {
     /// Seconds a requester may fall behind before its leases are cut [default: 3].
     #[arg(long, env = "IPSX_GRACE")]
     grace: Option<u64>,
+    /// Let direct providers' offers go live without proving their IPs (a market with no real
+    /// proxies: demos of the API, load tests). By default each offered IP is fetched through
+    /// the provider's proxy from the node's `/v1/echo` and must come back as the source.
+    #[arg(long, env = "IPSX_NO_OFFER_PROBE")]
+    no_offer_probe: bool,
     /// Run a relay for providers behind NAT: the UDP address they dial (QUIC), as they reach
     /// it. Needs `--relay-listen`.
     #[arg(long, env = "IPSX_RELAY_QUIC")]
@@ -213,6 +218,7 @@ impl NodeArgs {
         };
         gateway.ready_timeout = self.ready_timeout.or(file.ready_timeout).unwrap_or(30);
         gateway.public_url = self.public_url.or(file.public_url);
+        gateway.probe = (!self.no_offer_probe).then(|| ipsx_gateway::ProbeSettings::new(""));
         if let Some(prior) = self
             .rating_prior
             .or(file.rating_prior.map(|amount| amount.0))
@@ -318,7 +324,7 @@ pub(crate) async fn start_relay(
     spot: RelaySpot,
     data_dir: &Path,
 ) -> anyhow::Result<(
-    ipsx_relay::RelayHandle,
+    Arc<ipsx_relay::RelayHandle>,
     RelaySettings,
     Arc<OnceLock<PresenceHook>>,
 )> {
@@ -339,11 +345,38 @@ pub(crate) async fn start_relay(
     let mut config =
         ipsx_relay::RelayConfig::new(spot.quic, spot.listen, identity.clone(), key.clone());
     config.grace = spot.grace;
-    let relay = ipsx_relay::start(config, on_change)
-        .await
-        .with_context(|| format!("starting the relay on {} and {}", spot.quic, spot.listen))?;
-    let settings = RelaySettings::new(key, relay.providers, relay.requesters, identity.certificate);
+    let relay = Arc::new(
+        ipsx_relay::start(config, on_change)
+            .await
+            .with_context(|| format!("starting the relay on {} and {}", spot.quic, spot.listen))?,
+    );
+    let mut settings =
+        RelaySettings::new(key, relay.providers, relay.requesters, identity.certificate);
+    let measured = Arc::clone(&relay);
+    settings.quality = Some(Arc::new(move || {
+        measured
+            .qualities()
+            .into_iter()
+            .map(relay_quality)
+            .collect()
+    }));
     Ok((relay, settings, hook))
+}
+
+/// The relay's measures as the API shows them.
+fn relay_quality(quality: ipsx_relay::Quality) -> (Address, ipsx_sdk::RelayQuality) {
+    let connection = quality.connection;
+    (
+        Address::from(quality.provider),
+        ipsx_sdk::RelayQuality {
+            uptime: quality.uptime,
+            connected: connection.is_some(),
+            connected_secs: connection.map(|c| c.connected_secs),
+            rtt_ms: connection.map(|c| u64::try_from(c.rtt.as_millis()).unwrap_or(u64::MAX)),
+            streams: connection.map_or(0, |c| c.streams),
+            failed_streams: connection.map_or(0, |c| c.failed),
+        },
+    )
 }
 
 /// Runs the node until SIGINT/SIGTERM.

@@ -25,7 +25,14 @@ impl Drop for Node {
 fn start_node(data: &Path) -> Node {
     let mut command = Command::new(IPSX);
     command
-        .args(["node", "--listen", "127.0.0.1:0", "--data-dir"])
+        // These offers are the market's alone: no proxy serves them to prove them through.
+        .args([
+            "node",
+            "--no-offer-probe",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data);
     spawn_node(command)
 }
@@ -199,6 +206,7 @@ fn a_node_whose_engine_stopped_says_so_and_exits_non_zero() {
             "trap '' XFSZ; ulimit -f 2048; exec \"$0\" \"$@\"",
             IPSX,
             "node",
+            "--no-offer-probe",
             "--listen",
             "127.0.0.1:0",
             "--data-dir",

@@ -52,15 +52,41 @@ async fn a_home_provider_serves_through_the_relay_and_is_paid_to_the_wei() {
     let (mut provider, provider_lines, _) =
         chain.relayed_provider(dir.path(), &node, 2, "127.0.0.5", "NL", PRICE);
 
+    // The relay's measures reach the provider's profile (read every 10 s) and the engine.
+    let provider_address = chain.wallet(2).address();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let profile = loop {
+        let profile = ipsx_sdk::Client::new(&node)
+            .profile(provider_address)
+            .await
+            .expect("profile");
+        if profile.uptime.is_some() {
+            break profile;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay's uptime reached the profile"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let relay = profile.relay.expect("relay measures");
+    assert!(relay.connected && relay.rtt_ms.is_some(), "{relay:?}");
+    assert_eq!(profile.uptime, Some(10_000), "connected all along");
+
     let (fleet, fleet_wallet, _) = paying_fleet(&chain, &node).await;
     let leased = fleet
         .lease(
             &LeaseBody::new(1, 12, TokenAmount(PRICE))
                 .countries(["NL"])
-                .protocols(["http", "socks5"]),
+                .protocols(["http", "socks5"])
+                .min_uptime(9_900),
         )
         .await
         .expect("lease");
+    assert_eq!(
+        leased.leased, 1,
+        "a provider up all along passes min_uptime"
+    );
     let deal = leased.deals[0].deal.deal;
     let endpoint = leased.deals[0].endpoints[0].clone();
     assert_eq!(endpoint.via, Via::Relay);
@@ -379,4 +405,88 @@ async fn a_provider_back_within_the_grace_serves_on_and_one_gone_past_it_is_drop
         "paid {paid}: the dropped deal up to its end ({dropped_bill}) and the running one"
     );
     signal(&gone, "-CONT");
+}
+
+/// A direct provider proves every IP before its offer goes live: the node fetches its own echo
+/// endpoint through the provider's proxy on that IP, with a credential only that provider's
+/// proxy accepts, and the echo must see the IP itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_provider_can_offer_only_ips_its_proxy_egresses_from() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_node_process, node, _) = chain.node(dir.path(), "127.0.0.1:0", &[]);
+    let port = common::free_port(&["127.0.0.12", "127.0.0.13", "127.0.0.14"]);
+    let provider = signed_in(&node, &chain.wallet(5)).await;
+    let registered = provider.register_provider(port).await.expect("register");
+    let key = ipsx_proxy::CredentialKey::from_hex(&registered.proxy_key).expect("key");
+    let proxy = |ip: &str, behind_nat: bool| {
+        let mut config = ipsx_proxy::ProxyConfig::new(
+            vec![format!("{ip}:{port}").parse().expect("addr")],
+            key.clone(),
+        );
+        config.guard.allow_loopback = true;
+        // Takes connections on the IP but leaves by the default route (127.0.0.1 here).
+        config.public_ip = behind_nat.then(|| ip.parse().expect("ip"));
+        ipsx_proxy::start(config)
+    };
+    let offer = |ip: &str| {
+        OfferBody::new(
+            vec![ip.parse().expect("ip")],
+            "CH",
+            "datacenter",
+            vec!["socks5"],
+            ipsx_sdk_now() + 3600,
+            TokenAmount(PRICE),
+        )
+    };
+    let refused = |error: ipsx_sdk::SdkError| {
+        assert_eq!(error.code(), Some("ip_not_proven"), "{error}");
+        error.to_string()
+    };
+
+    // Its own proxy, leaving from the IP it listens on: proven.
+    let _honest = proxy("127.0.0.13", false).await.expect("proxy");
+    provider
+        .place_offer(&offer("127.0.0.13"))
+        .await
+        .expect("an IP its proxy leaves from goes live");
+    // Nobody's proxy at the IP (an address it merely claims).
+    let why = refused(
+        provider
+            .place_offer(&offer("127.0.0.14"))
+            .await
+            .expect_err("no proxy"),
+    );
+    assert!(why.contains("no proxy answered"), "{why}");
+    // A proxy that takes connections on the IP but sends from another address.
+    let _elsewhere = proxy("127.0.0.12", true).await.expect("proxy");
+    let why = refused(
+        provider
+            .place_offer(&offer("127.0.0.12"))
+            .await
+            .expect_err("egress elsewhere"),
+    );
+    assert!(why.contains("leaves from 127.0.0.1"), "{why}");
+    // Another provider's proxy on an IP (someone else's address): its key refuses the probe.
+    let thief = signed_in(&node, &chain.wallet(6)).await;
+    thief.register_provider(port).await.expect("register");
+    let why = refused(
+        thief
+            .place_offer(&offer("127.0.0.13"))
+            .await
+            .expect_err("not its IP"),
+    );
+    assert!(why.contains("refused the probe (407)"), "{why}");
+
+    // A direct provider has no relay measure, so a `min_uptime` filter passes it by.
+    let (fleet, _, _) = paying_fleet(&chain, &node).await;
+    let wanting = |min_uptime: Option<u16>| {
+        let mut body = LeaseBody::new(1, 10, TokenAmount(PRICE)).countries(["CH"]);
+        body.min_uptime = min_uptime;
+        body
+    };
+    let picky = fleet.lease(&wanting(Some(1))).await.expect("lease");
+    assert_eq!(picky.leased, 0, "never relayed: no uptime to pass");
+    let plain = fleet.lease(&wanting(None)).await.expect("lease");
+    assert_eq!(plain.leased, 1);
 }

@@ -24,6 +24,9 @@
 //!   histograms, offers, lease requests, IPs leased, deals.
 //! * [`registry`] — the node's own redb store: providers' proxy keys, ports, and whether they
 //!   serve through the relay.
+//! * [`probe`] — before a direct provider's offer goes live, each IP is fetched through the
+//!   provider's own proxy from the node's echo endpoint (`GET /v1/echo`) and must come back as
+//!   the source address.
 //! * [`relayed`] — providers behind NAT: the IP a relay observed is the only one they may
 //!   offer; gone from it, their offers there are withdrawn and their deals there dropped.
 //! * [`openapi`] — the OpenAPI document at `GET /openapi.json`, its schemas derived from the
@@ -52,6 +55,7 @@ pub mod market;
 pub mod metrics;
 pub mod openapi;
 pub mod payments;
+pub mod probe;
 pub mod rate;
 pub mod registry;
 pub mod relayed;
@@ -61,6 +65,7 @@ mod stream;
 
 pub use error::ApiError;
 pub use payments::PaymentsConfig;
+pub use probe::ProbeSettings;
 pub use relayed::{PresenceHook, RelaySettings};
 pub use server::{GatewayConfig, GatewayError, GatewayHandle, start};
 pub use session::{Challenge, Session, SessionError, SignIn, SignInDomain, SignInError};

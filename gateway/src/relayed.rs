@@ -7,18 +7,24 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use alloy_primitives::Address;
 use axum::http::StatusCode;
+use ipsx_api::RelayQuality;
 use ipsx_credentials::RelayKey;
 use ipsx_engine::{CommandKind, DealStatus, OfferId};
+use tokio::sync::watch;
 
 use crate::error::ApiError;
 use crate::market::to_engine;
 use crate::server::{AppState, lock};
 
+/// Reads what the relay measures of every provider it has seen.
+pub type QualitySource = Arc<dyn Fn() -> Vec<(Address, RelayQuality)> + Send + Sync>;
+
 /// The relay a node runs, as providers and requesters are told of it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RelaySettings {
     /// Shared with the relay: tickets and credential seals.
     pub key: RelayKey,
@@ -31,6 +37,19 @@ pub struct RelaySettings {
     /// How long a ticket stays valid, seconds. Default one hour (a ticket only opens a
     /// connection; one that is up stays up).
     pub ticket_lifetime: u64,
+    /// The relay's measures, read every `note_every` for profiles and `min_uptime` filters.
+    pub quality: Option<QualitySource>,
+    /// How often the relay's measures are read. Default 10 s.
+    pub note_every: Duration,
+}
+
+impl std::fmt::Debug for RelaySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelaySettings")
+            .field("providers", &self.providers)
+            .field("requesters", &self.requesters)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RelaySettings {
@@ -47,17 +66,74 @@ impl RelaySettings {
             requesters,
             certificate,
             ticket_lifetime: 3600,
+            quality: None,
+            note_every: Duration::from_secs(10),
         }
     }
 }
 
-/// The node's view of relayed providers.
+/// The node's view of relayed providers: the IP each connected one comes from, and the
+/// relay's last measures.
 #[derive(Debug, Default)]
-pub(crate) struct Observed(Mutex<HashMap<Address, IpAddr>>);
+pub(crate) struct Observed {
+    ips: Mutex<HashMap<Address, IpAddr>>,
+    quality: Mutex<HashMap<Address, RelayQuality>>,
+}
 
 impl Observed {
     pub(crate) fn ip(&self, provider: Address) -> Option<IpAddr> {
-        lock(&self.0).get(&provider).copied()
+        lock(&self.ips).get(&provider).copied()
+    }
+
+    pub(crate) fn quality(&self, provider: Address) -> Option<RelayQuality> {
+        lock(&self.quality).get(&provider).copied()
+    }
+}
+
+/// Uptime moves the engine's copy only by whole percents: notes are journaled commands.
+const NOTE_STEP: u16 = 100;
+
+/// Reads the relay's measures every `note_every`, keeps them for profiles, and notes each
+/// provider's uptime in the engine when it moved by a percent or more (so `min_uptime`
+/// filters match on it deterministically).
+pub(crate) async fn follow_quality(
+    state: Arc<AppState>,
+    source: QualitySource,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut noted: HashMap<Address, u16> = HashMap::new();
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let measures = source();
+        let changed: Vec<(Address, u16)> = measures
+            .iter()
+            .filter(|(provider, quality)| {
+                noted
+                    .get(provider)
+                    .is_none_or(|before| before.abs_diff(quality.uptime) >= NOTE_STEP)
+            })
+            .map(|(provider, quality)| (*provider, quality.uptime))
+            .collect();
+        *lock(&state.observed.quality) = measures.into_iter().collect();
+        for (provider, uptime) in changed {
+            let noting = state
+                .submit(CommandKind::NoteUptime {
+                    provider: to_engine(provider),
+                    uptime,
+                })
+                .await;
+            match noting {
+                Ok(_) => {
+                    noted.insert(provider, uptime);
+                }
+                Err(error) => tracing::warn!(%provider, error = %error.message, "noting uptime"),
+            }
+        }
     }
 }
 
@@ -98,7 +174,7 @@ impl PresenceHook {
     /// `provider` is connected from `ip`; it may offer `ip` from now on.
     pub fn up(&self, provider: Address, ip: IpAddr) {
         tracing::info!(%provider, %ip, "relayed provider up");
-        lock(&self.0.observed.0).insert(provider, ip.to_canonical());
+        lock(&self.0.observed.ips).insert(provider, ip.to_canonical());
     }
 
     /// `provider` no longer serves `ip`: its offers naming `ip` are withdrawn and its deals on
@@ -106,7 +182,7 @@ impl PresenceHook {
     pub fn gone(&self, provider: Address, ip: IpAddr) {
         let ip = ip.to_canonical();
         {
-            let mut observed = lock(&self.0.observed.0);
+            let mut observed = lock(&self.0.observed.ips);
             if observed.get(&provider) == Some(&ip) {
                 observed.remove(&provider);
             }

@@ -29,6 +29,7 @@ use crate::feed::{Streams, unix_now};
 use crate::market::{deal_view, offer_spec, request_spec, to_engine};
 use crate::metrics::Metrics;
 use crate::payments::{Payments, PaymentsConfig, PaymentsError};
+use crate::probe::ProbeSettings;
 use crate::rate::{Rate, RateLimiter};
 use crate::registry::{Registry, RegistryError};
 use crate::relayed::{Observed, PresenceHook, RelaySettings};
@@ -81,6 +82,9 @@ pub struct GatewayConfig {
     pub fsync: ipsx_engine_runtime::FsyncPolicy,
     /// The relay this node runs for providers behind NAT, if any.
     pub relay: Option<RelaySettings>,
+    /// Prove direct providers' IPs before their offers go live. Default: off (the `ipsx node`
+    /// command turns it on).
+    pub probe: Option<ProbeSettings>,
 }
 
 impl GatewayConfig {
@@ -113,6 +117,7 @@ impl GatewayConfig {
             rating_prior: ipsx_engine::EngineConfig::default().rating_prior,
             fsync: ipsx_engine_runtime::FsyncPolicy::Always,
             relay: None,
+            probe: None,
         }
     }
 }
@@ -228,6 +233,8 @@ pub struct AppState {
     failure: watch::Sender<Option<String>>,
     /// The relay for providers behind NAT, if this node runs one.
     relay: Option<RelaySettings>,
+    /// How direct providers' IPs are proven, if they are.
+    probe: Option<ProbeSettings>,
     /// The IP each connected relayed provider comes from.
     pub(crate) observed: Observed,
 }
@@ -311,6 +318,15 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         .unwrap_or_else(|| format!("http://{addr}"));
     let domain =
         SignInDomain::for_url(&public_url, config.chain_id).map_err(GatewayError::Config)?;
+    let mut probe = config.probe.clone();
+    if let Some(probe) = probe.as_mut().filter(|probe| probe.echo_url.is_empty()) {
+        let base = if public_url.starts_with("http://") {
+            public_url.trim_end_matches('/').to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        probe.echo_url = format!("{base}/v1/echo");
+    }
     let state = Arc::new(AppState {
         metrics: Arc::new(Metrics::default()),
         shard: Mutex::new(Some(Arc::new(shard))),
@@ -323,6 +339,7 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         streams: Streams::default(),
         failure: watch::channel(None).0,
         relay: config.relay.clone(),
+        probe,
         observed: Observed::default(),
     });
     let app = router(Arc::clone(&state), config.max_body);
@@ -330,6 +347,16 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     let feed = tokio::spawn(crate::feed::run(Arc::clone(&state), stop.subscribe()));
     if let Some(payments) = &state.payments {
         tokio::spawn(Arc::clone(payments).watch(stop.subscribe()));
+    }
+    if let Some(relay) = &state.relay
+        && let Some(source) = &relay.quality
+    {
+        tokio::spawn(crate::relayed::follow_quality(
+            Arc::clone(&state),
+            Arc::clone(source),
+            relay.note_every,
+            stop.subscribe(),
+        ));
     }
     let served = tokio::spawn(async move {
         axum::serve(
@@ -364,6 +391,7 @@ fn router(state: Shared, max_body: usize) -> Router {
         .route("/v1/me", get(me))
         .route("/v1/providers", post(register_provider))
         .route("/v1/relay/access", post(relay_access))
+        .route("/v1/echo", get(echo))
         .route("/v1/offers", post(place_offer))
         .route("/v1/offers/{offer}", delete(cancel_offer))
         .route("/v1/leases", post(lease))
@@ -650,14 +678,28 @@ async fn place_offer(
     ApiJson(body): ApiJson<OfferBody>,
 ) -> Result<(StatusCode, Json<OfferPlaced>), ApiError> {
     let spec = offer_spec(&body, provider, unix_now())?;
-    if state
+    let registered = state
         .registry
         .provider(provider)
-        .map_err(|e| internal(e.to_string()))?
-        .is_some_and(|entry| entry.relayed)
-    {
-        let offered = crate::market::offer_ips(&body)?;
-        crate::relayed::check_offer(state.observed.ip(provider), &offered)?;
+        .map_err(|e| internal(e.to_string()))?;
+    match (&registered, &state.probe) {
+        (Some(entry), _) if entry.relayed => {
+            let offered = crate::market::offer_ips(&body)?;
+            crate::relayed::check_offer(state.observed.ip(provider), &offered)?;
+        }
+        (Some(entry), Some(probe)) => {
+            let offered = crate::market::offer_ips(&body)?;
+            crate::probe::prove_all(probe, &entry.key, &offered, entry.port, unix_now()).await?;
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "provider_not_registered",
+                "register your proxy first (POST /v1/providers): the node proves each offered \
+                 IP through it",
+            ));
+        }
+        (_, None) => {}
     }
     if let Some(payments) = &state.payments
         && !payments.has_provider(provider)
@@ -826,6 +868,13 @@ async fn register_provider(
     }))
 }
 
+/// `GET /v1/echo`: the address the request came from (what offer probes compare).
+async fn echo(_: Anonymous, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Json<ipsx_api::Echo> {
+    Json(ipsx_api::Echo {
+        ip: peer.ip().to_canonical(),
+    })
+}
+
 fn no_relay() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -981,6 +1030,8 @@ async fn profile(
         ratings_received: profile.ratings_received,
         rated_value: ipsx_api::TokenAmount(profile.rated_value),
         average_rating,
+        uptime: profile.uptime,
+        relay: state.observed.quality(wallet),
     }))
 }
 

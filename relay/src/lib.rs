@@ -46,5 +46,7 @@ pub mod wire;
 
 pub use link::{Access, Link, LinkConfig, LinkError, Welcomed, run};
 pub use presence::{Change, Presence, Provider};
-pub use server::{OnChange, Quality, RelayConfig, RelayHandle, StartError, start};
+pub use server::{
+    ConnectionQuality, OnChange, Quality, RelayConfig, RelayHandle, StartError, start,
+};
 pub use tls::Identity;

@@ -48,12 +48,40 @@ struct Entry {
     away_since: Option<Instant>,
 }
 
+/// How long a provider has been connected since the relay first saw it.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    first_seen: Instant,
+    up_before: Duration,
+    up_since: Option<Instant>,
+}
+
+impl Record {
+    fn up_for(&self, now: Instant) -> Duration {
+        self.up_before
+            + self
+                .up_since
+                .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+
+    fn basis_points(&self, now: Instant) -> u16 {
+        let known = now.saturating_duration_since(self.first_seen);
+        if known.is_zero() {
+            return 10_000;
+        }
+        let share = self.up_for(now).as_secs_f64() / known.as_secs_f64();
+        (share.clamp(0.0, 1.0) * 10_000.0).round() as u16
+    }
+}
+
 /// Providers' presence.
 #[derive(Debug)]
 pub struct Presence {
     grace: Duration,
     providers: HashMap<Provider, Entry>,
     holders: HashMap<IpAddr, Provider>,
+    /// Uptime since first seen, kept after a provider is gone (it may come back).
+    records: HashMap<Provider, Record>,
 }
 
 impl Presence {
@@ -63,6 +91,38 @@ impl Presence {
             grace,
             providers: HashMap::new(),
             holders: HashMap::new(),
+            records: HashMap::new(),
+        }
+    }
+
+    /// The share of time `provider` was connected since the relay first saw it, in basis
+    /// points (10,000 = always).
+    pub fn uptime(&self, provider: Provider, now: Instant) -> Option<u16> {
+        Some(self.records.get(&provider)?.basis_points(now))
+    }
+
+    /// Every provider's uptime (see [`Presence::uptime`]).
+    pub fn uptimes(&self, now: Instant) -> Vec<(Provider, u16)> {
+        self.records
+            .iter()
+            .map(|(provider, record)| (*provider, record.basis_points(now)))
+            .collect()
+    }
+
+    fn went_up(&mut self, provider: Provider, now: Instant) {
+        let record = self.records.entry(provider).or_insert(Record {
+            first_seen: now,
+            up_before: Duration::ZERO,
+            up_since: None,
+        });
+        record.up_since.get_or_insert(now);
+    }
+
+    fn went_down(&mut self, provider: Provider, now: Instant) {
+        if let Some(record) = self.records.get_mut(&provider)
+            && let Some(since) = record.up_since.take()
+        {
+            record.up_before += now.saturating_duration_since(since);
         }
     }
 
@@ -74,7 +134,6 @@ impl Presence {
         connection: u64,
         now: Instant,
     ) -> Result<Vec<Change>, Conflict> {
-        self.expire(now);
         if self
             .holders
             .get(&ip)
@@ -101,6 +160,7 @@ impl Presence {
             },
         );
         self.holders.insert(ip, provider);
+        self.went_up(provider, now);
         changes.push(Change::Up { provider, ip });
         Ok(changes)
     }
@@ -111,6 +171,7 @@ impl Presence {
             && entry.connection == connection
         {
             entry.away_since = Some(now);
+            self.went_down(provider, now);
         }
     }
 
@@ -250,5 +311,23 @@ mod tests {
             }])
         );
         assert_eq!(presence.len(), 2);
+    }
+
+    #[test]
+    fn uptime_is_the_share_of_time_connected_since_first_seen() {
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let mut presence = Presence::new(Duration::from_secs(10));
+        let home = ip("203.0.113.7");
+        assert_eq!(presence.uptime(A, t0), None);
+        presence.arrive(A, home, 1, t0).expect("up");
+        assert_eq!(presence.uptime(A, at(50)), Some(10_000));
+        presence.leave(A, 1, at(75));
+        assert_eq!(presence.uptime(A, at(100)), Some(7_500));
+        // Gone past the grace, the record stays; back, it counts on.
+        presence.expire(at(100));
+        presence.arrive(A, home, 2, at(100)).expect("back");
+        assert_eq!(presence.uptime(A, at(200)), Some(8_750));
+        assert_eq!(presence.uptimes(at(200)), vec![(A, 8_750)]);
     }
 }

@@ -39,6 +39,9 @@ pub struct RelayConfig {
     pub grace: Duration,
     /// Time a requester has to send its credentials, and a provider its hello. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Time a carried connection may move nothing either way before it is closed (the
+    /// provider's proxy has its own; this one does not trust it). Default 5 min.
+    pub idle_timeout: Duration,
     /// Concurrent requester streams per provider connection. Default 1,024.
     pub max_streams_per_provider: u32,
     /// Open connections per requester source IP. Default 1,024.
@@ -62,6 +65,7 @@ impl RelayConfig {
             key,
             grace: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
             max_streams_per_provider: 1024,
             max_per_requester: 1024,
             max_providers: 100_000,
@@ -69,16 +73,27 @@ impl RelayConfig {
     }
 }
 
-/// What the relay measures of one provider's connection.
+/// What the relay measures of one provider.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quality {
-    /// Seconds the current connection has been up.
+    /// The provider.
+    pub provider: Provider,
+    /// Share of time connected since the relay first saw it, basis points.
+    pub uptime: u16,
+    /// Its connection now, if it is up.
+    pub connection: Option<ConnectionQuality>,
+}
+
+/// What the relay measures of a provider's current connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectionQuality {
+    /// Seconds the connection has been up.
     pub connected_secs: u64,
     /// QUIC's smoothed round-trip time.
     pub rtt: Duration,
     /// Requester streams opened to it since it connected.
     pub streams: u64,
-    /// Of those, the ones it did not accept (reset, refused, timed out).
+    /// Of those, the ones it did not take (refused credentials, no answer).
     pub failed: u64,
 }
 
@@ -112,16 +127,33 @@ impl RelayHandle {
         lock(&self.shared.routes).len()
     }
 
-    /// What the relay measures of `provider`'s connection, if it is up.
-    pub fn quality(&self, provider: Provider) -> Option<Quality> {
+    /// What the relay measures of every provider it has seen.
+    pub fn qualities(&self) -> Vec<Quality> {
+        let now = Instant::now();
+        let uptimes = lock(&self.shared.presence).uptimes(now);
         let routes = lock(&self.shared.routes);
-        let route = routes.values().find(|route| route.provider == provider)?;
-        Some(Quality {
-            connected_secs: route.since.elapsed().as_secs(),
-            rtt: route.connection.rtt(),
-            streams: route.streams.load(Ordering::Relaxed),
-            failed: route.failed.load(Ordering::Relaxed),
-        })
+        let connections: HashMap<Provider, ConnectionQuality> = routes
+            .values()
+            .map(|route| {
+                (
+                    route.provider,
+                    ConnectionQuality {
+                        connected_secs: route.since.elapsed().as_secs(),
+                        rtt: route.connection.rtt(),
+                        streams: route.streams.load(Ordering::Relaxed),
+                        failed: route.failed.load(Ordering::Relaxed),
+                    },
+                )
+            })
+            .collect();
+        uptimes
+            .into_iter()
+            .map(|(provider, uptime)| Quality {
+                provider,
+                uptime,
+                connection: connections.get(&provider).copied(),
+            })
+            .collect()
     }
 
     /// Stops accepting and closes every connection.
@@ -240,10 +272,7 @@ async fn expire_graces(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) 
             _ = stopped.wait_for(|stop| *stop) => return,
         }
         let changes = lock(&shared.presence).expire(Instant::now());
-        for change in changes {
-            tracing::info!(?change, "provider gone past its grace");
-            (shared.on_change)(change);
-        }
+        report(&shared, changes);
     }
 }
 
@@ -322,15 +351,30 @@ fn admit(
         return Err(RefusalCode::Full);
     }
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let (changes, resumed) = {
+    let now = Instant::now();
+    let (arrived, resumed) = {
         let mut presence = lock(&shared.presence);
+        // Expiries first: whoever is past the grace is gone, and the node hears so even when
+        // this arrival is refused.
+        let mut changes = presence.expire(now);
         let resumed = presence
             .holder(observed)
             .is_some_and(|(holder, _)| holder == provider);
-        let changes = presence
-            .arrive(provider, observed, id, Instant::now())
-            .map_err(|Conflict::IpInUse| RefusalCode::IpInUse)?;
-        (changes, resumed)
+        let arrived = presence
+            .arrive(provider, observed, id, now)
+            .map(|more| {
+                changes.extend(more);
+                changes.clone()
+            })
+            .map_err(|Conflict::IpInUse| changes);
+        (arrived, resumed)
+    };
+    let changes = match arrived {
+        Ok(changes) => changes,
+        Err(expired) => {
+            report(shared, expired);
+            return Err(RefusalCode::IpInUse);
+        }
     };
     let route = Arc::new(Route {
         provider,
@@ -346,7 +390,11 @@ fn admit(
     {
         let mut routes = lock(&shared.routes);
         for change in &changes {
-            if let Change::Gone { ip, .. } = change {
+            if let Change::Gone { ip, provider } = change
+                && routes
+                    .get(ip)
+                    .is_some_and(|held| held.provider == *provider)
+            {
                 routes.remove(ip);
             }
         }
@@ -355,10 +403,15 @@ fn admit(
             older.connection.close(2u32.into(), b"superseded");
         }
     }
+    report(shared, changes);
+    Ok((route, resumed))
+}
+
+/// Tells the node of presence changes, in order.
+fn report(shared: &Shared, changes: Vec<Change>) {
     for change in changes {
         (shared.on_change)(change);
     }
-    Ok((route, resumed))
 }
 
 async fn accept_requesters(
@@ -537,7 +590,7 @@ async fn serve_socks(
         }
     }
     client.write_all(&[1, 0]).await?;
-    carry(client, send, recv, permit).await
+    carry(client, send, recv, permit, shared.config.idle_timeout).await
 }
 
 async fn serve_http(
@@ -560,7 +613,7 @@ async fn serve_http(
         }
     };
     send.write_all(&buffer).await?;
-    carry(client, send, recv, permit).await
+    carry(client, send, recv, permit, shared.config.idle_timeout).await
 }
 
 fn http_refusal(refusal: Refusal) -> &'static str {
@@ -626,15 +679,55 @@ fn count_failure(route: &Route) {
     route.failed.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Moves bytes both ways until both sides are done; the stream slot is held throughout.
+/// Moves bytes both ways until both sides are done or nothing moved for `idle`; the stream
+/// slot is held throughout.
 async fn carry(
-    mut client: TcpStream,
+    client: TcpStream,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     permit: OwnedSemaphorePermit,
+    idle: Duration,
 ) -> io::Result<()> {
-    let mut stream = tokio::io::join(recv, send);
-    let moved = tokio::io::copy_bidirectional(&mut client, &mut stream).await;
+    let (client_read, client_write) = client.into_split();
+    let moved = AtomicU64::new(0);
+    let both = async {
+        tokio::try_join!(
+            pump(client_read, send, &moved),
+            pump(recv, client_write, &moved)
+        )
+    };
+    let watchdog = async {
+        let mut seen = moved.load(Ordering::Relaxed);
+        loop {
+            tokio::time::sleep(idle).await;
+            let now = moved.load(Ordering::Relaxed);
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    };
+    let outcome = tokio::select! {
+        both = both => both.map(|_| ()),
+        () = watchdog => Err(io::Error::new(io::ErrorKind::TimedOut, "idle")),
+    };
     drop(permit);
-    moved.map(|_| ())
+    outcome
+}
+
+/// Copies one direction, counting every move, and passes the end on.
+async fn pump(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    moved: &AtomicU64,
+) -> io::Result<()> {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = from.read(&mut buffer).await?;
+        if read == 0 {
+            return to.shutdown().await;
+        }
+        to.write_all(&buffer[..read]).await?;
+        moved.fetch_add(1, Ordering::Relaxed);
+    }
 }

@@ -154,7 +154,7 @@ mod tests {
         );
         assert_eq!(
             http_head(b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"),
-            Sniffed::Done(34, None)
+            Sniffed::Done(35, None)
         );
         assert_eq!(
             http_head(b"GET http://a/ HTTP/1.1\r\n"),

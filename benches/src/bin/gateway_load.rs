@@ -88,6 +88,8 @@ async fn harness(args: Args) -> Result<()> {
     let mut node = Command::new(&ipsx)
         .args([
             "node",
+            // The load's offers are served by no proxy.
+            "--no-offer-probe",
             "--listen",
             "127.0.0.1:0",
             "--session-rate",

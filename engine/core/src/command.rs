@@ -105,6 +105,14 @@ pub enum CommandKind {
         /// Its requester.
         requester: Address,
     },
+    /// The node's relay measured a provider's connection: the share of time it was up, in
+    /// basis points (10,000 = always). `min_uptime` filters compare with it.
+    NoteUptime {
+        /// The provider.
+        provider: Address,
+        /// Basis points, 0 to 10,000.
+        uptime: u16,
+    },
     /// One party rates the other after a deal ended.
     Rate {
         /// The deal.

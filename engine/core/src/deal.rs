@@ -105,6 +105,9 @@ pub struct Profile {
     pub star_value: Amount,
     /// Ratings given.
     pub ratings_given: u64,
+    /// As a provider behind the node's relay: the share of time its connection was up, in
+    /// basis points, as last noted; `None` for providers never relayed.
+    pub uptime: Option<u16>,
 }
 
 /// The stars every profile starts from, weighted by the engine's `rating_prior`.

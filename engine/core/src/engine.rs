@@ -418,6 +418,11 @@ impl Engine {
                     return Err(InputError::BadScore(*score));
                 }
             }
+            CommandKind::NoteUptime { uptime, .. } => {
+                if *uptime > crate::MAX_BASIS_POINTS {
+                    return Err(InputError::BadUptime(*uptime));
+                }
+            }
             CommandKind::Tick
             | CommandKind::CancelOffer { .. }
             | CommandKind::CancelRequest { .. }
@@ -626,6 +631,17 @@ impl Engine {
                 self.try_drive_deal(*deal, DealInput::RequesterCancel, events)
             }
             CommandKind::Rate { deal, rater, score } => self.rate(*deal, *rater, *score, events),
+            CommandKind::NoteUptime { provider, uptime } => {
+                self.profiles.entry(*provider).or_default().uptime = Some(*uptime);
+                // Its offers may now pass (or fail) uptime filters of resting requests.
+                self.dirty.extend(
+                    self.book
+                        .by_provider
+                        .range((*provider, OfferId(0))..=(*provider, OfferId(u64::MAX)))
+                        .map(|(_, offer)| *offer),
+                );
+                Ok(())
+            }
         }
     }
 
@@ -842,6 +858,12 @@ impl Engine {
                     .get(&offer.provider)
                     .and_then(|profile| profile.average_rating(self.config.rating_prior))
                     .is_some_and(|avg| avg >= min)
+            })
+            && filters.min_uptime.is_none_or(|min| {
+                self.profiles
+                    .get(&offer.provider)
+                    .and_then(|profile| profile.uptime)
+                    .is_some_and(|uptime| uptime >= min)
             })
     }
 

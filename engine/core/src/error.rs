@@ -126,6 +126,9 @@ pub enum InputError {
     /// A minimum rating outside 1.00 … 5.00 (given in hundredths).
     #[error("minimum rating must be 100..=500 hundredths of a star, got {0}")]
     BadMinRating(u16),
+    /// An uptime above 10,000 basis points.
+    #[error("an uptime is 0..=10000 basis points, got {0}")]
+    BadUptime(u16),
     /// A rating outside 1 … 5.
     #[error("a rating is 1 to 5 stars, got {0}")]
     BadScore(u8),

@@ -24,6 +24,8 @@ pub const MAX_TENANTS: u16 = 1024;
 pub const MAX_TEXT_BYTES: usize = 64;
 /// Longest ASN include/exclude list.
 pub const MAX_ASN_ENTRIES: usize = 64;
+/// Uptimes are in basis points: 10,000 is always up.
+pub const MAX_BASIS_POINTS: u16 = 10_000;
 
 /// The IPs of an offer.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -283,6 +285,9 @@ pub struct Filters {
     pub min_rating: Option<u16>,
     /// At most one IP per /24 (IPv4) or /48 (IPv6) across what this request leases.
     pub distinct_subnets: bool,
+    /// Minimum relay-measured uptime of the provider, in basis points (9,900 = 99 %).
+    /// Providers without a measure (never relayed) do not pass a minimum.
+    pub min_uptime: Option<u16>,
 }
 
 /// A requester's request for N IPs.
@@ -353,6 +358,11 @@ impl RequestSpec {
             && !(100..=500).contains(&min)
         {
             return Err(InputError::BadMinRating(min));
+        }
+        if let Some(min) = filters.min_uptime
+            && min > MAX_BASIS_POINTS
+        {
+            return Err(InputError::BadUptime(min));
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! The reference keeps no index at all: every match scans every offer and every IP, and checks
 //! calendars second by second.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipsx_engine::agreement::transition;
@@ -88,6 +88,8 @@ struct Reference {
     offers: Vec<RefOffer>,
     requests: Vec<RefRequest>,
     deals: Vec<RefDeal>,
+    /// Uptimes noted per provider (basis points).
+    uptimes: BTreeMap<Address, u16>,
 }
 
 struct RefFill<'a> {
@@ -189,6 +191,10 @@ impl Reference {
                 Some(min) => self
                     .average_rating(s.provider)
                     .is_some_and(|avg| avg >= min),
+            }
+            && match f.min_uptime {
+                None => true,
+                Some(min) => self.uptimes.get(&s.provider).is_some_and(|up| *up >= min),
             }
     }
 
@@ -466,6 +472,7 @@ impl Reference {
             CommandKind::PlaceOffer(spec) => spec.validate(at).is_ok(),
             CommandKind::SubmitRequest(spec) => spec.validate(at).is_ok(),
             CommandKind::Rate { score, .. } => (1..=5).contains(score),
+            CommandKind::NoteUptime { uptime, .. } => *uptime <= 10_000,
             CommandKind::AmendOffer {
                 price,
                 window,
@@ -492,6 +499,10 @@ impl Reference {
         let now = self.now;
         match kind {
             CommandKind::Tick => true,
+            CommandKind::NoteUptime { provider, uptime } => {
+                self.uptimes.insert(*provider, *uptime);
+                true
+            }
             CommandKind::PlaceOffer(spec) => {
                 let ips = spec.ips.expand().expect("shape checked");
                 for ip in &ips {
@@ -745,6 +756,7 @@ enum Gen {
         city: u8,
         asn: u8,
         min_rating: bool,
+        min_uptime: bool,
         distinct: bool,
         start_in: Option<u64>,
         duration: u64,
@@ -754,6 +766,8 @@ enum Gen {
     },
     CancelRequest(u8, u8),
     AmendRequest(u8, u8, u8),
+    /// The relay's uptime of a provider (sometimes out of range).
+    Uptime(u8, u16),
     /// An input to one of the latest deals (`back` deals before the newest), usually from the
     /// right party.
     Deal {
@@ -784,13 +798,14 @@ fn gen_strategy() -> impl Strategy<Value = Gen> {
             .prop_map(|(offer, provider, price, shift, keep)| Gen::AmendOffer { offer, provider, price, shift, keep }),
         8 => (
             (0u8..3, 1u8..7, 0u8..16, 0u8..16, 0u8..64, 0u8..6, 0u8..8),
-            (proptest::bool::weighted(0.15), any::<bool>(), proptest::option::weighted(0.3, 0u64..30), 5u64..60, 1u8..7, 0u8..3, 5u64..80)
+            (proptest::bool::weighted(0.15), proptest::bool::weighted(0.15), any::<bool>(), proptest::option::weighted(0.3, 0u64..30), 5u64..60, 1u8..7, 0u8..3, 5u64..80)
         )
             .prop_map(
-                |((requester, count, countries, kinds, protocols, city, asn), (min_rating, distinct, start_in, duration, max_price, tif, expires_in))| Gen::Request {
-                    requester, count, countries, kinds, protocols, city, asn, min_rating, distinct, start_in, duration, max_price, tif, expires_in,
+                |((requester, count, countries, kinds, protocols, city, asn), (min_rating, min_uptime, distinct, start_in, duration, max_price, tif, expires_in))| Gen::Request {
+                    requester, count, countries, kinds, protocols, city, asn, min_rating, min_uptime, distinct, start_in, duration, max_price, tif, expires_in,
                 }
             ),
+        1 => (0u8..3, 0u16..10_500).prop_map(|(p, up)| Gen::Uptime(p, up)),
         1 => (1u8..16, 0u8..3).prop_map(|(r, q)| Gen::CancelRequest(r, q)),
         1 => (1u8..16, 0u8..3, 1u8..7).prop_map(|(r, q, p)| Gen::AmendRequest(r, q, p)),
         10 => (0u8..4, 0u8..12, proptest::bool::weighted(0.1), 0u8..7)
@@ -826,6 +841,10 @@ fn materialize(step: &Gen, now: Timestamp, reference: &Reference) -> CommandKind
     };
     match step.clone() {
         Gen::Tick => CommandKind::Tick,
+        Gen::Uptime(p, uptime) => CommandKind::NoteUptime {
+            provider: provider(p),
+            uptime,
+        },
         Gen::Offer {
             provider: p,
             pool_owner,
@@ -901,6 +920,7 @@ fn materialize(step: &Gen, now: Timestamp, reference: &Reference) -> CommandKind
             city: ci,
             asn,
             min_rating,
+            min_uptime,
             distinct,
             start_in,
             duration,
@@ -924,6 +944,7 @@ fn materialize(step: &Gen, now: Timestamp, reference: &Reference) -> CommandKind
                     kinds: kind_set(if kinds < 8 { kinds } else { 0 }),
                     protocols: protocol_set(if protocols < 32 { protocols & 0b101 } else { 0 }),
                     min_rating: min_rating.then_some(300),
+                    min_uptime: min_uptime.then_some(5_000),
                     distinct_subnets: distinct,
                 },
                 start: start_in.map_or(Start::Now, |s| Start::At(Timestamp(now.0 + s))),

@@ -79,6 +79,9 @@ impl Exchange {
             | CommandKind::PaymentLapsed { deal }
             | CommandKind::CancelDeal { deal, .. }
             | CommandKind::Rate { deal, .. } => by_id(deal.0),
+            // Profiles live in every shard; uptime notes are for single-shard nodes for now.
+            CommandKind::NoteUptime { .. } if self.shards.len() == 1 => Ok(0),
+            CommandKind::NoteUptime { .. } => Err(SubmitError::CrossShard),
         }
     }
 
