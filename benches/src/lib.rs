@@ -21,6 +21,7 @@
 //! ```
 
 pub mod processes;
+pub mod tunnels;
 
 use std::time::Duration;
 

@@ -44,6 +44,7 @@ pub mod sniff;
 pub mod tls;
 pub mod wire;
 
+pub use ipsx_credentials::{RelayKey, TicketError};
 pub use link::{Access, Link, LinkConfig, LinkError, Welcomed, run};
 pub use presence::{Change, Presence, Provider};
 pub use server::{

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -129,15 +130,7 @@ impl Link {
                 Ok(stream) => stream,
                 Err(error) => return connect_error(error),
             };
-            tokio::spawn(async move {
-                let Ok(mut proxy) = TcpStream::connect(target).await else {
-                    tracing::warn!(%target, "the local proxy is not answering");
-                    return;
-                };
-                let _ = proxy.set_nodelay(true);
-                let mut stream = tokio::io::join(recv, send);
-                let _ = tokio::io::copy_bidirectional(&mut stream, &mut proxy).await;
-            });
+            tokio::spawn(carry(send, recv, target));
         }
     }
 
@@ -146,6 +139,41 @@ impl Link {
         self.connection.close(0u32.into(), b"provider stopping");
         self.endpoint.close(0u32.into(), b"provider stopping");
     }
+}
+
+/// Carries one relay stream to the proxy and back. The stream's first answer (the proxy's
+/// SOCKS5 replies or HTTP response head) goes ahead of other streams' bulk data, so a new
+/// connection is not kept waiting behind a thousand downloads on the same link.
+async fn carry(mut send: quinn::SendStream, recv: quinn::RecvStream, target: SocketAddr) {
+    let Ok(proxy) = TcpStream::connect(target).await else {
+        tracing::warn!(%target, "the local proxy is not answering");
+        return;
+    };
+    let _ = proxy.set_nodelay(true);
+    let (mut from_proxy, to_proxy) = proxy.into_split();
+    let _ = send.set_priority(1);
+    let upstream = async {
+        let mut buffer = vec![0u8; 16 * 1024];
+        let mut first = true;
+        loop {
+            let read = from_proxy.read(&mut buffer).await?;
+            if read == 0 {
+                let _ = send.finish();
+                return Ok::<_, std::io::Error>(());
+            }
+            send.write_all(&buffer[..read]).await?;
+            if std::mem::take(&mut first) {
+                let _ = send.set_priority(0);
+            }
+        }
+    };
+    let downstream = async {
+        let mut recv = recv;
+        let mut to_proxy = to_proxy;
+        tokio::io::copy(&mut recv, &mut to_proxy).await?;
+        to_proxy.shutdown().await
+    };
+    let _ = tokio::try_join!(upstream, downstream);
 }
 
 /// Keeps a link up until `stop`: fetches access (a fresh ticket) before each attempt, backs off
