@@ -564,7 +564,7 @@ async fn serve_socks(
         sniff::socks_auth,
     )
     .await?;
-    let (route, permit, (mut send, mut recv)) = match open_stream(shared, &presented).await {
+    let (route, permit, (mut send, recv)) = match open_stream(shared, &presented).await {
         Ok(opened) => opened,
         Err(refusal) => {
             tracing::debug!(?refusal, "SOCKS5 requester refused");
@@ -572,26 +572,33 @@ async fn serve_socks(
             return Ok(());
         }
     };
-    // The provider runs the negotiation again from the first byte; its answers to the greeting
-    // and to the credentials are the relay's to check, not the client's to see twice.
-    let answered = async {
-        send.write_all(&buffer).await?;
-        let mut answers = [0u8; 4];
-        tokio::io::AsyncReadExt::read_exact(&mut recv, &mut answers).await?;
-        Ok::<_, io::Error>(answers)
-    };
-    match tokio::time::timeout_at(deadline, answered).await {
-        Ok(Ok([5, 2, 1, 0])) => {}
-        outcome => {
-            tracing::debug!(?outcome, "provider refused SOCKS5 credentials");
-            count_failure(&route);
-            client.write_all(&[1, 1]).await?;
-            return Ok(());
-        }
-    }
+    // The seal says the node issued these credentials, so the client hears yes at once and its
+    // request follows without waiting a round trip to the provider. The provider runs the
+    // negotiation again from the first byte and checks the credentials itself; its two answers
+    // are the relay's to read, and a no from it (a lease cut meanwhile) refuses the request.
+    send.write_all(&buffer).await?;
     client.write_all(&[1, 0]).await?;
-    carry(client, send, recv, permit, shared.config.idle_timeout).await
+    let carried = carry(
+        client,
+        send,
+        recv,
+        permit,
+        shared.config.idle_timeout,
+        PROVIDER_YES,
+    )
+    .await;
+    if let Err(error) = &carried
+        && error.kind() == io::ErrorKind::PermissionDenied
+    {
+        count_failure(&route);
+    }
+    carried
 }
+
+/// The provider's answers to the greeting (username/password) and to the credentials (yes).
+const PROVIDER_YES: &[u8] = &[5, 2, 1, 0];
+/// SOCKS5's reply "connection not allowed by ruleset", IPv4 0.0.0.0:0.
+const SOCKS_NOT_ALLOWED: [u8; 10] = [5, 2, 0, 1, 0, 0, 0, 0, 0, 0];
 
 async fn serve_http(
     mut client: TcpStream,
@@ -613,7 +620,7 @@ async fn serve_http(
         }
     };
     send.write_all(&buffer).await?;
-    carry(client, send, recv, permit, shared.config.idle_timeout).await
+    carry(client, send, recv, permit, shared.config.idle_timeout, &[]).await
 }
 
 fn http_refusal(refusal: Refusal) -> &'static str {
@@ -680,22 +687,34 @@ fn count_failure(route: &Route) {
 }
 
 /// Moves bytes both ways until both sides are done or nothing moved for `idle`; the stream
-/// slot is held throughout.
+/// slot is held throughout. The provider's first bytes must be `expected` (taken out, not
+/// passed on); anything else refuses the client's request (`PermissionDenied`).
 async fn carry(
     client: TcpStream,
     send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    mut recv: quinn::RecvStream,
     permit: OwnedSemaphorePermit,
     idle: Duration,
+    expected: &[u8],
 ) -> io::Result<()> {
-    let (client_read, client_write) = client.into_split();
+    let (client_read, mut client_write) = client.into_split();
     let moved = AtomicU64::new(0);
-    let both = async {
-        tokio::try_join!(
-            pump(client_read, send, &moved),
-            pump(recv, client_write, &moved)
-        )
+    let downstream = async {
+        let mut got = vec![0u8; expected.len()];
+        if tokio::io::AsyncReadExt::read_exact(&mut recv, &mut got)
+            .await
+            .is_err()
+            || got != expected
+        {
+            client_write.write_all(&SOCKS_NOT_ALLOWED).await?;
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the provider refused the credentials",
+            ));
+        }
+        pump(recv, client_write, &moved).await
     };
+    let both = async { tokio::try_join!(pump(client_read, send, &moved), downstream) };
     let watchdog = async {
         let mut seen = moved.load(Ordering::Relaxed);
         loop {
