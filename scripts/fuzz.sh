@@ -28,7 +28,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [[ ${#targets[@]} -eq 0 ]]; then
-  targets=(socks5 http_head udp_header balance_proof journal api_bodies gate_credentials gate_socks5)
+  targets=(socks5 http_head udp_header balance_proof journal api_bodies gate_credentials gate_socks5 relay_sniff)
 fi
 
 rustup toolchain list | grep -q '^nightly' \
