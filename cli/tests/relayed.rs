@@ -490,3 +490,61 @@ async fn a_direct_provider_can_offer_only_ips_its_proxy_egresses_from() {
     let plain = fleet.lease(&wanting(None)).await.expect("lease");
     assert_eq!(plain.leased, 1);
 }
+
+/// The crawler endpoint needs nothing new for a home provider: it takes the relay endpoints the
+/// node hands out and crawls through them, over HTTP and SOCKS5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_crawls_through_the_gate_and_the_relay_to_a_home_provider() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = site();
+    let (_node_process, node) = node_with_relay(&chain, dir.path(), "10");
+    let (_provider, _provider_lines, _) =
+        chain.relayed_provider(dir.path(), &node, 7, "127.0.0.15", "PT", PRICE);
+    let key = chain.key_file(dir.path(), 1);
+    let rpc = chain.anvil.endpoint();
+    let price = PRICE.to_string();
+    let (mut gate, gate_lines) = common::spawn(&[
+        "gate",
+        "--node",
+        &node,
+        "--key-file",
+        key.to_str().expect("utf-8"),
+        "--rpc-url",
+        &rpc,
+        "--listen",
+        "127.0.0.1:0",
+        "--deposit",
+        "50000000000000000000",
+        "--max-price",
+        &price,
+    ]);
+    let gate_addr = common::wait_for(&gate_lines, "listening ")
+        .trim_start_matches("listening ")
+        .to_owned();
+    for scheme in ["http", "socks5h"] {
+        let through = curl(
+            &format!("{scheme}://fleet-country-pt:x@{gate_addr}"),
+            &format!("http://{site}/"),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&through.stdout),
+            "127.0.0.1",
+            "{scheme}: {}",
+            String::from_utf8_lossy(&through.stderr)
+        );
+    }
+    let deals = signed_in(&node, &chain.wallet(1))
+        .await
+        .deals()
+        .await
+        .expect("deals");
+    let endpoints: Vec<&ipsx_sdk::Endpoint> =
+        deals.iter().flat_map(|view| &view.endpoints).collect();
+    assert!(!endpoints.is_empty(), "the gate leased");
+    assert!(
+        endpoints.iter().all(|endpoint| endpoint.via == Via::Relay),
+        "the gate leased the home provider's IP, reached through the relay"
+    );
+    gate.terminate();
+}
