@@ -14,7 +14,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::paying::{Stop, ended, pay_in_background, paying_fleet, signed_in};
+use common::paying::{Stop, ended, pay_in_background, paying_fleet, provider_settles, signed_in};
 use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
 use ipsx_sdk::{LeaseBody, StreamEvent, TokenAmount};
 
@@ -28,7 +28,7 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
     let listen = format!("127.0.0.1:{}", free_port(&["127.0.0.1"]));
     let (mut node_process, node, _) = chain.node(dir.path(), &listen, &[]);
     let port = free_port(&["127.0.0.2", "127.0.0.3"]);
-    let (mut provider_process, provider_lines) = chain.provider(
+    let (provider_process, provider_lines) = chain.provider(
         dir.path(),
         &node,
         port,
@@ -105,46 +105,16 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
     let paid = paying.end(Stop::Finish).await.expect("finish");
     assert_eq!(paid, metered, "the fleet signed exactly what was metered");
 
-    let provider = signed_in(&node_again, &chain.wallet(2)).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let outbound = provider
-            .wallet()
-            .await
-            .expect("wallet")
-            .payments
-            .and_then(|p| p.outbound);
-        if outbound.is_some_and(|c| c.amount.0 == metered) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node paid the provider in full"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    provider_process.terminate();
-    let earned = std::iter::from_fn(|| provider_lines.recv_timeout(Duration::from_secs(10)).ok())
-        .find(|line| line.starts_with("earned "))
-        .expect("the provider reports its earnings");
-    assert!(
-        earned.starts_with(&format!("earned {metered} ")),
-        "{earned}"
-    );
+    provider_settles(
+        &chain,
+        &node_again,
+        2,
+        provider_process,
+        &provider_lines,
+        metered,
+    )
+    .await;
     drop(node_again_process);
-
-    let commission = chain.node.commission_on(metered).await.expect("commission");
-    let provider_balance = chain
-        .node
-        .balance_of(chain.wallet(2).address())
-        .await
-        .expect("balance");
-    assert_eq!(
-        provider_balance,
-        metered - commission,
-        "provider: metered − commission"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

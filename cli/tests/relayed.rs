@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::paying::{Stop, ended, pay_in_background, paying_fleet, signed_in};
+use common::paying::{Stop, ended, pay_in_background, paying_fleet, provider_settles, signed_in};
 use common::{Chain, TOKEN, curl, site};
 use ipsx_sdk::{DealStatus, LeaseBody, LeaseEnd, OfferBody, StreamEvent, TokenAmount, Via};
 
@@ -49,7 +49,7 @@ async fn a_home_provider_serves_through_the_relay_and_is_paid_to_the_wei() {
     let dir = tempfile::tempdir().expect("tempdir");
     let site = site();
     let (_node_process, node) = node_with_relay(&chain, dir.path(), "10");
-    let (mut provider, provider_lines, _) =
+    let (provider, provider_lines, _) =
         chain.relayed_provider(dir.path(), &node, 2, "127.0.0.5", "NL", PRICE);
 
     // The relay's measures reach the provider's profile (read every 10 s) and the engine.
@@ -145,43 +145,7 @@ async fn a_home_provider_serves_through_the_relay_and_is_paid_to_the_wei() {
     let metered = terms.rate.0 * u128::from(terms.end - terms.start);
     let paid = paying.end(Stop::Finish).await.expect("finish");
     assert_eq!(paid, metered, "the fleet signed exactly what was metered");
-    let provider_client = signed_in(&node, &chain.wallet(2)).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let outbound = provider_client
-            .wallet()
-            .await
-            .expect("wallet")
-            .payments
-            .and_then(|p| p.outbound);
-        if outbound.is_some_and(|c| c.amount.0 == metered) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node paid the provider in full"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    provider.terminate();
-    let earned = std::iter::from_fn(|| provider_lines.recv_timeout(Duration::from_secs(10)).ok())
-        .find(|line| line.starts_with("earned "))
-        .expect("the provider reports its earnings");
-    assert!(
-        earned.starts_with(&format!("earned {metered} ")),
-        "{earned}"
-    );
-    let commission = chain.node.commission_on(metered).await.expect("commission");
-    assert_eq!(
-        chain
-            .node
-            .balance_of(chain.wallet(2).address())
-            .await
-            .expect("balance"),
-        metered - commission,
-        "provider: metered − commission, on chain"
-    );
+    provider_settles(&chain, &node, 2, provider, &provider_lines, metered).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -137,6 +137,19 @@ async fn exchange(relay: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&answer[..read]).into_owned()
 }
 
+/// A connection carried to the provider, its first request answered.
+async fn carried(relay: SocketAddr, login: (&str, &str)) -> TcpStream {
+    let mut stream = TcpStream::connect(relay).await.expect("connect");
+    stream
+        .write_all(&request(Some(login)))
+        .await
+        .expect("write");
+    let mut answer = vec![0u8; 256];
+    let read = stream.read(&mut answer).await.expect("read");
+    assert!(answer[..read].ends_with(b"ok"), "carried and answered");
+    stream
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_but_sealed_credentials_reaches_the_provider() {
     let setup = setup(|_| {}).await;
@@ -231,21 +244,13 @@ async fn a_provider_at_its_stream_cap_makes_the_relay_answer_busy() {
     let setup = setup(|config| config.max_streams_per_provider = 2).await;
     let requesters = setup.relay.requesters;
     let (user, pass) = sealed(&setup.key);
-    let mut carried = Vec::new();
-    for _ in 0..2 {
-        let mut stream = TcpStream::connect(requesters).await.expect("connect");
-        stream
-            .write_all(&request(Some((&user, &pass))))
-            .await
-            .expect("write");
-        let mut answer = vec![0u8; 256];
-        let read = stream.read(&mut answer).await.expect("read");
-        assert!(answer[..read].ends_with(b"ok"));
-        carried.push(stream);
-    }
+    let held = [
+        carried(requesters, (&user, &pass)).await,
+        carried(requesters, (&user, &pass)).await,
+    ];
     let answer = exchange(requesters, &request(Some((&user, &pass)))).await;
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
-    drop(carried);
+    drop(held);
     // Slots come back as connections end.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !exchange(requesters, &request(Some((&user, &pass))))
@@ -261,16 +266,8 @@ async fn a_provider_at_its_stream_cap_makes_the_relay_answer_busy() {
 async fn a_carried_connection_that_moves_nothing_is_closed() {
     let setup = setup(|config| config.idle_timeout = Duration::from_millis(300)).await;
     let (user, pass) = sealed(&setup.key);
-    let mut stream = TcpStream::connect(setup.relay.requesters)
-        .await
-        .expect("connect");
-    stream
-        .write_all(&request(Some((&user, &pass))))
-        .await
-        .expect("write");
-    let mut answer = vec![0u8; 256];
-    let read = stream.read(&mut answer).await.expect("read");
-    assert!(answer[..read].ends_with(b"ok"));
+    let mut stream = carried(setup.relay.requesters, (&user, &pass)).await;
+    let mut answer = [0u8; 64];
     // Nothing more either way: the relay closes it within two idle periods.
     let closed = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
         .await

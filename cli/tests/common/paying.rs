@@ -1,11 +1,11 @@
 //! A fleet paying in the background through the SDK's `Payer`, as the money stories need it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipsx_sdk::{Client, LeaseTermsView, LeaseView, Payer, StreamEvent};
 use tokio::sync::{mpsc, watch};
 
-use super::{Chain, TOKEN};
+use super::{Chain, Process, TOKEN};
 
 /// How the fleet's paying task should end.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -105,4 +105,55 @@ pub fn ended(event: &StreamEvent) -> Option<LeaseTermsView> {
         StreamEvent::LeaseEnded { terms, .. } => Some(*terms),
         _ => None,
     }
+}
+
+/// After a lease of `metered` ended: the node paid provider `wallet` that much, its daemon
+/// (stopped now, claiming on chain) says it earned it, and the chain credited it minus the
+/// commission — to the wei.
+pub async fn provider_settles(
+    chain: &Chain,
+    node: &str,
+    wallet: usize,
+    mut provider: Process,
+    lines: &std::sync::mpsc::Receiver<String>,
+    metered: u128,
+) {
+    let client = signed_in(node, &chain.wallet(wallet)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let outbound = client
+            .wallet()
+            .await
+            .expect("wallet")
+            .payments
+            .and_then(|p| p.outbound);
+        if outbound.is_some_and(|c| c.amount.0 == metered) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node paid the provider in full"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    provider.terminate();
+    let earned = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(10)).ok())
+        .find(|line| line.starts_with("earned "))
+        .expect("the provider reports its earnings");
+    assert!(
+        earned.starts_with(&format!("earned {metered} ")),
+        "{earned}"
+    );
+    let commission = chain.node.commission_on(metered).await.expect("commission");
+    let balance = chain
+        .node
+        .balance_of(chain.wallet(wallet).address())
+        .await
+        .expect("balance");
+    assert_eq!(
+        balance,
+        metered - commission,
+        "provider: metered − commission"
+    );
 }
