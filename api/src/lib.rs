@@ -488,6 +488,66 @@ pub struct Echo {
     pub ip: IpAddr,
 }
 
+/// A relay as providers and requesters reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct RelayView {
+    /// Where providers dial (QUIC).
+    #[schema(value_type = String, example = "203.0.113.1:4433")]
+    pub providers: SocketAddr,
+    /// Where requesters connect (SOCKS5 / HTTP).
+    #[schema(value_type = String, example = "203.0.113.1:1081")]
+    pub requesters: SocketAddr,
+    /// Its certificate (DER, hex), which providers pin.
+    pub certificate: String,
+}
+
+/// A relayed provider arrived at or left a public IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct PresenceChange {
+    /// The provider.
+    #[schema(value_type = String)]
+    pub provider: Address,
+    /// Its public IP, as the relay sees it.
+    #[schema(value_type = String)]
+    pub ip: IpAddr,
+    /// True: connected from `ip`; false: gone from it (past its grace, or moved).
+    pub present: bool,
+}
+
+/// One provider's measures in a relay's report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct ProviderQuality {
+    /// The provider.
+    #[schema(value_type = String)]
+    pub provider: Address,
+    /// What the relay measures of it.
+    pub quality: RelayQuality,
+}
+
+/// `POST /v1/relays/report`: what a relay run apart from the node tells it, tagged with the
+/// relay key (header `x-ipsx-relay-tag`). Also its heartbeat (every 10 s).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RelayReport {
+    /// The relay.
+    pub relay: RelayView,
+    /// Grows with every report of this relay (a replay is refused).
+    pub seq: u64,
+    /// When it was sent (unix seconds; more than 30 s off is refused).
+    pub sent_at: u64,
+    /// Presence changes, in order.
+    pub changes: Vec<PresenceChange>,
+    /// Measures of the providers it has seen.
+    pub quality: Vec<ProviderQuality>,
+}
+
+/// The answer to a [`RelayReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct ReportTaken {
+    /// Changes applied.
+    pub changes: u32,
+}
+
 /// `POST /v1/relay/access`: what a relayed provider's daemon needs to dial the relay.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct RelayAccess {

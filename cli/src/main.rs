@@ -7,6 +7,7 @@
 //! ipsx offer --ip 127.0.0.2 --ip 127.0.0.3 --country DE --price 2 --hours 24
 //! ipsx lease --count 10 --country DE,FR --protocol socks5 --duration 60 --max-price 5
 //! ipsx gate                       # crawlers: http://USER-country-de:x@127.0.0.1:24000
+//! ipsx relay --node URL --key-file relay.key --quic ADDR --listen ADDR   # a relay apart
 //! ipsx balance ; ipsx withdraw all
 //! ipsx demo                                                   # a whole exchange, locally
 //! ipsx deals --format csv
@@ -21,6 +22,7 @@ mod gate;
 mod node;
 mod output;
 mod provide;
+mod relay;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -67,6 +69,8 @@ enum Command {
     Lease(LeaseArgs),
     /// The crawler endpoint: one local proxy port that leases, rotates, pays and retries.
     Gate(gate::GateArgs),
+    /// A relay run apart from the node, for providers behind NAT (`ipsx node --accept-relays`).
+    Relay(relay::RelayArgs),
     /// Lists this wallet's deals (with endpoints for the ones it leased).
     Deals {
         #[command(flatten)]
@@ -279,6 +283,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Lease(args) => lease(args).await,
         Command::Gate(args) => gate::run(args).await,
+        Command::Relay(args) => relay::run(args).await,
         Command::Balance { wallet, chain } => balance(&wallet, &chain).await,
         Command::Withdraw {
             wallet,

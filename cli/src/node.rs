@@ -105,6 +105,10 @@ pub(crate) struct NodeArgs {
     /// [default: 10].
     #[arg(long, env = "IPSX_RELAY_GRACE")]
     relay_grace: Option<u64>,
+    /// Take reports from relays run apart (`ipsx relay`), which hold the key kept in
+    /// `DATA_DIR/relay.key`.
+    #[arg(long, env = "IPSX_ACCEPT_RELAYS")]
+    accept_relays: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +158,7 @@ pub(crate) struct NodeSettings {
     pub(crate) data_dir: PathBuf,
     pub(crate) gateway: GatewayConfig,
     pub(crate) relay: Option<RelaySpot>,
+    pub(crate) accept_relays: bool,
 }
 
 impl NodeArgs {
@@ -261,6 +266,7 @@ impl NodeArgs {
             data_dir,
             gateway,
             relay,
+            accept_relays: self.accept_relays,
         })
     }
 }
@@ -329,18 +335,20 @@ pub(crate) async fn start_relay(
     Arc<OnceLock<PresenceHook>>,
 )> {
     let identity = ipsx_relay::Identity::load_or_generate(&data_dir.join("relay.identity"))?;
-    let key = ipsx_credentials::RelayKey::new(secret(&data_dir.join("relay.key"))?);
+    let key = relay_key(data_dir)?;
     let hook: Arc<OnceLock<PresenceHook>> = Arc::default();
     let to_node = Arc::clone(&hook);
     let on_change: ipsx_relay::OnChange = Arc::new(move |change| {
-        let Some(node) = to_node.get() else {
-            tracing::warn!(?change, "relay change before the node is up");
-            return;
-        };
-        match change {
-            ipsx_relay::Change::Up { provider, ip } => node.up(Address::from(provider), ip),
-            ipsx_relay::Change::Gone { provider, ip } => node.gone(Address::from(provider), ip),
+        match to_node.get() {
+            Some(node) => match change {
+                ipsx_relay::Change::Up { provider, ip } => node.up(Address::from(provider), ip),
+                ipsx_relay::Change::Gone { provider, ip } => {
+                    node.gone(Address::from(provider), ip);
+                }
+            },
+            None => tracing::warn!(?change, "relay change before the node is up"),
         }
+        Box::pin(async {})
     });
     let mut config =
         ipsx_relay::RelayConfig::new(spot.quic, spot.listen, identity.clone(), key.clone());
@@ -350,8 +358,12 @@ pub(crate) async fn start_relay(
             .await
             .with_context(|| format!("starting the relay on {} and {}", spot.quic, spot.listen))?,
     );
-    let mut settings =
-        RelaySettings::new(key, relay.providers, relay.requesters, identity.certificate);
+    let mut settings = RelaySettings::new(key);
+    settings.local = Some(ipsx_gateway::RelayInfo {
+        providers: relay.providers,
+        requesters: relay.requesters,
+        certificate: identity.certificate,
+    });
     let measured = Arc::clone(&relay);
     settings.quality = Some(Arc::new(move || {
         measured
@@ -363,8 +375,15 @@ pub(crate) async fn start_relay(
     Ok((relay, settings, hook))
 }
 
+/// The key the node shares with its relays, made once and kept in the data directory.
+fn relay_key(data_dir: &Path) -> anyhow::Result<ipsx_credentials::RelayKey> {
+    Ok(ipsx_credentials::RelayKey::new(secret(
+        &data_dir.join("relay.key"),
+    )?))
+}
+
 /// The relay's measures as the API shows them.
-fn relay_quality(quality: ipsx_relay::Quality) -> (Address, ipsx_sdk::RelayQuality) {
+pub(crate) fn relay_quality(quality: ipsx_relay::Quality) -> (Address, ipsx_sdk::RelayQuality) {
     let connection = quality.connection;
     (
         Address::from(quality.provider),
@@ -387,9 +406,11 @@ pub(crate) async fn run(args: NodeArgs) -> anyhow::Result<()> {
         Some(spot) => Some(start_relay(spot, &settings.data_dir).await?),
         None => None,
     };
-    if let Some((_, relay_settings, _)) = &relay {
-        settings.gateway.relay = Some(relay_settings.clone());
-    }
+    settings.gateway.relay = match &relay {
+        Some((_, relay_settings, _)) => Some(relay_settings.clone()),
+        None if settings.accept_relays => Some(RelaySettings::new(relay_key(&settings.data_dir)?)),
+        None => None,
+    };
     let node = ipsx_gateway::start(settings.gateway)
         .await
         .with_context(|| format!("starting the node on {listen}"))?;

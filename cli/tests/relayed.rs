@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::paying::{Stop, ended, pay_in_background, paying_fleet, provider_settles, signed_in};
 use common::{Chain, TOKEN, curl, site};
+use ipsx_credentials::RelayKey;
 use ipsx_sdk::{DealStatus, LeaseBody, LeaseEnd, OfferBody, StreamEvent, TokenAmount, Via};
 
 const PRICE: u128 = TOKEN / 1_000;
@@ -98,7 +99,7 @@ async fn a_home_provider_serves_through_the_relay_and_is_paid_to_the_wei() {
     );
     let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
     paying
-        .wait(Duration::from_secs(10), |event| {
+        .wait(Duration::from_secs(30), |event| {
             matches!(event, StreamEvent::LeaseReady { terms, .. } if terms.deal == deal)
                 .then_some(())
         })
@@ -291,14 +292,18 @@ async fn a_provider_back_within_the_grace_serves_on_and_one_gone_past_it_is_drop
         deals.push(leased.deals[0].clone());
     }
     let mut paying = pay_in_background(&fleet, &fleet_wallet, &deals).await;
-    for deal in &deals {
-        let id = deal.deal.deal;
-        paying
-            .wait(Duration::from_secs(10), |event| {
-                matches!(event, StreamEvent::LeaseReady { terms, .. } if terms.deal == id)
-                    .then_some(())
-            })
-            .await;
+    // Both providers report ready (the first may do so before the payer's stream is up, so
+    // the deal book is asked rather than the stream awaited).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fleet
+        .deals()
+        .await
+        .expect("deals")
+        .iter()
+        .all(|view| view.deal.status == DealStatus::Active)
+    {
+        assert!(Instant::now() < deadline, "both providers reported ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let url = |index: usize| deals[index].endpoints[0].http.clone().expect("http");
     assert_eq!(
@@ -511,4 +516,96 @@ async fn a_fleet_crawls_through_the_gate_and_the_relay_to_a_home_provider() {
         "the gate leased the home provider's IP, reached through the relay"
     );
     gate.terminate();
+}
+
+/// A relay run apart from the node (`ipsx relay`) reports to it with the shared relay key: a
+/// home provider connects to that relay, and the fleet's endpoints point there. Reports not
+/// tagged with the key, or copied, change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_run_apart_serves_a_home_provider_and_forged_reports_change_nothing() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = site();
+    let (_node_process, node, _) = chain.node(dir.path(), "127.0.0.1:0", &["--accept-relays"]);
+    let key_file = dir.path().join("node").join("relay.key");
+    let relay_dir = dir.path().join("relay");
+    let (_relay, relay_lines) = common::spawn(&[
+        "relay",
+        "--node",
+        &node,
+        "--key-file",
+        key_file.to_str().expect("utf-8"),
+        "--quic",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        relay_dir.to_str().expect("utf-8"),
+    ]);
+    let relay_line = common::wait_for(&relay_lines, "relay quic ");
+    let requesters = relay_line.rsplit(' ').next().expect("address").to_owned();
+    let (_provider, _provider_lines, _) =
+        chain.relayed_provider(dir.path(), &node, 8, "127.0.0.16", "IE", PRICE);
+
+    let (fleet, _, _) = paying_fleet(&chain, &node).await;
+    let leased = fleet
+        .lease(
+            &LeaseBody::new(1, 30, TokenAmount(PRICE))
+                .countries(["IE"])
+                .protocols(["http"]),
+        )
+        .await
+        .expect("lease");
+    let endpoint = leased.deals[0].endpoints[0].clone();
+    assert_eq!(endpoint.via, Via::Relay);
+    assert_eq!(endpoint.proxy.to_string(), requesters, "the relay it is on");
+    let url = endpoint.http.expect("http");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while curl(&url, &format!("http://{site}/")).stdout != b"127.0.0.1" {
+        assert!(Instant::now() < deadline, "served through the relay apart");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A report that would take the provider's IP away: forged, then replayed.
+    let key =
+        ipsx_credentials::RelayKey::from_hex(&std::fs::read_to_string(&key_file).expect("key"))
+            .expect("relay key");
+    let report = |seq: u64| {
+        serde_json::to_vec(&ipsx_sdk::RelayReport {
+            relay: ipsx_sdk::RelayView {
+                providers: "127.0.0.1:9".parse().expect("addr"),
+                requesters: "127.0.0.1:9".parse().expect("addr"),
+                certificate: String::new(),
+            },
+            seq,
+            sent_at: ipsx_sdk_now(),
+            changes: vec![ipsx_sdk::PresenceChange {
+                provider: chain.wallet(8).address(),
+                ip: "127.0.0.16".parse().expect("ip"),
+                present: false,
+            }],
+            quality: Vec::new(),
+        })
+        .expect("json")
+    };
+    let http = reqwest::Client::new();
+    let post = |body: Vec<u8>, tag: String| {
+        http.post(format!("{node}/v1/relays/report"))
+            .header("x-ipsx-relay-tag", tag)
+            .body(body)
+            .send()
+    };
+    let forged = post(report(1), RelayKey::new([1; 32]).report_tag(&report(1)))
+        .await
+        .expect("answer");
+    assert_eq!(forged.status(), 401);
+    let first = report(7);
+    let taken = post(first.clone(), key.report_tag(&first))
+        .await
+        .expect("answer");
+    assert_eq!(taken.status(), 200, "a tagged report is taken");
+    let replayed = post(first.clone(), key.report_tag(&first))
+        .await
+        .expect("answer");
+    assert_eq!(replayed.status(), 409, "the same report twice is refused");
 }

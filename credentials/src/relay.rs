@@ -19,6 +19,7 @@ use sha2::Sha256;
 use crate::{AuthError, BadKey, CredentialKey, Credentials, GRANT_LEN, Grant, check_window};
 
 const SEAL_LABEL: &[u8] = b"ipsx-relay-seal-v1";
+const REPORT_LABEL: &[u8] = b"ipsx-relay-report-v1";
 const TICKET_LABEL: &[u8] = b"ipsx-relay-ticket-v1";
 const SEAL_LEN: usize = 12;
 const TICKET_TAG_LEN: usize = 16;
@@ -122,6 +123,26 @@ impl RelayKey {
         Ok(grant)
     }
 
+    /// The tag a relay run apart puts on a report to the node (hex), over the report's bytes.
+    pub fn report_tag(&self, body: &[u8]) -> String {
+        self.mac(REPORT_LABEL, &[body])
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    /// Whether `tag` (hex) is this key's tag on `body`, compared in constant time.
+    pub fn check_report(&self, body: &[u8], tag: &str) -> bool {
+        let Ok(expected) = CredentialKey::from_hex(tag) else {
+            return false;
+        };
+        self.mac(REPORT_LABEL, &[body])
+            .verify_slice(&expected.0)
+            .is_ok()
+    }
+
     /// A ticket naming `provider`, valid before `not_after` (unix seconds).
     pub fn ticket(&self, provider: [u8; 20], not_after: u64) -> String {
         let expiry = not_after.to_be_bytes();
@@ -218,6 +239,16 @@ mod tests {
             provider.verify(user, forged.password.as_bytes(), grant().ip, 150),
             Err(AuthError::BadSecret)
         );
+    }
+
+    #[test]
+    fn reports_verify_under_their_key_only_and_unaltered() {
+        let relay = RelayKey::new([2; 32]);
+        let tag = relay.report_tag(b"{\"seq\":1}");
+        assert!(relay.check_report(b"{\"seq\":1}", &tag));
+        assert!(!relay.check_report(b"{\"seq\":2}", &tag));
+        assert!(!RelayKey::new([3; 32]).check_report(b"{\"seq\":1}", &tag));
+        assert!(!relay.check_report(b"{\"seq\":1}", "zz"));
     }
 
     #[test]

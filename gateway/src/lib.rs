@@ -66,6 +66,6 @@ mod stream;
 pub use error::ApiError;
 pub use payments::PaymentsConfig;
 pub use probe::ProbeSettings;
-pub use relayed::{PresenceHook, RelaySettings};
+pub use relayed::{PresenceHook, RelayInfo, RelaySettings};
 pub use server::{GatewayConfig, GatewayError, GatewayHandle, start};
 pub use session::{Challenge, Session, SessionError, SignIn, SignInDomain, SignInError};

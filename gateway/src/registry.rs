@@ -16,7 +16,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use ipsx_api::{DealView, Endpoint, Via};
 
-use crate::relayed::RelaySettings;
+use ipsx_credentials::RelayKey;
 
 const PROVIDERS: TableDefinition<&[u8; 20], &[u8; 34]> = TableDefinition::new("providers");
 /// Providers that serve through a relay (present: relayed).
@@ -118,12 +118,13 @@ impl Registry {
     }
 
     /// The endpoints of a deal's IPs: credentials valid over the lease's window for the
-    /// deal's protocols, at the provider's proxy or, for a relayed provider, at `relay` (and
-    /// sealed for it). Empty if the provider has not registered a proxy.
+    /// deal's protocols, at the provider's proxy or, for a relayed provider, at the relay's
+    /// requester address `relay` gives (and sealed with its key). Empty if the provider has
+    /// not registered a proxy.
     pub fn endpoints(
         &self,
         deal: &DealView,
-        relay: Option<&RelaySettings>,
+        relay: Option<&(RelayKey, SocketAddr)>,
     ) -> Result<Vec<Endpoint>, RegistryError> {
         let Some(provider) = self.provider(deal.provider)? else {
             return Ok(Vec::new());
@@ -142,9 +143,9 @@ impl Registry {
                     not_after: deal.end,
                 });
                 let (at, via) = match relay {
-                    Some(relay) => {
-                        credentials = relay.key.seal(credentials);
-                        (relay.requesters, Via::Relay)
+                    Some((key, requesters)) => {
+                        credentials = key.seal(credentials);
+                        (*requesters, Via::Relay)
                     }
                     None => (SocketAddr::new(*ip, provider.port), Via::Direct),
                 };

@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alloy_primitives::Address;
 use axum::http::StatusCode;
-use ipsx_api::RelayQuality;
+use ipsx_api::{RelayQuality, RelayReport, ReportTaken};
 use ipsx_credentials::RelayKey;
 use ipsx_engine::{CommandKind, DealStatus, OfferId};
 use tokio::sync::watch;
@@ -23,54 +23,67 @@ use crate::server::{AppState, lock};
 /// Reads what the relay measures of every provider it has seen.
 pub type QualitySource = Arc<dyn Fn() -> Vec<(Address, RelayQuality)> + Send + Sync>;
 
-/// The relay a node runs, as providers and requesters are told of it.
-#[derive(Clone)]
-pub struct RelaySettings {
-    /// Shared with the relay: tickets and credential seals.
-    pub key: RelayKey,
+/// A relay as providers and requesters reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayInfo {
     /// Where providers dial (QUIC).
     pub providers: SocketAddr,
     /// Where requesters connect (SOCKS5 / HTTP).
     pub requesters: SocketAddr,
-    /// The relay's certificate (DER), which providers pin.
+    /// Its certificate (DER), which providers pin.
     pub certificate: Vec<u8>,
+}
+
+/// The node's relays: the one it runs itself, if any, and those run apart that report to it,
+/// all sharing one key for tickets, seals and reports.
+#[derive(Clone)]
+pub struct RelaySettings {
+    /// Shared with every relay: tickets, credential seals, reports.
+    pub key: RelayKey,
+    /// The relay this node runs in its own process, if any.
+    pub local: Option<RelayInfo>,
+    /// Its measures, read every `note_every` for profiles and `min_uptime` filters.
+    pub quality: Option<QualitySource>,
     /// How long a ticket stays valid, seconds. Default one hour (a ticket only opens a
     /// connection; one that is up stays up).
     pub ticket_lifetime: u64,
-    /// The relay's measures, read every `note_every` for profiles and `min_uptime` filters.
-    pub quality: Option<QualitySource>,
-    /// How often the relay's measures are read. Default 10 s.
+    /// How often measures are noted. Default 10 s.
     pub note_every: Duration,
 }
 
 impl std::fmt::Debug for RelaySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelaySettings")
-            .field("providers", &self.providers)
-            .field("requesters", &self.requesters)
+            .field("local", &self.local)
             .finish_non_exhaustive()
     }
 }
 
 impl RelaySettings {
-    /// Settings with the default ticket lifetime.
-    pub fn new(
-        key: RelayKey,
-        providers: SocketAddr,
-        requesters: SocketAddr,
-        certificate: Vec<u8>,
-    ) -> Self {
+    /// Relays that share `key`, none run by the node itself yet.
+    pub fn new(key: RelayKey) -> Self {
         Self {
             key,
-            providers,
-            requesters,
-            certificate,
-            ticket_lifetime: 3600,
+            local: None,
             quality: None,
+            ticket_lifetime: 3600,
             note_every: Duration::from_secs(10),
         }
     }
 }
+
+/// A relay run apart, as its reports describe it.
+#[derive(Debug)]
+struct Remote {
+    info: RelayInfo,
+    seq: u64,
+    seen: Instant,
+}
+
+/// A relay run apart that has not reported for this long is not handed to providers.
+const REMOTE_FRESH: Duration = Duration::from_secs(60);
+/// Reports sent longer ago (or later) than this are refused.
+const REPORT_SKEW: u64 = 30;
 
 /// The node's view of relayed providers: the IP each connected one comes from, and the
 /// relay's last measures.
@@ -78,9 +91,37 @@ impl RelaySettings {
 pub(crate) struct Observed {
     ips: Mutex<HashMap<Address, IpAddr>>,
     quality: Mutex<HashMap<Address, RelayQuality>>,
+    /// The relay each relayed provider was last connected to.
+    on: Mutex<HashMap<Address, RelayInfo>>,
+    /// Relays run apart, by their QUIC address.
+    remotes: Mutex<HashMap<SocketAddr, Remote>>,
 }
 
 impl Observed {
+    /// Where requesters reach `provider`: the relay it was last on, else the node's own.
+    pub(crate) fn requesters(
+        &self,
+        provider: Address,
+        local: Option<&RelayInfo>,
+    ) -> Option<SocketAddr> {
+        lock(&self.on)
+            .get(&provider)
+            .map(|info| info.requesters)
+            .or(local.map(|info| info.requesters))
+    }
+
+    /// A relay to hand a provider: the node's own, else the freshest one run apart.
+    pub(crate) fn relay_for(&self, local: Option<&RelayInfo>) -> Option<RelayInfo> {
+        if let Some(local) = local {
+            return Some(local.clone());
+        }
+        lock(&self.remotes)
+            .values()
+            .filter(|remote| remote.seen.elapsed() < REMOTE_FRESH)
+            .max_by_key(|remote| remote.seen)
+            .map(|remote| remote.info.clone())
+    }
+
     pub(crate) fn ip(&self, provider: Address) -> Option<IpAddr> {
         lock(&self.ips).get(&provider).copied()
     }
@@ -98,7 +139,7 @@ const NOTE_STEP: u16 = 100;
 /// filters match on it deterministically).
 pub(crate) async fn follow_quality(
     state: Arc<AppState>,
-    source: QualitySource,
+    source: Option<QualitySource>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -109,7 +150,13 @@ pub(crate) async fn follow_quality(
             _ = ticks.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        let measures = source();
+        if let Some(source) = &source {
+            lock(&state.observed.quality).extend(source());
+        }
+        let measures: Vec<(Address, RelayQuality)> = lock(&state.observed.quality)
+            .iter()
+            .map(|(provider, quality)| (*provider, *quality))
+            .collect();
         let changed: Vec<(Address, u16)> = measures
             .iter()
             .filter(|(provider, quality)| {
@@ -119,7 +166,6 @@ pub(crate) async fn follow_quality(
             })
             .map(|(provider, quality)| (*provider, quality.uptime))
             .collect();
-        *lock(&state.observed.quality) = measures.into_iter().collect();
         for (provider, uptime) in changed {
             let noting = state
                 .submit(CommandKind::NoteUptime {
@@ -171,10 +217,18 @@ impl std::fmt::Debug for PresenceHook {
 }
 
 impl PresenceHook {
-    /// `provider` is connected from `ip`; it may offer `ip` from now on.
+    /// `provider` is connected from `ip` to the node's own relay; it may offer `ip` from now
+    /// on.
     pub fn up(&self, provider: Address, ip: IpAddr) {
         tracing::info!(%provider, %ip, "relayed provider up");
         lock(&self.0.observed.ips).insert(provider, ip.to_canonical());
+        lock(&self.0.observed.on).remove(&provider);
+    }
+
+    /// `provider` is connected from `ip` to a relay run apart.
+    fn up_via(&self, provider: Address, ip: IpAddr, relay: &RelayInfo) {
+        self.up(provider, ip);
+        lock(&self.0.observed.on).insert(provider, relay.clone());
     }
 
     /// `provider` no longer serves `ip`: its offers naming `ip` are withdrawn and its deals on
@@ -244,6 +298,83 @@ async fn withdraw(state: &AppState, provider: Address, ip: IpAddr) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Why a relay's report was refused.
+fn refused(status: StatusCode, code: &'static str, message: &str) -> ApiError {
+    ApiError::new(status, code, message.to_owned())
+}
+
+/// Takes a report from a relay run apart: its tag under the relay key, its age, its sequence,
+/// then its changes and measures. Nothing is applied from a refused report.
+pub(crate) fn take_report(
+    state: &Arc<AppState>,
+    settings: &RelaySettings,
+    body: &[u8],
+    tag: Option<&str>,
+    now: u64,
+) -> Result<ReportTaken, ApiError> {
+    if !tag.is_some_and(|tag| settings.key.check_report(body, tag)) {
+        return Err(refused(
+            StatusCode::UNAUTHORIZED,
+            "bad_relay_tag",
+            "a relay report must carry x-ipsx-relay-tag, made with the node's relay key",
+        ));
+    }
+    let report: RelayReport = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_input", e.to_string()))?;
+    if report.sent_at.abs_diff(now) > REPORT_SKEW {
+        return Err(refused(
+            StatusCode::UNAUTHORIZED,
+            "stale_report",
+            "the report was sent more than 30 s from now (a replay, or a clock far off)",
+        ));
+    }
+    let certificate = alloy_primitives::hex::decode(&report.relay.certificate)
+        .map_err(|e| ApiError::bad_request("invalid_input", format!("certificate: {e}")))?;
+    let info = RelayInfo {
+        providers: report.relay.providers,
+        requesters: report.relay.requesters,
+        certificate,
+    };
+    {
+        let mut remotes = lock(&state.observed.remotes);
+        if remotes
+            .get(&info.providers)
+            .is_some_and(|remote| report.seq <= remote.seq)
+        {
+            return Err(refused(
+                StatusCode::CONFLICT,
+                "replayed_report",
+                "this relay already reported this sequence number",
+            ));
+        }
+        remotes.insert(
+            info.providers,
+            Remote {
+                info: info.clone(),
+                seq: report.seq,
+                seen: Instant::now(),
+            },
+        );
+    }
+    let hook = PresenceHook(Arc::clone(state));
+    for change in &report.changes {
+        if change.present {
+            hook.up_via(change.provider, change.ip, &info);
+        } else {
+            hook.gone(change.provider, change.ip);
+        }
+    }
+    lock(&state.observed.quality).extend(
+        report
+            .quality
+            .iter()
+            .map(|measured| (measured.provider, measured.quality)),
+    );
+    Ok(ReportTaken {
+        changes: u32::try_from(report.changes.len()).unwrap_or(u32::MAX),
+    })
 }
 
 #[cfg(test)]

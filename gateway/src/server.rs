@@ -348,12 +348,10 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     if let Some(payments) = &state.payments {
         tokio::spawn(Arc::clone(payments).watch(stop.subscribe()));
     }
-    if let Some(relay) = &state.relay
-        && let Some(source) = &relay.quality
-    {
+    if let Some(relay) = &state.relay {
         tokio::spawn(crate::relayed::follow_quality(
             Arc::clone(&state),
-            Arc::clone(source),
+            relay.quality.clone(),
             relay.note_every,
             stop.subscribe(),
         ));
@@ -391,6 +389,7 @@ fn router(state: Shared, max_body: usize) -> Router {
         .route("/v1/me", get(me))
         .route("/v1/providers", post(register_provider))
         .route("/v1/relay/access", post(relay_access))
+        .route("/v1/relays/report", post(relay_report))
         .route("/v1/echo", get(echo))
         .route("/v1/offers", post(place_offer))
         .route("/v1/offers/{offer}", delete(cancel_offer))
@@ -741,10 +740,17 @@ async fn cancel_offer(
 }
 
 impl AppState {
+    /// For a relayed provider's deals: the relay key and where requesters reach the provider.
+    fn relay_route(&self, provider: Address) -> Option<(ipsx_credentials::RelayKey, SocketAddr)> {
+        let relay = self.relay.as_ref()?;
+        let at = self.observed.requesters(provider, relay.local.as_ref())?;
+        Some((relay.key.clone(), at))
+    }
+
     fn lease_view(&self, deal: DealView, caller: Address) -> Result<LeaseView, ApiError> {
         let endpoints = if deal.requester == caller {
             self.registry
-                .endpoints(&deal, self.relay.as_ref())
+                .endpoints(&deal, self.relay_route(deal.provider).as_ref())
                 .map_err(|e| internal(e.to_string()))?
         } else {
             Vec::new()
@@ -900,13 +906,31 @@ async fn relay_access(
             "register as relayed first (POST /v1/providers with \"relayed\": true)",
         ));
     }
+    let info = state
+        .observed
+        .relay_for(relay.local.as_ref())
+        .ok_or_else(no_relay)?;
     let expires_at = unix_now() + relay.ticket_lifetime;
     Ok(Json(RelayAccess {
-        relay: relay.providers,
-        certificate: alloy_primitives::hex::encode(&relay.certificate),
+        relay: info.providers,
+        certificate: alloy_primitives::hex::encode(&info.certificate),
         ticket: relay.key.ticket(provider.0.0, expires_at),
         expires_at,
     }))
+}
+
+/// `POST /v1/relays/report`: a relay run apart reports presence changes and measures.
+async fn relay_report(
+    _: Anonymous,
+    State(state): State<Shared>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<ipsx_api::ReportTaken>, ApiError> {
+    let relay = state.relay.clone().ok_or_else(no_relay)?;
+    let tag = headers
+        .get("x-ipsx-relay-tag")
+        .and_then(|value| value.to_str().ok());
+    crate::relayed::take_report(&state, &relay, &body, tag, unix_now()).map(Json)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -97,9 +97,12 @@ pub struct ConnectionQuality {
     pub failed: u64,
 }
 
-/// Called with every presence change, before the provider hears it is welcome: the node must
-/// know a provider's IP before the provider can offer it.
-pub type OnChange = Arc<dyn Fn(Change) + Send + Sync>;
+/// Called with every presence change; the provider hears it is welcome only once the returned
+/// future is done: the node must know a provider's IP before the provider can offer it.
+pub type OnChange = Arc<dyn Fn(Change) -> Reported + Send + Sync>;
+
+/// The node has taken a change in (a report sent and answered, or a call made in-process).
+pub type Reported = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// A running relay.
 pub struct RelayHandle {
@@ -272,7 +275,7 @@ async fn expire_graces(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) 
             _ = stopped.wait_for(|stop| *stop) => return,
         }
         let changes = lock(&shared.presence).expire(Instant::now());
-        report(&shared, changes);
+        report(&shared, changes).await;
     }
 }
 
@@ -301,6 +304,11 @@ async fn serve_provider(incoming: quinn::Incoming, shared: &Shared) -> Result<()
         .map_err(|_| ProviderError::Timeout)??;
     let observed = connection.remote_address().ip().to_canonical();
     let admitted = admit(shared, &connection, observed, &hello);
+    let (admitted, changes) = match admitted {
+        Ok((route, resumed, changes)) => (Ok((route, resumed)), changes),
+        Err((code, changes)) => (Err(code), changes),
+    };
+    report(shared, changes).await;
     let answer = match &admitted {
         Ok((_, resumed)) => Answer::Welcome {
             observed,
@@ -334,6 +342,9 @@ async fn serve_provider(incoming: quinn::Incoming, shared: &Shared) -> Result<()
     Err(error.into())
 }
 
+/// What admitting a provider came to, with the changes the node must hear of either way.
+type Admitted = Result<(Arc<Route>, bool, Vec<Change>), (RefusalCode, Vec<Change>)>;
+
 /// Checks a provider's hello and makes it the route for its observed IP; whether it resumed
 /// (held that IP already, within its grace).
 fn admit(
@@ -341,14 +352,14 @@ fn admit(
     connection: &quinn::Connection,
     observed: IpAddr,
     hello: &Hello,
-) -> Result<(Arc<Route>, bool), RefusalCode> {
+) -> Admitted {
     let provider = shared
         .config
         .key
         .check_ticket(hello.ticket.as_bytes(), unix_now())
-        .map_err(|_| RefusalCode::BadTicket)?;
+        .map_err(|_| (RefusalCode::BadTicket, Vec::new()))?;
     if lock(&shared.routes).len() >= shared.config.max_providers {
-        return Err(RefusalCode::Full);
+        return Err((RefusalCode::Full, Vec::new()));
     }
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let now = Instant::now();
@@ -371,10 +382,7 @@ fn admit(
     };
     let changes = match arrived {
         Ok(changes) => changes,
-        Err(expired) => {
-            report(shared, expired);
-            return Err(RefusalCode::IpInUse);
-        }
+        Err(expired) => return Err((RefusalCode::IpInUse, expired)),
     };
     let route = Arc::new(Route {
         provider,
@@ -403,14 +411,13 @@ fn admit(
             older.connection.close(2u32.into(), b"superseded");
         }
     }
-    report(shared, changes);
-    Ok((route, resumed))
+    Ok((route, resumed, changes))
 }
 
-/// Tells the node of presence changes, in order.
-fn report(shared: &Shared, changes: Vec<Change>) {
+/// Tells the node of presence changes, in order, each taken in before the next.
+async fn report(shared: &Shared, changes: Vec<Change>) {
     for change in changes {
-        (shared.on_change)(change);
+        (shared.on_change)(change).await;
     }
 }
 

@@ -68,7 +68,7 @@ async fn setup(tune: impl FnOnce(&mut RelayConfig)) -> Setup {
         key.clone(),
     );
     tune(&mut config);
-    let relay = ipsx_relay::start(config, Arc::new(|_: Change| {}))
+    let relay = ipsx_relay::start(config, Arc::new(|_: Change| Box::pin(async {}) as _))
         .await
         .expect("relay");
     let reached = Arc::new(AtomicUsize::new(0));
