@@ -26,6 +26,9 @@ pub(crate) async fn stream(
     State(state): State<Arc<AppState>>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    // Subscribed before the greeting is read: an event between the two comes twice (clients
+    // take lease events idempotently) rather than never.
+    let events = state.streams.subscribe(party);
     let mut greeting = Vec::new();
     if let Some(payments) = &state.payments {
         for lease in payments.leases_of(party)? {
@@ -47,7 +50,7 @@ pub(crate) async fn stream(
     }
     Ok(upgrade
         .max_message_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| serve(socket, state, party, greeting)))
+        .on_upgrade(move |socket| serve(socket, state, party, greeting, events)))
 }
 
 fn text(event: &StreamEvent) -> Message {
@@ -59,8 +62,8 @@ async fn serve(
     state: Arc<AppState>,
     party: alloy_primitives::Address,
     greeting: Vec<StreamEvent>,
+    mut events: tokio::sync::mpsc::Receiver<Arc<str>>,
 ) {
-    let mut events = state.streams.subscribe(party);
     for event in &greeting {
         if socket.send(text(event)).await.is_err() {
             return;
