@@ -14,7 +14,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::paying::{Stop, ended, pay_in_background, paying_fleet, provider_settles, signed_in};
+use common::paying::{
+    Stop, ended, node_paid, pay_in_background, paying_fleet, provider_settles, signed_in,
+};
 use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
 use ipsx_sdk::{LeaseBody, StreamEvent, TokenAmount};
 
@@ -402,20 +404,7 @@ async fn the_cli_deposits_leases_pays_and_the_provider_withdraws() {
 
     // The provider is paid, stops (claiming on chain), and withdraws to its wallet.
     let client = signed_in(&node, &chain.wallet(6)).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let outbound = client
-            .wallet()
-            .await
-            .expect("wallet")
-            .payments
-            .and_then(|p| p.outbound);
-        if outbound.is_some_and(|c| c.amount.0 == paid) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the node paid the provider");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    node_paid(&client, paid).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     provider.terminate();
     wait_for(&provider_lines, "earned ");

@@ -119,23 +119,7 @@ pub async fn provider_settles(
     metered: u128,
 ) {
     let client = signed_in(node, &chain.wallet(wallet)).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let outbound = client
-            .wallet()
-            .await
-            .expect("wallet")
-            .payments
-            .and_then(|p| p.outbound);
-        if outbound.is_some_and(|c| c.amount.0 == metered) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node paid the provider in full"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    node_paid(&client, metered).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     provider.terminate();
     let earned = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(10)).ok())
@@ -156,4 +140,26 @@ pub async fn provider_settles(
         metered - commission,
         "provider: metered − commission"
     );
+}
+
+/// Waits (15 s at most) until the node's proofs to the signed-in provider `client` reach
+/// `amount`.
+pub async fn node_paid(client: &Client, amount: u128) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let outbound = client
+            .wallet()
+            .await
+            .expect("wallet")
+            .payments
+            .and_then(|p| p.outbound);
+        if outbound.is_some_and(|c| c.amount.0 == amount) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node paid the provider {amount}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
