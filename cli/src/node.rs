@@ -294,8 +294,7 @@ fn session_key(data_dir: &Path) -> anyhow::Result<[u8; 32]> {
 
 /// A 32-byte secret kept in `path` (owner-only), made the first time.
 fn secret(path: &Path) -> anyhow::Result<[u8; 32]> {
-    let path = path.to_path_buf();
-    match std::fs::read_to_string(&path) {
+    match std::fs::read_to_string(path) {
         Ok(text) => {
             let bytes = alloy_primitives::hex::decode(text.trim())
                 .ok()
@@ -314,7 +313,7 @@ fn secret(path: &Path) -> anyhow::Result<[u8; 32]> {
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&path)
+                .open(path)
                 .with_context(|| format!("creating {}", path.display()))?;
             file.write_all(alloy_primitives::hex::encode(key).as_bytes())?;
             file.sync_all()?;

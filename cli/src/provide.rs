@@ -338,7 +338,7 @@ pub(crate) async fn serve(
     let guard = Guard {
         allow_loopback: config.allow_loopback,
     };
-    let (proxy, mut relay) = if config.relay {
+    let (proxy, mut relay, mut ours) = if config.relay {
         let (proxy, mut relay) = RelayedServing::start(&config, &node, key, guard).await?;
         let Some(ip) = relay.first_ip(&mut stop).await else {
             proxy.shutdown();
@@ -346,7 +346,7 @@ pub(crate) async fn serve(
         };
         proxy.serve_as(ip);
         println!("{label}serving {ip} through the relay");
-        (proxy, Some(relay))
+        (proxy, Some(relay), HashSet::from([ip]))
     } else {
         let ips = offered_ips(&config.offers)?;
         let mut proxy_config = ProxyConfig::new(
@@ -360,11 +360,7 @@ pub(crate) async fn serve(
             .await
             .context("starting the proxy (is every offered IP on this machine?)")?;
         println!("{label}serving {} IPs on port {}", ips.len(), config.port);
-        (proxy, None)
-    };
-    let mut ours: HashSet<IpAddr> = match &relay {
-        Some(relay) => relay.ip.into_iter().collect(),
-        None => offered_ips(&config.offers)?.into_iter().collect(),
+        (proxy, None, ips.into_iter().collect())
     };
     place_offers(
         &node,

@@ -300,11 +300,6 @@ async fn withdraw(state: &AppState, provider: Address, ip: IpAddr) -> Result<(),
     Ok(())
 }
 
-/// Why a relay's report was refused.
-fn refused(status: StatusCode, code: &'static str, message: &str) -> ApiError {
-    ApiError::new(status, code, message.to_owned())
-}
-
 /// Takes a report from a relay run apart: its tag under the relay key, its age, its sequence,
 /// then its changes and measures. Nothing is applied from a refused report.
 pub(crate) fn take_report(
@@ -315,7 +310,7 @@ pub(crate) fn take_report(
     now: u64,
 ) -> Result<ReportTaken, ApiError> {
     if !tag.is_some_and(|tag| settings.key.check_report(body, tag)) {
-        return Err(refused(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad_relay_tag",
             "a relay report must carry x-ipsx-relay-tag, made with the node's relay key",
@@ -324,7 +319,7 @@ pub(crate) fn take_report(
     let report: RelayReport = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("invalid_input", e.to_string()))?;
     if report.sent_at.abs_diff(now) > REPORT_SKEW {
-        return Err(refused(
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "stale_report",
             "the report was sent more than 30 s from now (a replay, or a clock far off)",
@@ -343,7 +338,7 @@ pub(crate) fn take_report(
             .get(&info.providers)
             .is_some_and(|remote| report.seq <= remote.seq)
         {
-            return Err(refused(
+            return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "replayed_report",
                 "this relay already reported this sequence number",

@@ -303,11 +303,7 @@ async fn serve_provider(incoming: quinn::Incoming, shared: &Shared) -> Result<()
         .await
         .map_err(|_| ProviderError::Timeout)??;
     let observed = connection.remote_address().ip().to_canonical();
-    let admitted = admit(shared, &connection, observed, &hello);
-    let (admitted, changes) = match admitted {
-        Ok((route, resumed, changes)) => (Ok((route, resumed)), changes),
-        Err((code, changes)) => (Err(code), changes),
-    };
+    let (admitted, changes) = admit(shared, &connection, observed, &hello);
     report(shared, changes).await;
     let answer = match &admitted {
         Ok((_, resumed)) => Answer::Welcome {
@@ -342,28 +338,31 @@ async fn serve_provider(incoming: quinn::Incoming, shared: &Shared) -> Result<()
     Err(error.into())
 }
 
-/// What admitting a provider came to, with the changes the node must hear of either way.
-type Admitted = Result<(Arc<Route>, bool, Vec<Change>), (RefusalCode, Vec<Change>)>;
+/// A provider let in (its route, and whether it resumed), or why not.
+type Admission = Result<(Arc<Route>, bool), RefusalCode>;
 
 /// Checks a provider's hello and makes it the route for its observed IP; whether it resumed
-/// (held that IP already, within its grace).
+/// (held that IP already, within its grace). Beside the outcome, the changes the node must hear
+/// of either way.
 fn admit(
     shared: &Shared,
     connection: &quinn::Connection,
     observed: IpAddr,
     hello: &Hello,
-) -> Admitted {
-    let provider = shared
+) -> (Admission, Vec<Change>) {
+    let Ok(provider) = shared
         .config
         .key
         .check_ticket(hello.ticket.as_bytes(), unix_now())
-        .map_err(|_| (RefusalCode::BadTicket, Vec::new()))?;
+    else {
+        return (Err(RefusalCode::BadTicket), Vec::new());
+    };
     if lock(&shared.routes).len() >= shared.config.max_providers {
-        return Err((RefusalCode::Full, Vec::new()));
+        return (Err(RefusalCode::Full), Vec::new());
     }
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let now = Instant::now();
-    let (arrived, resumed) = {
+    let (changes, resumed) = {
         let mut presence = lock(&shared.presence);
         // Expiries first: whoever is past the grace is gone, and the node hears so even when
         // this arrival is refused.
@@ -371,18 +370,11 @@ fn admit(
         let resumed = presence
             .holder(observed)
             .is_some_and(|(holder, _)| holder == provider);
-        let arrived = presence
-            .arrive(provider, observed, id, now)
-            .map(|more| {
-                changes.extend(more);
-                changes.clone()
-            })
-            .map_err(|Conflict::IpInUse| changes);
-        (arrived, resumed)
-    };
-    let changes = match arrived {
-        Ok(changes) => changes,
-        Err(expired) => return Err((RefusalCode::IpInUse, expired)),
+        match presence.arrive(provider, observed, id, now) {
+            Ok(more) => changes.extend(more),
+            Err(Conflict::IpInUse) => return (Err(RefusalCode::IpInUse), changes),
+        }
+        (changes, resumed)
     };
     let route = Arc::new(Route {
         provider,
@@ -411,7 +403,7 @@ fn admit(
             older.connection.close(2u32.into(), b"superseded");
         }
     }
-    Ok((route, resumed, changes))
+    (Ok((route, resumed)), changes)
 }
 
 /// Tells the node of presence changes, in order, each taken in before the next.
