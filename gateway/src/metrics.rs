@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -45,6 +46,10 @@ pub struct Metrics {
     pub provider_payments: Counter,
     /// Leases cut for non-payment.
     pub cut_offs: Counter,
+    /// Deals the feed follows (made, not over yet).
+    pub open_deals: Gauge,
+    /// Times the feed fell behind the engine and re-read the deal book.
+    pub feed_rereads: Counter,
 }
 
 impl Default for Metrics {
@@ -91,6 +96,18 @@ impl Default for Metrics {
             "Leases cut because their requester stopped paying",
             cut_offs.clone(),
         );
+        let open_deals = Gauge::default();
+        registry.register(
+            "open_deals",
+            "Deals made and not over yet, as the feed follows them",
+            open_deals.clone(),
+        );
+        let feed_rereads = Counter::default();
+        registry.register(
+            "feed_rereads",
+            "Times the feed re-read the deal book (at start, or after falling behind)",
+            feed_rereads.clone(),
+        );
         Self {
             registry,
             calls,
@@ -102,6 +119,8 @@ impl Default for Metrics {
             proofs_received,
             provider_payments,
             cut_offs,
+            open_deals,
+            feed_rereads,
         }
     }
 }

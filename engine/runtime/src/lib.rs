@@ -8,6 +8,7 @@
 //!                                              │ append each accepted command to the journal
 //!                                              │ one write + fdatasync for the whole batch
 //!                                              ▼
+//!                                   the batch's events to every follower (output stream),
 //!                                   answers to submitters, depth published (ArcSwap),
 //!                                   snapshot bytes handed to the snapshot thread when due
 //! ```
@@ -18,6 +19,8 @@
 //!   readable snapshot plus the journal after it.
 //! * [`shard::ShardHandle`]: the single writer of one shard; no mutex on the matching path,
 //!   readers get depth snapshots or run queries between batches.
+//! * [`output`]: the shard's output stream — each durable batch's events, timers' included, for
+//!   followers that react instead of polling; a follower that falls behind is told it lagged.
 //! * [`exchange::Exchange`]: several shards, markets (countries) assigned to them.
 //!
 //! A command is acknowledged only after its batch is written (and synced, under
@@ -46,6 +49,7 @@ pub mod exchange;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod journal;
+pub mod output;
 pub mod shard;
 mod snapshot_file;
 pub mod store;
@@ -54,6 +58,7 @@ pub mod workload;
 pub use error::{StoreError, SubmitError};
 pub use exchange::Exchange;
 pub use journal::FsyncPolicy;
+pub use output::{EventBatch, Followed, Follower, Sink};
 pub use shard::{Outcome, ShardConfig, ShardHandle, Submission, Then, wall_clock};
 pub use snapshot_file::SnapshotBytes;
 pub use store::{DurableEngine, Recovery, StoreConfig};

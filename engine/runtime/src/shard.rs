@@ -4,7 +4,8 @@
 //! group to the journal in one commit, and only then answers the submitters: group commit, so
 //! an fsync is shared by every command of the batch. Readers never touch the engine: market
 //! depth is published through an atomically swapped pointer, other reads run as queries on the
-//! writer between batches.
+//! writer between batches. Every batch's events leave on the shard's output stream
+//! ([`crate::output`]) once the batch is durable: followers react to it instead of polling.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ipsx_engine::{Command, CommandKind, Engine, EngineError, Event, MarketDepth, Timestamp};
 
 use crate::error::{StoreError, SubmitError};
+use crate::output::{EventBatch, Follower, Sink};
 use crate::store::{DurableEngine, Recovery, StoreConfig};
 
 /// How a shard runs.
@@ -83,6 +85,7 @@ enum Message {
     SubmitThen(CommandKind, Then),
     Query(Query),
     Snapshot(Sender<Result<(), StoreError>>),
+    Follow(Sink),
     Shutdown,
 }
 
@@ -124,6 +127,8 @@ impl ShardHandle {
             config: config.clone(),
             depth: Arc::clone(&depth),
             stats: Arc::clone(&stats),
+            sinks: Vec::new(),
+            published: Vec::new(),
         };
         let writer = thread::Builder::new()
             .name(format!("ipsx-shard-{}", config.store.engine.shard))
@@ -196,6 +201,20 @@ impl ShardHandle {
         });
         self.post(Message::Query(query))?;
         answer.recv().map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Hands every batch from now on to `sink`, on the writer thread, once the batch is
+    /// durable. A query posted after this call sees the engine no earlier than the first batch
+    /// the sink gets, so a follower that reads the engine next misses nothing.
+    pub fn follow_with(&self, sink: Sink) -> Result<(), SubmitError> {
+        self.post(Message::Follow(sink))
+    }
+
+    /// A [`Follower`] on its own queue of `capacity` batches (see [`ShardHandle::follow_with`]).
+    pub fn follow(&self, capacity: usize) -> Result<Follower, SubmitError> {
+        let (follower, sink) = Follower::new(capacity);
+        self.follow_with(sink)?;
+        Ok(follower)
     }
 
     /// Takes a snapshot now and waits until it is on disk.
@@ -285,6 +304,9 @@ struct Writer {
     config: ShardConfig,
     depth: Arc<ArcSwap<MarketDepth>>,
     stats: Arc<ShardStats>,
+    sinks: Vec<Sink>,
+    /// The events of the batch under way, kept only while someone follows.
+    published: Vec<Event>,
 }
 
 struct Pending {
@@ -335,6 +357,7 @@ impl Writer {
                 let mut events = Vec::new();
                 let at = wall_clock().max(self.store.engine().now());
                 let _ = self.store.apply(&Command::tick(at), &mut events);
+                self.keep(&events);
             }
             for message in batch.drain(..) {
                 match message {
@@ -353,6 +376,7 @@ impl Writer {
                     }
                     Message::Query(query) => queries.push(query),
                     Message::Snapshot(waiter) => snapshot_waiters.push(waiter),
+                    Message::Follow(sink) => self.sinks.push(sink),
                     Message::Shutdown => stop = true,
                 }
             }
@@ -362,6 +386,7 @@ impl Writer {
                 .durable_seq
                 .store(self.store.last_seq(), Ordering::Release);
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.publish();
             for Pending {
                 reply,
                 then,
@@ -399,6 +424,28 @@ impl Writer {
         }
     }
 
+    /// Keeps a command's events for the batch's publication, if anyone follows.
+    fn keep(&mut self, events: &[Event]) {
+        if !self.sinks.is_empty() {
+            self.published.extend_from_slice(events);
+        }
+    }
+
+    /// Hands the batch's events to every follower; the batch is durable by now.
+    fn publish(&mut self) {
+        if self.published.is_empty() {
+            return;
+        }
+        let batch = Arc::new(EventBatch {
+            seq: self.store.last_seq(),
+            at: self.store.engine().now(),
+            events: std::mem::take(&mut self.published),
+        });
+        for sink in &mut self.sinks {
+            sink(&batch);
+        }
+    }
+
     fn apply(&mut self, submission: Submission) -> Pending {
         let at = submission
             .at
@@ -410,6 +457,8 @@ impl Writer {
         let mut events = Vec::new();
         let applied = self.store.apply(&command, &mut events);
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        // A refused command still moved the clock: the timers it fired are in `events`.
+        self.keep(&events);
         Pending {
             reply: submission.reply,
             then: None,

@@ -261,11 +261,6 @@ impl Payments {
         }
     }
 
-    /// A booked lease.
-    pub(crate) fn booked(&self, deal: u64) -> Result<Option<BookedLease>, ApiError> {
-        self.book.lease(deal).map_err(internal)
-    }
-
     /// Every metered lease `party` is in, for a stream that just connected: with them a
     /// payer that restarted meters the same cumulative total as the hub.
     pub(crate) fn leases_of(&self, party: Address) -> Result<Vec<BookedLease>, ApiError> {

@@ -1,0 +1,116 @@
+//! The shard's output: every batch's events, published once the batch is durable.
+//!
+//! LMAX style, the writer is the only place the book changes, and what changed leaves it as
+//! one ordered stream: the events of accepted commands, of refused ones (the clock still moved
+//! and timers fired) and of the writer's own ticks, in the order they happened. Followers
+//! (the node's feed, a test, a replica) react to it instead of polling the book.
+//!
+//! ```text
+//!  writer: apply batch ─► commit ─► EventBatch { seq, at, events } ─► every follower's sink
+//!                                                                        │ full? lag flag
+//!                                                                        ▼
+//!                                                   follower: Batch(..) … Lagged ─► re-read
+//! ```
+//!
+//! A sink never blocks the writer. A follower that falls behind (its queue is full) loses
+//! batches; it is told so once ([`Followed::Lagged`]) and must re-read what it follows from
+//! the engine, as after a restart.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use ipsx_engine::{Event, Timestamp};
+
+/// What one batch of the writer did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventBatch {
+    /// The last journal record durable after the batch (a batch of reads and refusals
+    /// repeats the previous one).
+    pub seq: u64,
+    /// The engine's clock after the batch.
+    pub at: Timestamp,
+    /// What happened, in order.
+    pub events: Vec<Event>,
+}
+
+/// Where the writer hands each non-empty batch; runs on the writer thread, so it must be quick
+/// and must not block (hand the batch to a queue and return).
+pub type Sink = Box<dyn FnMut(&Arc<EventBatch>) + Send>;
+
+/// What a [`Follower`] reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Followed {
+    /// The next batch.
+    Batch(Arc<EventBatch>),
+    /// Batches were dropped because this follower fell behind: re-read the engine.
+    Lagged,
+}
+
+/// A queue of batches for a follower on its own thread (see [`crate::ShardHandle::follow`]).
+#[derive(Debug)]
+pub struct Follower {
+    batches: Receiver<Arc<EventBatch>>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl Follower {
+    /// A follower and the sink that feeds it, holding up to `capacity` batches.
+    pub fn new(capacity: usize) -> (Follower, Sink) {
+        let (sender, batches) = crossbeam_channel::bounded(capacity.max(1));
+        let lagged = Arc::new(AtomicBool::new(false));
+        let sink = lagging_sink(sender, Arc::clone(&lagged));
+        (Follower { batches, lagged }, sink)
+    }
+
+    /// The next batch, or `Lagged`, waiting at most `timeout`; `None` if nothing came (or the
+    /// shard stopped and everything was read).
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Followed> {
+        if self.lagged.swap(false, Ordering::AcqRel) {
+            return Some(Followed::Lagged);
+        }
+        match self.batches.recv_timeout(timeout) {
+            Ok(batch) => Some(Followed::Batch(batch)),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => self
+                .lagged
+                .swap(false, Ordering::AcqRel)
+                .then_some(Followed::Lagged),
+        }
+    }
+}
+
+fn lagging_sink(sender: Sender<Arc<EventBatch>>, lagged: Arc<AtomicBool>) -> Sink {
+    Box::new(move |batch| match sender.try_send(Arc::clone(batch)) {
+        Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+        Err(TrySendError::Full(_)) => lagged.store(true, Ordering::Release),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(seq: u64) -> Arc<EventBatch> {
+        Arc::new(EventBatch {
+            seq,
+            at: Timestamp(seq),
+            events: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_follower_that_falls_behind_is_told_once() {
+        let (follower, mut sink) = Follower::new(2);
+        for seq in 1..=3 {
+            sink(&batch(seq));
+        }
+        let wait = Duration::ZERO;
+        assert_eq!(follower.recv_timeout(wait), Some(Followed::Lagged));
+        assert_eq!(follower.recv_timeout(wait), Some(Followed::Batch(batch(1))));
+        assert_eq!(follower.recv_timeout(wait), Some(Followed::Batch(batch(2))));
+        assert_eq!(follower.recv_timeout(wait), None);
+        sink(&batch(4));
+        assert_eq!(follower.recv_timeout(wait), Some(Followed::Batch(batch(4))));
+    }
+}

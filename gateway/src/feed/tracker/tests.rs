@@ -1,0 +1,263 @@
+//! The tracker follows a real engine whose clock the tests move by hand.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipsx_engine::{Command, CommandKind, DealId, DealStatus, Engine, EngineConfig, Event};
+use ipsx_engine_runtime::workload::{EPOCH, MarketShape, mixed_stream};
+use proptest::prelude::*;
+
+use super::{Scanned, Step, Tracker};
+
+/// A market of one country, so every lease matches.
+const SHAPE: MarketShape = MarketShape {
+    countries: 1,
+    offers: 4,
+    ips_per_offer: 4,
+    providers: 4,
+};
+
+struct Market {
+    engine: Engine,
+    tracker: Tracker,
+}
+
+impl Market {
+    fn new(config: EngineConfig) -> Market {
+        Market {
+            engine: Engine::new(config),
+            tracker: Tracker::default(),
+        }
+    }
+
+    /// Applies a command at `EPOCH + second` and follows its events as the feed does.
+    fn at(&mut self, second: u64, kind: CommandKind) -> Vec<Step> {
+        let mut events = Vec::new();
+        let command = Command {
+            at: ipsx_engine::Timestamp(EPOCH.0 + second),
+            kind,
+        };
+        let _ = self.engine.apply(&command, &mut events);
+        self.follow(&events)
+    }
+
+    fn follow(&mut self, events: &[Event]) -> Vec<Step> {
+        let ids = self.tracker.to_read(events);
+        let read = self.read(ids);
+        self.tracker.take(read, self.engine.now().0)
+    }
+
+    /// What the feed does after it fell behind.
+    fn reread(&mut self) -> Vec<Step> {
+        let (last, mut ids) = self.tracker.to_reread();
+        ids.extend(
+            self.engine
+                .deals()
+                .map(|deal| deal.id.0)
+                .filter(|id| *id > last),
+        );
+        let read = self.read(ids);
+        self.tracker.take(read, self.engine.now().0)
+    }
+
+    fn read(&self, ids: Vec<u64>) -> Vec<(u64, Option<Scanned>)> {
+        ids.into_iter()
+            .map(|id| (id, self.engine.deal(DealId(id)).map(Scanned::of)))
+            .collect()
+    }
+
+    fn lease(&mut self, second: u64, duration: u64) -> (Vec<Step>, DealId) {
+        let steps = self.at(
+            second,
+            CommandKind::SubmitRequest(SHAPE.lease(0, 1, duration)),
+        );
+        let deal = match steps.first() {
+            Some(Step::Made(view)) => DealId(view.deal),
+            other => panic!("no deal made: {other:?}"),
+        };
+        (steps, deal)
+    }
+
+    fn ready(&mut self, second: u64, deal: DealId) -> Vec<Step> {
+        let provider = self.engine.deal(deal).expect("deal").provider;
+        self.at(second, CommandKind::ProviderReady { deal, provider })
+    }
+}
+
+fn market() -> Market {
+    let mut market = Market::new(EngineConfig::default());
+    for index in 0..SHAPE.offers {
+        market.at(0, CommandKind::PlaceOffer(SHAPE.offer(index)));
+    }
+    market
+}
+
+fn kinds(steps: &[Step]) -> Vec<(&'static str, u64)> {
+    steps
+        .iter()
+        .map(|step| match step {
+            Step::Made(view) => ("made", view.deal),
+            Step::Meter(view) => ("meter", view.deal),
+            Step::End { at, .. } => ("end", *at),
+        })
+        .collect()
+}
+
+#[test]
+fn a_lease_is_made_metered_and_ended_at_its_end_by_the_engines_own_timer() {
+    let mut market = market();
+    let (steps, deal) = market.lease(10, 30);
+    assert_eq!(kinds(&steps), [("made", deal.0)]);
+    assert_eq!(kinds(&market.ready(11, deal)), [("meter", deal.0)]);
+    assert!(market.at(20, CommandKind::Tick).is_empty(), "nothing new");
+    // The lease runs 10..40; the engine's tick past its end completes it.
+    assert_eq!(
+        kinds(&market.at(41, CommandKind::Tick)),
+        [("end", EPOCH.0 + 40)]
+    );
+    assert_eq!(market.tracker.open(), 0, "nothing finished is remembered");
+}
+
+#[test]
+fn a_provider_that_never_reports_ready_ends_the_deal_at_the_deadline_unmetered() {
+    let mut market = market();
+    let (_, deal) = market.lease(10, 300);
+    let steps = market.at(45, CommandKind::Tick);
+    // Voided when the timer fired; its request then takes another IP: a new deal.
+    assert_eq!(kinds(&steps)[0], ("end", EPOCH.0 + 45));
+    assert!(matches!(&steps[1..], [Step::Made(view)] if view.deal != deal.0));
+    assert_eq!(
+        market.engine.deal(deal).map(|d| d.status()),
+        Some(DealStatus::Voided)
+    );
+}
+
+#[test]
+fn a_deal_active_and_over_before_it_is_read_is_still_metered() {
+    let mut market = market();
+    let (_, deal) = market.lease(10, 30);
+    let provider = market.engine.deal(deal).expect("deal").provider;
+    // Ready, then cancelled, in one batch the feed reads only afterwards.
+    let mut events = Vec::new();
+    for (second, kind) in [
+        (11, CommandKind::ProviderReady { deal, provider }),
+        (
+            15,
+            CommandKind::CancelDeal {
+                deal,
+                requester: market.engine.deal(deal).expect("deal").requester,
+            },
+        ),
+    ] {
+        let command = Command {
+            at: ipsx_engine::Timestamp(EPOCH.0 + second),
+            kind,
+        };
+        market.engine.apply(&command, &mut events).expect("applied");
+    }
+    let steps = market.follow(&events);
+    assert_eq!(kinds(&steps), [("meter", deal.0), ("end", EPOCH.0 + 15)]);
+}
+
+#[test]
+fn a_failed_metering_is_read_again_at_the_next_chance() {
+    let mut market = market();
+    let (_, deal) = market.lease(10, 30);
+    assert_eq!(kinds(&market.ready(11, deal)), [("meter", deal.0)]);
+    market.tracker.retry(deal.0);
+    assert!(market.tracker.has_retries());
+    assert_eq!(kinds(&market.follow(&[])), [("meter", deal.0)]);
+    assert!(!market.tracker.has_retries());
+    assert!(market.follow(&[]).is_empty());
+}
+
+#[test]
+fn a_deal_pruned_from_the_book_is_forgotten() {
+    let mut market = Market::new(EngineConfig {
+        deal_retention: 60,
+        ..EngineConfig::default()
+    });
+    market.at(0, CommandKind::PlaceOffer(SHAPE.offer(0)));
+    let (_, deal) = market.lease(10, 30);
+    market.ready(11, deal);
+    market.at(41, CommandKind::Tick);
+    market.at(200, CommandKind::Tick);
+    assert!(market.engine.deal(deal).is_none(), "pruned");
+    assert_eq!(market.tracker.open(), 0);
+}
+
+/// Per deal, what the tracker said, in order.
+fn story(steps: &[Step], stories: &mut BTreeMap<u64, Vec<&'static str>>) {
+    for step in steps {
+        let (id, what) = match step {
+            Step::Made(view) => (view.deal, "made"),
+            Step::Meter(view) => (view.deal, "meter"),
+            Step::End { view, .. } => (view.deal, "end"),
+        };
+        stories.entry(id).or_default().push(what);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Whatever the traffic, and however often the feed falls behind and re-reads the engine,
+    /// every deal is ended exactly once; every deal that was served is metered exactly once and
+    /// before its end; nothing is remembered once everything is over.
+    #[test]
+    fn every_deal_ends_once_and_every_served_one_is_metered_once(
+        count in 200u64..1_500,
+        batch in 1usize..40,
+        lag_every in prop::option::of(2usize..20),
+    ) {
+        let mut market = Market::new(EngineConfig::default());
+        let mut stories = BTreeMap::new();
+        let mut served = BTreeSet::new();
+        let mut events = Vec::new();
+        let mut batches = 0;
+        let commands: Vec<Command> = (0..count).map(mixed_stream).collect();
+        for chunk in commands.chunks(batch) {
+            for command in chunk {
+                let _ = market.engine.apply(command, &mut events);
+            }
+            for event in &events {
+                if let Event::DealStatusChanged { deal, to: DealStatus::Active, .. } = event {
+                    served.insert(deal.0);
+                }
+            }
+            batches += 1;
+            let steps = if lag_every.is_some_and(|every| batches % every == 0) {
+                events.clear();
+                market.reread()
+            } else {
+                let steps = market.follow(&events);
+                events.clear();
+                steps
+            };
+            story(&steps, &mut stories);
+        }
+        // Far ahead: every lease is over.
+        let end = Command {
+            at: ipsx_engine::Timestamp(EPOCH.0 + count / 20 + 10_000),
+            kind: CommandKind::Tick,
+        };
+        let _ = market.engine.apply(&end, &mut events);
+        let steps = market.follow(&events);
+        story(&steps, &mut stories);
+
+        prop_assert_eq!(market.tracker.open(), 0);
+        let made: BTreeSet<u64> = market.engine.deals().map(|deal| deal.id.0).collect();
+        prop_assert_eq!(stories.keys().copied().collect::<BTreeSet<_>>(), made);
+        for (deal, told) in &stories {
+            prop_assert_eq!(told.iter().filter(|w| **w == "end").count(), 1, "deal {}", deal);
+            prop_assert_eq!(told.last(), Some(&"end"), "deal {}", deal);
+            let meters = told.iter().filter(|w| **w == "meter").count();
+            let completed = market.engine.deal(DealId(*deal)).map(|d| d.status())
+                == Some(DealStatus::Completed);
+            if lag_every.is_none() || completed {
+                prop_assert_eq!(meters, usize::from(served.contains(deal)), "deal {}", deal);
+            } else {
+                prop_assert!(meters <= 1, "deal {}", deal);
+            }
+        }
+    }
+}
