@@ -3,7 +3,7 @@
 //! (`GET /v1/stream`). Once a second it ticks the hub.
 //!
 //! ```text
-//!  engine batch (durable) ──► Tracker::to_read ──► one read of those deals ──► Tracker::take
+//!  engine batch (durable) ──► Tracker::reads_after ──► one read of those deals ──► Tracker::take
 //!        Made   ─────────────────────────────────────────► DealMade ───────────► both parties
 //!        Meter  ──► Payments::start_lease ──────────────► LeaseReady {terms} ──► both
 //!        End    ──► Payments::end_lease   ──────────────► LeaseEnded {terms} ──► both
@@ -193,7 +193,7 @@ struct Feed {
 impl Feed {
     /// Reads the deals `events` touched and acts on them.
     async fn after(&mut self, events: &[Event]) -> Result<(), String> {
-        let ids = self.tracker.to_read(events);
+        let ids = self.tracker.reads_after(events);
         if ids.is_empty() {
             return Ok(());
         }
@@ -217,7 +217,7 @@ impl Feed {
     /// Reads every deal newer than the last seen and every open one.
     async fn reread(&mut self) -> Result<(), String> {
         self.state.metrics.feed_rereads.inc();
-        let (last, open) = self.tracker.to_reread();
+        let (last, open) = self.tracker.reads_to_catch_up();
         let read = self
             .state
             .query(move |engine| {

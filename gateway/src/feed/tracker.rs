@@ -2,7 +2,7 @@
 //! what each read means for the parties and the payment hub.
 //!
 //! ```text
-//!  engine events ──► Tracker::to_read ──► (the shell reads those deals) ──► Tracker::take
+//!  engine events ──► Tracker::reads_after ──► (the shell reads those deals) ──► Tracker::take
 //!                                                                              │
 //!        deal first seen, not over ─► Step::Made   (tell both parties)         │
 //!        deal active, not metered  ─► Step::Meter  (fix terms, start the hub)  ◄┘
@@ -76,7 +76,7 @@ pub(crate) struct Tracker {
 impl Tracker {
     /// The deals to read after `events`: those made or changed, and any waiting to be read
     /// again. Proportional to what happened, never to what is open.
-    pub(crate) fn to_read(&mut self, events: &[ipsx_engine::Event]) -> Vec<u64> {
+    pub(crate) fn reads_after(&mut self, events: &[ipsx_engine::Event]) -> Vec<u64> {
         let mut ids: BTreeSet<u64> = std::mem::take(&mut self.again);
         for event in events {
             match event {
@@ -97,7 +97,7 @@ impl Tracker {
 
     /// What a full re-read needs (at start, and after the feed fell behind the engine): deals
     /// newer than the last seen, and every open one.
-    pub(crate) fn to_reread(&mut self) -> (u64, Vec<u64>) {
+    pub(crate) fn reads_to_catch_up(&mut self) -> (u64, Vec<u64>) {
         self.again.clear();
         let (last, open) = (self.last_deal, &self.open);
         self.activated

@@ -41,14 +41,14 @@ impl Market {
     }
 
     fn follow(&mut self, events: &[Event]) -> Vec<Step> {
-        let ids = self.tracker.to_read(events);
+        let ids = self.tracker.reads_after(events);
         let read = self.read(ids);
         self.tracker.take(read, self.engine.now().0)
     }
 
     /// What the feed does after it fell behind.
     fn reread(&mut self) -> Vec<Step> {
-        let (last, mut ids) = self.tracker.to_reread();
+        let (last, mut ids) = self.tracker.reads_to_catch_up();
         ids.extend(
             self.engine
                 .deals()
@@ -213,9 +213,8 @@ proptest! {
         let mut stories = BTreeMap::new();
         let mut served = BTreeSet::new();
         let mut events = Vec::new();
-        let mut batches = 0;
         let commands: Vec<Command> = (0..count).map(mixed_stream).collect();
-        for chunk in commands.chunks(batch) {
+        for (batches, chunk) in commands.chunks(batch).enumerate() {
             for command in chunk {
                 let _ = market.engine.apply(command, &mut events);
             }
@@ -224,8 +223,7 @@ proptest! {
                     served.insert(deal.0);
                 }
             }
-            batches += 1;
-            let steps = if lag_every.is_some_and(|every| batches % every == 0) {
+            let steps = if lag_every.is_some_and(|every| (batches + 1) % every == 0) {
                 events.clear();
                 market.reread()
             } else {
