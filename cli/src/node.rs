@@ -8,6 +8,7 @@
 //! chain_id = 31337
 //! session_rate = 200.0
 //! ready_timeout = 30
+//! deal_retention = 3600                  # seconds finished deals stay in memory (then on disk)
 //! rating_prior = "1000000000000000000"   # paid usage every rating starts from, at 3 stars
 //!
 //! [relay]                         # leave out if every provider is directly reachable
@@ -29,7 +30,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use alloy_primitives::Address;
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use ipsx_gateway::{GatewayConfig, PaymentsConfig, PresenceHook, RelaySettings};
 use serde::Deserialize;
@@ -62,6 +63,10 @@ pub(crate) struct NodeArgs {
     /// [default: 30].
     #[arg(long, env = "IPSX_READY_TIMEOUT")]
     ready_timeout: Option<u64>,
+    /// Seconds a finished deal stays in memory, for look-ups and ratings; older deals are
+    /// read from the node's history on disk. At least 60 [default: 3600].
+    #[arg(long, env = "IPSX_DEAL_RETENTION")]
+    deal_retention: Option<u64>,
     /// Paid usage (base units) every wallet's rating starts with at 3 stars: ratings weigh
     /// what their deals cost, so lifting a wallet past `min_rating` takes several times this
     /// in real usage [default: 1 IPSX].
@@ -120,6 +125,7 @@ struct NodeFile {
     chain_id: Option<u64>,
     session_rate: Option<f64>,
     ready_timeout: Option<u64>,
+    deal_retention: Option<u64>,
     rating_prior: Option<ipsx_sdk::TokenAmount>,
     fsync: Option<String>,
     relay: Option<RelayFile>,
@@ -222,6 +228,18 @@ impl NodeArgs {
             burst: session_rate * 2.0,
         };
         gateway.ready_timeout = self.ready_timeout.or(file.ready_timeout).unwrap_or(30);
+        gateway.deal_retention = self
+            .deal_retention
+            .or(file.deal_retention)
+            .unwrap_or(gateway.deal_retention);
+        if gateway.deal_retention < ipsx_gateway::MIN_DEAL_RETENTION {
+            bail!(
+                "deal_retention must be at least {} seconds (the node reads each deal after it \
+                 finishes), not {}",
+                ipsx_gateway::MIN_DEAL_RETENTION,
+                gateway.deal_retention
+            );
+        }
         gateway.public_url = self.public_url.or(file.public_url);
         gateway.probe = (!self.no_offer_probe).then(|| ipsx_gateway::ProbeSettings::new(""));
         if let Some(prior) = self

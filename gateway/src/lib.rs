@@ -64,6 +64,7 @@ pub mod session;
 mod stream;
 
 pub use error::ApiError;
+pub use ipsx_engine::MIN_DEAL_RETENTION;
 pub use payments::PaymentsConfig;
 pub use probe::ProbeSettings;
 pub use relayed::{PresenceHook, RelayInfo, RelaySettings};

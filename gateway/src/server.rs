@@ -73,6 +73,9 @@ pub struct GatewayConfig {
     /// expiries fire on time. Default every second; `None` moves it only with calls (tests that
     /// decide which call fires a timer).
     pub engine_tick: Option<std::time::Duration>,
+    /// Seconds a finished deal stays in the engine's memory (for `GET /v1/deals/{id}` and
+    /// ratings); at least 60. Older ones stay in the node's history on disk. Default an hour.
+    pub deal_retention: u64,
     /// Paid usage (token base units) every wallet's rating starts with at 3 stars; see
     /// `ipsx_engine::EngineConfig::rating_prior`. Default one IPSX.
     pub rating_prior: u128,
@@ -113,6 +116,7 @@ impl GatewayConfig {
             data_dir: data_dir.into(),
             payments: None,
             ready_timeout: 30,
+            deal_retention: 3_600,
             engine_tick: Some(std::time::Duration::from_secs(1)),
             rating_prior: ipsx_engine::EngineConfig::default().rating_prior,
             fsync: ipsx_engine_runtime::FsyncPolicy::Always,
@@ -292,6 +296,23 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The retention is part of the engine's journaled state: a new one is a command.
+fn set_deal_retention(shard: &ShardHandle, seconds: u64) -> Result<(), GatewayError> {
+    let current = shard
+        .query(|engine| engine.config().deal_retention)
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
+    if current == seconds {
+        return Ok(());
+    }
+    let outcome = shard
+        .submit(CommandKind::SetDealRetention { seconds })
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
+    outcome
+        .result
+        .map(drop)
+        .map_err(|e| GatewayError::Config(format!("deal retention: {e}")))
+}
+
 /// Recovers the engine from `data_dir`, binds, and serves until [`GatewayHandle::shutdown`].
 pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
     let mut store = StoreConfig::new(config.data_dir.join("engine"));
@@ -300,9 +321,14 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     store.fsync = config.fsync;
     let mut shard_config = ShardConfig::new(store);
     shard_config.tick_every = config.engine_tick;
-    let shard = tokio::task::spawn_blocking(move || ShardHandle::start(shard_config))
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let retention = config.deal_retention;
+    let shard = tokio::task::spawn_blocking(move || {
+        let shard = ShardHandle::start(shard_config)?;
+        set_deal_retention(&shard, retention)?;
+        Ok::<_, GatewayError>(shard)
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))??;
     let registry = Registry::open(&config.data_dir.join("node.redb"))?;
     let payments = match config.payments.clone() {
         Some(payments) => Some(Arc::new(

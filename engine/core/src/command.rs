@@ -113,6 +113,13 @@ pub enum CommandKind {
         /// Basis points, 0 to 10,000.
         uptime: u16,
     },
+    /// The node's operator sets how long finished deals stay in the deal book (look-ups and
+    /// ratings need them there); at least [`crate::MIN_DEAL_RETENTION`] seconds. Journaled, so
+    /// a replay prunes exactly as the original run did.
+    SetDealRetention {
+        /// Seconds after a deal finishes.
+        seconds: u64,
+    },
     /// One party rates the other after a deal ended.
     Rate {
         /// The deal.

@@ -159,6 +159,42 @@ struct Fill<'a> {
     max_price: Amount,
 }
 
+/// The shortest deal retention: the node's feed reads each deal after it finishes, and
+/// parties rate each other then.
+pub const MIN_DEAL_RETENTION: u64 = 60;
+
+/// The deals of one wallet in the book, oldest first.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PartyDeals {
+    pub(crate) ids: VecDeque<DealId>,
+    /// Ids in `ids` whose deal left the book but not yet the list.
+    gone: usize,
+}
+
+impl PartyDeals {
+    /// `id` left the book (`deals`): drop it, and any other gone id, from the list — at once
+    /// from the front, by a sweep once half the list is gone (a long lease at the front must
+    /// not keep the ids of every deal after it). Whether the list is empty now.
+    fn forget(&mut self, id: DealId, deals: &FxHashMap<DealId, Deal>) -> bool {
+        self.gone += 1;
+        if self.ids.front() == Some(&id) {
+            self.ids.pop_front();
+            self.gone -= 1;
+            while let Some(front) = self.ids.front()
+                && !deals.contains_key(front)
+            {
+                self.ids.pop_front();
+                self.gone = self.gone.saturating_sub(1);
+            }
+        }
+        if self.gone > 16 && self.gone * 2 > self.ids.len() {
+            self.ids.retain(|id| deals.contains_key(id));
+            self.gone = 0;
+        }
+        self.ids.is_empty()
+    }
+}
+
 /// Which IP slots of which offers a fill would take, in priority order.
 type Plan = Vec<(OfferId, Vec<u32>)>;
 
@@ -174,13 +210,16 @@ pub struct Engine {
     /// Boxed: the map churns constantly and small entries keep its rehashes cheap.
     pub(crate) requests: FxHashMap<RequestId, Box<RequestRecord>>,
     pub(crate) resting: BTreeSet<(Reverse<Amount>, RequestId)>,
-    /// The deal book, by id; `pruned_deals` finished deals were dropped from its front.
-    pub(crate) deals: VecDeque<Deal>,
-    /// The IP slots each open deal books, parallel to `deals` (emptied when the deal ends), so
-    /// ending a deal needs no address look-up.
-    pub(crate) deal_slots: VecDeque<SmallVec<[u32; 1]>>,
-    pub(crate) pruned_deals: u64,
-    pub(crate) deals_by_party: FxHashMap<Address, VecDeque<DealId>>,
+    /// The deal book: open deals, and finished ones for [`EngineConfig::deal_retention`].
+    pub(crate) deals: FxHashMap<DealId, Deal>,
+    /// The IP slots each open deal books, so ending a deal needs no address look-up.
+    pub(crate) deal_slots: FxHashMap<DealId, SmallVec<[u32; 1]>>,
+    /// Deals ever made: the next id follows.
+    pub(crate) deals_made: u64,
+    /// Finished deals in the order they finished (the clock never goes back), so each leaves
+    /// the book when its own retention is over, whatever deals made before it still run.
+    pub(crate) finished: VecDeque<(Timestamp, DealId)>,
+    pub(crate) deals_by_party: FxHashMap<Address, PartyDeals>,
     pub(crate) profiles: FxHashMap<Address, Profile>,
     pub(crate) timers: Timers,
     dirty: Vec<OfferId>,
@@ -203,9 +242,10 @@ impl Engine {
             book: OfferBook::default(),
             requests: FxHashMap::default(),
             resting: BTreeSet::new(),
-            deals: VecDeque::new(),
-            deal_slots: VecDeque::new(),
-            pruned_deals: 0,
+            deals: FxHashMap::default(),
+            deal_slots: FxHashMap::default(),
+            deals_made: 0,
+            finished: VecDeque::new(),
             deals_by_party: FxHashMap::default(),
             profiles: FxHashMap::default(),
             timers: Timers::default(),
@@ -296,22 +336,31 @@ impl Engine {
 
     /// A deal.
     pub fn deal(&self, id: DealId) -> Option<&Deal> {
-        self.deals.get(self.deal_index(id)?)
-    }
-
-    fn deal_index(&self, id: DealId) -> Option<usize> {
-        let first = self.config.id_base() + 1 + self.pruned_deals;
-        usize::try_from(id.0.checked_sub(first)?).ok()
+        self.deals.get(&id)
     }
 
     fn next_deal_id(&self) -> DealId {
-        DealId(self.config.id_base() + self.pruned_deals + self.deals.len() as u64 + 1)
+        DealId(self.config.id_base() + self.deals_made + 1)
     }
 
     /// Every deal still in the deal book, oldest first (finished deals leave it
-    /// [`EngineConfig::deal_retention`] seconds after they close).
-    pub fn deals(&self) -> impl ExactSizeIterator<Item = &Deal> + DoubleEndedIterator {
-        self.deals.iter()
+    /// [`EngineConfig::deal_retention`] seconds after they close). Sorts the whole book: for
+    /// tools and tests; a follower reads [`Engine::deals_after`].
+    pub fn deals(&self) -> std::vec::IntoIter<&Deal> {
+        let mut deals: Vec<&Deal> = self.deals.values().collect();
+        deals.sort_unstable_by_key(|deal| deal.id);
+        deals.into_iter()
+    }
+
+    /// Deals made after `id` still in the book, oldest first.
+    pub fn deals_after(&self, id: DealId) -> impl Iterator<Item = &Deal> {
+        let first = id.0.max(self.config.id_base()) + 1;
+        (first..=self.config.id_base() + self.deals_made).filter_map(|id| self.deal(DealId(id)))
+    }
+
+    /// How many deals the book holds (open, and finished within the retention).
+    pub fn deal_count(&self) -> usize {
+        self.deals.len()
     }
 
     /// The deals a wallet is party to (either side), oldest first.
@@ -319,7 +368,7 @@ impl Engine {
         self.deals_by_party
             .get(&party)
             .into_iter()
-            .flatten()
+            .flat_map(|kept| kept.ids.iter())
             .filter_map(|id| self.deal(*id))
     }
 
@@ -342,10 +391,7 @@ impl Engine {
     }
 
     fn deal_mut(&mut self, id: DealId) -> Result<&mut Deal, EngineError> {
-        let index = self.deal_index(id).ok_or(EngineError::UnknownDeal(id))?;
-        self.deals
-            .get_mut(index)
-            .ok_or(EngineError::UnknownDeal(id))
+        self.deals.get_mut(&id).ok_or(EngineError::UnknownDeal(id))
     }
 
     // ----- shape checks --------------------------------------------------------------------
@@ -423,6 +469,11 @@ impl Engine {
                     return Err(InputError::BadUptime(*uptime));
                 }
             }
+            CommandKind::SetDealRetention { seconds } => {
+                if *seconds < MIN_DEAL_RETENTION {
+                    return Err(InputError::RetentionTooShort(*seconds));
+                }
+            }
             CommandKind::Tick
             | CommandKind::CancelOffer { .. }
             | CommandKind::CancelRequest { .. }
@@ -446,29 +497,27 @@ impl Engine {
         self.prune_deals();
     }
 
-    /// Drops finished deals older than the retention from the front of the deal book.
+    /// Drops finished deals whose retention is over from the deal book.
     fn prune_deals(&mut self) {
         let retention = self.config.deal_retention;
-        while let Some(deal) = self.deals.front() {
-            let expired = deal
-                .closed_at
-                .is_some_and(|at| at.0.saturating_add(retention) <= self.now.0);
-            if !expired {
+        while let Some(&(closed_at, id)) = self.finished.front() {
+            if closed_at.0.saturating_add(retention) > self.now.0 {
                 break;
             }
-            let Some(deal) = self.deals.pop_front() else {
-                break;
+            self.finished.pop_front();
+            let Some(deal) = self.deals.remove(&id) else {
+                continue;
             };
-            self.deal_slots.pop_front();
-            self.pruned_deals += 1;
             for party in [deal.provider, deal.requester] {
-                if let Some(ids) = self.deals_by_party.get_mut(&party) {
-                    if ids.front() == Some(&deal.id) {
-                        ids.pop_front();
-                    }
-                    if ids.is_empty() {
-                        self.deals_by_party.remove(&party);
-                    }
+                let emptied = self
+                    .deals_by_party
+                    .get_mut(&party)
+                    .is_some_and(|kept| kept.forget(id, &self.deals));
+                if emptied {
+                    self.deals_by_party.remove(&party);
+                }
+                if deal.provider == deal.requester {
+                    break;
                 }
             }
         }
@@ -631,6 +680,11 @@ impl Engine {
                 self.try_drive_deal(*deal, DealInput::RequesterCancel, events)
             }
             CommandKind::Rate { deal, rater, score } => self.rate(*deal, *rater, *score, events),
+            CommandKind::SetDealRetention { seconds } => {
+                self.config.deal_retention = *seconds;
+                self.prune_deals();
+                Ok(())
+            }
             CommandKind::NoteUptime { provider, uptime } => {
                 self.profiles.entry(*provider).or_default().uptime = Some(*uptime);
                 // Its offers may now pass (or fail) uptime filters of resting requests.
@@ -1018,35 +1072,41 @@ impl Engine {
                     },
                 );
             }
-            self.deal_slots.push_back(booked);
-            self.deals.push_back(Deal {
+            self.deal_slots.insert(id, booked);
+            self.deals_made += 1;
+            self.deals.insert(
                 id,
-                request,
-                offer: offer_id,
-                provider,
-                requester,
-                ips,
-                start,
-                end,
-                price,
-                protocols,
-                made_at: self.now,
-                ready_deadline,
-                provider_status: ProviderStatus::Awaiting,
-                requester_status: RequesterStatus::Committed,
-                ready_at: None,
-                closed_at: None,
-                provider_rating: None,
-                requester_rating: None,
-            });
+                Deal {
+                    id,
+                    request,
+                    offer: offer_id,
+                    provider,
+                    requester,
+                    ips,
+                    start,
+                    end,
+                    price,
+                    protocols,
+                    made_at: self.now,
+                    ready_deadline,
+                    provider_status: ProviderStatus::Awaiting,
+                    requester_status: RequesterStatus::Committed,
+                    ready_at: None,
+                    closed_at: None,
+                    provider_rating: None,
+                    requester_rating: None,
+                },
+            );
             self.deals_by_party
                 .entry(provider)
                 .or_default()
+                .ids
                 .push_back(id);
             if requester != provider {
                 self.deals_by_party
                     .entry(requester)
                     .or_default()
+                    .ids
                     .push_back(id);
             }
             self.profiles.entry(provider).or_default().deals_as_provider += 1;
@@ -1150,11 +1210,8 @@ impl Engine {
             deal.end,
             deal.ips.len() as u32,
         );
-        let slots = self
-            .deal_index(id)
-            .and_then(|index| self.deal_slots.get_mut(index))
-            .map(std::mem::take)
-            .unwrap_or_default();
+        self.finished.push_back((now, id));
+        let slots = self.deal_slots.remove(&id).unwrap_or_default();
         for slot in slots {
             if let Some(offer) = self.book.release(slot, id) {
                 self.dirty.push(offer);

@@ -17,6 +17,9 @@ pub enum InputError {
     /// Not an ISO 3166-1 alpha-2 code.
     #[error("unknown country code {0:?} (expected ISO 3166-1 alpha-2, e.g. \"FR\")")]
     UnknownCountry(String),
+    /// A deal retention below [`crate::MIN_DEAL_RETENTION`].
+    #[error("finished deals must stay at least {min} s in the deal book, not {0} s", min = crate::MIN_DEAL_RETENTION)]
+    RetentionTooShort(u64),
     /// An offer with no IP at all.
     #[error("the offer lists no IP address")]
     NoIps,

@@ -8,7 +8,6 @@ use std::cmp::Reverse;
 
 use rkyv::rancor;
 use rkyv::{Archive, Deserialize, Serialize};
-use smallvec::SmallVec;
 use thiserror::Error;
 
 use crate::agreement::DealStatus;
@@ -52,8 +51,8 @@ pub struct Snapshot {
     pub next_offer: u64,
     /// Next request id.
     pub next_request: u64,
-    /// Finished deals dropped from the front of the deal book.
-    pub pruned_deals: u64,
+    /// Deals ever made (the next deal id follows).
+    pub deals_made: u64,
     /// Every IP with an offer or a booking, by address.
     pub ips: Vec<IpRecord>,
     /// Live offers, by id.
@@ -143,7 +142,7 @@ impl Engine {
             now: self.now,
             next_offer: self.next_offer,
             next_request: self.next_request,
-            pruned_deals: self.pruned_deals,
+            deals_made: self.deals_made,
             ips,
             offers,
             requests: {
@@ -152,7 +151,7 @@ impl Engine {
                 requests.sort_unstable_by_key(|r| r.id);
                 requests
             },
-            deals: self.deals.iter().cloned().collect(),
+            deals: self.deals().cloned().collect(),
             profiles: {
                 let mut profiles: Vec<(Address, Profile)> = self
                     .profiles
@@ -208,12 +207,14 @@ impl Engine {
                 .deals_by_party
                 .entry(deal.provider)
                 .or_default()
+                .ids
                 .push_back(deal.id);
             if deal.requester != deal.provider {
                 engine
                     .deals_by_party
                     .entry(deal.requester)
                     .or_default()
+                    .ids
                     .push_back(deal.id);
             }
             match deal.status() {
@@ -229,22 +230,29 @@ impl Engine {
                 _ => {}
             }
         }
-        engine.pruned_deals = snapshot.pruned_deals;
-        engine.deal_slots = snapshot
+        engine.deals_made = snapshot.deals_made;
+        for deal in &snapshot.deals {
+            if !deal.status().is_terminal() {
+                let slots = deal
+                    .ips
+                    .iter()
+                    .filter_map(|ip| engine.book.slot_of(*ip))
+                    .collect();
+                engine.deal_slots.insert(deal.id, slots);
+            }
+        }
+        let mut finished: Vec<(Timestamp, crate::DealId)> = snapshot
             .deals
             .iter()
-            .map(|deal| {
-                if deal.status().is_terminal() {
-                    SmallVec::new()
-                } else {
-                    deal.ips
-                        .iter()
-                        .filter_map(|ip| engine.book.slot_of(*ip))
-                        .collect()
-                }
-            })
+            .filter_map(|deal| Some((deal.closed_at?, deal.id)))
             .collect();
-        engine.deals = snapshot.deals.into();
+        finished.sort_unstable();
+        engine.finished = finished.into();
+        engine.deals = snapshot
+            .deals
+            .into_iter()
+            .map(|deal| (deal.id, deal))
+            .collect();
         engine.profiles = snapshot.profiles.into_iter().collect();
         engine
     }

@@ -999,3 +999,78 @@ fn finished_deals_leave_the_book_after_the_retention() {
     assert_eq!(next.id, DealId(deal.id.0 + 1));
     assert_eq!(market.engine.profile(addr(7)).completed, 1);
 }
+
+#[test]
+fn a_long_lease_does_not_keep_every_short_deal_after_it_in_memory() {
+    let mut market = Market::new();
+    // A day-long lease first, then 500 5-second ones on another IP.
+    market.place(offer(1, IpSpec::Single(ip("192.0.2.1")), "FR", 5));
+    let mut long = request(2, 1, 10, TimeInForce::Ioc);
+    long.duration = 80_000;
+    let long = market.lease(long).remove(0);
+    market.ready(&long);
+    let mut other = offer(1, IpSpec::Single(ip("192.0.2.2")), "FR", 5);
+    other.min_lease = 5;
+    market.place(other);
+    for _ in 0..500 {
+        let mut short = request(2, 1, 10, TimeInForce::Ioc);
+        short.duration = 5;
+        let deal = market.lease(short).remove(0);
+        market.ready(&deal);
+        market.at(5);
+        market.run(CommandKind::Tick).expect("tick");
+    }
+    assert_eq!(
+        market.engine.deal_count(),
+        501,
+        "all within the hour's retention"
+    );
+    // An hour later every short deal left the book; the long one still runs.
+    market.at(3_600);
+    market.run(CommandKind::Tick).expect("tick");
+    assert_eq!(market.engine.deal_count(), 1);
+    assert_eq!(
+        market
+            .engine
+            .deals_of(addr(2))
+            .map(|d| d.id)
+            .collect::<Vec<_>>(),
+        vec![long.id]
+    );
+    // Ids go on from where they were.
+    let mut next = request(2, 1, 10, TimeInForce::Ioc);
+    next.duration = 5;
+    let next = market.lease(next).remove(0);
+    assert_eq!(next.id.0, long.id.0 + 501);
+    // The snapshot keeps the same book, and so does a restore.
+    let restored = Engine::restore(market.engine.snapshot());
+    assert_eq!(restored.state_hash(), market.engine.state_hash());
+    assert_eq!(restored.deal_count(), 2);
+}
+
+#[test]
+fn the_retention_is_a_journaled_setting_and_too_short_a_one_is_refused() {
+    let mut market = Market::new();
+    assert_eq!(
+        market.run(CommandKind::SetDealRetention { seconds: 10 }),
+        Err(EngineError::Input(InputError::RetentionTooShort(10)))
+    );
+    assert_eq!(market.engine.config().deal_retention, 3_600, "unchanged");
+    market.place(offer(1, IpSpec::Single(ip("192.0.2.1")), "FR", 5));
+    let mut short = request(2, 1, 10, TimeInForce::Ioc);
+    short.duration = 5;
+    let deal = market.lease(short).remove(0);
+    market.ready(&deal);
+    market.at(5);
+    market.run(CommandKind::Tick).expect("the lease ends");
+    market.at(70);
+    market.run(CommandKind::Tick).expect("tick");
+    assert!(market.engine.deal(deal.id).is_some(), "kept an hour");
+    market
+        .run(CommandKind::SetDealRetention { seconds: 60 })
+        .expect("a minute is enough");
+    assert!(
+        market.engine.deal(deal.id).is_none(),
+        "finished 70 s ago: gone"
+    );
+}

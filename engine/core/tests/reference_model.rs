@@ -473,6 +473,7 @@ impl Reference {
             CommandKind::SubmitRequest(spec) => spec.validate(at).is_ok(),
             CommandKind::Rate { score, .. } => (1..=5).contains(score),
             CommandKind::NoteUptime { uptime, .. } => *uptime <= 10_000,
+            CommandKind::SetDealRetention { seconds } => *seconds >= 60,
             CommandKind::AmendOffer {
                 price,
                 window,
@@ -498,7 +499,8 @@ impl Reference {
     fn execute(&mut self, kind: &CommandKind) -> bool {
         let now = self.now;
         match kind {
-            CommandKind::Tick => true,
+            // Not generated: the comparison keeps every deal.
+            CommandKind::Tick | CommandKind::SetDealRetention { .. } => true,
             CommandKind::NoteUptime { provider, uptime } => {
                 self.uptimes.insert(*provider, *uptime);
                 true

@@ -55,6 +55,9 @@ impl Exchange {
         };
         match kind {
             CommandKind::Tick => Ok(0),
+            // A setting of one engine: a node with several shards sets each in turn.
+            CommandKind::SetDealRetention { .. } if self.shards.len() == 1 => Ok(0),
+            CommandKind::SetDealRetention { .. } => Err(SubmitError::CrossShard),
             CommandKind::PlaceOffer(spec) => Ok(self.shard_of_country(spec.country)),
             CommandKind::SubmitRequest(spec) => {
                 let mut owners = spec

@@ -225,13 +225,11 @@ impl Feed {
                     .into_iter()
                     .map(|id| (id, engine.deal(DealId(id)).map(Scanned::of)))
                     .collect();
-                let fresh = engine
-                    .deals()
-                    .rev()
-                    .take_while(|deal| deal.id.0 > last)
-                    .map(|deal| (deal.id.0, Some(Scanned::of(deal))))
-                    .collect::<Vec<_>>();
-                read.extend(fresh.into_iter().rev());
+                read.extend(
+                    engine
+                        .deals_after(DealId(last))
+                        .map(|deal| (deal.id.0, Some(Scanned::of(deal)))),
+                );
                 read
             })
             .await
