@@ -827,6 +827,15 @@ pub enum StreamEvent {
         #[schema(value_type = String, example = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")]
         requester: Address,
     },
+    /// First on a stream that just connected: what the caller's leases the node no longer
+    /// lists one by one came to (ended, paid in full, the provider told). The `lease_ready` and
+    /// `lease_ended` events that follow are the rest; cumulative totals start from these sums.
+    Settled {
+        /// As requester: what those leases cost.
+        paid: TokenAmount,
+        /// As provider: what they earned.
+        earned: TokenAmount,
+    },
     /// To a provider: the node's cumulative proof on its channel, and how far each lease is
     /// paid. Store it before counting it.
     Payment {

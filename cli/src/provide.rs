@@ -19,11 +19,16 @@
 //! hours = 24
 //! ```
 //!
+//! What to report ready, cut and forget is decided by the SDK's serving state machine
+//! ([`ipsx_sdk::serve::Serving`]); this file runs it against the node, the proxy, the proof store
+//! and the chain. A lease is forgotten a minute after it is over, so a daemon left running for a
+//! month holds only what runs (its summary keeps totals and the last 1,000 leases).
+//!
 //! Behind NAT (a home device), set `relay = true` and give no `ips`: the daemon dials the
 //! node's relay, runs its proxy on a loopback port behind that connection, and offers the one
 //! public IP the relay sees it come from — again whenever that IP changes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,8 +37,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ipsx_channels::{
-    ChannelDomain, ChannelId, CheckpointPolicy, LeaseTerms, ProviderLedger, ReceiverChannel,
-    SignedProof,
+    ChannelDomain, ChannelId, CheckpointPolicy, ProviderLedger, ReceiverChannel, SignedProof,
 };
 use ipsx_channels_runtime::chain::ChainClient;
 use ipsx_channels_runtime::settle::Settler;
@@ -43,9 +47,9 @@ use ipsx_gateway::market::offer_ips;
 use crate::unix_now;
 use ipsx_proxy::{CredentialKey, Guard, LeaseUsage, ProxyConfig};
 use ipsx_relay::{Access, LinkConfig, Welcomed};
+use ipsx_sdk::serve::{Action, CutReason, Earning, Serving};
 use ipsx_sdk::{
-    Address, Client, DealStatus, EventStream, LeaseEnd, OfferBody, StreamEvent, TokenAmount,
-    Wallet, signing_key,
+    Address, Client, EventStream, OfferBody, StreamEvent, TokenAmount, Wallet, signing_key,
 };
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -215,18 +219,37 @@ pub(crate) struct ProviderSummary {
     pub(crate) claimed: u128,
     /// What they credited to the provider (after commission).
     pub(crate) credited: u128,
-    /// Per lease served: (deal, usage).
+    /// Leases served in all.
+    pub(crate) served: u64,
+    /// What they used in all (bytes and connections; `open` is left at 0).
+    pub(crate) usage: LeaseUsage,
+    /// The last leases served, (deal, usage), at most [`RECENT_LEASES`].
     pub(crate) leases: Vec<(u64, LeaseUsage)>,
 }
 
-/// The payment side of a provider: its ledger, its durable proofs, its claims.
+/// Leases whose own usage a summary keeps (the totals count every lease).
+pub(crate) const RECENT_LEASES: usize = 1_000;
+
+impl ProviderSummary {
+    /// Counts a lease the proxy forgot.
+    fn add(&mut self, deal: u64, usage: LeaseUsage) {
+        self.served += 1;
+        self.usage.bytes_up += usage.bytes_up;
+        self.usage.bytes_down += usage.bytes_down;
+        self.usage.connections += usage.connections;
+        self.usage.seconds += usage.seconds;
+        if self.leases.len() == RECENT_LEASES {
+            self.leases.remove(0);
+        }
+        self.leases.push((deal, usage));
+    }
+}
+
+/// The payment side of a provider's process: its durable proofs and its claims (the ledger
+/// is in the serving state machine).
 struct Earnings {
-    ledger: ProviderLedger,
     store: Arc<ProofStore>,
     settler: Settler,
-    domain: ChannelDomain,
-    /// Seconds a lease may go unpaid before the proxy cuts it.
-    grace: u64,
     claimed: u128,
     credited: u128,
     label: String,
@@ -240,7 +263,7 @@ impl Earnings {
         data_dir: &Path,
         policy: CheckpointPolicy,
         label: &str,
-    ) -> anyhow::Result<Option<Self>> {
+    ) -> anyhow::Result<Option<(Self, Earning)>> {
         let Some(info) = node.wallet().await?.payments else {
             return Ok(None);
         };
@@ -260,27 +283,35 @@ impl Earnings {
         let chain = ChainClient::connect(rpc_url, info.centralizer, signing_key(wallet)?)
             .await
             .with_context(|| format!("connecting to the chain at {rpc_url}"))?;
-        Ok(Some(Self {
+        let earning = Earning {
             ledger,
-            settler: Settler::new(chain, Arc::clone(&store), policy),
-            store,
             domain: ChannelDomain::new(info.chain_id, info.centralizer),
             // The node cuts a requester `grace` seconds behind and pays every second: one
             // more second for its proof to arrive, one for clocks.
             grace: info.grace + 2,
+        };
+        let earnings = Self {
+            settler: Settler::new(chain, Arc::clone(&store), policy),
+            store,
             claimed: 0,
             credited: 0,
             label: label.to_owned(),
-        }))
+        };
+        Ok(Some((earnings, earning)))
     }
 
     /// Checks a payment, stores it, then counts it.
-    fn receive(&mut self, wire: &str, paid_through: &[(u64, u64)]) -> anyhow::Result<u128> {
+    fn receive(
+        &self,
+        serving: &mut Serving,
+        wire: &str,
+        paid_through: &[(u64, u64)],
+    ) -> anyhow::Result<u128> {
         let bytes = alloy_primitives::hex::decode(wire.trim())?;
         let proof = SignedProof::decode(&bytes)?;
-        self.ledger.check(&self.domain, &proof, paid_through)?;
+        serving.check_payment(&proof, paid_through)?;
         self.store.persist_received(&[proof])?;
-        self.ledger.accept(proof, paid_through);
+        serving.accept_payment(proof, paid_through);
         Ok(proof.amount)
     }
 
@@ -324,7 +355,7 @@ pub(crate) async fn serve(
     } else {
         node.register_provider(config.port).await?
     };
-    let mut earnings = Earnings::open(
+    let opened = Earnings::open(
         &node,
         &wallet,
         &config.rpc_url,
@@ -333,12 +364,16 @@ pub(crate) async fn serve(
         &config.label,
     )
     .await?;
+    let (mut earnings, earning) = match opened {
+        Some((earnings, earning)) => (Some(earnings), Some(earning)),
+        None => (None, None),
+    };
     let label = config.label.clone();
     let key = CredentialKey::from_hex(&registered.proxy_key)?;
     let guard = Guard {
         allow_loopback: config.allow_loopback,
     };
-    let (proxy, mut relay, mut ours) = if config.relay {
+    let (proxy, mut relay, ours) = if config.relay {
         let (proxy, mut relay) = RelayedServing::start(&config, &node, key, guard).await?;
         let Some(ip) = relay.first_ip(&mut stop).await else {
             proxy.shutdown();
@@ -374,9 +409,12 @@ pub(crate) async fn serve(
         let _ = serving.send(());
     }
     let me = wallet.address();
-    let mut served: HashMap<u64, u64> = HashMap::new();
-    let mut cut: HashSet<u64> = HashSet::new();
-    let mut suspects: HashMap<u64, tokio::time::Instant> = HashMap::new();
+    let mut serving = Serving::new(me, ours, earning);
+    let mut summary = ProviderSummary {
+        address: me,
+        ..ProviderSummary::default()
+    };
+    let started = tokio::time::Instant::now();
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
     let mut last_settle = tokio::time::Instant::now();
     let mut last_earnings_note = tokio::time::Instant::now();
@@ -389,120 +427,71 @@ pub(crate) async fn serve(
             match node.stream().await {
                 Ok(connected) => {
                     stream = Some(connected);
-                    report_ready(&node, me, &ours, &label).await;
+                    report_ready(&node, &serving, &label).await;
                 }
                 Err(error) => tracing::warn!(%error, "event stream unavailable; retrying"),
             }
         }
-        let event = tokio::select! {
+        let actions = tokio::select! {
             () = &mut stop => break,
-            _ = every_second.tick() => None,
-            event = next_event(&mut stream) => event,
+            _ = every_second.tick() => {
+                proxy.leases.sweep(unix_now());
+                serving.on_second(unix_now(), started.elapsed().as_secs())
+            }
+            event = next_event(&mut stream) => match event {
+                Some(StreamEvent::Payment { proof, paid_through }) => {
+                    if let Some(earnings) = &earnings
+                        && let Err(error) = earnings.receive(&mut serving, &proof, &paid_through)
+                    {
+                        tracing::warn!(%error, "refused a payment from the node");
+                    }
+                    Vec::new()
+                }
+                Some(event) => serving.on_event(&event),
+                None => Vec::new(),
+            },
             Some(ip) = moved(&mut relay) => {
                 // The node withdrew the offers on the old IP and ended its deals there.
                 println!("{label}back on the relay as {ip}: offering it again");
                 proxy.serve_as(ip);
-                ours = HashSet::from([ip]);
+                serving.serve_ips(HashSet::from([ip]));
                 if let Err(error) = place_offers(&node, &config.offers, Some(ip), &label).await {
                     tracing::warn!(%error, "offering the new IP failed");
                 }
-                None
+                Vec::new()
             }
         };
-        match event {
-            Some(StreamEvent::DealMade { deal })
-                if deal.provider == me
-                    && deal.status == DealStatus::Pending
-                    && deal.ips.iter().all(|ip| ours.contains(ip)) =>
-            {
-                ready(&node, &deal, &label).await;
-            }
-            Some(StreamEvent::LeaseReady {
-                terms, provider, ..
-            }) if provider == me => {
-                served.insert(terms.deal, terms.end);
-                if let Some(earnings) = &mut earnings {
-                    let _ = earnings.ledger.add_lease(LeaseTerms {
-                        id: terms.deal,
-                        rate: terms.rate.0,
-                        start: terms.start,
-                        end: terms.end,
-                    });
+        for action in actions {
+            match action {
+                Action::Ready(deal) => ready(&node, &deal, &label).await,
+                Action::Cut { deal, why, until } => {
+                    proxy.leases.cut_until(deal, until);
+                    match why {
+                        CutReason::Ended(status) => println!("{label}deal {deal} {status}: cut"),
+                        CutReason::NotPaying => {
+                            println!("{label}deal {deal}: requester stopped paying, cut");
+                        }
+                        CutReason::Unpaid => println!(
+                            "{label}deal {deal}: unpaid for more than {} s, cut",
+                            serving.earning().map_or(0, |e| e.grace)
+                        ),
+                    }
+                }
+                Action::Forget { deal } => {
+                    if let Some(usage) = proxy.leases.forget(deal) {
+                        summary.add(deal, usage);
+                    }
                 }
             }
-            Some(StreamEvent::LeaseEnded {
-                terms,
-                status,
-                provider,
-                ..
-            }) if provider == me => {
-                if let Some(end) = served.get_mut(&terms.deal) {
-                    *end = terms.end;
-                }
-                if let Some(earnings) = &mut earnings {
-                    earnings.ledger.end_lease(terms.deal, terms.end);
-                }
-                if !matches!(status, LeaseEnd::Completed | LeaseEnd::Ended)
-                    && cut.insert(terms.deal)
-                {
-                    proxy.leases.cut(terms.deal);
-                    println!("{label}deal {} {status}: cut", terms.deal);
-                }
-            }
-            Some(StreamEvent::CutOff { deal, .. })
-                if served.contains_key(&deal) && cut.insert(deal) =>
-            {
-                proxy.leases.cut(deal);
-                println!("{label}deal {deal}: requester stopped paying, cut");
-            }
-            Some(StreamEvent::Payment {
-                proof,
-                paid_through,
-            }) => {
-                if let Some(earnings) = &mut earnings
-                    && let Err(error) = earnings.receive(&proof, &paid_through)
-                {
-                    tracing::warn!(%error, "refused a payment from the node");
-                }
-            }
-            _ => {}
         }
         if let Some(earnings) = &mut earnings {
-            // The node's word is not needed to stop serving an unpaid lease.
-            let now = unix_now();
-            for (&deal, &end) in &served {
-                let unpaid = earnings
-                    .ledger
-                    .paid_through(deal)
-                    .is_some_and(|through| now.saturating_sub(through) > earnings.grace);
-                if !unpaid {
-                    suspects.remove(&deal);
-                    continue;
-                }
-                // Judged on what the daemon heard while running: after a freeze (a laptop
-                // asleep) the payments sent meanwhile are still queued, so an unpaid lease is
-                // cut only once it stays unpaid for another grace period of running.
-                let since = *suspects
-                    .entry(deal)
-                    .or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() >= Duration::from_secs(earnings.grace)
-                    && now < end
-                    && cut.insert(deal)
-                {
-                    proxy.leases.cut(deal);
-                    println!(
-                        "{label}deal {deal}: unpaid for more than {} s, cut",
-                        earnings.grace
-                    );
-                }
-            }
             if last_settle.elapsed() >= settle_every {
                 last_settle = tokio::time::Instant::now();
                 earnings.settle(false).await;
             }
             if last_earnings_note.elapsed() >= Duration::from_secs(30) {
                 last_earnings_note = tokio::time::Instant::now();
-                let received = earnings.ledger.channel().received();
+                let received = received(&serving);
                 if received > reported {
                     reported = received;
                     println!(
@@ -518,22 +507,27 @@ pub(crate) async fn serve(
     }
     println!("{label}stopping: draining the proxy");
     proxy.drain(Duration::from_secs(10)).await;
-    let mut summary = ProviderSummary {
-        address: me,
-        leases: served
-            .keys()
-            .filter_map(|&deal| proxy.leases.usage(deal).map(|usage| (deal, usage)))
-            .collect(),
-        ..ProviderSummary::default()
-    };
-    summary.leases.sort_by_key(|(deal, _)| *deal);
+    let mut running: Vec<u64> = serving.leases().collect();
+    running.sort_unstable();
+    for deal in running {
+        if let Some(usage) = proxy.leases.usage(deal) {
+            summary.add(deal, usage);
+        }
+    }
+    summary.received = received(&serving);
     if let Some(mut earnings) = earnings {
         earnings.settle(true).await;
-        summary.received = earnings.ledger.channel().received();
         summary.claimed = earnings.claimed;
         summary.credited = earnings.credited;
     }
     Ok(summary)
+}
+
+/// The node's latest cumulative proof to this provider.
+fn received(serving: &Serving) -> u128 {
+    serving
+        .earning()
+        .map_or(0, |earning| earning.ledger.channel().received())
 }
 
 /// Every IP the offers name (direct providers).
@@ -712,17 +706,13 @@ async fn ready(node: &Client, deal: &ipsx_sdk::DealView, label: &str) {
 }
 
 /// Reports ready for pending deals of ours that arrived while the stream was down.
-async fn report_ready(node: &Client, me: Address, ours: &HashSet<IpAddr>, label: &str) {
+async fn report_ready(node: &Client, serving: &Serving, label: &str) {
     let Ok(deals) = node.deals().await else {
         return;
     };
     for view in deals {
-        let deal = &view.deal;
-        if deal.provider == me
-            && deal.status == DealStatus::Pending
-            && deal.ips.iter().all(|ip| ours.contains(ip))
-        {
-            ready(node, deal, label).await;
+        if serving.should_ready(&view.deal) {
+            ready(node, &view.deal, label).await;
         }
     }
 }

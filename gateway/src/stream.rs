@@ -1,8 +1,10 @@
 //! `GET /v1/stream`: one WebSocket per signed-in party (bearer token on the upgrade request).
 //!
-//! Down: the party's [`StreamEvent`]s as JSON text messages, starting with every metered lease
-//! it is in (`lease_ready` if running, `lease_ended` with final terms if not), so a client that
-//! reconnects meters the same cumulative totals as the node.
+//! Down: the party's [`StreamEvent`]s as JSON text messages, starting with where it stands:
+//! `settled` (what its leases folded away came to), then each metered lease not folded
+//! (`lease_ready` if running, `lease_ended` with final terms if not), so a client that
+//! reconnects meters the same cumulative totals as the node — with a greeting as small as what
+//! is running, however long the party has traded.
 //! Up: [`StreamRequest`]s; a requester's `proof` is checked, stored (fsync) and counted before
 //! the node answers `proof_accepted`; anything refused is answered with an `error` event and
 //! changes nothing. Messages above 64 KiB close the stream.
@@ -31,7 +33,12 @@ pub(crate) async fn stream(
     let events = state.streams.subscribe(party);
     let mut greeting = Vec::new();
     if let Some(payments) = &state.payments {
-        for lease in payments.leases_of(party)? {
+        let ((paid, earned), leases) = payments.position_of(party)?;
+        greeting.push(StreamEvent::Settled {
+            paid: TokenAmount(paid),
+            earned: TokenAmount(earned),
+        });
+        for lease in leases {
             greeting.push(if lease.ended {
                 StreamEvent::LeaseEnded {
                     terms: terms_view(lease.terms),

@@ -94,8 +94,10 @@ impl Drop for OpenConnection {
 #[derive(Debug, Default)]
 pub struct LeaseTable {
     leases: Mutex<HashMap<LeaseId, Arc<LeaseState>>>,
-    /// Leases cut before any connection arrived (a cut must hold for later credentials too).
-    cut_early: Mutex<std::collections::HashSet<LeaseId>>,
+    /// Leases cut with no state here (cut before any connection arrived, or forgotten after
+    /// a cut), and the second their credentials expire: a cut must hold for later
+    /// connections too, and is dropped once no credential of the lease can verify.
+    cut_early: Mutex<HashMap<LeaseId, u64>>,
 }
 
 impl LeaseTable {
@@ -107,7 +109,7 @@ impl LeaseTable {
                 .cut_early
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains(&grant.lease);
+                .contains_key(&grant.lease);
             Arc::new(LeaseState {
                 grant,
                 bytes_up: AtomicU64::new(0),
@@ -124,6 +126,12 @@ impl LeaseTable {
 
     /// Cuts a lease: new connections are refused, open ones closed at once.
     pub fn cut(&self, lease: LeaseId) {
+        self.cut_until(lease, u64::MAX);
+    }
+
+    /// Cuts a lease whose credentials expire at `until` (unix): once that has passed,
+    /// [`LeaseTable::sweep`] may drop the cut.
+    pub fn cut_until(&self, lease: LeaseId, until: u64) {
         let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         match leases.get(&lease) {
             Some(state) => {
@@ -139,25 +147,45 @@ impl LeaseTable {
                 self.cut_early
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(lease);
+                    .insert(lease, until);
             }
         }
+    }
+
+    /// Drops cuts of leases whose credentials expired before `now`: nothing can use them.
+    pub fn sweep(&self, now: u64) {
+        self.cut_early
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, until| *until >= now);
+    }
+
+    /// Leases with state here, and cuts kept without state.
+    pub fn sizes(&self) -> (usize, usize) {
+        (
+            self.leases.lock().unwrap_or_else(|e| e.into_inner()).len(),
+            self.cut_early
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len(),
+        )
     }
 
     /// Forgets a lease (once it has ended and its usage was read), returning its last usage.
     /// A cut lease stays refused: its credentials still verify until they expire.
     pub fn forget(&self, lease: LeaseId) -> Option<LeaseUsage> {
         let usage = self.usage(lease)?;
+        let state = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&lease)?;
         if usage.cut {
             self.cut_early
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(lease);
+                .insert(lease, state.grant.not_after);
         }
-        self.leases
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&lease);
         Some(usage)
     }
 
@@ -213,6 +241,26 @@ mod tests {
             table.enter(grant(0, u64::MAX), 6).is_cut(),
             "still cut after forget"
         );
+    }
+
+    #[test]
+    fn forgotten_leases_leave_nothing_but_a_cut_and_the_cut_goes_once_expired() {
+        let table = LeaseTable::default();
+        table.enter(grant(100, 200), 120);
+        table.forget(1).expect("seen");
+        assert_eq!(table.sizes(), (0, 0), "an uncut lease leaves nothing");
+        table.enter(grant(100, 200), 150);
+        table.cut_until(1, 200);
+        table.forget(1).expect("seen");
+        assert_eq!(
+            table.sizes(),
+            (0, 1),
+            "the cut stays while credentials verify"
+        );
+        table.sweep(200);
+        assert_eq!(table.sizes(), (0, 1));
+        table.sweep(201);
+        assert_eq!(table.sizes(), (0, 0), "expired: nothing can use it");
     }
 
     #[test]

@@ -25,7 +25,9 @@
 //!
 //! On a node that settles on a chain, [`ensure_channel`] deposits and opens the wallet's
 //! payment channel once, and a [`Payer`] pays for the wallet's leases every second over the
-//! node's event stream ([`Client::stream`]); see [`pay`] for an example.
+//! node's event stream ([`Client::stream`]); see [`pay`] for an example. On the other side,
+//! [`Serving`] is a provider's serving state machine: what to report ready, cut and forget as
+//! the node's events come (see [`serve`]).
 //!
 //! Errors keep the node's machine-readable code ([`SdkError::Api`]), so callers can branch on
 //! `unknown_country`, `rate_limited` and the like.
@@ -36,12 +38,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub mod pay;
+pub mod serve;
 mod stream;
 
 pub use alloy_primitives::Address;
 pub use alloy_signer_local::PrivateKeySigner as Wallet;
 pub use ipsx_api::*;
 pub use pay::{Next, Payer, ensure_channel, signing_key};
+pub use serve::Serving;
 pub use stream::EventStream;
 
 /// Why a call failed.

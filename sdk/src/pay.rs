@@ -99,13 +99,19 @@ pub struct Payer {
     domain: ChannelDomain,
     key: SigningKey,
     me: Address,
+    /// Deals leased and not ended yet.
     expected: HashMap<u64, DealView>,
     refused: HashSet<u64>,
-    /// Every lease ever metered (the meter forgets ended ones once paid).
-    known: HashSet<u64>,
+    /// Leases metered, and whether the node said they ended; a lease leaves once it ended and
+    /// the meter folded it (so memory stays as large as what runs, not what ran).
+    known: HashMap<u64, bool>,
     /// Leases this payer ended itself, and the second they stopped accruing.
     closed: HashMap<u64, u64>,
-    ended: HashSet<u64>,
+    /// What the node said the leases it folded came to (`settled` on connect).
+    settled: u128,
+    /// Until then nothing is forgotten: an event the node sent both in its greeting and live
+    /// comes within the first moments of the stream.
+    forget_after: tokio::time::Instant,
     accepted: u128,
     paid_through: Option<u64>,
     ticker: tokio::time::Interval,
@@ -151,9 +157,10 @@ impl Payer {
             me: wallet.address(),
             expected: HashMap::new(),
             refused: HashSet::new(),
-            known: HashSet::new(),
+            known: HashMap::new(),
             closed: HashMap::new(),
-            ended: HashSet::new(),
+            settled: 0,
+            forget_after: tokio::time::Instant::now() + Duration::from_secs(10),
             accepted: inbound.amount.0,
             paid_through: inbound.paid_through,
             ticker,
@@ -208,7 +215,7 @@ impl Payer {
     /// payments (in the task that pays), so no proof counts a second past the end.
     pub fn closed(&mut self, deal: u64, at: u64) {
         self.closed.insert(deal, at);
-        if self.known.contains(&deal) {
+        if self.known.contains_key(&deal) {
             let _ = self.payer.meter.end_at(deal, at);
         }
     }
@@ -221,6 +228,11 @@ impl Payer {
                 lacking = top_up,
                 "the channel's deposit does not cover the next minute of leases"
             );
+        }
+        if tokio::time::Instant::now() >= self.forget_after {
+            let meter = &self.payer.meter;
+            self.known
+                .retain(|id, ended| !*ended || meter.get(*id).is_some());
         }
         if let Some(proof) = tick.proof {
             self.stream
@@ -252,7 +264,7 @@ impl Payer {
                         return Ok(());
                     }
                 }
-                if self.known.insert(terms.id) {
+                if self.known.insert(terms.id, false).is_none() {
                     let _ = self.payer.meter.add(terms);
                     if let Some(&at) = self.closed.get(&terms.id) {
                         let _ = self.payer.meter.end_at(terms.id, at);
@@ -265,15 +277,29 @@ impl Payer {
                 ..
             } if *requester == self.me && !self.refused.contains(&view.deal) => {
                 let terms = terms(*view);
-                self.ended.insert(terms.id);
+                self.expected.remove(&terms.id);
                 self.closed.remove(&terms.id);
-                if !self.known.insert(terms.id) {
+                if self.known.insert(terms.id, true).is_some() {
                     // Folded leases are gone from the meter and ended already: nothing to do.
                     let _ = self.payer.meter.end_at(terms.id, terms.end);
                 } else if terms.end > terms.start {
                     // Replayed on connect: an older lease, part of the cumulative total.
                     let _ = self.payer.meter.add(terms);
                 }
+            }
+            StreamEvent::LeaseEnded {
+                terms, requester, ..
+            } if *requester == self.me => {
+                // Refused, never paid: it is over.
+                self.refused.remove(&terms.deal);
+                self.expected.remove(&terms.deal);
+            }
+            StreamEvent::Settled { paid, .. } => {
+                // Sent once, first; a larger figure (a node that folded more) adds the rest.
+                self.payer
+                    .meter
+                    .add_base(paid.0.saturating_sub(self.settled));
+                self.settled = self.settled.max(paid.0);
             }
             StreamEvent::ProofAccepted {
                 amount,
@@ -305,9 +331,7 @@ impl Payer {
 
     /// Whether every expected deal has ended (the node said so).
     pub fn all_ended(&self) -> bool {
-        self.expected
-            .keys()
-            .all(|deal| self.ended.contains(deal) || self.refused.contains(deal))
+        self.expected.keys().all(|deal| self.refused.contains(deal))
     }
 
     /// Pays up to now one last time, then closes the stream.

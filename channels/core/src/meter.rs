@@ -101,6 +101,17 @@ impl LeaseMeter {
         &self.leases
     }
 
+    /// What folded leases came to.
+    pub fn base(&self) -> u128 {
+        self.base
+    }
+
+    /// Counts `amount` of leases folded elsewhere (restored from a book that no longer lists
+    /// them one by one).
+    pub fn add_base(&mut self, amount: u128) {
+        self.base = self.base.saturating_add(amount);
+    }
+
     /// Leases still metered.
     pub fn len(&self) -> usize {
         self.leases.len()

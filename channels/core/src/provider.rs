@@ -129,6 +129,23 @@ impl ProviderLedger {
         })
     }
 
+    /// Stops following a lease: what its paid seconds came to stays in the total, and it is no
+    /// longer metered (a lease over and left unpaid is not kept forever). Whether it was known.
+    pub fn forget(&mut self, id: LeaseId) -> bool {
+        let Some(lease) = self.leases.remove(&id) else {
+            return false;
+        };
+        self.base = self
+            .base
+            .saturating_add(lease.terms.accrued_at(lease.paid_through));
+        true
+    }
+
+    /// Leases followed.
+    pub fn lease_count(&self) -> usize {
+        self.leases.len()
+    }
+
     /// Forgets leases that ended and are fully paid (their value stays in the total).
     pub fn forget_settled(&mut self) {
         let mut forgotten = 0u128;

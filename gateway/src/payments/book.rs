@@ -1,14 +1,16 @@
 //! What the payment side of the node must find again after a restart, in one redb file
 //! (`data_dir/payments.redb`): which channel each requester pays on and each provider is paid
-//! on, and the terms of every lease the hub has metered (the hub's totals to a provider are
-//! cumulative, so a restarted hub re-adds every lease it ever paid for).
+//! on, the terms of every lease the hub meters, and per party the sum of the leases the hub
+//! folded away (ended, paid in full, the provider told). The hub's totals are cumulative: a
+//! restarted hub starts from those sums and re-adds only the leases not folded, so the book
+//! and a restart stay as small as what is running.
 //!
 //! Proofs themselves live in the channels' `ProofStore` (`data_dir/proofs.redb`).
 
 use std::path::Path;
 
 use alloy_primitives::Address;
-use ipsx_channels::{ChannelId, LeaseTerms};
+use ipsx_channels::{ChannelId, HubLease, LeaseTerms};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const REQUESTER_CHANNELS: TableDefinition<&[u8; 20], u64> =
@@ -16,6 +18,8 @@ const REQUESTER_CHANNELS: TableDefinition<&[u8; 20], u64> =
 const PROVIDER_CHANNELS: TableDefinition<&[u8; 20], u64> =
     TableDefinition::new("provider_channels");
 const LEASES: TableDefinition<u64, &[u8; LEASE_LEN]> = TableDefinition::new("leases");
+/// Per party: what its folded leases came to as requester (paid) and as provider (earned).
+const FOLDED: TableDefinition<&[u8; 20], &[u8; 32]> = TableDefinition::new("folded");
 
 const LEASE_LEN: usize = 8 + 8 + 16 + 20 + 20 + 1;
 
@@ -89,6 +93,7 @@ impl PaymentBook {
         txn.open_table(REQUESTER_CHANNELS).map_err(db_error)?;
         txn.open_table(PROVIDER_CHANNELS).map_err(db_error)?;
         txn.open_table(LEASES).map_err(db_error)?;
+        txn.open_table(FOLDED).map_err(db_error)?;
         txn.commit().map_err(db_error)?;
         Ok(Self { db })
     }
@@ -169,6 +174,83 @@ impl PaymentBook {
             .map(|stored| BookedLease::decode(deal, stored.value())))
     }
 
+    /// Folds `leases` away in one transaction: their rows go, their totals join their
+    /// requester's paid sum and their provider's earned sum. Durable when it returns.
+    pub fn fold(&self, leases: &[HubLease]) -> Result<(), BookError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut rows = txn.open_table(LEASES).map_err(db_error)?;
+            let mut folded = txn.open_table(FOLDED).map_err(db_error)?;
+            for lease in leases {
+                if rows.remove(lease.terms.id).map_err(db_error)?.is_none() {
+                    continue;
+                }
+                let total = lease.terms.total();
+                for (party, paid, earned) in
+                    [(lease.requester, total, 0), (lease.provider, 0, total)]
+                {
+                    let (before_paid, before_earned) = folded
+                        .get(&party.0.0)
+                        .map_err(db_error)?
+                        .map_or((0, 0), |sums| split_sums(sums.value()));
+                    let sums = join_sums(
+                        before_paid.saturating_add(paid),
+                        before_earned.saturating_add(earned),
+                    );
+                    folded.insert(&party.0.0, &sums).map_err(db_error)?;
+                }
+            }
+        }
+        txn.commit().map_err(db_error)
+    }
+
+    /// What a party's folded leases came to: (paid as requester, earned as provider).
+    pub fn folded(&self, party: Address) -> Result<(u128, u128), BookError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(FOLDED).map_err(db_error)?;
+        Ok(table
+            .get(&party.0.0)
+            .map_err(db_error)?
+            .map_or((0, 0), |sums| split_sums(sums.value())))
+    }
+
+    /// Every party's folded sums.
+    pub fn all_folded(&self) -> Result<Vec<(Address, u128, u128)>, BookError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(FOLDED).map_err(db_error)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_error)? {
+            let (party, sums) = entry.map_err(db_error)?;
+            let (paid, earned) = split_sums(sums.value());
+            out.push((Address::from(*party.value()), paid, earned));
+        }
+        Ok(out)
+    }
+
+    /// A party's folded sums and its leases not folded, read together.
+    pub fn position_of(
+        &self,
+        party: Address,
+    ) -> Result<((u128, u128), Vec<BookedLease>), BookError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let folded = txn
+            .open_table(FOLDED)
+            .map_err(db_error)?
+            .get(&party.0.0)
+            .map_err(db_error)?
+            .map_or((0, 0), |sums| split_sums(sums.value()));
+        let table = txn.open_table(LEASES).map_err(db_error)?;
+        let mut leases = Vec::new();
+        for entry in table.iter().map_err(db_error)? {
+            let (deal, bytes) = entry.map_err(db_error)?;
+            let lease = BookedLease::decode(deal.value(), bytes.value());
+            if lease.requester == party || lease.provider == party {
+                leases.push(lease);
+            }
+        }
+        Ok((folded, leases))
+    }
+
     /// Every booked lease, by deal id.
     pub fn leases(&self) -> Result<Vec<BookedLease>, BookError> {
         let txn = self.db.begin_read().map_err(db_error)?;
@@ -180,6 +262,21 @@ impl PaymentBook {
         }
         Ok(out)
     }
+}
+
+fn join_sums(paid: u128, earned: u128) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out[..16].copy_from_slice(&paid.to_be_bytes());
+    out[16..].copy_from_slice(&earned.to_be_bytes());
+    out
+}
+
+fn split_sums(bytes: &[u8; 32]) -> (u128, u128) {
+    let mut paid = [0u8; 16];
+    let mut earned = [0u8; 16];
+    paid.copy_from_slice(&bytes[..16]);
+    earned.copy_from_slice(&bytes[16..]);
+    (u128::from_be_bytes(paid), u128::from_be_bytes(earned))
 }
 
 #[cfg(test)]
@@ -233,5 +330,22 @@ mod tests {
         assert_eq!(stored.terms.rate, u128::MAX - 3);
         assert_eq!(book.leases().expect("read").len(), 1);
         assert_eq!(book.lease(8).expect("read"), None);
+
+        // Folded (twice, as after a crash between the hub and the book): counted once.
+        let hub_lease = HubLease {
+            terms: stored.terms,
+            requester: lease.requester,
+            provider: lease.provider,
+        };
+        book.fold(&[hub_lease]).expect("fold");
+        book.fold(&[hub_lease]).expect("fold again");
+        let total = stored.terms.total();
+        assert!(book.leases().expect("read").is_empty());
+        assert_eq!(book.folded(lease.requester).expect("read"), (total, 0));
+        assert_eq!(book.folded(lease.provider).expect("read"), (0, total));
+        assert_eq!(
+            book.position_of(lease.requester).expect("read"),
+            ((total, 0), Vec::new())
+        );
     }
 }

@@ -199,6 +199,9 @@ impl Payments {
                 store.highest_signed(channel)?,
             ));
         }
+        for (party, paid, earned) in book.all_folded()? {
+            hub.restore_folded(party, paid, earned);
+        }
         for lease in &leases {
             hub.add_lease(HubLease {
                 terms: lease.terms,
@@ -261,16 +264,14 @@ impl Payments {
         }
     }
 
-    /// Every metered lease `party` is in, for a stream that just connected: with them a
-    /// payer that restarted meters the same cumulative total as the hub.
-    pub(crate) fn leases_of(&self, party: Address) -> Result<Vec<BookedLease>, ApiError> {
-        Ok(self
-            .book
-            .leases()
-            .map_err(internal)?
-            .into_iter()
-            .filter(|l| l.requester == party || l.provider == party)
-            .collect())
+    /// Where `party` stands, for a stream that just connected: what its folded leases came to
+    /// (paid, earned) and its leases not folded. With them a payer that restarted meters the
+    /// same cumulative total as the hub.
+    pub(crate) fn position_of(
+        &self,
+        party: Address,
+    ) -> Result<((u128, u128), Vec<BookedLease>), ApiError> {
+        self.book.position_of(party).map_err(internal)
     }
 
     /// Whether `requester` has a channel to the node.
@@ -493,6 +494,12 @@ impl Payments {
     pub(crate) fn tick(&self, now: u64) -> Result<TickOutcome, StoreError> {
         let mut hub = lock(&self.hub);
         let tick = hub.tick(now);
+        if !tick.folded.is_empty() {
+            // Lost in a crash before this write, they are folded again after the restart.
+            if let Err(error) = self.book.fold(&tick.folded) {
+                tracing::warn!(%error, "folding settled leases in the book failed");
+            }
+        }
         let signed: Vec<_> = tick
             .payments
             .iter()
