@@ -460,11 +460,74 @@ pub struct Leased {
     pub deals: Vec<LeaseView>,
 }
 
-/// The answer to `GET /v1/deals`.
+/// The answer to `GET /v1/deals`: one page.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct Deals {
     /// The caller's deals, as provider or requester, oldest first.
     pub deals: Vec<LeaseView>,
+    /// Pass as `cursor` for the next page; absent on the last one. A page may hold fewer
+    /// than `limit` deals and still have a next one (a filter skipped many).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Which side of its deals a caller lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Deals it serves.
+    Provider,
+    /// Deals it pays for.
+    Requester,
+}
+
+/// The query of `GET /v1/deals`: a page of the caller's deals, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DealsQuery {
+    /// Where the previous page stopped (its `next`).
+    pub cursor: Option<String>,
+    /// Most deals in the page, 1 to 1,000 [default: 100].
+    pub limit: Option<u32>,
+    /// Only deals in these statuses, comma-separated (`pending,active`).
+    pub status: Option<String>,
+    /// Only deals the caller is this side of.
+    pub role: Option<Role>,
+    /// Only leases starting at or after this second (unix).
+    pub since: Option<u64>,
+    /// Only leases starting before this second (unix).
+    pub until: Option<u64>,
+}
+
+impl DealsQuery {
+    /// Most deals a page may hold.
+    pub const MAX_LIMIT: u32 = 1_000;
+    /// Deals in a page unless `limit` says otherwise.
+    pub const DEFAULT_LIMIT: u32 = 100;
+
+    /// The statuses asked for (empty: any), or the first word that is not one.
+    pub fn statuses(&self) -> Result<Vec<DealStatus>, String> {
+        let Some(list) = &self.status else {
+            return Ok(Vec::new());
+        };
+        list.split(',')
+            .map(str::trim)
+            .filter(|word| !word.is_empty())
+            .map(|word| {
+                use serde::de::IntoDeserializer;
+                let word: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+                    word.into_deserializer();
+                DealStatus::deserialize(word).map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+
+    /// The deal id the page starts after (0: the first page), or `None` if the cursor is not
+    /// one this node gave.
+    pub fn after(&self) -> Option<u64> {
+        self.cursor.as_deref().map_or(Some(0), |c| c.parse().ok())
+    }
 }
 
 /// `POST /v1/providers`: a provider registers its proxy.

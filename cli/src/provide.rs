@@ -707,7 +707,12 @@ async fn ready(node: &Client, deal: &ipsx_sdk::DealView, label: &str) {
 
 /// Reports ready for pending deals of ours that arrived while the stream was down.
 async fn report_ready(node: &Client, serving: &Serving, label: &str) {
-    let Ok(deals) = node.deals().await else {
+    let pending = ipsx_sdk::DealsQuery {
+        status: Some("pending".to_owned()),
+        role: Some(ipsx_sdk::Role::Provider),
+        ..ipsx_sdk::DealsQuery::default()
+    };
+    let Ok(deals) = node.all_deals(pending).await else {
         return;
     };
     for view in deals {

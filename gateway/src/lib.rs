@@ -2,9 +2,11 @@
 //!
 //! The node runs the matching engine, the payment hub and the chain client behind a network
 //! API. Data flows: HTTP call ─► session and rate checks ─► engine command (journaled before the
-//! answer) ─► answer; once a second the feed reads the engine's deal book, fixes lease terms,
-//! ticks the payment hub and pushes events and providers' proofs down each party's WebSocket;
-//! requesters' proofs come up the same socket and are stored before they count.
+//! answer) ─► answer; the feed follows the engine's output stream (every durable batch's
+//! events), fixes lease terms as deals turn active and end, records finished deals in the
+//! history and pushes events down each party's WebSocket; once a second it ticks the payment
+//! hub and sends providers' proofs; requesters' proofs come up the same socket and are stored
+//! before they count.
 //!
 //! * [`session`] — wallet sign-in in the EIP-4361 style: the node issues a challenge message
 //!   with a single-use nonce, the wallet signs it with `personal_sign` (no key leaves it), the
@@ -22,6 +24,9 @@
 //!   command is acknowledged only once the engine's journal holds it (see [`market`]).
 //! * [`metrics`] — Prometheus metrics at `GET /metrics`: calls by route and status, latency
 //!   histograms, offers, lease requests, IPs leased, deals.
+//! * [`history`] — finished deals on disk (`history.redb`), by party: `GET /v1/deals` pages
+//!   through them after the engine's retention let them go (`?cursor=&limit=&status=&role=`
+//!   `&since=&until=`).
 //! * [`registry`] — the node's own redb store: providers' proxy keys, ports, and whether they
 //!   serve through the relay.
 //! * [`probe`] — before a direct provider's offer goes live, each IP is fetched through the
@@ -51,6 +56,7 @@
 
 pub mod error;
 mod feed;
+pub mod history;
 pub mod market;
 pub mod metrics;
 pub mod openapi;

@@ -136,7 +136,7 @@ pub const OPERATIONS: &[Operation] = &[
     op(
         "GET",
         "/v1/deals",
-        "Your deals, as provider or requester",
+        "A page of your deals, as provider or requester, oldest first (see `next`)",
         None,
         "Deals",
         true,
@@ -234,6 +234,7 @@ pub const OPERATIONS: &[Operation] = &[
     LeaseView,
     Leased,
     Deals,
+    Role,
     ProviderBody,
     ProviderRegistered,
     RatingBody,
@@ -321,6 +322,12 @@ pub fn document() -> OpenApi {
                 );
             }
         }
+        if operation.path == "/v1/deals" {
+            use utoipa::IntoParams as _;
+            for parameter in DealsQuery::into_params(|| Some(ParameterIn::Query)) {
+                builder = builder.parameter(parameter);
+            }
+        }
         if operation.signed {
             builder = builder.security(utoipa::openapi::security::SecurityRequirement::new(
                 "session",
@@ -372,6 +379,16 @@ mod tests {
                 "{schema}: {values:?}"
             );
         }
+        let deal_parameters: Vec<&str> = value["paths"]["/v1/deals"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(
+            deal_parameters,
+            ["cursor", "limit", "status", "role", "since", "until"]
+        );
         assert_eq!(
             value["paths"].as_object().expect("paths").len(),
             OPERATIONS.len(),

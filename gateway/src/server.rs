@@ -35,9 +35,9 @@ use crate::registry::{Registry, RegistryError};
 use crate::relayed::{Observed, PresenceHook, RelaySettings};
 use crate::session::{SignIn, SignInDomain, SignInLimits, parse_address};
 use ipsx_api::{
-    ChallengeRequest, ChallengeResponse, DealView, Deals, LeaseBody, LeaseView, Leased, MeResponse,
-    OfferBody, OfferCancelled, OfferPlaced, ProfileView, ProviderBody, ProviderRegistered,
-    RatingBody, RelayAccess, SessionRequest, SessionResponse,
+    ChallengeRequest, ChallengeResponse, DealView, Deals, DealsQuery, LeaseBody, LeaseView, Leased,
+    MeResponse, OfferBody, OfferCancelled, OfferPlaced, ProfileView, ProviderBody,
+    ProviderRegistered, RatingBody, RelayAccess, SessionRequest, SessionResponse,
 };
 use ipsx_api::{ChannelBody, ChannelView, WalletView};
 
@@ -73,8 +73,9 @@ pub struct GatewayConfig {
     /// expiries fire on time. Default every second; `None` moves it only with calls (tests that
     /// decide which call fires a timer).
     pub engine_tick: Option<std::time::Duration>,
-    /// Seconds a finished deal stays in the engine's memory (for `GET /v1/deals/{id}` and
-    /// ratings); at least 60. Older ones stay in the node's history on disk. Default an hour.
+    /// Seconds a finished deal stays in the engine's memory (ratings and moves need it there);
+    /// at least 60. `GET /v1/deals` reads older ones from the node's history on disk. Default
+    /// an hour.
     pub deal_retention: u64,
     /// Paid usage (token base units) every wallet's rating starts with at 3 stars; see
     /// `ipsx_engine::EngineConfig::rating_prior`. Default one IPSX.
@@ -141,6 +142,9 @@ pub enum GatewayError {
     /// The node's registry could not be opened.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The deal history could not be opened.
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryError),
     /// The chain or the payment stores could not be set up.
     #[error(transparent)]
     Payments(#[from] PaymentsError),
@@ -179,6 +183,24 @@ impl GatewayHandle {
             Ok(failure) => failure.clone().unwrap_or_default(),
             Err(_) => std::future::pending().await,
         }
+    }
+
+    /// Moves the engine's clock forward to `at` (unix seconds) now: whatever falls due by then
+    /// happens, and calls after it are stamped no earlier. For tests and drills that must see
+    /// time pass (retention, expiries) without waiting for it. Refused if `at` is in the
+    /// engine's past.
+    pub async fn advance_engine_clock(&self, at: u64) -> Result<(), ApiError> {
+        let shard = self.state.shard()?;
+        let outcome = tokio::task::spawn_blocking(move || {
+            shard.submit_at(Some(ipsx_engine::Timestamp(at)), CommandKind::Tick)
+        })
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(e.to_string()))?;
+        outcome
+            .result
+            .map(drop)
+            .map_err(|e| ApiError::bad_request("clock_went_backwards", e.to_string()))
     }
 
     /// The node's address on chain, when it runs with payments.
@@ -225,6 +247,8 @@ pub struct AppState {
     shard: Mutex<Option<Arc<ShardHandle>>>,
     /// Providers' proxy keys and offers' protocols.
     registry: Arc<Registry>,
+    /// Finished deals, on disk.
+    pub(crate) history: Arc<crate::history::History>,
     sign_in: SignIn,
     per_session: Mutex<RateLimiter<Address>>,
     per_ip: Mutex<RateLimiter<IpAddr>>,
@@ -330,6 +354,7 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))??;
     let registry = Registry::open(&config.data_dir.join("node.redb"))?;
+    let history = crate::history::History::open(&config.data_dir.join("history.redb"))?;
     let payments = match config.payments.clone() {
         Some(payments) => Some(Arc::new(
             Payments::start(payments, &config.data_dir, unix_now()).await?,
@@ -357,6 +382,7 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         metrics: Arc::new(Metrics::default()),
         shard: Mutex::new(Some(Arc::new(shard))),
         registry: Arc::new(registry),
+        history: Arc::new(history),
         sign_in: SignIn::new(domain, config.sign_in, config.session_key),
         per_session: Mutex::new(RateLimiter::new(config.session_rate, 100_000)),
         per_ip: Mutex::new(RateLimiter::new(config.anonymous_rate, 100_000)),
@@ -452,6 +478,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         match Json::<T>::from_request(request, state).await {
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_error(&rejection)),
+        }
+    }
+}
+
+/// A query string; shape errors become [`ApiError`]s (`bad_query`).
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::bad_request("bad_query", rejection.body_text())),
         }
     }
 }
@@ -851,19 +891,119 @@ fn own_deals(events: &[Event], engine: &Engine) -> (Option<u64>, Vec<DealView>) 
     (Some(request.0), deals)
 }
 
+/// Deals a page may look at in each source before it stops (and says where to go on).
+const PAGE_SCAN: usize = 10_000;
+
+/// `GET /v1/deals`: a page of the caller's deals, oldest first — live and recent ones from
+/// the engine, older finished ones from the history on disk.
 async fn deals(
     Caller(caller): Caller,
     State(state): State<Shared>,
+    ApiQuery(query): ApiQuery<DealsQuery>,
 ) -> Result<Json<Deals>, ApiError> {
+    let filter = DealFilter::of(&query, caller)?;
+    let after = query.after().ok_or_else(|| {
+        ApiError::bad_request("bad_cursor", "cursor: pass the `next` of a previous page")
+    })?;
+    let limit = query.limit.unwrap_or(DealsQuery::DEFAULT_LIMIT) as usize;
     let party = to_engine(caller);
-    let deals: Vec<DealView> = state
-        .query(move |engine| engine.deals_of(party).map(deal_view).collect())
-        .await?;
-    let deals = deals
+    let live = {
+        let filter = filter.clone();
+        state
+            .query(move |engine| {
+                let deals = engine
+                    .deals_of_after(party, ipsx_engine::DealId(after))
+                    .map(deal_view);
+                crate::history::slice(deals, |deal| filter.keeps(deal), limit, PAGE_SCAN)
+            })
+            .await?
+    };
+    let history = Arc::clone(&state.history);
+    let old = tokio::task::spawn_blocking(move || {
+        history.page(caller, after, |deal| filter.keeps(deal), limit, PAGE_SCAN)
+    })
+    .await
+    .map_err(|e| internal(e.to_string()))?
+    .map_err(|e| internal(e.to_string()))?;
+    let (page, next) = merge_pages(live, old, limit);
+    let deals = page
         .into_iter()
         .map(|deal| state.lease_view(deal, caller))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(Deals { deals }))
+    Ok(Json(Deals {
+        deals,
+        next: next.map(|id| id.to_string()),
+    }))
+}
+
+/// What `GET /v1/deals` keeps.
+#[derive(Clone)]
+struct DealFilter {
+    caller: Address,
+    statuses: Vec<ipsx_api::DealStatus>,
+    role: Option<ipsx_api::Role>,
+    since: u64,
+    until: u64,
+}
+
+impl DealFilter {
+    fn of(query: &DealsQuery, caller: Address) -> Result<DealFilter, ApiError> {
+        if query
+            .limit
+            .is_some_and(|limit| limit == 0 || limit > DealsQuery::MAX_LIMIT)
+        {
+            return Err(ApiError::bad_request(
+                "invalid_input",
+                format!("limit must be 1-{}", DealsQuery::MAX_LIMIT),
+            ));
+        }
+        let statuses = query
+            .statuses()
+            .map_err(|why| ApiError::bad_request("invalid_input", format!("status: {why}")))?;
+        Ok(DealFilter {
+            caller,
+            statuses,
+            role: query.role,
+            since: query.since.unwrap_or(0),
+            until: query.until.unwrap_or(u64::MAX),
+        })
+    }
+
+    fn keeps(&self, deal: &DealView) -> bool {
+        let side = match self.role {
+            None => true,
+            Some(ipsx_api::Role::Provider) => deal.provider == self.caller,
+            Some(ipsx_api::Role::Requester) => deal.requester == self.caller,
+        };
+        side && (self.statuses.is_empty() || self.statuses.contains(&deal.status))
+            && (self.since..self.until).contains(&deal.start)
+    }
+}
+
+/// One page from the engine's slice and the history's: by id, the engine's view of a deal in
+/// both (it is the newer), and no further than either source was read.
+fn merge_pages(
+    live: crate::history::Slice,
+    old: crate::history::Slice,
+    limit: usize,
+) -> (Vec<DealView>, Option<u64>) {
+    let bound = live.stopped_at.into_iter().chain(old.stopped_at).min();
+    let mut merged: std::collections::BTreeMap<u64, DealView> = old
+        .deals
+        .into_iter()
+        .map(|deal| (deal.deal, deal))
+        .collect();
+    merged.extend(live.deals.into_iter().map(|deal| (deal.deal, deal)));
+    let mut page: Vec<DealView> = merged
+        .into_values()
+        .filter(|deal| bound.is_none_or(|bound| deal.deal <= bound))
+        .collect();
+    if page.len() > limit {
+        page.truncate(limit);
+        let next = page.last().map(|deal| deal.deal);
+        return (page, next);
+    }
+    (page, bound)
 }
 
 async fn register_provider(

@@ -202,10 +202,38 @@ impl Client {
 
     /// This wallet's deals, as provider or requester.
     pub async fn deals(&self) -> Result<Vec<LeaseView>, SdkError> {
-        let deals: Deals = self
-            .send::<(), _>(Method::GET, "/v1/deals", None, true)
+        self.all_deals(DealsQuery::default()).await
+    }
+
+    /// Every deal `query` selects (its `cursor` is where to start), following the pages.
+    pub async fn all_deals(&self, mut query: DealsQuery) -> Result<Vec<LeaseView>, SdkError> {
+        let mut deals = Vec::new();
+        loop {
+            let page = self.deals_page(&query).await?;
+            deals.extend(page.deals);
+            match page.next {
+                Some(next) => query.cursor = Some(next),
+                None => return Ok(deals),
+            }
+        }
+    }
+
+    /// One page of the wallet's deals (`GET /v1/deals`); pass its `next` as the next query's
+    /// `cursor`.
+    pub async fn deals_page(&self, query: &DealsQuery) -> Result<Deals, SdkError> {
+        let session = self.session.as_ref().ok_or(SdkError::NotSignedIn)?;
+        let response = self
+            .http
+            .get(format!("{}/v1/deals", self.base))
+            .bearer_auth(&session.token)
+            .query(query)
+            .send()
             .await?;
-        Ok(deals.deals)
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response.json().await?);
+        }
+        Err(api_error(status, response.json::<ErrorBody>().await.ok()))
     }
 
     /// As provider: the deal's IPs are served.

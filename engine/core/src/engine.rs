@@ -363,6 +363,16 @@ impl Engine {
         self.deals.len()
     }
 
+    /// The deals a wallet is party to made after `after`, oldest first: a page starts where
+    /// the last one stopped without walking what came before.
+    pub fn deals_of_after(&self, party: Address, after: DealId) -> impl Iterator<Item = &Deal> {
+        let ids = self.deals_by_party.get(&party).map(|kept| &kept.ids);
+        let from = ids.map_or(0, |ids| ids.partition_point(|id| *id <= after));
+        ids.into_iter()
+            .flat_map(move |ids| ids.range(from..))
+            .filter_map(|id| self.deal(*id))
+    }
+
     /// The deals a wallet is party to (either side), oldest first.
     pub fn deals_of(&self, party: Address) -> impl Iterator<Item = &Deal> {
         self.deals_by_party

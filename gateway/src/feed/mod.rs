@@ -288,16 +288,27 @@ impl Feed {
         let state = Arc::clone(&self.state);
         let outcome = tokio::task::spawn_blocking(move || {
             let now = unix_now();
-            steps
+            let mut over = Vec::new();
+            let failed = steps
                 .into_iter()
                 .filter_map(|step| match carry_out(&state, &step, now) {
-                    Ok(()) => None,
+                    Ok(()) => {
+                        if let Step::End { view, .. } = step {
+                            over.push(view);
+                        }
+                        None
+                    }
                     Err(error) => {
                         tracing::warn!(%error, ?step, "booking a lease failed; trying again");
                         Some(step)
                     }
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            // History is for reading back, not money: a failed write is only logged.
+            if let Err(error) = state.history.record(&over) {
+                tracing::warn!(%error, deals = over.len(), "recording finished deals failed");
+            }
+            failed
         })
         .await
         .map_err(|e| e.to_string())?;

@@ -333,13 +333,18 @@ mod tests {
 
         // Folded (twice, as after a crash between the hub and the book): counted once.
         let hub_lease = HubLease {
-            terms: stored.terms,
+            terms: LeaseTerms {
+                id: 7,
+                rate: 1_000,
+                start: 1_000,
+                end: 1_030,
+            },
             requester: lease.requester,
             provider: lease.provider,
         };
         book.fold(&[hub_lease]).expect("fold");
         book.fold(&[hub_lease]).expect("fold again");
-        let total = stored.terms.total();
+        let total = 30_000;
         assert!(book.leases().expect("read").is_empty());
         assert_eq!(book.folded(lease.requester).expect("read"), (total, 0));
         assert_eq!(book.folded(lease.provider).expect("read"), (0, total));
