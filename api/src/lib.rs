@@ -29,9 +29,193 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// A stable, machine-readable code (`bad_signature`, `unknown_country`, `rate_limited`…).
-    pub code: String,
+    pub code: ErrorCode,
     /// For people.
     pub message: String,
+}
+
+/// Every machine-readable error code the node answers with (in [`ErrorDetail::code`] and in
+/// the stream's `error` event). Branch on these; the message is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 409: the caller rated this deal already.
+    AlreadyRated,
+    /// 400: not a 20-byte hex Ethereum address.
+    BadAddress,
+    /// 400: the channel is not open, not the caller's, or not to this node.
+    BadChannel,
+    /// 400: a cursor this node did not give.
+    BadCursor,
+    /// 400/422: the body is not JSON of the expected shape.
+    BadJson,
+    /// 400: a path parameter of the wrong shape.
+    BadPath,
+    /// 400: a balance proof that does not decode.
+    BadProof,
+    /// 400: a query string of the wrong shape.
+    BadQuery,
+    /// 401: a relay report not tagged with the relay key.
+    BadRelayTag,
+    /// 401: the signature does not verify.
+    BadSignature,
+    /// 413: the body is over the limit.
+    BodyTooLarge,
+    /// 502: the chain refused or could not be reached.
+    ChainError,
+    /// 400: the sign-in challenge expired.
+    ChallengeExpired,
+    /// 409: the caller pays on another channel already.
+    ChannelAlreadyRegistered,
+    /// 402: register a payment channel first.
+    ChannelRequired,
+    /// 400/500: a time before the engine's clock.
+    ClockWentBackwards,
+    /// 503: the engine's writer stopped; the node is restarting.
+    EngineDown,
+    /// 500: the node failed (a disk error).
+    Internal,
+    /// 400: a field out of range or inconsistent.
+    InvalidInput,
+    /// 401: the session token does not verify.
+    InvalidSession,
+    /// 409: a relayed provider offered an IP the relay did not see it come from.
+    IpNotObserved,
+    /// 409: the offered IP did not prove itself through the provider's proxy.
+    IpNotProven,
+    /// 409: another provider offers or owns this IP.
+    IpTaken,
+    /// 415: send `Content-Type: application/json`.
+    JsonRequired,
+    /// 409: the lease cannot be metered (no payment channel).
+    LeaseRefused,
+    /// 500: the caller's address is unknown.
+    NoPeer,
+    /// 500: the node could not draw randomness.
+    NoRandomness,
+    /// 404: this node runs no relay.
+    NoRelay,
+    /// 503: the node cannot fund a provider channel.
+    NodeUnderfunded,
+    /// 409: the deal is not over yet.
+    NotFinished,
+    /// 404: no such endpoint.
+    NotFound,
+    /// 403: the caller is not a party allowed to do this.
+    NotOwner,
+    /// 409: the provider did not register as relayed.
+    NotRelayed,
+    /// 409: the deal was never served.
+    NothingServed,
+    /// 400: this node runs without a chain.
+    PaymentsDisabled,
+    /// 409: the proof is lower than the last, over the deposit, or not signed by the caller.
+    ProofRefused,
+    /// 409: register the provider's proxy first.
+    ProviderNotRegistered,
+    /// 429: too many calls (see `Retry-After`).
+    RateLimited,
+    /// 409: the engine refused the command.
+    Refused,
+    /// 409: the relayed provider is not connected to the relay.
+    RelayNotConnected,
+    /// 409: a relay report seen before.
+    ReplayedReport,
+    /// 409: a party cannot rate itself.
+    SelfRating,
+    /// 401: the session expired; sign in again.
+    SessionExpired,
+    /// 401: `Authorization: Bearer <session>` is missing.
+    SessionRequired,
+    /// 409: a relay report too far from the node's clock.
+    StaleReport,
+    /// 503: the node is shutting down.
+    Stopping,
+    /// stream: send JSON text messages.
+    TextRequired,
+    /// 400: not an ISO 3166-1 alpha-2 country code.
+    UnknownCountry,
+    /// 404: no such deal (or it left the engine's memory).
+    UnknownDeal,
+    /// 400: no such sign-in challenge (or it was used).
+    UnknownNonce,
+    /// 404: no such offer.
+    UnknownOffer,
+    /// 404: no such request.
+    UnknownRequest,
+    /// 401: signed by another wallet than the one named.
+    WrongSigner,
+    /// A code this version does not know (a newer node).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The wire name (`unknown_country`…).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AlreadyRated => "already_rated",
+            Self::BadAddress => "bad_address",
+            Self::BadChannel => "bad_channel",
+            Self::BadCursor => "bad_cursor",
+            Self::BadJson => "bad_json",
+            Self::BadPath => "bad_path",
+            Self::BadProof => "bad_proof",
+            Self::BadQuery => "bad_query",
+            Self::BadRelayTag => "bad_relay_tag",
+            Self::BadSignature => "bad_signature",
+            Self::BodyTooLarge => "body_too_large",
+            Self::ChainError => "chain_error",
+            Self::ChallengeExpired => "challenge_expired",
+            Self::ChannelAlreadyRegistered => "channel_already_registered",
+            Self::ChannelRequired => "channel_required",
+            Self::ClockWentBackwards => "clock_went_backwards",
+            Self::EngineDown => "engine_down",
+            Self::Internal => "internal",
+            Self::InvalidInput => "invalid_input",
+            Self::InvalidSession => "invalid_session",
+            Self::IpNotObserved => "ip_not_observed",
+            Self::IpNotProven => "ip_not_proven",
+            Self::IpTaken => "ip_taken",
+            Self::JsonRequired => "json_required",
+            Self::LeaseRefused => "lease_refused",
+            Self::NoPeer => "no_peer",
+            Self::NoRandomness => "no_randomness",
+            Self::NoRelay => "no_relay",
+            Self::NodeUnderfunded => "node_underfunded",
+            Self::NotFinished => "not_finished",
+            Self::NotFound => "not_found",
+            Self::NotOwner => "not_owner",
+            Self::NotRelayed => "not_relayed",
+            Self::NothingServed => "nothing_served",
+            Self::PaymentsDisabled => "payments_disabled",
+            Self::ProofRefused => "proof_refused",
+            Self::ProviderNotRegistered => "provider_not_registered",
+            Self::RateLimited => "rate_limited",
+            Self::Refused => "refused",
+            Self::RelayNotConnected => "relay_not_connected",
+            Self::ReplayedReport => "replayed_report",
+            Self::SelfRating => "self_rating",
+            Self::SessionExpired => "session_expired",
+            Self::SessionRequired => "session_required",
+            Self::StaleReport => "stale_report",
+            Self::Stopping => "stopping",
+            Self::TextRequired => "text_required",
+            Self::UnknownCountry => "unknown_country",
+            Self::UnknownDeal => "unknown_deal",
+            Self::UnknownNonce => "unknown_nonce",
+            Self::UnknownOffer => "unknown_offer",
+            Self::UnknownRequest => "unknown_request",
+            Self::WrongSigner => "wrong_signer",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A token amount in base units: a JSON number or a decimal string (amounts can exceed what
@@ -934,7 +1118,7 @@ pub enum StreamEvent {
     /// A message from the client was refused; nothing changed.
     Error {
         /// Machine-readable code.
-        code: String,
+        code: ErrorCode,
         /// For people.
         message: String,
     },

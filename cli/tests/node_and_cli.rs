@@ -270,7 +270,11 @@ fn a_node_whose_engine_stopped_says_so_and_exits_non_zero() {
             }
         }
         let refused = refused.expect("the disk filled before 8 offers");
-        assert_eq!(refused.code(), Some("engine_down"), "{refused}");
+        assert_eq!(
+            refused.code(),
+            Some(ipsx_sdk::ErrorCode::EngineDown),
+            "{refused}"
+        );
         // The node stops within a second of noticing; until then health tells the truth.
         if let Some(answer) = health(http.clone()).await {
             assert_eq!(

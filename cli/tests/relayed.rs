@@ -409,7 +409,11 @@ async fn a_direct_provider_can_offer_only_ips_its_proxy_egresses_from() {
         )
     };
     let refused = |error: ipsx_sdk::SdkError| {
-        assert_eq!(error.code(), Some("ip_not_proven"), "{error}");
+        assert_eq!(
+            error.code(),
+            Some(ipsx_sdk::ErrorCode::IpNotProven),
+            "{error}"
+        );
         error.to_string()
     };
 

@@ -206,8 +206,10 @@ impl Shared {
             }
             Err(error) => {
                 tracing::warn!(%filter, %error, "lease call refused");
-                let code = error.code().unwrap_or("node_unreachable").to_owned();
-                pools.lease_failed(filter, &code, &error.to_string(), now);
+                let code = error
+                    .code()
+                    .map_or("node_unreachable", ipsx_sdk::ErrorCode::as_str);
+                pools.lease_failed(filter, code, &error.to_string(), now);
             }
         });
         self.changed.notify_waiters();

@@ -4,6 +4,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+pub use ipsx_api::ErrorCode;
 
 /// A refused API call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,7 +12,7 @@ pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
     /// A stable code clients can branch on, e.g. `bad_signature`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: String,
     /// For 429: seconds until the next call may pass.
@@ -20,7 +21,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// A refusal with `status`, `code` and `message`.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -35,12 +36,12 @@ impl ApiError {
     }
 
     /// 400: the request is malformed.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// 401: no valid session.
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn unauthorized(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
@@ -49,7 +50,7 @@ impl ApiError {
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
         Self {
             status: StatusCode::TOO_MANY_REQUESTS,
-            code: "rate_limited",
+            code: ErrorCode::RateLimited,
             message: format!("too many requests; retry in {seconds} s"),
             retry_after: Some(seconds),
         }
@@ -60,7 +61,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = axum::Json(ipsx_api::ErrorBody {
             error: ipsx_api::ErrorDetail {
-                code: self.code.to_owned(),
+                code: self.code,
                 message: self.message,
             },
         });
@@ -78,10 +79,10 @@ impl From<crate::session::SignInError> for ApiError {
     fn from(error: crate::session::SignInError) -> Self {
         use crate::session::SignInError as E;
         let code = match &error {
-            E::UnknownNonce => "unknown_nonce",
-            E::Expired(_) => "challenge_expired",
-            E::BadSignature(_) => "bad_signature",
-            E::WrongSigner { .. } => "wrong_signer",
+            E::UnknownNonce => ErrorCode::UnknownNonce,
+            E::Expired(_) => ErrorCode::ChallengeExpired,
+            E::BadSignature(_) => ErrorCode::BadSignature,
+            E::WrongSigner { .. } => ErrorCode::WrongSigner,
         };
         let status = match error {
             E::WrongSigner { .. } | E::BadSignature(_) => StatusCode::UNAUTHORIZED,
@@ -94,8 +95,8 @@ impl From<crate::session::SignInError> for ApiError {
 impl From<crate::session::SessionError> for ApiError {
     fn from(error: crate::session::SessionError) -> Self {
         let code = match error {
-            crate::session::SessionError::Invalid => "invalid_session",
-            crate::session::SessionError::Expired(_) => "session_expired",
+            crate::session::SessionError::Invalid => ErrorCode::InvalidSession,
+            crate::session::SessionError::Expired(_) => ErrorCode::SessionExpired,
         };
         Self::unauthorized(code, error.to_string())
     }

@@ -2,6 +2,7 @@
 //! and the engine's refusals as API errors. Every field is checked here or by the engine's own
 //! `validate` before anything changes.
 
+use crate::error::ErrorCode;
 use axum::http::StatusCode;
 use ipsx_api::{DealView, LeaseBody, OfferBody, TokenAmount};
 use ipsx_engine::{
@@ -63,7 +64,7 @@ pub fn to_alloy(address: ipsx_engine::Address) -> alloy_primitives::Address {
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_input", message)
+    ApiError::bad_request(ErrorCode::InvalidInput, message)
 }
 
 fn protocols(names: &[String]) -> Result<ProtocolSet, ApiError> {
@@ -96,7 +97,7 @@ fn kind(name: &str) -> Result<IpKind, ApiError> {
 
 fn country(code: &str) -> Result<ipsx_engine::Country, ApiError> {
     ipsx_engine::Country::parse(code)
-        .map_err(|e| ApiError::bad_request("unknown_country", e.to_string()))
+        .map_err(|e| ApiError::bad_request(ErrorCode::UnknownCountry, e.to_string()))
 }
 
 /// The IPs an offer body names (its `ips`, or every address of its `cidr`), checked as the
@@ -104,7 +105,7 @@ fn country(code: &str) -> Result<ipsx_engine::Country, ApiError> {
 pub fn offer_ips(body: &OfferBody) -> Result<Vec<std::net::IpAddr>, ApiError> {
     ip_spec(body)?
         .expand()
-        .map_err(|e| ApiError::bad_request("invalid_input", e.to_string()))
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidInput, e.to_string()))
 }
 
 fn ip_spec(body: &OfferBody) -> Result<IpSpec, ApiError> {
@@ -214,20 +215,23 @@ pub fn request_spec(
 impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         let (status, code) = match &error {
-            EngineError::Input(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
-            EngineError::UnknownOffer(_) => (StatusCode::NOT_FOUND, "unknown_offer"),
-            EngineError::UnknownRequest(_) => (StatusCode::NOT_FOUND, "unknown_request"),
-            EngineError::UnknownDeal(_) => (StatusCode::NOT_FOUND, "unknown_deal"),
-            EngineError::NotOwner { .. } => (StatusCode::FORBIDDEN, "not_owner"),
+            EngineError::Input(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidInput),
+            EngineError::UnknownOffer(_) => (StatusCode::NOT_FOUND, ErrorCode::UnknownOffer),
+            EngineError::UnknownRequest(_) => (StatusCode::NOT_FOUND, ErrorCode::UnknownRequest),
+            EngineError::UnknownDeal(_) => (StatusCode::NOT_FOUND, ErrorCode::UnknownDeal),
+            EngineError::NotOwner { .. } => (StatusCode::FORBIDDEN, ErrorCode::NotOwner),
             EngineError::IpOwnedByOther { .. } | EngineError::IpAlreadyOffered { .. } => {
-                (StatusCode::CONFLICT, "ip_taken")
+                (StatusCode::CONFLICT, ErrorCode::IpTaken)
             }
-            EngineError::NothingServed { .. } => (StatusCode::CONFLICT, "nothing_served"),
-            EngineError::SelfRating { .. } => (StatusCode::CONFLICT, "self_rating"),
-            EngineError::AlreadyRated { .. } => (StatusCode::CONFLICT, "already_rated"),
-            EngineError::NotFinished { .. } => (StatusCode::CONFLICT, "not_finished"),
-            EngineError::ClockWentBackwards { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "clock"),
-            _ => (StatusCode::CONFLICT, "refused"),
+            EngineError::NothingServed { .. } => (StatusCode::CONFLICT, ErrorCode::NothingServed),
+            EngineError::SelfRating { .. } => (StatusCode::CONFLICT, ErrorCode::SelfRating),
+            EngineError::AlreadyRated { .. } => (StatusCode::CONFLICT, ErrorCode::AlreadyRated),
+            EngineError::NotFinished { .. } => (StatusCode::CONFLICT, ErrorCode::NotFinished),
+            EngineError::ClockWentBackwards { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::ClockWentBackwards,
+            ),
+            _ => (StatusCode::CONFLICT, ErrorCode::Refused),
         };
         Self::new(status, code, error.to_string())
     }
@@ -272,7 +276,7 @@ mod tests {
         bad.country = "XX".into();
         assert_eq!(
             offer_spec(&bad, provider, 0).map_err(|e| e.code),
-            Err("unknown_country")
+            Err(ErrorCode::UnknownCountry)
         );
         let mut bad = offer();
         bad.protocols = vec!["ftp".into()];

@@ -211,6 +211,7 @@ pub const OPERATIONS: &[Operation] = &[
 #[openapi(components(schemas(
     ErrorBody,
     ErrorDetail,
+    ErrorCode,
     TokenAmount,
     OfferBody,
     LeaseBody,
@@ -372,7 +373,13 @@ mod tests {
             }
         }
         assert!(schemas.contains_key("ErrorBody"));
-        for (schema, value) in [("DealStatus", "payment_lapsed"), ("LeaseEnd", "ended")] {
+        for (schema, value) in [
+            ("DealStatus", "payment_lapsed"),
+            ("LeaseEnd", "ended"),
+            ("ErrorCode", "unknown_country"),
+            ("ErrorCode", "rate_limited"),
+            ("Role", "provider"),
+        ] {
             let values = schemas[schema]["enum"].as_array().expect("an enum");
             assert!(
                 values.contains(&serde_json::json!(value)),

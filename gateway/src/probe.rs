@@ -5,6 +5,7 @@
 //! answer must be the offered IP: a provider claiming someone else's address reaches no proxy
 //! of its own there, and one whose proxy leaves from another address is caught by the echo.
 
+use crate::error::ErrorCode;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -125,7 +126,7 @@ pub(crate) async fn prove_all(
         if let Err(failure) = outcome {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "ip_not_proven",
+                ErrorCode::IpNotProven,
                 format!(
                     "offered IPs must be served by your proxy and leave from themselves: \
                      {failure}"

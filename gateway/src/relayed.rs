@@ -4,6 +4,7 @@
 //! points requesters at the relay for its deals (credentials sealed for the relay), and when
 //! it is gone withdraws its offers on that IP and ends its deals there as dropped.
 
+use crate::error::ErrorCode;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -188,7 +189,7 @@ pub(crate) fn check_offer(observed: Option<IpAddr>, offered: &[IpAddr]) -> Resul
     let Some(observed) = observed else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "relay_not_connected",
+            ErrorCode::RelayNotConnected,
             "you registered as relayed: connect to the relay first (POST /v1/relay/access), \
              then offer the IP it sees",
         ));
@@ -196,7 +197,7 @@ pub(crate) fn check_offer(observed: Option<IpAddr>, offered: &[IpAddr]) -> Resul
     if let Some(other) = offered.iter().find(|ip| ip.to_canonical() != observed) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "ip_not_observed",
+            ErrorCode::IpNotObserved,
             format!(
                 "a relayed provider may offer only the IP its connection comes from \
                  ({observed}), not {other}"
@@ -312,21 +313,21 @@ pub(crate) fn take_report(
     if !tag.is_some_and(|tag| settings.key.check_report(body, tag)) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "bad_relay_tag",
+            ErrorCode::BadRelayTag,
             "a relay report must carry x-ipsx-relay-tag, made with the node's relay key",
         ));
     }
     let report: RelayReport = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_input", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidInput, e.to_string()))?;
     if report.sent_at.abs_diff(now) > REPORT_SKEW {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "stale_report",
+            ErrorCode::StaleReport,
             "the report was sent more than 30 s from now (a replay, or a clock far off)",
         ));
     }
     let certificate = alloy_primitives::hex::decode(&report.relay.certificate)
-        .map_err(|e| ApiError::bad_request("invalid_input", format!("certificate: {e}")))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidInput, format!("certificate: {e}")))?;
     let info = RelayInfo {
         providers: report.relay.providers,
         requesters: report.relay.requesters,
@@ -340,7 +341,7 @@ pub(crate) fn take_report(
         {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "replayed_report",
+                ErrorCode::ReplayedReport,
                 "this relay already reported this sequence number",
             ));
         }
@@ -382,11 +383,11 @@ mod tests {
         let other: IpAddr = "198.51.100.1".parse().expect("ip");
         assert_eq!(
             check_offer(None, &[home]).map_err(|e| e.code),
-            Err("relay_not_connected")
+            Err(ErrorCode::RelayNotConnected)
         );
         assert_eq!(
             check_offer(Some(home), &[home, other]).map_err(|e| e.code),
-            Err("ip_not_observed")
+            Err(ErrorCode::IpNotObserved)
         );
         assert_eq!(check_offer(Some(home), &[home]), Ok(()));
         let mapped: IpAddr = "::ffff:203.0.113.7".parse().expect("ip");

@@ -4,6 +4,7 @@
 //! token from [`crate::session`]), rate (per session; per client IP before sign-in). A refusal
 //! at any step is an [`ApiError`] and changes nothing.
 
+use crate::error::ErrorCode;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -200,7 +201,7 @@ impl GatewayHandle {
         outcome
             .result
             .map(drop)
-            .map_err(|e| ApiError::bad_request("clock_went_backwards", e.to_string()))
+            .map_err(|e| ApiError::bad_request(ErrorCode::ClockWentBackwards, e.to_string()))
     }
 
     /// The node's address on chain, when it runs with payments.
@@ -491,7 +492,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError::bad_request("bad_query", rejection.body_text())),
+            Err(rejection) => Err(ApiError::bad_request(
+                ErrorCode::BadQuery,
+                rejection.body_text(),
+            )),
         }
     }
 }
@@ -499,9 +503,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 fn json_error(rejection: &JsonRejection) -> ApiError {
     let status = rejection.status();
     let code = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "json_required",
-        _ => "bad_json",
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::BodyTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::JsonRequired,
+        _ => ErrorCode::BadJson,
     };
     ApiError::new(
         if status.is_client_error() {
@@ -527,7 +531,10 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError::bad_request("bad_path", rejection.body_text())),
+            Err(rejection) => Err(ApiError::bad_request(
+                ErrorCode::BadPath,
+                rejection.body_text(),
+            )),
         }
     }
 }
@@ -544,7 +551,7 @@ impl FromRequestParts<Shared> for Caller {
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| {
                 ApiError::unauthorized(
-                    "session_required",
+                    ErrorCode::SessionRequired,
                     "sign in first: Authorization: Bearer <token>",
                 )
             })?;
@@ -553,7 +560,7 @@ impl FromRequestParts<Shared> for Caller {
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| {
-                ApiError::unauthorized("invalid_session", "expected `Bearer <token>`")
+                ApiError::unauthorized(ErrorCode::InvalidSession, "expected `Bearer <token>`")
             })?;
         let address = state.sign_in.verify(token, unix_now())?;
         lock(&state.per_session)
@@ -577,7 +584,7 @@ impl FromRequestParts<Shared> for Anonymous {
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "no_peer",
+                    ErrorCode::NoPeer,
                     "peer address unknown",
                 )
             })?;
@@ -620,7 +627,11 @@ async fn openapi() -> axum::response::Response {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such endpoint",
+    )
 }
 
 async fn challenge(
@@ -629,12 +640,12 @@ async fn challenge(
     ApiJson(request): ApiJson<ChallengeRequest>,
 ) -> Result<Json<ChallengeResponse>, ApiError> {
     let address = parse_address(&request.address)
-        .map_err(|message| ApiError::bad_request("bad_address", message))?;
+        .map_err(|message| ApiError::bad_request(ErrorCode::BadAddress, message))?;
     let mut randomness = [0u8; 8];
     getrandom::fill(&mut randomness).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "no_randomness",
+            ErrorCode::NoRandomness,
             e.to_string(),
         )
     })?;
@@ -653,7 +664,7 @@ async fn open_session(
 ) -> Result<Json<SessionResponse>, ApiError> {
     let signature = alloy_primitives::hex::decode(request.signature.trim()).map_err(|_| {
         ApiError::bad_request(
-            "bad_signature",
+            ErrorCode::BadSignature,
             "the signature must be hex (0x + 130 digits)",
         )
     })?;
@@ -720,7 +731,7 @@ impl AppState {
 fn stopping() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "stopping",
+        ErrorCode::Stopping,
         "the node is shutting down",
     )
 }
@@ -728,13 +739,17 @@ fn stopping() -> ApiError {
 fn engine_down() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "engine_down",
+        ErrorCode::EngineDown,
         "the node's engine stopped; it is restarting",
     )
 }
 
 fn internal(message: String) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal,
+        message,
+    )
 }
 
 async fn place_offer(
@@ -759,7 +774,7 @@ async fn place_offer(
         (None, Some(_)) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "provider_not_registered",
+                ErrorCode::ProviderNotRegistered,
                 "register your proxy first (POST /v1/providers): the node proves each offered \
                  IP through it",
             ));
@@ -771,7 +786,7 @@ async fn place_offer(
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "provider_not_registered",
+            ErrorCode::ProviderNotRegistered,
             "register your proxy first (POST /v1/providers): the node opens your payment \
              channel then",
         ));
@@ -836,7 +851,7 @@ async fn lease(
     {
         return Err(ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
-            "channel_required",
+            ErrorCode::ChannelRequired,
             format!(
                 "open a channel to the node ({}) on the Centralizer and register it \
                  (POST /v1/wallet/channel) before leasing",
@@ -903,7 +918,10 @@ async fn deals(
 ) -> Result<Json<Deals>, ApiError> {
     let filter = DealFilter::of(&query, caller)?;
     let after = query.after().ok_or_else(|| {
-        ApiError::bad_request("bad_cursor", "cursor: pass the `next` of a previous page")
+        ApiError::bad_request(
+            ErrorCode::BadCursor,
+            "cursor: pass the `next` of a previous page",
+        )
     })?;
     let limit = query.limit.unwrap_or(DealsQuery::DEFAULT_LIMIT) as usize;
     let party = to_engine(caller);
@@ -953,13 +971,13 @@ impl DealFilter {
             .is_some_and(|limit| limit == 0 || limit > DealsQuery::MAX_LIMIT)
         {
             return Err(ApiError::bad_request(
-                "invalid_input",
+                ErrorCode::InvalidInput,
                 format!("limit must be 1-{}", DealsQuery::MAX_LIMIT),
             ));
         }
-        let statuses = query
-            .statuses()
-            .map_err(|why| ApiError::bad_request("invalid_input", format!("status: {why}")))?;
+        let statuses = query.statuses().map_err(|why| {
+            ApiError::bad_request(ErrorCode::InvalidInput, format!("status: {why}"))
+        })?;
         Ok(DealFilter {
             caller,
             statuses,
@@ -1013,7 +1031,7 @@ async fn register_provider(
 ) -> Result<Json<ProviderRegistered>, ApiError> {
     if body.port == 0 && !body.relayed {
         return Err(ApiError::bad_request(
-            "invalid_input",
+            ErrorCode::InvalidInput,
             "port must be 1-65535",
         ));
     }
@@ -1050,7 +1068,7 @@ async fn echo(_: Anonymous, ConnectInfo(peer): ConnectInfo<SocketAddr>) -> Json<
 fn no_relay() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "no_relay",
+        ErrorCode::NoRelay,
         "this node runs no relay: serve directly from the IPs you offer",
     )
 }
@@ -1068,7 +1086,7 @@ async fn relay_access(
     if !registered.is_some_and(|entry| entry.relayed) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "not_relayed",
+            ErrorCode::NotRelayed,
             "register as relayed first (POST /v1/providers with \"relayed\": true)",
         ));
     }
@@ -1117,7 +1135,7 @@ async fn deal_move(
     let found = found.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "unknown_deal",
+            ErrorCode::UnknownDeal,
             format!("unknown deal {deal}"),
         )
     })?;
@@ -1202,8 +1220,8 @@ async fn profile(
     State(state): State<Shared>,
     ApiPath(address): ApiPath<String>,
 ) -> Result<Json<ProfileView>, ApiError> {
-    let wallet =
-        parse_address(&address).map_err(|message| ApiError::bad_request("bad_address", message))?;
+    let wallet = parse_address(&address)
+        .map_err(|message| ApiError::bad_request(ErrorCode::BadAddress, message))?;
     let engine_wallet = to_engine(wallet);
     let (profile, average_rating) = state
         .query(move |engine| (engine.profile(engine_wallet), engine.rating(engine_wallet)))
@@ -1243,7 +1261,10 @@ async fn register_channel(
     ApiJson(body): ApiJson<ChannelBody>,
 ) -> Result<Json<ChannelView>, ApiError> {
     let payments = state.payments.as_ref().ok_or_else(|| {
-        ApiError::bad_request("payments_disabled", "this node runs without a chain")
+        ApiError::bad_request(
+            ErrorCode::PaymentsDisabled,
+            "this node runs without a chain",
+        )
     })?;
     Ok(Json(
         payments

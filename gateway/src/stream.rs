@@ -9,6 +9,7 @@
 //! the node answers `proof_accepted`; anything refused is answered with an `error` event and
 //! changes nothing. Messages above 64 KiB close the stream.
 
+use crate::error::ErrorCode;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -88,7 +89,7 @@ async fn serve(
                 let reply = match message {
                     Some(Ok(Message::Text(body))) => answer(&state, party, body.as_str()).await,
                     Some(Ok(Message::Binary(_))) => StreamEvent::Error {
-                        code: "text_required".into(),
+                        code: ErrorCode::TextRequired,
                         message: "send JSON text messages".into(),
                     },
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -114,14 +115,14 @@ async fn answer(
     let request: StreamRequest = match serde_json::from_str(body) {
         Ok(request) => request,
         Err(error) => {
-            return refused(ApiError::bad_request("bad_json", error.to_string()));
+            return refused(ApiError::bad_request(ErrorCode::BadJson, error.to_string()));
         }
     };
     match request {
         StreamRequest::Proof { proof } => {
             let Some(payments) = &state.payments else {
                 return refused(ApiError::bad_request(
-                    "payments_disabled",
+                    ErrorCode::PaymentsDisabled,
                     "this node runs without a chain",
                 ));
             };

@@ -226,6 +226,14 @@ async fn payment_endpoints_refuse_bad_input_and_change_nothing() {
     let mut client = Client::new(&base);
     client.sign_in(&fleet_wallet).await.expect("sign in");
     let mut stream = client.stream().await.expect("stream");
+    // Every stream opens with where the party stands: nothing folded yet.
+    assert_eq!(
+        stream.next().await.expect("open").expect("event"),
+        StreamEvent::Settled {
+            paid: ipsx_api::TokenAmount(0),
+            earned: ipsx_api::TokenAmount(0)
+        }
+    );
     let domain = ChannelDomain::new(31337, deployment.centralizer);
     let forged = domain.sign_balance_proof(&stranger_key, mine, TOKEN);
     let too_much = domain.sign_balance_proof(&fleet_key, mine, 6 * TOKEN);
@@ -263,7 +271,7 @@ async fn payment_endpoints_refuse_bad_input_and_change_nothing() {
         loop {
             match stream.next().await.expect("open").expect("event") {
                 StreamEvent::Error { code: got, .. } => {
-                    assert_eq!(got, code, "{message}");
+                    assert_eq!(got.as_str(), code, "{message}");
                     break;
                 }
                 StreamEvent::PaymentDue { .. } => continue,

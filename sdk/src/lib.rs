@@ -56,8 +56,9 @@ pub enum SdkError {
     Api {
         /// The HTTP status.
         status: u16,
-        /// The node's code (`bad_signature`, `unknown_country`, `rate_limited`…).
-        code: String,
+        /// The node's code (`bad_signature`, `unknown_country`, `rate_limited`…); `unknown`
+        /// when the node answered without one.
+        code: ErrorCode,
         /// Its message.
         message: String,
     },
@@ -86,9 +87,9 @@ pub enum SdkError {
 
 impl SdkError {
     /// The node's error code, if the node refused.
-    pub fn code(&self) -> Option<&str> {
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Api { code, .. } => Some(code),
+            Self::Api { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -329,7 +330,7 @@ fn api_error(status: StatusCode, body: Option<ErrorBody>) -> SdkError {
     let (code, message) = match body {
         Some(body) => (body.error.code, body.error.message),
         None => (
-            "unexpected_answer".to_owned(),
+            ErrorCode::Unknown,
             format!("the node answered {status} without an error body"),
         ),
     };

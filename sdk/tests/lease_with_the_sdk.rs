@@ -87,7 +87,11 @@ async fn a_crawler_leases_through_the_sdk_and_a_provider_serves_through_it() {
         .lease(&LeaseBody::new(1, 30, TokenAmount(5)).countries(["QQ"]))
         .await
         .expect_err("unknown country");
-    assert_eq!(refused.code(), Some("unknown_country"), "{refused}");
+    assert_eq!(
+        refused.code(),
+        Some(ipsx_sdk::ErrorCode::UnknownCountry),
+        "{refused}"
+    );
 
     let deal = leased.deals[0].deal.deal;
     assert_eq!(
@@ -119,6 +123,6 @@ async fn a_crawler_leases_through_the_sdk_and_a_provider_serves_through_it() {
         .cancel_deal(deal)
         .await
         .expect_err("not the requester");
-    assert_eq!(not_owner.code(), Some("not_owner"));
+    assert_eq!(not_owner.code(), Some(ipsx_sdk::ErrorCode::NotOwner));
     node.shutdown().await.expect("shutdown");
 }

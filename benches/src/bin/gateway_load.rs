@@ -147,7 +147,7 @@ async fn harness(args: Args) -> Result<()> {
         loop {
             match fleet.sign_in(&wallet).await {
                 Ok(_) => break,
-                Err(error) if error.code() == Some("rate_limited") => {
+                Err(error) if error.code() == Some(ipsx_sdk::ErrorCode::RateLimited) => {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Err(error) => return Err(error.into()),

@@ -21,6 +21,7 @@
 
 mod tracker;
 
+use crate::error::ErrorCode;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -351,7 +352,7 @@ fn meter(state: &AppState, view: &DealView, now: u64) -> Result<(), String> {
             view.end,
         ) {
             Ok(terms) => terms,
-            Err(error) if error.code == "lease_refused" => {
+            Err(error) if error.code == ErrorCode::LeaseRefused => {
                 tracing::error!(
                     deal = view.deal,
                     error = error.message(),

@@ -19,6 +19,7 @@
 
 mod book;
 
+use crate::error::ErrorCode;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -139,13 +140,17 @@ pub(crate) struct Payments {
 }
 
 fn chain_error(error: ChainError) -> ApiError {
-    ApiError::new(StatusCode::BAD_GATEWAY, "chain_error", error.to_string())
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorCode::ChainError,
+        error.to_string(),
+    )
 }
 
 fn internal(error: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
+        ErrorCode::Internal,
         error.to_string(),
     )
 }
@@ -296,7 +301,7 @@ impl Payments {
         {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "channel_already_registered",
+                ErrorCode::ChannelAlreadyRegistered,
                 format!(
                     "{requester} already pays on channel {}; top it up instead",
                     existing.channel.0
@@ -304,7 +309,7 @@ impl Payments {
             ));
         }
         let state = self.chain.channel(channel).await.map_err(chain_error)?;
-        let refuse = |message: String| ApiError::bad_request("bad_channel", message);
+        let refuse = |message: String| ApiError::bad_request(ErrorCode::BadChannel, message);
         if state.status != 1 {
             return Err(refuse(format!("channel {} is not open", channel.0)));
         }
@@ -364,7 +369,7 @@ impl Payments {
         if free < deposit {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "node_underfunded",
+                ErrorCode::NodeUnderfunded,
                 format!(
                     "the node has {free} free in the Centralizer and reserves {deposit} per \
                      provider channel"
@@ -392,14 +397,17 @@ impl Payments {
         wire: &str,
     ) -> Result<(u128, Option<u64>), ApiError> {
         let bytes = alloy_primitives::hex::decode(wire.trim()).map_err(|_| {
-            ApiError::bad_request("bad_proof", "a proof is 129 bytes of hex (0x + 258 digits)")
+            ApiError::bad_request(
+                ErrorCode::BadProof,
+                "a proof is 129 bytes of hex (0x + 258 digits)",
+            )
         })?;
         let proof = SignedProof::decode(&bytes)
-            .map_err(|e| ApiError::bad_request("bad_proof", e.to_string()))?;
+            .map_err(|e| ApiError::bad_request(ErrorCode::BadProof, e.to_string()))?;
         let _gate = self.proof_gate.lock().await;
-        lock(&self.hub)
-            .check(requester, &proof)
-            .map_err(|e| ApiError::new(StatusCode::CONFLICT, "proof_refused", e.to_string()))?;
+        lock(&self.hub).check(requester, &proof).map_err(|e| {
+            ApiError::new(StatusCode::CONFLICT, ErrorCode::ProofRefused, e.to_string())
+        })?;
         let payments = Arc::clone(self);
         tokio::task::spawn_blocking(move || payments.store.persist_received(&[proof]))
             .await
@@ -441,7 +449,7 @@ impl Payments {
             // so a restart can always rebuild the hub from the book).
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "lease_refused",
+                ErrorCode::LeaseRefused,
                 format!("no payment channel for requester {requester} or provider {provider}"),
             ));
         }
