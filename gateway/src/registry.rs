@@ -51,7 +51,11 @@ pub struct Registry {
 impl Registry {
     /// Opens (or creates) the registry at `path`.
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
-        let db = Database::create(path).map_err(db_error)?;
+        // redb caches up to 1 GiB by default: bound it to what this file needs (one small row per provider).
+        let db = Database::builder()
+            .set_cache_size(8 << 20)
+            .create(path)
+            .map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;
         txn.open_table(PROVIDERS).map_err(db_error)?;
         txn.open_table(RELAYED).map_err(db_error)?;

@@ -45,7 +45,11 @@ pub struct ProofStore {
 impl ProofStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(db_error)?;
+        // redb caches up to 1 GiB by default: bound it to what this file needs (the latest proofs per channel).
+        let db = Database::builder()
+            .set_cache_size(16 << 20)
+            .create(path)
+            .map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;
         txn.open_table(RECEIVED).map_err(db_error)?;
         txn.open_table(SIGNED).map_err(db_error)?;

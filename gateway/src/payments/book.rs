@@ -88,7 +88,11 @@ pub struct PaymentBook {
 impl PaymentBook {
     /// Opens (or creates) the book at `path`.
     pub fn open(path: &Path) -> Result<Self, BookError> {
-        let db = Database::create(path).map_err(db_error)?;
+        // redb caches up to 1 GiB by default: bound it to what this file needs (rows of running leases and per-party sums).
+        let db = Database::builder()
+            .set_cache_size(16 << 20)
+            .create(path)
+            .map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;
         txn.open_table(REQUESTER_CHANNELS).map_err(db_error)?;
         txn.open_table(PROVIDER_CHANNELS).map_err(db_error)?;
