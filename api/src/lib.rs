@@ -283,9 +283,9 @@ pub struct OfferBody {
     /// The announcing autonomous system.
     pub asn: u32,
     /// `residential`, `datacenter` or `mobile`.
-    pub kind: String,
+    pub kind: IpKind,
     /// Protocols served: `http`, `https`, `socks5`, `smtp`, `vpn`.
-    pub protocols: Vec<String>,
+    pub protocols: Vec<Protocol>,
     /// First available second (unix); default now.
     #[serde(default)]
     pub from: Option<u64>,
@@ -318,10 +318,10 @@ pub struct LeaseBody {
     pub city: Option<String>,
     /// Kinds accepted; empty = any.
     #[serde(default)]
-    pub kinds: Vec<String>,
+    pub kinds: Vec<IpKind>,
     /// Protocols every IP must serve.
     #[serde(default)]
-    pub protocols: Vec<String>,
+    pub protocols: Vec<Protocol>,
     /// ASNs accepted; empty = any.
     #[serde(default)]
     pub asn_include: Vec<u32>,
@@ -347,7 +347,7 @@ pub struct LeaseBody {
     pub max_price: TokenAmount,
     /// `ioc` (default: take what is there), `fok` (all or nothing) or `gtc` (rest waits).
     #[serde(default)]
-    pub mode: Option<String>,
+    pub mode: Option<LeaseMode>,
     /// For `gtc`: when the rest leaves the book (unix).
     #[serde(default)]
     pub expires_at: Option<u64>,
@@ -484,20 +484,8 @@ impl std::fmt::Display for LeaseEnd {
     }
 }
 
-/// A protocol a leased IP carries.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Deserialize,
-    Serialize,
-    utoipa::ToSchema,
-)]
+/// A protocol a leased IP carries (read in any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// Plain HTTP forwarding through the proxy.
@@ -511,6 +499,95 @@ pub enum Protocol {
     /// UDP (SOCKS5 `UDP ASSOCIATE`) for VPN-like use.
     Vpn,
 }
+
+/// What kind of IP an offer holds (read in any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IpKind {
+    /// A home connection's IP.
+    Residential,
+    /// A data centre's IP.
+    Datacenter,
+    /// A mobile carrier's IP.
+    Mobile,
+}
+
+/// How a lease request takes what the book holds (read in any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseMode {
+    /// Immediate or cancel: what is there now, the rest dropped.
+    Ioc,
+    /// Fill or kill: all `count` IPs or none.
+    Fok,
+    /// Good till cancelled: what is there now, the rest rests in the book until `expires_at`.
+    Gtc,
+}
+
+/// Enums named by lowercase words on the wire.
+trait Named: Sized + Copy + 'static {
+    const ALL: &'static [Self];
+    const WHAT: &'static str;
+    fn name(self) -> &'static str;
+}
+
+macro_rules! named {
+    ($type:ty, $what:literal, [$($variant:ident => $name:literal),+ $(,)?]) => {
+        impl Named for $type {
+            const ALL: &'static [Self] = &[$(Self::$variant),+];
+            const WHAT: &'static str = $what;
+            fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name),+
+                }
+            }
+        }
+
+        impl $type {
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                self.name()
+            }
+        }
+
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $type {
+            type Err = String;
+
+            /// Any case; the error lists the names there are.
+            fn from_str(word: &str) -> Result<Self, String> {
+                parse_named(word)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let word = String::deserialize(deserializer)?;
+                parse_named(&word).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+fn parse_named<T: Named>(word: &str) -> Result<T, String> {
+    T::ALL
+        .iter()
+        .copied()
+        .find(|value| value.name().eq_ignore_ascii_case(word.trim()))
+        .ok_or_else(|| {
+            let names: Vec<&str> = T::ALL.iter().map(|value| value.name()).collect();
+            format!("unknown {} {word:?} ({})", T::WHAT, names.join(", "))
+        })
+}
+
+named!(Protocol, "protocol", [Http => "http", Https => "https", Socks5 => "socks5", Smtp => "smtp", Vpn => "vpn"]);
+named!(IpKind, "IP kind", [Residential => "residential", Datacenter => "datacenter", Mobile => "mobile"]);
+named!(LeaseMode, "mode", [Ioc => "ioc", Fok => "fok", Gtc => "gtc"]);
 
 fn default_min_lease() -> u64 {
     5
@@ -915,15 +992,15 @@ impl LeaseBody {
         self
     }
 
-    /// Every IP must serve these protocols (`socks5`, `http`, `https`, `smtp`, `vpn`).
-    pub fn protocols<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.protocols = names.into_iter().map(Into::into).collect();
+    /// Every IP must serve these protocols.
+    pub fn protocols(mut self, protocols: impl IntoIterator<Item = Protocol>) -> Self {
+        self.protocols = protocols.into_iter().collect();
         self
     }
 
-    /// Only these kinds (`residential`, `datacenter`, `mobile`).
-    pub fn kinds<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
-        self.kinds = names.into_iter().map(Into::into).collect();
+    /// Only these kinds.
+    pub fn kinds(mut self, kinds: impl IntoIterator<Item = IpKind>) -> Self {
+        self.kinds = kinds.into_iter().collect();
         self
     }
 
@@ -935,7 +1012,7 @@ impl LeaseBody {
 
     /// All `count` IPs or none.
     pub fn all_or_nothing(mut self) -> Self {
-        self.mode = Some("fok".to_owned());
+        self.mode = Some(LeaseMode::Fok);
         self
     }
 }
@@ -943,11 +1020,11 @@ impl LeaseBody {
 impl OfferBody {
     /// `ips` in `country` (ISO code), of `kind`, serving `protocols`, available from now until
     /// `until` (unix) at `price` per IP-second; leases of 5 s to 30 days, one tenant per IP.
-    pub fn new<S: Into<String>>(
+    pub fn new(
         ips: Vec<IpAddr>,
         country: &str,
-        kind: &str,
-        protocols: impl IntoIterator<Item = S>,
+        kind: IpKind,
+        protocols: impl IntoIterator<Item = Protocol>,
         until: u64,
         price: TokenAmount,
     ) -> Self {
@@ -958,8 +1035,8 @@ impl OfferBody {
             region: None,
             city: None,
             asn: 0,
-            kind: kind.to_owned(),
-            protocols: protocols.into_iter().map(Into::into).collect(),
+            kind,
+            protocols: protocols.into_iter().collect(),
             from: None,
             until,
             min_lease: default_min_lease(),

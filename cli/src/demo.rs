@@ -280,8 +280,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 cidr: None,
                 country: (*country).to_owned(),
                 city: None,
-                kind: "residential".to_owned(),
-                protocols: vec!["socks5".into(), "http".into(), "https".into()],
+                kind: ipsx_sdk::IpKind::Residential,
+                protocols: vec![
+                    ipsx_sdk::Protocol::Socks5,
+                    ipsx_sdk::Protocol::Http,
+                    ipsx_sdk::Protocol::Https,
+                ],
                 price,
                 hours: 1,
                 asn: 0,
@@ -351,7 +355,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
                     TokenAmount(TOKEN / 100),
                 )
                 .countries(countries.iter().copied())
-                .protocols(["http"]),
+                .protocols([ipsx_sdk::Protocol::Http]),
             )
             .await?;
         progress.note(&format!(

@@ -177,10 +177,10 @@ struct OfferArgs {
     country: String,
     /// residential, datacenter or mobile.
     #[arg(long, default_value = "residential")]
-    kind: String,
+    kind: ipsx_sdk::IpKind,
     /// Comma-separated protocols served.
     #[arg(long, default_value = "socks5,http,https", value_delimiter = ',')]
-    protocols: Vec<String>,
+    protocols: Vec<ipsx_sdk::Protocol>,
     /// Price per IP-second, token base units.
     #[arg(long)]
     price: u128,
@@ -204,10 +204,10 @@ struct LeaseArgs {
     country: Vec<String>,
     /// Comma-separated protocols every IP must serve.
     #[arg(long, value_delimiter = ',', default_value = "socks5")]
-    protocol: Vec<String>,
+    protocol: Vec<ipsx_sdk::Protocol>,
     /// Comma-separated kinds (default: any).
     #[arg(long, value_delimiter = ',')]
-    kind: Vec<String>,
+    kind: Vec<ipsx_sdk::IpKind>,
     /// Seconds each lease lasts.
     #[arg(long)]
     duration: u64,
@@ -270,7 +270,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let mut body = OfferBody::new(
                 args.ips.clone(),
                 &args.country,
-                &args.kind,
+                args.kind,
                 args.protocols.clone(),
                 until,
                 TokenAmount(args.price),

@@ -106,9 +106,9 @@ pub(crate) struct OfferConfig {
     #[serde(default)]
     pub(crate) city: Option<String>,
     #[serde(default = "default_kind")]
-    pub(crate) kind: String,
+    pub(crate) kind: ipsx_sdk::IpKind,
     #[serde(default = "default_protocols")]
-    pub(crate) protocols: Vec<String>,
+    pub(crate) protocols: Vec<ipsx_sdk::Protocol>,
     /// Tokens (base units) per IP-second.
     pub(crate) price: u128,
     #[serde(default = "default_hours")]
@@ -137,12 +137,13 @@ fn default_port() -> u16 {
     1080
 }
 
-fn default_kind() -> String {
-    "residential".to_owned()
+fn default_kind() -> ipsx_sdk::IpKind {
+    ipsx_sdk::IpKind::Residential
 }
 
-fn default_protocols() -> Vec<String> {
-    ["socks5", "http", "https"].map(str::to_owned).to_vec()
+fn default_protocols() -> Vec<ipsx_sdk::Protocol> {
+    use ipsx_sdk::Protocol;
+    vec![Protocol::Socks5, Protocol::Http, Protocol::Https]
 }
 
 fn default_hours() -> u64 {
@@ -550,7 +551,7 @@ fn offer_body(offer: &OfferConfig, relayed_ip: Option<IpAddr>, now: u64) -> Offe
     let mut body = OfferBody::new(
         ips,
         &offer.country,
-        &offer.kind,
+        offer.kind,
         offer.protocols.clone(),
         now + offer.hours * 3600,
         TokenAmount(offer.price),
@@ -737,7 +738,7 @@ mod tests {
         .expect("write");
         let (config, key_file) = ProvideConfig::load(&path).expect("loads");
         assert_eq!(config.port, 1080);
-        assert_eq!(config.offers[0].protocols, ["socks5", "http", "https"]);
+        assert_eq!(config.offers[0].protocols, default_protocols());
         assert_eq!(key_file, dir.path().join("p.key"));
 
         std::fs::write(&path, "key_file = \"p.key\"\noffer = []\n").expect("write");

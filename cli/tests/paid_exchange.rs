@@ -46,7 +46,7 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
         .lease(
             &LeaseBody::new(2, 14, TokenAmount(PRICE))
                 .countries(["DE"])
-                .protocols(["http"]),
+                .protocols([ipsx_sdk::Protocol::Http]),
         )
         .await
         .expect("lease");
@@ -142,7 +142,7 @@ async fn a_fleet_that_stops_paying_is_cut_off_within_the_grace() {
         .lease(
             &LeaseBody::new(1, 120, TokenAmount(PRICE))
                 .countries(["FR"])
-                .protocols(["http"]),
+                .protocols([ipsx_sdk::Protocol::Http]),
         )
         .await
         .expect("lease");
@@ -238,7 +238,7 @@ async fn a_provider_gone_offline_has_its_deal_voided_and_the_ips_replaced() {
         .lease(
             &LeaseBody::new(1, 60, TokenAmount(2 * PRICE))
                 .countries(["JP"])
-                .protocols(["http"]),
+                .protocols([ipsx_sdk::Protocol::Http]),
         )
         .await
         .expect("lease");

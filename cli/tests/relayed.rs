@@ -79,7 +79,7 @@ async fn a_home_provider_serves_through_the_relay_and_is_paid_to_the_wei() {
         .lease(
             &LeaseBody::new(1, 12, TokenAmount(PRICE))
                 .countries(["NL"])
-                .protocols(["http", "socks5"])
+                .protocols([ipsx_sdk::Protocol::Http, ipsx_sdk::Protocol::Socks5])
                 .min_uptime(9_900),
         )
         .await
@@ -163,8 +163,8 @@ async fn a_relayed_provider_may_offer_only_the_ip_the_relay_sees() {
         OfferBody::new(
             vec![ip.parse().expect("ip")],
             "NL",
-            "residential",
-            vec!["http"],
+            ipsx_sdk::IpKind::Residential,
+            vec![ipsx_sdk::Protocol::Http],
             ipsx_sdk_now() + 3600,
             TokenAmount(PRICE),
         )
@@ -285,7 +285,7 @@ async fn a_provider_back_within_the_grace_serves_on_and_one_gone_past_it_is_drop
             .lease(
                 &LeaseBody::new(1, 600, TokenAmount(PRICE))
                     .countries([country])
-                    .protocols(["http"]),
+                    .protocols([ipsx_sdk::Protocol::Http]),
             )
             .await
             .expect("lease");
@@ -402,8 +402,8 @@ async fn a_direct_provider_can_offer_only_ips_its_proxy_egresses_from() {
         OfferBody::new(
             vec![ip.parse().expect("ip")],
             "CH",
-            "datacenter",
-            vec!["socks5"],
+            ipsx_sdk::IpKind::Datacenter,
+            vec![ipsx_sdk::Protocol::Socks5],
             ipsx_sdk_now() + 3600,
             TokenAmount(PRICE),
         )
@@ -556,7 +556,7 @@ async fn a_relay_run_apart_serves_a_home_provider_and_forged_reports_change_noth
         .lease(
             &LeaseBody::new(1, 30, TokenAmount(PRICE))
                 .countries(["IE"])
-                .protocols(["http"]),
+                .protocols([ipsx_sdk::Protocol::Http]),
         )
         .await
         .expect("lease");

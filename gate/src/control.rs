@@ -41,7 +41,7 @@ pub struct GateConfig {
     pub pool: PoolConfig,
     /// Protocols every leased IP must carry: the gate forwards `http://` requests and opens
     /// tunnels with `CONNECT`.
-    pub protocols: Vec<String>,
+    pub protocols: Vec<ipsx_sdk::Protocol>,
     /// Exits tried per non-sticky request before giving up.
     pub max_tries: u32,
     /// How long a request may wait for an exit.
@@ -62,7 +62,7 @@ impl GateConfig {
             metrics: None,
             password: None,
             pool,
-            protocols: vec!["http".into(), "https".into()],
+            protocols: vec![ipsx_sdk::Protocol::Http, ipsx_sdk::Protocol::Https],
             max_tries: 3,
             exit_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
@@ -315,12 +315,12 @@ fn lease_body(
     count: u32,
     secs: u64,
     max_price: u128,
-    protocols: &[String],
+    protocols: &[ipsx_sdk::Protocol],
 ) -> LeaseBody {
     let mut body = LeaseBody::new(count, secs, TokenAmount(max_price))
         .countries(filter.countries.iter().cloned())
-        .protocols(protocols.iter().cloned())
-        .kinds(filter.kinds.iter().map(|k| k.as_str()));
+        .protocols(protocols.iter().copied())
+        .kinds(filter.kinds.iter().map(|k| k.api()));
     body.city = filter.city.clone();
     body.asn_include = filter.asn.into_iter().collect();
     body.min_rating = filter.min_rating;

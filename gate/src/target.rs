@@ -35,6 +35,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The node API's kind.
+    pub fn api(self) -> ipsx_sdk::IpKind {
+        match self {
+            Self::Residential => ipsx_sdk::IpKind::Residential,
+            Self::Datacenter => ipsx_sdk::IpKind::Datacenter,
+            Self::Mobile => ipsx_sdk::IpKind::Mobile,
+        }
+    }
+
     /// The name the node's API uses.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -4,7 +4,7 @@
 
 use crate::error::ErrorCode;
 use axum::http::StatusCode;
-use ipsx_api::{DealView, LeaseBody, OfferBody, TokenAmount};
+use ipsx_api::{DealView, LeaseBody, LeaseMode, OfferBody, TokenAmount};
 use ipsx_engine::{
     CountrySet, Deal, EngineError, Filters, IpKind, IpSpec, KindSet, OfferSpec, Protocol,
     ProtocolSet, RequestSpec, Start, TimeInForce, Timestamp, Window,
@@ -67,31 +67,26 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(ErrorCode::InvalidInput, message)
 }
 
-fn protocols(names: &[String]) -> Result<ProtocolSet, ApiError> {
-    let parsed = names
-        .iter()
-        .map(|name| match name.to_ascii_lowercase().as_str() {
-            "http" => Ok(Protocol::Http),
-            "https" => Ok(Protocol::Https),
-            "socks5" => Ok(Protocol::Socks5),
-            "smtp" => Ok(Protocol::Smtp),
-            "vpn" => Ok(Protocol::Vpn),
-            _ => Err(invalid(format!(
-                "unknown protocol {name:?} (http, https, socks5, smtp, vpn)"
-            ))),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ProtocolSet::of(&parsed))
+fn protocols(names: &[ipsx_api::Protocol]) -> ProtocolSet {
+    let parsed: Vec<Protocol> = names.iter().map(|p| engine_protocol(*p)).collect();
+    ProtocolSet::of(&parsed)
 }
 
-fn kind(name: &str) -> Result<IpKind, ApiError> {
-    match name.to_ascii_lowercase().as_str() {
-        "residential" => Ok(IpKind::Residential),
-        "datacenter" => Ok(IpKind::Datacenter),
-        "mobile" => Ok(IpKind::Mobile),
-        _ => Err(invalid(format!(
-            "unknown IP kind {name:?} (residential, datacenter, mobile)"
-        ))),
+fn engine_protocol(protocol: ipsx_api::Protocol) -> Protocol {
+    match protocol {
+        ipsx_api::Protocol::Http => Protocol::Http,
+        ipsx_api::Protocol::Https => Protocol::Https,
+        ipsx_api::Protocol::Socks5 => Protocol::Socks5,
+        ipsx_api::Protocol::Smtp => Protocol::Smtp,
+        ipsx_api::Protocol::Vpn => Protocol::Vpn,
+    }
+}
+
+fn kind(kind: ipsx_api::IpKind) -> IpKind {
+    match kind {
+        ipsx_api::IpKind::Residential => IpKind::Residential,
+        ipsx_api::IpKind::Datacenter => IpKind::Datacenter,
+        ipsx_api::IpKind::Mobile => IpKind::Mobile,
     }
 }
 
@@ -146,8 +141,8 @@ pub fn offer_spec(
         region: body.region.clone(),
         city: body.city.clone(),
         asn: body.asn,
-        kind: kind(&body.kind)?,
-        protocols: protocols(&body.protocols)?,
+        kind: kind(body.kind),
+        protocols: protocols(&body.protocols),
         window: Window {
             from: Timestamp(body.from.unwrap_or(now)),
             until: Timestamp(body.until),
@@ -169,26 +164,16 @@ pub fn request_spec(
         .iter()
         .map(|code| country(code))
         .collect::<Result<Vec<_>, _>>()?;
-    let kinds = body
-        .kinds
-        .iter()
-        .map(|name| kind(name))
-        .collect::<Result<Vec<_>, _>>()?;
-    let time_in_force = match (
-        body.mode.as_deref().map(str::to_ascii_lowercase).as_deref(),
-        body.expires_at,
-    ) {
-        (None | Some("ioc"), None) => TimeInForce::Ioc,
-        (Some("fok"), None) => TimeInForce::Fok,
-        (Some("gtc"), Some(expires_at)) => TimeInForce::Gtc {
+    let kinds: Vec<IpKind> = body.kinds.iter().map(|k| kind(*k)).collect();
+    let time_in_force = match (body.mode.unwrap_or(LeaseMode::Ioc), body.expires_at) {
+        (LeaseMode::Ioc, None) => TimeInForce::Ioc,
+        (LeaseMode::Fok, None) => TimeInForce::Fok,
+        (LeaseMode::Gtc, Some(expires_at)) => TimeInForce::Gtc {
             expires_at: Timestamp(expires_at),
         },
-        (Some("gtc"), None) => return Err(invalid("`gtc` needs `expires_at`")),
-        (None | Some("ioc" | "fok"), Some(_)) => {
+        (LeaseMode::Gtc, None) => return Err(invalid("`gtc` needs `expires_at`")),
+        (LeaseMode::Ioc | LeaseMode::Fok, Some(_)) => {
             return Err(invalid("`expires_at` is only for `gtc`"));
-        }
-        (Some(other), _) => {
-            return Err(invalid(format!("unknown mode {other:?} (ioc, fok, gtc)")));
         }
     };
     Ok(RequestSpec {
@@ -200,7 +185,7 @@ pub fn request_spec(
             asn_include: body.asn_include.clone(),
             asn_exclude: body.asn_exclude.clone(),
             kinds: KindSet::of(&kinds),
-            protocols: protocols(&body.protocols)?,
+            protocols: protocols(&body.protocols),
             min_rating: body.min_rating,
             min_uptime: body.min_uptime,
             distinct_subnets: body.distinct_subnets,
@@ -278,10 +263,13 @@ mod tests {
             offer_spec(&bad, provider, 0).map_err(|e| e.code),
             Err(ErrorCode::UnknownCountry)
         );
-        let mut bad = offer();
-        bad.protocols = vec!["ftp".into()];
-        let error = offer_spec(&bad, provider, 0).expect_err("ftp");
-        assert!(error.message.contains("ftp"), "{error:?}");
+        let mut ftp = serde_json::to_value(offer()).expect("json");
+        ftp["protocols"] = serde_json::json!(["socks5", "FTP"]);
+        let error = serde_json::from_value::<OfferBody>(ftp).expect_err("ftp");
+        assert!(
+            error.to_string().contains("unknown protocol \"FTP\""),
+            "the shape error names it: {error}"
+        );
         let mut bad = offer();
         bad.cidr = Some("10.0.0.0/24".into());
         assert!(offer_spec(&bad, provider, 0).is_err(), "both ips and cidr");
@@ -315,7 +303,7 @@ mod tests {
             start: None,
             duration: 60,
             max_price: TokenAmount(10),
-            mode: mode.map(str::to_owned),
+            mode: mode.map(|word| word.parse().expect("a mode")),
             expires_at,
         };
         assert_eq!(
@@ -328,7 +316,7 @@ mod tests {
         );
         assert!(request_spec(&lease(Some("gtc"), None), requester).is_err());
         assert!(request_spec(&lease(Some("ioc"), Some(5)), requester).is_err());
-        assert!(request_spec(&lease(Some("later"), None), requester).is_err());
+        assert!("later".parse::<LeaseMode>().is_err(), "no such mode");
     }
 
     #[test]

@@ -252,6 +252,30 @@ async fn bad_market_input_answers_4xx_and_changes_nothing() {
             400,
             "unknown_country",
         ),
+        (
+            Method::POST,
+            "/v1/leases".into(),
+            &fleet_token,
+            Some(json!({"count": 1, "duration": 60, "max_price": 5, "protocols": ["ftp"]})),
+            422,
+            "bad_json",
+        ),
+        (
+            Method::POST,
+            "/v1/leases".into(),
+            &fleet_token,
+            Some(json!({"count": 1, "duration": 60, "max_price": 5, "mode": "later"})),
+            422,
+            "bad_json",
+        ),
+        (
+            Method::POST,
+            "/v1/leases".into(),
+            &fleet_token,
+            Some(json!({"count": 1, "duration": 60, "max_price": 5, "kinds": ["cloud"]})),
+            422,
+            "bad_json",
+        ),
     ];
     for (method, path, token, body, status, expected) in cases {
         let (got, answer) = call(method.clone(), format!("{base}{path}"), token, body).await;

@@ -14,7 +14,7 @@
 //! let mut node = Client::new("http://127.0.0.1:7700");
 //! node.sign_in(&wallet).await?;
 //! let leased = node
-//!     .lease(&LeaseBody::new(10, 60, TokenAmount(5)).countries(["DE", "FR"]).protocols(["socks5"]))
+//!     .lease(&LeaseBody::new(10, 60, TokenAmount(5)).countries(["DE", "FR"]).protocols([ipsx_sdk::Protocol::Socks5]))
 //!     .await?;
 //! for endpoint in leased.deals.iter().flat_map(|deal| &deal.endpoints) {
 //!     println!("{}", endpoint.socks5h.as_deref().unwrap_or("-"));

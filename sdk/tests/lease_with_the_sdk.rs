@@ -47,8 +47,8 @@ async fn a_crawler_leases_through_the_sdk_and_a_provider_serves_through_it() {
     let offer = OfferBody::new(
         ips,
         "DE",
-        "residential",
-        ["socks5", "http"],
+        ipsx_sdk::IpKind::Residential,
+        [ipsx_sdk::Protocol::Socks5, ipsx_sdk::Protocol::Http],
         now() + 3600,
         TokenAmount(2),
     );
@@ -62,7 +62,7 @@ async fn a_crawler_leases_through_the_sdk_and_a_provider_serves_through_it() {
         .lease(
             &LeaseBody::new(2, 30, TokenAmount(5))
                 .countries(["DE"])
-                .protocols(["socks5"])
+                .protocols([ipsx_sdk::Protocol::Socks5])
                 .all_or_nothing(),
         )
         .await

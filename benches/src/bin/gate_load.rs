@@ -184,7 +184,7 @@ async fn harness(args: Args) -> Result<()> {
         .lease(
             &LeaseBody::new(u32::from(args.ips), 3_600, TokenAmount(1))
                 .countries(["DE"])
-                .protocols(["http"]),
+                .protocols([ipsx_sdk::Protocol::Http]),
         )
         .await?;
     let endpoints: Vec<String> = leased

@@ -127,8 +127,8 @@ async fn harness(args: Args) -> Result<()> {
         let mut offer = OfferBody::new(
             Vec::new(),
             "DE",
-            "datacenter",
-            ["socks5"],
+            ipsx_sdk::IpKind::Datacenter,
+            [ipsx_sdk::Protocol::Socks5],
             until,
             TokenAmount(1),
         );
