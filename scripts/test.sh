@@ -25,3 +25,7 @@ cargo test --locked --workspace
 # A home provider behind a real NAT (network namespaces made and removed by the script, nftables
 # masquerade) serves a fleet through the node's relay.
 bash scripts/test-nat.sh target/debug/ipsx
+# The month-long node in two minutes: a paying exchange churning 5-second leases; fails if the
+# node's memory leaves ±25 % of its median after a minute (the 30-minute soak holds ±10 %).
+SOAK_PROFILE=debug bash scripts/soak.sh --minutes 2 --warmup-minutes 1 --bound 0.25 \
+  --sample-secs 5 --leases-per-second 4
