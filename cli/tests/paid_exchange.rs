@@ -4,6 +4,7 @@
 //!
 //! * A lease runs through a `kill -9` of the node: nothing acknowledged is lost, the fleet
 //!   reconnects and pays on, and the chain ends up with exactly the metered amounts.
+//! * Settled leases fold into per-party sums; new payers and a restarted node start from them.
 //! * A fleet that stops paying is cut off within the grace, by the node and the proxy.
 //! * A provider that went offline has its deal voided, and the fleet gets other IPs.
 //! * `ipsx lease` deposits, opens the channel, prints the endpoints and pays until the lease
@@ -107,6 +108,98 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
     let paid = paying.end(Stop::Finish).await.expect("finish");
     assert_eq!(paid, metered, "the fleet signed exactly what was metered");
 
+    provider_settles(
+        &chain,
+        &node_again,
+        2,
+        provider_process,
+        &provider_lines,
+        metered,
+    )
+    .await;
+    drop(node_again_process);
+}
+
+/// What a new stream of the fleet opens with: the sum its folded leases came to.
+async fn settled(fleet: &ipsx_sdk::Client) -> u128 {
+    let mut stream = fleet.stream().await.expect("stream");
+    let first = stream.next().await.expect("open").expect("event");
+    stream.close().await;
+    match first {
+        StreamEvent::Settled { paid, .. } => paid.0,
+        other => panic!("a stream opens with `settled`, not {other:?}"),
+    }
+}
+
+/// Waits (20 s at most) until the node has folded `amount` of the fleet's leases.
+async fn folded(fleet: &ipsx_sdk::Client, amount: u128) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = settled(fleet).await;
+        if now == amount {
+            return;
+        }
+        assert!(now < amount, "folded {now}, more than the {amount} metered");
+        assert!(Instant::now() < deadline, "only {now} of {amount} folded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Settled leases leave the node's memory and book one by one and live on as per-party sums;
+/// a payer that connects anew — and a node back from `kill -9` — starts from those sums, so
+/// every second is paid exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_leases_fold_into_sums_that_new_payers_and_a_restarted_node_start_from() {
+    let chain = Chain::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("127.0.0.1:{}", free_port(&["127.0.0.1"]));
+    let (node_process, node, _) = chain.node(dir.path(), &listen, &[]);
+    let port = free_port(&["127.0.0.2"]);
+    let (provider_process, provider_lines) = chain.provider(
+        dir.path(),
+        &node,
+        port,
+        Offer {
+            wallet: 2,
+            ips: &["127.0.0.2"],
+            country: "DE",
+            price: PRICE,
+        },
+    );
+    let (fleet, fleet_wallet, _) = paying_fleet(&chain, &node).await;
+    assert_eq!(settled(&fleet).await, 0, "nothing settled yet");
+    let lease = LeaseBody::new(1, 5, TokenAmount(PRICE))
+        .countries(["DE"])
+        .protocols([ipsx_sdk::Protocol::Http]);
+    let mut metered = 0;
+    for round in 0..2 {
+        // Each round a new payer: it knows only what the node tells it.
+        // The provider's offer (round 0), or its IP back free (round 1): poll with a deadline.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let leased = loop {
+            let leased = fleet.lease(&lease).await.expect("lease");
+            if leased.leased == 1 {
+                break leased;
+            }
+            assert!(Instant::now() < deadline, "round {round}: nothing to lease");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
+        let terms = paying.wait(Duration::from_secs(30), ended).await;
+        assert!(terms.end > terms.start, "round {round}: served");
+        metered += terms.rate.0 * u128::from(terms.end - terms.start);
+        let paid = paying.end(Stop::Finish).await.expect("finish");
+        assert_eq!(paid, metered, "round {round}: every second paid once");
+        folded(&fleet, metered).await;
+    }
+
+    // The node dies; it comes back from the sums and the empty book of running leases.
+    let mut node_process = node_process;
+    let _ = node_process.0.kill();
+    let _ = node_process.0.wait();
+    let (node_again_process, node_again, _) = chain.node(dir.path(), &listen, &[]);
+    let fleet = signed_in(&node_again, &fleet_wallet).await;
+    assert_eq!(settled(&fleet).await, metered, "the sums survived");
     provider_settles(
         &chain,
         &node_again,
