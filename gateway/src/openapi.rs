@@ -379,6 +379,9 @@ mod tests {
             ("ErrorCode", "unknown_country"),
             ("ErrorCode", "rate_limited"),
             ("Role", "provider"),
+            ("IpKind", "datacenter"),
+            ("LeaseMode", "gtc"),
+            ("Protocol", "socks5"),
         ] {
             let values = schemas[schema]["enum"].as_array().expect("an enum");
             assert!(
