@@ -34,28 +34,43 @@ fn key(party: Address, deal: u64) -> [u8; 28] {
 }
 
 /// Part of a list: deals in id order, and how far the list was read.
-#[derive(Debug, Default)]
-pub(crate) struct Slice {
+#[derive(Debug)]
+pub(crate) struct Slice<T = DealView> {
     /// The deals that passed the filter.
-    pub(crate) deals: Vec<DealView>,
+    pub(crate) deals: Vec<T>,
     /// `Some(id)`: reading stopped after deal `id` (the page is full, or the scan's budget is
     /// spent) and more may follow; `None`: everything after the cursor was read.
     pub(crate) stopped_at: Option<u64>,
 }
 
-/// Reads a list of deals in id order into a [`Slice`]: at most `limit` that pass `keep`,
-/// looking at no more than `budget` of them.
-pub(crate) fn slice(
-    deals: impl Iterator<Item = DealView>,
-    keep: impl Fn(&DealView) -> bool,
+impl<T> Slice<T> {
+    /// The same slice with each deal turned into another form.
+    pub(crate) fn map<U>(self, each: impl FnMut(T) -> U) -> Slice<U> {
+        Slice {
+            deals: self.deals.into_iter().map(each).collect(),
+            stopped_at: self.stopped_at,
+        }
+    }
+}
+
+/// Reads a list of deals in id order (`id` of each) into a [`Slice`]: at most `limit` that
+/// pass `keep`, looking at no more than `budget` of them — a page's cost is bounded however
+/// few deals its filter keeps.
+pub(crate) fn slice<T>(
+    deals: impl Iterator<Item = T>,
+    id: impl Fn(&T) -> u64,
+    keep: impl Fn(&T) -> bool,
     limit: usize,
     budget: usize,
-) -> Slice {
-    let mut slice = Slice::default();
+) -> Slice<T> {
+    let mut slice = Slice {
+        deals: Vec::new(),
+        stopped_at: None,
+    };
     for (seen, deal) in deals.enumerate() {
         if slice.deals.len() == limit || seen == budget {
             // The next page starts at this deal, not looked at yet.
-            slice.stopped_at = Some(deal.deal - 1);
+            slice.stopped_at = Some(id(&deal) - 1);
             return slice;
         }
         if keep(&deal) {
@@ -124,7 +139,7 @@ impl History {
             let (_, json) = entry.ok()?;
             serde_json::from_slice::<DealView>(json.value()).ok()
         });
-        Ok(slice(deals, keep, limit, budget))
+        Ok(slice(deals, |deal| deal.deal, keep, limit, budget))
     }
 }
 
@@ -197,7 +212,7 @@ mod tests {
     fn a_scan_that_spends_its_budget_says_where_to_go_on() {
         let deals = (1..=100).map(|id| deal(id, 1, 2, DealStatus::Completed));
         let only_90s = |d: &DealView| d.deal > 90;
-        let slice = slice(deals, only_90s, 10, 50);
+        let slice = slice(deals, |deal| deal.deal, only_90s, 10, 50);
         assert!(slice.deals.is_empty());
         assert_eq!(slice.stopped_at, Some(50), "go on after the 50 looked at");
     }

@@ -40,7 +40,7 @@ fn api_protocol(protocol: Protocol) -> ipsx_api::Protocol {
     }
 }
 
-fn api_status(status: ipsx_engine::DealStatus) -> ipsx_api::DealStatus {
+pub(crate) fn api_status(status: ipsx_engine::DealStatus) -> ipsx_api::DealStatus {
     use ipsx_engine::DealStatus as Engine;
     match status {
         Engine::Pending => ipsx_api::DealStatus::Pending,

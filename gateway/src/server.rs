@@ -906,8 +906,11 @@ fn own_deals(events: &[Event], engine: &Engine) -> (Option<u64>, Vec<DealView>) 
     (Some(request.0), deals)
 }
 
-/// Deals a page may look at in each source before it stops (and says where to go on).
+/// Deals a page may look at on disk before it stops (and says where to go on).
 const PAGE_SCAN: usize = 10_000;
+/// Deals a page may look at in the engine: the read runs on its writer, between batches, so a
+/// caller whose filter keeps nothing costs it at most this many cheap checks per call.
+const PAGE_SCAN_LIVE: usize = 2_000;
 
 /// `GET /v1/deals`: a page of the caller's deals, oldest first — live and recent ones from
 /// the engine, older finished ones from the history on disk.
@@ -929,10 +932,16 @@ async fn deals(
         let filter = filter.clone();
         state
             .query(move |engine| {
-                let deals = engine
-                    .deals_of_after(party, ipsx_engine::DealId(after))
-                    .map(deal_view);
-                crate::history::slice(deals, |deal| filter.keeps(deal), limit, PAGE_SCAN)
+                let deals = engine.deals_of_after(party, ipsx_engine::DealId(after));
+                // Filtered on the engine's own records; only the page is copied out.
+                crate::history::slice(
+                    deals,
+                    |deal| deal.id.0,
+                    |deal| filter.keeps_live(deal),
+                    limit,
+                    PAGE_SCAN_LIVE,
+                )
+                .map(deal_view)
             })
             .await?
     };
@@ -988,13 +997,32 @@ impl DealFilter {
     }
 
     fn keeps(&self, deal: &DealView) -> bool {
+        self.passes(deal.provider, deal.requester, deal.status, deal.start)
+    }
+
+    fn keeps_live(&self, deal: &ipsx_engine::Deal) -> bool {
+        self.passes(
+            crate::market::to_alloy(deal.provider),
+            crate::market::to_alloy(deal.requester),
+            crate::market::api_status(deal.status()),
+            deal.start.0,
+        )
+    }
+
+    fn passes(
+        &self,
+        provider: Address,
+        requester: Address,
+        status: ipsx_api::DealStatus,
+        start: u64,
+    ) -> bool {
         let side = match self.role {
             None => true,
-            Some(ipsx_api::Role::Provider) => deal.provider == self.caller,
-            Some(ipsx_api::Role::Requester) => deal.requester == self.caller,
+            Some(ipsx_api::Role::Provider) => provider == self.caller,
+            Some(ipsx_api::Role::Requester) => requester == self.caller,
         };
-        side && (self.statuses.is_empty() || self.statuses.contains(&deal.status))
-            && (self.since..self.until).contains(&deal.start)
+        side && (self.statuses.is_empty() || self.statuses.contains(&status))
+            && (self.since..self.until).contains(&start)
     }
 }
 
