@@ -91,7 +91,7 @@ impl History {
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
         // redb caches up to 1 GiB by default: bound it to what this file needs (the history grows for ever; redb would cache up to 1 GiB of it (its default), which a node left running would hold in memory).
         let db = Database::builder()
-            .set_cache_size(32 << 20)
+            .set_cache_size(4 << 20)
             .create(path)
             .map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;

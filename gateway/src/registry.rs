@@ -53,7 +53,7 @@ impl Registry {
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
         // redb caches up to 1 GiB by default: bound it to what this file needs (one small row per provider).
         let db = Database::builder()
-            .set_cache_size(8 << 20)
+            .set_cache_size(1 << 20)
             .create(path)
             .map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;

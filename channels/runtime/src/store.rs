@@ -47,7 +47,7 @@ impl ProofStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         // redb caches up to 1 GiB by default: bound it to what this file needs (the latest proofs per channel).
         let db = Database::builder()
-            .set_cache_size(16 << 20)
+            .set_cache_size(2 << 20)
             .create(path)
             .map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;

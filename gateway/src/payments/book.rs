@@ -90,7 +90,7 @@ impl PaymentBook {
     pub fn open(path: &Path) -> Result<Self, BookError> {
         // redb caches up to 1 GiB by default: bound it to what this file needs (rows of running leases and per-party sums).
         let db = Database::builder()
-            .set_cache_size(16 << 20)
+            .set_cache_size(2 << 20)
             .create(path)
             .map_err(db_error)?;
         let txn = db.begin_write().map_err(db_error)?;
