@@ -89,7 +89,7 @@ pub struct History {
 impl History {
     /// Opens (or creates) the history at `path`.
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
-        // redb caches up to 1 GiB by default: bound it to what this file needs (the history grows for ever; redb would cache up to 1 GiB of it (its default), which a node left running would hold in memory).
+        // redb's default cache is 1 GiB, which a node left running would fill: the history grows for ever and pages are read back rarely.
         let db = Database::builder()
             .set_cache_size(4 << 20)
             .create(path)

@@ -45,7 +45,7 @@ pub struct ProofStore {
 impl ProofStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        // redb caches up to 1 GiB by default: bound it to what this file needs (the latest proofs per channel).
+        // redb's default cache is 1 GiB, which a node left running would fill: the latest proofs per channel.
         let db = Database::builder()
             .set_cache_size(2 << 20)
             .create(path)
