@@ -89,7 +89,8 @@ pub struct History {
 impl History {
     /// Opens (or creates) the history at `path`.
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
-        // redb's default cache is 1 GiB, which a node left running would fill: the history grows for ever and pages are read back rarely.
+        // redb's default cache is 1 GiB, which a node left running would fill: the history grows
+        // for ever and pages are read back rarely.
         let db = Database::builder()
             .set_cache_size(4 << 20)
             .create(path)

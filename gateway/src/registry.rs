@@ -51,7 +51,8 @@ pub struct Registry {
 impl Registry {
     /// Opens (or creates) the registry at `path`.
     pub fn open(path: &Path) -> Result<Self, RegistryError> {
-        // redb's default cache is 1 GiB, which a node left running would fill: one small row per provider.
+        // redb's default cache is 1 GiB, which a node left running would fill: one small row per
+        // provider.
         let db = Database::builder()
             .set_cache_size(1 << 20)
             .create(path)

@@ -45,7 +45,8 @@ pub struct ProofStore {
 impl ProofStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        // redb's default cache is 1 GiB, which a node left running would fill: the latest proofs per channel.
+        // redb's default cache is 1 GiB, which a node left running would fill: the latest proofs
+        // per channel.
         let db = Database::builder()
             .set_cache_size(2 << 20)
             .create(path)

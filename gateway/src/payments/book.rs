@@ -88,7 +88,8 @@ pub struct PaymentBook {
 impl PaymentBook {
     /// Opens (or creates) the book at `path`.
     pub fn open(path: &Path) -> Result<Self, BookError> {
-        // redb's default cache is 1 GiB, which a node left running would fill: rows of running leases and per-party sums.
+        // redb's default cache is 1 GiB, which a node left running would fill: rows of running
+        // leases and per-party sums.
         let db = Database::builder()
             .set_cache_size(2 << 20)
             .create(path)
