@@ -24,7 +24,11 @@ home="$tag-home" router="$tag-router" wan="$tag-wan"
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Each pid is the subshell of a backgrounded `in_ns`; its child is the process itself.
+  for pid in "${pids[@]}"; do
+    pkill -TERM -P "$pid" 2>/dev/null || true
+    kill "$pid" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   for ns in "$home" "$router" "$wan"; do ip netns del "$ns" 2>/dev/null || true; done
   rm -rf "$work"
