@@ -185,7 +185,12 @@ pub fn latency_histogram() -> Histogram<u64> {
 
 /// Records the time since `began` in a nanosecond [`latency_histogram`].
 pub fn record_since(histogram: &mut Histogram<u64>, began: std::time::Instant) {
-    let nanos = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    record(histogram, began.elapsed());
+}
+
+/// Records `elapsed` in a nanosecond [`latency_histogram`].
+pub fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
+    let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
     // Out-of-range values only happen past the histogram's 10 s bound; they are dropped.
     let _ = histogram.record(nanos.max(10));
 }

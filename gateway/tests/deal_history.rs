@@ -51,7 +51,7 @@ async fn a_long_history_reads_page_by_page_from_memory_and_then_from_disk() {
             "asn": 64500,
             "kind": "residential",
             "protocols": ["socks5"],
-            "until": ipsx_gateway_now() + 86_400,
+            "until": now() + 86_400,
             "price": "10",
         })),
     )
@@ -114,7 +114,7 @@ async fn a_long_history_reads_page_by_page_from_memory_and_then_from_disk() {
     }
 
     // Two minutes on: the engine lets the finished deals go (its retention is a minute) ...
-    node.advance_engine_clock(ipsx_gateway_now() + 120)
+    node.advance_engine_clock(now() + 120)
         .await
         .expect("the clock moves");
     let (status, body) = call(
@@ -153,11 +153,4 @@ async fn a_long_history_reads_page_by_page_from_memory_and_then_from_disk() {
     assert_eq!(last.deals[0].deal.status, DealStatus::Cancelled);
     assert_eq!(last.next, None);
     node.shutdown().await.expect("shutdown");
-}
-
-fn ipsx_gateway_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
 }

@@ -222,19 +222,8 @@ impl Client {
     /// One page of the wallet's deals (`GET /v1/deals`); pass its `next` as the next query's
     /// `cursor`.
     pub async fn deals_page(&self, query: &DealsQuery) -> Result<Deals, SdkError> {
-        let session = self.session.as_ref().ok_or(SdkError::NotSignedIn)?;
-        let response = self
-            .http
-            .get(format!("{}/v1/deals", self.base))
-            .bearer_auth(&session.token)
-            .query(query)
-            .send()
-            .await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response.json().await?);
-        }
-        Err(api_error(status, response.json::<ErrorBody>().await.ok()))
+        let request = self.request(Method::GET, "/v1/deals", true)?.query(query);
+        answer(request).await
     }
 
     /// As provider: the deal's IPs are served.
@@ -309,21 +298,37 @@ impl Client {
         body: Option<&B>,
         signed: bool,
     ) -> Result<R, SdkError> {
+        let mut request = self.request(method, path, signed)?;
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        answer(request).await
+    }
+
+    /// A call to `path`, with the session when `signed`.
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        signed: bool,
+    ) -> Result<reqwest::RequestBuilder, SdkError> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if signed {
             let session = self.session.as_ref().ok_or(SdkError::NotSignedIn)?;
             request = request.bearer_auth(&session.token);
         }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response.json().await?);
-        }
-        Err(api_error(status, response.json::<ErrorBody>().await.ok()))
+        Ok(request)
     }
+}
+
+/// Sends a call and reads its answer, or the node's error.
+async fn answer<R: DeserializeOwned>(request: reqwest::RequestBuilder) -> Result<R, SdkError> {
+    let response = request.send().await?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response.json().await?);
+    }
+    Err(api_error(status, response.json::<ErrorBody>().await.ok()))
 }
 
 fn api_error(status: StatusCode, body: Option<ErrorBody>) -> SdkError {

@@ -31,7 +31,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use ipsx_benches::processes::Process;
-use ipsx_benches::{latency_histogram, median, percentiles};
+use ipsx_benches::{latency_histogram, median, percentiles, record};
 use ipsx_channels_runtime::chain::ChainClient;
 use ipsx_channels_runtime::devnet::{DeploySettings, deploy_local, spawn_anvil};
 use ipsx_sdk::{Client, DealView, LeaseBody, Next, Payer, StreamEvent, TokenAmount, Wallet};
@@ -391,7 +391,7 @@ async fn fleet(
                         break;
                     }
                 }
-                Err(error) => tracing_free_warn(&error.to_string()),
+                Err(error) => eprintln!("lease call failed: {error}"),
             }
         }
     });
@@ -436,15 +436,6 @@ async fn fleet(
     leaser.await?;
     payer.finish().await?;
     Ok(latency)
-}
-
-fn tracing_free_warn(message: &str) {
-    eprintln!("lease call failed: {message}");
-}
-
-fn record(histogram: &mut Histogram<u64>, elapsed: Duration) {
-    let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-    let _ = histogram.record(nanos.max(10));
 }
 
 fn status_field(pid: u32, field: &str) -> Result<u64> {

@@ -200,19 +200,10 @@ impl Feed {
         }
         let read = self
             .state
-            .query(move |engine| {
-                ids.into_iter()
-                    .map(|id| (id, engine.deal(DealId(id)).map(Scanned::of)))
-                    .collect::<Vec<_>>()
-            })
+            .query(move |engine| read_deals(engine, ids))
             .await
             .map_err(|e| e.message().to_owned())?;
-        let steps = self.tracker.take(read, unix_now());
-        self.state
-            .metrics
-            .open_deals
-            .set(self.tracker.open() as i64);
-        self.carry_out(steps).await
+        self.take(read).await
     }
 
     /// Reads every deal newer than the last seen and every open one.
@@ -222,10 +213,7 @@ impl Feed {
         let read = self
             .state
             .query(move |engine| {
-                let mut read: Vec<(u64, Option<Scanned>)> = open
-                    .into_iter()
-                    .map(|id| (id, engine.deal(DealId(id)).map(Scanned::of)))
-                    .collect();
+                let mut read = read_deals(engine, open);
                 read.extend(
                     engine
                         .deals_after(DealId(last))
@@ -235,6 +223,11 @@ impl Feed {
             })
             .await
             .map_err(|e| e.message().to_owned())?;
+        self.take(read).await
+    }
+
+    /// Hands the deals read to the tracker and carries out what follows.
+    async fn take(&mut self, read: Vec<(u64, Option<Scanned>)>) -> Result<(), String> {
         let steps = self.tracker.take(read, unix_now());
         self.state
             .metrics
@@ -322,6 +315,13 @@ impl Feed {
         }
         Ok(())
     }
+}
+
+/// The deals `ids` as the engine holds them now (`None`: gone from its book).
+fn read_deals(engine: &ipsx_engine::Engine, ids: Vec<u64>) -> Vec<(u64, Option<Scanned>)> {
+    ids.into_iter()
+        .map(|id| (id, engine.deal(DealId(id)).map(Scanned::of)))
+        .collect()
 }
 
 /// Books one step and tells both parties.
