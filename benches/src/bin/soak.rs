@@ -175,7 +175,11 @@ async fn soak(args: Args) -> Result<()> {
         .spawn()
         .with_context(|| format!("starting {} (cargo build --release)", ipsx.display()))?;
     let mut line = String::new();
-    BufReader::new(node.stdout.take().context("node stdout")?).read_line(&mut line)?;
+    let mut stdout = BufReader::new(node.stdout.take().context("node stdout")?);
+    stdout.read_line(&mut line)?;
+    // The node goes on printing (`settling as …`): keep its pipe open and drained, or its next
+    // line fails on a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let node = Process(node);
     let node_pid = node.0.id();
     let base = format!(
