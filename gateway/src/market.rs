@@ -20,7 +20,7 @@ pub fn deal_view(deal: &Deal) -> DealView {
         offer: deal.offer.0,
         provider: to_alloy(deal.provider),
         requester: to_alloy(deal.requester),
-        ips: deal.ips.clone(),
+        ips: deal.ips.to_vec(),
         start: deal.start.0,
         end: deal.end.0,
         price: TokenAmount(deal.price),

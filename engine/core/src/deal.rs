@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use rkyv::{Archive, Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::agreement::{DealStatus, ProviderStatus, RequesterStatus, deal_status};
 use crate::types::{Address, Amount, DealId, OfferId, ProtocolSet, RequestId, Timestamp};
@@ -21,8 +22,8 @@ pub struct Deal {
     pub provider: Address,
     /// Who uses and pays.
     pub requester: Address,
-    /// The leased IPs.
-    pub ips: Vec<IpAddr>,
+    /// The leased IPs (most deals lease one: kept inline, no allocation).
+    pub ips: SmallVec<[IpAddr; 1]>,
     /// First leased second.
     pub start: Timestamp,
     /// First second after the lease.
@@ -200,7 +201,7 @@ mod tests {
             offer: OfferId(1),
             provider: Address::from_low_u64(1),
             requester: Address::from_low_u64(2),
-            ips: vec![
+            ips: smallvec::smallvec![
                 "192.0.2.1".parse().expect("ip"),
                 "192.0.2.2".parse().expect("ip"),
             ],

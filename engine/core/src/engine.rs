@@ -20,6 +20,8 @@ use crate::order::{
     Filters, MAX_REQUEST_COUNT, MIN_LEASE_SECONDS, RequestSpec, Start, TimeInForce, check_duration,
     check_price, check_total_cost, check_window, subnet_of,
 };
+use crate::slab::IdSlab;
+use crate::timers::{Timer, Timers};
 use crate::types::{Address, Amount, DealId, OfferId, RequestId, Timestamp};
 
 /// Settings that shape the engine's behaviour. They are part of the state (snapshots carry
@@ -104,48 +106,6 @@ impl RequestRecord {
     }
 }
 
-/// Something due at a given time. The order of the variants is the order in which things due
-/// at the same second happen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Timer {
-    ReadyDeadline(DealId),
-    DealEnd(DealId),
-    RequestExpiry(RequestId),
-    OfferOpens(OfferId),
-    OfferCloses(OfferId),
-}
-
-/// What is due when, in firing order: by time, then kind, then id. A timer is removed when what
-/// it watches ends early (a cancelled offer, a deal that ended), so the set only ever holds live
-/// timers and restores exactly from a snapshot.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Timers {
-    due: BTreeSet<(Timestamp, Timer)>,
-}
-
-impl Timers {
-    pub(crate) fn add(&mut self, due: Timestamp, timer: Timer) {
-        self.due.insert((due, timer));
-    }
-
-    pub(crate) fn remove(&mut self, due: Timestamp, timer: Timer) {
-        self.due.remove(&(due, timer));
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.due.len()
-    }
-
-    /// The next timer due at or before `now`.
-    fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, Timer)> {
-        let &(due, _) = self.due.first()?;
-        if due > now {
-            return None;
-        }
-        self.due.pop_first()
-    }
-}
-
 /// One attempt to lease IPs for a request: its filters and the span of the leases.
 struct Fill<'a> {
     /// The request filled: an IP it already holds is never taken twice.
@@ -175,20 +135,20 @@ impl PartyDeals {
     /// `id` left the book (`deals`): drop it, and any other gone id, from the list — at once
     /// from the front, by a sweep once half the list is gone (a long lease at the front must
     /// not keep the ids of every deal after it). Whether the list is empty now.
-    fn forget(&mut self, id: DealId, deals: &FxHashMap<DealId, Deal>) -> bool {
+    fn forget(&mut self, id: DealId, deals: &IdSlab<Deal>) -> bool {
         self.gone += 1;
         if self.ids.front() == Some(&id) {
             self.ids.pop_front();
             self.gone -= 1;
             while let Some(front) = self.ids.front()
-                && !deals.contains_key(front)
+                && !deals.contains(front.0)
             {
                 self.ids.pop_front();
                 self.gone = self.gone.saturating_sub(1);
             }
         }
         if self.gone > 16 && self.gone * 2 > self.ids.len() {
-            self.ids.retain(|id| deals.contains_key(id));
+            self.ids.retain(|id| deals.contains(id.0));
             self.gone = 0;
         }
         self.ids.is_empty()
@@ -207,13 +167,13 @@ pub struct Engine {
     pub(crate) next_offer: u64,
     pub(crate) next_request: u64,
     pub(crate) book: OfferBook,
-    /// Boxed: the map churns constantly and small entries keep its rehashes cheap.
-    pub(crate) requests: FxHashMap<RequestId, Box<RequestRecord>>,
+    /// Requests by id (ids are sequential: a ring, see [`IdSlab`]).
+    pub(crate) requests: IdSlab<RequestRecord>,
     pub(crate) resting: BTreeSet<(Reverse<Amount>, RequestId)>,
     /// The deal book: open deals, and finished ones for [`EngineConfig::deal_retention`].
-    pub(crate) deals: FxHashMap<DealId, Deal>,
+    pub(crate) deals: IdSlab<Deal>,
     /// The IP slots each open deal books, so ending a deal needs no address look-up.
-    pub(crate) deal_slots: FxHashMap<DealId, SmallVec<[u32; 1]>>,
+    pub(crate) deal_slots: IdSlab<SmallVec<[u32; 1]>>,
     /// Deals ever made: the next id follows.
     pub(crate) deals_made: u64,
     /// Finished deals in the order they finished (the clock never goes back), so each leaves
@@ -240,10 +200,10 @@ impl Engine {
             next_offer: config.id_base() + 1,
             next_request: config.id_base() + 1,
             book: OfferBook::default(),
-            requests: FxHashMap::default(),
+            requests: IdSlab::default(),
             resting: BTreeSet::new(),
-            deals: FxHashMap::default(),
-            deal_slots: FxHashMap::default(),
+            deals: IdSlab::default(),
+            deal_slots: IdSlab::default(),
             deals_made: 0,
             finished: VecDeque::new(),
             deals_by_party: FxHashMap::default(),
@@ -324,19 +284,19 @@ impl Engine {
 
     /// A request that rests or has running deals.
     pub fn request(&self, id: RequestId) -> Option<&RequestRecord> {
-        self.requests.get(&id).map(|record| &**record)
+        self.requests.get(id.0)
     }
 
     /// Resting requests in matching priority (highest price, then oldest).
     pub fn resting_requests(&self) -> impl Iterator<Item = &RequestRecord> {
         self.resting
             .iter()
-            .filter_map(|(_, id)| self.requests.get(id).map(|record| &**record))
+            .filter_map(|(_, id)| self.requests.get(id.0))
     }
 
     /// A deal.
     pub fn deal(&self, id: DealId) -> Option<&Deal> {
-        self.deals.get(&id)
+        self.deals.get(id.0)
     }
 
     fn next_deal_id(&self) -> DealId {
@@ -401,7 +361,7 @@ impl Engine {
     }
 
     fn deal_mut(&mut self, id: DealId) -> Result<&mut Deal, EngineError> {
-        self.deals.get_mut(&id).ok_or(EngineError::UnknownDeal(id))
+        self.deals.get_mut(id.0).ok_or(EngineError::UnknownDeal(id))
     }
 
     // ----- shape checks --------------------------------------------------------------------
@@ -515,7 +475,7 @@ impl Engine {
                 break;
             }
             self.finished.pop_front();
-            let Some(deal) = self.deals.remove(&id) else {
+            let Some(deal) = self.deals.remove(id.0) else {
                 continue;
             };
             for party in [deal.provider, deal.requester] {
@@ -533,6 +493,8 @@ impl Engine {
         }
     }
 
+    /// Runs a popped timer if its subject still waits for it at `due` (removal is lazy: see
+    /// [`crate::timers`]); what it runs removes it from the live count.
     fn fire(&mut self, due: Timestamp, timer: Timer, events: &mut Vec<Event>) {
         match timer {
             Timer::ReadyDeadline(deal) => {
@@ -548,22 +510,20 @@ impl Engine {
             Timer::RequestExpiry(request) => {
                 let expired = self
                     .requests
-                    .get(&request)
-                    .is_some_and(|r| r.resting && r.expiry() <= self.now);
+                    .get(request.0)
+                    .is_some_and(|r| r.resting && r.expiry() == due);
                 if expired {
                     self.close_request(request, RequestEnd::Expired, events);
                 }
             }
             Timer::OfferOpens(offer) => {
                 if self.offer(offer).is_some_and(|o| o.window.from == due) {
+                    self.timers.remove(due, timer);
                     self.dirty.push(offer);
                 }
             }
             Timer::OfferCloses(offer) => {
-                if self
-                    .offer(offer)
-                    .is_some_and(|o| o.window.until <= self.now)
-                {
+                if self.offer(offer).is_some_and(|o| o.window.until == due) {
                     self.remove_offer(offer);
                     events.push(Event::OfferClosed { offer });
                 }
@@ -663,7 +623,7 @@ impl Engine {
                     .remove(old_expiry, Timer::RequestExpiry(*request));
                 let record = self
                     .requests
-                    .get_mut(request)
+                    .get_mut(request.0)
                     .expect("owned_resting found it");
                 record.spec.duration = new_duration;
                 record.spec.max_price = new_price;
@@ -724,7 +684,7 @@ impl Engine {
     ) -> Result<&RequestRecord, EngineError> {
         let record = self
             .requests
-            .get(&id)
+            .get(id.0)
             .filter(|r| r.resting)
             .ok_or(EngineError::UnknownRequest(id))?;
         if record.spec.requester != requester {
@@ -760,7 +720,10 @@ impl Engine {
         if let Some(offer) = self.book.offers.get(&id) {
             let window = offer.window;
             self.timers.remove(window.until, Timer::OfferCloses(id));
-            self.timers.remove(window.from, Timer::OfferOpens(id));
+            // An opening already passed has fired.
+            if window.from > self.now {
+                self.timers.remove(window.from, Timer::OfferOpens(id));
+            }
         }
     }
 
@@ -803,17 +766,17 @@ impl Engine {
         };
         let plan = self.plan(&fill, spec.count, &record.used_subnets);
         let planned: u32 = plan.iter().map(|(_, slots)| slots.len() as u32).sum();
-        self.requests.insert(id, Box::new(record));
+        self.requests.insert(id.0, record);
         if spec.time_in_force == TimeInForce::Fok && planned < spec.count {
             self.close_request(id, RequestEnd::Killed, events);
             return;
         }
         self.commit(id, plan, start, end, events);
-        let remaining = self.requests.get(&id).map_or(0, |r| r.remaining);
+        let remaining = self.requests.get(id.0).map_or(0, |r| r.remaining);
         match spec.time_in_force {
             _ if remaining == 0 => self.close_request(id, RequestEnd::Filled, events),
             TimeInForce::Gtc { .. } => {
-                let record = self.requests.get_mut(&id).expect("inserted above");
+                let record = self.requests.get_mut(id.0).expect("inserted above");
                 record.resting = true;
                 let expiry = record.expiry();
                 self.resting.insert((Reverse(spec.max_price), id));
@@ -845,7 +808,7 @@ impl Engine {
         dirty.dedup();
         let queue: Vec<RequestId> = self.resting.iter().map(|(_, id)| *id).collect();
         for id in queue {
-            let Some(record) = self.requests.get(&id).filter(|r| r.resting) else {
+            let Some(record) = self.requests.get(id.0).filter(|r| r.resting) else {
                 continue;
             };
             let Some(fill) = self.resting_fill(record) else {
@@ -880,7 +843,7 @@ impl Engine {
     }
 
     fn fill_resting(&mut self, id: RequestId, events: &mut Vec<Event>) {
-        let Some(record) = self.requests.get(&id).filter(|r| r.resting) else {
+        let Some(record) = self.requests.get(id.0).filter(|r| r.resting) else {
             return;
         };
         let Some(fill) = self.resting_fill(record) else {
@@ -892,7 +855,7 @@ impl Engine {
             return;
         }
         self.commit(id, plan, start, end, events);
-        if self.requests.get(&id).is_some_and(|r| r.remaining == 0) {
+        if self.requests.get(id.0).is_some_and(|r| r.remaining == 0) {
             self.close_request(id, RequestEnd::Filled, events);
         }
     }
@@ -1055,7 +1018,7 @@ impl Engine {
                 continue;
             };
             let (provider, price, protocols) = (offer.provider, offer.price, offer.protocols);
-            let Some(record) = self.requests.get_mut(&request) else {
+            let Some(record) = self.requests.get_mut(request.0) else {
                 continue;
             };
             let requester = record.spec.requester;
@@ -1063,7 +1026,7 @@ impl Engine {
             record.filled += count;
             record.remaining = record.remaining.saturating_sub(count);
             record.open_deals += 1;
-            let mut ips = Vec::with_capacity(slots.len());
+            let mut ips = SmallVec::with_capacity(slots.len());
             let booked: SmallVec<[u32; 1]> = SmallVec::from_slice(&slots);
             for slot in &slots {
                 let addr = self.book.slot(*slot).addr;
@@ -1082,10 +1045,10 @@ impl Engine {
                     },
                 );
             }
-            self.deal_slots.insert(id, booked);
+            self.deal_slots.insert(id.0, booked);
             self.deals_made += 1;
             self.deals.insert(
-                id,
+                id.0,
                 Deal {
                     id,
                     request,
@@ -1141,7 +1104,7 @@ impl Engine {
     }
 
     fn close_request(&mut self, id: RequestId, end: RequestEnd, events: &mut Vec<Event>) {
-        let Some(record) = self.requests.get_mut(&id) else {
+        let Some(record) = self.requests.get_mut(id.0) else {
             return;
         };
         if record.resting {
@@ -1157,7 +1120,7 @@ impl Engine {
             end,
         });
         if record.open_deals == 0 {
-            self.requests.remove(&id);
+            self.requests.remove(id.0);
         }
     }
 
@@ -1221,7 +1184,7 @@ impl Engine {
             deal.ips.len() as u32,
         );
         self.finished.push_back((now, id));
-        let slots = self.deal_slots.remove(&id).unwrap_or_default();
+        let slots = self.deal_slots.remove(id.0).unwrap_or_default();
         for slot in slots {
             if let Some(offer) = self.book.release(slot, id) {
                 self.dirty.push(offer);
@@ -1235,7 +1198,7 @@ impl Engine {
             .entry(requester)
             .or_default()
             .record_outcome(to, false);
-        let Some(record) = self.requests.get_mut(&request) else {
+        let Some(record) = self.requests.get_mut(request.0) else {
             return;
         };
         record.open_deals = record.open_deals.saturating_sub(1);
@@ -1246,18 +1209,18 @@ impl Engine {
             }
             self.rematch(request, count, end, events);
         }
-        if let Some(record) = self.requests.get(&request)
+        if let Some(record) = self.requests.get(request.0)
             && !record.resting
             && record.open_deals == 0
         {
-            self.requests.remove(&request);
+            self.requests.remove(request.0);
         }
     }
 
     /// Replaces a voided deal's IPs for what is left of its span, if that is still a lease.
     fn rematch(&mut self, request: RequestId, count: u32, end: Timestamp, events: &mut Vec<Event>) {
         let start = self.now;
-        let Some(record) = self.requests.get_mut(&request) else {
+        let Some(record) = self.requests.get_mut(request.0) else {
             return;
         };
         if end.0.saturating_sub(start.0) < MIN_LEASE_SECONDS {
@@ -1266,7 +1229,7 @@ impl Engine {
             }
             return;
         }
-        let Some(record) = self.requests.get(&request) else {
+        let Some(record) = self.requests.get(request.0) else {
             return;
         };
         let fill = Fill {
@@ -1284,7 +1247,7 @@ impl Engine {
         self.commit(request, plan, start, end, events);
         // A re-match replaces IPs already counted, so it must not eat into a resting rest; what
         // it could not replace goes back to a resting request, to fill as offers arrive.
-        if let Some(record) = self.requests.get_mut(&request) {
+        if let Some(record) = self.requests.get_mut(request.0) {
             record.remaining = remaining_before;
             if record.resting {
                 record.remaining += count - rematched;

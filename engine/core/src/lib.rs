@@ -135,7 +135,9 @@ mod depth;
 mod engine;
 mod error;
 mod order;
+mod slab;
 mod snapshot;
+mod timers;
 mod types;
 
 pub use agreement::{DealInput, DealStatus, ProviderStatus, RequesterStatus};

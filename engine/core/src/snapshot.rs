@@ -13,8 +13,9 @@ use thiserror::Error;
 use crate::agreement::DealStatus;
 use crate::calendar::Booking;
 use crate::deal::{Deal, Profile};
-use crate::engine::{Engine, EngineConfig, RequestRecord, Timer};
+use crate::engine::{Engine, EngineConfig, RequestRecord};
 use crate::order::{IpSpec, OfferSpec};
+use crate::timers::Timer;
 use crate::types::{Address, OfferId, Timestamp};
 
 /// An IP the engine knows: owner and calendar.
@@ -146,8 +147,7 @@ impl Engine {
             ips,
             offers,
             requests: {
-                let mut requests: Vec<RequestRecord> =
-                    self.requests.values().map(|r| (**r).clone()).collect();
+                let mut requests: Vec<RequestRecord> = self.requests.values().cloned().collect();
                 requests.sort_unstable_by_key(|r| r.id);
                 requests
             },
@@ -200,7 +200,7 @@ impl Engine {
                     .timers
                     .add(record.expiry(), Timer::RequestExpiry(record.id));
             }
-            engine.requests.insert(record.id, Box::new(record));
+            engine.requests.insert(record.id.0, record);
         }
         for deal in &snapshot.deals {
             engine
@@ -238,7 +238,7 @@ impl Engine {
                     .iter()
                     .filter_map(|ip| engine.book.slot_of(*ip))
                     .collect();
-                engine.deal_slots.insert(deal.id, slots);
+                engine.deal_slots.insert(deal.id.0, slots);
             }
         }
         let mut finished: Vec<(Timestamp, crate::DealId)> = snapshot
@@ -248,11 +248,9 @@ impl Engine {
             .collect();
         finished.sort_unstable();
         engine.finished = finished.into();
-        engine.deals = snapshot
-            .deals
-            .into_iter()
-            .map(|deal| (deal.id, deal))
-            .collect();
+        for deal in snapshot.deals {
+            engine.deals.insert(deal.id.0, deal);
+        }
         engine.profiles = snapshot.profiles.into_iter().collect();
         engine
     }

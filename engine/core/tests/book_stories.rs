@@ -144,7 +144,7 @@ fn cheapest_offer_first_then_oldest_and_a_request_splits_across_providers() {
     assert!(market.lease(request(9, 1, 29, TimeInForce::Ioc)).is_empty());
     let deals = market.lease(request(9, 1, 30, TimeInForce::Ioc));
     assert_eq!(deals[0].offer, dear);
-    assert_eq!(deals[0].ips, [ip("203.0.113.1")]);
+    assert_eq!(deals[0].ips[..], [ip("203.0.113.1")]);
 }
 
 #[test]
@@ -266,7 +266,7 @@ fn a_calendar_lets_an_ip_serve_disjoint_windows_and_shared_ips_honour_their_cap(
     let mut now = later.clone();
     now.start = Start::Now;
     let deals = market.lease(now.clone());
-    assert_eq!(deals[0].ips, [ip("192.0.2.10")]);
+    assert_eq!(deals[0].ips[..], [ip("192.0.2.10")]);
     // Overlapping either booking: refused.
     let mut overlapping = later.clone();
     overlapping.start = Start::At(Timestamp(T0 + 990));
@@ -378,7 +378,7 @@ fn distinct_subnets_take_one_ip_per_24_and_per_48() {
     spec.filters.distinct_subnets = true;
     let deals = market.lease(spec);
     assert_eq!(
-        deals[0].ips,
+        deals[0].ips[..],
         [
             ip("192.0.2.1"),
             ip("198.51.100.1"),
@@ -459,7 +459,7 @@ fn amending_an_offer_changes_price_window_and_size_but_not_its_age() {
     assert_eq!(market.engine.offer_ips(first).map(|ips| ips.len()), Some(2));
     let deals = market.lease(request(7, 5, 5, TimeInForce::Ioc));
     assert_eq!(deals.len(), 1);
-    assert_eq!(deals[0].ips, [ip("192.0.2.1"), ip("192.0.2.2")]);
+    assert_eq!(deals[0].ips[..], [ip("192.0.2.1"), ip("192.0.2.2")]);
 
     let shrink = market.run(CommandKind::AmendOffer {
         offer: first,

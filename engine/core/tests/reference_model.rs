@@ -1026,7 +1026,7 @@ fn same_deals(engine: &Engine, reference: &Reference) -> Result<(), TestCaseErro
         prop_assert_eq!(mine.id, theirs.id);
         prop_assert_eq!(mine.request, theirs.request, "request of {}", mine.id);
         prop_assert_eq!(mine.offer, theirs.offer, "offer of {}", mine.id);
-        prop_assert_eq!(&mine.ips, &theirs.ips, "IPs of {}", mine.id);
+        prop_assert_eq!(&mine.ips[..], &theirs.ips[..], "IPs of {}", mine.id);
         prop_assert_eq!((mine.start, mine.end), (theirs.start, theirs.end));
         prop_assert_eq!(mine.price, theirs.price);
         prop_assert_eq!(mine.status(), theirs.status(), "status of {}", mine.id);
