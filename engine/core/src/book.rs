@@ -14,11 +14,13 @@ use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
 
+use crate::bitset::PositionSet;
 use crate::calendar::{Booking, Calendar, Shape};
 use crate::country::{COUNTRY_COUNT, Country};
 use crate::depth::{DepthCounters, DepthKey};
 use crate::error::EngineError;
 use crate::order::OfferSpec;
+use crate::slab::IdSlab;
 use crate::types::{Address, Amount, DealId, IpKind, OfferId, ProtocolSet, Timestamp, Window};
 
 /// One IP the engine knows, with its calendar.
@@ -62,10 +64,10 @@ pub struct Offer {
     /// Tenants per IP.
     pub tenants: u16,
     pub(crate) slots: Vec<u32>,
-    pub(crate) idle: BTreeSet<u32>,
+    pub(crate) idle: PositionSet,
     pub(crate) busy_by_free: BTreeSet<(Timestamp, u32)>,
     pub(crate) busy_by_start: BTreeSet<(Timestamp, u32)>,
-    pub(crate) irregular: BTreeSet<u32>,
+    pub(crate) irregular: PositionSet,
     placement: Placement,
 }
 
@@ -199,7 +201,8 @@ impl<T: Ord, L: Iterator<Item = T>, R: Iterator<Item = T>> Iterator for MergeAsc
 /// The Offer Orders List with its IPs and indexes.
 #[derive(Clone, Debug)]
 pub(crate) struct OfferBook {
-    pub(crate) offers: std::collections::BTreeMap<OfferId, Offer>,
+    /// Offers by id (ids are sequential: a ring, see [`IdSlab`]).
+    pub(crate) offers: IdSlab<Offer>,
     pub(crate) slots: Vec<Option<IpSlot>>,
     free_slots: Vec<u32>,
     by_addr: FxHashMap<IpAddr, u32>,
@@ -277,10 +280,10 @@ impl OfferBook {
             price: spec.price,
             tenants: spec.tenants,
             slots: Vec::with_capacity(ips.len()),
-            idle: BTreeSet::new(),
+            idle: PositionSet::with_capacity(ips.len()),
             busy_by_free: BTreeSet::new(),
             busy_by_start: BTreeSet::new(),
-            irregular: BTreeSet::new(),
+            irregular: PositionSet::with_capacity(ips.len()),
             placement: Placement::Nowhere,
         };
         for (position, ip) in ips.iter().enumerate() {
@@ -298,7 +301,7 @@ impl OfferBook {
         }
         self.depth.add(offer.depth_key(), offer.idle.len() as i64);
         self.by_provider.insert((offer.provider, id));
-        self.offers.insert(id, offer);
+        self.offers.insert(id.0, offer);
         self.place(id);
     }
 
@@ -336,7 +339,7 @@ impl OfferBook {
     /// calendars until their deals end.
     pub(crate) fn remove(&mut self, id: OfferId) -> Option<Offer> {
         self.unplace(id);
-        let offer = self.offers.remove(&id)?;
+        let offer = self.offers.remove(id.0)?;
         self.depth
             .add(offer.depth_key(), -(offer.idle.len() as i64));
         self.by_provider.remove(&(offer.provider, id));
@@ -360,7 +363,7 @@ impl OfferBook {
     /// Withdraws idle IPs from the end of the offer until it holds `keep`; returns how many
     /// left, or `Err(booked)` if that many booked IPs make it impossible.
     pub(crate) fn shrink(&mut self, id: OfferId, keep: u32) -> Result<u32, u32> {
-        let Some(offer) = self.offers.get(&id) else {
+        let Some(offer) = self.offers.get(id.0) else {
             return Ok(0);
         };
         let booked = offer.ip_count() - offer.idle_count();
@@ -368,20 +371,14 @@ impl OfferBook {
             return Err(booked);
         }
         let surplus = offer.ip_count().saturating_sub(keep);
-        let withdraw: Vec<u32> = offer
-            .idle
-            .iter()
-            .rev()
-            .take(surplus as usize)
-            .copied()
-            .collect();
+        let withdraw: Vec<u32> = offer.idle.iter().rev().take(surplus as usize).collect();
         // Idle IPs of the tail go; booked IPs keep their positions so calendars stay filed.
         self.unplace(id);
-        let offer = self.offers.get_mut(&id).expect("checked above");
+        let offer = self.offers.get_mut(id.0).expect("checked above");
         let key = offer.depth_key();
         let mut freed = Vec::with_capacity(withdraw.len());
         for position in &withdraw {
-            offer.idle.remove(position);
+            offer.idle.remove(*position);
             freed.push(offer.slots[*position as usize]);
         }
         self.depth.add(key, -(withdraw.len() as i64));
@@ -415,7 +412,7 @@ impl OfferBook {
     /// Changes price and window, keeping the offer's age.
     pub(crate) fn amend(&mut self, id: OfferId, price: Option<Amount>, window: Option<Window>) {
         self.unplace(id);
-        let Some(offer) = self.offers.get_mut(&id) else {
+        let Some(offer) = self.offers.get_mut(id.0) else {
             return;
         };
         let idle = offer.idle.len() as i64;
@@ -452,7 +449,7 @@ impl OfferBook {
         let (id, position) = entry.home?;
         let offer = self
             .offers
-            .get_mut(&id)
+            .get_mut(id.0)
             .expect("an IP's home offer is live");
         let old = entry.shape;
         let new = entry.calendar.shape(offer.tenants);
@@ -476,7 +473,7 @@ impl OfferBook {
     }
 
     fn place(&mut self, id: OfferId) {
-        let Some(offer) = self.offers.get_mut(&id) else {
+        let Some(offer) = self.offers.get_mut(id.0) else {
             return;
         };
         let placement = offer.wanted_placement();
@@ -487,7 +484,7 @@ impl OfferBook {
     }
 
     fn unplace(&mut self, id: OfferId) {
-        let Some(offer) = self.offers.get_mut(&id) else {
+        let Some(offer) = self.offers.get_mut(id.0) else {
             return;
         };
         let placement = std::mem::replace(&mut offer.placement, Placement::Nowhere);
@@ -504,13 +501,13 @@ fn file(offer: &mut Offer, position: u32, shape: Shape, insert: bool) {
             offer.idle.insert(position);
         }
         (Shape::Idle, false) => {
-            offer.idle.remove(&position);
+            offer.idle.remove(position);
         }
         (Shape::Irregular, true) => {
             offer.irregular.insert(position);
         }
         (Shape::Irregular, false) => {
-            offer.irregular.remove(&position);
+            offer.irregular.remove(position);
         }
         (
             Shape::Simple {

@@ -156,7 +156,11 @@ impl PartyDeals {
 }
 
 /// Which IP slots of which offers a fill would take, in priority order.
-type Plan = Vec<(OfferId, Vec<u32>)>;
+type Plan = SmallVec<[(OfferId, Picked); 2]>;
+
+/// The IP slots a fill takes from one offer (a handful, inline: planning a small lease
+/// allocates nothing).
+type Picked = SmallVec<[u32; 4]>;
 
 /// The matching engine of one shard: order book, deal book, agreement protocol, profiles.
 /// Deterministic and free of I/O: see the crate docs.
@@ -248,12 +252,12 @@ impl Engine {
 
     /// An offer in the book.
     pub fn offer(&self, id: OfferId) -> Option<&Offer> {
-        self.book.offers.get(&id)
+        self.book.offers.get(id.0)
     }
 
     /// Every offer in the book, oldest first.
-    pub fn offers(&self) -> impl Iterator<Item = &Offer> {
-        self.book.offers.values()
+    pub fn offers(&self) -> std::vec::IntoIter<&Offer> {
+        self.book.offers.sorted().into_iter()
     }
 
     /// The live offers of a provider, oldest first.
@@ -261,12 +265,12 @@ impl Engine {
         self.book
             .by_provider
             .range((provider, OfferId(0))..=(provider, OfferId(u64::MAX)))
-            .filter_map(|(_, id)| self.book.offers.get(id))
+            .filter_map(|(_, id)| self.book.offers.get(id.0))
     }
 
     /// The IPs of an offer, in the order the provider listed them.
     pub fn offer_ips(&self, id: OfferId) -> Option<Vec<IpAddr>> {
-        let offer = self.book.offers.get(&id)?;
+        let offer = self.book.offers.get(id.0)?;
         Some(
             offer
                 .slots
@@ -307,9 +311,7 @@ impl Engine {
     /// [`EngineConfig::deal_retention`] seconds after they close). Sorts the whole book: for
     /// tools and tests; a follower reads [`Engine::deals_after`].
     pub fn deals(&self) -> std::vec::IntoIter<&Deal> {
-        let mut deals: Vec<&Deal> = self.deals.values().collect();
-        deals.sort_unstable_by_key(|deal| deal.id);
-        deals.into_iter()
+        self.deals.sorted().into_iter()
     }
 
     /// Deals made after `id` still in the book, oldest first.
@@ -717,7 +719,7 @@ impl Engine {
     }
 
     fn unschedule_offer(&mut self, id: OfferId) {
-        if let Some(offer) = self.book.offers.get(&id) {
+        if let Some(offer) = self.book.offers.get(id.0) {
             let window = offer.window;
             self.timers.remove(window.until, Timer::OfferCloses(id));
             // An opening already passed has fired.
@@ -728,7 +730,7 @@ impl Engine {
     }
 
     fn schedule_offer(&mut self, id: OfferId) {
-        if let Some(offer) = self.book.offers.get(&id) {
+        if let Some(offer) = self.book.offers.get(id.0) {
             let window = offer.window;
             self.timers.add(window.until, Timer::OfferCloses(id));
             if window.from > self.now {
@@ -816,7 +818,7 @@ impl Engine {
             };
             let touched = dirty
                 .iter()
-                .filter_map(|offer| self.book.offers.get(offer))
+                .filter_map(|offer| self.book.offers.get(offer.0))
                 .any(|offer| self.offer_admits(offer, &fill));
             if touched {
                 self.fill_resting(id, events);
@@ -899,7 +901,7 @@ impl Engine {
     fn plan(&self, fill: &Fill<'_>, need: u32, used_subnets: &BTreeSet<u128>) -> Plan {
         let distinct = fill.filters.distinct_subnets;
         let mut taken_subnets: BTreeSet<u128> = BTreeSet::new();
-        let mut plan: Plan = Vec::new();
+        let mut plan = Plan::new();
         let mut left = need as usize;
         let index = match fill.filters.countries.len() {
             1 => {
@@ -913,19 +915,19 @@ impl Engine {
             }
             _ => &self.book.all,
         };
-        let price_of = |id: OfferId| self.book.offers.get(&id).map_or(Amount::MAX, |o| o.price);
+        let price_of = |id: OfferId| self.book.offers.get(id.0).map_or(Amount::MAX, |o| o.price);
         for id in index.candidates(fill.start, fill.end, fill.max_price, price_of) {
             if left == 0 {
                 break;
             }
-            let Some(offer) = self.book.offers.get(&id) else {
+            let Some(offer) = self.book.offers.get(id.0) else {
                 continue;
             };
             if !self.offer_admits(offer, fill) {
                 continue;
             }
-            let mut picked = Vec::new();
-            let mut take = |position: u32, picked: &mut Vec<u32>| {
+            let mut picked = Picked::new();
+            let mut take = |position: u32, picked: &mut Picked| {
                 let slot = offer.slots[position as usize];
                 if distinct {
                     let subnet = subnet_of(self.book.slot(slot).addr);
@@ -935,11 +937,11 @@ impl Engine {
                 }
                 picked.push(slot);
             };
-            for position in &offer.idle {
+            for position in offer.idle.iter() {
                 if picked.len() == left {
                     break;
                 }
-                take(*position, &mut picked);
+                take(position, &mut picked);
             }
             if picked.len() < left {
                 // Busy IPs free for the window, lowest position first: the regular ones from
@@ -958,7 +960,6 @@ impl Engine {
                 let mut irregular = offer
                     .irregular
                     .iter()
-                    .copied()
                     .filter(|position| {
                         self.book
                             .slot(offer.slots[*position as usize])
@@ -1014,7 +1015,7 @@ impl Engine {
         let ready_deadline = start.saturating_add(self.config.ready_timeout).min(end);
         for (offer_id, slots) in plan {
             let id = self.next_deal_id();
-            let Some(offer) = self.book.offers.get(&offer_id) else {
+            let Some(offer) = self.book.offers.get(offer_id.0) else {
                 continue;
             };
             let (provider, price, protocols) = (offer.provider, offer.price, offer.protocols);

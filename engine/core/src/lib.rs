@@ -126,6 +126,7 @@
 //! ```
 
 pub mod agreement;
+mod bitset;
 mod book;
 pub mod calendar;
 mod command;

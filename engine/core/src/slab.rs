@@ -78,7 +78,9 @@ impl<T> IdSlab<T> {
             }
             return;
         }
-        if self.in_ring == 0 {
+        // The base only moves forward: every spilled id stays below it, so an id inside the
+        // ring's range is never also in the spill map.
+        if self.in_ring == 0 && id >= self.base {
             self.ring.clear();
             self.base = id;
         }
@@ -149,8 +151,14 @@ impl<T> IdSlab<T> {
         self.ring.iter().flatten().chain(self.spill.values())
     }
 
+    /// Every record, by id (collects and sorts: for snapshots and tools, not the hot path).
+    pub(crate) fn sorted(&self) -> Vec<&T> {
+        let mut all: Vec<(u64, &T)> = self.iter().collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all.into_iter().map(|(_, value)| value).collect()
+    }
+
     /// Every id with its record, in no particular order.
-    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
         let base = self.base;
         self.ring

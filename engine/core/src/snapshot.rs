@@ -89,7 +89,7 @@ impl Engine {
     /// An offer's terms as they stand (after amends), its IPs listed in position order: what
     /// placing it again would take.
     pub fn offer_spec(&self, id: OfferId) -> Option<OfferSpec> {
-        let offer = self.book.offers.get(&id)?;
+        let offer = self.book.offers.get(id.0)?;
         Some(OfferSpec {
             provider: offer.provider,
             ips: IpSpec::List(
@@ -130,7 +130,8 @@ impl Engine {
         let offers = self
             .book
             .offers
-            .values()
+            .sorted()
+            .into_iter()
             .filter_map(|offer| {
                 Some(OfferRecord {
                     id: offer.id,
