@@ -704,13 +704,18 @@ impl AppState {
     ) -> Result<(Vec<Event>, R), ApiError> {
         let shard = self.shard()?;
         let (answer, answered) = tokio::sync::oneshot::channel();
-        self.reached(shard.submit_then(kind, move |outcome, engine| {
-            let result = outcome.result.map(|events| {
-                let read = read(&events, engine);
-                (events, read)
-            });
-            let _ = answer.send(result);
-        }))?;
+        self.reached(shard.submit_then(
+            kind,
+            move |outcome, engine| {
+                outcome.result.map(|events| {
+                    let read = read(&events, engine);
+                    (events, read)
+                })
+            },
+            move |result| {
+                let _ = answer.send(result);
+            },
+        ))?;
         Ok(self.reached(answered.await)??)
     }
 
@@ -721,8 +726,8 @@ impl AppState {
     ) -> Result<R, ApiError> {
         let shard = self.shard()?;
         let (answer, answered) = tokio::sync::oneshot::channel();
-        self.reached(shard.query_then(move |engine| {
-            let _ = answer.send(read(engine));
+        self.reached(shard.query_then(read, move |read| {
+            let _ = answer.send(read);
         }))?;
         self.reached(answered.await)
     }

@@ -6,8 +6,9 @@
 //! u32 LE payload length | u32 LE CRC-32 of (seq ‖ payload) | u64 LE seq | payload (rkyv Command)
 //! ```
 //!
-//! Records are appended to an in-memory buffer and written in one `write` per group commit,
-//! followed by `fdatasync` when the [`FsyncPolicy`] asks for it. A crash can leave a torn record
+//! Records are encoded into a [`GroupBuffer`] by the thread that applies the commands and
+//! written in one `write` per group commit, followed by `fdatasync` when the [`FsyncPolicy`]
+//! asks for it, by the [`JournalWriter`] on the journal's own thread. A crash can leave a torn record
 //! at the tail of the last segment; recovery stops there and the writer truncates it away.
 //! A bad record anywhere else is corruption and stops recovery with an error.
 
@@ -212,13 +213,53 @@ fn rest_is_blank(reader: &mut impl Read, path: &Path) -> Result<bool, StoreError
     }
 }
 
-/// Appends records and commits them in groups.
+/// Records encoded for the next group commit, on the thread that applies the commands; the
+/// group then goes to a [`JournalWriter`] (on the journal thread) as one buffer.
+#[derive(Debug)]
+pub struct GroupBuffer {
+    bytes: Vec<u8>,
+    next_seq: u64,
+}
+
+impl GroupBuffer {
+    /// An empty group whose first record will follow `last_seq`.
+    pub fn after(last_seq: u64) -> GroupBuffer {
+        GroupBuffer {
+            bytes: Vec::with_capacity(1 << 20),
+            next_seq: last_seq + 1,
+        }
+    }
+
+    /// Encodes a record; returns its sequence number. Nothing is durable before the group is
+    /// committed.
+    pub fn append(&mut self, command: &Command) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        encode(seq, command, &mut self.bytes);
+        seq
+    }
+
+    /// The sequence number of the last appended record.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Whether no record waits.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Hands the group over, keeping `spare` (an emptied buffer) for the next one.
+    pub(crate) fn take(&mut self, spare: Vec<u8>) -> Vec<u8> {
+        std::mem::replace(&mut self.bytes, spare)
+    }
+}
+
+/// Writes groups of records to the segment files and syncs them.
 pub struct JournalWriter {
     dir: PathBuf,
     file: File,
     segment_len: u64,
-    buffer: Vec<u8>,
-    next_seq: u64,
     policy: FsyncPolicy,
     last_sync: Instant,
     unsynced: bool,
@@ -253,31 +294,16 @@ impl JournalWriter {
             dir: dir.to_path_buf(),
             file,
             segment_len: len,
-            buffer: Vec::with_capacity(1 << 20),
-            next_seq: last_seq + 1,
             policy,
             last_sync: Instant::now(),
             unsynced: false,
         })
     }
 
-    /// Buffers a record; returns its sequence number. Nothing is durable before
-    /// [`JournalWriter::commit`].
-    pub fn append(&mut self, command: &Command) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        encode(seq, command, &mut self.buffer);
-        seq
-    }
-
-    /// The sequence number of the last appended record.
-    pub fn last_seq(&self) -> u64 {
-        self.next_seq - 1
-    }
-
-    /// Writes the buffered group in one write, then syncs as the policy says.
-    pub fn commit(&mut self) -> Result<(), StoreError> {
-        self.write_buffer()?;
+    /// Writes a group in one write, then syncs as the policy says. `next_seq` follows the
+    /// group's last record: a full segment is closed and the next one named after it.
+    pub(crate) fn commit(&mut self, group: &[u8], next_seq: u64) -> Result<(), StoreError> {
+        self.write(group)?;
         let due = match self.policy {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
@@ -291,18 +317,18 @@ impl JournalWriter {
             self.unsynced = false;
         }
         if self.segment_len >= SEGMENT_BYTES {
-            self.rotate()?;
+            self.rotate(next_seq)?;
         }
         Ok(())
     }
 
-    /// Starts a new segment at the next sequence number (after a snapshot, or when full).
-    pub(crate) fn rotate(&mut self) -> Result<(), StoreError> {
-        self.write_buffer()?;
+    /// Syncs the current segment and starts a new one at `next_seq` (after a snapshot, or
+    /// when full).
+    pub(crate) fn rotate(&mut self, next_seq: u64) -> Result<(), StoreError> {
         self.file
             .sync_data()
             .map_err(|e| StoreError::io(&self.dir, e))?;
-        let path = segment_path(&self.dir, self.next_seq);
+        let path = segment_path(&self.dir, next_seq);
         self.file = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -315,14 +341,13 @@ impl JournalWriter {
         Ok(())
     }
 
-    /// Writes the buffered records to the current segment in one call (no sync).
-    fn write_buffer(&mut self) -> Result<(), StoreError> {
-        if !self.buffer.is_empty() {
+    /// Writes records to the current segment in one call (no sync).
+    fn write(&mut self, group: &[u8]) -> Result<(), StoreError> {
+        if !group.is_empty() {
             self.file
-                .write_all(&self.buffer)
+                .write_all(group)
                 .map_err(|e| StoreError::io(&self.dir, e))?;
-            self.segment_len += self.buffer.len() as u64;
-            self.buffer.clear();
+            self.segment_len += group.len() as u64;
             self.unsynced = true;
         }
         Ok(())

@@ -4,13 +4,16 @@
 //!
 //! ```text
 //!  submitters ──► bounded lock-free queue ──► shard writer thread (one per shard)
-//!                                              │ apply each command of the batch to the Engine
-//!                                              │ append each accepted command to the journal
-//!                                              │ one write + fdatasync for the whole batch
+//!                                              │ apply each command of batch k to the Engine
+//!                                              │ encode each accepted command for the journal
+//!                                              │ run the batch's reads (answers held back)
+//!                                              ├──► journal thread: one write + fdatasync
+//!                                              │    for batch k, while the writer applies k+1
 //!                                              ▼
-//!                                   the batch's events to every follower (output stream),
-//!                                   answers to submitters, depth published (ArcSwap),
-//!                                   snapshot bytes handed to the snapshot thread when due
+//!                                   once k is durable: its events to every follower (output
+//!                                   stream), answers to submitters and readers, depth
+//!                                   published (ArcSwap); snapshot bytes handed to the
+//!                                   snapshot thread when due
 //! ```
 //!
 //! * [`journal`]: append-only segments of CRC-checked records, group commit, a configurable
@@ -49,6 +52,7 @@ pub mod exchange;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod journal;
+mod journal_thread;
 pub mod output;
 pub mod shard;
 mod snapshot_file;

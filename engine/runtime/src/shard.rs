@@ -1,19 +1,22 @@
 //! One shard: a single writer thread owning a [`DurableEngine`], fed through a lock-free queue.
 //!
-//! The writer takes whatever is queued (up to a batch), applies each command, writes the whole
-//! group to the journal in one commit, and only then answers the submitters: group commit, so
-//! an fsync is shared by every command of the batch. Readers never touch the engine: market
-//! depth is published through an atomically swapped pointer, other reads run as queries on the
-//! writer between batches. Every batch's events leave on the shard's output stream
+//! The writer takes whatever is queued (up to a batch), applies each command, hands the whole
+//! group to the journal thread for one write and sync, and only answers the submitters once
+//! the group is durable: group commit, so an fsync is shared by every command of the batch.
+//! The two threads are pipelined: while batch `k` is synced, the writer applies batch `k + 1`.
+//! Readers never touch the engine: market depth is published through an atomically swapped
+//! pointer, other reads run as queries on the writer right after a batch and are answered
+//! once that batch is durable. Every batch's events leave on the shard's output stream
 //! ([`crate::output`]) once the batch is durable: followers react to it instead of polling.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use ipsx_engine::{Command, CommandKind, Engine, EngineError, Event, MarketDepth, Timestamp};
 
 use crate::error::{StoreError, SubmitError};
@@ -72,11 +75,23 @@ pub struct Submission {
     pub tag: u64,
 }
 
-type Query = Box<dyn FnOnce(&Engine) + Send>;
+/// What a read hands back to be delivered once the batch it saw is durable.
+type Answer = Box<dyn FnOnce() + Send>;
 
-/// What to do with an outcome once its batch is durable: runs on the writer thread with the
-/// engine as it stands after the batch (keep it short: it holds up the next batch).
-pub type Then = Box<dyn FnOnce(Outcome, &Engine) + Send>;
+/// A read of the engine as it stands after a batch; its answer waits for the batch's
+/// durability.
+type Query = Box<dyn FnOnce(&Engine) -> Answer + Send>;
+
+/// What to do with an outcome: runs on the writer thread with the engine as it stands right
+/// after the command's batch (keep it short: it holds up the next batch), and gives back what
+/// to deliver once that batch is durable.
+pub type Then = Box<dyn FnOnce(Outcome, &Engine) -> Answer + Send>;
+
+/// A read waiting for its batch to be applied.
+enum Read {
+    Then(Then),
+    Query(Query),
+}
 
 // Submissions are the hot path and the common case: boxing them would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
@@ -149,23 +164,35 @@ impl ShardHandle {
         self.post(Message::Submit(submission))
     }
 
-    /// Submits a command stamped now without waiting: once it is durable (or refused), `then`
-    /// gets the outcome and a read of the engine, on the writer thread. For async callers,
-    /// which hand the answer to a future through a oneshot channel instead of parking a thread.
-    pub fn submit_then(
+    /// Submits a command stamped now without waiting. On the writer thread, `read` gets the
+    /// outcome and the engine as it stands right after the command's batch; once that batch
+    /// is durable, `answer` gets what `read` returned. For async callers, which hand the answer
+    /// to a future through a oneshot channel instead of parking a thread.
+    pub fn submit_then<R: Send + 'static>(
         &self,
         kind: CommandKind,
-        then: impl FnOnce(Outcome, &Engine) + Send + 'static,
+        read: impl FnOnce(Outcome, &Engine) -> R + Send + 'static,
+        answer: impl FnOnce(R) + Send + 'static,
     ) -> Result<(), SubmitError> {
-        self.post(Message::SubmitThen(kind, Box::new(then)))
+        let then: Then = Box::new(move |outcome, engine| {
+            let read = read(outcome, engine);
+            Box::new(move || answer(read))
+        });
+        self.post(Message::SubmitThen(kind, then))
     }
 
-    /// Runs `read` between batches without waiting; `read` answers through its own channel.
-    pub fn query_then(
+    /// Reads the engine without waiting: `read` runs after a batch, and `answer` gets its
+    /// result once everything `read` saw is durable.
+    pub fn query_then<R: Send + 'static>(
         &self,
-        read: impl FnOnce(&Engine) + Send + 'static,
+        read: impl FnOnce(&Engine) -> R + Send + 'static,
+        answer: impl FnOnce(R) + Send + 'static,
     ) -> Result<(), SubmitError> {
-        self.post(Message::Query(Box::new(read)))
+        let query: Query = Box::new(move |engine| {
+            let read = read(engine);
+            Box::new(move || answer(read))
+        });
+        self.post(Message::Query(query))
     }
 
     /// Submits a command stamped now and waits until it is durable (or refused).
@@ -189,17 +216,16 @@ impl ShardHandle {
         answer.recv().map_err(|_| SubmitError::Stopped)
     }
 
-    /// Runs `read` on the engine between batches and returns its answer. It sees only
-    /// durable state.
+    /// Runs `read` on the engine between batches and returns its answer, once what it saw is
+    /// durable: no caller learns of state a crash could still take back.
     pub fn query<R: Send + 'static>(
         &self,
         read: impl FnOnce(&Engine) -> R + Send + 'static,
     ) -> Result<R, SubmitError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        let query: Query = Box::new(move |engine| {
-            let _ = reply.send(read(engine));
-        });
-        self.post(Message::Query(query))?;
+        self.query_then(read, move |read| {
+            let _ = reply.send(read);
+        })?;
         answer.recv().map_err(|_| SubmitError::Stopped)
     }
 
@@ -311,8 +337,24 @@ struct Writer {
 
 struct Pending {
     reply: Option<Sender<Outcome>>,
-    then: Option<Then>,
     outcome: Outcome,
+}
+
+/// A batch applied and handed to the journal thread: what to tell whom once it is durable.
+#[derive(Default)]
+struct Applied {
+    /// Outcomes for the submitters' channels.
+    pending: Vec<Pending>,
+    /// Answers of the reads run right after the batch.
+    answers: Vec<Answer>,
+    /// The batch's events, for followers.
+    events: Vec<Event>,
+    /// The engine's clock after the batch.
+    at: Timestamp,
+    /// The batch's last journal record (that of an earlier batch if it wrote none).
+    last_seq: u64,
+    /// Market depth after the batch, when due for publication.
+    depth: Option<MarketDepth>,
 }
 
 impl Writer {
@@ -327,20 +369,32 @@ impl Writer {
         result
     }
 
+    /// The writer's loop, pipelined: while the journal thread writes and syncs batch `k`, this
+    /// thread collects and applies batch `k + 1`, then answers batch `k` once it is durable.
+    /// Every read runs on the engine as it stands right after its batch, and every answer
+    /// (outcomes, reads, events, depth) leaves only once that batch is durable.
     fn serve(&mut self) -> Result<(), StoreError> {
         let mut batch: Vec<Message> = Vec::with_capacity(self.config.batch_max);
-        let mut pending: Vec<Pending> = Vec::with_capacity(self.config.batch_max);
-        let mut queries: Vec<Query> = Vec::new();
+        let mut in_flight: VecDeque<Applied> = VecDeque::new();
         let mut snapshot_waiters: Vec<Sender<Result<(), StoreError>>> = Vec::new();
         let mut last_tick = Instant::now();
         let mut last_depth = Instant::now();
         let idle_wait = self.config.tick_every.unwrap_or(Duration::from_secs(3600));
         loop {
             let mut stop = false;
-            match self.queue.recv_timeout(idle_wait) {
+            // Block for new work only when no batch waits for the journal.
+            let first = if in_flight.is_empty() {
+                self.queue.recv_timeout(idle_wait).map_err(|e| match e {
+                    RecvTimeoutError::Timeout => TryRecvError::Empty,
+                    RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
+                })
+            } else {
+                self.queue.try_recv()
+            };
+            match first {
                 Ok(message) => batch.push(message),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stop = true,
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => stop = true,
             }
             while batch.len() < self.config.batch_max {
                 match self.queue.try_recv() {
@@ -348,6 +402,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            if batch.is_empty() && !stop && !in_flight.is_empty() {
+                self.answer_oldest(&mut in_flight)?;
+                continue;
+            }
+            let mut applied = Applied::default();
             if self
                 .config
                 .tick_every
@@ -359,52 +418,55 @@ impl Writer {
                 let _ = self.store.apply(&Command::tick(at), &mut events);
                 self.keep(&events);
             }
+            let mut reads: Vec<(Option<Outcome>, Read)> = Vec::new();
             for message in batch.drain(..) {
                 match message {
-                    Message::Submit(submission) => {
-                        pending.push(self.apply(submission));
+                    Message::Submit(mut submission) => {
+                        let reply = submission.reply.take();
+                        let outcome = self.apply(submission);
+                        applied.pending.push(Pending { reply, outcome });
                     }
                     Message::SubmitThen(kind, then) => {
-                        let mut applied = self.apply(Submission {
+                        let outcome = self.apply(Submission {
                             at: None,
                             kind,
                             reply: None,
                             tag: 0,
                         });
-                        applied.then = Some(then);
-                        pending.push(applied);
+                        reads.push((Some(outcome), Read::Then(then)));
                     }
-                    Message::Query(query) => queries.push(query),
+                    Message::Query(query) => reads.push((None, Read::Query(query))),
                     Message::Snapshot(waiter) => snapshot_waiters.push(waiter),
                     Message::Follow(sink) => self.sinks.push(sink),
                     Message::Shutdown => stop = true,
                 }
             }
-            // Group commit: one write (and sync) for the whole batch, then the answers.
-            self.store.commit()?;
-            self.stats
-                .durable_seq
-                .store(self.store.last_seq(), Ordering::Release);
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.publish();
-            for Pending {
-                reply,
-                then,
-                outcome,
-            } in pending.drain(..)
-            {
-                if let Some(then) = then {
-                    then(outcome, self.store.engine());
-                } else if let Some(reply) = reply {
-                    let _ = reply.send(outcome);
-                }
-            }
-            for query in queries.drain(..) {
-                query(self.store.engine());
+            let engine = self.store.engine();
+            for (outcome, read) in reads {
+                applied.answers.push(match (read, outcome) {
+                    (Read::Then(then), Some(outcome)) => then(outcome, engine),
+                    (Read::Query(query), _) => query(engine),
+                    (Read::Then(_), None) => unreachable!("a submission's read has its outcome"),
+                });
             }
             if last_depth.elapsed() >= self.config.depth_every || stop {
                 last_depth = Instant::now();
-                self.depth.store(Arc::new(self.store.engine().depth()));
+                applied.depth = Some(engine.depth());
+            }
+            applied.at = engine.now();
+            applied.events = std::mem::take(&mut self.published);
+            // Group commit: one write (and sync) for the whole batch, on the journal thread.
+            self.store.start_commit()?;
+            applied.last_seq = self.store.last_seq();
+            in_flight.push_back(applied);
+            // Keep one batch in flight: the one before is answered as soon as it is durable.
+            while in_flight.len() > 1 {
+                self.answer_oldest(&mut in_flight)?;
+            }
+            if !snapshot_waiters.is_empty() || self.store.snapshot_due() || stop {
+                while !in_flight.is_empty() {
+                    self.answer_oldest(&mut in_flight)?;
+                }
             }
             if !snapshot_waiters.is_empty() {
                 let result = self.store.snapshot_and_wait();
@@ -424,6 +486,36 @@ impl Writer {
         }
     }
 
+    /// Waits until the oldest applied batch is durable, then answers it: events to the
+    /// followers, outcomes to the submitters, reads' answers, depth.
+    fn answer_oldest(&mut self, in_flight: &mut VecDeque<Applied>) -> Result<(), StoreError> {
+        let Some(applied) = in_flight.pop_front() else {
+            return Ok(());
+        };
+        // The journal reports groups in order; a batch that wrote nothing is durable once
+        // the batches before it are.
+        while self.store.durable_seq() < applied.last_seq {
+            self.store.wait_durable()?;
+        }
+        self.stats
+            .durable_seq
+            .store(self.store.durable_seq(), Ordering::Release);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.publish(applied.last_seq, applied.at, applied.events);
+        for Pending { reply, outcome } in applied.pending {
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome);
+            }
+        }
+        for answer in applied.answers {
+            answer();
+        }
+        if let Some(depth) = applied.depth {
+            self.depth.store(Arc::new(depth));
+        }
+        Ok(())
+    }
+
     /// Keeps a command's events for the batch's publication, if anyone follows.
     fn keep(&mut self, events: &[Event]) {
         if !self.sinks.is_empty() {
@@ -431,22 +523,18 @@ impl Writer {
         }
     }
 
-    /// Hands the batch's events to every follower; the batch is durable by now.
-    fn publish(&mut self) {
-        if self.published.is_empty() {
+    /// Hands a batch's events to every follower; the batch is durable by now.
+    fn publish(&mut self, seq: u64, at: Timestamp, events: Vec<Event>) {
+        if events.is_empty() {
             return;
         }
-        let batch = Arc::new(EventBatch {
-            seq: self.store.last_seq(),
-            at: self.store.engine().now(),
-            events: std::mem::take(&mut self.published),
-        });
+        let batch = Arc::new(EventBatch { seq, at, events });
         for sink in &mut self.sinks {
             sink(&batch);
         }
     }
 
-    fn apply(&mut self, submission: Submission) -> Pending {
+    fn apply(&mut self, submission: Submission) -> Outcome {
         let at = submission
             .at
             .unwrap_or_else(|| wall_clock().max(self.store.engine().now()));
@@ -459,14 +547,10 @@ impl Writer {
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
         // A refused command still moved the clock: the timers it fired are in `events`.
         self.keep(&events);
-        Pending {
-            reply: submission.reply,
-            then: None,
-            outcome: Outcome {
-                tag: submission.tag,
-                seq: applied.seq,
-                result: applied.result.map(|()| events),
-            },
+        Outcome {
+            tag: submission.tag,
+            seq: applied.seq,
+            result: applied.result.map(|()| events),
         }
     }
 }

@@ -13,7 +13,8 @@ use crossbeam_channel::{Receiver, Sender};
 use ipsx_engine::{Command, Engine, EngineConfig, EngineError, Event};
 
 use crate::error::StoreError;
-use crate::journal::{self, FsyncPolicy, JournalWriter};
+use crate::journal::{self, FsyncPolicy, GroupBuffer, JournalWriter};
+use crate::journal_thread::JournalThread;
 use crate::snapshot_file::{self, SnapshotBytes};
 
 /// Where and how a shard keeps its state.
@@ -59,7 +60,10 @@ pub struct Recovery {
 /// An engine whose accepted commands are journaled before they are acknowledged.
 pub struct DurableEngine {
     engine: Engine,
-    journal: JournalWriter,
+    /// Records of the group under way (encoded on this thread).
+    group: GroupBuffer,
+    /// Writes and syncs groups on its own thread.
+    journal: JournalThread,
     dir: PathBuf,
     snapshot_every: u64,
     since_snapshot: u64,
@@ -131,7 +135,8 @@ impl DurableEngine {
                 tail = Some((segment.path.clone(), scan.valid_len));
             }
         }
-        let journal = JournalWriter::open(&dir, last_seq, tail, config.fsync)?;
+        let writer = JournalWriter::open(&dir, last_seq, tail, config.fsync)?;
+        let journal = JournalThread::spawn(writer, last_seq, &dir)?;
         let (snapshot_writer, snapshot_results) = spawn_snapshot_writer(dir.clone());
         let recovery = Recovery {
             snapshot_seq,
@@ -144,6 +149,7 @@ impl DurableEngine {
         Ok((
             DurableEngine {
                 engine,
+                group: GroupBuffer::after(last_seq),
                 journal,
                 dir,
                 snapshot_every: config.snapshot_every,
@@ -167,14 +173,14 @@ impl DurableEngine {
             Ok(()) => {
                 self.since_snapshot += 1;
                 ApplyResult {
-                    seq: Some(self.journal.append(command)),
+                    seq: Some(self.group.append(command)),
                     result: Ok(()),
                 }
             }
             Err(error) => {
                 let seq = (self.engine.now() != clock_before).then(|| {
                     self.since_snapshot += 1;
-                    self.journal.append(&Command::tick(command.at))
+                    self.group.append(&Command::tick(command.at))
                 });
                 ApplyResult {
                     seq,
@@ -186,7 +192,31 @@ impl DurableEngine {
 
     /// Makes everything applied so far durable (one write, and a sync as the policy says).
     pub fn commit(&mut self) -> Result<(), StoreError> {
-        self.journal.commit()
+        self.journal.start(&mut self.group)?;
+        self.journal.wait_all().map(|_| ())
+    }
+
+    /// Hands the group under way to the journal thread and returns at once: the next
+    /// commands can be applied while it is written. Nothing of it is durable before
+    /// [`DurableEngine::wait_durable`] says so.
+    pub fn start_commit(&mut self) -> Result<(), StoreError> {
+        self.journal.start(&mut self.group)
+    }
+
+    /// Waits for the oldest group handed over by [`DurableEngine::start_commit`]; returns the
+    /// last durable record.
+    pub fn wait_durable(&mut self) -> Result<u64, StoreError> {
+        self.journal.wait_one()
+    }
+
+    /// Groups handed over and not yet durable.
+    pub fn commits_in_flight(&self) -> usize {
+        self.journal.in_flight()
+    }
+
+    /// The last record known durable.
+    pub fn durable_seq(&self) -> u64 {
+        self.journal.durable()
     }
 
     /// The engine (read-only: changes go through [`DurableEngine::apply`]).
@@ -194,9 +224,9 @@ impl DurableEngine {
         &self.engine
     }
 
-    /// The last journaled sequence number.
+    /// The last journaled sequence number (applied; see [`DurableEngine::durable_seq`]).
     pub fn last_seq(&self) -> u64 {
-        self.journal.last_seq()
+        self.group.last_seq()
     }
 
     /// Whether enough commands have passed since the last snapshot.
@@ -214,7 +244,7 @@ impl DurableEngine {
         self.commit()?;
         let bytes = SnapshotBytes::new(self.last_seq(), &self.engine.snapshot());
         // The new segment must exist before the snapshot thread prunes the ones it covers.
-        self.journal.rotate()?;
+        self.journal.rotate(self.last_seq() + 1)?;
         self.snapshot_writer
             .send(bytes)
             .map_err(|_| StoreError::Corrupt("the snapshot thread has stopped".to_string()))?;
