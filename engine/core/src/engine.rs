@@ -1205,7 +1205,11 @@ impl Engine {
         record.open_deals = record.open_deals.saturating_sub(1);
         if to == DealStatus::Voided {
             record.filled = record.filled.saturating_sub(count);
-            if !record.excluded.contains(&provider) {
+            // The exclusion matters only to a request that goes on (a re-match now, or later
+            // fills): a request about to leave the book is spared the allocation.
+            let rematches = end.0.saturating_sub(now.0) >= MIN_LEASE_SECONDS;
+            let goes_on = record.resting || record.open_deals > 0 || rematches;
+            if goes_on && !record.excluded.contains(&provider) {
                 record.excluded.push(provider);
             }
             self.rematch(request, count, end, events);

@@ -180,7 +180,82 @@ impl Timers {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn timer(kind: u8, id: u64) -> Timer {
+        match kind % 5 {
+            0 => Timer::ReadyDeadline(DealId(id)),
+            1 => Timer::DealEnd(DealId(id)),
+            2 => Timer::RequestExpiry(RequestId(id)),
+            3 => Timer::OfferOpens(OfferId(id)),
+            _ => Timer::OfferCloses(OfferId(id)),
+        }
+    }
+
+    proptest! {
+        /// Against an ordered set of live timers (what the engine kept before): the live
+        /// timers come out in the same order, dead ones are only ever extra, and the live
+        /// count agrees. As in the engine, a deal timer is added once and removed at most
+        /// once; offer and request timers come and go freely.
+        #[test]
+        fn fires_live_timers_like_an_ordered_set(
+            ops in proptest::collection::vec((0u8..4, 0u8..5, 0u64..40, 0u64..12), 1..300)
+        ) {
+            let mut timers = Timers::default();
+            let mut model: BTreeSet<(Timestamp, Timer)> = BTreeSet::new();
+            let mut added: BTreeSet<Timer> = BTreeSet::new();
+            let mut now = 0u64;
+            let mut next_deal = 0u64;
+            for (op, kind, id, at) in ops {
+                match op {
+                    0 => {
+                        let due = Timestamp(now + at);
+                        let t = if kind % 5 < 2 {
+                            next_deal += 1;
+                            timer(kind, next_deal)
+                        } else {
+                            timer(kind, id)
+                        };
+                        if t.bucketed().is_none() || added.insert(t) {
+                            timers.add(due, t);
+                            model.insert((due, t));
+                        }
+                    }
+                    1 => {
+                        // Remove a live timer, as the engine does when a subject ends early.
+                        let Some(&(due, t)) = model.iter().nth(id as usize % model.len().max(1)) else {
+                            continue;
+                        };
+                        timers.remove(due, t);
+                        model.remove(&(due, t));
+                    }
+                    _ => {
+                        now += at;
+                        let mut fired = Vec::new();
+                        while let Some((due, t)) = timers.pop_due(Timestamp(now)) {
+                            // The engine fires a popped deal timer only if it is still live.
+                            if model.remove(&(due, t)) {
+                                if t.bucketed().is_some() {
+                                    timers.remove(due, t);
+                                }
+                                fired.push((due, t));
+                            } else {
+                                prop_assert!(t.bucketed().is_some(), "only deal timers linger");
+                            }
+                        }
+                        prop_assert!(fired.is_sorted(), "fired in order: {:?}", fired);
+                        prop_assert!(
+                            model.first().is_none_or(|(due, _)| due.0 > now),
+                            "everything due fired"
+                        );
+                    }
+                }
+                prop_assert_eq!(timers.len(), model.len());
+            }
+        }
+    }
 
     fn drain(timers: &mut Timers, now: u64) -> Vec<(u64, Timer)> {
         std::iter::from_fn(|| timers.pop_due(Timestamp(now)))
