@@ -20,6 +20,7 @@ use crate::country::{COUNTRY_COUNT, Country};
 use crate::depth::{DepthCounters, DepthKey};
 use crate::error::EngineError;
 use crate::order::OfferSpec;
+use crate::ordered::OrderedSet;
 use crate::slab::IdSlab;
 use crate::types::{Address, Amount, DealId, IpKind, OfferId, ProtocolSet, Timestamp, Window};
 
@@ -65,8 +66,8 @@ pub struct Offer {
     pub tenants: u16,
     pub(crate) slots: Vec<u32>,
     pub(crate) idle: PositionSet,
-    pub(crate) busy_by_free: BTreeSet<(Timestamp, u32)>,
-    pub(crate) busy_by_start: BTreeSet<(Timestamp, u32)>,
+    pub(crate) busy_by_free: OrderedSet<(Timestamp, u32)>,
+    pub(crate) busy_by_start: OrderedSet<(Timestamp, u32)>,
     pub(crate) irregular: PositionSet,
     placement: Placement,
 }
@@ -281,8 +282,8 @@ impl OfferBook {
             tenants: spec.tenants,
             slots: Vec::with_capacity(ips.len()),
             idle: PositionSet::with_capacity(ips.len()),
-            busy_by_free: BTreeSet::new(),
-            busy_by_start: BTreeSet::new(),
+            busy_by_free: OrderedSet::default(),
+            busy_by_start: OrderedSet::default(),
             irregular: PositionSet::with_capacity(ips.len()),
             placement: Placement::Nowhere,
         };

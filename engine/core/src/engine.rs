@@ -950,9 +950,9 @@ impl Engine {
                 // multi-tenant IPs is not scanned past the IPs this request takes.
                 let mut regular: Vec<u32> = offer
                     .busy_by_free
-                    .range(..=(fill.start, u32::MAX))
-                    .chain(offer.busy_by_start.range((fill.end, 0)..))
-                    .map(|(_, position)| *position)
+                    .up_to((fill.start, u32::MAX))
+                    .chain(offer.busy_by_start.from((fill.end, 0)))
+                    .map(|(_, position)| position)
                     .collect();
                 regular.sort_unstable();
                 regular.dedup();

@@ -136,6 +136,7 @@ mod depth;
 mod engine;
 mod error;
 mod order;
+mod ordered;
 mod slab;
 mod snapshot;
 mod timers;

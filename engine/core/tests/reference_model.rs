@@ -1191,7 +1191,7 @@ fn run_stream(stream: &[(u64, Gen)]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
 
     #[test]
     fn engine_matches_the_brute_force_reference(
