@@ -4,8 +4,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ipsx_benches::{LeaseDriver, OfferChurn, build_market};
+use ipsx_engine::{Command, Timestamp};
 use ipsx_engine_runtime::workload::MarketShape;
 
 fn offers(c: &mut Criterion) {
@@ -42,12 +43,47 @@ fn leases(c: &mut Criterion) {
     group.finish();
 }
 
+/// The stall the lease benchmarks average away: one command moving the clock past a second
+/// in which 10,000 single-IP leases end (voided at their end, no provider having reported
+/// ready), measured per ended lease.
+fn expiry(c: &mut Criterion) {
+    const LEASES: u64 = 10_000;
+    let shape = MarketShape::MILLION;
+    let mut driver = LeaseDriver::new(build_market(&shape), shape, LEASES);
+    // Two seconds of leases: the second second's 10,000 all end at the same later second.
+    for _ in 0..2 * LEASES {
+        driver.lease(1);
+    }
+    let mut before = driver.engine().clone();
+    let end = Timestamp(before.now().0 + ipsx_benches::LEASE_SECONDS);
+    // The first second's leases end a second earlier, outside the measurement.
+    before
+        .apply(&Command::tick(Timestamp(end.0 - 1)), &mut Vec::new())
+        .expect("a tick is always accepted");
+    let mut group = c.benchmark_group("expiry");
+    group.throughput(Throughput::Elements(LEASES));
+    group.bench_function("end_10k_leases_in_one_second", |b| {
+        b.iter_batched_ref(
+            || before.clone(),
+            |engine| {
+                let mut events = Vec::with_capacity(2 * LEASES as usize);
+                engine
+                    .apply(&Command::tick(end), &mut events)
+                    .expect("a tick is always accepted");
+                black_box(events.len())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = engine;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(4));
-    targets = offers, leases
+    targets = offers, leases, expiry
 }
 criterion_main!(engine);

@@ -93,10 +93,19 @@ pub fn scan(dir: &Path, mut visit: impl FnMut(u64, Command)) -> Result<u64, Stor
     Ok(count)
 }
 
-/// Encodes one record.
+/// Encodes one record (the fuzz target's way in).
+#[cfg(fuzzing)]
 pub(crate) fn encode(seq: u64, command: &Command, out: &mut Vec<u8>) {
-    let payload = rkyv::to_bytes::<rancor::Error>(command)
-        .expect("serialising an owned command into memory cannot fail");
+    encode_with(seq, command, out, &mut AlignedVec::new());
+}
+
+/// Encodes one record, serialising through `scratch` (kept for the next record: a record
+/// costs no allocation once it has grown).
+fn encode_with(seq: u64, command: &Command, out: &mut Vec<u8>, scratch: &mut AlignedVec) {
+    scratch.clear();
+    let payload =
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(command, std::mem::take(scratch))
+            .expect("serialising an owned command into memory cannot fail");
     let mut crc = crc32fast::Hasher::new();
     crc.update(&seq.to_le_bytes());
     crc.update(&payload);
@@ -104,6 +113,7 @@ pub(crate) fn encode(seq: u64, command: &Command, out: &mut Vec<u8>) {
     out.extend_from_slice(&crc.finalize().to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&payload);
+    *scratch = payload;
 }
 
 /// What reading a segment found.
@@ -219,6 +229,7 @@ fn rest_is_blank(reader: &mut impl Read, path: &Path) -> Result<bool, StoreError
 pub struct GroupBuffer {
     bytes: Vec<u8>,
     next_seq: u64,
+    scratch: AlignedVec,
 }
 
 impl GroupBuffer {
@@ -227,6 +238,7 @@ impl GroupBuffer {
         GroupBuffer {
             bytes: Vec::with_capacity(1 << 20),
             next_seq: last_seq + 1,
+            scratch: AlignedVec::new(),
         }
     }
 
@@ -235,7 +247,7 @@ impl GroupBuffer {
     pub fn append(&mut self, command: &Command) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        encode(seq, command, &mut self.bytes);
+        encode_with(seq, command, &mut self.bytes, &mut self.scratch);
         seq
     }
 
