@@ -27,7 +27,7 @@ fn leases(c: &mut Criterion) {
         group.throughput(Throughput::Elements(u64::from(count)));
         let mut driver = LeaseDriver::new(market.clone(), MarketShape::MILLION, per_second);
         // Warm the steady state up: a few simulated seconds of leases ending.
-        for _ in 0..per_second * 6 {
+        for _ in 0..per_second * ipsx_benches::WARM_UP_SECONDS {
             driver.lease(count);
         }
         group.bench_function(format!("lease_{count}_ips_ioc"), |b| {

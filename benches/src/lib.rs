@@ -37,6 +37,11 @@ pub const LEASE_SECONDS: u64 = 5;
 /// benchmarks measure that steady state rather than a book that only grows.
 pub const DEAL_RETENTION: u64 = 10;
 
+/// Simulated seconds of leasing before a measurement: by then the first leases have ended and
+/// left the deal book, so the book holds as many deals as it ever will (the steady state,
+/// not a book still growing).
+pub const WARM_UP_SECONDS: u64 = LEASE_SECONDS + DEAL_RETENTION + 1;
+
 /// An engine holding `shape`'s offers, its clock at [`EPOCH`].
 pub fn build_market(shape: &MarketShape) -> Engine {
     let mut engine = Engine::new(EngineConfig {

@@ -171,7 +171,7 @@ fn main() -> Result<()> {
         let mut histogram = latency_histogram();
         for _ in 0..args.runs {
             let mut driver = LeaseDriver::new(market.clone(), shape, per_second);
-            for _ in 0..per_second * 6 {
+            for _ in 0..per_second * ipsx_benches::WARM_UP_SECONDS {
                 driver.lease(count);
             }
             let (mut leased, mut requests) = (0u64, 0u64);

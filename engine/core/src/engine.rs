@@ -1088,8 +1088,9 @@ impl Engine {
                 .entry(requester)
                 .or_default()
                 .deals_as_requester += 1;
+            // The lease end is scheduled once the deal is active: a pending deal's ready
+            // deadline comes first (never after its end) and settles it.
             self.timers.add(ready_deadline, Timer::ReadyDeadline(id));
-            self.timers.add(end, Timer::DealEnd(id));
             events.push(Event::DealMade {
                 deal: id,
                 request,
@@ -1169,10 +1170,15 @@ impl Engine {
         if from == DealStatus::Pending {
             self.timers.remove(ready_deadline, Timer::ReadyDeadline(id));
         }
+        if to == DealStatus::Active {
+            self.timers.add(end, Timer::DealEnd(id));
+        }
         if !to.is_terminal() {
             return;
         }
-        self.timers.remove(end, Timer::DealEnd(id));
+        if from == DealStatus::Active {
+            self.timers.remove(end, Timer::DealEnd(id));
+        }
         let Ok(deal) = self.deal_mut(id) else {
             return;
         };

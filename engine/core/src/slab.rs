@@ -1,39 +1,65 @@
-//! Records addressed by sequential ids (deals, requests), kept in a ring instead of a hash map.
+//! Records addressed by sequential ids (deals, requests, offers), kept in a ring of chunks
+//! instead of a hash map.
 //!
 //! Ids are handed out in order and records mostly leave in about the order they came, so the
-//! record of id `n` sits at `n - base` in a ring: a look-up is an index, an insert a push at
-//! the back, and the working set is the recent end of the ring rather than a whole hash
-//! table. A record that outlives the ones after it (a month-long lease among 5-second ones)
-//! would pin the ring's front and keep every slot behind it: once the ring is mostly holes,
-//! front records move to a small spill map and the ring shrinks to what is live.
+//! record of id `n` sits at `n - base` in a ring: a look-up is an index, an insert a write at
+//! the back, and the working set is the recent end of the ring rather than a whole hash table.
+//! The ring is a queue of fixed-size chunks: it grows by adding a chunk, never by copying what
+//! it holds (a doubling vector of a million deals would copy 200 MB in one insert, a stall),
+//! and a chunk emptied at the front is kept to be reused at the back, so a steady stream of
+//! records allocates nothing. A record that outlives those after it (a month-long lease among
+//! 5-second ones) would pin the front chunk and every chunk behind it: once the ring is mostly
+//! holes, front records move to a small spill map and their chunks go.
 
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
+/// Slots per chunk (small under test, so tests cross chunk edges).
+const CHUNK: usize = if cfg!(test) { 8 } else { 1_024 };
 /// Holes a ring may hold beyond this many per live record before its front spills.
 const SPARSE_FACTOR: usize = 2;
-/// A ring this short is never compacted.
-const MIN_COMPACT: usize = 1_024;
+/// Chunks a ring keeps before it is ever compacted.
+const MIN_CHUNKS: usize = 4;
+/// Emptied chunks kept for reuse, at the least.
+const SPARE_CHUNKS: usize = 4;
+
+#[derive(Clone, Debug)]
+struct Chunk<T> {
+    slots: Box<[Option<T>]>,
+    /// Records held (not holes).
+    live: usize,
+}
+
+impl<T> Chunk<T> {
+    fn new() -> Chunk<T> {
+        Chunk {
+            slots: (0..CHUNK).map(|_| None).collect(),
+            live: 0,
+        }
+    }
+}
 
 /// Records by sequential id: see the module docs.
 #[derive(Clone, Debug)]
 pub(crate) struct IdSlab<T> {
-    /// The id of `ring[0]`.
+    /// The id of the first slot of the first chunk.
     base: u64,
-    ring: VecDeque<Option<T>>,
-    /// Records in the ring (not holes).
+    chunks: VecDeque<Chunk<T>>,
+    /// Records in the chunks.
     in_ring: usize,
     spill: FxHashMap<u64, T>,
+    spare: Vec<Chunk<T>>,
 }
 
 impl<T> Default for IdSlab<T> {
     fn default() -> Self {
         IdSlab {
             base: 0,
-            ring: VecDeque::new(),
+            chunks: VecDeque::new(),
             in_ring: 0,
             spill: FxHashMap::default(),
+            spare: Vec::new(),
         }
     }
 }
@@ -44,23 +70,29 @@ impl<T> IdSlab<T> {
         self.in_ring + self.spill.len()
     }
 
-    fn index(&self, id: u64) -> Option<usize> {
-        let offset = id.checked_sub(self.base)?;
-        usize::try_from(offset)
-            .ok()
-            .filter(|offset| *offset < self.ring.len())
+    fn end(&self) -> u64 {
+        self.base + (self.chunks.len() * CHUNK) as u64
+    }
+
+    /// The chunk and slot of `id`, if the ring covers it.
+    fn index(&self, id: u64) -> Option<(usize, usize)> {
+        if id < self.base || id >= self.end() {
+            return None;
+        }
+        let offset = (id - self.base) as usize;
+        Some((offset / CHUNK, offset % CHUNK))
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<&T> {
         match self.index(id) {
-            Some(at) => self.ring[at].as_ref(),
+            Some((chunk, slot)) => self.chunks[chunk].slots[slot].as_ref(),
             None => self.spill.get(&id),
         }
     }
 
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut T> {
         match self.index(id) {
-            Some(at) => self.ring[at].as_mut(),
+            Some((chunk, slot)) => self.chunks[chunk].slots[slot].as_mut(),
             None => self.spill.get_mut(&id),
         }
     }
@@ -72,75 +104,95 @@ impl<T> IdSlab<T> {
     /// Adds the record of `id`, replacing any record of that id. Ids past the ring's end
     /// extend it; older ones go to the spill map.
     pub(crate) fn insert(&mut self, id: u64, value: T) {
-        if let Some(at) = self.index(id) {
-            if self.ring[at].replace(value).is_none() {
-                self.in_ring += 1;
-            }
-            return;
-        }
-        // The base only moves forward: every spilled id stays below it, so an id inside the
-        // ring's range is never also in the spill map.
-        if self.in_ring == 0 && id >= self.base {
-            self.ring.clear();
+        // The base only moves forward: every spilled id stays below it, so an id the ring
+        // covers is never also in the spill map.
+        if self.in_ring == 0 && id >= self.base && self.index(id).is_none() {
+            self.recycle_all();
             self.base = id;
         }
-        let end = self.base + self.ring.len() as u64;
-        if id < end || id - end > (MIN_COMPACT + self.ring.len()) as u64 {
-            if id < self.base {
-                self.spill.insert(id, value);
-                return;
-            }
+        if id < self.base {
+            self.spill.insert(id, value);
+            return;
+        }
+        let far = (MIN_CHUNKS * CHUNK) as u64;
+        if id >= self.end() + far {
             // Far past the end (a restore after a long gap): start the ring over there.
             self.spill_ring();
             self.base = id;
         }
-        while self.base + (self.ring.len() as u64) < id {
-            self.ring.push_back(None);
+        while id >= self.end() {
+            let chunk = self.spare.pop().unwrap_or_else(Chunk::new);
+            self.chunks.push_back(chunk);
         }
-        self.ring.push_back(Some(value));
-        self.in_ring += 1;
+        let (chunk, slot) = self.index(id).expect("the ring covers the id now");
+        let chunk = &mut self.chunks[chunk];
+        if chunk.slots[slot].replace(value).is_none() {
+            chunk.live += 1;
+            self.in_ring += 1;
+        }
     }
 
     pub(crate) fn remove(&mut self, id: u64) -> Option<T> {
-        let Some(at) = self.index(id) else {
+        let Some((chunk, slot)) = self.index(id) else {
             return self.spill.remove(&id);
         };
-        let value = self.ring[at].take()?;
+        let chunk = &mut self.chunks[chunk];
+        let value = chunk.slots[slot].take()?;
+        chunk.live -= 1;
         self.in_ring -= 1;
         self.trim();
         Some(value)
     }
 
-    /// Drops holes from the front; spills front records while the ring is mostly holes.
+    /// Drops empty chunks from the front (never the last: ids keep coming there); spills the
+    /// front chunk's records while the ring is mostly holes.
     fn trim(&mut self) {
-        loop {
-            match self.ring.front() {
-                Some(None) => {}
-                Some(Some(_)) if self.sparse() => {
-                    let Some(Some(value)) = self.ring.pop_front() else {
-                        unreachable!("the front was just seen holding a record");
-                    };
-                    self.spill.insert(self.base, value);
-                    self.in_ring -= 1;
-                    self.base += 1;
-                    continue;
-                }
-                _ => return,
+        while self.chunks.len() > 1 {
+            let front = &self.chunks[0];
+            if front.live > 0 && !self.sparse() {
+                return;
             }
-            self.ring.pop_front();
-            self.base += 1;
+            let mut chunk = self.chunks.pop_front().expect("more than one chunk");
+            for (slot, value) in chunk.slots.iter_mut().enumerate() {
+                if let Some(value) = value.take() {
+                    self.spill.insert(self.base + slot as u64, value);
+                    self.in_ring -= 1;
+                }
+            }
+            chunk.live = 0;
+            self.base += CHUNK as u64;
+            self.keep_spare(chunk);
         }
     }
 
     fn sparse(&self) -> bool {
-        self.ring.len() > MIN_COMPACT && self.ring.len() > SPARSE_FACTOR * (self.in_ring + 1)
+        self.chunks.len() > MIN_CHUNKS
+            && self.chunks.len() * CHUNK > SPARSE_FACTOR * (self.in_ring + CHUNK)
+    }
+
+    /// Keeps an emptied chunk for the back of the ring: as many as the ring holds, since a
+    /// second's worth of records can leave at once and arrive again over the next second.
+    fn keep_spare(&mut self, chunk: Chunk<T>) {
+        if self.spare.len() < self.chunks.len().max(SPARE_CHUNKS) {
+            self.spare.push(chunk);
+        }
+    }
+
+    /// Returns every (empty) chunk to the spares.
+    fn recycle_all(&mut self) {
+        while let Some(chunk) = self.chunks.pop_front() {
+            self.keep_spare(chunk);
+        }
     }
 
     fn spill_ring(&mut self) {
         let base = self.base;
-        for (offset, value) in self.ring.drain(..).enumerate() {
-            if let Some(value) = value {
-                self.spill.insert(base + offset as u64, value);
+        for (index, mut chunk) in self.chunks.drain(..).enumerate() {
+            for (slot, value) in chunk.slots.iter_mut().enumerate() {
+                if let Some(value) = value.take() {
+                    self.spill
+                        .insert(base + (index * CHUNK + slot) as u64, value);
+                }
             }
         }
         self.in_ring = 0;
@@ -148,7 +200,10 @@ impl<T> IdSlab<T> {
 
     /// Every record, in no particular order.
     pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
-        self.ring.iter().flatten().chain(self.spill.values())
+        self.chunks
+            .iter()
+            .flat_map(|chunk| chunk.slots.iter().flatten())
+            .chain(self.spill.values())
     }
 
     /// Every record, by id (collects and sorts: for snapshots and tools, not the hot path).
@@ -161,10 +216,18 @@ impl<T> IdSlab<T> {
     /// Every id with its record, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
         let base = self.base;
-        self.ring
+        self.chunks
             .iter()
             .enumerate()
-            .filter_map(move |(offset, value)| Some((base + offset as u64, value.as_ref()?)))
+            .flat_map(move |(index, chunk)| {
+                chunk
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(slot, value)| {
+                        Some((base + (index * CHUNK + slot) as u64, value.as_ref()?))
+                    })
+            })
             .chain(self.spill.iter().map(|(id, value)| (*id, value)))
     }
 }
@@ -189,7 +252,8 @@ mod tests {
         }
         assert_eq!(slab.get(1), Some(&"month-long"));
         assert_eq!(slab.len(), 2);
-        assert!(slab.ring.len() <= MIN_COMPACT + 1, "{}", slab.ring.len());
+        assert!(slab.chunks.len() <= MIN_CHUNKS + 1, "{}", slab.chunks.len());
+        assert!(slab.spare.len() <= slab.chunks.len().max(SPARE_CHUNKS));
     }
 
     proptest! {

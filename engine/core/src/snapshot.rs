@@ -223,7 +223,6 @@ impl Engine {
                     engine
                         .timers
                         .add(deal.ready_deadline, Timer::ReadyDeadline(deal.id));
-                    engine.timers.add(deal.end, Timer::DealEnd(deal.id));
                 }
                 DealStatus::Active => {
                     engine.timers.add(deal.end, Timer::DealEnd(deal.id));
