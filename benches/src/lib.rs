@@ -38,9 +38,9 @@ pub const LEASE_SECONDS: u64 = 5;
 pub const DEAL_RETENTION: u64 = 10;
 
 /// Simulated seconds of leasing before a measurement: by then the first leases have ended and
-/// left the deal book, so the book holds as many deals as it ever will (the steady state,
-/// not a book still growing).
-pub const WARM_UP_SECONDS: u64 = LEASE_SECONDS + DEAL_RETENTION + 1;
+/// left the deal book, and the book has been through its peaks a few times, so it holds as
+/// many deals as it ever will (the steady state, not a book still growing).
+pub const WARM_UP_SECONDS: u64 = LEASE_SECONDS + DEAL_RETENTION + 4;
 
 /// An engine holding `shape`'s offers, its clock at [`EPOCH`].
 pub fn build_market(shape: &MarketShape) -> Engine {
