@@ -477,10 +477,13 @@ impl Engine {
                 break;
             }
             self.finished.pop_front();
-            let Some(deal) = self.deals.remove(id.0) else {
+            let Some((provider, requester)) =
+                self.deal(id).map(|deal| (deal.provider, deal.requester))
+            else {
                 continue;
             };
-            for party in [deal.provider, deal.requester] {
+            self.deals.delete(id.0);
+            for party in [provider, requester] {
                 let emptied = self
                     .deals_by_party
                     .get_mut(&party)
@@ -488,7 +491,7 @@ impl Engine {
                 if emptied {
                     self.deals_by_party.remove(&party);
                 }
-                if deal.provider == deal.requester {
+                if provider == requester {
                     break;
                 }
             }
@@ -1122,7 +1125,7 @@ impl Engine {
             end,
         });
         if record.open_deals == 0 {
-            self.requests.remove(id.0);
+            self.requests.delete(id.0);
         }
     }
 
@@ -1224,7 +1227,7 @@ impl Engine {
             && !record.resting
             && record.open_deals == 0
         {
-            self.requests.remove(request.0);
+            self.requests.delete(request.0);
         }
     }
 
