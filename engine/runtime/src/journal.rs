@@ -312,10 +312,9 @@ impl JournalWriter {
         })
     }
 
-    /// Writes a group in one write, then syncs as the policy says. `next_seq` follows the
-    /// group's last record: a full segment is closed and the next one named after it.
-    pub(crate) fn commit(&mut self, group: &[u8], next_seq: u64) -> Result<(), StoreError> {
-        self.write(group)?;
+    /// Syncs what was written as the policy says, and closes a full segment (the next is
+    /// named after `next_seq`). Several groups written back to back share it.
+    pub(crate) fn settle(&mut self, next_seq: u64) -> Result<(), StoreError> {
         let due = match self.policy {
             FsyncPolicy::Always => true,
             FsyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
@@ -354,7 +353,7 @@ impl JournalWriter {
     }
 
     /// Writes records to the current segment in one call (no sync).
-    fn write(&mut self, group: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn write(&mut self, group: &[u8]) -> Result<(), StoreError> {
         if !group.is_empty() {
             self.file
                 .write_all(group)

@@ -1,9 +1,11 @@
 //! The journal's own thread: it writes and syncs each group commit while the thread that
 //! applies commands goes on with the next batch, so matching and `fdatasync` use both cores.
 //!
-//! Groups are committed in the order they are handed over and reported back in that order;
-//! the caller answers a batch's submitters only once its group is reported durable. Buffers
-//! travel back with the reports, so a steady stream of groups allocates nothing.
+//! Groups are committed in the order they are handed over. Each may carry what to do once it
+//! is durable (answer its submitters): the journal thread does it right after the sync, in
+//! order, so answering costs the applying thread nothing; a group whose write or sync failed
+//! drops it unanswered. Reports travel back in the same order, with the buffers, so a steady
+//! stream of groups allocates nothing.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -14,15 +16,74 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::error::StoreError;
 use crate::journal::{GroupBuffer, JournalWriter};
 
+/// What to do once a group is durable.
+pub(crate) type OnDurable = Box<dyn FnOnce() + Send>;
+
 enum Job {
-    /// Write (and sync, by the policy) a group whose last record is `last_seq`.
-    Commit { bytes: Vec<u8>, last_seq: u64 },
+    /// Write (and sync, by the policy) a group whose last record is `last_seq`, then run
+    /// `then`.
+    Commit {
+        bytes: Vec<u8>,
+        last_seq: u64,
+        then: Option<OnDurable>,
+    },
     /// Close the segment and start the next at `next_seq`.
     Rotate { next_seq: u64 },
 }
 
 /// What the thread reports per job: the outcome, and the emptied buffer to reuse.
 type Report = (Result<(), StoreError>, Vec<u8>);
+
+/// Does the jobs taken, in order: the commits' writes, one settle (sync) for all of them,
+/// their `then`s, then a trailing rotation if one was taken. Reports each job; whether all
+/// went well.
+fn run(writer: &mut JournalWriter, taken: &mut Vec<Job>, report: &Sender<Report>) -> bool {
+    let mut next_seq = None;
+    let mut outcome = Ok(());
+    for job in taken.iter() {
+        if let Job::Commit {
+            bytes, last_seq, ..
+        } = job
+        {
+            next_seq = Some(last_seq + 1);
+            if outcome.is_ok() {
+                outcome = writer.write(bytes);
+            }
+        }
+    }
+    if let (Ok(()), Some(next_seq)) = (&outcome, next_seq) {
+        outcome = writer.settle(next_seq);
+    }
+    for job in taken.drain(..) {
+        let mut bytes = match job {
+            Job::Commit { bytes, then, .. } => {
+                if let (Ok(()), Some(then)) = (&outcome, then) {
+                    then();
+                }
+                bytes
+            }
+            Job::Rotate { next_seq } => {
+                if outcome.is_ok() {
+                    outcome = writer.rotate(next_seq);
+                }
+                Vec::new()
+            }
+        };
+        bytes.clear();
+        // The first report after a failure carries the error; the rest say it came first.
+        let result = match &mut outcome {
+            Ok(()) => Ok(()),
+            Err(error) => Err(std::mem::replace(
+                error,
+                StoreError::Corrupt("an earlier journal write failed".to_string()),
+            )),
+        };
+        if report.send((result, bytes)).is_err() {
+            return false;
+        }
+    }
+    outcome.is_ok()
+}
 
 /// The handle of the journal thread.
 pub(crate) struct JournalThread {
@@ -47,15 +108,19 @@ impl JournalThread {
         thread::Builder::new()
             .name("ipsx-journal".into())
             .spawn(move || {
-                for job in inbox {
-                    let (outcome, mut bytes) = match job {
-                        Job::Commit { bytes, last_seq } => {
-                            (writer.commit(&bytes, last_seq + 1), bytes)
-                        }
-                        Job::Rotate { next_seq } => (writer.rotate(next_seq), Vec::new()),
-                    };
-                    bytes.clear();
-                    if report.send((outcome, bytes)).is_err() {
+                let mut taken = Vec::new();
+                while let Ok(first) = inbox.recv() {
+                    // Commits queued behind the first share its sync: under light load each
+                    // batch is small, and one fdatasync for all that waits keeps latency down.
+                    taken.push(first);
+                    while matches!(taken.last(), Some(Job::Commit { .. }))
+                        && let Ok(next) = inbox.try_recv()
+                    {
+                        taken.push(next);
+                    }
+                    if !run(&mut writer, &mut taken, &report) {
+                        // After a failed write the journal may hold part of a group: nothing
+                        // more goes after it (the jobs still queued are dropped, unanswered).
                         break;
                     }
                 }
@@ -70,19 +135,36 @@ impl JournalThread {
         })
     }
 
-    /// Hands the group over, if it holds anything; returns immediately.
-    pub(crate) fn start(&mut self, group: &mut GroupBuffer) -> Result<(), StoreError> {
-        if group.is_empty() {
+    /// Hands the group over (if it holds anything, or `then` must wait for the groups
+    /// before it); returns immediately.
+    pub(crate) fn start(
+        &mut self,
+        group: &mut GroupBuffer,
+        then: Option<OnDurable>,
+    ) -> Result<(), StoreError> {
+        if group.is_empty() && then.is_none() {
             return Ok(());
         }
-        let spare = self.spare.pop().unwrap_or_default();
-        let bytes = group.take(spare);
+        let bytes = if group.is_empty() {
+            Vec::new()
+        } else {
+            group.take(self.spare.pop().unwrap_or_default())
+        };
         self.send(Job::Commit {
             bytes,
             last_seq: group.last_seq(),
+            then,
         })?;
         self.in_flight.push_back(group.last_seq());
         Ok(())
+    }
+
+    /// Takes in the reports of jobs already done, without waiting.
+    pub(crate) fn poll(&mut self) -> Result<u64, StoreError> {
+        while !self.in_flight.is_empty() && !self.reports.is_empty() {
+            self.wait_one()?;
+        }
+        Ok(self.durable)
     }
 
     /// Closes the segment once everything before is durable and starts the next at

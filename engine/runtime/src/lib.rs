@@ -9,11 +9,12 @@
 //!                                              │ run the batch's reads (answers held back)
 //!                                              ├──► journal thread: one write + fdatasync
 //!                                              │    for batch k, while the writer applies k+1
+//!                                              │    then, on that thread, batch k's events
+//!                                              │    to every follower (output stream),
+//!                                              │    answers to submitters and readers, depth
+//!                                              │    published (ArcSwap)
 //!                                              ▼
-//!                                   once k is durable: its events to every follower (output
-//!                                   stream), answers to submitters and readers, depth
-//!                                   published (ArcSwap); snapshot bytes handed to the
-//!                                   snapshot thread when due
+//!                                   snapshot bytes handed to the snapshot thread when due
 //! ```
 //!
 //! * [`journal`]: append-only segments of CRC-checked records, group commit, a configurable

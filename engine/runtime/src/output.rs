@@ -35,8 +35,9 @@ pub struct EventBatch {
     pub events: Vec<Event>,
 }
 
-/// Where the writer hands each non-empty batch; runs on the writer thread, so it must be quick
-/// and must not block (hand the batch to a queue and return).
+/// Where the shard hands each non-empty batch once it is durable; runs on the journal thread,
+/// between syncs, so it must be quick and must not block (hand the batch to a queue and
+/// return).
 pub type Sink = Box<dyn FnMut(&Arc<EventBatch>) + Send>;
 
 /// What a [`Follower`] reads.

@@ -5,18 +5,18 @@
 //! the group is durable: group commit, so an fsync is shared by every command of the batch.
 //! The two threads are pipelined: while batch `k` is synced, the writer applies batch `k + 1`.
 //! Readers never touch the engine: market depth is published through an atomically swapped
-//! pointer, other reads run as queries on the writer right after a batch and are answered
-//! once that batch is durable. Every batch's events leave on the shard's output stream
+//! pointer, other reads run as queries on the writer right after a batch. The journal thread
+//! answers each batch (submitters, readers, followers) right after its sync, so answering
+//! costs the writer nothing. Every batch's events leave on the shard's output stream
 //! ([`crate::output`]) once the batch is durable: followers react to it instead of polling.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use ipsx_engine::{Command, CommandKind, Engine, EngineError, Event, MarketDepth, Timestamp};
 
 use crate::error::{StoreError, SubmitError};
@@ -140,9 +140,12 @@ impl ShardHandle {
             queue,
             failed: Arc::clone(&failed),
             config: config.clone(),
-            depth: Arc::clone(&depth),
-            stats: Arc::clone(&stats),
-            sinks: Vec::new(),
+            delivery: Arc::new(Delivery {
+                sinks: Mutex::new(Vec::new()),
+                depth: Arc::clone(&depth),
+                stats: Arc::clone(&stats),
+            }),
+            followed: false,
             published: Vec::new(),
         };
         let writer = thread::Builder::new()
@@ -166,7 +169,7 @@ impl ShardHandle {
 
     /// Submits a command stamped now without waiting. On the writer thread, `read` gets the
     /// outcome and the engine as it stands right after the command's batch; once that batch
-    /// is durable, `answer` gets what `read` returned. For async callers, which hand the answer
+    /// is durable, `answer` gets what `read` returned, on the journal thread (keep it short). For async callers, which hand the answer
     /// to a future through a oneshot channel instead of parking a thread.
     pub fn submit_then<R: Send + 'static>(
         &self,
@@ -229,7 +232,7 @@ impl ShardHandle {
         answer.recv().map_err(|_| SubmitError::Stopped)
     }
 
-    /// Hands every batch from now on to `sink`, on the writer thread, once the batch is
+    /// Hands every batch from now on to `sink`, on the journal thread, once the batch is
     /// durable. A query posted after this call sees the engine no earlier than the first batch
     /// the sink gets, so a follower that reads the engine next misses nothing.
     pub fn follow_with(&self, sink: Sink) -> Result<(), SubmitError> {
@@ -328,11 +331,18 @@ struct Writer {
     queue: Receiver<Message>,
     failed: Arc<AtomicBool>,
     config: ShardConfig,
-    depth: Arc<ArcSwap<MarketDepth>>,
-    stats: Arc<ShardStats>,
-    sinks: Vec<Sink>,
+    delivery: Arc<Delivery>,
+    /// Whether anyone follows the output stream (events are kept only then).
+    followed: bool,
     /// The events of the batch under way, kept only while someone follows.
     published: Vec<Event>,
+}
+
+/// What answering a durable batch needs, shared with the journal thread that does it.
+struct Delivery {
+    sinks: Mutex<Vec<Sink>>,
+    depth: Arc<ArcSwap<MarketDepth>>,
+    stats: Arc<ShardStats>,
 }
 
 struct Pending {
@@ -349,6 +359,8 @@ struct Applied {
     answers: Vec<Answer>,
     /// The batch's events, for followers.
     events: Vec<Event>,
+    /// Followers that joined during the batch (they get it).
+    new_sinks: Vec<Sink>,
     /// The engine's clock after the batch.
     at: Timestamp,
     /// The batch's last journal record (that of an earlier batch if it wrote none).
@@ -356,6 +368,47 @@ struct Applied {
     /// Market depth after the batch, when due for publication.
     depth: Option<MarketDepth>,
 }
+
+impl Applied {
+    /// Answers the batch, on the journal thread, once it is durable: events to the followers,
+    /// outcomes to the submitters, reads' answers, depth.
+    fn deliver(self, delivery: &Delivery) {
+        let stats = &delivery.stats;
+        stats.durable_seq.fetch_max(self.last_seq, Ordering::AcqRel);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut sinks = delivery
+                .sinks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            sinks.extend(self.new_sinks);
+            if !self.events.is_empty() {
+                let batch = Arc::new(EventBatch {
+                    seq: self.last_seq,
+                    at: self.at,
+                    events: self.events,
+                });
+                for sink in sinks.iter_mut() {
+                    sink(&batch);
+                }
+            }
+        }
+        for Pending { reply, outcome } in self.pending {
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome);
+            }
+        }
+        for answer in self.answers {
+            answer();
+        }
+        if let Some(depth) = self.depth {
+            delivery.depth.store(Arc::new(depth));
+        }
+    }
+}
+
+/// Groups a writer may have handed to the journal thread and not yet heard back about.
+const COMMITS_IN_FLIGHT: usize = 2;
 
 impl Writer {
     fn run(mut self) -> Result<(), StoreError> {
@@ -369,32 +422,22 @@ impl Writer {
         result
     }
 
-    /// The writer's loop, pipelined: while the journal thread writes and syncs batch `k`, this
-    /// thread collects and applies batch `k + 1`, then answers batch `k` once it is durable.
-    /// Every read runs on the engine as it stands right after its batch, and every answer
-    /// (outcomes, reads, events, depth) leaves only once that batch is durable.
+    /// The writer's loop, pipelined: while the journal thread writes and syncs batch `k` and
+    /// then answers it, this thread collects and applies batch `k + 1`. Every read runs on the
+    /// engine as it stands right after its batch, and every answer (outcomes, reads, events,
+    /// depth) leaves only once that batch is durable.
     fn serve(&mut self) -> Result<(), StoreError> {
         let mut batch: Vec<Message> = Vec::with_capacity(self.config.batch_max);
-        let mut in_flight: VecDeque<Applied> = VecDeque::new();
         let mut snapshot_waiters: Vec<Sender<Result<(), StoreError>>> = Vec::new();
         let mut last_tick = Instant::now();
         let mut last_depth = Instant::now();
         let idle_wait = self.config.tick_every.unwrap_or(Duration::from_secs(3600));
         loop {
             let mut stop = false;
-            // Block for new work only when no batch waits for the journal.
-            let first = if in_flight.is_empty() {
-                self.queue.recv_timeout(idle_wait).map_err(|e| match e {
-                    RecvTimeoutError::Timeout => TryRecvError::Empty,
-                    RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
-                })
-            } else {
-                self.queue.try_recv()
-            };
-            match first {
+            match self.queue.recv_timeout(idle_wait) {
                 Ok(message) => batch.push(message),
-                Err(TryRecvError::Empty) => {}
-                Err(TryRecvError::Disconnected) => stop = true,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
             }
             while batch.len() < self.config.batch_max {
                 match self.queue.try_recv() {
@@ -402,10 +445,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if batch.is_empty() && !stop && !in_flight.is_empty() {
-                self.answer_oldest(&mut in_flight)?;
-                continue;
-            }
+            // A failed write shows here, before anything more is applied.
+            self.store.poll_durable()?;
             let mut applied = Applied::default();
             if self
                 .config
@@ -437,7 +478,10 @@ impl Writer {
                     }
                     Message::Query(query) => reads.push((None, Read::Query(query))),
                     Message::Snapshot(waiter) => snapshot_waiters.push(waiter),
-                    Message::Follow(sink) => self.sinks.push(sink),
+                    Message::Follow(sink) => {
+                        self.followed = true;
+                        applied.new_sinks.push(sink);
+                    }
                     Message::Shutdown => stop = true,
                 }
             }
@@ -455,18 +499,14 @@ impl Writer {
             }
             applied.at = engine.now();
             applied.events = std::mem::take(&mut self.published);
-            // Group commit: one write (and sync) for the whole batch, on the journal thread.
-            self.store.start_commit()?;
             applied.last_seq = self.store.last_seq();
-            in_flight.push_back(applied);
-            // Keep one batch in flight: the one before is answered as soon as it is durable.
-            while in_flight.len() > 1 {
-                self.answer_oldest(&mut in_flight)?;
-            }
-            if !snapshot_waiters.is_empty() || self.store.snapshot_due() || stop {
-                while !in_flight.is_empty() {
-                    self.answer_oldest(&mut in_flight)?;
-                }
+            // Group commit: one write (and sync) for the whole batch, then its answers, on the
+            // journal thread.
+            let delivery = Arc::clone(&self.delivery);
+            self.store
+                .start_commit(move || applied.deliver(&delivery))?;
+            while self.store.commits_in_flight() > COMMITS_IN_FLIGHT {
+                self.store.wait_durable()?;
             }
             if !snapshot_waiters.is_empty() {
                 let result = self.store.snapshot_and_wait();
@@ -486,51 +526,10 @@ impl Writer {
         }
     }
 
-    /// Waits until the oldest applied batch is durable, then answers it: events to the
-    /// followers, outcomes to the submitters, reads' answers, depth.
-    fn answer_oldest(&mut self, in_flight: &mut VecDeque<Applied>) -> Result<(), StoreError> {
-        let Some(applied) = in_flight.pop_front() else {
-            return Ok(());
-        };
-        // The journal reports groups in order; a batch that wrote nothing is durable once
-        // the batches before it are.
-        while self.store.durable_seq() < applied.last_seq {
-            self.store.wait_durable()?;
-        }
-        self.stats
-            .durable_seq
-            .store(self.store.durable_seq(), Ordering::Release);
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.publish(applied.last_seq, applied.at, applied.events);
-        for Pending { reply, outcome } in applied.pending {
-            if let Some(reply) = reply {
-                let _ = reply.send(outcome);
-            }
-        }
-        for answer in applied.answers {
-            answer();
-        }
-        if let Some(depth) = applied.depth {
-            self.depth.store(Arc::new(depth));
-        }
-        Ok(())
-    }
-
     /// Keeps a command's events for the batch's publication, if anyone follows.
     fn keep(&mut self, events: &[Event]) {
-        if !self.sinks.is_empty() {
+        if self.followed {
             self.published.extend_from_slice(events);
-        }
-    }
-
-    /// Hands a batch's events to every follower; the batch is durable by now.
-    fn publish(&mut self, seq: u64, at: Timestamp, events: Vec<Event>) {
-        if events.is_empty() {
-            return;
-        }
-        let batch = Arc::new(EventBatch { seq, at, events });
-        for sink in &mut self.sinks {
-            sink(&batch);
         }
     }
 
@@ -544,7 +543,7 @@ impl Writer {
         };
         let mut events = Vec::new();
         let applied = self.store.apply(&command, &mut events);
-        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        self.delivery.stats.commands.fetch_add(1, Ordering::Relaxed);
         // A refused command still moved the clock: the timers it fired are in `events`.
         self.keep(&events);
         Outcome {

@@ -192,21 +192,27 @@ impl DurableEngine {
 
     /// Makes everything applied so far durable (one write, and a sync as the policy says).
     pub fn commit(&mut self) -> Result<(), StoreError> {
-        self.journal.start(&mut self.group)?;
+        self.journal.start(&mut self.group, None)?;
         self.journal.wait_all().map(|_| ())
     }
 
     /// Hands the group under way to the journal thread and returns at once: the next
-    /// commands can be applied while it is written. Nothing of it is durable before
-    /// [`DurableEngine::wait_durable`] says so.
-    pub fn start_commit(&mut self) -> Result<(), StoreError> {
-        self.journal.start(&mut self.group)
+    /// commands can be applied while it is written. Once it is durable, the journal thread
+    /// runs `then` (not at all if the write fails), after the `then` of every group before.
+    pub fn start_commit(&mut self, then: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+        self.journal.start(&mut self.group, Some(Box::new(then)))
     }
 
     /// Waits for the oldest group handed over by [`DurableEngine::start_commit`]; returns the
     /// last durable record.
     pub fn wait_durable(&mut self) -> Result<u64, StoreError> {
         self.journal.wait_one()
+    }
+
+    /// Takes in the groups already durable without waiting; returns the last durable record
+    /// (or the error of a group that failed).
+    pub fn poll_durable(&mut self) -> Result<u64, StoreError> {
+        self.journal.poll()
     }
 
     /// Groups handed over and not yet durable.
