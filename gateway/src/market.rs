@@ -100,6 +100,7 @@ fn country(code: &str) -> Result<ipsx_engine::Country, ApiError> {
 pub fn offer_ips(body: &OfferBody) -> Result<Vec<std::net::IpAddr>, ApiError> {
     ip_spec(body)?
         .expand()
+        .map(|ips| ips.into_vec())
         .map_err(|e| ApiError::bad_request(ErrorCode::InvalidInput, e.to_string()))
 }
 

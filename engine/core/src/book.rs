@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::bitset::PositionSet;
 use crate::calendar::{Booking, Calendar, Shape};
@@ -64,7 +65,8 @@ pub struct Offer {
     pub price: Amount,
     /// Tenants per IP.
     pub tenants: u16,
-    pub(crate) slots: Vec<u32>,
+    /// The IP slots it holds, by position (inline for a home user's one or two IPs).
+    pub(crate) slots: SmallVec<[u32; 2]>,
     pub(crate) idle: PositionSet,
     pub(crate) busy_by_free: OrderedSet<(Timestamp, u32)>,
     pub(crate) busy_by_start: OrderedSet<(Timestamp, u32)>,
@@ -280,7 +282,7 @@ impl OfferBook {
             max_lease: spec.max_lease,
             price: spec.price,
             tenants: spec.tenants,
-            slots: Vec::with_capacity(ips.len()),
+            slots: SmallVec::with_capacity(ips.len()),
             idle: PositionSet::with_capacity(ips.len()),
             busy_by_free: OrderedSet::default(),
             busy_by_start: OrderedSet::default(),
@@ -390,7 +392,7 @@ impl OfferBook {
             .copied()
             .filter(|slot| !freed.contains(slot))
             .collect();
-        offer.slots = remaining.clone();
+        offer.slots = SmallVec::from_slice(&remaining);
         offer.idle.clear();
         offer.busy_by_free.clear();
         offer.busy_by_start.clear();

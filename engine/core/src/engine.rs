@@ -17,8 +17,8 @@ use crate::deal::{Deal, Profile};
 use crate::depth::MarketDepth;
 use crate::error::{EngineError, InputError};
 use crate::order::{
-    Filters, MAX_REQUEST_COUNT, MIN_LEASE_SECONDS, RequestSpec, Start, TimeInForce, check_duration,
-    check_price, check_total_cost, check_window, subnet_of,
+    Filters, MAX_REQUEST_COUNT, MIN_LEASE_SECONDS, OfferIps, RequestSpec, Start, TimeInForce,
+    check_duration, check_price, check_total_cost, check_window, subnet_of,
 };
 use crate::slab::IdSlab;
 use crate::timers::{Timer, Timers};
@@ -368,7 +368,7 @@ impl Engine {
 
     // ----- shape checks --------------------------------------------------------------------
 
-    fn check_shape(&self, command: &Command) -> Result<Option<Vec<IpAddr>>, InputError> {
+    fn check_shape(&self, command: &Command) -> Result<Option<OfferIps>, InputError> {
         let at = command.at;
         match &command.kind {
             CommandKind::PlaceOffer(spec) => return spec.validate(at).map(Some),
@@ -541,7 +541,7 @@ impl Engine {
     fn execute(
         &mut self,
         kind: &CommandKind,
-        offer_ips: Option<Vec<IpAddr>>,
+        offer_ips: Option<OfferIps>,
         events: &mut Vec<Event>,
     ) -> Result<(), EngineError> {
         match kind {

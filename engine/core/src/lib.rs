@@ -153,8 +153,8 @@ pub use engine::{Engine, EngineConfig, MIN_DEAL_RETENTION, RequestRecord};
 pub use error::{EngineError, InputError};
 pub use order::{
     Filters, IpSpec, MAX_ASN_ENTRIES, MAX_BASIS_POINTS, MAX_IPS_PER_OFFER, MAX_LEASE_SECONDS,
-    MAX_REQUEST_COUNT, MAX_TENANTS, MAX_TEXT_BYTES, MIN_LEASE_SECONDS, OfferSpec, RequestSpec,
-    Start, TimeInForce, subnet_of,
+    MAX_REQUEST_COUNT, MAX_TENANTS, MAX_TEXT_BYTES, MIN_LEASE_SECONDS, OfferIps, OfferSpec,
+    RequestSpec, Start, TimeInForce, subnet_of,
 };
 pub use snapshot::{IpRecord, OfferRecord, Snapshot, SnapshotError};
 pub use types::{

@@ -44,11 +44,15 @@ pub enum IpSpec {
     },
 }
 
+/// The checked addresses of an offer.
+pub type OfferIps = smallvec::SmallVec<[IpAddr; 1]>;
+
 impl IpSpec {
     /// The addresses, checked: none repeated, none unusable, at most [`MAX_IPS_PER_OFFER`].
-    pub fn expand(&self) -> Result<Vec<IpAddr>, InputError> {
-        let ips = match self {
-            IpSpec::Single(ip) => vec![canonical(*ip)],
+    /// A home user's one IP stays inline (no allocation).
+    pub fn expand(&self) -> Result<OfferIps, InputError> {
+        let ips: OfferIps = match self {
+            IpSpec::Single(ip) => smallvec::smallvec![canonical(*ip)],
             IpSpec::List(ips) => {
                 if ips.len() > MAX_IPS_PER_OFFER {
                     return Err(InputError::TooManyIps {
@@ -64,7 +68,7 @@ impl IpSpec {
                 }
                 ips.iter().copied().map(canonical).collect()
             }
-            IpSpec::Cidr { network, prefix } => expand_cidr(*network, *prefix)?,
+            IpSpec::Cidr { network, prefix } => OfferIps::from_vec(expand_cidr(*network, *prefix)?),
         };
         if ips.is_empty() {
             return Err(InputError::NoIps);
@@ -174,7 +178,7 @@ pub struct OfferSpec {
 
 impl OfferSpec {
     /// Checks everything that needs no state and returns the expanded IP list.
-    pub fn validate(&self, now: Timestamp) -> Result<Vec<IpAddr>, InputError> {
+    pub fn validate(&self, now: Timestamp) -> Result<OfferIps, InputError> {
         if !self.country.is_assigned() {
             return Err(InputError::UnknownCountry(format!(
                 "#{}",
@@ -401,7 +405,7 @@ mod tests {
         .expand()
         .expect("valid block");
         assert_eq!(
-            ips,
+            ips[..],
             ["10.1.2.0", "10.1.2.1", "10.1.2.2", "10.1.2.3"].map(v4)
         );
         let v6 = IpSpec::Cidr {

@@ -179,8 +179,8 @@ impl Engine {
         engine.next_request = snapshot.next_request;
         engine.book.restore_ips(snapshot.ips);
         for offer in snapshot.offers {
-            let ips = match &offer.spec.ips {
-                IpSpec::List(ips) => ips.clone(),
+            let ips: crate::order::OfferIps = match &offer.spec.ips {
+                IpSpec::List(ips) => ips.iter().copied().collect(),
                 other => other.expand().unwrap_or_default(),
             };
             engine.book.insert(offer.id, &offer.spec, &ips);

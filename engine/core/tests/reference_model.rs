@@ -517,7 +517,7 @@ impl Reference {
                 self.offers.push(RefOffer {
                     id: OfferId(self.next_offer),
                     spec: spec.clone(),
-                    ips,
+                    ips: ips.to_vec(),
                 });
                 self.next_offer += 1;
                 true
