@@ -498,8 +498,9 @@ impl Engine {
         }
     }
 
-    /// Runs a popped timer if its subject still waits for it at `due` (removal is lazy: see
-    /// [`crate::timers`]); what it runs removes it from the live count.
+    /// Runs a popped timer. A deal timer may be dead (its removal is lazy: see
+    /// [`crate::timers`]), so it runs only if the deal still waits for it; ending the deal
+    /// removes it from the live count.
     fn fire(&mut self, due: Timestamp, timer: Timer, events: &mut Vec<Event>) {
         match timer {
             Timer::ReadyDeadline(deal) => {
@@ -516,19 +517,21 @@ impl Engine {
                 let expired = self
                     .requests
                     .get(request.0)
-                    .is_some_and(|r| r.resting && r.expiry() == due);
+                    .is_some_and(|r| r.resting && r.expiry() <= self.now);
                 if expired {
                     self.close_request(request, RequestEnd::Expired, events);
                 }
             }
             Timer::OfferOpens(offer) => {
                 if self.offer(offer).is_some_and(|o| o.window.from == due) {
-                    self.timers.remove(due, timer);
                     self.dirty.push(offer);
                 }
             }
             Timer::OfferCloses(offer) => {
-                if self.offer(offer).is_some_and(|o| o.window.until == due) {
+                if self
+                    .offer(offer)
+                    .is_some_and(|o| o.window.until <= self.now)
+                {
                     self.remove_offer(offer);
                     events.push(Event::OfferClosed { offer });
                 }
@@ -725,10 +728,7 @@ impl Engine {
         if let Some(offer) = self.book.offers.get(id.0) {
             let window = offer.window;
             self.timers.remove(window.until, Timer::OfferCloses(id));
-            // An opening already passed has fired.
-            if window.from > self.now {
-                self.timers.remove(window.from, Timer::OfferOpens(id));
-            }
+            self.timers.remove(window.from, Timer::OfferOpens(id));
         }
     }
 
@@ -1216,8 +1216,7 @@ impl Engine {
             record.filled = record.filled.saturating_sub(count);
             // The exclusion matters only to a request that goes on (a re-match now, or later
             // fills): a request about to leave the book is spared the allocation.
-            let rematches = end.0.saturating_sub(now.0) >= MIN_LEASE_SECONDS;
-            let goes_on = record.resting || record.open_deals > 0 || rematches;
+            let goes_on = record.resting || record.open_deals > 0 || still_a_lease(now, end);
             if goes_on && !record.excluded.contains(&provider) {
                 record.excluded.push(provider);
             }
@@ -1237,7 +1236,7 @@ impl Engine {
         let Some(record) = self.requests.get_mut(request.0) else {
             return;
         };
-        if end.0.saturating_sub(start.0) < MIN_LEASE_SECONDS {
+        if !still_a_lease(start, end) {
             if record.resting {
                 record.remaining += count;
             }
@@ -1319,6 +1318,11 @@ impl Engine {
         });
         Ok(())
     }
+}
+
+/// Whether what is left of a voided lease, from `now` to `end`, is long enough to re-match.
+fn still_a_lease(now: Timestamp, end: Timestamp) -> bool {
+    end.0.saturating_sub(now.0) >= MIN_LEASE_SECONDS
 }
 
 /// The `[start, end)` of a lease that starts as asked, matched at `now`.

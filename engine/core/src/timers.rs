@@ -1,7 +1,7 @@
 //! What is due when: ready deadlines, lease ends, request expiries and offer windows, fired in
 //! order of time, then kind, then id.
 //!
-//! Deal timers are the many: two per lease. Time is whole seconds, so they sit in one bucket
+//! Deal timers are the many: a ready deadline per lease, and its end once active. Time is whole seconds, so they sit in one bucket
 //! per second (a calendar queue): adding is a push onto the bucket's list for that kind, with
 //! no tree to rebalance, and a second's bucket is sorted once, when it falls due. Emptied
 //! buckets are kept for reuse, so a steady stream of leases allocates nothing here. Their
