@@ -181,11 +181,6 @@ impl JournalThread {
         self.in_flight.len()
     }
 
-    /// The last record known durable.
-    pub(crate) fn durable(&self) -> u64 {
-        self.durable
-    }
-
     /// Waits for the oldest job in flight; returns the last record durable after it.
     pub(crate) fn wait_one(&mut self) -> Result<u64, StoreError> {
         let Some(last_seq) = self.in_flight.pop_front() else {

@@ -89,7 +89,7 @@ pub type Then = Box<dyn FnOnce(Outcome, &Engine) -> Answer + Send>;
 
 /// A read waiting for its batch to be applied.
 enum Read {
-    Then(Then),
+    Then(Then, Outcome),
     Query(Query),
 }
 
@@ -459,7 +459,7 @@ impl Writer {
                 let _ = self.store.apply(&Command::tick(at), &mut events);
                 self.keep(&events);
             }
-            let mut reads: Vec<(Option<Outcome>, Read)> = Vec::new();
+            let mut reads: Vec<Read> = Vec::new();
             for message in batch.drain(..) {
                 match message {
                     Message::Submit(mut submission) => {
@@ -474,9 +474,9 @@ impl Writer {
                             reply: None,
                             tag: 0,
                         });
-                        reads.push((Some(outcome), Read::Then(then)));
+                        reads.push(Read::Then(then, outcome));
                     }
-                    Message::Query(query) => reads.push((None, Read::Query(query))),
+                    Message::Query(query) => reads.push(Read::Query(query)),
                     Message::Snapshot(waiter) => snapshot_waiters.push(waiter),
                     Message::Follow(sink) => {
                         self.followed = true;
@@ -486,11 +486,10 @@ impl Writer {
                 }
             }
             let engine = self.store.engine();
-            for (outcome, read) in reads {
-                applied.answers.push(match (read, outcome) {
-                    (Read::Then(then), Some(outcome)) => then(outcome, engine),
-                    (Read::Query(query), _) => query(engine),
-                    (Read::Then(_), None) => unreachable!("a submission's read has its outcome"),
+            for read in reads {
+                applied.answers.push(match read {
+                    Read::Then(then, outcome) => then(outcome, engine),
+                    Read::Query(query) => query(engine),
                 });
             }
             if last_depth.elapsed() >= self.config.depth_every || stop {

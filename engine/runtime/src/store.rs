@@ -220,11 +220,6 @@ impl DurableEngine {
         self.journal.in_flight()
     }
 
-    /// The last record known durable.
-    pub fn durable_seq(&self) -> u64 {
-        self.journal.durable()
-    }
-
     /// The engine (read-only: changes go through [`DurableEngine::apply`]).
     pub fn engine(&self) -> &Engine {
         &self.engine
