@@ -71,6 +71,9 @@ pub struct Offer {
     pub(crate) busy_by_free: OrderedSet<(Timestamp, u32)>,
     pub(crate) busy_by_start: OrderedSet<(Timestamp, u32)>,
     pub(crate) irregular: PositionSet,
+    /// No booking on its IPs ends before this: when it is past, deals of the offer may have
+    /// ended unsettled (see `Engine::apply_deferring`).
+    pub(crate) ended_by: Timestamp,
     placement: Placement,
 }
 
@@ -119,12 +122,23 @@ enum Placement {
 }
 
 /// Price-ordered offer ids of one market (a country, or all of them).
+///
+/// A saturated offer is indexed by when its first IP frees up, then by price: the offers
+/// freeing up in one second read cheapest first, so the offers whose leases ended but are not
+/// settled yet (see `Engine::apply_deferring`), however many, are walked in price order without
+/// being gathered and sorted.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct OfferIndex {
     pub(crate) open: BTreeSet<(Amount, OfferId)>,
-    pub(crate) saturated_by_free: BTreeSet<(Timestamp, OfferId)>,
+    pub(crate) saturated_by_free: BTreeSet<(Timestamp, Amount, OfferId)>,
     pub(crate) saturated_by_start: BTreeSet<(Timestamp, OfferId)>,
 }
+
+/// Seconds past which the offers freed up by then are gathered and sorted rather than merged
+/// second by second (there are that many only in a book settled long ago).
+const MERGED_SECONDS: usize = 8;
+
+type FreeRange<'a> = std::collections::btree_set::Range<'a, (Timestamp, Amount, OfferId)>;
 
 impl OfferIndex {
     fn apply(&mut self, price: Amount, id: OfferId, placement: Placement, insert: bool) {
@@ -142,10 +156,10 @@ impl OfferIndex {
                 latest_start,
             } => {
                 if insert {
-                    self.saturated_by_free.insert((earliest_free, id));
+                    self.saturated_by_free.insert((earliest_free, price, id));
                     self.saturated_by_start.insert((latest_start, id));
                 } else {
-                    self.saturated_by_free.remove(&(earliest_free, id));
+                    self.saturated_by_free.remove(&(earliest_free, price, id));
                     self.saturated_by_start.remove(&(latest_start, id));
                 }
             }
@@ -153,50 +167,115 @@ impl OfferIndex {
     }
 
     /// Offers that might hold an IP free over `[start, end)` at a price up to `max_price`,
-    /// cheapest then oldest first.
+    /// cheapest then oldest first, each once. `now` splits the saturated offers: those free by
+    /// `now` are merged a second at a time, those freeing up later (a lease starting ahead) and
+    /// those whose IPs are booked only after `end` are gathered (they are few).
     pub(crate) fn candidates(
         &self,
+        now: Timestamp,
         start: Timestamp,
         end: Timestamp,
         max_price: Amount,
         price_of: impl Fn(OfferId) -> Amount,
-    ) -> impl Iterator<Item = OfferId> + '_ {
-        let mut freeing: Vec<(Amount, OfferId)> = self
-            .saturated_by_free
-            .range(..=(start, OfferId(u64::MAX)))
-            .map(|(_, id)| *id)
+    ) -> Candidates<'_> {
+        let split = now.min(start);
+        let mut seconds: SmallVec<[std::iter::Peekable<FreeRange<'_>>; 2]> = SmallVec::new();
+        let mut second = self.saturated_by_free.first().map(|(t, _, _)| *t);
+        while let Some(t) = second.filter(|t| *t <= split) {
+            if seconds.len() == MERGED_SECONDS {
+                break;
+            }
+            seconds.push(
+                self.saturated_by_free
+                    .range((t, 0, OfferId(0))..=(t, max_price, OfferId(u64::MAX)))
+                    .peekable(),
+            );
+            second = t.0.checked_add(1).and_then(|next| {
+                self.saturated_by_free
+                    .range((Timestamp(next), 0, OfferId(0))..)
+                    .next()
+                    .map(|(t, _, _)| *t)
+            });
+        }
+        // Past MERGED_SECONDS seconds, the rest up to `split` joins the gathered ones.
+        let gathered_from = match second.filter(|t| *t <= split) {
+            Some(t) => t,
+            None => Timestamp(split.0.saturating_add(1)),
+        };
+        let freeing_later = (gathered_from <= start).then(|| {
+            self.saturated_by_free
+                .range((gathered_from, 0, OfferId(0))..=(start, Amount::MAX, OfferId(u64::MAX)))
+        });
+        let mut gathered: Vec<(Amount, OfferId)> = freeing_later
+            .into_iter()
+            .flatten()
+            .map(|(_, price, id)| (*price, *id))
             .chain(
                 self.saturated_by_start
                     .range((end, OfferId(0))..)
-                    .map(|(_, id)| *id),
+                    .map(|(_, id)| (price_of(*id), *id)),
             )
-            .map(|id| (price_of(id), id))
             .filter(|(price, _)| *price <= max_price)
             .collect();
-        freeing.sort_unstable();
-        freeing.dedup();
-        let open = self.open.range(..=(max_price, OfferId(u64::MAX))).copied();
-        MergeAscending {
-            left: open.peekable(),
-            right: freeing.into_iter().peekable(),
+        gathered.sort_unstable();
+        gathered.dedup();
+        Candidates {
+            open: self
+                .open
+                .range(..=(max_price, OfferId(u64::MAX)))
+                .peekable(),
+            seconds,
+            gathered: gathered.into_iter().peekable(),
+            last: None,
         }
-        .map(|(_, id)| id)
     }
 }
 
-struct MergeAscending<L: Iterator, R: Iterator> {
-    left: std::iter::Peekable<L>,
-    right: std::iter::Peekable<R>,
+/// The merge behind [`OfferIndex::candidates`]: open offers, saturated ones free by now (a
+/// stream per second), and the gathered rest, in `(price, id)` order without repeats (an offer
+/// can be both free by now and booked only after the span).
+pub(crate) struct Candidates<'a> {
+    open: std::iter::Peekable<std::collections::btree_set::Range<'a, (Amount, OfferId)>>,
+    seconds: SmallVec<[std::iter::Peekable<FreeRange<'a>>; 2]>,
+    gathered: std::iter::Peekable<std::vec::IntoIter<(Amount, OfferId)>>,
+    last: Option<OfferId>,
 }
 
-impl<T: Ord, L: Iterator<Item = T>, R: Iterator<Item = T>> Iterator for MergeAscending<L, R> {
-    type Item = T;
+impl Iterator for Candidates<'_> {
+    type Item = OfferId;
 
-    fn next(&mut self) -> Option<T> {
-        match (self.left.peek(), self.right.peek()) {
-            (Some(l), Some(r)) if r < l => self.right.next(),
-            (Some(_), _) => self.left.next(),
-            (None, _) => self.right.next(),
+    fn next(&mut self) -> Option<OfferId> {
+        loop {
+            let mut best = self.open.peek().map(|(price, id)| ((*price, *id), 0usize));
+            let mut consider = |key: (Amount, OfferId), source: usize| {
+                if best.is_none_or(|(held, _)| key < held) {
+                    best = Some((key, source));
+                }
+            };
+            if let Some(key) = self.gathered.peek() {
+                consider(*key, 1);
+            }
+            for (index, second) in self.seconds.iter_mut().enumerate() {
+                if let Some((_, price, id)) = second.peek() {
+                    consider((*price, *id), 2 + index);
+                }
+            }
+            let ((_, id), source) = best?;
+            match source {
+                0 => {
+                    self.open.next();
+                }
+                1 => {
+                    self.gathered.next();
+                }
+                index => {
+                    self.seconds[index - 2].next();
+                }
+            }
+            if self.last != Some(id) {
+                self.last = Some(id);
+                return Some(id);
+            }
         }
     }
 }
@@ -287,6 +366,7 @@ impl OfferBook {
             busy_by_free: OrderedSet::default(),
             busy_by_start: OrderedSet::default(),
             irregular: PositionSet::with_capacity(ips.len()),
+            ended_by: Timestamp(u64::MAX),
             placement: Placement::Nowhere,
         };
         for (position, ip) in ips.iter().enumerate() {
@@ -296,6 +376,9 @@ impl OfferBook {
                 None => self.new_slot(*ip, spec.provider),
             };
             let entry = self.slot_mut(slot);
+            if let Some(end) = entry.calendar.bookings().iter().map(|b| b.end).min() {
+                offer.ended_by = offer.ended_by.min(end);
+            }
             entry.home = Some((id, position));
             entry.shape = entry.calendar.shape(spec.tenants);
             let shape = entry.shape;
@@ -432,7 +515,11 @@ impl OfferBook {
 
     /// Books `slot` for a deal. The caller checked the calendar admits it.
     pub(crate) fn book(&mut self, slot: u32, booking: Booking) -> Option<OfferId> {
-        self.edit_calendar(slot, |calendar| calendar.book(booking))
+        let offer = self.edit_calendar(slot, |calendar| calendar.book(booking))?;
+        if let Some(offer) = self.offers.get_mut(offer.0) {
+            offer.ended_by = offer.ended_by.min(booking.end);
+        }
+        Some(offer)
     }
 
     /// Releases the deal's hold on `slot`; returns the offer that gained capacity, if any.

@@ -119,6 +119,11 @@ struct Fill<'a> {
     max_price: Amount,
 }
 
+/// Deferred deal timers each [`Engine::apply_deferring`] settles besides what it looks at:
+/// enough to drain a second of ends at the rate they were made (each lease also settles the
+/// offer it takes), few enough to stay within the latency of one lease.
+pub const SETTLE_PER_COMMAND: usize = 2;
+
 /// The shortest deal retention: the node's feed reads each deal after it finishes, and
 /// parties rate each other then.
 pub const MIN_DEAL_RETENTION: u64 = 60;
@@ -227,11 +232,85 @@ impl Engine {
         if at < self.now {
             return Err(EngineError::ClockWentBackwards { at, now: self.now });
         }
+        self.settle_all(events);
         let offer_ips = self.check_shape(command)?;
         self.advance(at, events);
         self.execute(&command.kind, offer_ips, events)?;
         self.retry_resting(events);
         Ok(())
+    }
+
+    /// Applies one command like [`Engine::apply`], with the same deals, the same outcome and,
+    /// once settled, the same state, but without ending every lease that fell due first: a
+    /// second in which 100,000 leases end costs each command a few of those ends rather than
+    /// blocking one command for all of them.
+    ///
+    /// A due second whose deal timers only end deals (lease ends, and ready deadlines that fall
+    /// on the lease's end) is deferred whole. What a command looks at is settled first: the
+    /// deal it names, the offers and IPs it changes, each offer the matcher considers (before it
+    /// takes IPs from it), and `settle` more, oldest first ([`SETTLE_PER_COMMAND`] keeps up
+    /// with a steady stream of leases). Whatever must happen in order settles everything
+    /// first: a ready deadline before the lease's end (its void frees IPs early and may
+    /// re-match), offer and request timers, and any command while a request rests (resting
+    /// requests have first call on freed capacity).
+    ///
+    /// Why a re-match needs no more: the deals of a request share its end, so a sibling whose
+    /// unsettled void would exclude its provider ended by now, and a lease ending by now is not
+    /// re-matched.
+    ///
+    /// Until [`Engine::settle_all`], reads ([`Engine::deal`], [`Engine::depth`], snapshots…)
+    /// may show deals that ended as still running, and the events of those ends come later,
+    /// each deal's own events still in order.
+    pub fn apply_deferring(
+        &mut self,
+        command: &Command,
+        settle: usize,
+        events: &mut Vec<Event>,
+    ) -> Result<(), EngineError> {
+        let at = command.at;
+        if at < self.now {
+            return Err(EngineError::ClockWentBackwards { at, now: self.now });
+        }
+        let offer_ips = self.check_shape(command)?;
+        if self.resting.is_empty() {
+            self.advance_deferring(at, events);
+            self.settle_touched(&command.kind, offer_ips.as_deref(), events);
+            self.settle_deferred(settle, events);
+            self.prune_deals();
+        } else {
+            self.settle_all(events);
+            self.advance(at, events);
+        }
+        let executed = self.execute(&command.kind, offer_ips, events);
+        if executed.is_ok() {
+            self.retry_resting(events);
+        }
+        // Deals the matcher settled on its way may be past their retention already.
+        self.prune_deals();
+        executed
+    }
+
+    /// Settles up to `budget` deferred deal timers, oldest first (see
+    /// [`Engine::apply_deferring`]); returns how many it took, including those of deals settled
+    /// out of turn already. A node calls it when idle, so the backlog drains between commands.
+    pub fn settle(&mut self, budget: usize, events: &mut Vec<Event>) -> usize {
+        let settled = self.settle_deferred(budget, events);
+        if settled > 0 {
+            self.prune_deals();
+        }
+        settled
+    }
+
+    /// Settles every deferred deal timer: reads and snapshots then show what
+    /// [`Engine::apply`] would have left.
+    pub fn settle_all(&mut self, events: &mut Vec<Event>) {
+        self.settle(usize::MAX, events);
+    }
+
+    /// Deals whose deferred end or deadline is not settled yet (see
+    /// [`Engine::apply_deferring`]); `0` means reads are exact.
+    pub fn unsettled(&self) -> usize {
+        self.timers.deferred_len()
     }
 
     /// The engine's clock: the timestamp of the last command applied.
@@ -467,6 +546,158 @@ impl Engine {
         }
         self.retry_resting(events);
         self.prune_deals();
+    }
+
+    /// [`Engine::advance`], deferring the due seconds that may be deferred (see
+    /// [`Engine::apply_deferring`]).
+    fn advance_deferring(&mut self, at: Timestamp, events: &mut Vec<Event>) {
+        self.now = at;
+        loop {
+            if self.timers.defer_due(at, at) {
+                continue;
+            }
+            if !self.timers.any_due(at) {
+                break;
+            }
+            // What fires next fires as it would have: after everything due before it.
+            self.settle_all(events);
+            let Some((due, timer)) = self.timers.pop_due(at) else {
+                break;
+            };
+            self.fire(due, timer, events);
+        }
+        self.retry_resting(events);
+        self.prune_deals();
+    }
+
+    /// Settles what a command reads or changes besides the offers the matcher considers.
+    fn settle_touched(
+        &mut self,
+        kind: &CommandKind,
+        offer_ips: Option<&[IpAddr]>,
+        events: &mut Vec<Event>,
+    ) {
+        if self.timers.deferred_len() == 0 {
+            return;
+        }
+        match kind {
+            CommandKind::PlaceOffer(_) => {
+                // An IP whose last lease ended may be offered again, by anyone.
+                let now = self.now;
+                let ended: SmallVec<[DealId; 4]> = offer_ips
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|ip| self.book.slot_of(*ip))
+                    .flat_map(|slot| self.book.slot(slot).calendar.bookings())
+                    .filter(|booking| booking.end <= now)
+                    .map(|booking| booking.deal)
+                    .collect();
+                for deal in ended {
+                    self.settle_deal(deal, events);
+                }
+            }
+            CommandKind::CancelOffer { offer, .. } | CommandKind::AmendOffer { offer, .. } => {
+                self.settle_offer(*offer, events);
+            }
+            CommandKind::ProviderReady { deal, .. }
+            | CommandKind::ProviderFailed { deal, .. }
+            | CommandKind::PaymentLapsed { deal }
+            | CommandKind::CancelDeal { deal, .. }
+            | CommandKind::Rate { deal, .. } => self.settle_deal(*deal, events),
+            _ => {}
+        }
+    }
+
+    /// Settles up to `budget` deferred timers, oldest first.
+    fn settle_deferred(&mut self, budget: usize, events: &mut Vec<Event>) -> usize {
+        let mut settled = 0;
+        while settled < budget {
+            let Some((fired_at, timer)) = self.timers.pop_deferred() else {
+                break;
+            };
+            settled += 1;
+            self.settle_timer(fired_at, timer, events);
+        }
+        settled
+    }
+
+    /// Settles a deal whose deferred timer is due, if it is.
+    fn settle_deal(&mut self, id: DealId, events: &mut Vec<Event>) {
+        let Some(deal) = self.deal(id) else {
+            return;
+        };
+        let (timer, due) = match deal.status() {
+            DealStatus::Pending => (Timer::ReadyDeadline(id), deal.ready_deadline),
+            DealStatus::Active => (Timer::DealEnd(id), deal.end),
+            _ => return,
+        };
+        if due > self.now {
+            return;
+        }
+        if let Some(fired_at) = self.timers.deferred_fired_at(due) {
+            self.settle_timer(fired_at, timer, events);
+        }
+    }
+
+    /// Settles every deal booked on an offer's IPs that ended, if any may have; the offer then
+    /// looks as [`Engine::apply`] would have left it.
+    fn settle_offer(&mut self, id: OfferId, events: &mut Vec<Event>) {
+        let now = self.now;
+        let Some(offer) = self.book.offers.get(id.0) else {
+            return;
+        };
+        if offer.ended_by > now || self.timers.deferred_len() == 0 {
+            return;
+        }
+        let mut ended: SmallVec<[DealId; 4]> = SmallVec::new();
+        let mut next_end = Timestamp(u64::MAX);
+        let busy = offer
+            .busy_by_free
+            .up_to((Timestamp(u64::MAX), u32::MAX))
+            .map(|(_, position)| position)
+            .chain(offer.irregular.iter());
+        for position in busy {
+            let slot = self.book.slot(offer.slots[position as usize]);
+            for booking in slot.calendar.bookings() {
+                if booking.end <= now {
+                    ended.push(booking.deal);
+                } else {
+                    next_end = next_end.min(booking.end);
+                }
+            }
+        }
+        ended.sort_unstable();
+        ended.dedup();
+        for deal in ended {
+            self.settle_deal(deal, events);
+        }
+        if let Some(offer) = self.book.offers.get_mut(id.0) {
+            offer.ended_by = next_end;
+        }
+    }
+
+    /// Runs a deferred deal timer as it would have run when it fell due: with the clock of
+    /// then (the deal closes at that time), and with the offers it frees retried against no
+    /// resting request (a second is deferred only while none rests).
+    fn settle_timer(&mut self, fired_at: Timestamp, timer: Timer, events: &mut Vec<Event>) {
+        let (id, input) = match timer {
+            Timer::ReadyDeadline(id) => (id, DealInput::ReadyTimeout),
+            Timer::DealEnd(id) => (id, DealInput::EndReached),
+            _ => return,
+        };
+        let waits = match input {
+            DealInput::ReadyTimeout => DealStatus::Pending,
+            _ => DealStatus::Active,
+        };
+        if self.deal(id).map(Deal::status) != Some(waits) {
+            return;
+        }
+        self.timers.settled_deferred();
+        let now = std::mem::replace(&mut self.now, fired_at);
+        let dirty = self.dirty.len();
+        self.drive_deal(id, input, events);
+        self.dirty.truncate(dirty);
+        self.now = now;
     }
 
     /// Drops finished deals whose retention is over from the deal book.
@@ -760,18 +991,9 @@ impl Engine {
             used_subnets: BTreeSet::new(),
         };
         let (start, end) = lease_span(spec.start, spec.duration, self.now);
-        let fill = Fill {
-            request: id,
-            requester: spec.requester,
-            filters: &spec.filters,
-            excluded: &[],
-            start,
-            end,
-            max_price: spec.max_price,
-        };
-        let plan = self.plan(&fill, spec.count, &record.used_subnets);
-        let planned: u32 = plan.iter().map(|(_, slots)| slots.len() as u32).sum();
         self.requests.insert(id.0, record);
+        let plan = self.plan_settling(id, start, end, spec.count, events);
+        let planned: u32 = plan.iter().map(|(_, slots)| slots.len() as u32).sum();
         if spec.time_in_force == TimeInForce::Fok && planned < spec.count {
             self.close_request(id, RequestEnd::Killed, events);
             return;
@@ -854,8 +1076,8 @@ impl Engine {
         let Some(fill) = self.resting_fill(record) else {
             return;
         };
-        let (start, end) = (fill.start, fill.end);
-        let plan = self.plan(&fill, record.remaining, &record.used_subnets);
+        let (start, end, remaining) = (fill.start, fill.end, record.remaining);
+        let plan = self.plan_settling(id, start, end, remaining, events);
         if plan.is_empty() {
             return;
         }
@@ -899,9 +1121,51 @@ impl Engine {
             })
     }
 
+    /// Plans a fill of `need` IPs over `[start, end)` for a request in the book, settling on the
+    /// way each offer the matcher looks at that holds deferred ends (see [`Engine::plan`]).
+    fn plan_settling(
+        &mut self,
+        request: RequestId,
+        start: Timestamp,
+        end: Timestamp,
+        need: u32,
+        events: &mut Vec<Event>,
+    ) -> Plan {
+        loop {
+            let planned = {
+                let Some(record) = self.requests.get(request.0) else {
+                    return Plan::new();
+                };
+                let fill = Fill {
+                    request,
+                    requester: record.spec.requester,
+                    filters: &record.spec.filters,
+                    excluded: &record.excluded,
+                    start,
+                    end,
+                    max_price: record.spec.max_price,
+                };
+                self.plan(&fill, need, &record.used_subnets)
+            };
+            match planned {
+                Ok(plan) => return plan,
+                Err(unsettled) => self.settle_offer(unsettled, events),
+            }
+        }
+    }
+
     /// Picks up to `need` IPs for a fill: offers cheapest then oldest; inside an offer, IPs with
     /// no booking first, then booked ones that are free over the span, each in listed order.
-    fn plan(&self, fill: &Fill<'_>, need: u32, used_subnets: &BTreeSet<u128>) -> Plan {
+    ///
+    /// `Err(offer)` when an offer it reached may hold deferred ends: settled, it could look
+    /// different (an IP idle rather than booked), so the caller settles it and plans again.
+    fn plan(
+        &self,
+        fill: &Fill<'_>,
+        need: u32,
+        used_subnets: &BTreeSet<u128>,
+    ) -> Result<Plan, OfferId> {
+        let deferred = self.timers.deferred_len() > 0;
         let distinct = fill.filters.distinct_subnets;
         let mut taken_subnets: BTreeSet<u128> = BTreeSet::new();
         let mut plan = Plan::new();
@@ -919,7 +1183,7 @@ impl Engine {
             _ => &self.book.all,
         };
         let price_of = |id: OfferId| self.book.offers.get(id.0).map_or(Amount::MAX, |o| o.price);
-        for id in index.candidates(fill.start, fill.end, fill.max_price, price_of) {
+        for id in index.candidates(self.now, fill.start, fill.end, fill.max_price, price_of) {
             if left == 0 {
                 break;
             }
@@ -928,6 +1192,9 @@ impl Engine {
             };
             if !self.offer_admits(offer, fill) {
                 continue;
+            }
+            if deferred && offer.ended_by <= self.now {
+                return Err(id);
             }
             let mut picked = Picked::new();
             let mut take = |position: u32, picked: &mut Picked| {
@@ -993,7 +1260,7 @@ impl Engine {
                 plan.push((id, picked));
             }
         }
-        plan
+        Ok(plan)
     }
 
     /// Whether the request already holds the IP in `slot` through one of its deals.
@@ -1094,6 +1361,9 @@ impl Engine {
             // The lease end is scheduled once the deal is active: a pending deal's ready
             // deadline comes first (never after its end) and settles it.
             self.timers.add(ready_deadline, Timer::ReadyDeadline(id));
+            if deadline_frees_early(ready_deadline, end) {
+                self.timers.watch(ready_deadline);
+            }
             events.push(Event::DealMade {
                 deal: id,
                 request,
@@ -1172,6 +1442,9 @@ impl Engine {
         events.push(Event::DealStatusChanged { deal: id, from, to });
         if from == DealStatus::Pending {
             self.timers.remove(ready_deadline, Timer::ReadyDeadline(id));
+            if deadline_frees_early(ready_deadline, end) {
+                self.timers.unwatch(ready_deadline);
+            }
         }
         if to == DealStatus::Active {
             self.timers.add(end, Timer::DealEnd(id));
@@ -1193,7 +1466,11 @@ impl Engine {
             deal.end,
             deal.ips.len() as u32,
         );
-        self.finished.push_back((now, id));
+        // A deferred end closes at the time it fell due, behind later ones.
+        let at = self
+            .finished
+            .partition_point(|(closed_at, _)| *closed_at <= now);
+        self.finished.insert(at, (now, id));
         let slots = self.deal_slots.remove(id.0).unwrap_or_default();
         for slot in slots {
             if let Some(offer) = self.book.release(slot, id) {
@@ -1217,8 +1494,9 @@ impl Engine {
             // The exclusion matters only to a request that goes on (a re-match now, or later
             // fills): a request about to leave the book is spared the allocation.
             let goes_on = record.resting || record.open_deals > 0 || still_a_lease(now, end);
-            if goes_on && !record.excluded.contains(&provider) {
-                record.excluded.push(provider);
+            // Sorted, so the record reads the same whatever order voids were settled in.
+            if goes_on && let Err(at) = record.excluded.binary_search(&provider) {
+                record.excluded.insert(at, provider);
             }
             self.rematch(request, count, end, events);
         }
@@ -1242,21 +1520,9 @@ impl Engine {
             }
             return;
         }
-        let Some(record) = self.requests.get(request.0) else {
-            return;
-        };
-        let fill = Fill {
-            request,
-            requester: record.spec.requester,
-            filters: &record.spec.filters,
-            excluded: &record.excluded,
-            start,
-            end,
-            max_price: record.spec.max_price,
-        };
-        let plan = self.plan(&fill, count, &record.used_subnets);
-        let rematched: u32 = plan.iter().map(|(_, slots)| slots.len() as u32).sum();
         let remaining_before = record.remaining;
+        let plan = self.plan_settling(request, start, end, count, events);
+        let rematched: u32 = plan.iter().map(|(_, slots)| slots.len() as u32).sum();
         self.commit(request, plan, start, end, events);
         // A re-match replaces IPs already counted, so it must not eat into a resting rest; what
         // it could not replace goes back to a resting request, to fill as offers arrive.
@@ -1318,6 +1584,13 @@ impl Engine {
         });
         Ok(())
     }
+}
+
+/// Whether a ready deadline must fire in order (it is watched, never deferred): a void before
+/// the lease's end frees its IPs early, while their bookings still say otherwise, and may
+/// re-match the rest. A deadline on the end only closes the deal, like the end itself.
+pub(crate) fn deadline_frees_early(ready_deadline: Timestamp, end: Timestamp) -> bool {
+    ready_deadline < end
 }
 
 /// Whether what is left of a voided lease, from `now` to `end`, is long enough to re-match.

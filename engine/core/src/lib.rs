@@ -149,7 +149,7 @@ pub use command::{Command, CommandKind, Event, RequestEnd};
 pub use country::{COUNTRY_COUNT, Country, CountrySet};
 pub use deal::{Deal, NEUTRAL_STARS, Profile};
 pub use depth::{DepthLevel, MarketDepth};
-pub use engine::{Engine, EngineConfig, MIN_DEAL_RETENTION, RequestRecord};
+pub use engine::{Engine, EngineConfig, MIN_DEAL_RETENTION, RequestRecord, SETTLE_PER_COMMAND};
 pub use error::{EngineError, InputError};
 pub use order::{
     Filters, IpSpec, MAX_ASN_ENTRIES, MAX_BASIS_POINTS, MAX_IPS_PER_OFFER, MAX_LEASE_SECONDS,

@@ -115,6 +115,11 @@ impl Engine {
 
     /// The state in canonical form.
     pub fn snapshot(&self) -> Snapshot {
+        debug_assert_eq!(
+            self.unsettled(),
+            0,
+            "a snapshot is of a settled engine: call settle_all first"
+        );
         let mut ips: Vec<IpRecord> = self
             .book
             .slots
@@ -223,6 +228,9 @@ impl Engine {
                     engine
                         .timers
                         .add(deal.ready_deadline, Timer::ReadyDeadline(deal.id));
+                    if crate::engine::deadline_frees_early(deal.ready_deadline, deal.end) {
+                        engine.timers.watch(deal.ready_deadline);
+                    }
                 }
                 DealStatus::Active => {
                     engine.timers.add(deal.end, Timer::DealEnd(deal.id));

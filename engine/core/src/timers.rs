@@ -11,8 +11,16 @@
 //!
 //! Offer and request timers are few, amended and cancelled at will: they sit in an ordered set
 //! and leave it at once.
+//!
+//! **Deferred seconds.** Most deal timers only end a deal: a lease reaching its end, or a ready
+//! deadline that falls on the lease's end (nothing is left to re-match). The engine may settle
+//! those later, a few per command, instead of all when their second falls due (see
+//! `Engine::apply_deferring`). A ready deadline whose void would re-match the rest of the lease
+//! must fire exactly in order, so the engine *watches* it ([`Timers::watch`]); a due second with
+//! no live watched timer can be taken whole ([`Timers::defer_due`]) into the deferred queue,
+//! in O(1) whatever its size, remembering when it fell due.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::types::{DealId, OfferId, RequestId, Timestamp};
 
@@ -55,10 +63,16 @@ impl Timer {
 struct Bucket {
     kinds: [Vec<u64>; BUCKETED],
     firing: bool,
+    /// Live timers in it, until it fires: a second whose timers all died (ready deadlines of
+    /// deals that got ready, mostly) is dropped whole.
+    live: u32,
+    /// Live watched ready deadlines: while any, the second cannot be deferred.
+    watched: u32,
 }
 
 impl Bucket {
     fn push(&mut self, kind: usize, id: u64) {
+        self.live += 1;
         let ids = &mut self.kinds[kind];
         if self.firing {
             let at = ids.partition_point(|held| *held > id);
@@ -93,7 +107,19 @@ impl Bucket {
             ids.clear();
         }
         self.firing = false;
+        self.live = 0;
+        self.watched = 0;
     }
+}
+
+/// A due second taken whole, to be settled later.
+#[derive(Clone, Debug)]
+struct DeferredSecond {
+    /// The clock of the command whose arrival made the second due: when an eager engine would
+    /// have fired its timers.
+    fired_at: Timestamp,
+    due: Timestamp,
+    bucket: Bucket,
 }
 
 /// Emptied buckets kept for reuse.
@@ -107,6 +133,12 @@ pub(crate) struct Timers {
     live_in_buckets: usize,
     spare: Vec<Bucket>,
     exact: BTreeSet<(Timestamp, Timer)>,
+    /// Deferred seconds, in order of `due` (strictly increasing).
+    deferred: VecDeque<DeferredSecond>,
+    /// Timers in `deferred` that were live when deferred and have not been settled since.
+    deferred_live: usize,
+    /// The latest time popped or deferred through: a bucket due by then holds no counts.
+    through: Timestamp,
 }
 
 impl Timers {
@@ -128,6 +160,9 @@ impl Timers {
     pub(crate) fn remove(&mut self, due: Timestamp, timer: Timer) {
         if timer.bucketed().is_some() {
             self.live_in_buckets = self.live_in_buckets.saturating_sub(1);
+            if let Some(bucket) = self.counted_bucket(due) {
+                bucket.live = bucket.live.saturating_sub(1);
+            }
         } else {
             self.exact.remove(&(due, timer));
         }
@@ -138,12 +173,134 @@ impl Timers {
         self.live_in_buckets + self.exact.len()
     }
 
+    /// Marks the ready deadline just added at `due` as watched: its second fires in order.
+    pub(crate) fn watch(&mut self, due: Timestamp) {
+        if let Some(bucket) = self.buckets.get_mut(&due) {
+            bucket.watched += 1;
+        }
+    }
+
+    /// A watched ready deadline at `due` will not fire (its deal left pending first).
+    pub(crate) fn unwatch(&mut self, due: Timestamp) {
+        if let Some(bucket) = self.counted_bucket(due) {
+            bucket.watched = bucket.watched.saturating_sub(1);
+        }
+    }
+
+    /// The bucket of a second still ahead, whose counts speak for its timers. A second popped
+    /// or deferred already may have a bucket again (a timer added late), but the timer being
+    /// removed is not in it.
+    fn counted_bucket(&mut self, due: Timestamp) -> Option<&mut Bucket> {
+        if due <= self.through {
+            return None;
+        }
+        self.buckets.get_mut(&due)
+    }
+
+    /// Drops the first bucket if it is due and every timer in it died.
+    fn drop_dead_first(&mut self, now: Timestamp) -> bool {
+        let Some(first) = self.buckets.first_entry() else {
+            return false;
+        };
+        if *first.key() > now || first.get().firing || first.get().live > 0 {
+            return false;
+        }
+        let bucket = first.remove();
+        self.recycle(bucket);
+        true
+    }
+
+    /// Whether anything is due at or before `now`.
+    pub(crate) fn any_due(&self, now: Timestamp) -> bool {
+        self.buckets
+            .first_key_value()
+            .is_some_and(|(due, _)| *due <= now)
+            || self.exact.first().is_some_and(|(due, _)| *due <= now)
+    }
+
+    /// Takes the next due second whole into the deferred queue, if it may be: it is what fires
+    /// next (no offer or request timer due before it), holds no live watched timer, has not
+    /// started firing, and falls after every second already deferred. Whether it did.
+    pub(crate) fn defer_due(&mut self, now: Timestamp, fired_at: Timestamp) -> bool {
+        self.through = self.through.max(now);
+        if self.drop_dead_first(now) {
+            return true;
+        }
+        let Some((&due, bucket)) = self.buckets.first_key_value() else {
+            return false;
+        };
+        let exact_first = self.exact.first().is_some_and(|(exact, _)| *exact < due);
+        let after_deferred = self.deferred.back().is_none_or(|last| last.due < due);
+        if due > now || exact_first || bucket.firing || bucket.watched > 0 || !after_deferred {
+            return false;
+        }
+        let bucket = self.buckets.remove(&due).expect("first key is present");
+        self.deferred_live += bucket.live as usize;
+        self.deferred.push_back(DeferredSecond {
+            fired_at,
+            due,
+            bucket,
+        });
+        true
+    }
+
+    /// Pops one deferred timer, oldest second first, with the time it fell due at. Deal timers
+    /// may be dead, as from [`Timers::pop_due`]; within a second the order is arbitrary. The
+    /// caller reports each live one it settles ([`Timers::settled_deferred`]).
+    pub(crate) fn pop_deferred(&mut self) -> Option<(Timestamp, Timer)> {
+        if self.deferred_live == 0 {
+            // What is left is dead: dropped whole rather than popped one by one.
+            while let Some(second) = self.deferred.pop_front() {
+                self.recycle(second.bucket);
+            }
+            return None;
+        }
+        loop {
+            let second = self.deferred.front_mut()?;
+            if let Some(timer) = second.bucket.pop() {
+                return Some((second.fired_at, timer));
+            }
+            let second = self.deferred.pop_front().expect("front is present");
+            self.recycle(second.bucket);
+        }
+    }
+
+    /// A live deferred timer was settled (popped, or its deal settled out of turn).
+    pub(crate) fn settled_deferred(&mut self) {
+        self.deferred_live = self.deferred_live.saturating_sub(1);
+    }
+
+    fn recycle(&mut self, mut bucket: Bucket) {
+        if self.spare.len() < SPARE_BUCKETS {
+            bucket.clear();
+            self.spare.push(bucket);
+        }
+    }
+
+    /// When the deferred second `due` fell due, if it is deferred.
+    pub(crate) fn deferred_fired_at(&self, due: Timestamp) -> Option<Timestamp> {
+        let at = self.deferred.partition_point(|second| second.due < due);
+        self.deferred
+            .get(at)
+            .filter(|second| second.due == due)
+            .map(|second| second.fired_at)
+    }
+
+    /// Deferred timers still to settle.
+    pub(crate) fn deferred_len(&self) -> usize {
+        self.deferred_live
+    }
+
     /// The next timer due at or before `now`. Deal timers may be dead: the caller checks them
     /// against their deal and calls [`Timers::remove`] for the live ones it fires. The others
     /// are live and leave the set as they pop.
     pub(crate) fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, Timer)> {
+        self.through = self.through.max(now);
         let exact_due = self.exact.first().map(|(due, _)| *due);
         loop {
+            if self.drop_dead_first(now) {
+                continue;
+            }
             let bucket_due = self.buckets.first_key_value().map(|(due, _)| *due);
             // Deal timers come first among those due at the same second.
             let from_bucket = match (bucket_due, exact_due) {
@@ -319,6 +476,68 @@ mod tests {
             drain(&mut timers, 10),
             vec![(10, Timer::RequestExpiry(RequestId(4)))]
         );
+    }
+
+    #[test]
+    fn a_second_is_deferred_whole_unless_a_watched_deadline_lives_in_it() {
+        let mut timers = Timers::default();
+        let t = Timestamp;
+        timers.add(t(10), Timer::DealEnd(DealId(1)));
+        timers.add(t(10), Timer::ReadyDeadline(DealId(2)));
+        timers.add(t(20), Timer::ReadyDeadline(DealId(3)));
+        timers.watch(t(20));
+        timers.add(t(20), Timer::DealEnd(DealId(4)));
+
+        assert!(
+            timers.defer_due(t(25), t(25)),
+            "second 10 has nothing watched"
+        );
+        assert!(
+            !timers.defer_due(t(25), t(25)),
+            "second 20 holds a watched deadline"
+        );
+        assert_eq!(timers.deferred_len(), 2);
+        assert_eq!(timers.deferred_fired_at(t(10)), Some(t(25)));
+        assert_eq!(timers.deferred_fired_at(t(20)), None);
+        assert_eq!(
+            drain(&mut timers, 25),
+            vec![
+                (20, Timer::ReadyDeadline(DealId(3))),
+                (20, Timer::DealEnd(DealId(4)))
+            ]
+        );
+
+        let mut deferred = Vec::new();
+        while let Some((fired_at, timer)) = timers.pop_deferred() {
+            timers.settled_deferred();
+            deferred.push((fired_at.0, timer));
+        }
+        deferred.sort();
+        assert_eq!(
+            deferred,
+            vec![
+                (25, Timer::ReadyDeadline(DealId(2))),
+                (25, Timer::DealEnd(DealId(1)))
+            ]
+        );
+        assert_eq!(timers.deferred_len(), 0);
+    }
+
+    #[test]
+    fn a_second_whose_timers_all_died_is_dropped_and_an_unwatched_one_defers() {
+        let mut timers = Timers::default();
+        let t = Timestamp;
+        timers.add(t(10), Timer::ReadyDeadline(DealId(1)));
+        timers.add(t(10), Timer::ReadyDeadline(DealId(2)));
+        timers.remove(t(10), Timer::ReadyDeadline(DealId(1)));
+        timers.remove(t(10), Timer::ReadyDeadline(DealId(2)));
+        timers.add(t(12), Timer::ReadyDeadline(DealId(3)));
+        timers.watch(t(12));
+        timers.unwatch(t(12));
+        assert_eq!(drain(&mut timers, 11), vec![], "dead timers are not popped");
+        assert!(timers.defer_due(t(12), t(12)));
+        assert_eq!(timers.deferred_len(), 1);
+        assert!(timers.buckets.is_empty());
     }
 
     #[test]

@@ -10,6 +10,9 @@ struct Market {
     engine: Engine,
     events: Vec<Event>,
     now: u64,
+    /// Commands run through [`Engine::apply_deferring`], settling nothing beyond what they
+    /// look at.
+    deferring: bool,
 }
 
 fn addr(n: u64) -> Address {
@@ -68,6 +71,14 @@ impl Market {
             }),
             events: Vec::new(),
             now: T0,
+            deferring: false,
+        }
+    }
+
+    fn deferring() -> Market {
+        Market {
+            deferring: true,
+            ..Market::new()
         }
     }
 
@@ -82,9 +93,12 @@ impl Market {
             at: Timestamp(self.now),
             kind,
         };
-        self.engine
-            .apply(&command, &mut self.events)
-            .map(|()| self.events.clone())
+        let applied = if self.deferring {
+            self.engine.apply_deferring(&command, 0, &mut self.events)
+        } else {
+            self.engine.apply(&command, &mut self.events)
+        };
+        applied.map(|()| self.events.clone())
     }
 
     fn place(&mut self, spec: OfferSpec) -> OfferId {
@@ -1072,5 +1086,93 @@ fn the_retention_is_a_journaled_setting_and_too_short_a_one_is_refused() {
     assert!(
         market.engine.deal(deal.id).is_none(),
         "finished 70 s ago: gone"
+    );
+}
+
+#[test]
+fn deferred_ends_settle_as_they_are_looked_at_and_a_freed_ip_can_change_hands() {
+    let mut market = Market::deferring();
+    let id = market.place(offer(1, IpSpec::Single(ip("192.0.2.1")), "FR", 5));
+    let deal = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    market.ready(&deal);
+    market
+        .run(CommandKind::CancelOffer {
+            offer: id,
+            provider: addr(1),
+        })
+        .expect("cancelled while leased");
+
+    // The lease's end falls due at a tick and is left for later: nothing looked at it.
+    market.at(60);
+    let events = market.run(CommandKind::Tick).expect("tick");
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(market.engine.unsettled(), 1);
+
+    // Another provider offers the IP: its last lease is settled first, so the IP is free to
+    // change hands, as it would have been had the end been processed on time.
+    let placed = market
+        .run(CommandKind::PlaceOffer(offer(
+            2,
+            IpSpec::Single(ip("192.0.2.1")),
+            "FR",
+            1,
+        )))
+        .expect("the IP is free");
+    assert!(placed.contains(&Event::DealStatusChanged {
+        deal: deal.id,
+        from: DealStatus::Active,
+        to: DealStatus::Completed,
+    }));
+    let closed = market.engine.deal(deal.id).and_then(|d| d.closed_at);
+    assert_eq!(closed, Some(Timestamp(T0 + 60)), "closed when it fell due");
+}
+
+#[test]
+fn a_second_of_many_ends_costs_one_deferring_command_only_what_it_looks_at() {
+    let mut market = Market::deferring();
+    for n in 0..1_000u32 {
+        let [a, b] = (n as u16).to_be_bytes();
+        market.place(offer(
+            1 + u64::from(n % 6),
+            IpSpec::Single(IpAddr::from([198, 51, a, b])),
+            "FR",
+            5,
+        ));
+    }
+    let deals = market.lease(request(7, 1_000, 5, TimeInForce::Ioc));
+    assert_eq!(deals.len(), 1_000);
+    for deal in &deals {
+        market.ready(deal);
+    }
+
+    // All 1,000 leases end in the same second; the next lease request settles only the offer
+    // it takes, the cheapest and oldest, and leaves the rest deferred.
+    market.at(60);
+    let events = market
+        .run(CommandKind::SubmitRequest(request(
+            8,
+            1,
+            5,
+            TimeInForce::Ioc,
+        )))
+        .expect("accepted");
+    let ended = events
+        .iter()
+        .filter(|e| matches!(e, Event::DealStatusChanged { .. }))
+        .count();
+    assert_eq!(ended, 1, "{events:?}");
+    assert_eq!(
+        market.deals_in(&events)[0].ips.as_slice(),
+        [ip("198.51.0.0")]
+    );
+    assert_eq!(market.engine.unsettled(), 999);
+
+    // Settled, the book is what eager expiry leaves: every lease completed.
+    market.engine.settle_all(&mut market.events);
+    assert_eq!(market.engine.unsettled(), 0);
+    assert!(
+        deals
+            .iter()
+            .all(|d| market.engine.deal(d.id).map(Deal::status) == Some(DealStatus::Completed))
     );
 }

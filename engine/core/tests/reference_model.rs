@@ -2,6 +2,8 @@
 //! brute-force reference matcher: both must make the same deals, reject the same commands and
 //! leave the same requests resting. Invariants are checked on the engine at every step, and the
 //! whole stream is replayed (and restored from a snapshot mid-way) to the same state hash.
+//! A second property runs each stream through an engine that defers expiry, against one that
+//! does not: the same outcomes, deals, per-deal events and settled state.
 //!
 //! The reference keeps no index at all: every match scans every offer and every IP, and checks
 //! calendars second by second.
@@ -780,38 +782,128 @@ enum Gen {
     },
 }
 
+fn offer_gen() -> impl Strategy<Value = Gen> {
+    (
+        (0u8..3, 0u8..8, 0u8..2, 1u8..64, 0u8..3, 0u8..3),
+        (
+            1u8..32,
+            0u8..3,
+            0u8..3,
+            prop_oneof![3 => Just(0u64), 1 => 1u64..30],
+            40u64..300,
+        ),
+        (prop_oneof![Just(30u64), Just(120), Just(400)], 1u8..6),
+    )
+        .prop_map(
+            |(
+                (provider, pool_owner, pool, pick, country, kind),
+                (protocols, city, asn, opens_in, length),
+                (max_lease, price),
+            )| {
+                // Mostly their own IPs; sometimes another provider's (refused while held).
+                let pool_owner = if pool_owner < 6 {
+                    provider
+                } else {
+                    pool_owner % 3
+                };
+                Gen::Offer {
+                    provider,
+                    pool_owner,
+                    pool,
+                    pick,
+                    country,
+                    kind,
+                    protocols,
+                    city,
+                    asn,
+                    opens_in,
+                    length,
+                    max_lease,
+                    price,
+                }
+            },
+        )
+}
+
+fn offer_change_gen() -> impl Strategy<Value = Gen> {
+    prop_oneof![
+        (1u8..12, 0u8..3).prop_map(|(o, p)| Gen::CancelOffer(o, p)),
+        (
+            1u8..12,
+            0u8..3,
+            proptest::option::of(1u8..6),
+            proptest::option::of(0u64..60),
+            proptest::option::of(1u8..6)
+        )
+            .prop_map(|(offer, provider, price, shift, keep)| Gen::AmendOffer {
+                offer,
+                provider,
+                price,
+                shift,
+                keep
+            }),
+    ]
+}
+
+fn request_gen() -> impl Strategy<Value = Gen> {
+    (
+        (0u8..3, 1u8..7, 0u8..16, 0u8..16, 0u8..64, 0u8..6, 0u8..8),
+        (
+            proptest::bool::weighted(0.15),
+            proptest::bool::weighted(0.15),
+            any::<bool>(),
+            proptest::option::weighted(0.3, 0u64..30),
+            5u64..60,
+            1u8..7,
+            0u8..3,
+            5u64..80,
+        ),
+    )
+        .prop_map(
+            |(
+                (requester, count, countries, kinds, protocols, city, asn),
+                (min_rating, min_uptime, distinct, start_in, duration, max_price, tif, expires_in),
+            )| Gen::Request {
+                requester,
+                count,
+                countries,
+                kinds,
+                protocols,
+                city,
+                asn,
+                min_rating,
+                min_uptime,
+                distinct,
+                start_in,
+                duration,
+                max_price,
+                tif,
+                expires_in,
+            },
+        )
+}
+
+fn deal_input_gen() -> impl Strategy<Value = Gen> {
+    (0u8..4, 0u8..12, proptest::bool::weighted(0.1), 0u8..7).prop_map(
+        |(back, action, wrong_party, score)| Gen::Deal {
+            back,
+            action,
+            wrong_party,
+            score,
+        },
+    )
+}
+
 fn gen_strategy() -> impl Strategy<Value = Gen> {
     prop_oneof![
         1 => Just(Gen::Tick),
-        6 => (
-            (0u8..3, 0u8..8, 0u8..2, 1u8..64, 0u8..3, 0u8..3),
-            (1u8..32, 0u8..3, 0u8..3, prop_oneof![3 => Just(0u64), 1 => 1u64..30], 40u64..300),
-            (prop_oneof![Just(30u64), Just(120), Just(400)], 1u8..6)
-        )
-            .prop_map(
-                |((provider, pool_owner, pool, pick, country, kind), (protocols, city, asn, opens_in, length), (max_lease, price))| {
-                    // Mostly their own IPs; sometimes another provider's (refused while held).
-                    let pool_owner = if pool_owner < 6 { provider } else { pool_owner % 3 };
-                    Gen::Offer { provider, pool_owner, pool, pick, country, kind, protocols, city, asn, opens_in, length, max_lease, price }
-                }
-            ),
-        1 => (1u8..12, 0u8..3).prop_map(|(o, p)| Gen::CancelOffer(o, p)),
-        1 => (1u8..12, 0u8..3, proptest::option::of(1u8..6), proptest::option::of(0u64..60), proptest::option::of(1u8..6))
-            .prop_map(|(offer, provider, price, shift, keep)| Gen::AmendOffer { offer, provider, price, shift, keep }),
-        8 => (
-            (0u8..3, 1u8..7, 0u8..16, 0u8..16, 0u8..64, 0u8..6, 0u8..8),
-            (proptest::bool::weighted(0.15), proptest::bool::weighted(0.15), any::<bool>(), proptest::option::weighted(0.3, 0u64..30), 5u64..60, 1u8..7, 0u8..3, 5u64..80)
-        )
-            .prop_map(
-                |((requester, count, countries, kinds, protocols, city, asn), (min_rating, min_uptime, distinct, start_in, duration, max_price, tif, expires_in))| Gen::Request {
-                    requester, count, countries, kinds, protocols, city, asn, min_rating, min_uptime, distinct, start_in, duration, max_price, tif, expires_in,
-                }
-            ),
+        6 => offer_gen(),
+        2 => offer_change_gen(),
+        8 => request_gen(),
         1 => (0u8..3, 0u16..10_500).prop_map(|(p, up)| Gen::Uptime(p, up)),
         1 => (1u8..16, 0u8..3).prop_map(|(r, q)| Gen::CancelRequest(r, q)),
         1 => (1u8..16, 0u8..3, 1u8..7).prop_map(|(r, q, p)| Gen::AmendRequest(r, q, p)),
-        10 => (0u8..4, 0u8..12, proptest::bool::weighted(0.1), 0u8..7)
-            .prop_map(|(back, action, wrong_party, score)| Gen::Deal { back, action, wrong_party, score }),
+        10 => deal_input_gen(),
     ]
 }
 
@@ -1197,5 +1289,199 @@ proptest! {
         stream in proptest::collection::vec((prop_oneof![4 => 0u64..3, 1 => 3u64..25], gen_strategy()), 1..100)
     ) {
         run_stream(&stream)?;
+    }
+}
+
+// ----- deferred expiry -------------------------------------------------------------------
+
+/// The deal an event is about, if any.
+fn deal_of(event: &Event) -> Option<DealId> {
+    match event {
+        Event::DealMade { deal, .. }
+        | Event::DealStatusChanged { deal, .. }
+        | Event::Rated { deal, .. } => Some(*deal),
+        _ => None,
+    }
+}
+
+/// Each deal's events in order, and the others in order.
+fn by_deal(events: &[Event]) -> (BTreeMap<DealId, Vec<Event>>, Vec<Event>) {
+    let mut deals: BTreeMap<DealId, Vec<Event>> = BTreeMap::new();
+    let mut others = Vec::new();
+    for event in events {
+        match deal_of(event) {
+            Some(deal) => deals.entry(deal).or_default().push(event.clone()),
+            None => others.push(event.clone()),
+        }
+    }
+    (deals, others)
+}
+
+/// The deals a command made, with their IPs (their status aside, which a deferring engine
+/// may show late).
+fn made_deals(engine: &Engine, events: &[Event]) -> Vec<(Event, Vec<IpAddr>)> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::DealMade { deal, .. } => Some((
+                event.clone(),
+                engine
+                    .deal(*deal)
+                    .map(|d| d.ips.to_vec())
+                    .unwrap_or_default(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One stream through an engine that expires eagerly and one that defers (settling now and
+/// then, by `settle`): same outcome for every command, same deals as they are made, the same
+/// state hash whenever the deferring one is settled, and in the end the same events for every
+/// deal, in the same order.
+fn run_deferring(stream: &[(u64, Gen, u8)], retention: u64) -> Result<(), TestCaseError> {
+    let config = EngineConfig {
+        ready_timeout: READY_TIMEOUT,
+        shard: 0,
+        deal_retention: retention,
+        rating_prior: RATING_PRIOR,
+    };
+    let (mut eager, mut deferring) = (Engine::new(config), Engine::new(config));
+    let mut reference = Reference::new();
+    let (mut eager_events, mut deferring_events) = (Vec::new(), Vec::new());
+    let mut now = 1_000u64;
+    for (step, (dt, generated, settle)) in stream.iter().enumerate() {
+        now += dt;
+        let command = Command {
+            at: Timestamp(now),
+            kind: materialize(generated, Timestamp(now), &reference),
+        };
+        reference.apply(&command);
+        let (eager_before, deferring_before) = (eager_events.len(), deferring_events.len());
+        let ours =
+            deferring.apply_deferring(&command, usize::from(*settle % 3), &mut deferring_events);
+        let theirs = eager.apply(&command, &mut eager_events);
+        prop_assert_eq!(&ours, &theirs, "step {}: {:?}", step, command);
+        let made = made_deals(&eager, &eager_events[eager_before..]);
+        let also = made_deals(&deferring, &deferring_events[deferring_before..]);
+        prop_assert_eq!(made, also, "deals made at step {}", step);
+        match settle / 3 % 8 {
+            0 => deferring.settle_all(&mut deferring_events),
+            1 | 2 => {
+                deferring.settle(usize::from(*settle / 24), &mut deferring_events);
+            }
+            _ => {}
+        }
+        if deferring.unsettled() == 0 {
+            prop_assert_eq!(
+                deferring.state_hash(),
+                eager.state_hash(),
+                "settled state at step {}",
+                step
+            );
+            prop_assert_eq!(deferring.pending_timers(), eager.pending_timers());
+        }
+    }
+    deferring.settle_all(&mut deferring_events);
+    prop_assert_eq!(deferring.state_hash(), eager.state_hash(), "final state");
+    let (eager_deals, eager_others) = by_deal(&eager_events);
+    let (deferring_deals, deferring_others) = by_deal(&deferring_events);
+    prop_assert_eq!(deferring_deals, eager_deals, "each deal's events");
+    prop_assert_eq!(deferring_others, eager_others, "offer and request events");
+    Ok(())
+}
+
+/// The streams of a leasing fleet: IOC and FOK requests only (so no request rests and seconds
+/// can be deferred), mostly without filters, for leases short enough that even their ready
+/// deadlines may be deferred; providers mostly report ready, so leases run to their end.
+fn leasing(generated: Gen) -> Gen {
+    match generated {
+        Gen::Request {
+            requester,
+            count,
+            countries,
+            kinds,
+            protocols,
+            city,
+            asn,
+            min_rating,
+            min_uptime,
+            distinct,
+            start_in,
+            duration,
+            max_price,
+            tif,
+            expires_in,
+        } => {
+            let plain = countries % 4 != 0;
+            Gen::Request {
+                requester,
+                count,
+                countries: if plain { 0 } else { countries },
+                kinds: if plain { 0 } else { kinds },
+                protocols: if plain { 0 } else { protocols },
+                city: if plain { 0 } else { city },
+                asn: if plain { 0 } else { asn },
+                min_rating,
+                min_uptime,
+                distinct,
+                start_in,
+                duration: 5 + duration % 8,
+                max_price,
+                tif: tif % 2,
+                expires_in,
+            }
+        }
+        Gen::Deal {
+            back,
+            action,
+            wrong_party,
+            score,
+        } => Gen::Deal {
+            back,
+            action: if action < 8 { 0 } else { action },
+            wrong_party,
+            score,
+        },
+        other => other,
+    }
+}
+
+/// A fleet's market: offers come and go, requests are many, deal inputs more.
+fn fleet_strategy() -> impl Strategy<Value = Gen> {
+    prop_oneof![
+        3 => offer_gen(),
+        2 => offer_change_gen(),
+        1 => Just(Gen::Tick),
+        10 => request_gen(),
+        10 => deal_input_gen(),
+    ]
+    .prop_map(leasing)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+    /// Deferred expiry changes when ends are processed, never what happens.
+    #[test]
+    fn deferred_expiry_matches_eager_expiry(
+        stream in proptest::collection::vec(
+            (prop_oneof![4 => 0u64..3, 1 => 3u64..25], gen_strategy(), any::<u8>()),
+            1..100,
+        ),
+        fleet in proptest::collection::vec(
+            (prop_oneof![4 => 0u64..3, 1 => 3u64..25], fleet_strategy(), any::<u8>()),
+            1..150,
+        ),
+        retention in prop_oneof![Just(u64::MAX), 1u64..20],
+        fleet_only in any::<bool>(),
+    ) {
+        // Either a fleet alone, or any market followed by a fleet.
+        let stream: Vec<(u64, Gen, u8)> = if fleet_only {
+            fleet
+        } else {
+            stream.into_iter().chain(fleet).collect()
+        };
+        run_deferring(&stream, retention)?;
     }
 }
