@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ipsx_benches::{LeaseDriver, OfferChurn, build_market};
-use ipsx_engine::{Command, Timestamp};
+use ipsx_engine::{Command, CommandKind, SETTLE_PER_COMMAND, Timestamp};
 use ipsx_engine_runtime::workload::MarketShape;
 
 fn offers(c: &mut Criterion) {
@@ -45,11 +45,12 @@ fn leases(c: &mut Criterion) {
 
 /// The stall the lease benchmarks average away: one command moving the clock past a second
 /// in which 10,000 single-IP leases end (voided at their end, no provider having reported
-/// ready), measured per ended lease.
+/// ready), measured per ended lease when expiring eagerly; and, deferring expiry, what the
+/// first lease request of that second costs instead.
 fn expiry(c: &mut Criterion) {
     const LEASES: u64 = 10_000;
     let shape = MarketShape::MILLION;
-    let mut driver = LeaseDriver::new(build_market(&shape), shape, LEASES);
+    let mut driver = LeaseDriver::new(build_market(&shape), shape, LEASES).eager();
     // Two seconds of leases: the second second's 10,000 all end at the same later second.
     for _ in 0..2 * LEASES {
         driver.lease(1);
@@ -70,6 +71,24 @@ fn expiry(c: &mut Criterion) {
                 engine
                     .apply(&Command::tick(end), &mut events)
                     .expect("a tick is always accepted");
+                black_box(events.len())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.throughput(Throughput::Elements(1));
+    let lease = Command {
+        at: end,
+        kind: CommandKind::SubmitRequest(shape.lease(0, 1, ipsx_benches::LEASE_SECONDS)),
+    };
+    group.bench_function("first_lease_of_that_second_deferring", |b| {
+        b.iter_batched_ref(
+            || before.clone(),
+            |engine| {
+                let mut events = Vec::with_capacity(64);
+                engine
+                    .apply_deferring(&lease, SETTLE_PER_COMMAND, &mut events)
+                    .expect("a lease request is accepted");
                 black_box(events.len())
             },
             BatchSize::LargeInput,

@@ -9,7 +9,8 @@
 //! * [`LeaseDriver`] sends lease requests against it forever: the clock advances one second
 //!   every `requests_per_second` requests, so leases end (their deals are voided at their end,
 //!   no provider having reported ready) and the market keeps its capacity — a steady state
-//!   rather than a book that runs dry.
+//!   rather than a book that runs dry. It applies them as a node does, deferring expiry
+//!   ([`Engine::apply_deferring`]), or eagerly ([`LeaseDriver::eager`]) for comparison.
 //!
 //! ```
 //! use ipsx_benches::{LeaseDriver, build_market};
@@ -26,7 +27,9 @@ pub mod tunnels;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use ipsx_engine::{Command, CommandKind, Engine, EngineConfig, Event, Timestamp};
+use ipsx_engine::{
+    Command, CommandKind, Engine, EngineConfig, Event, SETTLE_PER_COMMAND, Timestamp,
+};
 use ipsx_engine_runtime::workload::{EPOCH, MarketShape};
 
 /// Lease duration the drivers use, seconds.
@@ -70,6 +73,7 @@ pub struct LeaseDriver {
     sent: u64,
     now: Timestamp,
     events: Vec<Event>,
+    deferring: bool,
 }
 
 impl LeaseDriver {
@@ -84,7 +88,15 @@ impl LeaseDriver {
             sent: 0,
             now,
             events: Vec::with_capacity(64),
+            deferring: true,
         }
+    }
+
+    /// The same driver expiring eagerly ([`Engine::apply`]): each second's lease ends all run
+    /// in the first command of the next second.
+    pub fn eager(mut self) -> LeaseDriver {
+        self.deferring = false;
+        self
     }
 
     /// Sends one request for `count` IPs; returns how many were leased.
@@ -102,9 +114,13 @@ impl LeaseDriver {
         };
         self.sent += 1;
         self.events.clear();
-        self.engine
-            .apply(&command, &mut self.events)
-            .expect("synthetic requests are valid");
+        let applied = if self.deferring {
+            self.engine
+                .apply_deferring(&command, SETTLE_PER_COMMAND, &mut self.events)
+        } else {
+            self.engine.apply(&command, &mut self.events)
+        };
+        applied.expect("synthetic requests are valid");
         self.events
             .iter()
             .map(|e| match e {

@@ -97,11 +97,16 @@ impl Offer {
         }
     }
 
-    fn wanted_placement(&self) -> Placement {
+    /// Where the offer belongs at `now`. An offer whose IPs are all booked but one of them free
+    /// by `now` (its leases ended, not yet settled) is open: every fill from now on could take
+    /// that IP, so both indexes would list it, and an offer taking turns between them with
+    /// each lease would pay for moving every time.
+    fn wanted_placement(&self, now: Timestamp) -> Placement {
         if !self.idle.is_empty() || !self.irregular.is_empty() {
             return Placement::Open;
         }
         match (self.busy_by_free.first(), self.busy_by_start.last()) {
+            (Some((free_from, _)), _) if *free_from <= now => Placement::Open,
             (Some((free_from, _)), Some((first_start, _))) => Placement::Saturated {
                 earliest_free: *free_from,
                 latest_start: *first_start,
@@ -179,7 +184,8 @@ impl OfferIndex {
         price_of: impl Fn(OfferId) -> Amount,
     ) -> Candidates<'_> {
         let split = now.min(start);
-        let mut seconds: SmallVec<[std::iter::Peekable<FreeRange<'_>>; 2]> = SmallVec::new();
+        let mut seconds: SmallVec<[std::iter::Peekable<FreeRange<'_>>; MERGED_SECONDS]> =
+            SmallVec::new();
         let mut second = self.saturated_by_free.first().map(|(t, _, _)| *t);
         while let Some(t) = second.filter(|t| *t <= split) {
             if seconds.len() == MERGED_SECONDS {
@@ -236,7 +242,7 @@ impl OfferIndex {
 /// can be both free by now and booked only after the span).
 pub(crate) struct Candidates<'a> {
     open: std::iter::Peekable<std::collections::btree_set::Range<'a, (Amount, OfferId)>>,
-    seconds: SmallVec<[std::iter::Peekable<FreeRange<'a>>; 2]>,
+    seconds: SmallVec<[std::iter::Peekable<FreeRange<'a>>; MERGED_SECONDS]>,
     gathered: std::iter::Peekable<std::vec::IntoIter<(Amount, OfferId)>>,
     last: Option<OfferId>,
 }
@@ -292,6 +298,8 @@ pub(crate) struct OfferBook {
     pub(crate) all: OfferIndex,
     pub(crate) by_provider: BTreeSet<(Address, OfferId)>,
     pub(crate) depth: DepthCounters,
+    /// The engine's clock, for placing offers (see [`Offer::wanted_placement`]).
+    pub(crate) now: Timestamp,
 }
 
 impl Default for OfferBook {
@@ -305,6 +313,7 @@ impl Default for OfferBook {
             all: OfferIndex::default(),
             by_provider: BTreeSet::new(),
             depth: DepthCounters::default(),
+            now: Timestamp(0),
         }
     }
 }
@@ -547,15 +556,15 @@ impl OfferBook {
         if old == new {
             return Some(id);
         }
-        let before = offer.wanted_placement();
+        let placed = offer.placement;
         let idle_before = offer.idle.len() as i64;
         file(offer, position, old, false);
         file(offer, position, new, true);
         let idle_delta = offer.idle.len() as i64 - idle_before;
         let key = offer.depth_key();
-        let after = offer.wanted_placement();
+        let wanted = offer.wanted_placement(self.now);
         self.depth.add(key, idle_delta);
-        if before != after {
+        if placed != wanted {
             self.unplace(id);
             self.place(id);
         }
@@ -566,7 +575,7 @@ impl OfferBook {
         let Some(offer) = self.offers.get_mut(id.0) else {
             return;
         };
-        let placement = offer.wanted_placement();
+        let placement = offer.wanted_placement(self.now);
         offer.placement = placement;
         let (price, country) = (offer.price, offer.country);
         self.by_country[country.index()].apply(price, id, placement, true);

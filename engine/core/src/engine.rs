@@ -16,6 +16,7 @@ use crate::command::{Command, CommandKind, Event, RequestEnd};
 use crate::deal::{Deal, Profile};
 use crate::depth::MarketDepth;
 use crate::error::{EngineError, InputError};
+use crate::finished::FinishedDeals;
 use crate::order::{
     Filters, MAX_REQUEST_COUNT, MIN_LEASE_SECONDS, OfferIps, RequestSpec, Start, TimeInForce,
     check_duration, check_price, check_total_cost, check_window, subnet_of,
@@ -122,7 +123,16 @@ struct Fill<'a> {
 /// Deferred deal timers each [`Engine::apply_deferring`] settles besides what it looks at:
 /// enough to drain a second of ends at the rate they were made (each lease also settles the
 /// offer it takes), few enough to stay within the latency of one lease.
-pub const SETTLE_PER_COMMAND: usize = 2;
+pub const SETTLE_PER_COMMAND: usize = 1;
+
+/// Finished deals past their retention each [`Engine::apply_deferring`] drops: more than one
+/// command finishes, so a backlog drains.
+const PRUNE_PER_COMMAND: usize = 4;
+
+/// Ended IPs of an offer the matcher settles at least, once it settles any: an offer whose
+/// leases ended keeps idle IPs for the next few fills, instead of moving between the open and
+/// the saturated index with every lease. Few enough to stay within the latency of one lease.
+const SETTLE_AHEAD: usize = 4;
 
 /// The shortest deal retention: the node's feed reads each deal after it finishes, and
 /// parties rate each other then.
@@ -160,6 +170,13 @@ impl PartyDeals {
     }
 }
 
+/// An offer a plan reached that may hold deferred ends, and how many IPs the plan still
+/// needed there.
+struct Unsettled {
+    offer: OfferId,
+    need: usize,
+}
+
 /// Which IP slots of which offers a fill would take, in priority order.
 type Plan = SmallVec<[(OfferId, Picked); 2]>;
 
@@ -187,7 +204,7 @@ pub struct Engine {
     pub(crate) deals_made: u64,
     /// Finished deals in the order they finished (the clock never goes back), so each leaves
     /// the book when its own retention is over, whatever deals made before it still run.
-    pub(crate) finished: VecDeque<(Timestamp, DealId)>,
+    pub(crate) finished: FinishedDeals,
     pub(crate) deals_by_party: FxHashMap<Address, PartyDeals>,
     pub(crate) profiles: FxHashMap<Address, Profile>,
     pub(crate) timers: Timers,
@@ -214,7 +231,7 @@ impl Engine {
             deals: IdSlab::default(),
             deal_slots: IdSlab::default(),
             deals_made: 0,
-            finished: VecDeque::new(),
+            finished: FinishedDeals::default(),
             deals_by_party: FxHashMap::default(),
             profiles: FxHashMap::default(),
             timers: Timers::default(),
@@ -276,7 +293,6 @@ impl Engine {
             self.advance_deferring(at, events);
             self.settle_touched(&command.kind, offer_ips.as_deref(), events);
             self.settle_deferred(settle, events);
-            self.prune_deals();
         } else {
             self.settle_all(events);
             self.advance(at, events);
@@ -285,8 +301,9 @@ impl Engine {
         if executed.is_ok() {
             self.retry_resting(events);
         }
-        // Deals the matcher settled on its way may be past their retention already.
-        self.prune_deals();
+        // Finished deals leave the book a few at a time too (a second's worth of them reach
+        // the end of their retention together), faster than leases finish.
+        self.prune_some_deals(PRUNE_PER_COMMAND);
         executed
     }
 
@@ -295,22 +312,34 @@ impl Engine {
     /// out of turn already. A node calls it when idle, so the backlog drains between commands.
     pub fn settle(&mut self, budget: usize, events: &mut Vec<Event>) -> usize {
         let settled = self.settle_deferred(budget, events);
-        if settled > 0 {
-            self.prune_deals();
-        }
+        self.prune_some_deals(budget);
         settled
     }
 
-    /// Settles every deferred deal timer: reads and snapshots then show what
-    /// [`Engine::apply`] would have left.
+    /// Settles every deferred deal timer and drops the finished deals past their retention:
+    /// reads and snapshots then show what [`Engine::apply`] would have left.
     pub fn settle_all(&mut self, events: &mut Vec<Event>) {
         self.settle(usize::MAX, events);
     }
 
     /// Deals whose deferred end or deadline is not settled yet (see
-    /// [`Engine::apply_deferring`]); `0` means reads are exact.
+    /// [`Engine::apply_deferring`]).
     pub fn unsettled(&self) -> usize {
         self.timers.deferred_len()
+    }
+
+    /// Whether reads are exact: nothing deferred is left to settle, and no finished deal past
+    /// its retention is left to drop.
+    pub fn is_settled(&self) -> bool {
+        self.unsettled() == 0
+            && self
+                .finished
+                .oldest()
+                .is_none_or(|closed_at| !self.retention_over(closed_at))
+    }
+
+    fn retention_over(&self, closed_at: Timestamp) -> bool {
+        closed_at.0.saturating_add(self.config.deal_retention) <= self.now.0
     }
 
     /// The engine's clock: the timestamp of the last command applied.
@@ -541,6 +570,7 @@ impl Engine {
     /// Moves the clock to `at` and runs whatever fell due, in time order.
     fn advance(&mut self, at: Timestamp, events: &mut Vec<Event>) {
         self.now = at;
+        self.book.now = at;
         while let Some((due, timer)) = self.timers.pop_due(at) {
             self.fire(due, timer, events);
         }
@@ -552,6 +582,7 @@ impl Engine {
     /// [`Engine::apply_deferring`]).
     fn advance_deferring(&mut self, at: Timestamp, events: &mut Vec<Event>) {
         self.now = at;
+        self.book.now = at;
         loop {
             if self.timers.defer_due(at, at) {
                 continue;
@@ -567,21 +598,18 @@ impl Engine {
             self.fire(due, timer, events);
         }
         self.retry_resting(events);
-        self.prune_deals();
     }
 
-    /// Settles what a command reads or changes besides the offers the matcher considers.
+    /// Settles what a command reads or changes besides the offers the matcher considers, and
+    /// drops the deal it names if that deal is past its retention.
     fn settle_touched(
         &mut self,
         kind: &CommandKind,
         offer_ips: Option<&[IpAddr]>,
         events: &mut Vec<Event>,
     ) {
-        if self.timers.deferred_len() == 0 {
-            return;
-        }
         match kind {
-            CommandKind::PlaceOffer(_) => {
+            CommandKind::PlaceOffer(_) if self.timers.deferred_len() > 0 => {
                 // An IP whose last lease ended may be offered again, by anyone.
                 let now = self.now;
                 let ended: SmallVec<[DealId; 4]> = offer_ips
@@ -603,7 +631,15 @@ impl Engine {
             | CommandKind::ProviderFailed { deal, .. }
             | CommandKind::PaymentLapsed { deal }
             | CommandKind::CancelDeal { deal, .. }
-            | CommandKind::Rate { deal, .. } => self.settle_deal(*deal, events),
+            | CommandKind::Rate { deal, .. } => {
+                self.settle_deal(*deal, events);
+                // A deal past its retention is gone, as it would have been.
+                if let Some(closed_at) = self.deal(*deal).and_then(|d| d.closed_at)
+                    && self.retention_over(closed_at)
+                {
+                    self.drop_deal(*deal);
+                }
+            }
             _ => {}
         }
     }
@@ -676,6 +712,41 @@ impl Engine {
         }
     }
 
+    /// Settles enough of an offer for a fill that takes up to `need` of its IPs: the IPs whose
+    /// leases all ended come before booked ones, in listed order, so settling the first `need`
+    /// of them (by position) shows the fill the same IPs as settling them all. They are found
+    /// by merging, a second at a time, the busy index (by end, then position). When a fill may
+    /// skip IPs (distinct subnets), or the offer has shared or gapped IPs (checked booking by
+    /// booking), the whole offer settles.
+    fn settle_offer_for(
+        &mut self,
+        id: OfferId,
+        need: usize,
+        distinct: bool,
+        events: &mut Vec<Event>,
+    ) {
+        let now = self.now;
+        let Some(offer) = self.book.offers.get(id.0) else {
+            return;
+        };
+        if distinct || !offer.irregular.is_empty() {
+            return self.settle_offer(id, events);
+        }
+        let Some(positions) = first_ended(offer, now, need.max(SETTLE_AHEAD)) else {
+            return self.settle_offer(id, events);
+        };
+        let deals: SmallVec<[DealId; 4]> = positions
+            .iter()
+            .flat_map(|position| {
+                let slot = self.book.slot(offer.slots[*position as usize]);
+                slot.calendar.bookings().iter().map(|booking| booking.deal)
+            })
+            .collect();
+        for deal in deals {
+            self.settle_deal(deal, events);
+        }
+    }
+
     /// Runs a deferred deal timer as it would have run when it fell due: with the clock of
     /// then (the deal closes at that time), and with the offers it frees retried against no
     /// resting request (a second is deferred only while none rests).
@@ -702,29 +773,41 @@ impl Engine {
 
     /// Drops finished deals whose retention is over from the deal book.
     fn prune_deals(&mut self) {
-        let retention = self.config.deal_retention;
-        while let Some(&(closed_at, id)) = self.finished.front() {
-            if closed_at.0.saturating_add(retention) > self.now.0 {
-                break;
+        self.prune_some_deals(usize::MAX);
+    }
+
+    /// Drops up to `budget` finished deals whose retention is over, oldest first.
+    fn prune_some_deals(&mut self, budget: usize) {
+        for _ in 0..budget {
+            match self.finished.oldest() {
+                Some(closed_at) if self.retention_over(closed_at) => {
+                    if let Some(id) = self.finished.pop_oldest() {
+                        self.drop_deal(id);
+                    }
+                }
+                _ => break,
             }
-            self.finished.pop_front();
-            let Some((provider, requester)) =
-                self.deal(id).map(|deal| (deal.provider, deal.requester))
-            else {
-                continue;
-            };
-            self.deals.delete(id.0);
-            for party in [provider, requester] {
-                let emptied = self
-                    .deals_by_party
-                    .get_mut(&party)
-                    .is_some_and(|kept| kept.forget(id, &self.deals));
-                if emptied {
-                    self.deals_by_party.remove(&party);
-                }
-                if provider == requester {
-                    break;
-                }
+        }
+    }
+
+    /// Takes a finished deal out of the deal book and its parties' lists (its entry in
+    /// `finished`, if still there, finds it gone).
+    fn drop_deal(&mut self, id: DealId) {
+        let Some((provider, requester)) = self.deal(id).map(|deal| (deal.provider, deal.requester))
+        else {
+            return;
+        };
+        self.deals.delete(id.0);
+        for party in [provider, requester] {
+            let emptied = self
+                .deals_by_party
+                .get_mut(&party)
+                .is_some_and(|kept| kept.forget(id, &self.deals));
+            if emptied {
+                self.deals_by_party.remove(&party);
+            }
+            if provider == requester {
+                break;
             }
         }
     }
@@ -1131,6 +1214,7 @@ impl Engine {
         need: u32,
         events: &mut Vec<Event>,
     ) -> Plan {
+        let mut settled: SmallVec<[OfferId; 4]> = SmallVec::new();
         loop {
             let planned = {
                 let Some(record) = self.requests.get(request.0) else {
@@ -1145,11 +1229,18 @@ impl Engine {
                     end,
                     max_price: record.spec.max_price,
                 };
-                self.plan(&fill, need, &record.used_subnets)
+                self.plan(&fill, need, &record.used_subnets, &settled)
             };
             match planned {
                 Ok(plan) => return plan,
-                Err(unsettled) => self.settle_offer(unsettled, events),
+                Err(Unsettled { offer, need }) => {
+                    let distinct = self
+                        .requests
+                        .get(request.0)
+                        .is_some_and(|r| r.spec.filters.distinct_subnets);
+                    self.settle_offer_for(offer, need, distinct, events);
+                    settled.push(offer);
+                }
             }
         }
     }
@@ -1157,14 +1248,16 @@ impl Engine {
     /// Picks up to `need` IPs for a fill: offers cheapest then oldest; inside an offer, IPs with
     /// no booking first, then booked ones that are free over the span, each in listed order.
     ///
-    /// `Err(offer)` when an offer it reached may hold deferred ends: settled, it could look
-    /// different (an IP idle rather than booked), so the caller settles it and plans again.
+    /// `Err` when an offer it reached (not in `settled`) may hold deferred ends: settled, it
+    /// could look different (an IP idle rather than booked), so the caller settles what this
+    /// fill needs of it and plans again.
     fn plan(
         &self,
         fill: &Fill<'_>,
         need: u32,
         used_subnets: &BTreeSet<u128>,
-    ) -> Result<Plan, OfferId> {
+        settled: &[OfferId],
+    ) -> Result<Plan, Unsettled> {
         let deferred = self.timers.deferred_len() > 0;
         let distinct = fill.filters.distinct_subnets;
         let mut taken_subnets: BTreeSet<u128> = BTreeSet::new();
@@ -1193,8 +1286,11 @@ impl Engine {
             if !self.offer_admits(offer, fill) {
                 continue;
             }
-            if deferred && offer.ended_by <= self.now {
-                return Err(id);
+            if deferred && may_hold_ended(offer, self.now) && !settled.contains(&id) {
+                return Err(Unsettled {
+                    offer: id,
+                    need: left,
+                });
             }
             let mut picked = Picked::new();
             let mut take = |position: u32, picked: &mut Picked| {
@@ -1466,11 +1562,7 @@ impl Engine {
             deal.end,
             deal.ips.len() as u32,
         );
-        // A deferred end closes at the time it fell due, behind later ones.
-        let at = self
-            .finished
-            .partition_point(|(closed_at, _)| *closed_at <= now);
-        self.finished.insert(at, (now, id));
+        self.finished.push(now, id);
         let slots = self.deal_slots.remove(id.0).unwrap_or_default();
         for slot in slots {
             if let Some(offer) = self.book.release(slot, id) {
@@ -1584,6 +1676,61 @@ impl Engine {
         });
         Ok(())
     }
+}
+
+/// Whether a plan could see an offer differently once its deferred ends settle: an exclusive
+/// IP whose leases all ended (it reads as booked, not idle), or a shared or gapped IP with a
+/// lease that may have ended. An IP with a lease that ended and another still running reads
+/// as booked either way.
+fn may_hold_ended(offer: &Offer, now: Timestamp) -> bool {
+    offer
+        .busy_by_free
+        .first()
+        .is_some_and(|(free, _)| *free <= now)
+        || (!offer.irregular.is_empty() && offer.ended_by <= now)
+}
+
+/// Seconds of ends [`first_ended`] merges before it gives up (the offer then settles whole).
+const ENDED_RUNS: usize = 4;
+
+/// The first `need` positions (or all, if fewer), in order, of an offer's exclusive IPs whose
+/// every lease ended by `now`; `None` if they ended over more than [`ENDED_RUNS`] seconds.
+fn first_ended(offer: &Offer, now: Timestamp, need: usize) -> Option<SmallVec<[u32; 4]>> {
+    type Run<'a> = (
+        Timestamp,
+        std::iter::Peekable<crate::ordered::Range<'a, (Timestamp, u32)>>,
+    );
+    let mut runs: SmallVec<[Run<'_>; ENDED_RUNS]> = SmallVec::new();
+    let mut second = offer.busy_by_free.first().map(|(free, _)| *free);
+    while let Some(free) = second.filter(|free| *free <= now) {
+        if runs.len() == ENDED_RUNS {
+            return None;
+        }
+        runs.push((free, offer.busy_by_free.from((free, 0)).peekable()));
+        second = offer
+            .busy_by_free
+            .from((Timestamp(free.0 + 1), 0))
+            .next()
+            .map(|(free, _)| free);
+    }
+    let mut picked = SmallVec::new();
+    while picked.len() < need {
+        // The smallest position at the head of a run still within its own second.
+        let Some((run, position)) = runs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, (second, entries))| {
+                let (free, position) = *entries.peek()?;
+                (free == *second).then_some((index, position))
+            })
+            .min_by_key(|(_, position)| *position)
+        else {
+            break;
+        };
+        runs[run].1.next();
+        picked.push(position);
+    }
+    Some(picked)
 }
 
 /// Whether a ready deadline must fire in order (it is watched, never deferred): a void before

@@ -135,6 +135,7 @@ mod deal;
 mod depth;
 mod engine;
 mod error;
+mod finished;
 mod order;
 mod ordered;
 mod slab;

@@ -180,6 +180,7 @@ impl Engine {
     pub fn restore(snapshot: Snapshot) -> Engine {
         let mut engine = Engine::new(snapshot.config);
         engine.now = snapshot.now;
+        engine.book.now = snapshot.now;
         engine.next_offer = snapshot.next_offer;
         engine.next_request = snapshot.next_request;
         engine.book.restore_ips(snapshot.ips);
@@ -255,7 +256,9 @@ impl Engine {
             .filter_map(|deal| Some((deal.closed_at?, deal.id)))
             .collect();
         finished.sort_unstable();
-        engine.finished = finished.into();
+        for (closed_at, id) in finished {
+            engine.finished.push(closed_at, id);
+        }
         for deal in snapshot.deals {
             engine.deals.insert(deal.id.0, deal);
         }

@@ -1372,7 +1372,7 @@ fn run_deferring(stream: &[(u64, Gen, u8)], retention: u64) -> Result<(), TestCa
             }
             _ => {}
         }
-        if deferring.unsettled() == 0 {
+        if deferring.is_settled() {
             prop_assert_eq!(
                 deferring.state_hash(),
                 eager.state_hash(),

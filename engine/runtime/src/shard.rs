@@ -35,7 +35,9 @@ pub struct ShardConfig {
     /// Move the clock this often without traffic, so timeouts and expiries fire (None: only
     /// when commands arrive — for tests that drive time themselves).
     pub tick_every: Option<Duration>,
-    /// Publish market depth at most this often.
+    /// Publish market depth at most this often. It is read without settling deferred lease
+    /// ends (a gauge, not a read that must be exact): IPs whose lease ended in the last
+    /// moments may still count as leased until their end settles, a few batches later.
     pub depth_every: Duration,
 }
 
@@ -410,6 +412,10 @@ impl Applied {
 /// Groups a writer may have handed to the journal thread and not yet heard back about.
 const COMMITS_IN_FLIGHT: usize = 2;
 
+/// Deferred lease ends a writer settles after each batch (about a millisecond's work): a second
+/// of 100,000 ends drains over a few dozen batches instead of stalling one.
+const SETTLE_PER_BATCH: usize = 2_048;
+
 impl Writer {
     fn run(mut self) -> Result<(), StoreError> {
         let result = self.serve();
@@ -434,7 +440,13 @@ impl Writer {
         let idle_wait = self.config.tick_every.unwrap_or(Duration::from_secs(3600));
         loop {
             let mut stop = false;
-            match self.queue.recv_timeout(idle_wait) {
+            // Idle with lease ends still to settle: settle them rather than wait.
+            let wait = if self.store.unsettled() > 0 {
+                Duration::ZERO
+            } else {
+                idle_wait
+            };
+            match self.queue.recv_timeout(wait) {
                 Ok(message) => batch.push(message),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stop = true,
@@ -485,6 +497,19 @@ impl Writer {
                     Message::Shutdown => stop = true,
                 }
             }
+            // Reads and snapshots see the settled state; otherwise a bounded share of the
+            // deferred ends settles now.
+            let mut settled = Vec::new();
+            if !reads.is_empty()
+                || stop
+                || !snapshot_waiters.is_empty()
+                || self.store.snapshot_due()
+            {
+                self.store.settle_all(&mut settled);
+            } else {
+                self.store.settle(SETTLE_PER_BATCH, &mut settled);
+            }
+            self.keep(&settled);
             let engine = self.store.engine();
             for read in reads {
                 applied.answers.push(match read {

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use ipsx_engine::{Command, Engine, EngineConfig, EngineError, Event};
+use ipsx_engine::{Command, Engine, EngineConfig, EngineError, Event, SETTLE_PER_COMMAND};
 
 use crate::error::StoreError;
 use crate::journal::{self, FsyncPolicy, GroupBuffer, JournalWriter};
@@ -165,11 +165,19 @@ impl DurableEngine {
     /// Applies a command and buffers it for the journal. Returns the record's sequence number.
     /// Not durable until [`DurableEngine::commit`]; acknowledge only after that.
     ///
+    /// Lease ends that fell due are deferred and settled a few at a time
+    /// ([`Engine::apply_deferring`]): call [`DurableEngine::settle`] between batches and
+    /// [`DurableEngine::settle_all`] before reading. The journal holds commands only, and a
+    /// replay (which expires eagerly) reaches the same settled state.
+    ///
     /// A refused command is journaled as a clock tick when refusing it still moved the clock
     /// (timers fired), so a replay moves the clock the same way.
     pub fn apply(&mut self, command: &Command, events: &mut Vec<Event>) -> ApplyResult {
         let clock_before = self.engine.now();
-        match self.engine.apply(command, events) {
+        match self
+            .engine
+            .apply_deferring(command, SETTLE_PER_COMMAND, events)
+        {
             Ok(()) => {
                 self.since_snapshot += 1;
                 ApplyResult {
@@ -220,9 +228,26 @@ impl DurableEngine {
         self.journal.in_flight()
     }
 
-    /// The engine (read-only: changes go through [`DurableEngine::apply`]).
+    /// The engine (read-only: changes go through [`DurableEngine::apply`]). Exact once
+    /// settled ([`DurableEngine::settle_all`]); until then deals that ended may read as running.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Settles up to `budget` deferred lease ends (see [`Engine::settle`]): their events are
+    /// appended to `events`. Settling is not journaled: it changes when, not what.
+    pub fn settle(&mut self, budget: usize, events: &mut Vec<Event>) -> usize {
+        self.engine.settle(budget, events)
+    }
+
+    /// Settles every deferred lease end, so reads are exact.
+    pub fn settle_all(&mut self, events: &mut Vec<Event>) {
+        self.engine.settle_all(events);
+    }
+
+    /// Deals whose deferred end is not settled yet.
+    pub fn unsettled(&self) -> usize {
+        self.engine.unsettled()
     }
 
     /// The last journaled sequence number (applied; see [`DurableEngine::durable_seq`]).
@@ -243,6 +268,8 @@ impl DurableEngine {
             return Ok(false);
         }
         self.commit()?;
+        // A snapshot is of the settled state; a caller that publishes events settles first.
+        self.engine.settle_all(&mut Vec::new());
         let bytes = SnapshotBytes::new(self.last_seq(), &self.engine.snapshot());
         // The new segment must exist before the snapshot thread prunes the ones it covers.
         self.journal.rotate(self.last_seq() + 1)?;

@@ -1,0 +1,90 @@
+//! Finished deals waiting for the end of their retention, by the second they closed.
+//!
+//! Deals close in time order, except that a deferred end closes at the second it fell due
+//! (see `Engine::apply_deferring`), behind deals closed since. One list per second makes that
+//! a push, where a single sorted queue would shift everything closed after it.
+
+use std::collections::VecDeque;
+
+use crate::types::{DealId, Timestamp};
+
+/// Emptied lists kept for reuse.
+const SPARE_LISTS: usize = 64;
+
+/// The finished deals, oldest second first.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FinishedDeals {
+    seconds: VecDeque<(Timestamp, Vec<DealId>)>,
+    spare: Vec<Vec<DealId>>,
+}
+
+impl FinishedDeals {
+    /// Files a deal that closed at `at`.
+    pub(crate) fn push(&mut self, at: Timestamp, deal: DealId) {
+        let index = match self.seconds.back() {
+            Some((last, _)) if *last == at => self.seconds.len() - 1,
+            Some((last, _)) if *last > at => {
+                let index = self.seconds.partition_point(|(second, _)| *second < at);
+                if self.seconds[index].0 != at {
+                    let list = self.spare.pop().unwrap_or_default();
+                    self.seconds.insert(index, (at, list));
+                }
+                index
+            }
+            _ => {
+                let list = self.spare.pop().unwrap_or_default();
+                self.seconds.push_back((at, list));
+                self.seconds.len() - 1
+            }
+        };
+        self.seconds[index].1.push(deal);
+    }
+
+    /// When the oldest finished deal closed.
+    pub(crate) fn oldest(&self) -> Option<Timestamp> {
+        self.seconds.front().map(|(second, _)| *second)
+    }
+
+    /// Takes one deal of the oldest second.
+    pub(crate) fn pop_oldest(&mut self) -> Option<DealId> {
+        let (_, list) = self.seconds.front_mut()?;
+        let deal = list.pop();
+        if list.is_empty() {
+            // Never an empty second at the front: `oldest` speaks for a deal.
+            let (_, list) = self.seconds.pop_front().expect("front is present");
+            if self.spare.len() < SPARE_LISTS {
+                self.spare.push(list);
+            }
+        }
+        deal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deals_leave_by_the_second_they_closed_whatever_order_they_were_filed_in() {
+        let mut finished = FinishedDeals::default();
+        let t = Timestamp;
+        finished.push(t(10), DealId(1));
+        finished.push(t(12), DealId(2));
+        finished.push(t(11), DealId(3));
+        finished.push(t(10), DealId(4));
+        finished.push(t(12), DealId(5));
+        let mut order = Vec::new();
+        while let Some(second) = finished.oldest() {
+            let deal = finished.pop_oldest().expect("a deal of that second");
+            order.push((second.0, deal.0));
+        }
+        order.sort_by_key(|(second, _)| *second);
+        assert_eq!(
+            order.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            [10, 10, 11, 12, 12]
+        );
+        let mut ids: Vec<u64> = order.iter().map(|(_, d)| *d).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+    }
+}
