@@ -517,7 +517,10 @@ impl Writer {
                     Read::Query(query) => query(engine),
                 });
             }
-            if last_depth.elapsed() >= self.config.depth_every || stop {
+            // Depth goes out on its period, and once more as the last deferred end settles
+            // (the writer may then sleep with nothing to send).
+            let caught_up = !settled.is_empty() && self.store.unsettled() == 0;
+            if last_depth.elapsed() >= self.config.depth_every || stop || caught_up {
                 last_depth = Instant::now();
                 applied.depth = Some(engine.depth());
             }
