@@ -22,6 +22,11 @@
 //!        4. resting requests retry capacity the command freed
 //! ```
 //!
+//! [`Engine::apply_deferring`] runs the same commands without step 2's burst: a second in
+//! which many leases end is deferred whole and its ends settle as the matcher, a command or
+//! [`Engine::settle`] looks at them — the same deals, each deal's events in the same order, and
+//! once [`Engine::settle_all`] has run, the same state.
+//!
 //! The engine never reads a clock, draws a random number or iterates a hash map: the same
 //! commands give the same events and the same [`Engine::state_hash`]. Queues, the journal and
 //! snapshots on disk live in `ipsx-engine-runtime`, around this crate.

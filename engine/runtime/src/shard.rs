@@ -412,9 +412,10 @@ impl Applied {
 /// Groups a writer may have handed to the journal thread and not yet heard back about.
 const COMMITS_IN_FLIGHT: usize = 2;
 
-/// Deferred lease ends a writer settles after each batch (about a millisecond's work): a second
-/// of 100,000 ends drains over a few dozen batches instead of stalling one.
-const SETTLE_PER_BATCH: usize = 2_048;
+/// Deferred lease ends a writer settles when no command waits (about a millisecond's work). A
+/// batch of commands settles as many ends as it holds commands, on top of what each command
+/// settles itself: the backlog drains faster than leases end, and a small batch stays quick.
+const SETTLE_WHEN_IDLE: usize = 2_048;
 
 impl Writer {
     fn run(mut self) -> Result<(), StoreError> {
@@ -472,6 +473,7 @@ impl Writer {
                 self.keep(&events);
             }
             let mut reads: Vec<Read> = Vec::new();
+            let batch_len = batch.len();
             for message in batch.drain(..) {
                 match message {
                     Message::Submit(mut submission) => {
@@ -507,7 +509,12 @@ impl Writer {
             {
                 self.store.settle_all(&mut settled);
             } else {
-                self.store.settle(SETTLE_PER_BATCH, &mut settled);
+                let budget = if batch_len == 0 {
+                    SETTLE_WHEN_IDLE
+                } else {
+                    batch_len
+                };
+                self.store.settle(budget, &mut settled);
             }
             self.keep(&settled);
             let engine = self.store.engine();
