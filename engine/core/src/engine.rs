@@ -249,7 +249,10 @@ impl Engine {
         if at < self.now {
             return Err(EngineError::ClockWentBackwards { at, now: self.now });
         }
-        self.settle_all(events);
+        if self.unsettled() > 0 {
+            // Left by `apply_deferring`: what it deferred happens first, as it would have.
+            self.settle_all(events);
+        }
         let offer_ips = self.check_shape(command)?;
         self.advance(at, events);
         self.execute(&command.kind, offer_ips, events)?;

@@ -412,10 +412,12 @@ impl Applied {
 /// Groups a writer may have handed to the journal thread and not yet heard back about.
 const COMMITS_IN_FLIGHT: usize = 2;
 
-/// Deferred lease ends a writer settles when no command waits (about a millisecond's work). A
-/// batch of commands settles as many ends as it holds commands, on top of what each command
-/// settles itself: the backlog drains faster than leases end, and a small batch stays quick.
+/// Deferred lease ends a writer settles when no command waits (about a millisecond's work).
 const SETTLE_WHEN_IDLE: usize = 2_048;
+
+/// Deferred lease ends a batch settles per command it held, on top of what each command settles
+/// itself: a backlog drains faster than leases end, and a small batch stays quick.
+const SETTLE_PER_BATCHED_COMMAND: usize = 1;
 
 impl Writer {
     fn run(mut self) -> Result<(), StoreError> {
@@ -512,7 +514,7 @@ impl Writer {
                 let budget = if batch_len == 0 {
                     SETTLE_WHEN_IDLE
                 } else {
-                    batch_len
+                    SETTLE_PER_BATCHED_COMMAND * batch_len
                 };
                 self.store.settle(budget, &mut settled);
             }
