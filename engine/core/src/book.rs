@@ -524,32 +524,41 @@ impl OfferBook {
 
     /// Books `slot` for a deal. The caller checked the calendar admits it.
     pub(crate) fn book(&mut self, slot: u32, booking: Booking) -> Option<OfferId> {
-        let offer = self.edit_calendar(slot, |calendar| calendar.book(booking))?;
-        if let Some(offer) = self.offers.get_mut(offer.0) {
-            offer.ended_by = offer.ended_by.min(booking.end);
-        }
-        Some(offer)
+        self.edit_calendar(slot, |calendar| {
+            calendar.book(booking);
+            Some(booking.end)
+        })
     }
 
     /// Releases the deal's hold on `slot`; returns the offer that gained capacity, if any.
     pub(crate) fn release(&mut self, slot: u32, deal: DealId) -> Option<OfferId> {
         let offer = self.edit_calendar(slot, |calendar| {
             calendar.release(deal);
+            None
         });
         self.forget_if_unused(slot);
         offer
     }
 
-    fn edit_calendar(&mut self, slot: u32, edit: impl FnOnce(&mut Calendar)) -> Option<OfferId> {
+    /// Applies `edit` to a slot's calendar and refiles the IP in its offer. `edit` returns the
+    /// end of a booking it added, which bounds the offer's `ended_by`.
+    fn edit_calendar(
+        &mut self,
+        slot: u32,
+        edit: impl FnOnce(&mut Calendar) -> Option<Timestamp>,
+    ) -> Option<OfferId> {
         let entry = self.slots[slot as usize]
             .as_mut()
             .expect("slot ids held by offers and deals are live");
-        edit(&mut entry.calendar);
+        let booked_end = edit(&mut entry.calendar);
         let (id, position) = entry.home?;
         let offer = self
             .offers
             .get_mut(id.0)
             .expect("an IP's home offer is live");
+        if let Some(end) = booked_end {
+            offer.ended_by = offer.ended_by.min(end);
+        }
         let old = entry.shape;
         let new = entry.calendar.shape(offer.tenants);
         entry.shape = new;

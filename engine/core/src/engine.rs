@@ -120,6 +120,21 @@ struct Fill<'a> {
     max_price: Amount,
 }
 
+impl<'a> Fill<'a> {
+    /// A fill of a request in the book over `[start, end)`.
+    fn of(record: &'a RequestRecord, start: Timestamp, end: Timestamp) -> Fill<'a> {
+        Fill {
+            request: record.id,
+            requester: record.spec.requester,
+            filters: &record.spec.filters,
+            excluded: &record.excluded,
+            start,
+            end,
+            max_price: record.spec.max_price,
+        }
+    }
+}
+
 /// Deferred deal timers each [`Engine::apply_deferring`] settles besides what it looks at:
 /// enough to drain a second of ends at the rate they were made (each lease also settles the
 /// offer it takes), few enough to stay within the latency of one lease.
@@ -202,8 +217,8 @@ pub struct Engine {
     pub(crate) deal_slots: IdSlab<SmallVec<[u32; 1]>>,
     /// Deals ever made: the next id follows.
     pub(crate) deals_made: u64,
-    /// Finished deals in the order they finished (the clock never goes back), so each leaves
-    /// the book when its own retention is over, whatever deals made before it still run.
+    /// Finished deals by the second they closed, so each leaves the book when its own
+    /// retention is over, whatever deals made before it still run.
     pub(crate) finished: FinishedDeals,
     pub(crate) deals_by_party: FxHashMap<Address, PartyDeals>,
     pub(crate) profiles: FxHashMap<Address, Profile>,
@@ -587,7 +602,7 @@ impl Engine {
         self.now = at;
         self.book.now = at;
         loop {
-            if self.timers.defer_due(at, at) {
+            if self.timers.defer_due(at) {
                 continue;
             }
             if !self.timers.any_due(at) {
@@ -1144,15 +1159,7 @@ impl Engine {
             return None;
         }
         let (start, end) = lease_span(record.spec.start, record.spec.duration, self.now);
-        Some(Fill {
-            request: record.id,
-            requester: record.spec.requester,
-            filters: &record.spec.filters,
-            excluded: &record.excluded,
-            start,
-            end,
-            max_price: record.spec.max_price,
-        })
+        Some(Fill::of(record, start, end))
     }
 
     fn fill_resting(&mut self, id: RequestId, events: &mut Vec<Event>) {
@@ -1219,28 +1226,17 @@ impl Engine {
     ) -> Plan {
         let mut settled: SmallVec<[OfferId; 4]> = SmallVec::new();
         loop {
-            let planned = {
+            let (planned, distinct) = {
                 let Some(record) = self.requests.get(request.0) else {
                     return Plan::new();
                 };
-                let fill = Fill {
-                    request,
-                    requester: record.spec.requester,
-                    filters: &record.spec.filters,
-                    excluded: &record.excluded,
-                    start,
-                    end,
-                    max_price: record.spec.max_price,
-                };
-                self.plan(&fill, need, &record.used_subnets, &settled)
+                let fill = Fill::of(record, start, end);
+                let planned = self.plan(&fill, need, &record.used_subnets, &settled);
+                (planned, record.spec.filters.distinct_subnets)
             };
             match planned {
                 Ok(plan) => return plan,
                 Err(Unsettled { offer, need }) => {
-                    let distinct = self
-                        .requests
-                        .get(request.0)
-                        .is_some_and(|r| r.spec.filters.distinct_subnets);
                     self.settle_offer_for(offer, need, distinct, events);
                     settled.push(offer);
                 }

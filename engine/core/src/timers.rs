@@ -220,8 +220,9 @@ impl Timers {
 
     /// Takes the next due second whole into the deferred queue, if it may be: it is what fires
     /// next (no offer or request timer due before it), holds no live watched timer, has not
-    /// started firing, and falls after every second already deferred. Whether it did.
-    pub(crate) fn defer_due(&mut self, now: Timestamp, fired_at: Timestamp) -> bool {
+    /// started firing, and falls after every second already deferred. It fell due `now`, when
+    /// an eager engine would have fired it. Whether it did.
+    pub(crate) fn defer_due(&mut self, now: Timestamp) -> bool {
         self.through = self.through.max(now);
         if self.drop_dead_first(now) {
             return true;
@@ -237,7 +238,7 @@ impl Timers {
         let bucket = self.buckets.remove(&due).expect("first key is present");
         self.deferred_live += bucket.live as usize;
         self.deferred.push_back(DeferredSecond {
-            fired_at,
+            fired_at: now,
             due,
             bucket,
         });
@@ -488,12 +489,9 @@ mod tests {
         timers.watch(t(20));
         timers.add(t(20), Timer::DealEnd(DealId(4)));
 
+        assert!(timers.defer_due(t(25)), "second 10 has nothing watched");
         assert!(
-            timers.defer_due(t(25), t(25)),
-            "second 10 has nothing watched"
-        );
-        assert!(
-            !timers.defer_due(t(25), t(25)),
+            !timers.defer_due(t(25)),
             "second 20 holds a watched deadline"
         );
         assert_eq!(timers.deferred_len(), 2);
@@ -535,7 +533,7 @@ mod tests {
         timers.watch(t(12));
         timers.unwatch(t(12));
         assert_eq!(drain(&mut timers, 11), vec![], "dead timers are not popped");
-        assert!(timers.defer_due(t(12), t(12)));
+        assert!(timers.defer_due(t(12)));
         assert_eq!(timers.deferred_len(), 1);
         assert!(timers.buckets.is_empty());
     }
