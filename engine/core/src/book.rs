@@ -22,6 +22,7 @@ use crate::depth::{DepthCounters, DepthKey};
 use crate::error::EngineError;
 use crate::order::OfferSpec;
 use crate::ordered::OrderedSet;
+use crate::parties::PartyId;
 use crate::slab::IdSlab;
 use crate::types::{Address, Amount, DealId, IpKind, OfferId, ProtocolSet, Timestamp, Window};
 
@@ -43,6 +44,8 @@ pub struct Offer {
     pub id: OfferId,
     /// Its provider.
     pub provider: Address,
+    /// Its provider, interned.
+    pub(crate) party: PartyId,
     /// Country of its IPs.
     pub country: Country,
     /// Region, if given.
@@ -355,10 +358,11 @@ impl OfferBook {
     }
 
     /// Inserts an offer whose IPs passed [`OfferBook::check_ips`].
-    pub(crate) fn insert(&mut self, id: OfferId, spec: &OfferSpec, ips: &[IpAddr]) {
+    pub(crate) fn insert(&mut self, id: OfferId, spec: &OfferSpec, ips: &[IpAddr], party: PartyId) {
         let mut offer = Offer {
             id,
             provider: spec.provider,
+            party,
             country: spec.country,
             region: spec.region.clone(),
             city: spec.city.clone(),

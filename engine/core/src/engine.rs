@@ -1,10 +1,9 @@
 //! The state machine: commands with their timestamps in, events out.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use rkyv::{Archive, Deserialize, Serialize};
@@ -21,6 +20,7 @@ use crate::order::{
     Filters, MAX_REQUEST_COUNT, MIN_LEASE_SECONDS, OfferIps, RequestSpec, Start, TimeInForce,
     check_duration, check_price, check_total_cost, check_window, subnet_of,
 };
+use crate::parties::{Parties, PartyId};
 use crate::slab::IdSlab;
 use crate::timers::{Timer, Timers};
 use crate::types::{Address, Amount, DealId, OfferId, RequestId, Timestamp};
@@ -153,38 +153,6 @@ const SETTLE_AHEAD: usize = 4;
 /// parties rate each other then.
 pub const MIN_DEAL_RETENTION: u64 = 60;
 
-/// The deals of one wallet in the book, oldest first.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct PartyDeals {
-    pub(crate) ids: VecDeque<DealId>,
-    /// Ids in `ids` whose deal left the book but not yet the list.
-    gone: usize,
-}
-
-impl PartyDeals {
-    /// `id` left the book (`deals`): drop it, and any other gone id, from the list — at once
-    /// from the front, by a sweep once half the list is gone (a long lease at the front must
-    /// not keep the ids of every deal after it). Whether the list is empty now.
-    fn forget(&mut self, id: DealId, deals: &IdSlab<Deal>) -> bool {
-        self.gone += 1;
-        if self.ids.front() == Some(&id) {
-            self.ids.pop_front();
-            self.gone -= 1;
-            while let Some(front) = self.ids.front()
-                && !deals.contains(front.0)
-            {
-                self.ids.pop_front();
-                self.gone = self.gone.saturating_sub(1);
-            }
-        }
-        if self.gone > 16 && self.gone * 2 > self.ids.len() {
-            self.ids.retain(|id| deals.contains(id.0));
-            self.gone = 0;
-        }
-        self.ids.is_empty()
-    }
-}
-
 /// An offer a plan reached that may hold deferred ends, and how many IPs the plan still
 /// needed there.
 struct Unsettled {
@@ -198,6 +166,15 @@ type Plan = SmallVec<[(OfferId, Picked); 2]>;
 /// The IP slots a fill takes from one offer (a handful, inline: planning a small lease
 /// allocates nothing).
 type Picked = SmallVec<[u32; 4]>;
+
+/// What ending an open deal needs besides the deal itself.
+#[derive(Clone, Debug)]
+pub(crate) struct OpenDeal {
+    /// The IP slots it books.
+    pub(crate) slots: SmallVec<[u32; 1]>,
+    pub(crate) provider: PartyId,
+    pub(crate) requester: PartyId,
+}
 
 /// The matching engine of one shard: order book, deal book, agreement protocol, profiles.
 /// Deterministic and free of I/O: see the crate docs.
@@ -213,15 +190,16 @@ pub struct Engine {
     pub(crate) resting: BTreeSet<(Reverse<Amount>, RequestId)>,
     /// The deal book: open deals, and finished ones for [`EngineConfig::deal_retention`].
     pub(crate) deals: IdSlab<Deal>,
-    /// The IP slots each open deal books, so ending a deal needs no address look-up.
-    pub(crate) deal_slots: IdSlab<SmallVec<[u32; 1]>>,
+    /// What ending each open deal needs besides the deal: its IP slots and parties, so it
+    /// looks up no address.
+    pub(crate) open: IdSlab<OpenDeal>,
     /// Deals ever made: the next id follows.
     pub(crate) deals_made: u64,
     /// Finished deals by the second they closed, so each leaves the book when its own
     /// retention is over, whatever deals made before it still run.
     pub(crate) finished: FinishedDeals,
-    pub(crate) deals_by_party: FxHashMap<Address, PartyDeals>,
-    pub(crate) profiles: FxHashMap<Address, Profile>,
+    /// Every wallet met: its profile and its deals in the book.
+    pub(crate) parties: Parties,
     pub(crate) timers: Timers,
     dirty: Vec<OfferId>,
 }
@@ -244,11 +222,10 @@ impl Engine {
             requests: IdSlab::default(),
             resting: BTreeSet::new(),
             deals: IdSlab::default(),
-            deal_slots: IdSlab::default(),
+            open: IdSlab::default(),
             deals_made: 0,
             finished: FinishedDeals::default(),
-            deals_by_party: FxHashMap::default(),
-            profiles: FxHashMap::default(),
+            parties: Parties::default(),
             timers: Timers::default(),
             dirty: Vec::new(),
         }
@@ -454,7 +431,7 @@ impl Engine {
     /// The deals a wallet is party to made after `after`, oldest first: a page starts where
     /// the last one stopped without walking what came before.
     pub fn deals_of_after(&self, party: Address, after: DealId) -> impl Iterator<Item = &Deal> {
-        let ids = self.deals_by_party.get(&party).map(|kept| &kept.ids);
+        let ids = self.parties.get(&party).map(|kept| &kept.deals.ids);
         let from = ids.map_or(0, |ids| ids.partition_point(|id| *id <= after));
         ids.into_iter()
             .flat_map(move |ids| ids.range(from..))
@@ -463,24 +440,27 @@ impl Engine {
 
     /// The deals a wallet is party to (either side), oldest first.
     pub fn deals_of(&self, party: Address) -> impl Iterator<Item = &Deal> {
-        self.deals_by_party
+        self.parties
             .get(&party)
             .into_iter()
-            .flat_map(|kept| kept.ids.iter())
+            .flat_map(|kept| kept.deals.ids.iter())
             .filter_map(|id| self.deal(*id))
     }
 
     /// A wallet's weighted average rating in hundredths of a star, as `min_rating` filters
     /// see it ([`Profile::average_rating`] under this engine's prior).
     pub fn rating(&self, wallet: Address) -> Option<u16> {
-        self.profiles
+        self.parties
             .get(&wallet)
-            .and_then(|profile| profile.average_rating(self.config.rating_prior))
+            .and_then(|party| party.profile.average_rating(self.config.rating_prior))
     }
 
     /// A wallet's profile (a default one if it never traded).
     pub fn profile(&self, wallet: Address) -> Profile {
-        self.profiles.get(&wallet).cloned().unwrap_or_default()
+        self.parties
+            .get(&wallet)
+            .map(|party| party.profile.clone())
+            .unwrap_or_default()
     }
 
     /// A copy of the market depth.
@@ -817,12 +797,8 @@ impl Engine {
         };
         self.deals.delete(id.0);
         for party in [provider, requester] {
-            let emptied = self
-                .deals_by_party
-                .get_mut(&party)
-                .is_some_and(|kept| kept.forget(id, &self.deals));
-            if emptied {
-                self.deals_by_party.remove(&party);
+            if let Some(party) = self.parties.id(&party) {
+                self.parties.party_mut(party).deals.forget(id, &self.deals);
             }
             if provider == requester {
                 break;
@@ -886,7 +862,8 @@ impl Engine {
                 self.book.check_ips(spec.provider, &ips)?;
                 let id = OfferId(self.next_offer);
                 self.next_offer += 1;
-                self.book.insert(id, spec, &ips);
+                let party = self.parties.intern(spec.provider);
+                self.book.insert(id, spec, &ips, party);
                 self.schedule_offer(id);
                 self.dirty.push(id);
                 events.push(Event::OfferPlaced {
@@ -996,7 +973,8 @@ impl Engine {
                 Ok(())
             }
             CommandKind::NoteUptime { provider, uptime } => {
-                self.profiles.entry(*provider).or_default().uptime = Some(*uptime);
+                let party = self.parties.intern(*provider);
+                self.parties.profile_mut(party).uptime = Some(*uptime);
                 // Its offers may now pass (or fail) uptime filters of resting requests.
                 self.dirty.extend(
                     self.book
@@ -1201,15 +1179,17 @@ impl Engine {
             && offer.provider != fill.requester
             && !fill.excluded.contains(&offer.provider)
             && filters.min_rating.is_none_or(|min| {
-                self.profiles
-                    .get(&offer.provider)
-                    .and_then(|profile| profile.average_rating(self.config.rating_prior))
+                self.parties
+                    .party(offer.party)
+                    .profile
+                    .average_rating(self.config.rating_prior)
                     .is_some_and(|avg| avg >= min)
             })
             && filters.min_uptime.is_none_or(|min| {
-                self.profiles
-                    .get(&offer.provider)
-                    .and_then(|profile| profile.uptime)
+                self.parties
+                    .party(offer.party)
+                    .profile
+                    .uptime
                     .is_some_and(|uptime| uptime >= min)
             })
     }
@@ -1378,16 +1358,20 @@ impl Engine {
         events: &mut Vec<Event>,
     ) {
         let ready_deadline = start.saturating_add(self.config.ready_timeout).min(end);
+        let Some(requester) = self.requests.get(request.0).map(|r| r.spec.requester) else {
+            return;
+        };
+        let requester_party = self.parties.intern(requester);
         for (offer_id, slots) in plan {
             let id = self.next_deal_id();
             let Some(offer) = self.book.offers.get(offer_id.0) else {
                 continue;
             };
-            let (provider, price, protocols) = (offer.provider, offer.price, offer.protocols);
+            let (provider, provider_party) = (offer.provider, offer.party);
+            let (price, protocols) = (offer.price, offer.protocols);
             let Some(record) = self.requests.get_mut(request.0) else {
                 continue;
             };
-            let requester = record.spec.requester;
             let count = slots.len() as u32;
             record.filled += count;
             record.remaining = record.remaining.saturating_sub(count);
@@ -1411,7 +1395,14 @@ impl Engine {
                     },
                 );
             }
-            self.deal_slots.insert(id.0, booked);
+            self.open.insert(
+                id.0,
+                OpenDeal {
+                    slots: booked,
+                    provider: provider_party,
+                    requester: requester_party,
+                },
+            );
             self.deals_made += 1;
             self.deals.insert(
                 id.0,
@@ -1436,23 +1427,14 @@ impl Engine {
                     requester_rating: None,
                 },
             );
-            self.deals_by_party
-                .entry(provider)
-                .or_default()
-                .ids
-                .push_back(id);
-            if requester != provider {
-                self.deals_by_party
-                    .entry(requester)
-                    .or_default()
-                    .ids
-                    .push_back(id);
+            let provider_side = self.parties.party_mut(provider_party);
+            provider_side.deals.ids.push_back(id);
+            provider_side.profile.deals_as_provider += 1;
+            let requester_side = self.parties.party_mut(requester_party);
+            if requester_party != provider_party {
+                requester_side.deals.ids.push_back(id);
             }
-            self.profiles.entry(provider).or_default().deals_as_provider += 1;
-            self.profiles
-                .entry(requester)
-                .or_default()
-                .deals_as_requester += 1;
+            requester_side.profile.deals_as_requester += 1;
             // The lease end is scheduled once the deal is active: a pending deal's ready
             // deadline comes first (never after its end) and settles it.
             self.timers.add(ready_deadline, Timer::ReadyDeadline(id));
@@ -1554,27 +1536,23 @@ impl Engine {
             return;
         };
         deal.closed_at = Some(now);
-        let (provider, requester, request, end, count) = (
-            deal.provider,
-            deal.requester,
-            deal.request,
-            deal.end,
-            deal.ips.len() as u32,
-        );
+        let (provider, request, end, count) =
+            (deal.provider, deal.request, deal.end, deal.ips.len() as u32);
         self.finished.push(now, id);
-        let slots = self.deal_slots.remove(id.0).unwrap_or_default();
-        for slot in slots {
+        let open = self
+            .open
+            .remove(id.0)
+            .expect("an open deal has its slots and parties");
+        for slot in open.slots {
             if let Some(offer) = self.book.release(slot, id) {
                 self.dirty.push(offer);
             }
         }
-        self.profiles
-            .entry(provider)
-            .or_default()
+        self.parties
+            .profile_mut(open.provider)
             .record_outcome(to, true);
-        self.profiles
-            .entry(requester)
-            .or_default()
+        self.parties
+            .profile_mut(open.requester)
             .record_outcome(to, false);
         let Some(record) = self.requests.get_mut(request.0) else {
             return;
@@ -1656,11 +1634,11 @@ impl Engine {
             return Err(EngineError::NothingServed { deal: id });
         }
         *slot = Some(score);
-        self.profiles
-            .entry(ratee)
-            .or_default()
+        let (ratee_party, rater_party) = (self.parties.intern(ratee), self.parties.intern(rater));
+        self.parties
+            .profile_mut(ratee_party)
             .record_rating(score, value);
-        self.profiles.entry(rater).or_default().ratings_given += 1;
+        self.parties.profile_mut(rater_party).ratings_given += 1;
         // The ratee's offers may now pass (or fail) rating filters.
         self.dirty.extend(
             self.book

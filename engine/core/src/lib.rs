@@ -143,6 +143,7 @@ mod error;
 mod finished;
 mod order;
 mod ordered;
+mod parties;
 mod slab;
 mod snapshot;
 mod timers;

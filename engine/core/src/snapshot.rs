@@ -160,9 +160,9 @@ impl Engine {
             deals: self.deals().cloned().collect(),
             profiles: {
                 let mut profiles: Vec<(Address, Profile)> = self
-                    .profiles
-                    .iter()
-                    .map(|(address, profile)| (*address, profile.clone()))
+                    .parties
+                    .profiles()
+                    .map(|(address, profile)| (address, profile.clone()))
                     .collect();
                 profiles.sort_unstable_by_key(|(address, _)| *address);
                 profiles
@@ -189,7 +189,8 @@ impl Engine {
                 IpSpec::List(ips) => ips.iter().copied().collect(),
                 other => other.expand().unwrap_or_default(),
             };
-            engine.book.insert(offer.id, &offer.spec, &ips);
+            let party = engine.parties.intern(offer.spec.provider);
+            engine.book.insert(offer.id, &offer.spec, &ips, party);
             let window = offer.spec.window;
             engine
                 .timers
@@ -210,17 +211,19 @@ impl Engine {
             engine.requests.insert(record.id.0, record);
         }
         for deal in &snapshot.deals {
+            let provider = engine.parties.intern(deal.provider);
+            let requester = engine.parties.intern(deal.requester);
             engine
-                .deals_by_party
-                .entry(deal.provider)
-                .or_default()
+                .parties
+                .party_mut(provider)
+                .deals
                 .ids
                 .push_back(deal.id);
-            if deal.requester != deal.provider {
+            if requester != provider {
                 engine
-                    .deals_by_party
-                    .entry(deal.requester)
-                    .or_default()
+                    .parties
+                    .party_mut(requester)
+                    .deals
                     .ids
                     .push_back(deal.id);
             }
@@ -247,7 +250,12 @@ impl Engine {
                     .iter()
                     .filter_map(|ip| engine.book.slot_of(*ip))
                     .collect();
-                engine.deal_slots.insert(deal.id.0, slots);
+                let open = crate::engine::OpenDeal {
+                    slots,
+                    provider: engine.parties.intern(deal.provider),
+                    requester: engine.parties.intern(deal.requester),
+                };
+                engine.open.insert(deal.id.0, open);
             }
         }
         let mut finished: Vec<(Timestamp, crate::DealId)> = snapshot
@@ -262,7 +270,10 @@ impl Engine {
         for deal in snapshot.deals {
             engine.deals.insert(deal.id.0, deal);
         }
-        engine.profiles = snapshot.profiles.into_iter().collect();
+        for (address, profile) in snapshot.profiles {
+            let party = engine.parties.intern(address);
+            *engine.parties.profile_mut(party) = profile;
+        }
         engine
     }
 }

@@ -1,0 +1,155 @@
+//! Wallets the engine has met, interned: each gets a small dense id on first sight, and its
+//! profile and deal list live in a vector under that id.
+//!
+//! A lease touches both parties' profiles and deal lists when it is made and again when it
+//! ends. Keyed by 20-byte address in hash maps, that was four probes (and four key compares
+//! on cold lines) per deal made and two per deal ended. An offer and an open deal carry their
+//! parties' ids instead, so those touches are plain indexes; only a request's requester is
+//! looked up, once per request.
+//!
+//! Ids are handed out in order of first sight, so they follow from the command stream (the
+//! engine stays deterministic), but they are an index only: nothing hashed or stored names a
+//! party by id, and a restored engine numbers its parties afresh.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
+
+use crate::deal::{Deal, Profile};
+use crate::slab::IdSlab;
+use crate::types::{Address, DealId};
+
+/// A wallet's index in [`Parties`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct PartyId(u32);
+
+/// What the engine keeps of one wallet.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Party {
+    pub(crate) profile: Profile,
+    /// Its deals in the book (either side), oldest first.
+    pub(crate) deals: PartyDeals,
+}
+
+/// Every wallet met, by address and by id. Wallets are never forgotten (nor were their
+/// profiles before): one entry per wallet that ever offered, leased or was noted.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Parties {
+    ids: FxHashMap<Address, PartyId>,
+    addresses: Vec<Address>,
+    parties: Vec<Party>,
+}
+
+impl Parties {
+    /// The id of `address`, interning it on first sight.
+    pub(crate) fn intern(&mut self, address: Address) -> PartyId {
+        *self.ids.entry(address).or_insert_with(|| {
+            let id = PartyId(u32::try_from(self.parties.len()).expect("fewer than 2^32 wallets"));
+            self.addresses.push(address);
+            self.parties.push(Party::default());
+            id
+        })
+    }
+
+    /// The id of `address`, if it was ever met.
+    pub(crate) fn id(&self, address: &Address) -> Option<PartyId> {
+        self.ids.get(address).copied()
+    }
+
+    /// The wallet of `address`, if it was ever met.
+    pub(crate) fn get(&self, address: &Address) -> Option<&Party> {
+        self.id(address).map(|id| &self.parties[id.0 as usize])
+    }
+
+    pub(crate) fn party(&self, id: PartyId) -> &Party {
+        &self.parties[id.0 as usize]
+    }
+
+    pub(crate) fn party_mut(&mut self, id: PartyId) -> &mut Party {
+        &mut self.parties[id.0 as usize]
+    }
+
+    /// The profile of `id`, to change.
+    pub(crate) fn profile_mut(&mut self, id: PartyId) -> &mut Profile {
+        &mut self.party_mut(id).profile
+    }
+
+    /// Every wallet whose profile says something (one that only offered has none), in no
+    /// particular order.
+    pub(crate) fn profiles(&self) -> impl Iterator<Item = (Address, &Profile)> {
+        self.addresses
+            .iter()
+            .zip(&self.parties)
+            .filter(|(_, party)| party.profile != Profile::default())
+            .map(|(address, party)| (*address, &party.profile))
+    }
+}
+
+/// Room an emptied deal list keeps (a wallet that leases again soon reuses it).
+const EMPTY_CAPACITY: usize = 64;
+
+/// The deals of one wallet in the book, oldest first.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PartyDeals {
+    pub(crate) ids: VecDeque<DealId>,
+    /// Ids in `ids` whose deal left the book but not yet the list.
+    gone: usize,
+}
+
+impl PartyDeals {
+    /// `id` left the book (`deals`): drop it, and any other gone id, from the list — at once
+    /// from the front, by a sweep once half the list is gone (a long lease at the front must
+    /// not keep the ids of every deal after it). An emptied list gives its memory back: a
+    /// wallet that once held a million leases keeps nothing once they are gone.
+    pub(crate) fn forget(&mut self, id: DealId, deals: &IdSlab<Deal>) {
+        self.gone += 1;
+        if self.ids.front() == Some(&id) {
+            self.ids.pop_front();
+            self.gone -= 1;
+            while let Some(front) = self.ids.front()
+                && !deals.contains(front.0)
+            {
+                self.ids.pop_front();
+                self.gone = self.gone.saturating_sub(1);
+            }
+        }
+        if self.gone > 16 && self.gone * 2 > self.ids.len() {
+            self.ids.retain(|id| deals.contains(id.0));
+            self.gone = 0;
+        }
+        if self.ids.is_empty() && self.ids.capacity() > EMPTY_CAPACITY {
+            self.ids = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wallet(byte: u8) -> Address {
+        Address([byte; 20])
+    }
+
+    #[test]
+    fn a_wallet_keeps_its_id_and_ids_follow_first_sight() {
+        let mut parties = Parties::default();
+        let b = parties.intern(wallet(2));
+        let a = parties.intern(wallet(1));
+        assert_eq!(parties.intern(wallet(2)), b);
+        assert_eq!((b, a), (PartyId(0), PartyId(1)));
+        assert_eq!(parties.id(&wallet(1)), Some(a));
+        assert_eq!(parties.id(&wallet(3)), None);
+    }
+
+    #[test]
+    fn only_profiles_that_say_something_are_listed() {
+        let mut parties = Parties::default();
+        let quiet = parties.intern(wallet(1));
+        let busy = parties.intern(wallet(2));
+        parties.profile_mut(busy).deals_as_provider += 1;
+        let listed: Vec<Address> = parties.profiles().map(|(address, _)| address).collect();
+        assert_eq!(listed, vec![wallet(2)]);
+        assert_eq!(parties.party(quiet).profile, Profile::default());
+    }
+}
