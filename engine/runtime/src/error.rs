@@ -20,6 +20,10 @@ pub enum StoreError {
     /// Data on disk is damaged somewhere recovery cannot simply stop.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The journal stopped after a write or sync failed: nothing more goes after the group
+    /// that failed (the first report of the failure says what it was).
+    #[error("the journal stopped after an earlier write failed")]
+    JournalStopped,
     /// The journal does not continue where the snapshot ends.
     #[error("the journal has a gap: expected record {expected}, found {found}")]
     Gap {

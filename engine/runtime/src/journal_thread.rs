@@ -8,6 +8,7 @@
 //! stream of groups allocates nothing.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::path::Path;
 use std::thread;
 
@@ -73,10 +74,7 @@ fn run(writer: &mut JournalWriter, taken: &mut Vec<Job>, report: &Sender<Report>
         // The first report after a failure carries the error; the rest say it came first.
         let result = match &mut outcome {
             Ok(()) => Ok(()),
-            Err(error) => Err(std::mem::replace(
-                error,
-                StoreError::Corrupt("an earlier journal write failed".to_string()),
-            )),
+            Err(error) => Err(std::mem::replace(error, StoreError::JournalStopped)),
         };
         if report.send((result, bytes)).is_err() {
             return false;
@@ -91,6 +89,9 @@ pub(crate) struct JournalThread {
     reports: Receiver<Report>,
     /// The last record of each job handed over and not yet reported, oldest first.
     in_flight: VecDeque<u64>,
+    /// Closed when the thread ends (after a failure, the report saying what failed is queued
+    /// first): a thread that waits on other things can wait on this too.
+    gone: Receiver<Infallible>,
     /// The last record known durable.
     durable: u64,
     spare: Vec<Vec<u8>>,
@@ -105,9 +106,12 @@ impl JournalThread {
     ) -> Result<JournalThread, StoreError> {
         let (jobs, inbox) = crossbeam_channel::unbounded::<Job>();
         let (report, reports) = crossbeam_channel::unbounded::<Report>();
+        let (alive, gone) = crossbeam_channel::bounded::<Infallible>(0);
         thread::Builder::new()
             .name("ipsx-journal".into())
             .spawn(move || {
+                // Dropped as the thread ends, which closes `gone`.
+                let _alive = alive;
                 let mut taken = Vec::new();
                 while let Ok(first) = inbox.recv() {
                     // Commits queued behind the first share its sync: under light load each
@@ -130,6 +134,7 @@ impl JournalThread {
             jobs,
             reports,
             in_flight: VecDeque::new(),
+            gone,
             durable,
             spare: Vec::new(),
         })
@@ -176,6 +181,12 @@ impl JournalThread {
         self.wait_one().map(|_| ())
     }
 
+    /// Ready (closed) once the thread has ended: a writer waiting for commands selects on it
+    /// too, or a failed group whose submitters all wait would leave it waiting for ever.
+    pub(crate) fn gone(&self) -> &Receiver<Infallible> {
+        &self.gone
+    }
+
     /// Groups handed over and not yet reported.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.len()
@@ -186,7 +197,10 @@ impl JournalThread {
         let Some(last_seq) = self.in_flight.pop_front() else {
             return Ok(self.durable);
         };
-        let (outcome, bytes) = self.reports.recv().map_err(|_| stopped())?;
+        let (outcome, bytes) = self
+            .reports
+            .recv()
+            .map_err(|_| StoreError::JournalStopped)?;
         outcome?;
         if bytes.capacity() > 0 && self.spare.len() < 2 {
             self.spare.push(bytes);
@@ -203,11 +217,15 @@ impl JournalThread {
         Ok(self.durable)
     }
 
-    fn send(&self, job: Job) -> Result<(), StoreError> {
-        self.jobs.send(job).map_err(|_| stopped())
+    /// Hands a job over. The thread stops after a failure, and its report of what failed may
+    /// still wait unread: that is the error to give, not that the thread is gone.
+    fn send(&mut self, job: Job) -> Result<(), StoreError> {
+        if self.jobs.send(job).is_ok() {
+            return Ok(());
+        }
+        while let Ok((outcome, _)) = self.reports.try_recv() {
+            outcome?;
+        }
+        Err(StoreError::JournalStopped)
     }
-}
-
-fn stopped() -> StoreError {
-    StoreError::Corrupt("the journal thread has stopped".to_string())
 }

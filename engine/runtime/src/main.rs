@@ -9,7 +9,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -155,10 +155,19 @@ fn pipeline(
 ) -> Result<()> {
     let (reply, answers) =
         crossbeam_channel::bounded::<ipsx_engine_runtime::Outcome>(window.max(1));
+    // This loop holds a sender of its own answer channel, so a writer that stopped (a failed
+    // journal write drops what it queued, unanswered) never closes it: ask the shard.
+    let answer = || loop {
+        match answers.recv_timeout(Duration::from_millis(50)) {
+            Ok(outcome) => return Ok(outcome),
+            Err(_) if !shard.writer_alive() => bail!("the shard's writer stopped"),
+            Err(_) => {}
+        }
+    };
     let mut outstanding = 0usize;
     for (tag, (at, kind)) in commands.enumerate() {
         if outstanding == window.max(1) {
-            let outcome = answers.recv().context("the shard stopped")?;
+            let outcome = answer()?;
             outstanding -= 1;
             done(outcome.tag, outcome)?;
         }
@@ -171,7 +180,7 @@ fn pipeline(
         outstanding += 1;
     }
     for _ in 0..outstanding {
-        let outcome = answers.recv().context("the shard stopped")?;
+        let outcome = answer()?;
         done(outcome.tag, outcome)?;
     }
     Ok(())
@@ -350,7 +359,7 @@ fn crash_writer(
     let mut out = stdout.lock();
     writeln!(out, "recovered {}", shard.recovery().last_seq)?;
     out.flush()?;
-    pipeline(
+    let fed = pipeline(
         &shard,
         (from..from + count).map(|i| {
             let command = workload::mixed_stream(i);
@@ -363,10 +372,11 @@ fn crash_writer(
             out.flush()?;
             Ok(())
         },
-    )?;
+    );
     drop(out);
-    shard.shutdown()?;
-    Ok(())
+    // A writer that stopped says why when it is joined.
+    shard.shutdown().context("the shard stopped")?;
+    fed
 }
 
 fn inspect(data: PathBuf) -> Result<()> {

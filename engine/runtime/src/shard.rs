@@ -16,7 +16,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use ipsx_engine::{Command, CommandKind, Engine, EngineError, Event, MarketDepth, Timestamp};
 
 use crate::error::{StoreError, SubmitError};
@@ -395,6 +395,10 @@ impl Applied {
                 }
             }
         }
+        // Depth before answers: whoever got an answer reads a depth at least that new.
+        if let Some(depth) = self.depth {
+            delivery.depth.store(Arc::new(depth));
+        }
         for Pending { reply, outcome } in self.pending {
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
@@ -402,9 +406,6 @@ impl Applied {
         }
         for answer in self.answers {
             answer();
-        }
-        if let Some(depth) = self.depth {
-            delivery.depth.store(Arc::new(depth));
         }
     }
 }
@@ -449,10 +450,18 @@ impl Writer {
             } else {
                 idle_wait
             };
-            match self.queue.recv_timeout(wait) {
-                Ok(message) => batch.push(message),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => stop = true,
+            // A journal write that failed is heard at once, not with the next message: its
+            // submitters wait for answers, and may send nothing more until they get one.
+            crossbeam_channel::select! {
+                recv(self.queue) -> message => match message {
+                    Ok(message) => batch.push(message),
+                    Err(_) => stop = true,
+                },
+                recv(self.store.journal_gone()) -> _ => {
+                    self.store.poll_durable()?;
+                    return Err(StoreError::JournalStopped);
+                }
+                default(wait) => {}
             }
             while batch.len() < self.config.batch_max {
                 match self.queue.try_recv() {

@@ -223,6 +223,12 @@ impl DurableEngine {
         self.journal.poll()
     }
 
+    /// Closed once the journal thread has ended (it ends only when a write or sync failed,
+    /// or at shutdown): [`DurableEngine::poll_durable`] then says what failed.
+    pub(crate) fn journal_gone(&self) -> &crossbeam_channel::Receiver<std::convert::Infallible> {
+        self.journal.gone()
+    }
+
     /// Groups handed over and not yet durable.
     pub fn commits_in_flight(&self) -> usize {
         self.journal.in_flight()

@@ -153,3 +153,68 @@ fn sigkill_loses_nothing_acknowledged_without_fsync() {
     // Killing a process leaves the OS page cache intact: written means kept.
     kill_mid_stream_then_resume("never");
 }
+
+/// Journal bytes the disk takes before it refuses more, in the test below.
+const DISK_LIMIT_KIB: u64 = 512;
+
+/// The disk refuses a journal write (a file-size limit stands in for a full disk: the write
+/// fails with EFBIG where it would with ENOSPC). The writer must stop with the OS's error — not
+/// hang with submitters waiting, not acknowledge what is not on disk — and a restart must hold
+/// every acknowledged command and go on from there.
+#[test]
+fn a_refused_journal_write_stops_the_writer_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // SIGXFSZ ignored, so the write fails instead of killing the process; `timeout` turns a
+    // hang into a failure of this test rather than of the whole run.
+    // bash's `ulimit -f` counts KiB (POSIX sh's may count 512-byte blocks).
+    let mut writer = Process::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {DISK_LIMIT_KIB}; exec timeout -s KILL 120 \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_ipsx-engine"))
+        .args(["crash-writer", "--data"])
+        .arg(dir.path())
+        .args(["--count", "1000000", "--snapshot-every", "100000000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the ipsx-engine binary starts under a file-size limit");
+    let mut stderr = writer.stderr.take().expect("piped stderr");
+    let acks = collect_acks(&mut writer, None);
+    let status = writer.wait().expect("the writer exits");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut said).expect("utf-8 stderr");
+
+    assert!(
+        !status.success(),
+        "the writer went on after a refused write"
+    );
+    assert!(
+        said.contains("File too large"),
+        "the writer should say what the disk said; it said: {said}"
+    );
+    assert!(
+        !acks.is_empty(),
+        "commands were acknowledged before the disk refused"
+    );
+    let journal: u64 = std::fs::read_dir(dir.path())
+        .expect("store folder")
+        .map(|entry| entry.expect("entry").metadata().expect("metadata").len())
+        .sum();
+    assert_eq!(
+        journal,
+        DISK_LIMIT_KIB * 1024,
+        "the journal filled the disk"
+    );
+
+    // Restarted with room again: every acknowledged command is there (the group cut by the
+    // refusal is a torn tail), and the shard goes on where that prefix ends.
+    let recovered = recover(dir.path());
+    let next_index = check_acks_applied(&acks, &recovered);
+    drop(recovered);
+    let mut writer = spawn_writer(dir.path(), next_index, 2_000, "always");
+    let more = collect_acks(&mut writer, None);
+    assert_eq!(more.len(), 2_000);
+    check_acks_applied(&more, &recover(dir.path()));
+}

@@ -199,6 +199,8 @@ fn an_exchange_routes_markets_to_their_shards() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut template = ShardConfig::new(config(dir.path()));
     template.tick_every = None;
+    // Every batch publishes its depth (before its answers), so each read below is exact.
+    template.depth_every = std::time::Duration::ZERO;
     let exchange = Exchange::start(dir.path(), 2, &template).expect("start");
     let de = Country::parse("DE").expect("DE");
     let fr = Country::parse("FR").expect("FR");
@@ -232,6 +234,7 @@ fn an_exchange_routes_markets_to_their_shards() {
         usize::from(ipsx_engine::EngineConfig::shard_of(id.0)),
         exchange.shard_of_country(de)
     );
+    assert_eq!(exchange.depth().ips(de, ipsx_engine::Protocol::Socks5), 2);
 
     let mut request = MarketShape {
         countries: 1,
