@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# What each Centralizer call costs as a transaction, before and after, with budgets.
+#
+#   scripts/gas-report.sh            the table: the contracts of $GAS_BASE (built in a git
+#                                    worktree beside this tree) against this tree's
+#   scripts/gas-report.sh --check    this tree only, against the budgets (what the tests run)
+#
+# Both sides run this tree's contracts/test/CentralizerGas.t.sol under `forge test --isolate`,
+# so every figure is one transaction's gasUsed: intrinsic 21,000, calldata, cold storage, refunds.
+# Exits non-zero when a figure is over its budget.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The last commit with the unoptimised contracts (the figures the budgets were set against).
+base=${GAS_BASE:-a41920a}
+check_only=false
+[ "${1:-}" = "--check" ] && check_only=true
+
+measure() { # contracts folder -> "name<TAB>gas" lines
+  (cd "$1" && ./scripts/forge test --match-contract CentralizerGasTest --isolate -vv 2>&1) |
+    sed -n 's/^  \([a-zA-Z][^:]*\): \([0-9][0-9]*\)$/\1\t\2/p'
+}
+
+[ -d "$root/contracts/node_modules" ] || (cd "$root/contracts" && npm ci --no-audit --no-fund --loglevel=error)
+after=$(mktemp)
+before=$(mktemp)
+trap 'rm -f "$after" "$before"' EXIT
+measure "$root/contracts" >"$after"
+[ -s "$after" ] || { echo "gas-report: the gas test printed nothing (does it compile?)" >&2; exit 1; }
+
+if ! $check_only; then
+  old=$(mktemp -d)
+  trap 'rm -f "$after" "$before"; git -C "$root" worktree remove --force "$old" >/dev/null 2>&1 || true' EXIT
+  git -C "$root" worktree add --detach "$old" "$base" >/dev/null 2>&1
+  ln -s "$root/contracts/node_modules" "$old/contracts/node_modules"
+  cp "$root/contracts/test/CentralizerGas.t.sol" "$old/contracts/test/"
+  measure "$old/contracts" >"$before"
+fi
+
+python3 - "$before" "$after" <<'PY'
+import sys
+# Budgets (gas per transaction) for the figures the product depends on.
+BUDGET = {
+    "checkpoint (checkpointed before)": 45_000,
+    "checkpoint (checkpointed before, 64-byte signature)": 45_000,
+    "openChannel": 80_000,
+    "batchCheckpoint (per channel after the first)": 25_000,
+    "cooperativeClose": 60_000,
+    "settle (nothing more to pay)": 40_000,
+}
+def read(path):
+    rows = {}
+    for line in open(path):
+        name, gas = line.rstrip("\n").split("\t")
+        rows[name] = int(gas)
+    return rows
+before, after = read(sys.argv[1]), read(sys.argv[2])
+print(f"| {'call':<52} | {'before':>8} | {'after':>8} | {'change':>7} | {'budget':>7} |")
+print(f"|{'-'*54}|{'-'*10}|{'-'*10}|{'-'*9}|{'-'*9}|")
+over = []
+for name, gas in after.items():
+    old = before.get(name)
+    old_text = f"{old:>8}" if old else f"{'-':>8}"
+    change = f"{(gas - old) / old:>+7.0%}" if old else f"{'':>7}"
+    budget = BUDGET.get(name)
+    mark = ""
+    if budget is not None and gas > budget:
+        over.append(name)
+        mark = " OVER"
+    budget_text = f"{budget:>7}" if budget else f"{'':>7}"
+    print(f"| {name:<52} | {old_text} | {gas:>8} | {change} | {budget_text} |{mark}")
+if over:
+    print(f"gas-report: over budget: {', '.join(over)}", file=sys.stderr)
+    sys.exit(1)
+PY
