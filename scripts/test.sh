@@ -17,6 +17,8 @@ apt_pinned curl=7.88.1-10+deb12u15 python3-requests=2.28.1+dfsg-1 python3-socks=
 # checked to match the Solidity sources.
 (cd contracts && npm ci --no-audit --no-fund --loglevel=error && ./scripts/forge test \
   && node scripts/export-abi.js --check && ./scripts/smoke-deploy.sh)
+# Gas per call, against budgets: a change that makes a call dearer fails here.
+scripts/gas-report.sh --check
 # The npm EIP-4361 verifier (siwe + ethers, pinned) that checks the node's sign-in messages.
 (cd gateway/tests/siwe && npm ci --no-audit --no-fund --loglevel=error)
 cargo fmt --all -- --check

@@ -6,7 +6,8 @@ import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC2
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 /// @title IPSX Centralizer: the wallet and its payment channels
 /// @notice Every user has a free `balanceOf` and a `reservedOf` amount. Deposits come in with
@@ -25,7 +26,15 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 ///         balance proof can never pass as a closing signature; the domain binds chain id and
 ///         this contract. Nobody, the deployer included, can move users' funds or change how
 ///         signatures are checked: there is no owner.
-contract Centralizer is EIP712, ReentrancyGuard {
+///
+///         Gas: a wallet's free and reserved amounts share one slot, and a channel's parties,
+///         amounts and status fit in two (a third holds a close while it runs), so a checkpoint
+///         reads two slots and writes one besides the three accounts it pays. Amounts fit in 96
+///         bits (the supply is 1.8e27 base units), a channel's deposit in 88 (3.09e26, about 309
+///         million IPSX). Only calls that move tokens take the (transient-storage) reentrancy
+///         guard: the rest call out to nothing but the ecrecover precompile. Signatures are
+///         65 bytes or EIP-2098's 64.
+contract Centralizer is EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     enum Status {
@@ -35,6 +44,7 @@ contract Centralizer is EIP712, ReentrancyGuard {
         Settled
     }
 
+    /// @notice A channel as `getChannel` reports it.
     struct Channel {
         address sender;
         address receiver;
@@ -45,6 +55,24 @@ contract Centralizer is EIP712, ReentrancyGuard {
         uint256 closingAmount;
         uint64 closeDeadline;
         Status status;
+    }
+
+    /// A channel as stored. Slots 0 and 1 are what every payment reads; slot 2 only a close.
+    struct Stored {
+        address sender;
+        uint88 deposit;
+        Status status;
+        address receiver;
+        uint96 claimed;
+        uint96 closingAmount;
+        uint64 closeDeadline;
+    }
+
+    /// A wallet's free and reserved amounts, in one slot: opening, topping up and settling a
+    /// channel move an amount between the two with one write.
+    struct Account {
+        uint128 balance;
+        uint128 reserved;
     }
 
     /// @notice What a sender signs to pay: the cumulative `amount` owed on `channelId`. Exposed as a
@@ -65,19 +93,18 @@ contract Centralizer is EIP712, ReentrancyGuard {
         keccak256("CooperativeClose(uint256 channelId,uint256 amount)");
     /// @notice The highest commission the constructor accepts: 10 %.
     uint16 public constant MAX_COMMISSION_BPS = 1_000;
+    /// @notice The most a channel can hold (2^88 - 1 base units, about 309 million IPSX).
+    uint256 public constant MAX_DEPOSIT = type(uint88).max;
 
     IERC20 public immutable token;
     address public immutable treasury;
     uint16 public immutable commissionBps;
     uint64 public immutable challengePeriod;
 
-    mapping(address => uint256) public balanceOf;
-    mapping(address => uint256) public reservedOf;
-    mapping(uint256 => Channel) private channels;
+    mapping(address => Account) private accounts;
+    mapping(uint256 => Stored) private channels;
     /// @notice Channels opened so far; ids are 1, 2, … and never repeat.
     uint256 public channelCount;
-    /// @notice Tokens the contract owes its users (free + reserved), for the conservation check.
-    uint256 public totalHeld;
 
     event Deposited(address indexed user, uint256 amount);
     event Withdrawn(address indexed user, uint256 amount);
@@ -105,6 +132,7 @@ contract Centralizer is EIP712, ReentrancyGuard {
     error ChallengePeriodOver(uint256 channelId);
     error ChallengePeriodRunning(uint256 channelId, uint64 deadline);
     error LengthMismatch();
+    error DepositTooLarge(uint256 deposit, uint256 max);
 
     constructor(IERC20 token_, address treasury_, uint16 commissionBps_, uint64 challengePeriod_)
         EIP712("IPSX Centralizer", "1")
@@ -136,8 +164,8 @@ contract Centralizer is EIP712, ReentrancyGuard {
 
     function _deposit(address user, uint256 amount) private {
         if (amount == 0) revert ZeroAmount();
-        balanceOf[user] += amount;
-        totalHeld += amount;
+        // Checked: no balance passes the token's supply, but the cast must not wrap.
+        accounts[user].balance = SafeCast.toUint128(accounts[user].balance + amount);
         emit Deposited(user, amount);
         token.safeTransferFrom(user, address(this), amount);
     }
@@ -145,10 +173,9 @@ contract Centralizer is EIP712, ReentrancyGuard {
     /// @notice Withdraw from the free balance.
     function withdraw(uint256 amount) external nonReentrant {
         if (amount == 0) revert ZeroAmount();
-        uint256 available = balanceOf[msg.sender];
+        uint256 available = accounts[msg.sender].balance;
         if (amount > available) revert InsufficientBalance(available, amount);
-        balanceOf[msg.sender] = available - amount;
-        totalHeld -= amount;
+        accounts[msg.sender].balance = uint128(available - amount);
         emit Withdrawn(msg.sender, amount);
         token.safeTransfer(msg.sender, amount);
     }
@@ -156,34 +183,33 @@ contract Centralizer is EIP712, ReentrancyGuard {
     // ----- channels -----------------------------------------------------------------------
 
     /// @notice Open a channel to `receiver` funded with `amount` of your balance.
-    function openChannel(address receiver, uint256 amount) external nonReentrant returns (uint256 channelId) {
+    function openChannel(address receiver, uint256 amount) external returns (uint256 channelId) {
         if (receiver == address(0)) revert ZeroAddress();
         if (receiver == msg.sender) revert SelfChannel();
+        if (amount > MAX_DEPOSIT) revert DepositTooLarge(amount, MAX_DEPOSIT);
         _reserve(msg.sender, amount);
         channelId = ++channelCount;
-        channels[channelId] = Channel({
-            sender: msg.sender,
-            receiver: receiver,
-            deposit: amount,
-            claimed: 0,
-            closingAmount: 0,
-            closeDeadline: 0,
-            status: Status.Open
-        });
+        Stored storage channel = channels[channelId];
+        channel.sender = msg.sender;
+        channel.deposit = uint88(amount);
+        channel.status = Status.Open;
+        channel.receiver = receiver;
         emit ChannelOpened(channelId, msg.sender, receiver, amount);
     }
 
     /// @notice Add `amount` of your balance to an open channel you send on.
-    function topUp(uint256 channelId, uint256 amount) external nonReentrant {
-        Channel storage channel = _open(channelId);
+    function topUp(uint256 channelId, uint256 amount) external {
+        Stored storage channel = _open(channelId);
         if (msg.sender != channel.sender) revert NotSender(channelId);
+        uint256 topped = channel.deposit + amount;
+        if (topped > MAX_DEPOSIT) revert DepositTooLarge(topped, MAX_DEPOSIT);
         _reserve(msg.sender, amount);
-        channel.deposit += amount;
-        emit ChannelToppedUp(channelId, amount, channel.deposit);
+        channel.deposit = uint88(topped);
+        emit ChannelToppedUp(channelId, amount, topped);
     }
 
     /// @notice Pay the receiver what a sender-signed balance proof adds since the last claim.
-    function checkpoint(uint256 channelId, uint256 amount, bytes calldata senderSignature) external nonReentrant {
+    function checkpoint(uint256 channelId, uint256 amount, bytes calldata senderSignature) external {
         _checkpoint(channelId, amount, senderSignature);
     }
 
@@ -192,7 +218,7 @@ contract Centralizer is EIP712, ReentrancyGuard {
         uint256[] calldata channelIds,
         uint256[] calldata amounts,
         bytes[] calldata senderSignatures
-    ) external nonReentrant {
+    ) external {
         if (channelIds.length != amounts.length || amounts.length != senderSignatures.length) {
             revert LengthMismatch();
         }
@@ -207,20 +233,20 @@ contract Centralizer is EIP712, ReentrancyGuard {
         uint256 amount,
         bytes calldata senderSignature,
         bytes calldata receiverSignature
-    ) external nonReentrant {
-        Channel storage channel = _existing(channelId);
+    ) external {
+        Stored storage channel = _existing(channelId);
         if (channel.status != Status.Open && channel.status != Status.Closing) revert NotOpen(channelId);
         bytes32 digest = cooperativeCloseDigest(channelId, amount);
-        if (ECDSA.recover(digest, senderSignature) != channel.sender) revert BadSignature(channelId);
-        if (ECDSA.recover(digest, receiverSignature) != channel.receiver) revert BadSignature(channelId);
+        if (_signer(digest, senderSignature) != channel.sender) revert BadSignature(channelId);
+        if (_signer(digest, receiverSignature) != channel.receiver) revert BadSignature(channelId);
         _settle(channelId, channel, amount);
     }
 
     /// @notice The receiver closes at once, paid up to a balance proof (or to what it already
     ///         claimed, with an empty signature). Safe for the sender: the receiver can only take
     ///         what the sender signed.
-    function receiverClose(uint256 channelId, uint256 amount, bytes calldata senderSignature) external nonReentrant {
-        Channel storage channel = _existing(channelId);
+    function receiverClose(uint256 channelId, uint256 amount, bytes calldata senderSignature) external {
+        Stored storage channel = _existing(channelId);
         if (channel.status != Status.Open && channel.status != Status.Closing) revert NotOpen(channelId);
         if (msg.sender != channel.receiver) revert NotReceiver(channelId);
         uint256 finalAmount = channel.claimed;
@@ -236,33 +262,34 @@ contract Centralizer is EIP712, ReentrancyGuard {
 
     /// @notice The sender starts closing, admitting it owes `amount` in all. The receiver (or a
     ///         watcher for it) has `challengePeriod` seconds to prove more with a balance proof.
-    function startClose(uint256 channelId, uint256 amount) external nonReentrant {
-        Channel storage channel = _open(channelId);
+    function startClose(uint256 channelId, uint256 amount) external {
+        Stored storage channel = _open(channelId);
         if (msg.sender != channel.sender) revert NotSender(channelId);
         if (amount < channel.claimed) revert AmountBelowClaimed(channelId, channel.claimed, amount);
         if (amount > channel.deposit) revert AmountAboveDeposit(channelId, channel.deposit, amount);
+        uint64 deadline = uint64(block.timestamp) + challengePeriod;
         channel.status = Status.Closing;
-        channel.closingAmount = amount;
-        channel.closeDeadline = uint64(block.timestamp) + challengePeriod;
-        emit CloseStarted(channelId, amount, channel.closeDeadline);
+        channel.closingAmount = uint96(amount);
+        channel.closeDeadline = deadline;
+        emit CloseStarted(channelId, amount, deadline);
     }
 
     /// @notice During a close, raise the amount owed with a newer balance proof.
-    function challenge(uint256 channelId, uint256 amount, bytes calldata senderSignature) external nonReentrant {
-        Channel storage channel = _existing(channelId);
+    function challenge(uint256 channelId, uint256 amount, bytes calldata senderSignature) external {
+        Stored storage channel = _existing(channelId);
         if (channel.status != Status.Closing) revert NotClosing(channelId);
         if (block.timestamp >= channel.closeDeadline) revert ChallengePeriodOver(channelId);
         if (amount <= channel.closingAmount) {
             revert AmountNotIncreasing(channelId, channel.closingAmount, amount);
         }
         _checkProof(channelId, channel, amount, senderSignature);
-        channel.closingAmount = amount;
+        channel.closingAmount = uint96(amount);
         emit CloseChallenged(channelId, amount);
     }
 
     /// @notice After the challenge period, pay the receiver and refund the sender.
-    function settle(uint256 channelId) external nonReentrant {
-        Channel storage channel = _existing(channelId);
+    function settle(uint256 channelId) external {
+        Stored storage channel = _existing(channelId);
         if (channel.status != Status.Closing) revert NotClosing(channelId);
         if (block.timestamp < channel.closeDeadline) {
             revert ChallengePeriodRunning(channelId, channel.closeDeadline);
@@ -274,7 +301,26 @@ contract Centralizer is EIP712, ReentrancyGuard {
 
     /// @notice A channel's state.
     function getChannel(uint256 channelId) external view returns (Channel memory) {
-        return channels[channelId];
+        Stored storage stored = channels[channelId];
+        return Channel({
+            sender: stored.sender,
+            receiver: stored.receiver,
+            deposit: stored.deposit,
+            claimed: stored.claimed,
+            closingAmount: stored.closingAmount,
+            closeDeadline: stored.closeDeadline,
+            status: stored.status
+        });
+    }
+
+    /// @notice A wallet's free balance: what it can withdraw or put into channels.
+    function balanceOf(address user) external view returns (uint256) {
+        return accounts[user].balance;
+    }
+
+    /// @notice What a wallet has in its channels and not yet paid out of them.
+    function reservedOf(address user) external view returns (uint256) {
+        return accounts[user].reserved;
     }
 
     /// @notice The EIP-712 digest a sender signs for a cumulative `amount` on a channel.
@@ -312,34 +358,44 @@ contract Centralizer is EIP712, ReentrancyGuard {
 
     function _reserve(address user, uint256 amount) private {
         if (amount == 0) revert ZeroAmount();
-        uint256 available = balanceOf[user];
-        if (amount > available) revert InsufficientBalance(available, amount);
-        balanceOf[user] = available - amount;
-        reservedOf[user] += amount;
+        Account memory account = accounts[user];
+        if (amount > account.balance) revert InsufficientBalance(account.balance, amount);
+        // Both fit: the amount came out of the balance, and reserve + balance <= supply.
+        accounts[user] = Account({balance: uint128(account.balance - amount), reserved: uint128(account.reserved + amount)});
     }
 
-    function _existing(uint256 channelId) private view returns (Channel storage channel) {
+    /// The signer of `digest`, from a 65-byte or an EIP-2098 64-byte signature; address(0) if
+    /// the signature is malformed (never a channel party, so it fails as a bad signature).
+    function _signer(bytes32 digest, bytes calldata signature) private pure returns (address signer) {
+        if (signature.length == 64) {
+            (signer,,) = ECDSA.tryRecover(digest, bytes32(signature[0:32]), bytes32(signature[32:64]));
+        } else {
+            (signer,,) = ECDSA.tryRecoverCalldata(digest, signature);
+        }
+    }
+
+    function _existing(uint256 channelId) private view returns (Stored storage channel) {
         channel = channels[channelId];
         if (channel.status == Status.None) revert UnknownChannel(channelId);
     }
 
-    function _open(uint256 channelId) private view returns (Channel storage channel) {
+    function _open(uint256 channelId) private view returns (Stored storage channel) {
         channel = _existing(channelId);
         if (channel.status != Status.Open) revert NotOpen(channelId);
     }
 
-    function _checkProof(uint256 channelId, Channel storage channel, uint256 amount, bytes calldata signature)
+    function _checkProof(uint256 channelId, Stored storage channel, uint256 amount, bytes calldata signature)
         private
         view
     {
         if (amount > channel.deposit) revert AmountAboveDeposit(channelId, channel.deposit, amount);
-        if (ECDSA.recover(balanceProofDigest(channelId, amount), signature) != channel.sender) {
+        if (_signer(balanceProofDigest(channelId, amount), signature) != channel.sender) {
             revert BadSignature(channelId);
         }
     }
 
     function _checkpoint(uint256 channelId, uint256 amount, bytes calldata senderSignature) private {
-        Channel storage channel = _existing(channelId);
+        Stored storage channel = _existing(channelId);
         if (channel.status != Status.Open && channel.status != Status.Closing) revert NotOpen(channelId);
         if (amount <= channel.claimed) revert AmountNotIncreasing(channelId, channel.claimed, amount);
         _checkProof(channelId, channel, amount, senderSignature);
@@ -348,27 +404,30 @@ contract Centralizer is EIP712, ReentrancyGuard {
     }
 
     /// Moves `amount - claimed` from the sender's reserve to the receiver, less commission.
-    function _pay(Channel storage channel, uint256 amount) private returns (uint256 paid, uint256 commission) {
+    function _pay(Stored storage channel, uint256 amount) private returns (uint256 paid, uint256 commission) {
         uint256 due = amount - channel.claimed;
-        channel.claimed = amount;
+        // Amounts are at most the deposit (checked by every caller), so the casts keep them.
+        channel.claimed = uint96(amount);
         commission = commissionOn(due);
         paid = due - commission;
-        reservedOf[channel.sender] -= due;
-        balanceOf[channel.receiver] += paid;
-        balanceOf[treasury] += commission;
+        accounts[channel.sender].reserved -= uint128(due);
+        accounts[channel.receiver].balance += uint128(paid);
+        if (commission > 0) accounts[treasury].balance += uint128(commission);
     }
 
-    function _settle(uint256 channelId, Channel storage channel, uint256 amount) private {
+    function _settle(uint256 channelId, Stored storage channel, uint256 amount) private {
         if (amount > channel.deposit) revert AmountAboveDeposit(channelId, channel.deposit, amount);
         if (amount < channel.claimed) revert AmountBelowClaimed(channelId, channel.claimed, amount);
         if (amount > channel.claimed) {
             (uint256 paid, uint256 commission) = _pay(channel, amount);
             emit Checkpointed(channelId, amount, paid, commission);
         }
-        uint256 refund = channel.deposit - channel.claimed;
+        uint256 claimed = channel.claimed;
+        uint256 refund = channel.deposit - claimed;
         channel.status = Status.Settled;
-        reservedOf[channel.sender] -= refund;
-        balanceOf[channel.sender] += refund;
-        emit ChannelSettled(channelId, channel.claimed, refund);
+        Account storage account = accounts[channel.sender];
+        account.reserved -= uint128(refund);
+        account.balance += uint128(refund);
+        emit ChannelSettled(channelId, claimed, refund);
     }
 }

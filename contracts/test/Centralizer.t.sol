@@ -206,8 +206,47 @@ contract CentralizerTest is Base {
         uint256 n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141;
         bytes32 highS = bytes32(n - uint256(s));
         uint8 flipped = v == 27 ? 28 : 27;
-        vm.expectRevert(abi.encodeWithSelector(ECDSA.ECDSAInvalidSignatureS.selector, highS));
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.BadSignature.selector, id));
         centralizer.checkpoint(id, 5 ether, abi.encodePacked(r, highS, flipped));
+    }
+
+    /// EIP-2098: `s` with `v`'s parity in its top bit, 64 bytes in all.
+    function compactProof(uint256 id, uint256 amount) internal returns (bytes memory) {
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(SENDER_KEY, centralizer.balanceProofDigest(id, amount));
+        return abi.encodePacked(r, bytes32(uint256(s) | (uint256(v - 27) << 255)));
+    }
+
+    function test_a_64_byte_signature_pays_like_a_65_byte_one() public {
+        uint256 id = open(100 ether);
+        centralizer.checkpoint(id, 40 ether, compactProof(id, 40 ether));
+        assertEq(centralizer.balanceOf(receiver), 39 ether, "40 less 2.5 %");
+        // The same proof signed by someone else, or cut short, is a bad signature.
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(RECEIVER_KEY, centralizer.balanceProofDigest(id, 50 ether));
+        bytes memory forged = abi.encodePacked(r, bytes32(uint256(s) | (uint256(v - 27) << 255)));
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.BadSignature.selector, id));
+        centralizer.checkpoint(id, 50 ether, forged);
+        bytes memory full = proof(id, 50 ether);
+        bytes memory cut = new bytes(63);
+        for (uint256 i = 0; i < 63; i++) {
+            cut[i] = full[i];
+        }
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.BadSignature.selector, id));
+        centralizer.checkpoint(id, 50 ether, cut);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.BadSignature.selector, id));
+        centralizer.checkpoint(id, 50 ether, "");
+        assertEq(centralizer.getChannel(id).claimed, 40 ether, "nothing more paid");
+    }
+
+    function test_a_channel_holds_at_most_max_deposit() public {
+        uint256 max = centralizer.MAX_DEPOSIT();
+        vm.prank(sender);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.DepositTooLarge.selector, max + 1, max));
+        centralizer.openChannel(receiver, max + 1);
+        uint256 id = open(10 ether);
+        vm.prank(sender);
+        vm.expectRevert(abi.encodeWithSelector(Centralizer.DepositTooLarge.selector, max + 1, max));
+        centralizer.topUp(id, max + 1 - 10 ether);
+        assertEq(centralizer.getChannel(id).deposit, 10 ether, "unchanged");
     }
 
     function test_a_stale_unilateral_close_is_answered_with_the_newest_proof() public {
@@ -263,7 +302,9 @@ contract CentralizerTest is Base {
         uint256 received = centralizer.balanceOf(receiver) + centralizer.balanceOf(treasury);
         assertEq(received, pay, "receiver + commission = signed");
         assertEq(centralizer.balanceOf(sender), 1_000 ether - pay, "sender keeps the rest");
-        assertEq(token.balanceOf(address(centralizer)), centralizer.totalHeld(), "tokens held");
+        uint256 owed = centralizer.balanceOf(sender) + centralizer.reservedOf(sender) + centralizer.balanceOf(receiver)
+            + centralizer.balanceOf(treasury);
+        assertEq(token.balanceOf(address(centralizer)), owed, "tokens held = what is owed");
     }
 
     event Checkpointed(uint256 indexed channelId, uint256 amount, uint256 paidToReceiver, uint256 commission);
