@@ -472,6 +472,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Let the last payment reach each provider's daemon before it stops.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let node_before = node_chain.balance_of(node_wallet.address()).await?;
+    let node_held_before = node_chain.held_in_channels(node_wallet.address()).await?;
     let mut summaries = Vec::new();
     for provider in providers {
         let _ = provider.stop.send(());
@@ -480,6 +481,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     node.shutdown().await?;
     let node_after = node_chain.balance_of(node_wallet.address()).await?;
+    let node_held_after = node_chain.held_in_channels(node_wallet.address()).await?;
 
     progress.step("report");
     let mut ok = true;
@@ -582,17 +584,29 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .iter()
         .map(|(_, _, s)| s.claimed - s.credited)
         .sum();
+    let paid_to_providers: u128 = summaries.iter().map(|(_, _, s)| s.credited).sum();
     let node_gain = node_after.saturating_sub(node_before);
-    let node_matches = node_gain == fleet_channel.claimed + provider_commissions;
+    let node_matches = node_gain == fleet_channel.claimed;
     ok &= node_matches;
     println!(
-        "  node {}: claimed {} from the fleet (as treasury it keeps that commission) + provider \
-         commissions {} = balance +{} {}",
+        "  node {}: claimed {} from the fleet (as treasury the commission on it is its own) = \
+         balance +{} {}",
         node_wallet.address(),
         fleet_channel.claimed,
-        provider_commissions,
         node_gain,
         if node_matches { "✓" } else { "✗ MISMATCH" }
+    );
+    // The node is the treasury and the sender of its provider channels: the commission on what
+    // providers claimed is not paid out, it stays in those channels until they close.
+    let left_channels = node_held_before.saturating_sub(node_held_after);
+    let kept_matches = left_channels == paid_to_providers;
+    ok &= kept_matches;
+    println!(
+        "  node's provider channels: {} paid out to providers; the commission on it, {}, stays \
+         in them until they close {}",
+        left_channels,
+        provider_commissions,
+        if kept_matches { "✓" } else { "✗ MISMATCH" }
     );
     if ok {
         println!("\nbalances equal metered usage minus commission, to the wei: OK");

@@ -433,7 +433,7 @@ async fn balance(wallet: &WalletArgs, chain: &ChainArgs) -> anyhow::Result<()> {
     println!("wallet      {me}");
     println!("tokens      {}", chain.token_balance(me).await?);
     println!("free        {}", chain.balance_of(me).await?);
-    println!("reserved    {}", chain.reserved_of(me).await?);
+    println!("in channels {}", chain.held_in_channels(me).await?);
     if let Some(info) = view.payments {
         for (role, channel) in [("paying", info.inbound), ("paid on", info.outbound)] {
             if let Some(channel) = channel {

@@ -406,8 +406,8 @@ fn the_demo_checks_itself_to_the_wei() {
     );
     assert_eq!(
         stdout.matches('✓').count(),
-        5,
-        "3 providers, the fleet, the node: {stdout}"
+        6,
+        "3 providers, the fleet, the node, the node's provider channels: {stdout}"
     );
 }
 

@@ -6,19 +6,23 @@ import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC2
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
-import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 /// @title IPSX Centralizer: the wallet and its payment channels
-/// @notice Every user has a free `balanceOf` and a `reservedOf` amount. Deposits come in with
-///         approve or ERC-2612 permit; withdrawals leave from the free balance.
+/// @notice Every user has a free `balanceOf`. Deposits come in with approve or ERC-2612 permit;
+///         withdrawals leave from the free balance.
 ///
-///         Channels are one-way, sender to receiver, funded from the sender's balance (moved to
-///         reserved, no token transfer). The sender pays off-chain by signing EIP-712
-///         `BalanceProof(channelId, amount)` messages with a growing cumulative amount. Anyone may
-///         `checkpoint` a proof: the receiver is credited what it adds since the last claim, less
-///         the platform commission to the treasury, and the channel stays open (`batchCheckpoint`
-///         does many in one transaction). Closing: both parties sign `CooperativeClose(channelId,
+///         Channels are one-way, sender to receiver, funded from the sender's balance: the
+///         deposit moves into the channel (no token transfer) and the channel holds it until it
+///         settles. The sender pays off-chain by signing EIP-712 `BalanceProof(channelId,
+///         amount)` messages with a growing cumulative amount. Anyone may `checkpoint` a proof:
+///         the receiver is credited what it adds since the last claim, less the platform
+///         commission, and the channel stays open (`batchCheckpoint` does many in one
+///         transaction). The commission is taken on the cumulative amount (the commission on
+///         everything claimed so far, less what earlier checkpoints took), so it never depends
+///         on how a sum was split into checkpoints. It goes to the treasury at once — except on
+///         a channel the treasury itself sends on, where it simply stays in the channel and
+///         returns to the treasury with the rest of the deposit when the channel settles. Closing: both parties sign `CooperativeClose(channelId,
 ///         amount)` (immediate); or the receiver settles at once with a balance proof; or the
 ///         sender starts a unilateral close, after which anyone may submit a newer balance proof
 ///         during the challenge period, and `settle` pays out once it is over. What is left of the
@@ -27,11 +31,11 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 ///         this contract. Nobody, the deployer included, can move users' funds or change how
 ///         signatures are checked: there is no owner.
 ///
-///         Gas: a wallet's free and reserved amounts share one slot, and a channel's parties,
-///         amounts and status fit in two (a third holds a close while it runs), so a checkpoint
-///         reads two slots and writes one besides the three accounts it pays. Amounts fit in 96
-///         bits (the supply is 1.8e27 base units), a channel's deposit in 88 (3.09e26, about 309
-///         million IPSX). Only calls that move tokens take the (transient-storage) reentrancy
+///         Gas: a channel's parties, amounts and status fit in two slots (a third holds a close
+///         while it runs), and a checkpoint writes one of them and the receiver's balance — and
+///         the treasury's, only when the treasury is neither party (in the hub model it is always
+///         one). Amounts fit in 96 bits (the supply is 1.8e27 base units), a channel's deposit in
+///         88 (3.09e26, about 309 million IPSX). Only calls that move tokens take the (transient-storage) reentrancy
 ///         guard: the rest call out to nothing but the ecrecover precompile. Signatures are
 ///         65 bytes or EIP-2098's 64.
 contract Centralizer is EIP712, ReentrancyGuardTransient {
@@ -68,12 +72,6 @@ contract Centralizer is EIP712, ReentrancyGuardTransient {
         uint64 closeDeadline;
     }
 
-    /// A wallet's free and reserved amounts, in one slot: opening, topping up and settling a
-    /// channel move an amount between the two with one write.
-    struct Account {
-        uint128 balance;
-        uint128 reserved;
-    }
 
     /// @notice What a sender signs to pay: the cumulative `amount` owed on `channelId`. Exposed as a
     ///         struct so the ABI carries its EIP-712 type, from which clients generate theirs.
@@ -101,7 +99,8 @@ contract Centralizer is EIP712, ReentrancyGuardTransient {
     uint16 public immutable commissionBps;
     uint64 public immutable challengePeriod;
 
-    mapping(address => Account) private accounts;
+    /// @notice A wallet's free balance: what it can withdraw or put into channels.
+    mapping(address => uint256) public balanceOf;
     mapping(uint256 => Stored) private channels;
     /// @notice Channels opened so far; ids are 1, 2, … and never repeat.
     uint256 public channelCount;
@@ -164,8 +163,7 @@ contract Centralizer is EIP712, ReentrancyGuardTransient {
 
     function _deposit(address user, uint256 amount) private {
         if (amount == 0) revert ZeroAmount();
-        // Checked: no balance passes the token's supply, but the cast must not wrap.
-        accounts[user].balance = SafeCast.toUint128(accounts[user].balance + amount);
+        balanceOf[user] += amount;
         emit Deposited(user, amount);
         token.safeTransferFrom(user, address(this), amount);
     }
@@ -173,9 +171,9 @@ contract Centralizer is EIP712, ReentrancyGuardTransient {
     /// @notice Withdraw from the free balance.
     function withdraw(uint256 amount) external nonReentrant {
         if (amount == 0) revert ZeroAmount();
-        uint256 available = accounts[msg.sender].balance;
+        uint256 available = balanceOf[msg.sender];
         if (amount > available) revert InsufficientBalance(available, amount);
-        accounts[msg.sender].balance = uint128(available - amount);
+        balanceOf[msg.sender] = available - amount;
         emit Withdrawn(msg.sender, amount);
         token.safeTransfer(msg.sender, amount);
     }
@@ -313,14 +311,15 @@ contract Centralizer is EIP712, ReentrancyGuardTransient {
         });
     }
 
-    /// @notice A wallet's free balance: what it can withdraw or put into channels.
-    function balanceOf(address user) external view returns (uint256) {
-        return accounts[user].balance;
-    }
-
-    /// @notice What a wallet has in its channels and not yet paid out of them.
-    function reservedOf(address user) external view returns (uint256) {
-        return accounts[user].reserved;
+    /// @notice What settling a channel now would return to its sender: the deposit less what
+    ///         was claimed, plus the commission kept in it when the treasury sends on it. The
+    ///         sum of this over a wallet's unsettled channels is what it holds in channels.
+    function refundOf(uint256 channelId) public view returns (uint256) {
+        Stored storage channel = channels[channelId];
+        if (channel.status == Status.None || channel.status == Status.Settled) return 0;
+        uint256 claimed = channel.claimed;
+        uint256 kept = channel.sender == treasury ? commissionOn(claimed) : 0;
+        return channel.deposit - claimed + kept;
     }
 
     /// @notice The EIP-712 digest a sender signs for a cumulative `amount` on a channel.
@@ -358,10 +357,9 @@ contract Centralizer is EIP712, ReentrancyGuardTransient {
 
     function _reserve(address user, uint256 amount) private {
         if (amount == 0) revert ZeroAmount();
-        Account memory account = accounts[user];
-        if (amount > account.balance) revert InsufficientBalance(account.balance, amount);
-        // Both fit: the amount came out of the balance, and reserve + balance <= supply.
-        accounts[user] = Account({balance: uint128(account.balance - amount), reserved: uint128(account.reserved + amount)});
+        uint256 available = balanceOf[user];
+        if (amount > available) revert InsufficientBalance(available, amount);
+        balanceOf[user] = available - amount;
     }
 
     /// The signer of `digest`, from a 65-byte or an EIP-2098 64-byte signature; address(0) if
@@ -403,31 +401,33 @@ contract Centralizer is EIP712, ReentrancyGuardTransient {
         emit Checkpointed(channelId, amount, paid, commission);
     }
 
-    /// Moves `amount - claimed` from the sender's reserve to the receiver, less commission.
+    /// Pays out of the channel what `amount` adds to what it paid: to the receiver less the
+    /// commission on the cumulative amount, and that commission to the treasury (in one write
+    /// when the treasury is the receiver; kept in the channel when it is the sender).
     function _pay(Stored storage channel, uint256 amount) private returns (uint256 paid, uint256 commission) {
-        uint256 due = amount - channel.claimed;
-        // Amounts are at most the deposit (checked by every caller), so the casts keep them.
+        uint256 claimed = channel.claimed;
+        // Amounts are at most the deposit (checked by every caller), so the cast keeps them.
         channel.claimed = uint96(amount);
-        commission = commissionOn(due);
-        paid = due - commission;
-        accounts[channel.sender].reserved -= uint128(due);
-        accounts[channel.receiver].balance += uint128(paid);
-        if (commission > 0) accounts[treasury].balance += uint128(commission);
+        commission = commissionOn(amount) - commissionOn(claimed);
+        paid = amount - claimed - commission;
+        address receiver = channel.receiver;
+        if (receiver == treasury) {
+            balanceOf[receiver] += paid + commission;
+            return (paid, commission);
+        }
+        balanceOf[receiver] += paid;
+        if (commission > 0 && channel.sender != treasury) balanceOf[treasury] += commission;
     }
 
     function _settle(uint256 channelId, Stored storage channel, uint256 amount) private {
         if (amount > channel.deposit) revert AmountAboveDeposit(channelId, channel.deposit, amount);
         if (amount < channel.claimed) revert AmountBelowClaimed(channelId, channel.claimed, amount);
-        if (amount > channel.claimed) {
-            (uint256 paid, uint256 commission) = _pay(channel, amount);
-            emit Checkpointed(channelId, amount, paid, commission);
-        }
+        // What the close pays is in `ChannelSettled` (its total): no `Checkpointed` beside it.
+        if (amount > channel.claimed) _pay(channel, amount);
         uint256 claimed = channel.claimed;
-        uint256 refund = channel.deposit - claimed;
+        uint256 refund = refundOf(channelId);
         channel.status = Status.Settled;
-        Account storage account = accounts[channel.sender];
-        account.reserved -= uint128(refund);
-        account.balance += uint128(refund);
+        balanceOf[channel.sender] += refund;
         emit ChannelSettled(channelId, claimed, refund);
     }
 }

@@ -80,7 +80,7 @@ contract CentralizerTest is Base {
     function test_open_and_top_up_reserve_from_the_balance() public {
         uint256 id = open(100 ether);
         assertEq(id, 1, "first id");
-        assertEq(centralizer.reservedOf(sender), 100 ether, "reserved");
+        assertEq(centralizer.refundOf(id), 100 ether, "held in the channel");
         assertEq(centralizer.balanceOf(sender), 900 ether, "free");
         vm.prank(sender);
         centralizer.topUp(id, 50 ether);
@@ -102,7 +102,7 @@ contract CentralizerTest is Base {
         centralizer.checkpoint(id, 40 ether, proof(id, 40 ether));
         assertEq(centralizer.balanceOf(receiver), 39 ether, "40 less 2.5 %");
         assertEq(centralizer.balanceOf(treasury), 1 ether, "commission");
-        assertEq(centralizer.reservedOf(sender), 60 ether, "reserve shrinks");
+        assertEq(centralizer.refundOf(id), 60 ether, "what the channel still holds for the sender");
         centralizer.checkpoint(id, 50 ether, proof(id, 50 ether));
         assertEq(centralizer.balanceOf(receiver), 48.75 ether, "only the difference");
         bytes memory again = proof(id, 50 ether);
@@ -140,7 +140,7 @@ contract CentralizerTest is Base {
         centralizer.cooperativeClose(id, 30 ether, sign(SENDER_KEY, digest), sign(RECEIVER_KEY, digest));
         assertEq(centralizer.balanceOf(receiver), 30 ether - centralizer.commissionOn(30 ether), "paid");
         assertEq(centralizer.balanceOf(sender), 970 ether, "rest refunded");
-        assertEq(centralizer.reservedOf(sender), 0, "nothing reserved");
+        assertEq(centralizer.refundOf(id), 0, "nothing left in a settled channel");
         bytes memory late = proof(id, 40 ether);
         vm.expectRevert(abi.encodeWithSelector(Centralizer.NotOpen.selector, id));
         centralizer.checkpoint(id, 40 ether, late);
@@ -214,6 +214,53 @@ contract CentralizerTest is Base {
     function compactProof(uint256 id, uint256 amount) internal returns (bytes memory) {
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(SENDER_KEY, centralizer.balanceProofDigest(id, amount));
         return abi.encodePacked(r, bytes32(uint256(s) | (uint256(v - 27) << 255)));
+    }
+
+    function test_commission_is_on_the_cumulative_amount_however_it_was_split() public {
+        // 2.5 % of 1 wei is 0 and of 39 wei is 0: per checkpoint, a receiver could claim wei by
+        // wei and never pay commission. On the cumulative amount it pays what one claim would.
+        uint256 id = open(100 ether);
+        uint256 claimed;
+        for (uint256 step = 1; step <= 50; step++) {
+            claimed += 39;
+            centralizer.checkpoint(id, claimed, proof(id, claimed));
+        }
+        assertEq(centralizer.balanceOf(treasury), centralizer.commissionOn(claimed), "commission on the total");
+        assertEq(centralizer.balanceOf(receiver), claimed - centralizer.commissionOn(claimed), "the rest paid");
+    }
+
+    function test_a_treasury_that_receives_is_paid_its_commission_with_the_payment() public {
+        Centralizer hub = new Centralizer(IERC20(address(token)), receiver, COMMISSION_BPS, CHALLENGE);
+        fund(sender, 100 ether);
+        vm.startPrank(sender);
+        token.approve(address(hub), 100 ether);
+        hub.deposit(100 ether);
+        uint256 id = hub.openChannel(receiver, 100 ether);
+        vm.stopPrank();
+        bytes memory signed = sign(SENDER_KEY, hub.balanceProofDigest(id, 40 ether));
+        vm.expectEmit(true, true, true, true);
+        emit Checkpointed(id, 40 ether, 39 ether, 1 ether);
+        hub.checkpoint(id, 40 ether, signed);
+        assertEq(hub.balanceOf(receiver), 40 ether, "paid and commission, both its own");
+        assertEq(hub.refundOf(id), 60 ether, "the rest stays for the sender");
+    }
+
+    function test_a_treasury_that_sends_keeps_its_commission_in_the_channel() public {
+        Centralizer hub = new Centralizer(IERC20(address(token)), sender, COMMISSION_BPS, CHALLENGE);
+        fund(sender, 100 ether);
+        vm.startPrank(sender);
+        token.approve(address(hub), 100 ether);
+        hub.deposit(100 ether);
+        uint256 id = hub.openChannel(receiver, 100 ether);
+        vm.stopPrank();
+        hub.checkpoint(id, 40 ether, sign(SENDER_KEY, hub.balanceProofDigest(id, 40 ether)));
+        assertEq(hub.balanceOf(receiver), 39 ether, "the provider is paid less commission");
+        assertEq(hub.balanceOf(sender), 0, "nothing comes back before the channel settles");
+        assertEq(hub.refundOf(id), 61 ether, "the unclaimed 60 and the commission kept");
+        vm.prank(receiver);
+        hub.receiverClose(id, 0, "");
+        assertEq(hub.balanceOf(sender), 61 ether, "back to the treasury when it settles");
+        assertEq(token.balanceOf(address(hub)), hub.balanceOf(sender) + hub.balanceOf(receiver), "conserved");
     }
 
     function test_a_64_byte_signature_pays_like_a_65_byte_one() public {
@@ -302,8 +349,7 @@ contract CentralizerTest is Base {
         uint256 received = centralizer.balanceOf(receiver) + centralizer.balanceOf(treasury);
         assertEq(received, pay, "receiver + commission = signed");
         assertEq(centralizer.balanceOf(sender), 1_000 ether - pay, "sender keeps the rest");
-        uint256 owed = centralizer.balanceOf(sender) + centralizer.reservedOf(sender) + centralizer.balanceOf(receiver)
-            + centralizer.balanceOf(treasury);
+        uint256 owed = centralizer.balanceOf(sender) + centralizer.balanceOf(receiver) + centralizer.balanceOf(treasury);
         assertEq(token.balanceOf(address(centralizer)), owed, "tokens held = what is owed");
     }
 

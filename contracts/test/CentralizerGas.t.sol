@@ -2,6 +2,8 @@
 pragma solidity ^0.8.24;
 
 import {Base} from "./Base.t.sol";
+import {Centralizer} from "../src/Centralizer.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 
 /// What a call cost, as a transaction: run with `forge test --isolate`, so each call below is
 /// its own transaction (intrinsic 21,000 and calldata included, refunds taken off, cold storage
@@ -31,6 +33,8 @@ contract CentralizerGasTest is Base {
     address internal sender;
     address internal receiver;
 
+    /// The Base treasury is a wallet of its own: in `test_gas_of_each_operation` it is neither
+    /// party of any channel (the dearest case: a payment credits three wallets).
     function setUp() public {
         deployExchange();
         sender = vm.addr(SENDER_KEY);
@@ -83,6 +87,44 @@ contract CentralizerGasTest is Base {
         gas = gasVm.lastCallGas().gasTotalUsed;
     }
 
+    /// The hub model: the node is the treasury, requesters pay it on channels to it, and it
+    /// pays providers on channels from it.
+    function test_gas_in_the_hub_model() public {
+        uint256 hubKey = 0x4B;
+        address node = vm.addr(hubKey);
+        Centralizer hub = new Centralizer(IERC20(address(token)), node, COMMISSION_BPS, CHALLENGE);
+        for (uint256 i = 0; i < 3; i++) {
+            address who = i == 0 ? node : i == 1 ? sender : receiver;
+            fund(who, 1_000 ether);
+            vm.startPrank(who);
+            token.approve(address(hub), 1_000 ether);
+            hub.deposit(1_000 ether);
+            vm.stopPrank();
+        }
+        // A requester (the sender here) pays the node.
+        vm.prank(sender);
+        uint256 inbound = hub.openChannel(node, 100 ether);
+        hubCheckpoint(hub, SENDER_KEY, inbound, 10 ether);
+        hubCheckpoint(hub, SENDER_KEY, inbound, 20 ether);
+        record("checkpoint, requester to node (the receiver is the treasury)");
+        // The node pays a provider (the receiver here).
+        vm.prank(node);
+        uint256 outbound = hub.openChannel(receiver, 100 ether);
+        hubCheckpoint(hub, hubKey, outbound, 10 ether);
+        hubCheckpoint(hub, hubKey, outbound, 20 ether);
+        record("checkpoint, node to provider (the sender is the treasury)");
+        bytes32 digest = hub.cooperativeCloseDigest(outbound, 30 ether);
+        bytes memory byNode = signed(hubKey, digest);
+        bytes memory byProvider = signed(RECEIVER_KEY, digest);
+        hub.cooperativeClose(outbound, 30 ether, byNode, byProvider);
+        record("cooperativeClose, node to provider");
+    }
+
+    function hubCheckpoint(Centralizer hub, uint256 key, uint256 id, uint256 amount) internal {
+        bytes memory proof = signed(key, hub.balanceProofDigest(id, amount));
+        hub.checkpoint(id, amount, proof);
+    }
+
     function test_gas_of_each_operation() public {
         wallet();
         uint256 first = open(100 ether);
@@ -112,15 +154,15 @@ contract CentralizerGasTest is Base {
     function checkpoints(uint256 id) internal {
         bytes memory toTen = signed(SENDER_KEY, centralizer.balanceProofDigest(id, 10 ether));
         centralizer.checkpoint(id, 10 ether, toTen);
-        record("checkpoint (first on its channel)");
+        record("checkpoint, third-party treasury (first on the channel)");
         bytes memory toTwenty = signed(SENDER_KEY, centralizer.balanceProofDigest(id, 20 ether));
         centralizer.checkpoint(id, 20 ether, toTwenty);
-        record("checkpoint (checkpointed before)");
+        record("checkpoint, third-party treasury");
         bytes memory short = compact(SENDER_KEY, centralizer.balanceProofDigest(id, 30 ether));
         try centralizer.checkpoint(id, 30 ether, short) {
-            record("checkpoint (checkpointed before, 64-byte signature)");
+            record("checkpoint, third-party treasury, 64-byte signature");
         } catch {
-            emit log_named_uint("checkpoint (checkpointed before, 64-byte signature)", 0);
+            emit log_named_uint("checkpoint, third-party treasury, 64-byte signature", 0);
         }
     }
 
@@ -137,7 +179,7 @@ contract CentralizerGasTest is Base {
         bytes memory bySender = signed(SENDER_KEY, digest);
         bytes memory byReceiver = signed(RECEIVER_KEY, digest);
         centralizer.cooperativeClose(id, 40 ether, bySender, byReceiver);
-        record("cooperativeClose");
+        record("cooperativeClose, third-party treasury");
 
         uint256 closing = checkpointed(100 ether, 10 ether);
         vm.prank(sender);

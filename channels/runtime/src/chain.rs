@@ -7,8 +7,9 @@
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::Filter;
 use alloy::signers::local::PrivateKeySigner;
-use alloy::sol_types::{SolStruct, eip712_domain};
+use alloy::sol_types::{SolEvent, SolStruct, eip712_domain};
 use ipsx_channels::{ChannelDomain, ChannelId, Signature, SignedProof, SigningKey};
 
 use crate::contracts::{Centralizer, IPSXToken, Permit};
@@ -385,9 +386,30 @@ impl ChainClient {
         to_u128(self.centralizer.balanceOf(who).call().await?, "balance")
     }
 
-    /// Reserved (in channels) balance in the Centralizer.
-    pub async fn reserved_of(&self, who: Address) -> Result<u128, ChainError> {
-        to_u128(self.centralizer.reservedOf(who).call().await?, "reserved")
+    /// What `who` holds in the unsettled channels it sends on: what settling them now would
+    /// return to it (`refundOf`). The contract keeps no per-wallet sum (a checkpoint would
+    /// have to write it), so the channels are found by their `ChannelOpened` logs, whose
+    /// sender is indexed: one log query and one call per channel the wallet opened.
+    pub async fn held_in_channels(&self, who: Address) -> Result<u128, ChainError> {
+        let filter = Filter::new()
+            .address(*self.centralizer.address())
+            .event_signature(Centralizer::ChannelOpened::SIGNATURE_HASH)
+            .topic2(who.into_word())
+            .from_block(0);
+        let logs = self.provider.get_logs(&filter).await?;
+        let mut held = 0u128;
+        for log in logs {
+            let opened = log
+                .log_decode::<Centralizer::ChannelOpened>()
+                .map_err(|e| ChainError::Rpc(e.to_string()))?;
+            let refund = self
+                .centralizer
+                .refundOf(opened.inner.data.channelId)
+                .call()
+                .await?;
+            held = held.saturating_add(to_u128(refund, "refund")?);
+        }
+        Ok(held)
     }
 
     /// Token balance of a wallet.

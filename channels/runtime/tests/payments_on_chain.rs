@@ -229,8 +229,9 @@ async fn leases_are_paid_by_the_second_and_settled_on_chain_to_the_wei() {
     assert_eq!(books.signed_to_providers, usage);
     assert_eq!(ledger.covered(), usage);
 
-    // Provider and node checkpoint; the provider's payout is usage less commission, per
-    // checkpoint as the contract floors it.
+    // Provider and node checkpoint; the provider's payout is usage less the commission on the
+    // cumulative amount (each checkpoint takes the commission on all claimed, less what the
+    // ones before took).
     let provider_before = chain.node.balance_of(provider).await.expect("balance");
     assert_eq!(provider_before, checkpoints[0].paid_to_receiver);
     // Six hours after the last checkpoint the policy claims what is left, however small.
@@ -249,15 +250,17 @@ async fn leases_are_paid_by_the_second_and_settled_on_chain_to_the_wei() {
     );
     assert_eq!(checkpoints.len(), 2);
     let commission: u128 = checkpoints.iter().map(|c| c.commission).sum();
-    let expected_commission: u128 = checkpoints
-        .iter()
-        .scan(0u128, |claimed, c| {
-            let due = c.amount - *claimed;
-            *claimed = c.amount;
-            Some(due * u128::from(COMMISSION_BPS) / 10_000)
-        })
-        .sum();
-    assert_eq!(commission, expected_commission);
+    let on = |amount: u128| amount * u128::from(COMMISSION_BPS) / 10_000;
+    let mut claimed = 0u128;
+    for checkpoint in &checkpoints {
+        assert_eq!(
+            checkpoint.commission,
+            on(checkpoint.amount) - on(claimed),
+            "commission on the cumulative amount"
+        );
+        claimed = checkpoint.amount;
+    }
+    assert_eq!(commission, on(usage));
     let provider_after = chain.node.balance_of(provider).await.expect("balance");
     assert_eq!(
         provider_after,
@@ -323,7 +326,7 @@ async fn leases_are_paid_by_the_second_and_settled_on_chain_to_the_wei() {
     assert_eq!(
         chain
             .node
-            .reserved_of(chain.node.address())
+            .held_in_channels(chain.node.address())
             .await
             .expect("r"),
         0

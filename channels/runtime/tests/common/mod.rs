@@ -70,7 +70,8 @@ pub async fn chain() -> Chain {
     }
 }
 
-/// Tokens the Centralizer holds equal what it owes its users.
+/// Tokens the Centralizer holds equal what it owes its users: their free balances and what their
+/// unsettled channels would return to them.
 pub async fn assert_conserved(chain: &Chain) {
     let held = chain
         .node
@@ -84,10 +85,10 @@ pub async fn assert_conserved(chain: &Chain) {
         chain.provider.address(),
     ] {
         owed += chain.node.balance_of(who).await.expect("balance");
-        owed += chain.node.reserved_of(who).await.expect("reserved");
+        owed += chain.node.held_in_channels(who).await.expect("held");
     }
     assert_eq!(
         held, owed,
-        "tokens held by the Centralizer = balances + reserves"
+        "tokens held by the Centralizer = balances + what channels hold"
     );
 }
