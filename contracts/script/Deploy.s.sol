@@ -5,21 +5,23 @@ import {Vm} from "../test/utils/Testing.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {FundingSale} from "../src/FundingSale.sol";
 import {Centralizer} from "../src/Centralizer.sol";
+import {DealAnchor} from "../src/DealAnchor.sol";
 
-/// Deploys the sale (which deploys the token) and the Centralizer, and writes their addresses to
-/// `deployments/<chain id>.json` for the Rust crates.
+/// Deploys the sale (which deploys the token), the Centralizer and the deal anchor, and writes
+/// their addresses to `deployments/<chain id>.json` for the Rust crates.
 ///
 /// Settings come from the environment, with local-chain defaults: TREASURY, EARLY_ADOPTERS,
 /// BOUNTY, TEAM (default: the deployer), SALE_START / SALE_END (default: a sale that has already
 /// ended, so a local exchange can finalize it at once and move tokens), HARD_CAP (1,000 ETH),
-/// COMMISSION_BPS (250 = 2.5 %), CHALLENGE_PERIOD (86,400 s).
+/// COMMISSION_BPS (250 = 2.5 %), CHALLENGE_PERIOD (86,400 s), ANCHORER (the node that anchors the
+/// deal book; default: the treasury, which the node is).
 ///
 ///   forge script script/Deploy.s.sol --rpc-url http://127.0.0.1:8545 --broadcast \
 ///       --private-key <deployer key>
 contract Deploy {
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
 
-    function run() external returns (FundingSale sale, Centralizer centralizer) {
+    function run() external returns (FundingSale sale, Centralizer centralizer, DealAnchor anchor) {
         address deployer = msg.sender;
         address payable treasury = payable(vm.envOr("TREASURY", deployer));
         uint256 start = vm.envOr("SALE_START", block.timestamp > 2 ? block.timestamp - 2 : 0);
@@ -41,6 +43,7 @@ contract Deploy {
             uint16(vm.envOr("COMMISSION_BPS", uint256(250))),
             uint64(vm.envOr("CHALLENGE_PERIOD", uint256(1 days)))
         );
+        anchor = new DealAnchor(vm.envOr("ANCHORER", address(treasury)));
         vm.stopBroadcast();
         string memory json = string.concat(
             "{\"chainId\":",
@@ -51,6 +54,8 @@ contract Deploy {
             vm.toString(address(sale)),
             "\",\"centralizer\":\"",
             vm.toString(address(centralizer)),
+            "\",\"anchor\":\"",
+            vm.toString(address(anchor)),
             "\",\"treasury\":\"",
             vm.toString(treasury),
             "\"}\n"

@@ -9,7 +9,7 @@ const root = path.join(__dirname, '..');
 const check = process.argv.includes('--check');
 fs.mkdirSync(path.join(root, 'abi'), { recursive: true });
 let stale = [];
-for (const name of ['IPSXToken', 'FundingSale', 'Centralizer']) {
+for (const name of ['IPSXToken', 'FundingSale', 'Centralizer', 'DealAnchor']) {
   const artifact = JSON.parse(fs.readFileSync(path.join(root, 'out', `${name}.sol`, `${name}.json`), 'utf8'));
   const exported = { contractName: name, abi: artifact.abi, bytecode: artifact.bytecode.object };
   const text = JSON.stringify(exported, null, 2) + '\n';

@@ -24,4 +24,6 @@ cast() { "$bin/cast-linux-amd64/bin/cast" call "$@" --rpc-url "$rpc"; }
 [ "$(cast "$token" 'totalSupply()(uint256)' | cut -d' ' -f1)" = 1800000000000000000000000000 ] || { echo "bad supply" >&2; exit 1; }
 [ "$(cast "$centralizer" 'commissionBps()(uint16)')" = 250 ] || { echo "bad commission" >&2; exit 1; }
 [ "$(cast "$token" 'balanceOf(address)(uint256)' "$deployer" | cut -d' ' -f1)" = 1800000000000000000000000000 ] || { echo "allocations not with the deployer" >&2; exit 1; }
-echo "deploy smoke test: passed (token $token, centralizer $centralizer)"
+anchor=$(node -e "console.log(require('./deployments/31337.json').anchor)")
+[ "$(cast "$anchor" 'anchorer()(address)')" = "$deployer" ] || { echo "anchor not run by the treasury" >&2; exit 1; }
+echo "deploy smoke test: passed (token $token, centralizer $centralizer, anchor $anchor)"
