@@ -2,10 +2,10 @@
 //! word for the deal book.
 //!
 //! Every change of the deal book — a deal made with its terms, a provider ready, a deal ended
-//! with the seconds served and what they cost, a rating — is a [`DealEntry`]. The node
-//! collects an epoch's entries (every few minutes, or every so many deals), builds a
-//! [`MerkleTree`] over their [`leaf`]s and anchors its root in the `DealAnchor` contract, one
-//! transaction per epoch whatever the number of deals. A party asks the node for its entries
+//! with the seconds served and what they cost, a rating — is a [`DealEntry`]. The node feeds
+//! them to [`Epochs`], which closes an epoch every few minutes or every so many entries and
+//! builds a [`MerkleTree`] over their [`leaf`]s; the node anchors each root in the
+//! `DealAnchor` contract, in order, one transaction per epoch whatever the number of deals. A party asks the node for its entries
 //! with their [`Proof`]s and checks them against the anchored root: offline with
 //! [`Proof::verify`], or on chain with the contract's `verify` view. The hashing is the
 //! contract's own (the [`DealEntry`] type is generated from its ABI), so a proof that passes
@@ -30,7 +30,9 @@
 //! ```
 
 mod entry;
+mod epochs;
 mod tree;
 
 pub use entry::{DealAnchor, DealEntry, EntryKind, leaf};
+pub use epochs::{EntryProof, Epoch, EpochConfig, Epochs};
 pub use tree::{MerkleTree, Proof};
