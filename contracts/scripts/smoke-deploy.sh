@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Deploys everything to a throw-away anvil on a loopback port and checks the result with cast:
-# the deploy script works, writes its addresses file, and leaves a finalized sale.
+# Deploys everything to a throw-away anvil on a loopback port with scripts/deploy.sh and checks
+# the result with cast: the chain id is checked first, the deploy script works, writes its
+# addresses file, and leaves a finalized sale.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin=node_modules/@foundry-rs
@@ -16,7 +17,12 @@ for _ in $(seq 50); do
   "$bin/cast-linux-amd64/bin/cast" chain-id --rpc-url "$rpc" >/dev/null 2>&1 && break
   sleep 0.1
 done
-./scripts/forge script script/Deploy.s.sol --rpc-url "$rpc" --broadcast --private-key "$key" >/dev/null
+# The deploy command refuses a chain id the endpoint does not have, sending nothing.
+if ./scripts/deploy.sh --rpc-url "$rpc" --chain-id 8453 --private-key "$key" 2>/dev/null; then
+  echo "deployed to a chain id the endpoint does not have" >&2; exit 1
+fi
+[ "$("$bin/cast-linux-amd64/bin/cast" nonce "$deployer" --rpc-url "$rpc")" = 0 ] || { echo "sent something" >&2; exit 1; }
+./scripts/deploy.sh --rpc-url "$rpc" --chain-id 31337 --private-key "$key" >/dev/null
 token=$(node -e "console.log(require('./deployments/31337.json').token)")
 centralizer=$(node -e "console.log(require('./deployments/31337.json').centralizer)")
 cast() { "$bin/cast-linux-amd64/bin/cast" call "$@" --rpc-url "$rpc"; }
