@@ -4,7 +4,7 @@
 //! the contract emitted. A revert comes back as [`ChainError::Reverted`] with the contract's own
 //! error name and arguments (e.g. `AmountNotIncreasing(3, 500, 400)`), decoded from the ABI.
 
-use alloy::network::EthereumWallet;
+use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::primitives::{Address, Bytes, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::Filter;
@@ -13,6 +13,7 @@ use alloy::sol_types::{SolEvent, SolStruct, eip712_domain};
 use ipsx_channels::{ChannelDomain, ChannelId, Signature, SignedProof, SigningKey};
 
 use crate::contracts::{Centralizer, IPSXToken, Permit};
+use crate::sender::{Sender, SenderConfig};
 
 /// How long to wait for a sent transaction's receipt before giving up with an error.
 pub const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -102,6 +103,8 @@ pub struct Checkpointed {
 #[derive(Debug, Clone)]
 pub struct ChainClient {
     provider: DynProvider,
+    /// Sends this account's transactions, one at a time (see [`crate::sender`]).
+    sender: Sender,
     centralizer: Centralizer::CentralizerInstance<DynProvider>,
     token: IPSXToken::IPSXTokenInstance<DynProvider>,
     key: SigningKey,
@@ -134,7 +137,25 @@ fn to_channel(value: U256) -> Result<ChannelId, ChainError> {
         .map_err(|_| ChainError::OutOfRange("channel id"))
 }
 
-/// A provider sending transactions signed by `key`.
+/// A provider that signs as `key` and fills in nothing else: the account's [`Sender`] sets the
+/// nonce, gas and fees.
+fn signing_provider(rpc_url: &str, key: &SigningKey) -> Result<DynProvider, ChainError> {
+    let signer = PrivateKeySigner::from_bytes(&key.to_bytes().into())
+        .map_err(|e| ChainError::Config(format!("key: {e}")))?;
+    let url = rpc_url
+        .parse()
+        .map_err(|e| ChainError::Config(format!("RPC URL {rpc_url:?}: {e}")))?;
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .fetch_chain_id()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(url)
+        .erased())
+}
+
+/// A provider sending transactions signed by `key`, asking the node for each nonce (for
+/// one-off senders such as a local deployment; a [`ChainClient`] sends through its
+/// [`Sender`]).
 pub fn wallet_provider(rpc_url: &str, key: &SigningKey) -> Result<DynProvider, ChainError> {
     let signer = PrivateKeySigner::from_bytes(&key.to_bytes().into())
         .map_err(|e| ChainError::Config(format!("key: {e}")))?;
@@ -162,7 +183,18 @@ impl ChainClient {
         centralizer: Address,
         key: SigningKey,
     ) -> Result<Self, ChainError> {
+        Self::connect_with(rpc_url, centralizer, key, SenderConfig::default()).await
+    }
+
+    /// [`ChainClient::connect`], with the account's sender priced and paced by `sender`.
+    pub async fn connect_with(
+        rpc_url: &str,
+        centralizer: Address,
+        key: SigningKey,
+        sender: SenderConfig,
+    ) -> Result<Self, ChainError> {
         let provider = wallet_provider(rpc_url, &key)?;
+        let sender = Sender::spawn(signing_provider(rpc_url, &key)?, key.address(), sender);
         let chain_id = provider.get_chain_id().await?;
         let instance = Centralizer::new(centralizer, provider.clone());
         let token_address = instance.token().call().await?;
@@ -179,9 +211,36 @@ impl ChainClient {
             token: IPSXToken::new(token_address, provider.clone()),
             centralizer: instance,
             provider,
+            sender,
             key,
             domain,
         })
+    }
+
+    /// Estimates a call as this account (a call the contract refuses fails here, decoded, and
+    /// takes no nonce), then sends it through the account's sender and waits for it to be
+    /// mined.
+    async fn confirm<D>(
+        &self,
+        call: alloy::contract::CallBuilder<&DynProvider, D>,
+    ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError>
+    where
+        D: alloy::contract::CallDecoder,
+    {
+        let call = call.from(self.address());
+        let gas = call.estimate_gas().await?;
+        // Room over the estimate: state can move between estimating and mining.
+        let tx = call
+            .into_transaction_request()
+            .with_gas_limit(gas + gas / 4);
+        let receipt = self.sender.send(tx).await?;
+        if !receipt.status() {
+            return Err(ChainError::Reverted(format!(
+                "transaction {} reverted on chain",
+                receipt.transaction_hash
+            )));
+        }
+        Ok(receipt)
     }
 
     /// The account this client sends as.
@@ -237,7 +296,7 @@ impl ChainClient {
             alloy::primitives::B256::from_slice(&bytes[32..64]),
             bytes[64],
         );
-        confirm(
+        self.confirm(
             self.centralizer
                 .depositWithPermit(U256::from(amount), deadline, v, r, s),
         )
@@ -247,7 +306,8 @@ impl ChainClient {
 
     /// Moves `amount` of this account's free Centralizer balance back to its wallet.
     pub async fn withdraw(&self, amount: u128) -> Result<(), ChainError> {
-        confirm(self.centralizer.withdraw(U256::from(amount))).await?;
+        self.confirm(self.centralizer.withdraw(U256::from(amount)))
+            .await?;
         Ok(())
     }
 
@@ -257,7 +317,9 @@ impl ChainClient {
         receiver: Address,
         deposit: u128,
     ) -> Result<ChannelId, ChainError> {
-        let receipt = confirm(self.centralizer.openChannel(receiver, U256::from(deposit))).await?;
+        let receipt = self
+            .confirm(self.centralizer.openChannel(receiver, U256::from(deposit)))
+            .await?;
         let opened = receipt
             .decoded_log::<Centralizer::ChannelOpened>()
             .ok_or(ChainError::MissingEvent("ChannelOpened"))?;
@@ -266,7 +328,7 @@ impl ChainClient {
 
     /// Adds `amount` to a channel this account sends on.
     pub async fn top_up(&self, channel: ChannelId, amount: u128) -> Result<(), ChainError> {
-        confirm(
+        self.confirm(
             self.centralizer
                 .topUp(U256::from(channel.0), U256::from(amount)),
         )
@@ -276,12 +338,13 @@ impl ChainClient {
 
     /// Claims what a proof adds since the last claim.
     pub async fn checkpoint(&self, proof: &SignedProof) -> Result<Checkpointed, ChainError> {
-        let receipt = confirm(self.centralizer.checkpoint(
-            U256::from(proof.channel.0),
-            U256::from(proof.amount),
-            Bytes::copy_from_slice(proof.signature.as_bytes()),
-        ))
-        .await?;
+        let receipt = self
+            .confirm(self.centralizer.checkpoint(
+                U256::from(proof.channel.0),
+                U256::from(proof.amount),
+                Bytes::copy_from_slice(proof.signature.as_bytes()),
+            ))
+            .await?;
         let mut paid = checkpoints(&receipt)?;
         paid.pop().ok_or(ChainError::MissingEvent("Checkpointed"))
     }
@@ -297,7 +360,9 @@ impl ChainClient {
             .iter()
             .map(|p| Bytes::copy_from_slice(p.signature.as_bytes()))
             .collect();
-        let receipt = confirm(self.centralizer.batchCheckpoint(ids, amounts, signatures)).await?;
+        let receipt = self
+            .confirm(self.centralizer.batchCheckpoint(ids, amounts, signatures))
+            .await?;
         checkpoints(&receipt)
     }
 
@@ -315,7 +380,7 @@ impl ChainClient {
         sender_signature: &Signature,
         receiver_signature: &Signature,
     ) -> Result<(), ChainError> {
-        confirm(self.centralizer.cooperativeClose(
+        self.confirm(self.centralizer.cooperativeClose(
             U256::from(channel.0),
             U256::from(amount),
             Bytes::copy_from_slice(sender_signature.as_bytes()),
@@ -327,7 +392,7 @@ impl ChainClient {
 
     /// As the receiver, closes at once, paid up to `proof`.
     pub async fn receiver_close(&self, proof: &SignedProof) -> Result<(), ChainError> {
-        confirm(self.centralizer.receiverClose(
+        self.confirm(self.centralizer.receiverClose(
             U256::from(proof.channel.0),
             U256::from(proof.amount),
             Bytes::copy_from_slice(proof.signature.as_bytes()),
@@ -338,7 +403,7 @@ impl ChainClient {
 
     /// As the sender, starts a unilateral close admitting `amount` owed.
     pub async fn start_close(&self, channel: ChannelId, amount: u128) -> Result<(), ChainError> {
-        confirm(
+        self.confirm(
             self.centralizer
                 .startClose(U256::from(channel.0), U256::from(amount)),
         )
@@ -348,7 +413,7 @@ impl ChainClient {
 
     /// During a close, raises the amount owed with a newer proof.
     pub async fn challenge(&self, proof: &SignedProof) -> Result<(), ChainError> {
-        confirm(self.centralizer.challenge(
+        self.confirm(self.centralizer.challenge(
             U256::from(proof.channel.0),
             U256::from(proof.amount),
             Bytes::copy_from_slice(proof.signature.as_bytes()),
@@ -359,7 +424,8 @@ impl ChainClient {
 
     /// After the challenge period, pays out a closing channel.
     pub async fn settle(&self, channel: ChannelId) -> Result<(), ChainError> {
-        confirm(self.centralizer.settle(U256::from(channel.0))).await?;
+        self.confirm(self.centralizer.settle(U256::from(channel.0)))
+            .await?;
         Ok(())
     }
 
@@ -419,7 +485,8 @@ impl ChainClient {
 
     /// Sends tokens from this account.
     pub async fn transfer_tokens(&self, to: Address, amount: u128) -> Result<(), ChainError> {
-        confirm(self.token.transfer(to, U256::from(amount))).await?;
+        self.confirm(self.token.transfer(to, U256::from(amount)))
+            .await?;
         Ok(())
     }
 

@@ -8,6 +8,9 @@
 //! * [`chain::ChainClient`] — the Centralizer and IPSX token over JSON-RPC with alloy: deposit
 //!   with an ERC-2612 permit, open, top up, checkpoint and batch checkpoint, cooperative,
 //!   receiver and unilateral close, challenge, settle; reverts come back decoded from the ABI.
+//! * [`sender::Sender`] — one task per account that every transaction of a client goes
+//!   through: nonces counted locally, EIP-1559 fees, a stuck transaction replaced at the same
+//!   nonce with higher fees.
 //! * [`watcher::Watcher`] — follows the contract's events from the last handled block (the
 //!   cursor is in the store, so a restart resumes) and challenges a close that admits less
 //!   than the latest stored proof.
@@ -45,6 +48,7 @@
 pub mod chain;
 pub mod contracts;
 pub mod devnet;
+pub mod sender;
 pub mod settle;
 pub mod store;
 pub mod watcher;
