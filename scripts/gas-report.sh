@@ -33,7 +33,9 @@ if ! $check_only; then
   trap 'rm -f "$after" "$before"; git -C "$root" worktree remove --force "$old" >/dev/null 2>&1 || true' EXIT
   git -C "$root" worktree add --detach "$old" "$base" >/dev/null 2>&1
   ln -s "$root/contracts/node_modules" "$old/contracts/node_modules"
+  # The same scenarios on both sides; Testing.sol only gains what they use (lastCallGas).
   cp "$root/contracts/test/CentralizerGas.t.sol" "$old/contracts/test/"
+  cp "$root/contracts/test/utils/Testing.sol" "$old/contracts/test/utils/"
   measure "$old/contracts" >"$before"
 fi
 

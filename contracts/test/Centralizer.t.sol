@@ -229,14 +229,20 @@ contract CentralizerTest is Base {
         assertEq(centralizer.balanceOf(receiver), claimed - centralizer.commissionOn(claimed), "the rest paid");
     }
 
-    function test_a_treasury_that_receives_is_paid_its_commission_with_the_payment() public {
-        Centralizer hub = new Centralizer(IERC20(address(token)), receiver, COMMISSION_BPS, CHALLENGE);
+    /// A Centralizer whose treasury is `hubTreasury`, and a 100-ether channel on it from the
+    /// sender to the receiver.
+    function hubWith(address hubTreasury) internal returns (Centralizer hub, uint256 id) {
+        hub = new Centralizer(IERC20(address(token)), hubTreasury, COMMISSION_BPS, CHALLENGE);
         fund(sender, 100 ether);
         vm.startPrank(sender);
         token.approve(address(hub), 100 ether);
         hub.deposit(100 ether);
-        uint256 id = hub.openChannel(receiver, 100 ether);
+        id = hub.openChannel(receiver, 100 ether);
         vm.stopPrank();
+    }
+
+    function test_a_treasury_that_receives_is_paid_its_commission_with_the_payment() public {
+        (Centralizer hub, uint256 id) = hubWith(receiver);
         bytes memory signed = sign(SENDER_KEY, hub.balanceProofDigest(id, 40 ether));
         vm.expectEmit(true, true, true, true);
         emit Checkpointed(id, 40 ether, 39 ether, 1 ether);
@@ -246,13 +252,7 @@ contract CentralizerTest is Base {
     }
 
     function test_a_treasury_that_sends_keeps_its_commission_in_the_channel() public {
-        Centralizer hub = new Centralizer(IERC20(address(token)), sender, COMMISSION_BPS, CHALLENGE);
-        fund(sender, 100 ether);
-        vm.startPrank(sender);
-        token.approve(address(hub), 100 ether);
-        hub.deposit(100 ether);
-        uint256 id = hub.openChannel(receiver, 100 ether);
-        vm.stopPrank();
+        (Centralizer hub, uint256 id) = hubWith(sender);
         hub.checkpoint(id, 40 ether, sign(SENDER_KEY, hub.balanceProofDigest(id, 40 ether)));
         assertEq(hub.balanceOf(receiver), 39 ether, "the provider is paid less commission");
         assertEq(hub.balanceOf(sender), 0, "nothing comes back before the channel settles");

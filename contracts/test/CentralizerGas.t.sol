@@ -12,22 +12,9 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 ///
 /// Only functions both the old and the new Centralizer have are called, so one file measures
 /// both; what only the new one accepts (64-byte signatures) is tried and logged as 0 if refused.
-struct Gas {
-    uint64 gasLimit;
-    uint64 gasTotalUsed;
-    uint64 gasMemoryUsed;
-    int64 gasRefunded;
-    uint64 gasRemaining;
-}
-
-interface GasVm {
-    function lastCallGas() external view returns (Gas memory);
-}
-
 contract CentralizerGasTest is Base {
     event log_named_uint(string key, uint256 val);
 
-    GasVm internal constant gasVm = GasVm(address(uint160(uint256(keccak256("hevm cheat code")))));
     uint256 internal constant SENDER_KEY = 0x5E7D;
     uint256 internal constant RECEIVER_KEY = 0x7EC1;
     address internal sender;
@@ -50,7 +37,7 @@ contract CentralizerGasTest is Base {
     }
 
     function record(string memory what) internal {
-        emit log_named_uint(what, gasVm.lastCallGas().gasTotalUsed);
+        emit log_named_uint(what, vm.lastCallGas().gasTotalUsed);
     }
 
     function signed(uint256 key, bytes32 digest) internal returns (bytes memory) {
@@ -84,7 +71,7 @@ contract CentralizerGasTest is Base {
             signatures[i] = signed(SENDER_KEY, centralizer.balanceProofDigest(ids[i], 2 ether));
         }
         centralizer.batchCheckpoint(ids, amounts, signatures);
-        gas = gasVm.lastCallGas().gasTotalUsed;
+        gas = vm.lastCallGas().gasTotalUsed;
     }
 
     /// The hub model: the node is the treasury, requesters pay it on channels to it, and it

@@ -122,18 +122,6 @@ contract DealAnchorTest is Trees {
     }
 }
 
-struct AnchorGas {
-    uint64 gasLimit;
-    uint64 gasTotalUsed;
-    uint64 gasMemoryUsed;
-    int64 gasRefunded;
-    uint64 gasRemaining;
-}
-
-interface AnchorGasVm {
-    function lastCallGas() external view returns (AnchorGas memory);
-}
-
 /// What anchoring an epoch costs as a transaction (see `CentralizerGas.t.sol`): the same
 /// whatever the number of deals in it.
 contract DealAnchorGasTest is Trees {
@@ -146,13 +134,13 @@ contract DealAnchorGasTest is Trees {
         anchor.anchor(1, keccak256("epoch 1"), 10_000);
         emit log_named_uint(
             "DealAnchor.anchor (the first epoch)",
-            AnchorGasVm(address(uint160(uint256(keccak256("hevm cheat code"))))).lastCallGas().gasTotalUsed
+            vm.lastCallGas().gasTotalUsed
         );
         vm.prank(node);
         anchor.anchor(2, keccak256("epoch 2"), 10_000);
         emit log_named_uint(
             "DealAnchor.anchor (an epoch of any size)",
-            AnchorGasVm(address(uint160(uint256(keccak256("hevm cheat code"))))).lastCallGas().gasTotalUsed
+            vm.lastCallGas().gasTotalUsed
         );
     }
 }

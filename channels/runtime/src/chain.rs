@@ -137,14 +137,23 @@ fn to_channel(value: U256) -> Result<ChannelId, ChainError> {
         .map_err(|_| ChainError::OutOfRange("channel id"))
 }
 
-/// A provider that signs as `key` and fills in nothing else: the account's [`Sender`] sets the
-/// nonce, gas and fees.
-fn signing_provider(rpc_url: &str, key: &SigningKey) -> Result<DynProvider, ChainError> {
+/// The signer of `key` and the parsed endpoint, or why not.
+fn signer_and_url(
+    rpc_url: &str,
+    key: &SigningKey,
+) -> Result<(PrivateKeySigner, alloy::transports::http::reqwest::Url), ChainError> {
     let signer = PrivateKeySigner::from_bytes(&key.to_bytes().into())
         .map_err(|e| ChainError::Config(format!("key: {e}")))?;
     let url = rpc_url
         .parse()
         .map_err(|e| ChainError::Config(format!("RPC URL {rpc_url:?}: {e}")))?;
+    Ok((signer, url))
+}
+
+/// A provider that signs as `key` and fills in nothing else: the account's [`Sender`] sets the
+/// nonce, gas and fees.
+fn signing_provider(rpc_url: &str, key: &SigningKey) -> Result<DynProvider, ChainError> {
+    let (signer, url) = signer_and_url(rpc_url, key)?;
     Ok(ProviderBuilder::new()
         .disable_recommended_fillers()
         .fetch_chain_id()
@@ -157,11 +166,7 @@ fn signing_provider(rpc_url: &str, key: &SigningKey) -> Result<DynProvider, Chai
 /// one-off senders such as a local deployment; a [`ChainClient`] sends through its
 /// [`Sender`]).
 pub fn wallet_provider(rpc_url: &str, key: &SigningKey) -> Result<DynProvider, ChainError> {
-    let signer = PrivateKeySigner::from_bytes(&key.to_bytes().into())
-        .map_err(|e| ChainError::Config(format!("key: {e}")))?;
-    let url = rpc_url
-        .parse()
-        .map_err(|e| ChainError::Config(format!("RPC URL {rpc_url:?}: {e}")))?;
+    let (signer, url) = signer_and_url(rpc_url, key)?;
     // Nonces are asked of the node for every transaction (not cached): a call refused at gas
     // estimation must not burn a nonce and leave a gap that stalls every later transaction.
     Ok(ProviderBuilder::new()

@@ -157,11 +157,7 @@ async fn send_one(
                 let error = ChainError::from(error);
                 if below_base_fee(&error) && repriced < config.max_replacements {
                     repriced += 1;
-                    let now = provider.estimate_eip1559_fees().await?;
-                    tip = bumped(tip, config.bump_percent).max(now.max_priority_fee_per_gas);
-                    max_fee = bumped(max_fee, config.bump_percent)
-                        .max(now.max_fee_per_gas)
-                        .max(tip);
+                    (max_fee, tip) = raised(provider, (max_fee, tip), config).await?;
                     continue;
                 }
                 *next_nonce = None;
@@ -185,11 +181,7 @@ async fn send_one(
             )));
         }
         replacements += 1;
-        let now = provider.estimate_eip1559_fees().await?;
-        tip = bumped(tip, config.bump_percent).max(now.max_priority_fee_per_gas);
-        max_fee = bumped(max_fee, config.bump_percent)
-            .max(now.max_fee_per_gas)
-            .max(tip);
+        (max_fee, tip) = raised(provider, (max_fee, tip), config).await?;
         let replacement = tx
             .clone()
             .with_from(from)
@@ -208,6 +200,21 @@ async fn send_one(
             Err(error) => tracing::warn!(%from, nonce, %error, "a replacement was refused"),
         }
     }
+}
+
+/// Fee caps `(max fee, tip)` raised for a replacement: by `bump_percent` at least, and to the
+/// node's current estimate if that is higher.
+async fn raised(
+    provider: &DynProvider,
+    (max_fee, tip): (u128, u128),
+    config: &SenderConfig,
+) -> Result<(u128, u128), ChainError> {
+    let now = provider.estimate_eip1559_fees().await?;
+    let tip = bumped(tip, config.bump_percent).max(now.max_priority_fee_per_gas);
+    let max_fee = bumped(max_fee, config.bump_percent)
+        .max(now.max_fee_per_gas)
+        .max(tip);
+    Ok((max_fee, tip))
 }
 
 /// Waits up to `stuck_after` for a receipt of any of `sent` (versions of one transaction).

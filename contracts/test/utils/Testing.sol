@@ -4,7 +4,19 @@ pragma solidity ^0.8.24;
 /// Foundry cheatcodes used by these tests (the HEVM cheatcode address answers them whatever
 /// library declares them; forge-std's current release is not on the package registries reached
 /// here, so the few we need are declared here).
+/// What the last call cost (forge's `lastCallGas`); under `forge test --isolate` the call is its
+/// own transaction, so `gasTotalUsed` is what a user pays: intrinsic gas and calldata included,
+/// refunds taken off.
+struct Gas {
+    uint64 gasLimit;
+    uint64 gasTotalUsed;
+    uint64 gasMemoryUsed;
+    int64 gasRefunded;
+    uint64 gasRemaining;
+}
+
 interface Vm {
+    function lastCallGas() external view returns (Gas memory);
     function warp(uint256) external;
     function chainId(uint256) external;
     function sign(uint256 privateKey, bytes32 digest) external returns (uint8 v, bytes32 r, bytes32 s);
