@@ -22,11 +22,13 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 ///         everything claimed so far, less what earlier checkpoints took), so it never depends
 ///         on how a sum was split into checkpoints. It goes to the treasury at once — except on
 ///         a channel the treasury itself sends on, where it simply stays in the channel and
-///         returns to the treasury with the rest of the deposit when the channel settles. Closing: both parties sign `CooperativeClose(channelId,
-///         amount)` (immediate); or the receiver settles at once with a balance proof; or the
-///         sender starts a unilateral close, after which anyone may submit a newer balance proof
-///         during the challenge period, and `settle` pays out once it is over. What is left of the
-///         deposit returns to the sender's balance. Each meaning has its own signed type, so a
+///         returns to the treasury with the rest of the deposit when the channel settles.
+///
+///         Closing: both parties sign `CooperativeClose(channelId, amount)` (immediate); or the
+///         receiver settles at once with a balance proof; or the sender starts a unilateral
+///         close, after which anyone may submit a newer balance proof during the challenge
+///         period, and `settle` pays out once it is over. What is left of the deposit returns
+///         to the sender's balance. Each meaning has its own signed type, so a
 ///         balance proof can never pass as a closing signature; the domain binds chain id and
 ///         this contract. Nobody, the deployer included, can move users' funds or change how
 ///         signatures are checked: there is no owner.
@@ -35,9 +37,9 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 ///         while it runs), and a checkpoint writes one of them and the receiver's balance — and
 ///         the treasury's, only when the treasury is neither party (in the hub model it is always
 ///         one). Amounts fit in 96 bits (the supply is 1.8e27 base units), a channel's deposit in
-///         88 (3.09e26, about 309 million IPSX). Only calls that move tokens take the (transient-storage) reentrancy
-///         guard: the rest call out to nothing but the ecrecover precompile. Signatures are
-///         65 bytes or EIP-2098's 64.
+///         88 (3.09e26, about 309 million IPSX). Only calls that move tokens take the
+///         (transient-storage) reentrancy guard: the rest call out to nothing but the ecrecover
+///         precompile. Signatures are 65 bytes or EIP-2098's 64.
 contract Centralizer is EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
@@ -185,7 +187,7 @@ contract Centralizer is EIP712, ReentrancyGuardTransient {
         if (receiver == address(0)) revert ZeroAddress();
         if (receiver == msg.sender) revert SelfChannel();
         if (amount > MAX_DEPOSIT) revert DepositTooLarge(amount, MAX_DEPOSIT);
-        _reserve(msg.sender, amount);
+        _fundFrom(msg.sender, amount);
         channelId = ++channelCount;
         Stored storage channel = channels[channelId];
         channel.sender = msg.sender;
@@ -201,7 +203,7 @@ contract Centralizer is EIP712, ReentrancyGuardTransient {
         if (msg.sender != channel.sender) revert NotSender(channelId);
         uint256 topped = channel.deposit + amount;
         if (topped > MAX_DEPOSIT) revert DepositTooLarge(topped, MAX_DEPOSIT);
-        _reserve(msg.sender, amount);
+        _fundFrom(msg.sender, amount);
         channel.deposit = uint88(topped);
         emit ChannelToppedUp(channelId, amount, topped);
     }
@@ -355,7 +357,8 @@ contract Centralizer is EIP712, ReentrancyGuardTransient {
 
     // ----- internals ----------------------------------------------------------------------
 
-    function _reserve(address user, uint256 amount) private {
+    /// Takes `amount` out of `user`'s free balance to go into a channel.
+    function _fundFrom(address user, uint256 amount) private {
         if (amount == 0) revert ZeroAmount();
         uint256 available = balanceOf[user];
         if (amount > available) revert InsufficientBalance(available, amount);

@@ -241,9 +241,6 @@ impl Engine {
                 }
                 _ => {}
             }
-        }
-        engine.deals_made = snapshot.deals_made;
-        for deal in &snapshot.deals {
             if !deal.status().is_terminal() {
                 let slots = deal
                     .ips
@@ -252,12 +249,13 @@ impl Engine {
                     .collect();
                 let open = crate::engine::OpenDeal {
                     slots,
-                    provider: engine.parties.intern(deal.provider),
-                    requester: engine.parties.intern(deal.requester),
+                    provider,
+                    requester,
                 };
                 engine.open.insert(deal.id.0, open);
             }
         }
+        engine.deals_made = snapshot.deals_made;
         let mut finished: Vec<(Timestamp, crate::DealId)> = snapshot
             .deals
             .iter()
