@@ -50,6 +50,20 @@ pub struct Epoch {
     pub anchored: bool,
 }
 
+impl Epoch {
+    /// Epoch `number` over `entries` (its tree built here).
+    pub fn new(number: u64, opened_at: u64, entries: Vec<DealEntry>, anchored: bool) -> Epoch {
+        let tree = MerkleTree::new(entries.iter().map(leaf).collect());
+        Epoch {
+            number,
+            opened_at,
+            entries,
+            tree,
+            anchored,
+        }
+    }
+}
+
 /// One entry of a deal with what proves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryProof {
@@ -92,6 +106,36 @@ impl Epochs {
         }
     }
 
+    /// Epochs as a store kept them: `closed` (every one not anchored yet, and any anchored
+    /// ones worth keeping for look-ups, in any order), the open epoch's entries and when it
+    /// opened, and the number the next epoch to close takes.
+    pub fn restore(
+        config: EpochConfig,
+        next_number: u64,
+        closed: Vec<Epoch>,
+        open: Vec<DealEntry>,
+        opened_at: u64,
+    ) -> Epochs {
+        let mut epochs = Epochs::new(config, next_number);
+        epochs.open = open;
+        epochs.opened_at = opened_at;
+        for epoch in closed {
+            epochs.file(epoch);
+        }
+        epochs
+    }
+
+    /// Puts a closed epoch in memory, its entries indexed by deal.
+    fn file(&mut self, epoch: Epoch) {
+        for (index, entry) in epoch.entries.iter().enumerate() {
+            let places = self.by_deal.entry(entry.deal).or_default();
+            // Kept oldest first whatever order epochs come back in.
+            let at = places.partition_point(|place| *place < (epoch.number, index as u32));
+            places.insert(at, (epoch.number, index as u32));
+        }
+        self.closed.insert(epoch.number, epoch);
+    }
+
     /// Adds an entry at `now`; closes the epoch if it is full. Returns the number of an epoch
     /// that closed.
     pub fn push(&mut self, now: u64, entry: DealEntry) -> Option<u64> {
@@ -113,23 +157,7 @@ impl Epochs {
         let number = self.next_number;
         self.next_number += 1;
         let entries = std::mem::take(&mut self.open);
-        for (index, entry) in entries.iter().enumerate() {
-            self.by_deal
-                .entry(entry.deal)
-                .or_default()
-                .push_back((number, index as u32));
-        }
-        let tree = MerkleTree::new(entries.iter().map(leaf).collect());
-        self.closed.insert(
-            number,
-            Epoch {
-                number,
-                opened_at: self.opened_at,
-                entries,
-                tree,
-                anchored: false,
-            },
-        );
+        self.file(Epoch::new(number, self.opened_at, entries, false));
         number
     }
 
@@ -191,6 +219,26 @@ impl Epochs {
     /// Entries waiting in the open epoch.
     pub fn pending(&self) -> usize {
         self.open.len()
+    }
+
+    /// The open epoch's entries (no proof yet), oldest first.
+    pub fn open_entries(&self) -> &[DealEntry] {
+        &self.open
+    }
+
+    /// When the open epoch took its first entry.
+    pub fn opened_at(&self) -> u64 {
+        self.opened_at
+    }
+
+    /// The number the next epoch to close takes.
+    pub fn next_number(&self) -> u64 {
+        self.next_number
+    }
+
+    /// How epochs close.
+    pub fn config(&self) -> EpochConfig {
+        self.config
     }
 }
 
@@ -260,6 +308,36 @@ mod tests {
             assert!(!found.anchored);
         }
         assert!(epochs.proofs_of(99).is_empty());
+    }
+
+    #[test]
+    fn restored_epochs_answer_as_the_ones_they_were_saved_from() {
+        let mut epochs = Epochs::new(config(60, 2, 10), 1);
+        for deal in 1..=5 {
+            epochs.push(deal, entry(deal % 3, EntryKind::Made));
+        }
+        epochs.anchored(1);
+        let saved: Vec<Epoch> = [2, 1]
+            .iter()
+            .filter_map(|n| epochs.epoch(*n).cloned())
+            .collect();
+        let restored = Epochs::restore(
+            epochs.config(),
+            epochs.next_number(),
+            saved,
+            epochs.open_entries().to_vec(),
+            epochs.opened_at(),
+        );
+        for deal in 0..3 {
+            assert_eq!(
+                restored.proofs_of(deal),
+                epochs.proofs_of(deal),
+                "deal {deal}"
+            );
+        }
+        assert_eq!(restored.next_to_anchor().map(|e| e.number), Some(2));
+        assert_eq!(restored.open_entries(), epochs.open_entries());
+        assert_eq!(restored.next_number(), 3);
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct ErrorDetail {
 pub enum ErrorCode {
     /// 409: the caller rated this deal already.
     AlreadyRated,
+    /// 404: this node does not anchor its deal book.
+    AnchoringDisabled,
     /// 400: not a 20-byte hex Ethereum address.
     BadAddress,
     /// 400: the channel is not open, not the caller's, or not to this node.
@@ -155,6 +157,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::AlreadyRated => "already_rated",
+            Self::AnchoringDisabled => "anchoring_disabled",
             Self::BadAddress => "bad_address",
             Self::BadChannel => "bad_channel",
             Self::BadCursor => "bad_cursor",
@@ -407,6 +410,19 @@ pub enum DealStatus {
 }
 
 impl DealStatus {
+    /// The status's code in the deal anchor's `Ended` entries (`outcome`).
+    pub fn anchor_outcome(self) -> u8 {
+        match self {
+            DealStatus::Pending => 0,
+            DealStatus::Active => 1,
+            DealStatus::Completed => 2,
+            DealStatus::Voided => 3,
+            DealStatus::Cancelled => 4,
+            DealStatus::PaymentLapsed => 5,
+            DealStatus::ProviderDropped => 6,
+        }
+    }
+
     /// Whether the deal is over (nothing moves it any more).
     pub fn is_over(self) -> bool {
         !matches!(self, Self::Pending | Self::Active)
@@ -1211,3 +1227,6 @@ pub enum StreamRequest {
         proof: String,
     },
 }
+
+mod anchored;
+pub use anchored::{AnchorEntryKind, AnchorEntryView, AnchoredEntry, DealProofs};

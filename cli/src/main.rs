@@ -78,6 +78,16 @@ enum Command {
         /// table, json or csv.
         #[arg(long, default_value = "table")]
         format: Format,
+        /// Instead of listing: check deal ID against the chain — each of its entries in the
+        /// node's anchored deal book must be proven by the root the DealAnchor holds, and say
+        /// what the node told this wallet. Fails if anything does not.
+        #[arg(long, value_name = "ID")]
+        proof: Option<u64>,
+        /// The DealAnchor to check against [default: the one the node names].
+        #[arg(long, requires = "proof")]
+        anchor: Option<alloy_primitives::Address>,
+        #[command(flatten)]
+        chain: ChainArgs,
     },
     /// Ends a lease early.
     Cancel {
@@ -298,7 +308,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             amount,
         } => withdraw(&wallet, &chain, &amount).await,
         Command::Demo(args) => demo::run(args).await,
-        Command::Deals { wallet, format } => {
+        Command::Deals {
+            wallet,
+            proof: Some(deal),
+            anchor,
+            chain,
+            ..
+        } => check_deal(&wallet, &chain, deal, anchor).await,
+        Command::Deals { wallet, format, .. } => {
             let deals = wallet.client().await?.deals().await?;
             print!("{}", output::leases(&deals, format)?);
             Ok(())
@@ -486,4 +503,36 @@ pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// `ipsx deals --proof ID`: the deal's anchored entries, checked against the chain and against
+/// what the node told this wallet.
+async fn check_deal(
+    wallet: &WalletArgs,
+    chain: &ChainArgs,
+    deal: u64,
+    anchor: Option<alloy_primitives::Address>,
+) -> anyhow::Result<()> {
+    let client = wallet.client().await?;
+    let proofs = client.deal_proofs(deal).await?;
+    let told = client.deal(deal).await?;
+    let anchor = anchor.unwrap_or(proofs.anchor);
+    let report = ipsx_sdk::anchor::check(&proofs, told.as_ref(), &chain.rpc_url, anchor).await?;
+    print!("{}", output::deal_check(&report, anchor));
+    if report.caught() {
+        anyhow::bail!("deal {deal}: the node's history does not match what it anchored on chain");
+    }
+    if !report.proven() {
+        anyhow::bail!(
+            "deal {deal}: not everything is anchored yet ({} entries waiting); ask again after \
+             the node's next epoch",
+            report.pending
+                + report
+                    .entries
+                    .iter()
+                    .filter(|check| check.verdict == ipsx_sdk::anchor::Verdict::NotAnchoredYet)
+                    .count()
+        );
+    }
+    Ok(())
 }

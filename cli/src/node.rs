@@ -22,6 +22,8 @@
 //! key_file = "node.key"           # relative to this file
 //! provider_deposit = "1000000000000000000000"
 //! grace = 3
+//! anchor = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"   # DealAnchor: the deal book on chain
+//! anchor_every = 300              # seconds an epoch stays open
 //! ```
 
 use std::net::SocketAddr;
@@ -94,6 +96,13 @@ pub(crate) struct NodeArgs {
     /// Seconds a requester may fall behind before its leases are cut [default: 3].
     #[arg(long, env = "IPSX_GRACE")]
     grace: Option<u64>,
+    /// Anchor the deal book in this DealAnchor contract (its anchorer must be the node's key;
+    /// needs payments).
+    #[arg(long, env = "IPSX_ANCHOR")]
+    anchor: Option<Address>,
+    /// Seconds an anchoring epoch stays open before its root goes on chain [default: 300].
+    #[arg(long, env = "IPSX_ANCHOR_EVERY")]
+    anchor_every: Option<u64>,
     /// Let direct providers' offers go live without proving their IPs (a market with no real
     /// proxies: demos of the API, load tests). By default each offered IP is fetched through
     /// the provider's proxy from the node's `/v1/echo` and must come back as the source.
@@ -156,6 +165,8 @@ struct PaymentsFile {
     key_file: Option<PathBuf>,
     provider_deposit: Option<ipsx_sdk::TokenAmount>,
     grace: Option<u64>,
+    anchor: Option<Address>,
+    anchor_every: Option<u64>,
 }
 
 /// What the node runs with, resolved.
@@ -250,6 +261,14 @@ impl NodeArgs {
         }
         if let Some(fsync) = self.fsync.or(file.fsync) {
             gateway.fsync = fsync_policy(&fsync)?;
+        }
+        if let Some(contract) = self.anchor.or(payments_file.anchor) {
+            let mut anchor = ipsx_gateway::anchoring::AnchorConfig::new(contract);
+            if let Some(seconds) = self.anchor_every.or(payments_file.anchor_every) {
+                anyhow::ensure!(seconds > 0, "anchor_every must be at least one second");
+                anchor.epochs.max_seconds = seconds;
+            }
+            gateway.anchor = Some(anchor);
         }
         let rpc_url = self.rpc_url.or(payments_file.rpc_url);
         let centralizer = self.centralizer.or(payments_file.centralizer);

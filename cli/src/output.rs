@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use ipsx_sdk::LeaseView;
+use ipsx_sdk::{Address, AnchorEntryKind, LeaseView};
 
 /// An output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,4 +87,56 @@ pub(crate) fn leases(deals: &[LeaseView], format: Format) -> anyhow::Result<Stri
         }
     }
     Ok(out)
+}
+
+/// A deal's anchored entries and what checking each against the chain found.
+pub(crate) fn deal_check(report: &ipsx_sdk::anchor::DealCheck, anchor: Address) -> String {
+    use ipsx_sdk::anchor::Verdict;
+    let mut out = format!("deal {} against the DealAnchor at {anchor}\n", report.deal);
+    for check in &report.entries {
+        let entry = &check.entry;
+        let verdict = match &check.verdict {
+            Verdict::Proven => "proven on chain".to_owned(),
+            Verdict::NotAnchoredYet => "epoch not anchored yet".to_owned(),
+            Verdict::RootMismatch { on_chain, shown } => {
+                format!("FALSE: the chain holds root {on_chain}, the node showed {shown}")
+            }
+            Verdict::BadProof => "FALSE: the proof does not lead to the anchored root".to_owned(),
+            Verdict::OtherDeal => format!("FALSE: an entry of deal {}", entry.deal),
+        };
+        let kind = match entry.kind {
+            AnchorEntryKind::Made => format!(
+                "made   {} IPs {}..{} at {}/IP-s",
+                entry.ips, entry.start, entry.end, entry.price.0
+            ),
+            AnchorEntryKind::Ready => format!("ready  at {}", entry.at),
+            AnchorEntryKind::Ended => format!(
+                "ended  at {}: {} s served, {} paid (outcome {})",
+                entry.at, entry.served_seconds, entry.amount.0, entry.outcome
+            ),
+            AnchorEntryKind::Rated => format!(
+                "rated  {} stars ({})",
+                entry.stars,
+                if entry.outcome == 1 {
+                    "provider"
+                } else {
+                    "requester"
+                }
+            ),
+        };
+        out.push_str(&format!(
+            "  epoch {:>4}  {kind:<60} {verdict}\n",
+            check.epoch
+        ));
+    }
+    if report.pending > 0 {
+        out.push_str(&format!(
+            "  {} entries in the node's open epoch (no proof yet)\n",
+            report.pending
+        ));
+    }
+    for disagreement in &report.disagreements {
+        out.push_str(&format!("  DISAGREES: {disagreement}\n"));
+    }
+    out
 }

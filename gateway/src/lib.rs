@@ -54,6 +54,7 @@
 //! // then returns the session whose token `sign_in.verify` accepts.
 //! ```
 
+pub mod anchoring;
 pub mod error;
 mod feed;
 pub mod history;

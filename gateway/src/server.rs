@@ -90,6 +90,9 @@ pub struct GatewayConfig {
     /// Prove direct providers' IPs before their offers go live. Default: off (the `ipsx node`
     /// command turns it on).
     pub probe: Option<ProbeSettings>,
+    /// Anchor the deal book in this `DealAnchor` contract (needs `payments`: the node's key
+    /// anchors, through its one sender). Default: none.
+    pub anchor: Option<crate::anchoring::AnchorConfig>,
 }
 
 impl GatewayConfig {
@@ -124,6 +127,7 @@ impl GatewayConfig {
             fsync: ipsx_engine_runtime::FsyncPolicy::Always,
             relay: None,
             probe: None,
+            anchor: None,
         }
     }
 }
@@ -149,6 +153,9 @@ pub enum GatewayError {
     /// The chain or the payment stores could not be set up.
     #[error(transparent)]
     Payments(#[from] PaymentsError),
+    /// Anchoring could not be set up (its log, or a contract the node may not anchor in).
+    #[error("deal anchoring: {0}")]
+    Anchoring(String),
 }
 
 /// A running gateway.
@@ -266,6 +273,8 @@ pub struct AppState {
     probe: Option<ProbeSettings>,
     /// The IP each connected relayed provider comes from.
     pub(crate) observed: Observed,
+    /// The deal book's epochs and their anchoring, when the node anchors.
+    pub(crate) anchoring: Option<Arc<crate::anchoring::Anchoring>>,
 }
 
 type Shared = Arc<AppState>;
@@ -362,6 +371,17 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         )),
         None => None,
     };
+    let anchoring = match (&config.anchor, &payments) {
+        (Some(anchor), Some(payments)) => Some(Arc::new(
+            open_anchoring(&config.data_dir, *anchor, payments.chain()).await?,
+        )),
+        (Some(_), None) => {
+            return Err(GatewayError::Anchoring(
+                "anchoring needs the chain: run the node with payments".to_owned(),
+            ));
+        }
+        (None, _) => None,
+    };
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let public_url = config
@@ -394,12 +414,20 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         relay: config.relay.clone(),
         probe,
         observed: Observed::default(),
+        anchoring,
     });
     let app = router(Arc::clone(&state), config.max_body);
     let (stop, mut stopped) = watch::channel(false);
     let feed = tokio::spawn(crate::feed::run(Arc::clone(&state), stop.subscribe()));
     if let Some(payments) = &state.payments {
         tokio::spawn(Arc::clone(payments).watch(stop.subscribe()));
+        if let Some(anchoring) = &state.anchoring {
+            tokio::spawn(crate::anchoring::run(
+                Arc::clone(anchoring),
+                payments.chain().clone(),
+                stop.subscribe(),
+            ));
+        }
     }
     if let Some(relay) = &state.relay {
         tokio::spawn(crate::relayed::follow_quality(
@@ -429,6 +457,37 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     })
 }
 
+/// Opens the anchoring log after checking the node may anchor in the contract.
+async fn open_anchoring(
+    data_dir: &std::path::Path,
+    anchor: crate::anchoring::AnchorConfig,
+    chain: &ipsx_channels_runtime::chain::ChainClient,
+) -> Result<crate::anchoring::Anchoring, GatewayError> {
+    let failed =
+        |e: ipsx_channels_runtime::chain::ChainError| GatewayError::Anchoring(e.to_string());
+    let anchorer = crate::anchoring::anchorer(chain, anchor.contract)
+        .await
+        .map_err(failed)?;
+    if anchorer != chain.address() {
+        return Err(GatewayError::Anchoring(format!(
+            "the DealAnchor at {} takes roots from {anchorer}, not from the node ({})",
+            anchor.contract,
+            chain.address()
+        )));
+    }
+    let on_chain = crate::anchoring::anchored_epochs(chain, anchor.contract)
+        .await
+        .map_err(failed)?;
+    let chain_id = chain.domain().chain_id();
+    let data_dir = data_dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        crate::anchoring::Anchoring::open(&data_dir, anchor, chain_id, on_chain)
+    })
+    .await
+    .map_err(|e| GatewayError::Anchoring(e.to_string()))?
+    .map_err(|e| GatewayError::Anchoring(e.to_string()))
+}
+
 fn router(state: Shared, max_body: usize) -> Router {
     let metrics = Arc::clone(&state.metrics);
     let metrics_route = Router::new()
@@ -452,6 +511,7 @@ fn router(state: Shared, max_body: usize) -> Router {
         .route("/v1/deals/{deal}/failed", post(deal_failed))
         .route("/v1/deals/{deal}/cancel", post(deal_cancel))
         .route("/v1/deals/{deal}/rating", post(deal_rating))
+        .route("/v1/deals/{deal}/proofs", get(deal_proofs))
         .route("/v1/profiles/{address}", get(profile))
         .route("/v1/wallet", get(wallet))
         .route("/v1/wallet/channel", post(register_channel))
@@ -1246,6 +1306,40 @@ async fn deal_rating(
         rater,
     )
     .await
+}
+
+/// A deal's anchored entries with their proofs, for its parties only (a stranger, or a deal
+/// with no entry yet, gets `unknown_deal` alike: nothing tells a stranger a deal exists).
+async fn deal_proofs(
+    Caller(caller): Caller,
+    State(state): State<Shared>,
+    ApiPath(deal): ApiPath<u64>,
+) -> Result<Json<ipsx_api::DealProofs>, ApiError> {
+    let Some(anchoring) = state.anchoring.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::AnchoringDisabled,
+            "this node does not anchor its deal book",
+        ));
+    };
+    let proofs = tokio::task::spawn_blocking(move || anchoring.proofs(deal))
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(e.to_string()))?;
+    let party = proofs
+        .entries
+        .iter()
+        .map(|anchored| &anchored.entry)
+        .chain(&proofs.pending)
+        .any(|entry| entry.provider == caller || entry.requester == caller);
+    if !party {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownDeal,
+            format!("no anchored deal {deal} of yours"),
+        ));
+    }
+    Ok(Json(proofs))
 }
 
 async fn profile(

@@ -37,6 +37,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod anchor;
 pub mod pay;
 pub mod serve;
 mod stream;
@@ -224,6 +225,28 @@ impl Client {
     pub async fn deals_page(&self, query: &DealsQuery) -> Result<Deals, SdkError> {
         let request = self.request(Method::GET, "/v1/deals", true)?.query(query);
         answer(request).await
+    }
+
+    /// One of this wallet's deals as the node tells it (`None`: not the caller's, or unknown).
+    pub async fn deal(&self, deal: u64) -> Result<Option<DealView>, SdkError> {
+        let query = DealsQuery {
+            cursor: Some(deal.saturating_sub(1).to_string()),
+            limit: Some(1),
+            ..DealsQuery::default()
+        };
+        let page = self.deals_page(&query).await?;
+        Ok(page
+            .deals
+            .into_iter()
+            .map(|lease| lease.deal)
+            .find(|view| view.deal == deal))
+    }
+
+    /// The deal's entries in the node's anchored deal book, with their Merkle proofs; check
+    /// them with [`anchor::check`] before believing them.
+    pub async fn deal_proofs(&self, deal: u64) -> Result<DealProofs, SdkError> {
+        self.send::<(), _>(Method::GET, &format!("/v1/deals/{deal}/proofs"), None, true)
+            .await
     }
 
     /// As provider: the deal's IPs are served.

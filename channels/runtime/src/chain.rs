@@ -179,6 +179,21 @@ pub fn wallet_provider(rpc_url: &str, key: &SigningKey) -> Result<DynProvider, C
         .erased())
 }
 
+/// Calls a view of the contract at `to` through `rpc_url` with `calldata`, as nobody in
+/// particular (reading needs no key): for clients that check what a node claims.
+pub async fn read_view(rpc_url: &str, to: Address, calldata: Bytes) -> Result<Bytes, ChainError> {
+    let url = rpc_url
+        .parse()
+        .map_err(|e| ChainError::Config(format!("RPC URL {rpc_url:?}: {e}")))?;
+    let provider = ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .connect_http(url);
+    let tx = alloy::rpc::types::TransactionRequest::default()
+        .with_to(to)
+        .with_input(calldata);
+    Ok(provider.call(tx).await?)
+}
+
 impl ChainClient {
     /// Connects to the Centralizer at `centralizer` through `rpc_url`, sending as `key`. Reads
     /// the token address and chain id, and checks the contract's EIP-712 domain is the one
@@ -234,10 +249,44 @@ impl ChainClient {
     {
         let call = call.from(self.address());
         let gas = call.estimate_gas().await?;
+        self.send_estimated(call.into_transaction_request(), gas)
+            .await
+    }
+
+    /// Sends `calldata` to the contract at `to` as this account, like the Centralizer's own
+    /// calls: estimated first (a refused call fails here and takes no nonce), then through the
+    /// account's sender, waiting for it to be mined. For the node's other contracts (the deal
+    /// anchor), whose calls their own crates encode; a refusal comes back as
+    /// [`ChainError::Rpc`] with the node's message and revert data.
+    pub async fn send_call(
+        &self,
+        to: Address,
+        calldata: Bytes,
+    ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
+        let tx = alloy::rpc::types::TransactionRequest::default()
+            .with_from(self.address())
+            .with_to(to)
+            .with_input(calldata);
+        let gas = self.provider.estimate_gas(tx.clone()).await?;
+        self.send_estimated(tx, gas).await
+    }
+
+    /// Calls a view of the contract at `to` with `calldata`; returns what it returned.
+    pub async fn call_view(&self, to: Address, calldata: Bytes) -> Result<Bytes, ChainError> {
+        let tx = alloy::rpc::types::TransactionRequest::default()
+            .with_to(to)
+            .with_input(calldata);
+        Ok(self.provider.call(tx).await?)
+    }
+
+    /// Sends `tx`, estimated at `gas`, through the account's sender and waits for it.
+    async fn send_estimated(
+        &self,
+        tx: alloy::rpc::types::TransactionRequest,
+        gas: u64,
+    ) -> Result<alloy::rpc::types::TransactionReceipt, ChainError> {
         // Room over the estimate: state can move between estimating and mining.
-        let tx = call
-            .into_transaction_request()
-            .with_gas_limit(gas + gas / 4);
+        let tx = tx.with_gas_limit(gas + gas / 4);
         let receipt = self.sender.send(tx).await?;
         if !receipt.status() {
             return Err(ChainError::Reverted(format!(

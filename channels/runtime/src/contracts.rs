@@ -17,6 +17,15 @@ alloy::sol!(
     "../../contracts/abi/IPSXToken.json"
 );
 
+// Deployed beside the Centralizer; its calls are encoded by `ipsx-anchor` and sent with
+// `ChainClient::send_call`.
+alloy::sol!(
+    #[sol(rpc)]
+    #[derive(Debug, PartialEq, Eq)]
+    DealAnchor,
+    "../../contracts/abi/DealAnchor.json"
+);
+
 alloy::sol!(
     #[sol(rpc)]
     #[derive(Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use alloy::providers::Provider;
 use ipsx_channels::SigningKey;
 
 use crate::chain::{ChainError, confirm, wallet_provider};
-use crate::contracts::{Centralizer, FundingSale};
+use crate::contracts::{Centralizer, DealAnchor, FundingSale};
 
 /// Where `npm ci` in `contracts/` puts anvil; `IPSX_ANVIL` overrides.
 pub fn anvil_path() -> PathBuf {
@@ -47,6 +47,8 @@ pub struct Deployment {
     pub centralizer: Address,
     /// Commission receiver.
     pub treasury: Address,
+    /// The deal anchor (the treasury anchors).
+    pub anchor: Address,
 }
 
 /// Settings of a local deployment.
@@ -94,10 +96,12 @@ pub async fn deploy_local(
         settings.challenge_period,
     )
     .await?;
+    let anchor = DealAnchor::deploy(provider.clone(), settings.treasury).await?;
     Ok(Deployment {
         token,
         sale: *sale.address(),
         centralizer: *centralizer.address(),
         treasury: settings.treasury,
+        anchor: *anchor.address(),
     })
 }

@@ -198,9 +198,10 @@ impl Feed {
         if ids.is_empty() {
             return Ok(());
         }
+        let anchoring = self.state.anchoring.is_some();
         let read = self
             .state
-            .query(move |engine| read_deals(engine, ids))
+            .query(move |engine| read_deals(engine, ids, anchoring))
             .await
             .map_err(|e| e.message().to_owned())?;
         self.take(read).await
@@ -210,15 +211,14 @@ impl Feed {
     async fn reread(&mut self) -> Result<(), String> {
         self.state.metrics.feed_rereads.inc();
         let (last, open) = self.tracker.reads_to_catch_up();
+        let anchoring = self.state.anchoring.is_some();
         let read = self
             .state
             .query(move |engine| {
-                let mut read = read_deals(engine, open);
-                read.extend(
-                    engine
-                        .deals_after(DealId(last))
-                        .map(|deal| (deal.id.0, Some(Scanned::of(deal)))),
-                );
+                let mut read = read_deals(engine, open, anchoring);
+                for deal in engine.deals_after(DealId(last)) {
+                    read.note(engine, deal, anchoring);
+                }
                 read
             })
             .await
@@ -226,9 +226,21 @@ impl Feed {
         self.take(read).await
     }
 
-    /// Hands the deals read to the tracker and carries out what follows.
-    async fn take(&mut self, read: Vec<(u64, Option<Scanned>)>) -> Result<(), String> {
-        let steps = self.tracker.take(read, unix_now());
+    /// Records the deals' anchor entries, hands the deals read to the tracker and carries out
+    /// what follows. Entries go first: a failed write is derived again at the re-read it
+    /// asks for.
+    async fn take(&mut self, read: Read) -> Result<(), String> {
+        if let Some(anchoring) = &self.state.anchoring
+            && !read.entries.is_empty()
+        {
+            let anchoring = Arc::clone(anchoring);
+            let entries = read.entries;
+            tokio::task::spawn_blocking(move || anchoring.record(unix_now(), entries))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        let steps = self.tracker.take(read.deals, unix_now());
         self.state
             .metrics
             .open_deals
@@ -317,11 +329,35 @@ impl Feed {
     }
 }
 
+/// Deals as the feed read them, and the anchor entries their state calls for.
+#[derive(Default)]
+struct Read {
+    /// In id order; `None`: gone from the engine's book.
+    deals: Vec<(u64, Option<Scanned>)>,
+    /// (mark, entry), when the node anchors.
+    entries: Vec<(u8, ipsx_anchor::DealEntry)>,
+}
+
+impl Read {
+    fn note(&mut self, engine: &ipsx_engine::Engine, deal: &ipsx_engine::Deal, anchoring: bool) {
+        self.deals.push((deal.id.0, Some(Scanned::of(deal))));
+        if anchoring {
+            self.entries
+                .extend(crate::anchoring::entries_of(deal, engine.now().0));
+        }
+    }
+}
+
 /// The deals `ids` as the engine holds them now (`None`: gone from its book).
-fn read_deals(engine: &ipsx_engine::Engine, ids: Vec<u64>) -> Vec<(u64, Option<Scanned>)> {
-    ids.into_iter()
-        .map(|id| (id, engine.deal(DealId(id)).map(Scanned::of)))
-        .collect()
+fn read_deals(engine: &ipsx_engine::Engine, ids: Vec<u64>, anchoring: bool) -> Read {
+    let mut read = Read::default();
+    for id in ids {
+        match engine.deal(DealId(id)) {
+            Some(deal) => read.note(engine, deal, anchoring),
+            None => read.deals.push((id, None)),
+        }
+    }
+    read
 }
 
 /// Books one step and tells both parties.

@@ -89,6 +89,10 @@ impl Tracker {
                     }
                     ids.insert(deal.0);
                 }
+                // Nothing for the parties or the hub, but the rating is anchored.
+                Event::Rated { deal, .. } => {
+                    ids.insert(deal.0);
+                }
                 _ => {}
             }
         }

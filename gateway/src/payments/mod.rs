@@ -234,6 +234,11 @@ impl Payments {
     }
 
     /// The node's address.
+    /// The node's chain client (its one sender for every contract).
+    pub(crate) fn chain(&self) -> &ChainClient {
+        &self.chain
+    }
+
     pub(crate) fn node(&self) -> Address {
         self.chain.address()
     }
