@@ -7,7 +7,9 @@
 //!    of every request.
 //! 3. A crawling fleet opens a channel, leases IPs by country, crawls the site through every
 //!    endpoint, pays every second, cancels one lease early and lets the others run out.
-//! 4. Providers and node claim on chain; the report compares the chain with the meters: each
+//! 4. The node anchors its deal book on chain epoch by epoch; the fleet checks every deal's
+//!    entries against the anchored roots.
+//! 5. Providers and node claim on chain; the report compares the chain with the meters: each
 //!    provider's balance = its metered usage − commission, the node's claim on the fleet's
 //!    channel = everything metered, to the wei. The command fails if anything differs.
 
@@ -207,11 +209,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let node_chain =
         ChainClient::connect(&rpc_url, deployment.centralizer, node_key.clone()).await?;
     progress.note(&format!(
-        "chain {} at {rpc_url}: token {}, Centralizer {} ({} bps commission)",
+        "chain {} at {rpc_url}: token {}, Centralizer {} ({} bps commission), DealAnchor {}",
         node_chain.domain().chain_id(),
         deployment.token,
         deployment.centralizer,
-        args.commission_bps
+        args.commission_bps,
+        deployment.anchor
     ));
 
     progress.step("funding wallets");
@@ -244,6 +247,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     payments.provider_deposit = provider_deposit;
     payments.settle_every = Duration::from_secs(3_600);
     config.payments = Some(payments);
+    // Short epochs, so the run's deals are on chain before it ends.
+    let mut anchor = ipsx_gateway::anchoring::AnchorConfig::new(deployment.anchor);
+    anchor.epochs.max_seconds = 2;
+    anchor.check_every = Duration::from_millis(200);
+    config.anchor = Some(anchor);
     config.probe = Some(ProbeSettings::new(""));
     std::fs::create_dir_all(data_dir.join("node"))?;
     let node = ipsx_gateway::start(config).await?;
@@ -469,6 +477,24 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    progress.step("checking every deal against the roots the node anchored on chain");
+    for (deal, terms) in &final_terms {
+        let report = proven_on_chain(&fleet, *deal, &rpc_url, deployment.anchor).await?;
+        let epochs: std::collections::BTreeSet<u64> =
+            report.entries.iter().map(|check| check.epoch).collect();
+        let anchored = report
+            .entries
+            .iter()
+            .find(|check| check.entry.kind == ipsx_sdk::AnchorEntryKind::Ended)
+            .map_or(0, |check| check.entry.amount.0);
+        progress.note(&format!(
+            "deal {deal}: {} entries proven in epochs {epochs:?}; ended at {} IPSX served \
+             (metered {})",
+            report.entries.len(),
+            tokens(anchored),
+            tokens(terms.rate.0 * u128::from(terms.end - terms.start))
+        ));
+    }
     // Let the last payment reach each provider's daemon before it stops.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let node_before = node_chain.balance_of(node_wallet.address()).await?;
@@ -613,5 +639,37 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Ok(())
     } else {
         bail!("the chain and the meters disagree (see above)")
+    }
+}
+
+/// Waits for `deal`'s entries to be anchored (up to 30 s), then checks them against the chain
+/// and against what the node told the fleet.
+async fn proven_on_chain(
+    fleet: &Client,
+    deal: u64,
+    rpc_url: &str,
+    anchor: ipsx_sdk::Address,
+) -> anyhow::Result<ipsx_sdk::anchor::DealCheck> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let proofs = fleet.deal_proofs(deal).await?;
+        let told = fleet.deal(deal).await?;
+        let report = ipsx_sdk::anchor::check(&proofs, told.as_ref(), rpc_url, anchor).await?;
+        ensure!(
+            !report.caught(),
+            "deal {deal}: the node's history differs from what it anchored: {report:?}"
+        );
+        let ended = proofs
+            .entries
+            .iter()
+            .any(|anchored| anchored.entry.kind == ipsx_sdk::AnchorEntryKind::Ended);
+        if report.proven() && ended && report.pending == 0 {
+            return Ok(report);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "deal {deal} was not anchored in time: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

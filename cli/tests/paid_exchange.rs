@@ -415,7 +415,7 @@ fn the_demo_checks_itself_to_the_wei() {
 async fn the_cli_deposits_leases_pays_and_the_provider_withdraws() {
     let chain = Chain::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_node_process, node, _) = chain.node(dir.path(), "127.0.0.1:0", &[]);
+    let (_node_process, node, _) = chain.node(dir.path(), "127.0.0.1:0", &["--anchor-every", "1"]);
     let port = free_port(&["127.0.0.11"]);
     let (mut provider, provider_lines) = chain.provider(
         dir.path(),
@@ -470,6 +470,12 @@ async fn the_cli_deposits_leases_pays_and_the_provider_withdraws() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
+    let deal = stdout
+        .lines()
+        .nth(1)
+        .and_then(|row| row.split(',').next())
+        .unwrap_or_else(|| panic!("a CSV row: {stdout}"))
+        .to_owned();
     let endpoint = stdout
         .lines()
         .nth(1)
@@ -531,4 +537,33 @@ async fn the_cli_deposits_leases_pays_and_the_provider_withdraws() {
         .wait_with_output()
         .expect("runs");
     assert!(!refused.status.success(), "nothing left to withdraw");
+
+    // The provider checks the deal against the chain: made, ready and ended, each proven by
+    // the root the node anchored (the node anchors a second-long epoch once it closes).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let checked = loop {
+        let output = ipsx(&provider_key, &["deals", "--proof", &deal])
+            .wait_with_output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            break stdout;
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("not everything is anchored yet"),
+            "only waiting may fail: {stdout}\n{stderr}"
+        );
+        assert!(std::time::Instant::now() < deadline, "{stdout}\n{stderr}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(checked.matches("proven on chain").count(), 3, "{checked}");
+    assert!(
+        checked.contains(&chain.deployment.anchor.to_string()),
+        "{checked}"
+    );
+    let stranger = ipsx(&fleet_key, &["deals", "--proof", "999999"])
+        .wait_with_output()
+        .expect("runs");
+    assert!(!stranger.status.success(), "no such deal of the fleet's");
 }

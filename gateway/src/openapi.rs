@@ -175,6 +175,15 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "GET",
+        "/v1/deals/{id}/proofs",
+        "A party: the deal's entries in the anchored deal book, with Merkle proofs to check \
+         against the DealAnchor's roots on chain",
+        None,
+        "DealProofs",
+        true,
+    ),
+    op(
+        "GET",
         "/v1/profiles/{address}",
         "A wallet's record in the market",
         None,
@@ -216,6 +225,10 @@ pub const OPERATIONS: &[Operation] = &[
     OfferBody,
     LeaseBody,
     DealView,
+    DealProofs,
+    AnchoredEntry,
+    AnchorEntryView,
+    AnchorEntryKind,
     Endpoint,
     Via,
     RelayAccess,

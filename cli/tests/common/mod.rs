@@ -178,7 +178,7 @@ impl Chain {
         path
     }
 
-    /// `ipsx node` with payments on `listen` (`127.0.0.1:0` for any port), keeping its state
+    /// `ipsx node` with payments and deal anchoring on `listen` (`127.0.0.1:0` for any port), keeping its state
     /// in `dir/node`; returns the process, its URL and its lines.
     pub fn node(
         &self,
@@ -189,6 +189,7 @@ impl Chain {
         let key_file = self.key_file(dir, 0);
         let data = dir.join("node");
         let centralizer = self.deployment.centralizer.to_string();
+        let anchor = self.deployment.anchor.to_string();
         let rpc = self.anvil.endpoint();
         let mut args = vec![
             "node",
@@ -204,6 +205,8 @@ impl Chain {
             key_file.to_str().expect("utf-8"),
             "--provider-deposit",
             "100000000000000000000",
+            "--anchor",
+            &anchor,
         ];
         args.extend_from_slice(extra);
         let (process, lines) = spawn(&args);
