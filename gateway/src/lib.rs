@@ -34,6 +34,10 @@
 //!   the source address.
 //! * [`relayed`] — providers behind NAT: the IP a relay observed is the only one they may
 //!   offer; gone from it, their offers there are withdrawn and their deals there dropped.
+//! * [`anchoring`] — with a `DealAnchor` ([`anchoring::AnchorConfig`]): every change of the
+//!   deal book goes into an epoch logged in `anchor.redb`, each epoch's Merkle root is
+//!   anchored on chain through the node's one sender, and `GET /v1/deals/{id}/proofs` gives a
+//!   deal's parties its entries with their proofs.
 //! * [`openapi`] — the OpenAPI document at `GET /openapi.json`, its schemas derived from the
 //!   API types.
 //! * [`payments`] — with a chain ([`PaymentsConfig`]): the hub, the proof store, the payment
