@@ -16,7 +16,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::paying::{
-    Stop, ended, node_paid, pay_in_background, paying_fleet, provider_settles, signed_in,
+    Stop, ended, node_paid, pay_in_background, paying_fleet, proven_on_chain, provider_settles,
+    signed_in,
 };
 use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
 use ipsx_sdk::{LeaseBody, StreamEvent, TokenAmount};
@@ -29,7 +30,7 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
     let dir = tempfile::tempdir().expect("tempdir");
     let site = site();
     let listen = format!("127.0.0.1:{}", free_port(&["127.0.0.1"]));
-    let (mut node_process, node, _) = chain.node(dir.path(), &listen, &[]);
+    let (mut node_process, node, _) = chain.node(dir.path(), &listen, &["--anchor-every", "1"]);
     let port = free_port(&["127.0.0.2", "127.0.0.3"]);
     let (provider_process, provider_lines) = chain.provider(
         dir.path(),
@@ -79,7 +80,8 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
     let _ = node_process.0.kill();
     let _ = node_process.0.wait();
     // Same data directory, key and address: the provider's daemon reconnects on its own.
-    let (node_again_process, node_again, _) = chain.node(dir.path(), &listen, &[]);
+    let (node_again_process, node_again, _) =
+        chain.node(dir.path(), &listen, &["--anchor-every", "1"]);
     assert_eq!(node_again, node);
     let fleet = signed_in(&node_again, &fleet_wallet).await;
     let wallet = fleet
@@ -117,6 +119,22 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
         metered,
     )
     .await;
+    // The deal book was anchored across the kill: each change once, every one proven, and
+    // the anchored amount is what the fleet paid.
+    let report = proven_on_chain(
+        &fleet,
+        deal,
+        &chain.anvil.endpoint(),
+        chain.deployment.anchor,
+    )
+    .await;
+    assert_eq!(report.entries.len(), 3, "{report:?}");
+    let ended = report
+        .entries
+        .iter()
+        .find(|check| check.entry.kind == ipsx_sdk::AnchorEntryKind::Ended)
+        .expect("ended");
+    assert_eq!(ended.entry.amount.0, metered, "{report:?}");
     drop(node_again_process);
 }
 

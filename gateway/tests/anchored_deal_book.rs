@@ -372,3 +372,147 @@ async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
     assert!(report.proven(), "{report:?}");
     node.shutdown().await.expect("shutdown");
 }
+
+/// A 10,000-deal run through the node: 10,000 single-IP offers, leased 100 at a time, every
+/// deal voided at its ready deadline (made and ended: 20,000 entries over several epochs); the
+/// requester then reads each deal's proofs from the API and every entry proves on chain — the
+/// root `rootOf` holds, the proof offline and the contract's `verify` view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_deals_each_prove_on_chain() {
+    use futures_util::StreamExt;
+    const DEALS: usize = 10_000;
+    let anvil = spawn_anvil().expect("anvil (run `npm ci` in contracts/)");
+    let rpc = anvil.endpoint();
+    let node_key = anvil_key(&anvil, 0);
+    let deployment = deploy_local(
+        &rpc,
+        &node_key,
+        DeploySettings {
+            commission_bps: 250,
+            challenge_period: 3_600,
+            treasury: node_key.address(),
+        },
+    )
+    .await
+    .expect("deploy");
+    let node_chain = ChainClient::connect(&rpc, deployment.centralizer, node_key.clone())
+        .await
+        .expect("client");
+    node_chain
+        .deposit_with_permit(100 * TOKEN)
+        .await
+        .expect("node deposit");
+    let (fleet_key, provider_key) = (anvil_key(&anvil, 1), anvil_key(&anvil, 2));
+    node_chain
+        .transfer_tokens(fleet_key.address(), 10 * TOKEN)
+        .await
+        .expect("fund the fleet");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = common::node_in(dir.path(), |config| {
+        configure(config, &rpc, &deployment, &node_key);
+        if let Some(anchor) = config.anchor.as_mut() {
+            anchor.epochs.max_entries = 4_096;
+            anchor.epochs.keep_epochs = 8;
+        }
+        config.session_rate = ipsx_gateway::rate::Rate {
+            per_second: 1e6,
+            burst: 1e6,
+        };
+    })
+    .await;
+    let base = format!("http://{}", node.addr);
+
+    let provider = signed_in(&base, &wallet_of(&provider_key)).await;
+    provider.register_provider(1080).await.expect("register");
+    let until = common::now() + 3_600;
+    let placed: Vec<_> = futures_util::stream::iter(0..DEALS)
+        .map(|i| {
+            let ip: IpAddr = format!("127.1.{}.{}", i / 250, i % 250 + 1)
+                .parse()
+                .expect("ip");
+            let offer = OfferBody::new(
+                vec![ip],
+                "DE",
+                ipsx_sdk::IpKind::Datacenter,
+                [ipsx_sdk::Protocol::Socks5],
+                until,
+                TokenAmount(PRICE),
+            );
+            let provider = &provider;
+            async move { provider.place_offer(&offer).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(placed.iter().all(Result::is_ok), "every offer placed");
+    let fleet_wallet = wallet_of(&fleet_key);
+    let fleet = signed_in(&base, &fleet_wallet).await;
+    ipsx_sdk::ensure_channel(&fleet, &fleet_wallet, &rpc, TOKEN)
+        .await
+        .expect("channel");
+    let mut deals = Vec::with_capacity(DEALS);
+    let mut last_start = 0;
+    while deals.len() < DEALS {
+        let leased = fleet
+            .lease(&LeaseBody::new(100, 60, TokenAmount(PRICE)))
+            .await
+            .expect("lease");
+        assert_eq!(leased.deals.len(), 100, "one deal per single-IP offer");
+        for lease in &leased.deals {
+            deals.push(lease.deal.deal);
+            last_start = last_start.max(lease.deal.start);
+        }
+    }
+    // Nobody reports ready: every deal is voided at its deadline.
+    node.advance_engine_clock(last_start + 61)
+        .await
+        .expect("clock");
+
+    let mut roots = std::collections::HashMap::new();
+    let mut entries = 0;
+    for deal in &deals {
+        let proofs = anchored(
+            &fleet,
+            *deal,
+            &[AnchorEntryKind::Made, AnchorEntryKind::Ended],
+        )
+        .await;
+        for anchored in &proofs.entries {
+            if let std::collections::hash_map::Entry::Vacant(vacant) = roots.entry(anchored.epoch) {
+                let report = check(&proofs, None, &rpc, deployment.anchor)
+                    .await
+                    .expect("check");
+                assert!(report.proven(), "deal {deal}: {report:?}");
+                vacant.insert(anchored.root);
+            }
+            assert_eq!(roots[&anchored.epoch], anchored.root, "one root per epoch");
+            let proof = ipsx_anchor::Proof {
+                siblings: anchored.proof.clone(),
+            };
+            assert!(
+                proof.verify(anchored.root, leaf(&DealEntry::from(&anchored.entry))),
+                "deal {deal}"
+            );
+            entries += 1;
+        }
+    }
+    assert_eq!(entries, 2 * DEALS);
+    // Every root checked above is the one on chain; the contract's own `verify` agrees for a
+    // deal in each epoch, and for every 10th deal.
+    let sampled: Vec<_> = futures_util::stream::iter(deals.iter().step_by(10))
+        .map(|deal| {
+            let (fleet, rpc) = (&fleet, &rpc);
+            async move {
+                let proofs = fleet.deal_proofs(*deal).await.expect("proofs");
+                check(&proofs, None, rpc, deployment.anchor)
+                    .await
+                    .expect("check")
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(sampled.iter().all(DealCheck::proven));
+    assert!(roots.len() >= 5, "20,000 entries in 4,096-entry epochs");
+    node.shutdown().await.expect("shutdown");
+}

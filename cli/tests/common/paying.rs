@@ -163,3 +163,38 @@ pub async fn node_paid(client: &Client, amount: u128) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits (up to 30 s) until every entry of `deal` — made, ready and ended among them — is
+/// anchored, and checks each against the chain and what the node told `client`.
+pub async fn proven_on_chain(
+    client: &Client,
+    deal: u64,
+    rpc_url: &str,
+    anchor: ipsx_sdk::Address,
+) -> ipsx_sdk::anchor::DealCheck {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let proofs = client.deal_proofs(deal).await.expect("proofs");
+        let told = client.deal(deal).await.expect("deal");
+        let report = ipsx_sdk::anchor::check(&proofs, told.as_ref(), rpc_url, anchor)
+            .await
+            .expect("check");
+        assert!(!report.caught(), "deal {deal}: {report:?}");
+        let kinds = [
+            ipsx_sdk::AnchorEntryKind::Made,
+            ipsx_sdk::AnchorEntryKind::Ready,
+            ipsx_sdk::AnchorEntryKind::Ended,
+        ];
+        let complete = kinds
+            .iter()
+            .all(|kind| report.entries.iter().any(|check| check.entry.kind == *kind));
+        if report.proven() && complete && report.pending == 0 {
+            return report;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deal {deal} not proven on chain in time: {report:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
