@@ -50,6 +50,12 @@ pub struct Metrics {
     pub open_deals: Gauge,
     /// Times the feed fell behind the engine and re-read the deal book.
     pub feed_rereads: Counter,
+    /// Deal-book entries recorded for anchoring.
+    pub anchor_entries: Counter,
+    /// The last epoch anchored on chain.
+    pub anchored_epoch: Gauge,
+    /// Anchor transactions that failed (tried again at the next check).
+    pub anchor_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -108,6 +114,24 @@ impl Default for Metrics {
             "Times the feed re-read the deal book (at start, or after falling behind)",
             feed_rereads.clone(),
         );
+        let anchor_entries = Counter::default();
+        registry.register(
+            "anchor_entries",
+            "Deal-book entries recorded for anchoring",
+            anchor_entries.clone(),
+        );
+        let anchored_epoch = Gauge::default();
+        registry.register(
+            "anchored_epoch",
+            "The last deal-book epoch anchored on chain",
+            anchored_epoch.clone(),
+        );
+        let anchor_failures = Counter::default();
+        registry.register(
+            "anchor_failures",
+            "Anchor transactions that failed and wait for the next check",
+            anchor_failures.clone(),
+        );
         Self {
             registry,
             calls,
@@ -121,6 +145,9 @@ impl Default for Metrics {
             cut_offs,
             open_deals,
             feed_rereads,
+            anchor_entries,
+            anchored_epoch,
+            anchor_failures,
         }
     }
 }

@@ -425,6 +425,7 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
             tokio::spawn(crate::anchoring::run(
                 Arc::clone(anchoring),
                 payments.chain().clone(),
+                Arc::clone(&state.metrics),
                 stop.subscribe(),
             ));
         }

@@ -244,6 +244,21 @@ async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
         .flat_map(|proofs| proofs.entries.iter().map(|e| e.epoch))
         .collect();
     assert!(epochs.len() >= 2, "a 16-entry epoch cannot hold them all");
+    // The operator sees it too.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    assert_eq!(value("ipsx_anchor_entries_total"), 19, "each change once");
+    assert!(value("ipsx_anchored_epoch") >= *epochs.last().expect("epochs"));
 
     // A stranger learns nothing, not even that the deal exists.
     let stranger = signed_in(&base, &wallet_of(&stranger_key)).await;

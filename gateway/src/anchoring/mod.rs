@@ -139,6 +139,9 @@ pub(crate) struct Anchoring {
     chain_id: u64,
     store: AnchorStore,
     inner: Mutex<Inner>,
+    /// The last epoch read back from disk for a proof: a party walking its old deals asks for
+    /// the same epoch many times, and rebuilding its tree is the costly part.
+    from_disk: Mutex<Option<Arc<ipsx_anchor::Epoch>>>,
 }
 
 impl Anchoring {
@@ -161,6 +164,7 @@ impl Anchoring {
                 epochs,
                 stale: false,
             }),
+            from_disk: Mutex::new(None),
         })
     }
 
@@ -284,19 +288,19 @@ impl Anchoring {
         let places = self.store.places_of(deal)?;
         let mut entries = Vec::with_capacity(places.len());
         let inner = self.inner()?;
-        // Epochs no longer in memory are read from disk, once each.
-        let mut from_disk: Option<ipsx_anchor::Epoch> = None;
+        let mut from_disk = lock(&self.from_disk);
         for (number, index) in places {
             let epoch = match inner.epochs.epoch(number) {
                 Some(epoch) => epoch,
                 None => {
+                    // Epochs no longer in memory are read from disk, once each.
                     if from_disk
                         .as_ref()
                         .is_none_or(|epoch| epoch.number != number)
                     {
-                        from_disk = self.store.epoch(number)?;
+                        *from_disk = self.store.epoch(number)?.map(Arc::new);
                     }
-                    match &from_disk {
+                    match from_disk.as_deref() {
                         Some(epoch) => epoch,
                         None => continue,
                     }
@@ -367,6 +371,7 @@ enum Sent {
 pub(crate) async fn run(
     anchoring: Arc<Anchoring>,
     chain: ipsx_channels_runtime::chain::ChainClient,
+    metrics: Arc<crate::metrics::Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut every = tokio::time::interval(anchoring.check_every());
@@ -400,11 +405,15 @@ pub(crate) async fn run(
                 if let Ok(Err(error)) = marked {
                     tracing::warn!(%error, number, "noting an anchored epoch failed");
                 }
+                metrics
+                    .anchored_epoch
+                    .set(i64::try_from(number).unwrap_or(i64::MAX));
                 tracing::info!(epoch = number, entries = count, %root, "epoch anchored");
                 // What else waits goes out now, not a check later.
                 every.reset_immediately();
             }
             Sent::Later(why) => {
+                metrics.anchor_failures.inc();
                 if why != last_warning {
                     tracing::warn!(epoch = number, %why, "anchoring failed; trying again");
                     last_warning = why;

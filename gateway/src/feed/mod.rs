@@ -235,10 +235,12 @@ impl Feed {
         {
             let anchoring = Arc::clone(anchoring);
             let entries = read.entries;
-            tokio::task::spawn_blocking(move || anchoring.record(unix_now(), entries))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let recorded =
+                tokio::task::spawn_blocking(move || anchoring.record(unix_now(), entries))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            self.state.metrics.anchor_entries.inc_by(recorded as u64);
         }
         let steps = self.tracker.take(read.deals, unix_now());
         self.state
