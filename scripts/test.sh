@@ -11,8 +11,9 @@ command -v npm >/dev/null || { echo "npm is required for the contracts and anvil
 # Real clients for the proxy and gate tests, from Debian's packages (pinned), when missing: curl,
 # Python's requests with SOCKS support (PySocks) for /usr/bin/python3, and Scrapy.
 source scripts/apt-pinned.sh
+# Chromium drives the dashboard's browser test.
 apt_pinned curl=7.88.1-10+deb12u15 python3-requests=2.28.1+dfsg-1 python3-socks=1.7.1+dfsg-1 \
-  python3-scrapy=2.8.0-2
+  python3-scrapy=2.8.0-2 chromium=156.0.8078.114-1~deb12u1
 # Contracts first: the Rust chain tests run against the anvil this installs, with the ABI files
 # checked to match the Solidity sources.
 (cd contracts && npm ci --no-audit --no-fund --loglevel=error && ./scripts/forge test \
@@ -21,6 +22,9 @@ apt_pinned curl=7.88.1-10+deb12u15 python3-requests=2.28.1+dfsg-1 python3-socks=
 scripts/gas-report.sh --check
 # The npm EIP-4361 verifier (siwe + ethers, pinned) that checks the node's sign-in messages.
 (cd gateway/tests/siwe && npm ci --no-audit --no-fund --loglevel=error)
+# The dashboard: uPlot (embedded in the node, checked to be the pinned package's files) and
+# playwright-core, which drives Chromium in the browser test.
+(cd dashboard && npm ci --no-audit --no-fund --loglevel=error && node build.mjs --check)
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace

@@ -1230,3 +1230,6 @@ pub enum StreamRequest {
 
 mod anchored;
 pub use anchored::{AnchorEntryKind, AnchorEntryView, AnchoredEntry, DealProofs};
+
+mod market;
+pub use market::{DepthLevelView, MarketDepthView, MarketTick, RecentDeal, RecentDeals};

@@ -256,7 +256,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir.join("node"))?;
     let node = ipsx_gateway::start(config).await?;
     let node_url = format!("http://{}", node.addr);
-    progress.note(&format!("node API at {node_url}"));
+    progress.note(&format!(
+        "node API at {node_url}; the market's dashboard at {node_url}/ for the run"
+    ));
 
     let site = start_site().await?;
     progress.note(&format!("test site at http://{}", site.addr));

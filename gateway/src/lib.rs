@@ -59,6 +59,7 @@
 //! ```
 
 pub mod anchoring;
+mod dashboard;
 pub mod error;
 mod feed;
 pub mod history;

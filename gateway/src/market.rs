@@ -30,13 +30,21 @@ pub fn deal_view(deal: &Deal) -> DealView {
     }
 }
 
-fn api_protocol(protocol: Protocol) -> ipsx_api::Protocol {
+pub(crate) fn api_protocol(protocol: Protocol) -> ipsx_api::Protocol {
     match protocol {
         Protocol::Http => ipsx_api::Protocol::Http,
         Protocol::Https => ipsx_api::Protocol::Https,
         Protocol::Socks5 => ipsx_api::Protocol::Socks5,
         Protocol::Smtp => ipsx_api::Protocol::Smtp,
         Protocol::Vpn => ipsx_api::Protocol::Vpn,
+    }
+}
+
+pub(crate) fn api_kind(kind: IpKind) -> ipsx_api::IpKind {
+    match kind {
+        IpKind::Residential => ipsx_api::IpKind::Residential,
+        IpKind::Datacenter => ipsx_api::IpKind::Datacenter,
+        IpKind::Mobile => ipsx_api::IpKind::Mobile,
     }
 }
 

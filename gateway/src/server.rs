@@ -275,6 +275,10 @@ pub struct AppState {
     pub(crate) observed: Observed,
     /// The deal book's epochs and their anchoring, when the node anchors.
     pub(crate) anchoring: Option<Arc<crate::anchoring::Anchoring>>,
+    /// The latest deals made, for the public dashboard.
+    pub(crate) recent: crate::dashboard::Recent,
+    /// Turns true when the node stops: streams that would never end (server-sent events) end.
+    pub(crate) stopping: watch::Receiver<bool>,
 }
 
 type Shared = Arc<AppState>;
@@ -399,6 +403,7 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         };
         probe.echo_url = format!("{base}/v1/echo");
     }
+    let (stop, mut stopped) = watch::channel(false);
     let state = Arc::new(AppState {
         metrics: Arc::new(Metrics::default()),
         shard: Mutex::new(Some(Arc::new(shard))),
@@ -415,9 +420,10 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         probe,
         observed: Observed::default(),
         anchoring,
+        recent: crate::dashboard::Recent::default(),
+        stopping: stop.subscribe(),
     });
     let app = router(Arc::clone(&state), config.max_body);
-    let (stop, mut stopped) = watch::channel(false);
     let feed = tokio::spawn(crate::feed::run(Arc::clone(&state), stop.subscribe()));
     if let Some(payments) = &state.payments {
         tokio::spawn(Arc::clone(payments).watch(stop.subscribe()));
@@ -496,6 +502,11 @@ fn router(state: Shared, max_body: usize) -> Router {
         .with_state(Arc::clone(&metrics));
     Router::new()
         .route("/v1/health", get(health))
+        .route("/", get(crate::dashboard::index))
+        .route("/assets/{*path}", get(crate::dashboard::asset))
+        .route("/v1/market/depth", get(crate::dashboard::depth))
+        .route("/v1/market/live", get(crate::dashboard::live))
+        .route("/v1/market/recent", get(crate::dashboard::recent))
         .route("/openapi.json", get(openapi))
         .route("/v1/auth/challenge", post(challenge))
         .route("/v1/auth/session", post(open_session))

@@ -366,6 +366,7 @@ fn read_deals(engine: &ipsx_engine::Engine, ids: Vec<u64>, anchoring: bool) -> R
 fn carry_out(state: &AppState, step: &Step, now: u64) -> Result<(), String> {
     match step {
         Step::Made(view) => {
+            state.recent.push(view);
             state.streams.send_both(
                 view.provider,
                 view.requester,

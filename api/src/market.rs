@@ -1,0 +1,66 @@
+//! What anyone may read of the market, signed in or not: its depth, a tick a second of its
+//! flow, and recent deals with nothing that names a party or an IP. The node's dashboard draws
+//! these; so can anybody else.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{IpKind, Protocol, TokenAmount};
+
+/// Unleased IPs at one price in one country, of one kind, serving one protocol (an IP serving
+/// three protocols counts under each).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct DepthLevelView {
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// A protocol they serve.
+    pub protocol: Protocol,
+    /// Their kind.
+    pub kind: IpKind,
+    /// Price per IP-second.
+    pub price: TokenAmount,
+    /// Unleased IPs.
+    pub ips: u64,
+}
+
+/// `GET /v1/market/depth`: the book's depth, by country, protocol, kind, then price.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct MarketDepthView {
+    /// The levels, cheapest first within each country, protocol and kind.
+    pub levels: Vec<DepthLevelView>,
+}
+
+/// One second of `GET /v1/market/live` (server-sent events): the node's counters since it
+/// started; the difference of two ticks is the flow in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct MarketTick {
+    /// Unix seconds.
+    pub at: u64,
+    /// Deals made.
+    pub deals_made: u64,
+    /// IPs leased.
+    pub ips_leased: u64,
+    /// Lease requests answered.
+    pub lease_requests: u64,
+    /// Deals made and not over yet.
+    pub open_deals: i64,
+}
+
+/// A deal as the public sees it: no party, no IP.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct RecentDeal {
+    /// When the lease starts (unix seconds).
+    pub start: u64,
+    /// IPs leased.
+    pub ips: u32,
+    /// Seconds leased.
+    pub seconds: u64,
+    /// Price per IP-second.
+    pub price: TokenAmount,
+}
+
+/// `GET /v1/market/recent`: the latest deals made, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct RecentDeals {
+    /// At most 50.
+    pub deals: Vec<RecentDeal>,
+}
