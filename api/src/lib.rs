@@ -1232,4 +1232,7 @@ mod anchored;
 pub use anchored::{AnchorEntryKind, AnchorEntryView, AnchoredEntry, DealProofs};
 
 mod market;
-pub use market::{DepthLevelView, MarketDepthView, MarketTick, RecentDeal, RecentDeals};
+pub use market::{
+    DepthLevelView, LinkSessionRequest, LoginLink, MarketDepthView, MarketTick, OfferView, Offers,
+    RecentDeal, RecentDeals,
+};

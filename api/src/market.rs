@@ -64,3 +64,51 @@ pub struct RecentDeals {
     /// At most 50.
     pub deals: Vec<RecentDeal>,
 }
+
+/// `POST /v1/auth/link`: a one-time login link for the signed-in caller (`ipsx dashboard`
+/// prints it): whoever opens it gets a session of the caller, once, before it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct LoginLink {
+    /// The code: trade it with `POST /v1/auth/link/session`.
+    pub code: String,
+    /// The page that trades it (the code rides in the fragment, which browsers never send).
+    pub url: String,
+    /// First second it is no longer valid (unix).
+    pub expires_at: u64,
+}
+
+/// `POST /v1/auth/link/session`: a login link's code, for a session.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSessionRequest {
+    /// The code from the link.
+    pub code: String,
+}
+
+/// One of the caller's offers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct OfferView {
+    /// The offer.
+    pub offer: u64,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// The kind of its IPs.
+    pub kind: IpKind,
+    /// What they serve.
+    pub protocols: Vec<Protocol>,
+    /// Price per IP-second.
+    pub price: TokenAmount,
+    /// IPs listed.
+    pub ips: u32,
+    /// IPs no lease holds now.
+    pub idle: u32,
+    /// First second no longer available (unix).
+    pub until: u64,
+}
+
+/// `GET /v1/offers`: the caller's offers still in the book.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct Offers {
+    /// By id.
+    pub offers: Vec<OfferView>,
+}

@@ -89,6 +89,11 @@ enum Command {
         #[command(flatten)]
         chain: ChainArgs,
     },
+    /// Prints a one-time link that opens the node's dashboard signed in as this wallet.
+    Dashboard {
+        #[command(flatten)]
+        wallet: WalletArgs,
+    },
     /// Ends a lease early.
     Cancel {
         #[command(flatten)]
@@ -318,6 +323,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Deals { wallet, format, .. } => {
             let deals = wallet.client().await?.deals().await?;
             print!("{}", output::leases(&deals, format)?);
+            Ok(())
+        }
+        Command::Dashboard { wallet } => {
+            let link = wallet.client().await?.login_link().await?;
+            println!("{}", link.url);
+            eprintln!(
+                "open it in a browser before {} (unix): it signs that browser in as this \
+                 wallet, once",
+                link.expires_at
+            );
             Ok(())
         }
         Command::Cancel { wallet, deal } => {

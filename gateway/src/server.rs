@@ -510,12 +510,14 @@ fn router(state: Shared, max_body: usize) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/v1/auth/challenge", post(challenge))
         .route("/v1/auth/session", post(open_session))
+        .route("/v1/auth/link", post(login_link))
+        .route("/v1/auth/link/session", post(link_session))
         .route("/v1/me", get(me))
         .route("/v1/providers", post(register_provider))
         .route("/v1/relay/access", post(relay_access))
         .route("/v1/relays/report", post(relay_report))
         .route("/v1/echo", get(echo))
-        .route("/v1/offers", post(place_offer))
+        .route("/v1/offers", post(place_offer).get(my_offers))
         .route("/v1/offers/{offer}", delete(cancel_offer))
         .route("/v1/leases", post(lease))
         .route("/v1/deals", get(deals))
@@ -727,6 +729,76 @@ async fn challenge(
         message: challenge.message,
         expires_at: challenge.expires_at,
     }))
+}
+
+fn randomness() -> Result<[u8; 8], ApiError> {
+    let mut randomness = [0u8; 8];
+    getrandom::fill(&mut randomness).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::NoRandomness,
+            e.to_string(),
+        )
+    })?;
+    Ok(randomness)
+}
+
+/// `POST /v1/auth/link`: a one-time login link for the caller's browser.
+async fn login_link(
+    Caller(address): Caller,
+    State(state): State<Shared>,
+) -> Result<Json<ipsx_api::LoginLink>, ApiError> {
+    let (code, expires_at) = state.sign_in.login_link(address, unix_now(), randomness()?);
+    let base = state.sign_in.domain().uri.trim_end_matches('/').to_owned();
+    Ok(Json(ipsx_api::LoginLink {
+        url: format!("{base}/#login={code}"),
+        code,
+        expires_at,
+    }))
+}
+
+/// `POST /v1/auth/link/session`: a login link's code traded for a session, once.
+async fn link_session(
+    _: Anonymous,
+    State(state): State<Shared>,
+    ApiJson(request): ApiJson<ipsx_api::LinkSessionRequest>,
+) -> Result<Json<SessionResponse>, ApiError> {
+    let session = state.sign_in.redeem_link(&request.code, unix_now())?;
+    Ok(Json(SessionResponse {
+        token: session.token,
+        address: session.address,
+        expires_at: session.expires_at,
+    }))
+}
+
+/// `GET /v1/offers`: the caller's offers still in the book.
+async fn my_offers(
+    Caller(caller): Caller,
+    State(state): State<Shared>,
+) -> Result<Json<ipsx_api::Offers>, ApiError> {
+    let provider = to_engine(caller);
+    let offers = state
+        .query(move |engine| {
+            engine
+                .offers_of(provider)
+                .map(|offer| ipsx_api::OfferView {
+                    offer: offer.id.0,
+                    country: offer.country.code().to_owned(),
+                    kind: crate::market::api_kind(offer.kind),
+                    protocols: offer
+                        .protocols
+                        .iter()
+                        .map(crate::market::api_protocol)
+                        .collect(),
+                    price: ipsx_api::TokenAmount(offer.price),
+                    ips: offer.ip_count(),
+                    idle: offer.idle_count(),
+                    until: offer.window.until.0,
+                })
+                .collect()
+        })
+        .await?;
+    Ok(Json(ipsx_api::Offers { offers }))
 }
 
 async fn open_session(

@@ -30,6 +30,9 @@ use sha2::Sha256;
 
 const TOKEN_LABEL: &[u8] = b"ipsx-session-v1";
 const NONCE_LABEL: &[u8] = b"ipsx-challenge-v1";
+/// Login links are nonces under another label: a challenge cannot be redeemed as a link, nor
+/// a link completed as a challenge.
+const LINK_LABEL: &[u8] = b"ipsx-login-link-v1";
 const TAG_LEN: usize = 16;
 const TOKEN_LEN: usize = 20 + 8 + TAG_LEN;
 /// Nonce bytes: address, randomness, issued at, expires at, tag (hex on the wire: 120 digits,
@@ -219,14 +222,7 @@ impl SignIn {
     /// nothing.
     pub fn challenge(&self, address: Address, now: u64, randomness: [u8; 8]) -> Challenge {
         let expires_at = now.saturating_add(self.limits.challenge_ttl);
-        let mut bytes = Vec::with_capacity(NONCE_LEN);
-        bytes.extend_from_slice(address.as_slice());
-        bytes.extend_from_slice(&randomness);
-        bytes.extend_from_slice(&now.to_be_bytes());
-        bytes.extend_from_slice(&expires_at.to_be_bytes());
-        let tag = self.mac(NONCE_LABEL, &bytes).finalize().into_bytes();
-        bytes.extend_from_slice(&tag[..TAG_LEN]);
-        let nonce = hex::encode(&bytes);
+        let nonce = self.seal(NONCE_LABEL, address, randomness, now, expires_at);
         Challenge {
             message: self.message(address, &nonce, now, expires_at),
             nonce,
@@ -256,6 +252,48 @@ impl SignIn {
                 expected: decoded.address,
             });
         }
+        self.open(decoded, now)
+    }
+
+    /// A one-time login link for `address` (signed in already, e.g. by the CLI): whoever
+    /// redeems the code within the challenge lifetime gets a session of `address`, once. Stores
+    /// nothing; returns the code and when it expires.
+    pub fn login_link(&self, address: Address, now: u64, randomness: [u8; 8]) -> (String, u64) {
+        let expires_at = now.saturating_add(self.limits.challenge_ttl);
+        let code = self.seal(LINK_LABEL, address, randomness, now, expires_at);
+        (code, expires_at)
+    }
+
+    /// Trades a login link's code for a session, once.
+    pub fn redeem_link(&self, code: &str, now: u64) -> Result<Session, SignInError> {
+        let decoded = self.decode(LINK_LABEL, code)?;
+        if now > decoded.expires {
+            return Err(SignInError::Expired(decoded.expires));
+        }
+        self.open(decoded, now)
+    }
+
+    /// A nonce or link code: address, randomness, issued, expires, and a MAC under `label`.
+    fn seal(
+        &self,
+        label: &[u8],
+        address: Address,
+        randomness: [u8; 8],
+        now: u64,
+        expires_at: u64,
+    ) -> String {
+        let mut bytes = Vec::with_capacity(NONCE_LEN);
+        bytes.extend_from_slice(address.as_slice());
+        bytes.extend_from_slice(&randomness);
+        bytes.extend_from_slice(&now.to_be_bytes());
+        bytes.extend_from_slice(&expires_at.to_be_bytes());
+        let tag = self.mac(label, &bytes).finalize().into_bytes();
+        bytes.extend_from_slice(&tag[..TAG_LEN]);
+        hex::encode(&bytes)
+    }
+
+    /// Marks a checked nonce used and opens its session; refused if it was used before.
+    fn open(&self, decoded: Nonce, now: u64) -> Result<Session, SignInError> {
         let fresh = self
             .used
             .lock()
@@ -273,12 +311,16 @@ impl SignIn {
     }
 
     fn decode_nonce(&self, nonce: &str) -> Result<Nonce, SignInError> {
+        self.decode(NONCE_LABEL, nonce)
+    }
+
+    fn decode(&self, label: &[u8], nonce: &str) -> Result<Nonce, SignInError> {
         let bytes = hex::decode(nonce.trim()).map_err(|_| SignInError::UnknownNonce)?;
         if bytes.len() != NONCE_LEN {
             return Err(SignInError::UnknownNonce);
         }
         let (body, tag) = bytes.split_at(NONCE_LEN - TAG_LEN);
-        self.mac(NONCE_LABEL, body)
+        self.mac(label, body)
             .verify_truncated_left(tag)
             .map_err(|_| SignInError::UnknownNonce)?;
         let word = |at: usize| {
@@ -433,6 +475,42 @@ mod tests {
             .expect("sign")
             .as_bytes()
             .to_vec()
+    }
+
+    #[test]
+    fn a_login_link_opens_one_session_once_and_is_no_challenge() {
+        let sign_in = sign_in();
+        let alice = wallet(1);
+        let now = 1_700_000_000;
+        let (code, expires_at) = sign_in.login_link(alice.address(), now, [3; 8]);
+        assert_eq!(expires_at, now + SignInLimits::default().challenge_ttl);
+        // A challenge's nonce is not a link, nor a link a challenge.
+        let challenge = sign_in.challenge(alice.address(), now, [3; 8]);
+        assert_eq!(
+            sign_in.redeem_link(&challenge.nonce, now),
+            Err(SignInError::UnknownNonce)
+        );
+        let signed = personal_sign(&alice, &challenge.message);
+        assert!(sign_in.complete(&code, &signed, now).is_err());
+        // Altered, late, or twice: refused.
+        let mut altered = code.clone().into_bytes();
+        altered[0] = if altered[0] == b'a' { b'b' } else { b'a' };
+        let altered = String::from_utf8(altered).expect("hex");
+        assert_eq!(
+            sign_in.redeem_link(&altered, now),
+            Err(SignInError::UnknownNonce)
+        );
+        assert_eq!(
+            sign_in.redeem_link(&code, expires_at + 1),
+            Err(SignInError::Expired(expires_at))
+        );
+        let session = sign_in.redeem_link(&code, now + 1).expect("redeemed");
+        assert_eq!(sign_in.verify(&session.token, now + 2), Ok(alice.address()));
+        assert_eq!(
+            sign_in.redeem_link(&code, now + 2),
+            Err(SignInError::UnknownNonce),
+            "once"
+        );
     }
 
     #[test]

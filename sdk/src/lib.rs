@@ -227,6 +227,18 @@ impl Client {
         answer(request).await
     }
 
+    /// A one-time login link that opens the node's dashboard signed in as this wallet.
+    pub async fn login_link(&self) -> Result<LoginLink, SdkError> {
+        self.send::<(), _>(Method::POST, "/v1/auth/link", None, true)
+            .await
+    }
+
+    /// This wallet's offers still in the book.
+    pub async fn offers(&self) -> Result<Offers, SdkError> {
+        self.send::<(), _>(Method::GET, "/v1/offers", None, true)
+            .await
+    }
+
     /// One of this wallet's deals as the node tells it (`None`: not the caller's, or unknown).
     pub async fn deal(&self, deal: u64) -> Result<Option<DealView>, SdkError> {
         let query = DealsQuery {

@@ -42,6 +42,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("assets/app.js"),
     ),
     (
+        "account.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/account.js"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_bytes!("assets/style.css"),

@@ -24,6 +24,15 @@ function fill(table, rows) {
   );
 }
 
+// Token amounts come as decimal strings of base units (10^18 a token): shown in IPSX.
+const UNIT = 10n ** 18n;
+function ipsx(amount, digits = 6) {
+  const value = BigInt(amount);
+  const whole = value / UNIT;
+  const fraction = (value % UNIT).toString().padStart(18, "0").slice(0, digits).replace(/0+$/, "");
+  return fraction ? `${whole}.${fraction}` : whole.toString();
+}
+
 function width(element) {
   return Math.max(320, element.clientWidth || 800);
 }
@@ -57,10 +66,12 @@ let depthCountries = "";
 
 function drawDepth(curves) {
   const countries = [...curves.keys()].sort();
-  const prices = [...new Set(countries.flatMap((c) => [...curves.get(c).keys()]))]
-    .map(Number)
-    .sort((a, b) => a - b);
-  const data = [prices, ...countries.map((c) => prices.map((p) => curves.get(c).get(String(p)) ?? null))];
+  const prices = [...new Set(countries.flatMap((c) => [...curves.get(c).keys()]))].sort((a, b) =>
+    BigInt(a) < BigInt(b) ? -1 : BigInt(a) > BigInt(b) ? 1 : 0,
+  );
+  // The x axis in IPSX per IP-second (a float is fine for drawing).
+  const xs = prices.map((p) => Number(ipsx(p, 18)));
+  const data = [xs, ...countries.map((c) => prices.map((p) => curves.get(c).get(p) ?? null))];
   const element = $("depth-chart");
   if (depthPlot && depthCountries === countries.join(",")) {
     depthPlot.setData(data);
@@ -73,7 +84,10 @@ function drawDepth(curves) {
       width: width(element),
       height: 240,
       scales: { x: { time: false } },
-      axes: [{ label: "price per IP-second (base units)" }, { label: "unleased IPs" }],
+      axes: [
+        { label: "IPSX per IP-second", values: (_, ticks) => ticks.map((v) => +v.toPrecision(3)) },
+        { label: "unleased IPs" },
+      ],
       series: [
         { label: "price" },
         ...countries.map((country, i) => ({
@@ -97,7 +111,7 @@ async function refreshDepth() {
   const { rows, curves } = byCountry(levels);
   fill(
     $("depth-table"),
-    rows.map((row) => [row.country, row.kind, String(row.ips), row.cheapest]),
+    rows.map((row) => [row.country, row.kind, String(row.ips), ipsx(row.cheapest, 18)]),
   );
   drawDepth(curves);
 }
@@ -154,7 +168,7 @@ async function refreshRecent() {
       new Date(deal.start * 1000).toLocaleTimeString(),
       String(deal.ips),
       String(deal.seconds),
-      String(deal.price),
+      ipsx(deal.price, 18),
     ]),
   );
 }
