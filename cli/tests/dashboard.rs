@@ -2,7 +2,8 @@
 //! the wallet; opened in a real headless Chromium during a paid exchange on anvil, a provider
 //! sees its offers, its running leases and its earnings growing — and nothing of another
 //! provider's deals, nor any credentials; the fleet sees its leases with endpoints to copy, its
-//! spending and its channel. A link works once.
+//! spending and its channel. A link works once. A browser wallet (EIP-1193) signs the fleet in
+//! through the node's EIP-4361 challenge as well.
 
 mod common;
 
@@ -88,6 +89,10 @@ async fn providers_and_fleets_see_their_own_market_in_the_browser() {
             "deals": [of_a.deal, of_b.deal],
         },
         "stranger": { "deals": [of_b.deal], "ips": of_b.ips },
+        "wallet": {
+            "key": format!("0x{}", alloy_primitives::hex::encode(chain.anvil.keys()[1].to_bytes())),
+            "deals": [of_a.deal, of_b.deal],
+        },
     });
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     std::fs::create_dir_all(&out).expect("output folder");

@@ -4,12 +4,14 @@
 //
 // expectations.json: { "provider": {"url", "deals": [ids], "ips": [..]},
 //                      "requester": {"url", "deals": [ids]},
-//                      "stranger": {"deals": [ids], "ips": [..]} }   (another provider's)
+//                      "stranger": {"deals": [ids], "ips": [..]},   (another provider's)
+//                      "wallet": {"key", "deals": [ids]} }   (signs in through a browser wallet)
 // The provider's page lists its offers and running leases, shows its earnings growing, and
 // shows neither the other provider's deals nor any credentials; the requester's page lists
 // its leases with endpoints to copy, its spending and its channel; a login link works once.
 // Writes provider.png and requester.png. Exits non-zero, saying why, if anything fails.
 import { chromium } from "playwright-core";
+import { Wallet, getBytes } from "ethers";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -100,6 +102,36 @@ try {
   check((await text(requester.page, "#channel-left")) !== "–", "the channel's balance shows");
   await requester.page.screenshot({ path: join(out, "requester.png"), fullPage: true });
   await requester.context.close();
+
+  // Signing in with a wallet in the browser (EIP-1193 provider, EIP-4361 message): the
+  // page asks the wallet for its account and a personal_sign of the node's challenge.
+  const wallet = new Wallet(expected.wallet.key);
+  const walletContext = await browser.newContext();
+  await walletContext.exposeFunction("testWalletSign", (message) => wallet.signMessage(getBytes(message)));
+  await walletContext.addInitScript((address) => {
+    window.ethereum = {
+      request: async ({ method, params }) => {
+        if (method === "eth_requestAccounts") return [address];
+        if (method === "personal_sign") return window.testWalletSign(params[0]);
+        throw new Error(`unsupported ${method}`);
+      },
+    };
+  }, wallet.address);
+  const walletPage = await walletContext.newPage();
+  walletPage.on("pageerror", (error) => failures.push(`page error: ${error.message}`));
+  await walletPage.goto(new URL("/", expected.requester.url).href, { waitUntil: "load" });
+  await walletPage.click("#sign-in");
+  await walletPage.waitForSelector("#mine:not([hidden])", WAIT);
+  check((await text(walletPage, "#who")).toLowerCase() === wallet.address.toLowerCase(), "signed in as the wallet");
+  await walletPage.waitForFunction(
+    (deals) => {
+      const text = document.querySelector("#leases-table tbody").textContent;
+      return deals.every((deal) => text.includes(String(deal)));
+    },
+    expected.wallet.deals,
+    WAIT,
+  );
+  await walletContext.close();
 } catch (error) {
   failures.push(String(error));
 } finally {
