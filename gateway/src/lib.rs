@@ -38,6 +38,10 @@
 //!   deal book goes into an epoch logged in `anchor.redb`, each epoch's Merkle root is
 //!   anchored on chain through the node's one sender, and `GET /v1/deals/{id}/proofs` gives a
 //!   deal's parties its entries with their proofs.
+//! * `dashboard` — the web dashboard at `/` (assets embedded) and the public market reads it
+//!   draws: `GET /v1/market/depth`, `GET /v1/market/live` (server-sent events),
+//!   `GET /v1/market/recent`; signed in (wallet, or `POST /v1/auth/link`'s one-time link), the
+//!   caller's offers (`GET /v1/offers`), leases, earnings and channel.
 //! * [`openapi`] — the OpenAPI document at `GET /openapi.json`, its schemas derived from the
 //!   API types.
 //! * [`payments`] — with a chain ([`PaymentsConfig`]): the hub, the proof store, the payment
