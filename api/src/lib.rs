@@ -1233,6 +1233,6 @@ pub use anchored::{AnchorEntryKind, AnchorEntryView, AnchoredEntry, DealProofs};
 
 mod market;
 pub use market::{
-    DepthLevelView, LinkSessionRequest, LoginLink, MarketDepthView, MarketTick, OfferView, Offers,
-    RecentDeal, RecentDeals,
+    ClaimsView, DepthLevelView, LinkSessionRequest, LoginLink, MarketDepthView, MarketTick,
+    OfferView, Offers, RecentDeal, RecentDeals,
 };

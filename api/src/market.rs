@@ -112,3 +112,19 @@ pub struct Offers {
     /// By id.
     pub offers: Vec<OfferView>,
 }
+
+/// `GET /v1/wallet/claims`: the caller's channel from the node (as a provider) as the chain
+/// holds it — what the provider has claimed on chain of what the node signed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct ClaimsView {
+    /// The channel.
+    pub channel: u64,
+    /// What the node reserved for it, on chain.
+    pub deposit: TokenAmount,
+    /// Claimed on chain so far (checkpoints and closes).
+    pub claimed: TokenAmount,
+    /// `open`, `closing` or `settled`.
+    pub status: String,
+    /// When the chain was read (unix seconds); reads are shared for a few seconds.
+    pub read_at: u64,
+}

@@ -8,7 +8,8 @@
 //                      "wallet": {"key", "deals": [ids]} }   (signs in through a browser wallet)
 // The provider's page lists its offers and running leases, shows its earnings growing, and
 // shows neither the other provider's deals nor any credentials; the requester's page lists
-// its leases with endpoints to copy, its spending and its channel; a login link works once.
+// its leases with endpoints to copy, its spending and its channel; a login link works once;
+// a forged session shows nothing.
 // Writes provider.png and requester.png. Exits non-zero, saying why, if anything fails.
 import { chromium } from "playwright-core";
 import { Wallet, getBytes } from "ethers";
@@ -61,6 +62,7 @@ try {
     earned,
     WAIT,
   );
+  await page.waitForFunction(() => document.querySelector("#claimed").textContent.includes("(open)"), null, WAIT);
   const leases = await rowsOf(page, "leases-table");
   for (const deal of expected.stranger.deals) {
     check(!leases.some((row) => row.startsWith(String(deal))), `the provider sees another's deal ${deal}`);
@@ -78,6 +80,22 @@ try {
   check((await text(again, "#notice")).includes("does not work"), "a login link works twice");
   check(await again.isHidden("#mine"), "a used link still signs in");
   await again.close();
+
+  // A forged session (a token the node never MACed): no data, and the page says so.
+  const forged = await browser.newContext();
+  await forged.addInitScript(() =>
+    sessionStorage.setItem(
+      "ipsx-session",
+      JSON.stringify({ token: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", address: "0x0000000000000000000000000000000000000001" }),
+    ),
+  );
+  const forgedPage = await forged.newPage();
+  await forgedPage.goto(new URL("/", expected.provider.url).href, { waitUntil: "load" });
+  await forgedPage.waitForSelector("#notice:not([hidden])", WAIT);
+  check((await text(forgedPage, "#notice")).includes("session ended"), "a forged session is refused");
+  check(await forgedPage.isHidden("#mine"), "a forged session shows nothing");
+  check((await forgedPage.$$("#leases-table tbody tr")).length === 0, "a forged session lists no lease");
+  await forged.close();
 
   // The requester.
   const requester = await open(expected.requester.url);

@@ -200,6 +200,14 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "GET",
+        "/v1/wallet/claims",
+        "Provider: your channel from the node as the chain holds it (what you claimed on chain)",
+        None,
+        "ClaimsView",
+        true,
+    ),
+    op(
+        "GET",
         "/v1/offers",
         "Provider: your offers still in the book",
         None,
@@ -275,6 +283,7 @@ pub const OPERATIONS: &[Operation] = &[
     DealView,
     DealProofs,
     MarketDepthView,
+    ClaimsView,
     LoginLink,
     LinkSessionRequest,
     Offers,

@@ -529,6 +529,7 @@ fn router(state: Shared, max_body: usize) -> Router {
         .route("/v1/profiles/{address}", get(profile))
         .route("/v1/wallet", get(wallet))
         .route("/v1/wallet/channel", post(register_channel))
+        .route("/v1/wallet/claims", get(wallet_claims))
         .route("/v1/stream", get(crate::stream::stream))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
@@ -1463,6 +1464,30 @@ async fn wallet(Caller(caller): Caller, State(state): State<Shared>) -> Json<Wal
         address: caller,
         payments: state.payments.as_ref().map(|p| p.info(caller)),
     })
+}
+
+/// `GET /v1/wallet/claims`: the caller's channel from the node as the chain holds it.
+async fn wallet_claims(
+    Caller(caller): Caller,
+    State(state): State<Shared>,
+) -> Result<Json<ipsx_api::ClaimsView>, ApiError> {
+    let payments = state.payments.as_ref().ok_or_else(|| {
+        ApiError::bad_request(
+            ErrorCode::PaymentsDisabled,
+            "this node runs without a chain",
+        )
+    })?;
+    payments
+        .claims_of(caller, unix_now())
+        .await?
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::BadChannel,
+                "the node pays you on no channel yet (it opens one when you offer)",
+            )
+        })
 }
 
 /// `POST /v1/wallet/channel`: a requester registers the channel it opened to the node.

@@ -137,7 +137,13 @@ pub(crate) struct Payments {
     topping_up: Mutex<HashSet<Address>>,
     settler: Settler,
     config: PaymentsConfig,
+    /// Provider channels as last read on chain: channel -> (read at, state).
+    claims:
+        Mutex<std::collections::HashMap<u64, (u64, ipsx_channels_runtime::chain::ChannelState)>>,
 }
+
+/// Seconds a chain read of a provider's channel answers `GET /v1/wallet/claims`.
+pub(crate) const CLAIMS_FRESH_FOR: u64 = 5;
 
 fn chain_error(error: ChainError) -> ApiError {
     ApiError::new(
@@ -230,6 +236,7 @@ impl Payments {
             topping_up: Mutex::new(HashSet::new()),
             settler,
             config,
+            claims: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -272,6 +279,48 @@ impl Payments {
             inbound,
             outbound,
         }
+    }
+
+    /// `provider`'s channel from the node as the chain holds it; `None` without one. A read
+    /// is shared for [`CLAIMS_FRESH_FOR`], so a dashboard left open (or a caller hammering the
+    /// endpoint) costs the chain one call per channel every few seconds at most.
+    pub(crate) async fn claims_of(
+        &self,
+        provider: Address,
+        now: u64,
+    ) -> Result<Option<ipsx_api::ClaimsView>, ApiError> {
+        let Some(channel) = lock(&self.hub).provider_channel(provider).map(|c| c.id) else {
+            return Ok(None);
+        };
+        let cached = lock(&self.claims)
+            .get(&channel.0)
+            .filter(|(read_at, _)| now < read_at + CLAIMS_FRESH_FOR)
+            .copied();
+        let (read_at, state) = match cached {
+            Some(cached) => cached,
+            None => {
+                let state = self.chain.channel(channel).await.map_err(chain_error)?;
+                let mut claims = lock(&self.claims);
+                if claims.len() >= 100_000 {
+                    claims.retain(|_, (read_at, _)| now < *read_at + CLAIMS_FRESH_FOR);
+                }
+                claims.insert(channel.0, (now, state));
+                (now, state)
+            }
+        };
+        let status = match state.status {
+            1 => "open",
+            2 => "closing",
+            3 => "settled",
+            _ => "none",
+        };
+        Ok(Some(ipsx_api::ClaimsView {
+            channel: channel.0,
+            deposit: TokenAmount(state.deposit),
+            claimed: TokenAmount(state.claimed),
+            status: status.to_owned(),
+            read_at,
+        }))
     }
 
     /// Where `party` stands, for a stream that just connected: what its folded leases came to

@@ -176,6 +176,11 @@ async function refreshMine(me) {
   ownEl("earned").textContent = ipsx(outbound?.amount ?? "0");
   ownEl("earned").dataset.base = String(outbound?.amount ?? "0");
   drawEarned(Date.now() / 1000, Number(ipsx(outbound?.amount ?? "0", 18)));
+  if (outbound) {
+    // What the provider's daemon claimed on chain of what the node signed (read on chain).
+    const claims = await api("/v1/wallet/claims").catch(() => null);
+    ownEl("claimed").textContent = claims ? `${ipsx(claims.claimed)} (${claims.status})` : "–";
+  }
   ownEl("channel-left").textContent = inbound ? ipsx((BigInt(inbound.deposit) - BigInt(inbound.amount)).toString()) : "–";
   ownEl("spend-rate").dataset.base = spend.toString();
 }
