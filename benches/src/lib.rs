@@ -22,6 +22,7 @@
 //! ```
 
 pub mod processes;
+pub mod report;
 pub mod tunnels;
 
 use std::time::Duration;

@@ -44,6 +44,9 @@ struct Args {
     /// Where the journal scenarios write (a temporary folder by default).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Where the HTML report goes [default: target/bench-reports/engine-load.html].
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 /// Every heap allocation goes through this counter, so each scenario reports how many its
@@ -63,6 +66,7 @@ struct Report {
     target: &'static str,
     rates: Vec<f64>,
     latencies: Option<[Duration; 4]>,
+    histogram: Option<hdrhistogram::Histogram<u64>>,
     /// Allocations per operation, per run.
     allocations: Vec<f64>,
 }
@@ -75,17 +79,30 @@ impl Report {
             target,
             rates: Vec::new(),
             latencies: None,
+            histogram: None,
             allocations: Vec::new(),
         }
+    }
+
+    /// The run's latencies (nanoseconds).
+    fn latency(&mut self, histogram: &hdrhistogram::Histogram<u64>) {
+        self.latencies = Some(percentiles(histogram));
+        self.histogram = Some(histogram.clone());
     }
 
     fn median_rate(&self) -> f64 {
         median(&mut self.rates.clone())
     }
 
-    fn print(mut self) {
+    /// Prints the figure's line and adds it to the HTML `page`.
+    fn print(mut self, page: &mut ipsx_benches::report::Report) {
         let runs = self.rates.len();
         let rate = median(&mut self.rates);
+        page.figure(
+            format!("{} (target {})", self.name.trim(), self.target),
+            format!("{}/s", self.unit),
+        )
+        .peer("ipsx engine", rate, self.histogram.as_ref());
         let spread = format!(
             "[{:.2} .. {:.2}] M",
             self.rates.first().copied().unwrap_or(0.0) / 1e6,
@@ -117,6 +134,13 @@ fn main() -> Result<()> {
     };
     let run_for = Duration::from_secs_f64(args.seconds);
     let started = Instant::now();
+    let mut page = ipsx_benches::report::Report::new(
+        "engine-load: the matching engine, figure by figure",
+        format!(
+            "medians of {} runs of {} s; a market of {} offers",
+            args.runs, args.seconds, args.offers
+        ),
+    );
     let market = build_market(&shape);
     println!(
         "market: {} IPs in {} offers over {} countries, built in {:.2?}",
@@ -144,7 +168,7 @@ fn main() -> Result<()> {
                 .allocations
                 .push((allocations() - allocated) as f64 / ops as f64);
         }
-        report.print();
+        report.print(&mut page);
     }
 
     for (name, count, per_second, target, deferring, wanted) in [
@@ -204,8 +228,8 @@ fn main() -> Result<()> {
                 .allocations
                 .push((allocations() - allocated) as f64 / requests as f64);
         }
-        report.latencies = Some(percentiles(&histogram));
-        report.print();
+        report.latency(&histogram);
+        report.print(&mut page);
     }
 
     if wants("replay") || wants("journal") {
@@ -213,11 +237,17 @@ fn main() -> Result<()> {
             Some(dir) => dir.clone(),
             None => tempfile::tempdir()?.keep(),
         };
-        journal_scenarios(&dir, &args, &market, &shape, run_for, &wants)?;
+        journal_scenarios(&dir, &args, &market, &shape, run_for, &wants, &mut page)?;
         if args.dir.is_none() {
             std::fs::remove_dir_all(&dir)?;
         }
     }
+    page.write(
+        &args
+            .report
+            .clone()
+            .unwrap_or_else(|| ipsx_benches::report::Report::default_path("engine-load")),
+    )?;
     Ok(())
 }
 
@@ -228,6 +258,7 @@ fn journal_scenarios(
     shape: &MarketShape,
     run_for: Duration,
     wants: &dyn Fn(&str) -> bool,
+    page: &mut ipsx_benches::report::Report,
 ) -> Result<()> {
     if wants("replay") {
         // A journal as a busy node writes it: the market's offers, then single-IP leases with
@@ -296,8 +327,8 @@ fn journal_scenarios(
             "(journal of {records} records: {} offers, then single-IP leases)",
             shape.offers
         );
-        decode.print();
-        replay.print();
+        decode.print(page);
+        replay.print(page);
     }
 
     if wants("journal") {
@@ -338,12 +369,12 @@ fn journal_scenarios(
                 std::fs::remove_dir_all(&store_dir)?;
             }
         }
-        durable.latencies = Some(percentiles(&histogram));
-        paced.latencies = Some(percentiles(&paced_histogram));
+        durable.latency(&histogram);
+        paced.latency(&paced_histogram);
         let kept = 100.0 * durable.median_rate() / bare.median_rate();
-        bare.print();
-        durable.print();
-        paced.print();
+        bare.print(page);
+        durable.print(page);
+        paced.print(page);
         println!("journaling keeps {kept:.0}% of the engine's throughput (target >= 70%)");
     }
     Ok(())

@@ -60,6 +60,9 @@ struct Args {
     /// nginx, from Debian.
     #[arg(long, default_value = "/usr/sbin/nginx")]
     nginx: PathBuf,
+    /// Where the HTML report goes [default: target/bench-reports/gate-load.html].
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -274,6 +277,28 @@ async fn harness(args: Args) -> Result<()> {
         medians[1] / medians[2],
         args.rounds
     );
+    let mut page = ipsx_benches::report::Report::new(
+        "gate-load: the crawler endpoint against provider endpoints and no proxy",
+        format!(
+            "medians of {} rounds of {} s, {} keep-alive clients, 1 KiB pages",
+            args.rounds, args.seconds, args.clients
+        ),
+    );
+    let figure = page.figure("requests through each path", "requests/s");
+    for index in 0..3 {
+        figure.peer(names[index], medians[index], Some(&latency[index]));
+    }
+    page.figure(
+        "a new session's first request (warm pool, one client)",
+        "sessions",
+    )
+    .peer("the gate", args.sessions as f64, Some(&first));
+    page.write(
+        &args
+            .report
+            .clone()
+            .unwrap_or_else(|| ipsx_benches::report::Report::default_path("gate-load")),
+    )?;
     Ok(())
 }
 

@@ -60,6 +60,9 @@ struct Args {
     /// wrk, from Debian.
     #[arg(long, default_value = "/usr/bin/wrk")]
     wrk: PathBuf,
+    /// Where the HTML report goes [default: target/bench-reports/gateway-load.html].
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 fn free_port() -> Result<u16> {
@@ -230,6 +233,29 @@ async fn harness(args: Args) -> Result<()> {
         leases / wrk,
         args.rounds
     );
+    let mut page = ipsx_benches::report::Report::new(
+        "gateway-load: lease calls through the node against nginx",
+        format!(
+            "medians of {} rounds of {} s, {} clients, {} IPs a lease call",
+            args.rounds, args.seconds, args.clients, args.ips_per_lease
+        ),
+    );
+    page.figure("HTTP calls answered", "calls/s")
+        .peer("ipsx POST /v1/leases", leases, Some(&lease_latency))
+        .peer(
+            "nginx static, same client",
+            same_client,
+            Some(&nginx_latency),
+        )
+        .peer("nginx static, wrk -t2 -c64", wrk, None);
+    page.figure("IPs leased", "IPs/s")
+        .peer("ipsx POST /v1/leases", ips, None);
+    page.write(
+        &args
+            .report
+            .clone()
+            .unwrap_or_else(|| ipsx_benches::report::Report::default_path("gateway-load")),
+    )?;
     Ok(())
 }
 

@@ -58,6 +58,10 @@ struct Args {
     /// Concurrent clients in the CONNECT figure.
     #[arg(long, default_value_t = 64)]
     rate_clients: usize,
+    /// Where the HTML report (bars per peer, latency percentiles) goes
+    /// [default: target/bench-reports/proxy-load.html].
+    #[arg(long)]
+    report: Option<PathBuf>,
     /// Idle tunnels held open for the memory figure (0 skips it).
     #[arg(long, default_value_t = 9_900)]
     idle: usize,
@@ -417,6 +421,37 @@ async fn harness(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The run as an HTML page: each figure's medians per peer, and the CONNECT latencies.
+fn write_report(args: &Args, medians: &[(String, f64, f64, f64)], figures: &[(String, Figures)]) {
+    let mut page = ipsx_benches::report::Report::new(
+        "proxy-load: the egress proxy against its peers",
+        format!(
+            "medians of {} rounds, peers interleaved in each; {} MiB through one tunnel, {} \
+             tunnels of {} MiB, {} clients doing CONNECT + 128 B",
+            args.rounds, args.bulk_mib, args.streams, args.stream_mib, args.rate_clients
+        ),
+    );
+    let one = page.figure("bulk download, 1 tunnel", "Gbit/s");
+    for (name, value, _, _) in medians {
+        one.peer(name, *value, None);
+    }
+    let many = page.figure(format!("bulk download, {} tunnels", args.streams), "Gbit/s");
+    for (name, _, value, _) in medians {
+        many.peer(name, *value, None);
+    }
+    let rate = page.figure("SOCKS5 CONNECT + 128-byte answer", "tunnels/s");
+    for ((name, _, _, value), (_, f)) in medians.iter().zip(figures) {
+        rate.peer(name, *value, f.rate_latency.as_ref());
+    }
+    let path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| ipsx_benches::report::Report::default_path("proxy-load"));
+    if let Err(error) = page.write(&path) {
+        eprintln!("writing {}: {error}", path.display());
+    }
+}
+
 fn report(args: &Args, figures: &mut [(String, Figures)]) {
     let medians: Vec<(String, f64, f64, f64)> = figures
         .iter_mut()
@@ -447,6 +482,7 @@ fn report(args: &Args, figures: &mut [(String, Figures)]) {
             f.failures
         );
     }
+    write_report(args, &medians, figures);
     let find = |peer: &str| medians.iter().find(|(name, ..)| name == peer);
     let Some(ipsx) = find("ipsx") else {
         return;

@@ -64,6 +64,9 @@ struct Args {
     /// The `ipsx` binary (default: next to this one).
     #[arg(long)]
     ipsx: Option<PathBuf>,
+    /// Where the HTML report goes [default: target/bench-reports/relay-load.html].
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 /// The node running the relay.
@@ -317,6 +320,15 @@ fn report(args: &Args, names: &[&str], figures: &mut [Figures], idle: Option<(f6
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut medians = Vec::new();
+    let mut page = ipsx_benches::report::Report::new(
+        "relay-load: a provider behind the relay against the same proxy reached directly",
+        format!(
+            "medians of {} rounds; {} MiB through one tunnel, {} clients doing CONNECT + 128 B, \
+             {} tunnels of {} KiB over one provider connection",
+            args.rounds, args.bulk_mib, args.rate_clients, args.streams, args.stream_kib
+        ),
+    );
+    let mut figure_rows = Vec::new();
     for (name, figure) in names.iter().zip(figures.iter_mut()) {
         let bulk = median(&mut figure.bulk);
         let rate = median(&mut figure.rate);
@@ -330,6 +342,39 @@ fn report(args: &Args, names: &[&str], figures: &mut [Figures], idle: Option<(f6
             figure.failures
         );
         medians.push((bulk, rate, figure.many.unwrap_or_default()));
+        figure_rows.push((
+            name.to_string(),
+            bulk,
+            rate,
+            figure.latency.clone(),
+            figure.many,
+        ));
+    }
+    let one = page.figure("bulk download, 1 tunnel", "Gbit/s");
+    for (name, bulk, ..) in &figure_rows {
+        one.peer(name, *bulk, None);
+    }
+    let rate = page.figure("SOCKS5 CONNECT + 128-byte answer", "tunnels/s");
+    for (name, _, value, latency, _) in &figure_rows {
+        rate.peer(name, *value, latency.as_ref());
+    }
+    let many = page.figure(format!("{} tunnels at once", args.streams), "Gbit/s");
+    for (name, .., value) in &figure_rows {
+        many.peer(name, value.unwrap_or_default(), None);
+    }
+    if let Some((bytes, connected)) = idle {
+        page.figure(
+            format!("relay memory per idle provider connection ({connected} held)"),
+            "KiB",
+        )
+        .peer("relay", bytes / 1024.0, None);
+    }
+    let path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| ipsx_benches::report::Report::default_path("relay-load"));
+    if let Err(error) = page.write(&path) {
+        eprintln!("writing {}: {error}", path.display());
     }
     if let [direct, relay] = medians[..] {
         println!(
