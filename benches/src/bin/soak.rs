@@ -299,6 +299,24 @@ async fn soak(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     write_csv(&args.out.join("soak.csv"), &samples)?;
     std::fs::write(args.out.join("soak.svg"), svg(&samples, &args))?;
+    let made = samples.last().map_or(0, |s| s.deals_made);
+    let mut page = ipsx_benches::report::Report::new(
+        "soak: a paying exchange churning 5-second leases",
+        format!(
+            "{:.0} minutes; memory and descriptors over time are in soak.svg beside this file",
+            args.minutes
+        ),
+    );
+    page.figure(
+        "lease call sent → deal_made on the fleet's stream",
+        "deals/s",
+    )
+    .peer(
+        "ipsx node",
+        made as f64 / (args.minutes * 60.0).max(1.0),
+        Some(&latency),
+    );
+    page.write(&args.out.join("soak.html"))?;
     report(&args, &samples, &latency, leased.load(Ordering::Relaxed))
 }
 
