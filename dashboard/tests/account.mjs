@@ -11,18 +11,14 @@
 // its leases with endpoints to copy, its spending and its channel; a login link works once;
 // a forged session shows nothing.
 // Writes provider.png and requester.png. Exits non-zero, saying why, if anything fails.
-import { chromium } from "playwright-core";
+import { finish, launch } from "./browser.mjs";
 import { Wallet, getBytes } from "ethers";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
 const [file, out] = process.argv.slice(2);
 const expected = JSON.parse(readFileSync(file, "utf8"));
-const browser = await chromium.launch({
-  executablePath: process.env.IPSX_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-dev-shm-usage"],
-});
+const browser = await launch();
 const failures = [];
 const check = (ok, what) => ok || failures.push(what);
 const text = (page, selector) => page.textContent(selector);
@@ -155,8 +151,5 @@ try {
 } finally {
   await browser.close();
 }
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
+finish(failures);
 console.log("signed-in dashboard: ok");

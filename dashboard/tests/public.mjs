@@ -6,7 +6,7 @@
 // the market leases, that recent deals and the node's health show, that the page asks nothing
 // of any host but the node and throws no error; writes public.png into the output folder.
 // Exits non-zero, saying why, if anything fails. Driven by gateway/tests/dashboard_in_a_browser.rs.
-import { chromium } from "playwright-core";
+import { finish, launch } from "./browser.mjs";
 import { join } from "node:path";
 
 const [base, out, countries] = process.argv.slice(2);
@@ -14,13 +14,7 @@ if (!base || !out || !countries) {
   console.error("usage: public.mjs <node URL> <output folder> <countries>");
   process.exit(2);
 }
-const executablePath = process.env.IPSX_CHROMIUM || "/usr/bin/chromium";
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  // Tests run as root in CI containers, where Chromium's sandbox cannot start.
-  args: ["--no-sandbox", "--disable-dev-shm-usage"],
-});
+const browser = await launch();
 const failures = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 1400 } });
@@ -75,7 +69,4 @@ try {
 } finally {
   await browser.close();
 }
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
+finish(failures);

@@ -2,15 +2,11 @@
 // network): every chart draws, nothing fails, and a screenshot is written.
 //
 //   node dashboard/tests/report.mjs <report.html> <screenshot.png> <charts expected>
-import { chromium } from "playwright-core";
+import { finish, launch } from "./browser.mjs";
 import { pathToFileURL } from "node:url";
 
 const [file, png, charts] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.IPSX_CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-dev-shm-usage"],
-});
+const browser = await launch();
 const failures = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
@@ -31,7 +27,4 @@ try {
 } finally {
   await browser.close();
 }
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
+finish(failures);

@@ -716,15 +716,7 @@ async fn challenge(
 ) -> Result<Json<ChallengeResponse>, ApiError> {
     let address = parse_address(&request.address)
         .map_err(|message| ApiError::bad_request(ErrorCode::BadAddress, message))?;
-    let mut randomness = [0u8; 8];
-    getrandom::fill(&mut randomness).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::NoRandomness,
-            e.to_string(),
-        )
-    })?;
-    let challenge = state.sign_in.challenge(address, unix_now(), randomness);
+    let challenge = state.sign_in.challenge(address, unix_now(), randomness()?);
     Ok(Json(ChallengeResponse {
         nonce: challenge.nonce,
         message: challenge.message,
@@ -765,11 +757,15 @@ async fn link_session(
     ApiJson(request): ApiJson<ipsx_api::LinkSessionRequest>,
 ) -> Result<Json<SessionResponse>, ApiError> {
     let session = state.sign_in.redeem_link(&request.code, unix_now())?;
-    Ok(Json(SessionResponse {
+    Ok(Json(session_response(session)))
+}
+
+fn session_response(session: crate::session::Session) -> SessionResponse {
+    SessionResponse {
         token: session.token,
         address: session.address,
         expires_at: session.expires_at,
-    }))
+    }
 }
 
 /// `GET /v1/offers`: the caller's offers still in the book.
@@ -816,11 +812,7 @@ async fn open_session(
     let session = state
         .sign_in
         .complete(&request.nonce, &signature, unix_now())?;
-    Ok(Json(SessionResponse {
-        token: session.token,
-        address: session.address,
-        expires_at: session.expires_at,
-    }))
+    Ok(Json(session_response(session)))
 }
 
 async fn me(Caller(address): Caller) -> Json<MeResponse> {

@@ -96,42 +96,64 @@ fn entry_of(proofs: &DealProofs, kind: AnchorEntryKind) -> &AnchoredEntry {
         .expect("entry of that kind")
 }
 
+/// anvil with the real contracts: wallet 0 is the node (the treasury and anchorer), with 100
+/// IPSX deposited for provider channels; wallet 1, the fleet, holds 10 IPSX.
+struct Chain {
+    anvil: alloy::node_bindings::AnvilInstance,
+    rpc: String,
+    node_key: SigningKey,
+    deployment: Deployment,
+}
+
+impl Chain {
+    async fn start() -> Chain {
+        let anvil = spawn_anvil().expect("anvil (run `npm ci` in contracts/)");
+        let rpc = anvil.endpoint();
+        let node_key = anvil_key(&anvil, 0);
+        let deployment = deploy_local(
+            &rpc,
+            &node_key,
+            DeploySettings {
+                commission_bps: 250,
+                challenge_period: 3_600,
+                treasury: node_key.address(),
+            },
+        )
+        .await
+        .expect("deploy");
+        let node_chain = ChainClient::connect(&rpc, deployment.centralizer, node_key.clone())
+            .await
+            .expect("client");
+        node_chain
+            .deposit_with_permit(100 * TOKEN)
+            .await
+            .expect("node deposit");
+        node_chain
+            .transfer_tokens(anvil_key(&anvil, 1).address(), 10 * TOKEN)
+            .await
+            .expect("fund the fleet");
+        Chain {
+            anvil,
+            rpc,
+            node_key,
+            deployment,
+        }
+    }
+
+    fn key(&self, index: usize) -> SigningKey {
+        anvil_key(&self.anvil, index)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
-    let anvil = spawn_anvil().expect("anvil (run `npm ci` in contracts/)");
-    let rpc = anvil.endpoint();
-    let node_key = anvil_key(&anvil, 0);
-    let deployment = deploy_local(
-        &rpc,
-        &node_key,
-        DeploySettings {
-            commission_bps: 250,
-            challenge_period: 3_600,
-            treasury: node_key.address(),
-        },
-    )
-    .await
-    .expect("deploy");
-    let node_chain = ChainClient::connect(&rpc, deployment.centralizer, node_key.clone())
-        .await
-        .expect("client");
-    node_chain
-        .deposit_with_permit(100 * TOKEN)
-        .await
-        .expect("node deposit");
-    let (fleet_key, provider_key, stranger_key) = (
-        anvil_key(&anvil, 1),
-        anvil_key(&anvil, 2),
-        anvil_key(&anvil, 3),
-    );
-    node_chain
-        .transfer_tokens(fleet_key.address(), 10 * TOKEN)
-        .await
-        .expect("fund the fleet");
+    let chain = Chain::start().await;
+    let (rpc, node_key, deployment) = (&chain.rpc, &chain.node_key, chain.deployment);
+    let (fleet_key, provider_key, stranger_key) = (chain.key(1), chain.key(2), chain.key(3));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let node = common::node_in(dir.path(), |config| {
-        configure(config, &rpc, &deployment, &node_key);
+        configure(config, rpc, &deployment, node_key);
     })
     .await;
     let base = format!("http://{}", node.addr);
@@ -361,7 +383,7 @@ async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
     let last_epoch = *epochs.last().expect("epochs");
     node.shutdown().await.expect("shutdown");
     let node = common::node_in(dir.path(), |config| {
-        configure(config, &rpc, &deployment, &node_key);
+        configure(config, rpc, &deployment, node_key);
     })
     .await;
     let base = format!("http://{}", node.addr);
@@ -396,35 +418,12 @@ async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
 async fn ten_thousand_deals_each_prove_on_chain() {
     use futures_util::StreamExt;
     const DEALS: usize = 10_000;
-    let anvil = spawn_anvil().expect("anvil (run `npm ci` in contracts/)");
-    let rpc = anvil.endpoint();
-    let node_key = anvil_key(&anvil, 0);
-    let deployment = deploy_local(
-        &rpc,
-        &node_key,
-        DeploySettings {
-            commission_bps: 250,
-            challenge_period: 3_600,
-            treasury: node_key.address(),
-        },
-    )
-    .await
-    .expect("deploy");
-    let node_chain = ChainClient::connect(&rpc, deployment.centralizer, node_key.clone())
-        .await
-        .expect("client");
-    node_chain
-        .deposit_with_permit(100 * TOKEN)
-        .await
-        .expect("node deposit");
-    let (fleet_key, provider_key) = (anvil_key(&anvil, 1), anvil_key(&anvil, 2));
-    node_chain
-        .transfer_tokens(fleet_key.address(), 10 * TOKEN)
-        .await
-        .expect("fund the fleet");
+    let chain = Chain::start().await;
+    let (rpc, node_key, deployment) = (&chain.rpc, &chain.node_key, chain.deployment);
+    let (fleet_key, provider_key) = (chain.key(1), chain.key(2));
     let dir = tempfile::tempdir().expect("tempdir");
     let node = common::node_in(dir.path(), |config| {
-        configure(config, &rpc, &deployment, &node_key);
+        configure(config, rpc, &deployment, node_key);
         if let Some(anchor) = config.anchor.as_mut() {
             anchor.epochs.max_entries = 4_096;
             anchor.epochs.keep_epochs = 8;
