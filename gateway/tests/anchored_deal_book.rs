@@ -176,7 +176,7 @@ async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
         .expect("offer");
     let fleet_wallet = wallet_of(&fleet_key);
     let fleet = signed_in(&base, &fleet_wallet).await;
-    ipsx_sdk::ensure_channel(&fleet, &fleet_wallet, &rpc, TOKEN)
+    ipsx_sdk::ensure_channel(&fleet, &fleet_wallet, rpc, TOKEN)
         .await
         .expect("channel");
     let mut deals = Vec::new();
@@ -241,7 +241,7 @@ async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
         // Both parties prove every entry against the chain, and it says what they were told.
         for party in [&fleet, &provider] {
             let proofs = party.deal_proofs(*deal).await.expect("proofs");
-            let report = checked(party, &proofs, &rpc, deployment.anchor).await;
+            let report = checked(party, &proofs, rpc, deployment.anchor).await;
             assert!(report.proven(), "deal {deal}: {report:?}");
             assert!(!report.caught());
         }
@@ -302,7 +302,7 @@ async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
             anchored.entry.amount.0 *= 2;
         }
     }
-    let report = checked(&provider, &more_paid, &rpc, deployment.anchor).await;
+    let report = checked(&provider, &more_paid, rpc, deployment.anchor).await;
     assert!(
         report
             .entries
@@ -327,7 +327,7 @@ async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
         anchored.proof = tree.proof(index).expect("proof").siblings;
         anchored.root = tree.root();
     }
-    let report = check(&fabricated, None, &rpc, deployment.anchor)
+    let report = check(&fabricated, None, rpc, deployment.anchor)
         .await
         .expect("check");
     assert!(
@@ -344,7 +344,7 @@ async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
         .expect("deal")
         .expect("the provider's deal");
     told.price = TokenAmount(PRICE * 3);
-    let report = check(&shown, Some(&told), &rpc, deployment.anchor)
+    let report = check(&shown, Some(&told), rpc, deployment.anchor)
         .await
         .expect("check");
     assert!(!report.disagreements.is_empty());
@@ -355,7 +355,7 @@ async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
     for anchored in &mut never.entries {
         anchored.entry.deal = 999_999;
     }
-    let report = check(&never, None, &rpc, deployment.anchor)
+    let report = check(&never, None, rpc, deployment.anchor)
         .await
         .expect("check");
     assert!(
@@ -368,7 +368,7 @@ async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
     // … and one deal's (valid) proofs passed off for another's.
     let mut passed_off = honest[3].clone();
     passed_off.deal = shown.deal;
-    let report = check(&passed_off, None, &rpc, deployment.anchor)
+    let report = check(&passed_off, None, rpc, deployment.anchor)
         .await
         .expect("check");
     assert!(
@@ -405,7 +405,7 @@ async fn every_deal_is_anchored_and_a_node_showing_another_history_is_caught() {
     provider.ready(deal).await.expect("ready");
     let proofs = anchored(&fleet, deal, &[Made, Ready]).await;
     assert!(proofs.entries.iter().all(|e| e.epoch > last_epoch));
-    let report = checked(&provider, &proofs, &rpc, deployment.anchor).await;
+    let report = checked(&provider, &proofs, rpc, deployment.anchor).await;
     assert!(report.proven(), "{report:?}");
     node.shutdown().await.expect("shutdown");
 }
@@ -461,7 +461,7 @@ async fn ten_thousand_deals_each_prove_on_chain() {
     assert!(placed.iter().all(Result::is_ok), "every offer placed");
     let fleet_wallet = wallet_of(&fleet_key);
     let fleet = signed_in(&base, &fleet_wallet).await;
-    ipsx_sdk::ensure_channel(&fleet, &fleet_wallet, &rpc, TOKEN)
+    ipsx_sdk::ensure_channel(&fleet, &fleet_wallet, rpc, TOKEN)
         .await
         .expect("channel");
     let mut deals = Vec::with_capacity(DEALS);
@@ -493,7 +493,7 @@ async fn ten_thousand_deals_each_prove_on_chain() {
         .await;
         for anchored in &proofs.entries {
             if let std::collections::hash_map::Entry::Vacant(vacant) = roots.entry(anchored.epoch) {
-                let report = check(&proofs, None, &rpc, deployment.anchor)
+                let report = check(&proofs, None, rpc, deployment.anchor)
                     .await
                     .expect("check");
                 assert!(report.proven(), "deal {deal}: {report:?}");
@@ -515,7 +515,7 @@ async fn ten_thousand_deals_each_prove_on_chain() {
     // deal in each epoch, and for every 10th deal.
     let sampled: Vec<_> = futures_util::stream::iter(deals.iter().step_by(10))
         .map(|deal| {
-            let (fleet, rpc) = (&fleet, &rpc);
+            let (fleet, rpc) = (&fleet, rpc);
             async move {
                 let proofs = fleet.deal_proofs(*deal).await.expect("proofs");
                 check(&proofs, None, rpc, deployment.anchor)
