@@ -478,10 +478,11 @@ mod tests {
             deal_parameters,
             ["cursor", "limit", "status", "role", "since", "until"]
         );
+        let paths: std::collections::BTreeSet<&str> = OPERATIONS.iter().map(|o| o.path).collect();
         assert_eq!(
             value["paths"].as_object().expect("paths").len(),
-            OPERATIONS.len(),
-            "one method per path"
+            paths.len(),
+            "a path per documented path, its methods under it"
         );
     }
 }
