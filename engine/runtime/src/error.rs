@@ -24,6 +24,11 @@ pub enum StoreError {
     /// that failed (the first report of the failure says what it was).
     #[error("the journal stopped after an earlier write failed")]
     JournalStopped,
+    /// The replicated log (see [`crate::replica`]) did not take a group: another writer
+    /// appended first (this shard no longer leads), or the log could not be reached in time.
+    /// Nothing of the group was written locally or acknowledged.
+    #[error("the replicated log did not take the group: {0}")]
+    Replication(String),
     /// The journal does not continue where the snapshot ends.
     #[error("the journal has a gap: expected record {expected}, found {found}")]
     Gap {
@@ -55,6 +60,9 @@ pub enum SubmitError {
          or run with a single shard"
     )]
     CrossShard,
+    /// The shard follows a replicated log and takes no commands: another node leads.
+    #[error("this node follows the cluster's leader and takes no commands")]
+    NotLeader,
     /// The id names a shard this node does not run.
     #[error("no shard {0} on this node")]
     UnknownShard(u16),

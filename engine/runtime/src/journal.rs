@@ -116,6 +116,41 @@ fn encode_with(seq: u64, command: &Command, out: &mut Vec<u8>, scratch: &mut Ali
     *scratch = payload;
 }
 
+/// Splits whole records encoded back to back (a group commit, or what a replicated log
+/// carries) into `(seq, the record's bytes with its header)`, without decoding them. A
+/// truncated tail ends the iteration; the bytes come from this process, so it cannot happen
+/// short of a bug, and [`decode_records`] is the checked way in for bytes from elsewhere.
+pub fn split_records(group: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut rest = group;
+    std::iter::from_fn(move || {
+        if rest.len() < HEADER {
+            return None;
+        }
+        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        let seq = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
+        let (record, after) = rest.split_at_checked(HEADER + len)?;
+        rest = after;
+        Some((seq, record))
+    })
+}
+
+/// Decodes records received from elsewhere (a replicated log): each must be whole, pass its
+/// checksum and decode, or the bytes are refused as corrupt.
+pub fn decode_records(
+    bytes: &[u8],
+    source: &str,
+    visit: impl FnMut(u64, Command) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let scan = scan_records(bytes, bytes.len() as u64, Path::new(source), visit)?;
+    if scan.torn_tail {
+        return Err(StoreError::Corrupt(format!(
+            "{source}: a record is cut short or fails its checksum at byte {}",
+            scan.valid_len
+        )));
+    }
+    Ok(())
+}
+
 /// What reading a segment found.
 pub(crate) struct SegmentScan {
     /// Bytes of whole, valid records from the start.

@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::StoreError;
 use crate::journal::{GroupBuffer, JournalWriter};
+use crate::replica::Replicator;
 
 /// What to do once a group is durable.
 pub(crate) type OnDurable = Box<dyn FnOnce() + Send>;
@@ -30,17 +31,48 @@ enum Job {
     },
     /// Close the segment and start the next at `next_seq`.
     Rotate { next_seq: u64 },
+    /// From the next commit on, hand every group to this log before writing it.
+    Replicate(Box<dyn Replicator>),
+}
+
+impl Job {
+    fn is_commit(&self) -> bool {
+        matches!(self, Job::Commit { .. })
+    }
 }
 
 /// What the thread reports per job: the outcome, and the emptied buffer to reuse.
 type Report = (Result<(), StoreError>, Vec<u8>);
 
-/// Does the jobs taken, in order: the commits' writes, one settle (sync) for all of them,
-/// their `then`s, then a trailing rotation if one was taken. Reports each job; whether all
-/// went well.
-fn run(writer: &mut JournalWriter, taken: &mut Vec<Job>, report: &Sender<Report>) -> bool {
+/// Does the jobs taken, in order: the commits handed to the replicated log (if any), their
+/// writes, one settle (sync) for all of them, their `then`s, then a trailing rotation or
+/// change of log if one was taken. Reports each job; whether all went well.
+fn run(
+    writer: &mut JournalWriter,
+    log: &mut Option<Box<dyn Replicator>>,
+    taken: &mut Vec<Job>,
+    report: &Sender<Report>,
+) -> bool {
     let mut next_seq = None;
-    let mut outcome = Ok(());
+    // The log first: a group it refuses is written nowhere, so the local journal stays a
+    // prefix of the log.
+    let mut outcome = match log {
+        Some(log) => {
+            let groups: Vec<&[u8]> = taken
+                .iter()
+                .filter_map(|job| match job {
+                    Job::Commit { bytes, .. } if !bytes.is_empty() => Some(bytes.as_slice()),
+                    _ => None,
+                })
+                .collect();
+            if groups.is_empty() {
+                Ok(())
+            } else {
+                log.replicate(&groups)
+            }
+        }
+        None => Ok(()),
+    };
     for job in taken.iter() {
         if let Job::Commit {
             bytes, last_seq, ..
@@ -66,6 +98,12 @@ fn run(writer: &mut JournalWriter, taken: &mut Vec<Job>, report: &Sender<Report>
             Job::Rotate { next_seq } => {
                 if outcome.is_ok() {
                     outcome = writer.rotate(next_seq);
+                }
+                Vec::new()
+            }
+            Job::Replicate(replicator) => {
+                if outcome.is_ok() {
+                    *log = Some(replicator);
                 }
                 Vec::new()
             }
@@ -112,17 +150,19 @@ impl JournalThread {
             .spawn(move || {
                 // Dropped as the thread ends, which closes `gone`.
                 let _alive = alive;
+                let mut log = None;
                 let mut taken = Vec::new();
                 while let Ok(first) = inbox.recv() {
-                    // Commits queued behind the first share its sync: under light load each
-                    // batch is small, and one fdatasync for all that waits keeps latency down.
+                    // Commits queued behind the first share its sync (and its round trip to
+                    // the replicated log): under light load each batch is small, and one
+                    // fdatasync for all that waits keeps latency down.
                     taken.push(first);
-                    while matches!(taken.last(), Some(Job::Commit { .. }))
+                    while taken.last().is_some_and(Job::is_commit)
                         && let Ok(next) = inbox.try_recv()
                     {
                         taken.push(next);
                     }
-                    if !run(&mut writer, &mut taken, &report) {
+                    if !run(&mut writer, &mut log, &mut taken, &report) {
                         // After a failed write the journal may hold part of a group: nothing
                         // more goes after it (the jobs still queued are dropped, unanswered).
                         break;
@@ -178,6 +218,16 @@ impl JournalThread {
         self.wait_all()?;
         self.send(Job::Rotate { next_seq })?;
         self.in_flight.push_back(next_seq - 1);
+        self.wait_one().map(|_| ())
+    }
+
+    /// Hands every group after those already handed over to `log` before writing it;
+    /// waits until the change is made.
+    pub(crate) fn replicate_to(&mut self, log: Box<dyn Replicator>) -> Result<(), StoreError> {
+        self.wait_all()?;
+        let last = self.durable;
+        self.send(Job::Replicate(log))?;
+        self.in_flight.push_back(last);
         self.wait_one().map(|_| ())
     }
 

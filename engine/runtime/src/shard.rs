@@ -20,7 +20,9 @@ use crossbeam_channel::{Receiver, Sender};
 use ipsx_engine::{Command, CommandKind, Engine, EngineError, Event, MarketDepth, Timestamp};
 
 use crate::error::{StoreError, SubmitError};
+use crate::journal;
 use crate::output::{EventBatch, Follower, Sink};
+use crate::replica::{Replicator, Role};
 use crate::store::{DurableEngine, Recovery, StoreConfig};
 
 /// How a shard runs.
@@ -39,6 +41,8 @@ pub struct ShardConfig {
     /// ends (a gauge, not a read that must be exact): IPs whose lease ended in the last
     /// moments may still count as leased until their end settles, a few batches later.
     pub depth_every: Duration,
+    /// Whether it starts taking commands or following a replicated log ([`crate::replica`]).
+    pub role: Role,
 }
 
 impl ShardConfig {
@@ -50,6 +54,7 @@ impl ShardConfig {
             queue_capacity: 65_536,
             tick_every: Some(Duration::from_secs(1)),
             depth_every: Duration::from_millis(50),
+            role: Role::Leader,
         }
     }
 }
@@ -103,6 +108,10 @@ enum Message {
     Query(Query),
     Snapshot(Sender<Result<(), StoreError>>),
     Follow(Sink),
+    /// Records of the replicated log, for a follower.
+    Replicated(Vec<u8>),
+    /// Become the leader: every group from now on goes to this log first.
+    Promote(Box<dyn Replicator>, Sender<Result<(), StoreError>>),
     Shutdown,
 }
 
@@ -122,6 +131,9 @@ pub struct ShardHandle {
     inbox: Sender<Message>,
     /// Set by a writer that failed, before it drops what is queued (see [`ShardHandle::post`]).
     failed: Arc<AtomicBool>,
+    /// Whether the writer takes commands; set by the writer once it does, never cleared (a
+    /// leader that loses the log stops instead).
+    leading: Arc<AtomicBool>,
     depth: Arc<ArcSwap<MarketDepth>>,
     stats: Arc<ShardStats>,
     recovery: Recovery,
@@ -137,7 +149,9 @@ impl ShardHandle {
         let stats = Arc::new(ShardStats::default());
         stats.durable_seq.store(store.last_seq(), Ordering::Release);
         let failed = Arc::new(AtomicBool::new(false));
+        let leading = Arc::new(AtomicBool::new(config.role == Role::Leader));
         let writer = Writer {
+            leading: Arc::clone(&leading),
             store,
             queue,
             failed: Arc::clone(&failed),
@@ -157,6 +171,7 @@ impl ShardHandle {
         Ok(ShardHandle {
             inbox,
             failed,
+            leading,
             depth,
             stats,
             recovery,
@@ -166,7 +181,7 @@ impl ShardHandle {
 
     /// Queues a submission; the outcome goes to its `reply` channel.
     pub fn send(&self, submission: Submission) -> Result<(), SubmitError> {
-        self.post(Message::Submit(submission))
+        self.command(Message::Submit(submission))
     }
 
     /// Submits a command stamped now without waiting. On the writer thread, `read` gets the
@@ -183,7 +198,7 @@ impl ShardHandle {
             let read = read(outcome, engine);
             Box::new(move || answer(read))
         });
-        self.post(Message::SubmitThen(kind, then))
+        self.command(Message::SubmitThen(kind, then))
     }
 
     /// Reads the engine without waiting: `read` runs after a batch, and `answer` gets its
@@ -248,6 +263,32 @@ impl ShardHandle {
         Ok(follower)
     }
 
+    /// Hands a follower records of the replicated log, in order (whole journal records back
+    /// to back, as [`Replicator::replicate`] got them). Records it already holds are skipped,
+    /// so a log read again from an earlier point does no harm; a record that does not follow,
+    /// fails its checksum or is refused by the engine stops the writer.
+    pub fn replicate_in(&self, records: Vec<u8>) -> Result<(), SubmitError> {
+        self.post(Message::Replicated(records))
+    }
+
+    /// Makes a follower the leader once everything queued before is applied and durable:
+    /// from then on it takes commands, moves its clock, and hands every group to `log`
+    /// before writing it. The caller makes sure the follower holds the whole log first; if
+    /// it does not, the log refuses its first group and the writer stops.
+    pub fn promote(&self, log: Box<dyn Replicator>) -> Result<(), SubmitError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.post(Message::Promote(log, reply))?;
+        match answer.recv() {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(SubmitError::Stopped),
+        }
+    }
+
+    /// Whether the shard takes commands (see [`Role`]).
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
     /// Takes a snapshot now and waits until it is on disk.
     pub fn snapshot(&self) -> Result<(), SubmitError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
@@ -256,6 +297,14 @@ impl ShardHandle {
             Ok(Ok(())) => Ok(()),
             _ => Err(SubmitError::Stopped),
         }
+    }
+
+    /// Queues a command, if this shard takes commands.
+    fn command(&self, message: Message) -> Result<(), SubmitError> {
+        if !self.is_leading() {
+            return Err(SubmitError::NotLeader);
+        }
+        self.post(message)
     }
 
     /// Queues a message for the writer. A writer that failed drops what is queued, but a
@@ -330,6 +379,8 @@ pub fn wall_clock() -> Timestamp {
 
 struct Writer {
     store: DurableEngine,
+    /// Shared with the handle; the writer ticks the clock only while it leads.
+    leading: Arc<AtomicBool>,
     queue: Receiver<Message>,
     failed: Arc<AtomicBool>,
     config: ShardConfig,
@@ -472,10 +523,13 @@ impl Writer {
             // A failed write shows here, before anything more is applied.
             self.store.poll_durable()?;
             let mut applied = Applied::default();
-            if self
-                .config
-                .tick_every
-                .is_some_and(|every| last_tick.elapsed() >= every)
+            // A follower's time comes from the leader's records.
+            let leading = self.leading.load(Ordering::Relaxed);
+            if leading
+                && self
+                    .config
+                    .tick_every
+                    .is_some_and(|every| last_tick.elapsed() >= every)
             {
                 last_tick = Instant::now();
                 let mut events = Vec::new();
@@ -506,6 +560,19 @@ impl Writer {
                     Message::Follow(sink) => {
                         self.followed = true;
                         applied.new_sinks.push(sink);
+                    }
+                    Message::Replicated(records) => self.follow_log(&records)?,
+                    Message::Promote(log, reply) => {
+                        let promoted = self.store.replicate_to(log);
+                        if promoted.is_ok() {
+                            self.leading.store(true, Ordering::SeqCst);
+                            last_tick = Instant::now();
+                        }
+                        let failed = promoted.as_ref().err().map(ToString::to_string);
+                        let _ = reply.send(promoted);
+                        if let Some(error) = failed {
+                            return Err(StoreError::Replication(error));
+                        }
                     }
                     Message::Shutdown => stop = true,
                 }
@@ -569,6 +636,26 @@ impl Writer {
                 return self.store.snapshot_and_wait();
             }
         }
+    }
+
+    /// Applies records of the replicated log that this shard does not hold yet.
+    fn follow_log(&mut self, records: &[u8]) -> Result<(), StoreError> {
+        if self.leading.load(Ordering::Relaxed) {
+            return Err(StoreError::Replication(
+                "a leader was handed records of the log to follow".to_string(),
+            ));
+        }
+        let mut events = Vec::new();
+        journal::decode_records(records, "the replicated log", |seq, command| {
+            if seq <= self.store.last_seq() {
+                return Ok(());
+            }
+            events.clear();
+            self.store.apply_replicated(seq, &command, &mut events)?;
+            self.delivery.stats.commands.fetch_add(1, Ordering::Relaxed);
+            self.keep(&events);
+            Ok(())
+        })
     }
 
     /// Keeps a command's events for the batch's publication, if anyone follows.

@@ -15,6 +15,7 @@ use ipsx_engine::{Command, Engine, EngineConfig, EngineError, Event, SETTLE_PER_
 use crate::error::StoreError;
 use crate::journal::{self, FsyncPolicy, GroupBuffer, JournalWriter};
 use crate::journal_thread::JournalThread;
+use crate::replica::Replicator;
 use crate::snapshot_file::{self, SnapshotBytes};
 
 /// Where and how a shard keeps its state.
@@ -202,6 +203,41 @@ impl DurableEngine {
     pub fn commit(&mut self) -> Result<(), StoreError> {
         self.journal.start(&mut self.group, None)?;
         self.journal.wait_all().map(|_| ())
+    }
+
+    /// Applies a record another node's engine accepted (a follower of a replicated log): it
+    /// must be the next record and be accepted here too, or this engine has diverged.
+    pub fn apply_replicated(
+        &mut self,
+        seq: u64,
+        command: &Command,
+        events: &mut Vec<Event>,
+    ) -> Result<(), StoreError> {
+        let expected = self.group.last_seq() + 1;
+        if seq != expected {
+            return Err(StoreError::Gap {
+                expected,
+                found: seq,
+            });
+        }
+        self.engine
+            .apply_deferring(command, SETTLE_PER_COMMAND, events)
+            .map_err(|error| {
+                StoreError::Corrupt(format!(
+                    "replicated record {seq} was accepted by the leader but is refused here \
+                     ({error}): the nodes run different engine versions or settings"
+                ))
+            })?;
+        self.since_snapshot += 1;
+        self.group.append(command);
+        Ok(())
+    }
+
+    /// From the next group on, hands every group to `log` before writing it locally (see
+    /// [`crate::replica`]); waits until every group before is durable.
+    pub fn replicate_to(&mut self, log: Box<dyn Replicator>) -> Result<(), StoreError> {
+        self.journal.start(&mut self.group, None)?;
+        self.journal.replicate_to(log)
     }
 
     /// Hands the group under way to the journal thread and returns at once: the next
