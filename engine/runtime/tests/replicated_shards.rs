@@ -23,21 +23,21 @@ struct Log(Arc<Mutex<Vec<Vec<u8>>>>);
 
 impl Log {
     fn len(&self) -> u64 {
-        self.0.lock().unwrap().len() as u64
+        self.0.lock().expect("the log").len() as u64
     }
 
     /// Records `from + 1 ..= to`, back to back.
     fn after(&self, from: u64, to: u64) -> Vec<u8> {
-        self.0.lock().unwrap()[from as usize..to as usize].concat()
+        self.0.lock().expect("the log")[from as usize..to as usize].concat()
     }
 
     /// Record `seq`'s bytes.
     fn record(&self, seq: u64) -> Vec<u8> {
-        self.0.lock().unwrap()[seq as usize - 1].clone()
+        self.0.lock().expect("the log")[seq as usize - 1].clone()
     }
 
     fn push(&self, record: Vec<u8>) {
-        self.0.lock().unwrap().push(record);
+        self.0.lock().expect("the log").push(record);
     }
 }
 
@@ -46,7 +46,7 @@ struct Appender(Log);
 
 impl Replicator for Appender {
     fn replicate(&mut self, groups: &[&[u8]]) -> Result<(), StoreError> {
-        let mut log = self.0.0.lock().unwrap();
+        let mut log = self.0.0.lock().expect("the log");
         for (seq, record) in groups.iter().flat_map(|group| split_records(group)) {
             if seq != log.len() as u64 + 1 {
                 return Err(StoreError::Replication(format!(
@@ -113,13 +113,16 @@ fn submit(shard: &ShardHandle, range: std::ops::Range<u64>) -> Vec<u64> {
 
 #[test]
 fn a_follower_applying_the_leaders_log_reaches_the_same_state_and_takes_no_commands() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
     let log = Log::default();
     let lead = leader(a.path(), &log);
     let acknowledged = submit(&lead, 0..3_000);
     assert!(acknowledged.len() > 1_000, "most of the stream is accepted");
     // Everything acknowledged is in the log, in order, and nothing else.
-    assert_eq!(log.len(), *acknowledged.last().unwrap());
+    assert_eq!(log.len(), *acknowledged.last().expect("acknowledged"));
 
     let follower = shard(b.path(), Role::Follower);
     assert!(matches!(
@@ -128,9 +131,13 @@ fn a_follower_applying_the_leaders_log_reaches_the_same_state_and_takes_no_comma
     ));
     // In three pieces, the second read again from an earlier point (a consumer restarted):
     // records it holds are skipped.
-    follower.replicate_in(log.after(0, 500)).unwrap();
-    follower.replicate_in(log.after(200, 1_500)).unwrap();
-    follower.replicate_in(log.after(1_500, log.len())).unwrap();
+    follower.replicate_in(log.after(0, 500)).expect("queued");
+    follower
+        .replicate_in(log.after(200, 1_500))
+        .expect("queued");
+    follower
+        .replicate_in(log.after(1_500, log.len()))
+        .expect("queued");
     wait_for(&follower, log.len());
     assert_eq!(state(&follower), state(&lead));
 
@@ -141,19 +148,19 @@ fn a_follower_applying_the_leaders_log_reaches_the_same_state_and_takes_no_comma
     let more = submit(&lead, 3_000..3_500);
     follower
         .replicate_in(log.after(follower.recovery().last_seq, log.len()))
-        .unwrap();
-    wait_for(&follower, *more.last().unwrap());
+        .expect("queued");
+    wait_for(&follower, *more.last().expect("acknowledged"));
     assert_eq!(state(&follower), state(&lead));
 }
 
 #[test]
 fn a_leader_whose_log_refuses_a_group_acknowledges_and_writes_none_of_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
     let log = Log::default();
     let lead = leader(dir.path(), &log);
     let acknowledged = submit(&lead, 0..400);
     let before = log.len();
-    assert_eq!(before, *acknowledged.last().unwrap());
+    assert_eq!(before, *acknowledged.last().expect("acknowledged"));
 
     // Another node took over and appended: this one's next group no longer follows.
     log.push(log.record(1));
@@ -173,12 +180,15 @@ fn a_leader_whose_log_refuses_a_group_acknowledges_and_writes_none_of_it() {
 
 #[test]
 fn a_follower_handed_a_forged_record_stops_without_applying_it() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
     let log = Log::default();
     let lead = leader(a.path(), &log);
     submit(&lead, 0..200);
     let follower = shard(b.path(), Role::Follower);
-    follower.replicate_in(log.after(0, 100)).unwrap();
+    follower.replicate_in(log.after(0, 100)).expect("queued");
     wait_for(&follower, 100);
 
     // Record 101 with one byte of its command changed: the checksum no longer matches.
