@@ -88,6 +88,15 @@ fn wait_for(shard: &ShardHandle, seq: u64) {
     }
 }
 
+/// Polls until the shard's writer has stopped, or fails after a deadline.
+fn wait_until_stopped(shard: &ShardHandle) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while shard.writer_alive() {
+        assert!(Instant::now() < deadline, "the writer goes on");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A node that starts following and is promoted to lead through `log`.
 fn leader(dir: &Path, log: &Log) -> ShardHandle {
     let shard = shard(dir, Role::Follower);
@@ -170,7 +179,7 @@ fn a_leader_whose_log_refuses_a_group_acknowledges_and_writes_none_of_it() {
         matches!(refused, Err(SubmitError::Stopped)),
         "the submitter hears the shard stopped, not a success: {refused:?}"
     );
-    assert!(!lead.writer_alive());
+    wait_until_stopped(&lead);
     drop(lead);
 
     // Nothing of the refused group reached the local journal: it is still a prefix of the log.
