@@ -11,9 +11,9 @@ command -v npm >/dev/null || { echo "npm is required for the contracts and anvil
 # Real clients for the proxy and gate tests, from Debian's packages (pinned), when missing: curl,
 # Python's requests with SOCKS support (PySocks) for /usr/bin/python3, and Scrapy.
 source scripts/apt-pinned.sh
-# Chromium drives the dashboard's browser test.
+# Chromium drives the dashboard's browser test; nats-server (JetStream) carries the cluster's log.
 apt_pinned curl=7.88.1-10+deb12u15 python3-requests=2.28.1+dfsg-1 python3-socks=1.7.1+dfsg-1 \
-  python3-scrapy=2.8.0-2 chromium=156.0.8078.114-1~deb12u1
+  python3-scrapy=2.8.0-2 chromium=156.0.8078.114-1~deb12u1 nats-server=2.9.10-1+b3
 # Contracts first: the Rust chain tests run against the anvil this installs, with the ABI files
 # checked to match the Solidity sources.
 (cd contracts && npm ci --no-audit --no-fund --loglevel=error && ./scripts/forge test \
