@@ -31,8 +31,15 @@ use crate::error::ClusterError;
 /// How soon a leader sends again what the log did not acknowledge.
 const RESEND_AFTER: Duration = Duration::from_millis(50);
 
-/// Records handed to the shard in one go, at most.
-const RECORDS_PER_HANDOVER: usize = 4_096;
+/// Bytes of records handed to the shard in one go, about.
+const HANDOVER_BYTES: usize = 1 << 20;
+
+/// How long a follower waits for a record before it asks whether the log holds more (and
+/// replaces its consumer if so).
+const QUIET_FOR: Duration = Duration::from_secs(2);
+
+/// How soon a follower tries again to open the log.
+const REOPEN_AFTER: Duration = Duration::from_millis(200);
 
 /// Creates the cluster's streams if they are missing (or finds them), retrying while
 /// JetStream elects its leaders; returns the log stream.
@@ -196,80 +203,102 @@ impl JetStreamLog {
 /// Reads the log from the record after `after` and hands records to `shard`, until `stop`
 /// turns true (then it returns the last record handed over) or the shard stops.
 pub(crate) async fn follow(
-    stream: stream::Stream,
+    mut stream: stream::Stream,
     client: async_nats::Client,
     shard: Arc<ShardHandle>,
     after: u64,
     mut stop: watch::Receiver<bool>,
 ) -> Result<u64, ClusterError> {
-    let consumer = stream
-        .create_consumer(consumer::push::OrderedConfig {
-            deliver_subject: client.new_inbox(),
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(ClusterError::jetstream)?;
-    let mut messages = consumer.messages().await.map_err(ClusterError::jetstream)?;
     let mut handed = after;
     let mut batch = Vec::new();
+    // Each turn reads through one ordered consumer from the record after the last handed
+    // over; a consumer that fails or goes quiet while the log has more is replaced.
     loop {
-        let first = tokio::select! {
-            message = messages.next() => message,
-            _ = stop.wait_for(|stop| *stop) => return Ok(handed),
+        let config = consumer::push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: handed + 1,
+            },
+            ..Default::default()
         };
-        let first_ended = first.is_none();
-        let mut next = first;
-        let mut count = 0;
-        // Take what has already arrived, so a follower catching up hands over big groups.
-        while let Some(message) = next {
-            let message = match message {
-                Ok(message) => message,
-                Err(error) => {
-                    // A server died or the consumer went missing: the ordered consumer makes
-                    // a new one from the last record delivered on its next poll.
-                    tracing::warn!(%error, after = handed, "reading the log; resuming");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+        let messages = match stream.create_consumer(config).await {
+            Ok(consumer) => consumer.messages().await.map_err(ClusterError::jetstream),
+            Err(error) => Err(ClusterError::jetstream(error)),
+        };
+        let mut messages = match messages {
+            Ok(messages) => messages,
+            Err(error) => {
+                // No stream leader for a moment (a server died): try again.
+                tracing::warn!(%error, after = handed, "opening the log; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(REOPEN_AFTER) => continue,
+                    _ = stop.wait_for(|stop| *stop) => return Ok(handed),
+                }
+            }
+        };
+        loop {
+            let first = tokio::select! {
+                message = tokio::time::timeout(QUIET_FOR, messages.next()) => message,
+                _ = stop.wait_for(|stop| *stop) => return Ok(handed),
+            };
+            let first = match first {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(error))) => {
+                    tracing::warn!(%error, after = handed, "reading the log; reopening");
                     break;
                 }
+                Ok(None) => {
+                    tracing::warn!(after = handed, "the log's consumer ended; reopening");
+                    break;
+                }
+                // Quiet: fine if the log holds nothing more, a stuck consumer otherwise.
+                Err(_) => match last_seq(&mut stream).await {
+                    Ok(end) if end > handed => {
+                        tracing::warn!(
+                            after = handed,
+                            end,
+                            "the log's consumer is stuck; reopening"
+                        );
+                        break;
+                    }
+                    _ => continue,
+                },
             };
-            let position = message
-                .info()
-                .map_err(ClusterError::jetstream)?
-                .stream_sequence;
-            let Some((seq, _)) = split_records(&message.payload).next() else {
-                return Err(ClusterError::JetStream(format!(
-                    "log message {position} holds no whole record"
-                )));
-            };
-            if seq != position {
-                return Err(ClusterError::JetStream(format!(
-                    "log message {position} carries record {seq}: the log was not written \
-                     by IPSX leaders"
-                )));
+            // Take what has already arrived, so a follower catching up hands over big groups.
+            let mut next = Some(first);
+            while let Some(message) = next {
+                let position = message
+                    .info()
+                    .map_err(ClusterError::jetstream)?
+                    .stream_sequence;
+                let Some((seq, _)) = split_records(&message.payload).next() else {
+                    return Err(ClusterError::JetStream(format!(
+                        "log message {position} holds no whole record"
+                    )));
+                };
+                if seq != position {
+                    return Err(ClusterError::JetStream(format!(
+                        "log message {position} carries record {seq}: the log was not \
+                         written by IPSX leaders"
+                    )));
+                }
+                batch.extend_from_slice(&message.payload);
+                handed = seq;
+                if batch.len() >= HANDOVER_BYTES {
+                    break;
+                }
+                next = match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => Some(message),
+                    _ => None,
+                };
             }
-            batch.extend_from_slice(&message.payload);
-            handed = seq;
-            count += 1;
-            if count == RECORDS_PER_HANDOVER {
-                break;
-            }
-            next = messages.next().now_or_never().flatten();
+            let records = std::mem::take(&mut batch);
+            let shard = Arc::clone(&shard);
+            // The shard's queue may be full: wait for room off the async workers.
+            tokio::task::spawn_blocking(move || shard.replicate_in(records))
+                .await
+                .map_err(ClusterError::jetstream)??;
         }
-        if first_ended {
-            return Err(ClusterError::JetStream("the log's consumer ended".into()));
-        }
-        if count == 0 {
-            continue;
-        }
-        let records = std::mem::take(&mut batch);
-        let shard = Arc::clone(&shard);
-        // The shard's queue may be full: wait for room off the async workers.
-        tokio::task::spawn_blocking(move || shard.replicate_in(records))
-            .await
-            .map_err(ClusterError::jetstream)??;
     }
 }
 

@@ -25,6 +25,9 @@
 //!   readers get depth snapshots or run queries between batches.
 //! * [`output`]: the shard's output stream — each durable batch's events, timers' included, for
 //!   followers that react instead of polling; a follower that falls behind is told it lagged.
+//! * [`replica`]: a shard that follows a replicated log (another node's records), or leads it
+//!   (each group handed to the log before it is written here); `ipsx-engine-cluster` puts
+//!   NATS JetStream behind it.
 //! * [`exchange::Exchange`]: several shards, markets (countries) assigned to them.
 //!
 //! A command is acknowledged only after its batch is written (and synced, under
