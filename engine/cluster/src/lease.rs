@@ -76,12 +76,14 @@ impl Lease {
         }
     }
 
-    /// Takes the lease if it is vacant; the term won, or `None` when another node holds it
-    /// (or won the race).
-    pub(crate) async fn acquire(&self) -> Result<Option<u64>, ClusterError> {
+    /// Takes the lease if it is vacant: the term won, or who holds it (`None` when another
+    /// node won the race, unread).
+    pub(crate) async fn acquire(&self) -> Result<Result<u64, Option<Leader>>, ClusterError> {
         match self.holder().await? {
-            Holder::Held(_) => Ok(None),
-            Holder::Vacant(revision) => self.swap(revision, self.claim.clone()).await,
+            Holder::Held(leader) => Ok(Err(Some(leader))),
+            Holder::Vacant(revision) => {
+                Ok(self.swap(revision, self.claim.clone()).await?.ok_or(None))
+            }
         }
     }
 

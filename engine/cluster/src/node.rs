@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
-use crate::lease::{Holder, Leader, Lease};
+use crate::lease::{Leader, Lease};
 use crate::log::{self, JetStreamLog};
 
 /// How long a node waits for NATS and JetStream at start.
@@ -345,7 +345,7 @@ impl Campaign {
     ) -> Result<Stage, String> {
         match stage {
             Stage::Following => match self.bounded(lease.acquire()).await {
-                Ok(Some(term)) => {
+                Ok(Ok(term)) => {
                     let mut log_stream = self.joined.log.clone();
                     let target = log::last_seq(&mut log_stream)
                         .await
@@ -359,11 +359,7 @@ impl Campaign {
                         target,
                     })
                 }
-                Ok(None) => {
-                    let leader = match self.bounded(lease.holder()).await {
-                        Ok(Holder::Held(leader)) => Some(leader),
-                        _ => None,
-                    };
+                Ok(Err(leader)) => {
                     self.status.send_if_modified(|status| {
                         let next = Status::Following { leader };
                         let changed = *status != next;
