@@ -32,6 +32,9 @@ pub struct ErrorDetail {
     pub code: ErrorCode,
     /// For people.
     pub message: String,
+    /// With `not_leader`: the URL of the node that takes writes now, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 /// Every machine-readable error code the node answers with (in [`ErrorDetail::code`] and in
@@ -67,6 +70,8 @@ pub enum ErrorCode {
     ChainError,
     /// 400: the sign-in challenge expired.
     ChallengeExpired,
+    /// 503: the cluster's shared values (NATS JetStream) cannot be reached for now.
+    ClusterUnreachable,
     /// 409: the caller pays on another channel already.
     ChannelAlreadyRegistered,
     /// 402: register a payment channel first.
@@ -103,6 +108,9 @@ pub enum ErrorCode {
     NotFinished,
     /// 404: no such endpoint.
     NotFound,
+    /// 503: this node of a cluster follows another and takes no writes; `leader` names the
+    /// node that does (retry there).
+    NotLeader,
     /// 403: the caller is not a party allowed to do this.
     NotOwner,
     /// 409: the provider did not register as relayed.
@@ -203,6 +211,8 @@ impl ErrorCode {
             Self::SessionRequired => "session_required",
             Self::StaleReport => "stale_report",
             Self::Stopping => "stopping",
+            Self::NotLeader => "not_leader",
+            Self::ClusterUnreachable => "cluster_unreachable",
             Self::TextRequired => "text_required",
             Self::UnknownCountry => "unknown_country",
             Self::UnknownDeal => "unknown_deal",
@@ -1236,3 +1246,35 @@ pub use market::{
     ClaimsView, DepthLevelView, LinkSessionRequest, LoginLink, MarketDepthView, MarketTick,
     OfferView, Offers, RecentDeal, RecentDeals,
 };
+
+/// `GET /v1/cluster`: where this node stands in its cluster (public).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct ClusterView {
+    /// This node's id in the cluster; `None` on a node that runs alone.
+    pub node: Option<String>,
+    /// Whether it takes writes.
+    pub role: ClusterRole,
+    /// The leader's term, while this node leads or catches up to lead.
+    pub term: Option<u64>,
+    /// The URL of the node that takes writes, when known (this node's own while it leads).
+    pub leader: Option<String>,
+    /// The last record of the market's log this node applied and made durable: followers
+    /// that show the same number hold the same market.
+    pub applied: u64,
+}
+
+/// A node's part in its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterRole {
+    /// Runs alone: takes every call.
+    Single,
+    /// Applies the leader's records and serves reads; writes get `not_leader`.
+    Following,
+    /// Won the lease; applying the rest of the log before it takes writes.
+    CatchingUp,
+    /// Takes writes.
+    Leading,
+    /// Lost its place (lease lost, fenced off, log unreachable); it exits and is restarted.
+    Stopped,
+}

@@ -48,7 +48,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a node: the matching engine behind the HTTP API.
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
     /// Runs a provider: offers from a TOML file, the egress proxy on those IPs, ready reports.
     Provide {
         /// The provider's TOML file (see `ipsx_cli`'s provide module docs).
@@ -278,7 +278,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Node(args) => node::run(args).await,
+        Command::Node(args) => node::run(*args).await,
         Command::Provide { config } => provide::run(&config).await,
         Command::Register { wallet, port } => {
             let registered = wallet.client().await?.register_provider(port).await?;

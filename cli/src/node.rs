@@ -24,6 +24,13 @@
 //! grace = 3
 //! anchor = "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512"   # DealAnchor: the deal book on chain
 //! anchor_every = 300              # seconds an epoch stays open
+//!
+//! [cluster]                       # leave out to run alone
+//! servers = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222", "nats://10.0.0.3:4222"]
+//! name = "eu"                     # the cluster's streams are IPSX_eu_*
+//! node = "node-1"                 # unique in the cluster
+//! replicas = 3                    # copies JetStream keeps of each stream
+//! lease_ms = 3000                 # a silent leader is replaced after this long
 //! ```
 
 use std::net::SocketAddr;
@@ -123,6 +130,25 @@ pub(crate) struct NodeArgs {
     /// `DATA_DIR/relay.key`.
     #[arg(long, env = "IPSX_ACCEPT_RELAYS")]
     accept_relays: bool,
+    /// Run as one node of a cluster whose market goes through NATS JetStream at these
+    /// servers (comma-separated `nats://host:port`): one node leads and takes writes, the
+    /// others follow and serve reads, and take over when it dies.
+    #[arg(long, env = "IPSX_CLUSTER", value_delimiter = ',')]
+    cluster: Option<Vec<String>>,
+    /// The cluster's name (its JetStream streams are `IPSX_<name>_*`) [default: ipsx].
+    #[arg(long, env = "IPSX_CLUSTER_NAME")]
+    cluster_name: Option<String>,
+    /// This node's id in its cluster, unique there (letters, digits, `-`, `_`).
+    #[arg(long, env = "IPSX_NODE_ID")]
+    node_id: Option<String>,
+    /// Copies JetStream keeps of the cluster's streams: 3 on three servers, 1 on one
+    /// [default: 3].
+    #[arg(long, env = "IPSX_CLUSTER_REPLICAS")]
+    cluster_replicas: Option<usize>,
+    /// Milliseconds a leader may stay silent before another node takes over; failover takes
+    /// about this long [default: 3000].
+    #[arg(long, env = "IPSX_CLUSTER_LEASE_MS")]
+    cluster_lease_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +165,17 @@ struct NodeFile {
     fsync: Option<String>,
     relay: Option<RelayFile>,
     payments: Option<PaymentsFile>,
+    cluster: Option<ClusterFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    servers: Option<Vec<String>>,
+    name: Option<String>,
+    node: Option<String>,
+    replicas: Option<usize>,
+    lease_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,6 +289,42 @@ impl NodeArgs {
             );
         }
         gateway.public_url = self.public_url.or(file.public_url);
+        let cluster_file = file.cluster.unwrap_or_default();
+        if let Some(servers) = self.cluster.or(cluster_file.servers) {
+            let node = self.node_id.or(cluster_file.node).context(
+                "a cluster node needs its id: --node-id (or node under [cluster]), unique in \
+                 the cluster",
+            )?;
+            let advertise = match &gateway.public_url {
+                Some(url) => url.clone(),
+                None if !listen.ip().is_unspecified() && listen.port() != 0 => {
+                    format!("http://{listen}")
+                }
+                None => bail!(
+                    "a cluster node tells clients of the other nodes where it is: give \
+                     --public-url, or a --listen address they reach (not 0.0.0.0 or port 0)"
+                ),
+            };
+            let name = self
+                .cluster_name
+                .or(cluster_file.name)
+                .unwrap_or_else(|| "ipsx".to_owned());
+            let mut cluster =
+                ipsx_engine_cluster::ClusterConfig::new(servers, &name, &node, &advertise);
+            if let Some(replicas) = self.cluster_replicas.or(cluster_file.replicas) {
+                cluster.replicas = replicas;
+            }
+            if let Some(lease) = self.cluster_lease_ms.or(cluster_file.lease_ms) {
+                cluster.lease = Duration::from_millis(lease);
+            }
+            cluster.validate()?;
+            anyhow::ensure!(
+                relay.is_none() && !self.accept_relays,
+                "a relay cannot run in a cluster yet: its providers' connections live on one \
+                 node (run the cluster without --relay-* and --accept-relays)"
+            );
+            gateway.cluster = Some(cluster);
+        }
         gateway.probe = (!self.no_offer_probe).then(|| ipsx_gateway::ProbeSettings::new(""));
         if let Some(prior) = self
             .rating_prior

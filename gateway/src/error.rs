@@ -15,8 +15,10 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: String,
-    /// For 429: seconds until the next call may pass.
+    /// For 429 and 503: seconds until the next call may pass.
     pub retry_after: Option<u64>,
+    /// For `not_leader`: the URL of the node that takes writes.
+    pub leader: Option<String>,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            leader: None,
         }
     }
 
@@ -53,6 +56,7 @@ impl ApiError {
             code: ErrorCode::RateLimited,
             message: format!("too many requests; retry in {seconds} s"),
             retry_after: Some(seconds),
+            leader: None,
         }
     }
 }
@@ -63,6 +67,7 @@ impl IntoResponse for ApiError {
             error: ipsx_api::ErrorDetail {
                 code: self.code,
                 message: self.message,
+                leader: self.leader,
             },
         });
         let mut response = (self.status, body).into_response();

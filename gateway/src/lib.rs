@@ -63,6 +63,7 @@
 //! ```
 
 pub mod anchoring;
+mod cluster;
 mod dashboard;
 pub mod error;
 mod feed;

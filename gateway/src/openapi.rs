@@ -54,6 +54,14 @@ const fn op(
 pub const OPERATIONS: &[Operation] = &[
     op("GET", "/v1/health", "Liveness", None, "Health", false),
     op(
+        "GET",
+        "/v1/cluster",
+        "Where this node stands in its cluster (leader, follower or alone)",
+        None,
+        "ClusterView",
+        false,
+    ),
+    op(
         "POST",
         "/v1/auth/challenge",
         "An EIP-4361 message for a wallet to sign",
@@ -327,6 +335,8 @@ pub const OPERATIONS: &[Operation] = &[
     LeaseTermsView,
     StreamEvent,
     StreamRequest,
+    ClusterView,
+    ClusterRole,
     Health
 )))]
 struct Schemas;

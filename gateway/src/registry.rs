@@ -75,25 +75,32 @@ impl Registry {
         fresh_key: [u8; 32],
     ) -> Result<ProviderEntry, RegistryError> {
         let txn = self.db.begin_write().map_err(db_error)?;
-        let key = {
-            let mut table = txn.open_table(PROVIDERS).map_err(db_error)?;
-            let existing = table
-                .get(&provider.0.0)
-                .map_err(db_error)?
-                .map(|stored| split(stored.value()).0);
-            let key = existing.unwrap_or(fresh_key);
-            let mut value = [0u8; 34];
-            value[..32].copy_from_slice(&key);
-            value[32..].copy_from_slice(&port.to_be_bytes());
-            table.insert(&provider.0.0, &value).map_err(db_error)?;
-            let mut routes = txn.open_table(RELAYED).map_err(db_error)?;
-            if relayed {
-                routes.insert(&provider.0.0, ()).map_err(db_error)?;
-            } else {
-                routes.remove(&provider.0.0).map_err(db_error)?;
-            }
-            key
-        };
+        let existing = txn
+            .open_table(PROVIDERS)
+            .map_err(db_error)?
+            .get(&provider.0.0)
+            .map_err(db_error)?
+            .map(|stored| split(stored.value()).0);
+        let key = existing.unwrap_or(fresh_key);
+        put_entry(&txn, provider, key, port, relayed)?;
+        txn.commit().map_err(db_error)?;
+        Ok(ProviderEntry {
+            key: CredentialKey::new(key),
+            port,
+            relayed,
+        })
+    }
+
+    /// Stores `provider`'s entry as given (a cluster's shared entry, which decided the key).
+    pub fn store(
+        &self,
+        provider: Address,
+        key: [u8; 32],
+        port: u16,
+        relayed: bool,
+    ) -> Result<ProviderEntry, RegistryError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        put_entry(&txn, provider, key, port, relayed)?;
         txn.commit().map_err(db_error)?;
         Ok(ProviderEntry {
             key: CredentialKey::new(key),
@@ -177,6 +184,30 @@ impl Registry {
             })
             .collect())
     }
+}
+
+/// Writes a provider's key, port and route in `txn`.
+fn put_entry(
+    txn: &redb::WriteTransaction,
+    provider: Address,
+    key: [u8; 32],
+    port: u16,
+    relayed: bool,
+) -> Result<(), RegistryError> {
+    let mut value = [0u8; 34];
+    value[..32].copy_from_slice(&key);
+    value[32..].copy_from_slice(&port.to_be_bytes());
+    txn.open_table(PROVIDERS)
+        .map_err(db_error)?
+        .insert(&provider.0.0, &value)
+        .map_err(db_error)?;
+    let mut routes = txn.open_table(RELAYED).map_err(db_error)?;
+    if relayed {
+        routes.insert(&provider.0.0, ()).map_err(db_error)?;
+    } else {
+        routes.remove(&provider.0.0).map_err(db_error)?;
+    }
+    Ok(())
 }
 
 fn split(value: &[u8; 34]) -> ([u8; 32], u16) {

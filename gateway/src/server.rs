@@ -93,6 +93,9 @@ pub struct GatewayConfig {
     /// Anchor the deal book in this `DealAnchor` contract (needs `payments`: the node's key
     /// anchors, through its one sender). Default: none.
     pub anchor: Option<crate::anchoring::AnchorConfig>,
+    /// Run as one node of a cluster (see [`crate::cluster`]): the engine follows the cluster's
+    /// log and leads when it wins the lease. Default: alone.
+    pub cluster: Option<ipsx_engine_cluster::ClusterConfig>,
 }
 
 impl GatewayConfig {
@@ -128,6 +131,7 @@ impl GatewayConfig {
             relay: None,
             probe: None,
             anchor: None,
+            cluster: None,
         }
     }
 }
@@ -156,6 +160,9 @@ pub enum GatewayError {
     /// Anchoring could not be set up (its log, or a contract the node may not anchor in).
     #[error("deal anchoring: {0}")]
     Anchoring(String),
+    /// The cluster could not be joined.
+    #[error(transparent)]
+    Cluster(#[from] ipsx_engine_cluster::ClusterError),
 }
 
 /// A running gateway.
@@ -166,6 +173,8 @@ pub struct GatewayHandle {
     served: tokio::task::JoinHandle<std::io::Result<()>>,
     feed: tokio::task::JoinHandle<()>,
     state: Shared,
+    /// The cluster node the engine runs in, when in a cluster.
+    cluster: crate::cluster::NodeSlot,
 }
 
 impl std::fmt::Debug for GatewayHandle {
@@ -218,7 +227,7 @@ impl GatewayHandle {
 
     /// Stops accepting, lets calls in progress finish, claims every requester proof it holds
     /// on chain, then closes the engine's store.
-    pub async fn shutdown(self) -> Result<(), GatewayError> {
+    pub async fn shutdown(mut self) -> Result<(), GatewayError> {
         self.stop.send_replace(true);
         self.served
             .await
@@ -228,7 +237,14 @@ impl GatewayHandle {
             payments.settle(unix_now(), true).await;
         }
         let shard = lock(&self.state.shard).take();
-        if let Some(mut shard) = shard {
+        if let Some(node) = self.cluster.0.take() {
+            // The cluster node holds the shard too; it shuts it down once the calls still
+            // finishing let go of theirs.
+            drop(shard);
+            tokio::task::spawn_blocking(move || node.shutdown())
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??;
+        } else if let Some(mut shard) = shard {
             // Calls still finishing hold the shard for a moment; the writer must be the last.
             let shard = loop {
                 match Arc::try_unwrap(shard) {
@@ -279,6 +295,10 @@ pub struct AppState {
     pub(crate) recent: crate::dashboard::Recent,
     /// Turns true when the node stops: streams that would never end (server-sent events) end.
     pub(crate) stopping: watch::Receiver<bool>,
+    /// The node's cluster, when it runs in one.
+    pub(crate) cluster: Option<crate::cluster::ClusterLink>,
+    /// The URL clients reach this node at.
+    pub(crate) public_url: String,
 }
 
 type Shared = Arc<AppState>;
@@ -304,10 +324,15 @@ impl AppState {
     }
 
     fn note_engine_down(&self) {
+        self.fail("the engine's writer stopped".to_owned());
+    }
+
+    /// Marks the node failed (once): health turns `engine_down` and [`GatewayHandle::failed`]
+    /// resolves, so the process stops and its supervisor restarts it.
+    pub(crate) fn fail(&self, why: String) {
         if self.failure.borrow().is_none() {
-            tracing::error!("the engine's writer stopped: the node cannot apply anything");
-            self.failure
-                .send_replace(Some("the engine's writer stopped".to_owned()));
+            tracing::error!("{why}: the node cannot apply anything");
+            self.failure.send_replace(Some(why));
         }
     }
 
@@ -325,6 +350,24 @@ impl AppState {
     fn reached<T, E>(&self, result: Result<T, E>) -> Result<T, ApiError> {
         result.map_err(|_| self.unavailable())
     }
+
+    /// A command handed to the shard: refused at once on a follower (`not_leader`), or the
+    /// writer is gone.
+    fn posted(&self, result: Result<(), ipsx_engine_runtime::SubmitError>) -> Result<(), ApiError> {
+        match (result, &self.cluster) {
+            (Err(ipsx_engine_runtime::SubmitError::NotLeader), Some(cluster)) => {
+                Err(cluster.not_leader())
+            }
+            (result, _) => self.reached(result),
+        }
+    }
+
+    /// Refuses unless this node takes writes (only a cluster's follower does not).
+    pub(crate) fn require_leader(&self) -> Result<(), ApiError> {
+        self.cluster
+            .as_ref()
+            .map_or(Ok(()), crate::cluster::ClusterLink::require_leader)
+    }
 }
 
 /// Locks a mutex; a panic elsewhere while holding it does not poison the node.
@@ -335,7 +378,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The retention is part of the engine's journaled state: a new one is a command.
-fn set_deal_retention(shard: &ShardHandle, seconds: u64) -> Result<(), GatewayError> {
+pub(crate) fn set_deal_retention(shard: &ShardHandle, seconds: u64) -> Result<(), GatewayError> {
     let current = shard
         .query(|engine| engine.config().deal_retention)
         .map_err(|e| GatewayError::Config(e.to_string()))?;
@@ -360,13 +403,41 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     let mut shard_config = ShardConfig::new(store);
     shard_config.tick_every = config.engine_tick;
     let retention = config.deal_retention;
-    let shard = tokio::task::spawn_blocking(move || {
-        let shard = ShardHandle::start(shard_config)?;
-        set_deal_retention(&shard, retention)?;
-        Ok::<_, GatewayError>(shard)
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
+    let mut session_key = config.session_key;
+    let (shard, cluster) = match &config.cluster {
+        None => {
+            let shard = tokio::task::spawn_blocking(move || {
+                let shard = ShardHandle::start(shard_config)?;
+                set_deal_retention(&shard, retention)?;
+                Ok::<_, GatewayError>(shard)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+            (Arc::new(shard), None)
+        }
+        Some(cluster) => {
+            check_cluster_settings(&config)?;
+            let shared = ipsx_engine_cluster::Shared::open(cluster).await?;
+            session_key = crate::cluster::session_key(&shared, session_key).await?;
+            let settings = cluster.clone();
+            let node = tokio::task::spawn_blocking(move || {
+                ipsx_engine_cluster::ClusterNode::start(shard_config, settings)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+            let link = crate::cluster::ClusterLink {
+                node: cluster.node.clone(),
+                status: node.watch(),
+                shared,
+            };
+            (Arc::clone(node.shard()), Some((node, link)))
+        }
+    };
+    let (cluster_node, cluster) = match cluster {
+        Some((node, link)) => (Some(node), Some(link)),
+        None => (None, None),
+    };
+    let cluster_node = crate::cluster::NodeSlot(cluster_node);
     let registry = Registry::open(&config.data_dir.join("node.redb"))?;
     let history = crate::history::History::open(&config.data_dir.join("history.redb"))?;
     let payments = match config.payments.clone() {
@@ -406,10 +477,10 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     let (stop, mut stopped) = watch::channel(false);
     let state = Arc::new(AppState {
         metrics: Arc::new(Metrics::default()),
-        shard: Mutex::new(Some(Arc::new(shard))),
+        shard: Mutex::new(Some(shard)),
         registry: Arc::new(registry),
         history: Arc::new(history),
-        sign_in: SignIn::new(domain, config.sign_in, config.session_key),
+        sign_in: SignIn::new(domain, config.sign_in, session_key),
         per_session: Mutex::new(RateLimiter::new(config.session_rate, 100_000)),
         per_ip: Mutex::new(RateLimiter::new(config.anonymous_rate, 100_000)),
         origin: Instant::now(),
@@ -422,9 +493,24 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         anchoring,
         recent: crate::dashboard::Recent::default(),
         stopping: stop.subscribe(),
+        cluster,
+        public_url,
     });
     let app = router(Arc::clone(&state), config.max_body);
     let feed = tokio::spawn(crate::feed::run(Arc::clone(&state), stop.subscribe()));
+    if let Some(link) = &state.cluster {
+        tokio::spawn(crate::cluster::follow_registry(
+            link.shared.clone(),
+            Arc::clone(&state.registry),
+            stop.subscribe(),
+        ));
+        tokio::spawn(crate::cluster::follow_status(
+            Arc::clone(&state),
+            link.status.clone(),
+            retention,
+            stop.subscribe(),
+        ));
+    }
     if let Some(payments) = &state.payments {
         tokio::spawn(Arc::clone(payments).watch(stop.subscribe()));
         if let Some(anchoring) = &state.anchoring {
@@ -461,7 +547,28 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         served,
         feed,
         state,
+        cluster: cluster_node,
     })
+}
+
+/// What a node in a cluster cannot run yet: the parts whose state lives on one node only.
+fn check_cluster_settings(config: &GatewayConfig) -> Result<(), GatewayError> {
+    let refuse = |what: &str| {
+        Err(GatewayError::Config(format!(
+            "{what} cannot run in a cluster yet: its state lives on one node (run the cluster \
+             without it, or one node alone)"
+        )))
+    };
+    if config.payments.is_some() {
+        return refuse("payments");
+    }
+    if config.anchor.is_some() {
+        return refuse("anchoring");
+    }
+    if config.relay.is_some() {
+        return refuse("the relay");
+    }
+    Ok(())
 }
 
 /// Opens the anchoring log after checking the node may anchor in the contract.
@@ -502,6 +609,7 @@ fn router(state: Shared, max_body: usize) -> Router {
         .with_state(Arc::clone(&metrics));
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/cluster", get(crate::cluster::view))
         .route("/", get(crate::dashboard::index))
         .route("/assets/{*path}", get(crate::dashboard::asset))
         .route("/v1/market/depth", get(crate::dashboard::depth))
@@ -841,7 +949,7 @@ impl AppState {
     ) -> Result<(Vec<Event>, R), ApiError> {
         let shard = self.shard()?;
         let (answer, answered) = tokio::sync::oneshot::channel();
-        self.reached(shard.submit_then(
+        self.posted(shard.submit_then(
             kind,
             move |outcome, engine| {
                 outcome.result.map(|events| {
@@ -886,7 +994,7 @@ fn engine_down() -> ApiError {
     )
 }
 
-fn internal(message: String) -> ApiError {
+pub(crate) fn internal(message: String) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::Internal,
@@ -900,6 +1008,8 @@ async fn place_offer(
     ApiJson(body): ApiJson<OfferBody>,
 ) -> Result<(StatusCode, Json<OfferPlaced>), ApiError> {
     let spec = offer_spec(&body, provider, unix_now())?;
+    // Probing IPs is work only the node that places the offer should do.
+    state.require_leader()?;
     let registered = state
         .registry
         .provider(provider)
@@ -970,6 +1080,31 @@ impl AppState {
         Some((relay.key.clone(), at))
     }
 
+    /// In a cluster, a provider registered through another node may not have reached this
+    /// node's registry yet (its copy follows the shared values): the deals' providers that
+    /// `caller` gets endpoints for are read from the shared values first.
+    async fn know_providers(&self, deals: &[DealView], caller: Address) -> Result<(), ApiError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let mut missing: Vec<Address> = Vec::new();
+        for deal in deals.iter().filter(|deal| deal.requester == caller) {
+            if !missing.contains(&deal.provider)
+                && self
+                    .registry
+                    .provider(deal.provider)
+                    .map_err(|e| internal(e.to_string()))?
+                    .is_none()
+            {
+                missing.push(deal.provider);
+            }
+        }
+        for provider in missing {
+            cluster.fetch_provider(&self.registry, provider).await?;
+        }
+        Ok(())
+    }
+
     fn lease_view(&self, deal: DealView, caller: Address) -> Result<LeaseView, ApiError> {
         let endpoints = if deal.requester == caller {
             self.registry
@@ -1014,6 +1149,7 @@ async fn lease(
     state.metrics.lease_requests.inc();
     state.metrics.ips_leased.inc_by(u64::from(leased));
     state.metrics.deals.inc_by(deals.len() as u64);
+    state.know_providers(&deals, requester).await?;
     let deals = deals
         .into_iter()
         .map(|deal| state.lease_view(deal, requester))
@@ -1095,6 +1231,7 @@ async fn deals(
     .map_err(|e| internal(e.to_string()))?
     .map_err(|e| internal(e.to_string()))?;
     let (page, next) = merge_pages(live, old, limit);
+    state.know_providers(&page, caller).await?;
     let deals = page
         .into_iter()
         .map(|deal| state.lease_view(deal, caller))
@@ -1208,18 +1345,28 @@ async fn register_provider(
     if body.relayed && state.relay.is_none() {
         return Err(no_relay());
     }
+    state.require_leader()?;
     if let Some(payments) = &state.payments {
         payments.ensure_provider_channel(provider).await?;
     }
     let mut fresh = [0u8; 32];
     getrandom::fill(&mut fresh).map_err(|e| internal(e.to_string()))?;
-    let registry = Arc::clone(&state.registry);
-    let entry = tokio::task::spawn_blocking(move || {
-        registry.register(provider, body.port, body.relayed, fresh)
-    })
-    .await
-    .map_err(|e| internal(e.to_string()))?
-    .map_err(|e| internal(e.to_string()))?;
+    let entry = match &state.cluster {
+        Some(cluster) => {
+            cluster
+                .register_provider(&state.registry, provider, body.port, body.relayed, fresh)
+                .await?
+        }
+        None => {
+            let registry = Arc::clone(&state.registry);
+            tokio::task::spawn_blocking(move || {
+                registry.register(provider, body.port, body.relayed, fresh)
+            })
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|e| internal(e.to_string()))?
+        }
+    };
     Ok(Json(ProviderRegistered {
         provider,
         port: entry.port,
@@ -1309,6 +1456,9 @@ async fn deal_move(
             format!("unknown deal {deal}"),
         )
     })?;
+    state
+        .know_providers(std::slice::from_ref(&found), caller)
+        .await?;
     Ok(Json(state.lease_view(found, caller)?))
 }
 

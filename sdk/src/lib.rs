@@ -31,6 +31,20 @@
 //!
 //! Errors keep the node's machine-readable code ([`SdkError::Api`]), so callers can branch on
 //! `unknown_country`, `rate_limited` and the like.
+//!
+//! ## A cluster of nodes
+//!
+//! [`Client::with_nodes`] (or [`Client::new`] with comma-separated URLs) talks to a cluster:
+//! any node serves reads and sign-in, the leader takes writes. A call that a follower refuses
+//! with `not_leader` goes to the leader it names; a node that cannot be reached, or that is
+//! stopping, is passed over for the next one in the list, for up to
+//! [`Client::failover_within`]. A write is sent again only when the node surely did not
+//! apply it (refused, or never connected); a write whose answer was lost on the way
+//! (connection cut mid-call, `engine_down`) comes back as an error, since it may have been
+//! applied: look at [`Client::deals`] before leasing again.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use alloy_signer::SignerSync;
 use reqwest::{Method, StatusCode};
@@ -62,6 +76,8 @@ pub enum SdkError {
         code: ErrorCode,
         /// Its message.
         message: String,
+        /// With `not_leader`: the node that takes writes, when the refusing node knew it.
+        leader: Option<String>,
     },
     /// The node could not be reached, or answered something that is not the API.
     #[error("talking to the node: {0}")]
@@ -96,21 +112,77 @@ impl SdkError {
     }
 }
 
-/// A connection to one node, signed in or not.
+/// How long a call keeps looking for a node that takes it, by default.
+const FAILOVER_WITHIN: Duration = Duration::from_secs(20);
+
+/// How long a call waits after every node of the list failed it once, before the next round.
+const ROUND_PAUSE: Duration = Duration::from_millis(200);
+
+/// A connection to a node (or to a cluster's nodes), signed in or not.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    nodes: Arc<Nodes>,
     session: Option<SessionResponse>,
+    failover_within: Duration,
+}
+
+/// The nodes a client knows, and the one it talks to now (shared by its clones).
+#[derive(Debug)]
+struct Nodes {
+    list: Vec<String>,
+    current: Mutex<String>,
 }
 
 impl Client {
-    /// A client for the node at `base` (e.g. `http://127.0.0.1:7700`).
+    /// A client for the node at `base` (e.g. `http://127.0.0.1:7700`); several nodes of a
+    /// cluster may be given, separated by commas (see [`Client::with_nodes`]).
     pub fn new(base: impl Into<String>) -> Self {
+        Self::with_nodes(base.into().split(','))
+    }
+
+    /// A client for a cluster's nodes: calls go to the first, and move to the leader or the
+    /// next node when one refuses or cannot be reached (see the crate docs).
+    pub fn with_nodes<I>(nodes: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let list: Vec<String> = nodes
+            .into_iter()
+            .map(|node| node.as_ref().trim().trim_end_matches('/').to_owned())
+            .filter(|node| !node.is_empty())
+            .collect();
+        let first = list.first().cloned().unwrap_or_default();
         Self {
             http: reqwest::Client::new(),
-            base: base.into().trim_end_matches('/').to_owned(),
+            nodes: Arc::new(Nodes {
+                list,
+                current: Mutex::new(first),
+            }),
             session: None,
+            failover_within: FAILOVER_WITHIN,
+        }
+    }
+
+    /// How long a call keeps looking for a node that takes it [default: 20 s].
+    pub fn failover_within(mut self, within: Duration) -> Self {
+        self.failover_within = within;
+        self
+    }
+
+    /// The node calls go to now.
+    pub fn node(&self) -> String {
+        self.nodes.current()
+    }
+
+    /// This client (and its session) talking to `node` only, with no failover: to read what
+    /// one node of a cluster holds.
+    pub fn at(&self, node: &str) -> Client {
+        Client {
+            session: self.session.clone(),
+            failover_within: self.failover_within,
+            ..Client::with_nodes([node])
         }
     }
 
@@ -119,31 +191,33 @@ impl Client {
         self.session.as_ref()
     }
 
-    /// Signs in with `wallet` (the key never leaves this process).
+    /// Signs in with `wallet` (the key never leaves this process). The challenge and its
+    /// answer go to the same node; a session is good on every node of a cluster.
     pub async fn sign_in(&mut self, wallet: &Wallet) -> Result<&SessionResponse, SdkError> {
-        let challenge: ChallengeResponse = self
-            .send(
-                Method::POST,
-                "/v1/auth/challenge",
-                Some(&ChallengeRequest {
-                    address: wallet.address().to_string(),
-                }),
-                false,
-            )
-            .await?;
-        let signature = wallet
-            .sign_message_sync(challenge.message.as_bytes())
-            .map_err(|e| SdkError::Signing(e.to_string()))?;
-        let session: SessionResponse = self
-            .send(
-                Method::POST,
-                "/v1/auth/session",
-                Some(&SessionRequest {
-                    nonce: challenge.nonce,
-                    signature: format!("0x{}", alloy_primitives::hex::encode(signature.as_bytes())),
-                }),
-                false,
-            )
+        let http = &self.http;
+        let session = self
+            .failing_over(true, |base| async move {
+                let challenge: ChallengeResponse = answer(
+                    http.post(format!("{base}/v1/auth/challenge"))
+                        .json(&ChallengeRequest {
+                            address: wallet.address().to_string(),
+                        }),
+                )
+                .await?;
+                let signature = wallet
+                    .sign_message_sync(challenge.message.as_bytes())
+                    .map_err(|e| SdkError::Signing(e.to_string()))?;
+                answer::<SessionResponse>(http.post(format!("{base}/v1/auth/session")).json(
+                    &SessionRequest {
+                        nonce: challenge.nonce,
+                        signature: format!(
+                            "0x{}",
+                            alloy_primitives::hex::encode(signature.as_bytes())
+                        ),
+                    },
+                ))
+                .await
+            })
             .await?;
         Ok(self.session.insert(session))
     }
@@ -223,8 +297,14 @@ impl Client {
     /// One page of the wallet's deals (`GET /v1/deals`); pass its `next` as the next query's
     /// `cursor`.
     pub async fn deals_page(&self, query: &DealsQuery) -> Result<Deals, SdkError> {
-        let request = self.request(Method::GET, "/v1/deals", true)?.query(query);
-        answer(request).await
+        self.failing_over(true, |base| async move {
+            answer(
+                self.request(&base, Method::GET, "/v1/deals", true)?
+                    .query(query),
+            )
+            .await
+        })
+        .await
     }
 
     /// A one-time login link that opens the node's dashboard signed in as this wallet.
@@ -313,7 +393,7 @@ impl Client {
     /// Opens this wallet's event stream (deals, lease terms, payments, cut-offs).
     pub async fn stream(&self) -> Result<EventStream, SdkError> {
         let session = self.session.as_ref().ok_or(SdkError::NotSignedIn)?;
-        EventStream::connect(&self.base, &session.token).await
+        EventStream::connect(&self.node(), &session.token).await
     }
 
     async fn deal_action(&self, deal: u64, action: &str) -> Result<LeaseView, SdkError> {
@@ -333,26 +413,120 @@ impl Client {
         body: Option<&B>,
         signed: bool,
     ) -> Result<R, SdkError> {
-        let mut request = self.request(method, path, signed)?;
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        answer(request).await
+        let idempotent = method == Method::GET;
+        let method = &method;
+        self.failing_over(idempotent, |base| async move {
+            let mut request = self.request(&base, method.clone(), path, signed)?;
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            answer(request).await
+        })
+        .await
     }
 
-    /// A call to `path`, with the session when `signed`.
+    /// Runs `call` against the current node and, while it fails in a way another node can
+    /// take (see [`failover`]), against the leader named or the next node, until
+    /// `failover_within` passes.
+    async fn failing_over<R, F>(
+        &self,
+        idempotent: bool,
+        call: impl Fn(String) -> F,
+    ) -> Result<R, SdkError>
+    where
+        F: std::future::Future<Output = Result<R, SdkError>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.failover_within;
+        let mut tried = 0;
+        loop {
+            let base = self.nodes.current();
+            let error = match call(base.clone()).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            let Some(leader) = failover(&error, idempotent) else {
+                return Err(error);
+            };
+            let named = leader.is_some();
+            if (self.nodes.list.len() < 2 && !named) || tokio::time::Instant::now() >= deadline {
+                return Err(error);
+            }
+            tried += 1;
+            if tried >= self.nodes.list.len().max(1) && !named {
+                // Every node failed once: give the cluster a moment to elect a leader.
+                tried = 0;
+                tokio::time::sleep(ROUND_PAUSE).await;
+            }
+            self.nodes.move_on(&base, leader);
+        }
+    }
+
+    /// A call to `path` at `base`, with the session when `signed`.
     fn request(
         &self,
+        base: &str,
         method: Method,
         path: &str,
         signed: bool,
     ) -> Result<reqwest::RequestBuilder, SdkError> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        let mut request = self.http.request(method, format!("{base}{path}"));
         if signed {
             let session = self.session.as_ref().ok_or(SdkError::NotSignedIn)?;
             request = request.bearer_auth(&session.token);
         }
         Ok(request)
+    }
+}
+
+impl Nodes {
+    fn current(&self) -> String {
+        self.current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// After `failed` failed a call: the leader it named, or the node after it in the list.
+    /// Another call that moved on already wins.
+    fn move_on(&self, failed: &str, leader: Option<String>) {
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *current != failed {
+            return;
+        }
+        *current = match leader {
+            Some(leader) => leader.trim_end_matches('/').to_owned(),
+            None => {
+                let at = self.list.iter().position(|node| node == failed);
+                let next = at.map_or(0, |at| (at + 1) % self.list.len().max(1));
+                self.list.get(next).cloned().unwrap_or_default()
+            }
+        };
+    }
+}
+
+/// Whether another node may take a call that failed with `error`: `Some(leader)` when it may
+/// (the leader named, if any), `None` when the error is the answer. A call that may have been
+/// applied is tried again only if it is `idempotent`.
+fn failover(error: &SdkError, idempotent: bool) -> Option<Option<String>> {
+    match error {
+        SdkError::Api {
+            code: ErrorCode::NotLeader,
+            leader,
+            ..
+        } => Some(leader.clone()),
+        SdkError::Api {
+            code: ErrorCode::Stopping | ErrorCode::ClusterUnreachable,
+            ..
+        } => Some(None),
+        SdkError::Api {
+            code: ErrorCode::EngineDown,
+            ..
+        } if idempotent => Some(None),
+        SdkError::Transport(error) if error.is_connect() || idempotent => Some(None),
+        _ => None,
     }
 }
 
@@ -367,16 +541,18 @@ async fn answer<R: DeserializeOwned>(request: reqwest::RequestBuilder) -> Result
 }
 
 fn api_error(status: StatusCode, body: Option<ErrorBody>) -> SdkError {
-    let (code, message) = match body {
-        Some(body) => (body.error.code, body.error.message),
+    let (code, message, leader) = match body {
+        Some(body) => (body.error.code, body.error.message, body.error.leader),
         None => (
             ErrorCode::Unknown,
             format!("the node answered {status} without an error body"),
+            None,
         ),
     };
     SdkError::Api {
         status: status.as_u16(),
         code,
         message,
+        leader,
     }
 }

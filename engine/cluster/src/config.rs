@@ -102,6 +102,16 @@ impl ClusterConfig {
     pub fn lease_subject(&self) -> String {
         format!("ipsx.{}.lease", self.name)
     }
+
+    /// The stream of values the nodes share ([`crate::shared`]).
+    pub fn shared_stream(&self) -> String {
+        format!("IPSX_{}_SHARED", self.name)
+    }
+
+    /// The subject prefix of shared values (one subject per key below it).
+    pub fn shared_prefix(&self) -> String {
+        format!("ipsx.{}.shared", self.name)
+    }
 }
 
 #[cfg(test)]

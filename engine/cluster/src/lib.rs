@@ -19,6 +19,10 @@
 //!   ([`Status::Stopped`]) and is restarted from disk by its owner.
 //! * [`log`](crate::log): the record stream, the leader's appender and the followers' reader.
 //! * [`lease`](crate::lease): who leads, and the term the de-duplication ids carry.
+//! * [`shared`]: small values every node must hold alike (a shared secret, providers'
+//!   proxy keys), one JetStream subject per key, written by compare-and-set.
+//! * [`check`]: a stopped node's market brought to the log's end, and the double-booking
+//!   check, for stories and drills.
 //! * [`local`]: nats-server processes on loopback, for tests, benchmarks and trying it out.
 //!
 //! Nothing a leader acknowledged can be lost while a majority of the servers lives: it
@@ -46,14 +50,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod lease;
 pub mod local;
 pub mod log;
 pub mod node;
+pub mod shared;
 
 pub use config::ClusterConfig;
 pub use error::ClusterError;
 pub use lease::Leader;
 pub use node::{ClusterNode, Status};
+pub use shared::{Entry, Shared};

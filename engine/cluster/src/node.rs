@@ -32,6 +32,9 @@ use crate::log::{self, JetStreamLog};
 /// How long a node waits for NATS and JetStream at start.
 const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 
+/// How long [`ClusterNode::shutdown`] waits for other holders of the shard to let go.
+const SHARD_RELEASE_WITHIN: Duration = Duration::from_secs(10);
+
 /// How soon a leader tries again after a renewal failed.
 const RENEW_RETRY: Duration = Duration::from_millis(50);
 
@@ -156,14 +159,27 @@ impl ClusterNode {
 
     /// Lets the lease go (if held), stops following, and shuts the shard down with a final
     /// snapshot.
+    ///
+    /// Clones of [`ClusterNode::shard`] held elsewhere (calls still finishing) are waited for,
+    /// up to ten seconds.
     pub fn shutdown(mut self) -> Result<(), ClusterError> {
         self.stop_tasks();
-        let shard = self.shard.take().expect("the shard is taken only here");
-        match Arc::try_unwrap(shard) {
-            Ok(shard) => Ok(shard.shutdown()?),
-            Err(_) => Err(ClusterError::Config(
-                "the shard is still shared: drop every clone of it before shutting down".into(),
-            )),
+        let mut shard = self.shard.take().expect("the shard is taken only here");
+        let deadline = Instant::now() + SHARD_RELEASE_WITHIN;
+        loop {
+            match Arc::try_unwrap(shard) {
+                Ok(shard) => return Ok(shard.shutdown()?),
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(ClusterError::Config(
+                        "the shard is still shared: drop every clone of it before shutting down"
+                            .into(),
+                    ));
+                }
+                Err(shared) => {
+                    shard = shared;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
         }
     }
 
@@ -196,38 +212,44 @@ struct Joined {
 
 async fn join(config: &ClusterConfig) -> Result<Joined, ClusterError> {
     let deadline = Instant::now() + CONNECT_WITHIN;
-    let unreachable = |reason: String| ClusterError::Unreachable {
-        servers: config.servers.join(","),
-        reason,
-    };
-    let connect = |role: &str| {
-        let options = async_nats::ConnectOptions::new()
-            .name(format!("ipsx-{}-{role}", config.node))
-            .retry_on_initial_connect();
-        async move {
-            tokio::time::timeout(CONNECT_WITHIN, options.connect(config.servers.clone()))
-                .await
-                .map_err(|_| unreachable("no server answered".into()))?
-                .map_err(|e| unreachable(e.to_string()))
-        }
-    };
-    let client = connect("log").await?;
-    let lease_client = connect("lease").await?;
-    let context = |client: &async_nats::Client| {
-        jetstream::ContextBuilder::new()
-            .timeout(config.ack_timeout)
-            // A big group waits for room rather than failing.
-            .backpressure_on_inflight(true)
-            .build(client.clone())
-    };
-    let js = context(&client);
+    let client = connect(config, "log").await?;
+    let lease_client = connect(config, "lease").await?;
+    let js = context(config, &client);
     let log = log::ensure_streams(&js, config, deadline).await?;
     Ok(Joined {
-        lease_js: context(&lease_client),
+        lease_js: context(config, &lease_client),
         client,
         js,
         log,
     })
+}
+
+/// A connection to the cluster's NATS servers, named after the node and its `role`; the
+/// client fails over between the servers on its own.
+pub(crate) async fn connect(
+    config: &ClusterConfig,
+    role: &str,
+) -> Result<async_nats::Client, ClusterError> {
+    let unreachable = |reason: String| ClusterError::Unreachable {
+        servers: config.servers.join(","),
+        reason,
+    };
+    let options = async_nats::ConnectOptions::new()
+        .name(format!("ipsx-{}-{role}", config.node))
+        .retry_on_initial_connect();
+    tokio::time::timeout(CONNECT_WITHIN, options.connect(config.servers.clone()))
+        .await
+        .map_err(|_| unreachable("no server answered".into()))?
+        .map_err(|e| unreachable(e.to_string()))
+}
+
+/// A JetStream context whose calls give up after the cluster's `ack_timeout`.
+pub(crate) fn context(config: &ClusterConfig, client: &async_nats::Client) -> jetstream::Context {
+    jetstream::ContextBuilder::new()
+        .timeout(config.ack_timeout)
+        // A big group waits for room rather than failing.
+        .backpressure_on_inflight(true)
+        .build(client.clone())
 }
 
 /// The task that follows, reaches for the lease, promotes and renews.

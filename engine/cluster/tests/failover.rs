@@ -3,9 +3,8 @@
 //! every deal any leader acknowledged is on every node, which all reach the same state hash,
 //! with no IP booked twice at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -13,10 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ipsx_engine::{DealId, Engine, Timestamp};
+use ipsx_engine::DealId;
+use ipsx_engine_cluster::check;
 use ipsx_engine_cluster::local::LocalNats;
-use ipsx_engine_cluster::{ClusterConfig, ClusterNode, Status};
-use ipsx_engine_runtime::{ShardConfig, StoreConfig};
 
 /// A node's process and the pipe whose closing stops it.
 type Running = (Child, Option<ChildStdin>);
@@ -251,57 +249,6 @@ fn acknowledged(nodes: &[Node]) -> usize {
     nodes.iter().map(|node| node.printed("ack")).sum()
 }
 
-/// Opens a stopped node's data folder as a cluster member that does not tick, catches it up
-/// to the log's end, and reads its state.
-fn caught_up(data: &Path, nats: &[String]) -> (u64, [u8; 32], Engine) {
-    let mut shard = ShardConfig::new(StoreConfig::new(data));
-    shard.tick_every = None;
-    let cluster = ClusterConfig::new(nats.to_vec(), "ipsx", "checker", "");
-
-    let node = ClusterNode::start(shard, cluster).expect("rejoins");
-    let end = node.log_end().expect("log end");
-    wait("catching up with the log", Duration::from_secs(60), || {
-        node.shard().stats().durable_seq.load(Ordering::Acquire) >= end
-    });
-    assert!(!matches!(node.status(), Status::Stopped(_)));
-    let (hash, engine) = node
-        .shard()
-        .query(|engine| {
-            let snapshot = engine.snapshot();
-            (engine.state_hash(), Engine::restore(snapshot))
-        })
-        .expect("read");
-    node.shutdown().expect("stops");
-    (end, hash, engine)
-}
-
-/// No IP is held by two deals at once: a deal holds its IPs from its start until its end or
-/// its close, whichever comes first.
-fn assert_no_ip_booked_twice(engine: &Engine) {
-    let mut held: HashMap<IpAddr, Vec<(Timestamp, Timestamp, DealId)>> = HashMap::new();
-    for deal in engine.deals() {
-        let until = deal
-            .closed_at
-            .map_or(deal.end, |closed| closed.min(deal.end));
-        for ip in &deal.ips {
-            held.entry(*ip)
-                .or_default()
-                .push((deal.start, until, deal.id));
-        }
-    }
-    for (ip, mut spans) in held {
-        spans.sort();
-        for pair in spans.windows(2) {
-            assert!(
-                pair[0].1 <= pair[1].0,
-                "{ip} held by deals {:?} and {:?} at once",
-                pair[0].2,
-                pair[1].2
-            );
-        }
-    }
-}
-
 #[test]
 fn the_cluster_survives_a_dead_nats_server_and_a_dead_leader_and_loses_no_acknowledged_deal() {
     // IPSX_KEEP=1 keeps the folder (logs, stores) for a look after a failure.
@@ -376,7 +323,10 @@ fn the_cluster_survives_a_dead_nats_server_and_a_dead_leader_and_loses_no_acknow
     }
     let mut states = Vec::new();
     for data in &datas {
-        states.push(caught_up(data, &nats));
+        states.push(
+            check::caught_up(data, &nats, "ipsx", Duration::from_secs(60))
+                .expect("a stopped node catches up with the log"),
+        );
     }
     let (end, hash, engine) = &states[0];
     for (other_end, other_hash, _) in &states[1..] {
@@ -398,5 +348,9 @@ fn the_cluster_survives_a_dead_nats_server_and_a_dead_leader_and_loses_no_acknow
         );
     }
     assert!(acked.len() >= 900, "{} deals acknowledged", acked.len());
-    assert_no_ip_booked_twice(engine);
+    assert_eq!(
+        check::double_booked(engine),
+        None,
+        "no IP held twice at once"
+    );
 }

@@ -1,0 +1,463 @@
+//! Three `ipsx node --cluster` processes over three nats-servers on loopback, run the way an
+//! operator runs them: a supervisor starts a node again when it exits. A provider registers and
+//! offers, and a fleet leases single IPs from two tasks, each through one SDK client that
+//! knows all three nodes. Then a nats-server is killed with SIGKILL, then the leading node:
+//! the fleet's client finds the new leader by itself and leasing goes on.
+//!
+//! Checked at the end: a follower refuses writes with `not_leader` naming the leader; a
+//! session made on one node is good on the others; every deal any leader acknowledged is read
+//! back from every node; the provider's proxy key is the same on every node; and once all
+//! nodes stopped, each brought to the log's end holds the same state hash, every acknowledged
+//! deal, and no IP held by two deals at once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{IPSX, free_port};
+use ipsx_engine::DealId;
+use ipsx_engine_cluster::check;
+use ipsx_engine_cluster::local::LocalNats;
+use ipsx_sdk::{
+    Client, ClusterRole, ClusterView, ErrorBody, ErrorCode, IpKind, LeaseBody, OfferBody, Protocol,
+    TokenAmount, Wallet,
+};
+
+const PRICE: u128 = 1_000;
+
+/// An `ipsx node` process kept running by a supervisor thread, as systemd's `Restart=` would.
+struct Supervised {
+    url: String,
+    data: PathBuf,
+    pid: Arc<AtomicU32>,
+    starts: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    /// While set, a node that exits is not started again (its machine is down).
+    held: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Supervised {
+    fn start(id: &str, dir: &Path, nats: &[String]) -> Supervised {
+        let port = free_port(&["127.0.0.1"]);
+        let url = format!("http://127.0.0.1:{port}");
+        let data = dir.join(id);
+        let log = dir.join(format!("{id}.log"));
+        let args: Vec<String> = [
+            "node",
+            "--no-offer-probe",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            &data.display().to_string(),
+            "--cluster",
+            &nats.join(","),
+            "--node-id",
+            id,
+            // The fleet's two tasks lease as fast as the cluster answers.
+            "--session-rate",
+            "100000",
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+        let pid = Arc::new(AtomicU32::new(0));
+        let starts = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let held = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread = {
+            let (pid, starts, stop) = (Arc::clone(&pid), Arc::clone(&starts), Arc::clone(&stop));
+            let held = Arc::clone(&held);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let (lock, turned) = &*held;
+                    drop(
+                        turned
+                            .wait_while(lock.lock().expect("hold"), |held| *held)
+                            .expect("hold"),
+                    );
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let stderr = File::options()
+                        .create(true)
+                        .append(true)
+                        .open(&log)
+                        .expect("log file");
+                    let mut child = Command::new(IPSX)
+                        .args(&args)
+                        .env("RUST_LOG", "info")
+                        .stdout(Stdio::null())
+                        .stderr(stderr)
+                        .spawn()
+                        .expect("ipsx node starts");
+                    pid.store(child.id(), Ordering::SeqCst);
+                    starts.fetch_add(1, Ordering::SeqCst);
+                    let _ = child.wait();
+                }
+            })
+        };
+        Supervised {
+            url,
+            data,
+            pid,
+            starts,
+            stop,
+            held,
+            thread: Some(thread),
+        }
+    }
+
+    fn hold(&self, held: bool) {
+        let (lock, turned) = &*self.held;
+        *lock.lock().expect("hold") = held;
+        turned.notify_all();
+    }
+
+    fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.pid.load(Ordering::SeqCst).to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Stops the node for good (SIGTERM: a clean stop) and waits for it.
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.signal("-TERM");
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.hold(false);
+        self.signal("-KILL");
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn view(http: &reqwest::Client, node: &Supervised) -> Option<ClusterView> {
+    let response = http
+        .get(format!("{}/v1/cluster", node.url))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
+/// Polls until `done` holds, or panics naming `what` after `within`.
+async fn until<T>(what: &str, within: Duration, mut done: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = done().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The node that leads, once one does.
+async fn leader(http: &reqwest::Client, nodes: &[Supervised], within: Duration) -> usize {
+    until("a leader", within, async || {
+        let mut leading = None;
+        for (at, node) in nodes.iter().enumerate() {
+            // A node that is down does not answer; the others still tell.
+            if view(http, node)
+                .await
+                .is_some_and(|view| view.role == ClusterRole::Leading)
+            {
+                leading = Some(at);
+            }
+        }
+        leading
+    })
+    .await
+}
+
+/// What the fleet saw: deals acknowledged (id → IP, start and proxy password) and calls that
+/// failed.
+#[derive(Default)]
+struct Seen {
+    acked: BTreeMap<u64, (IpAddr, u64, String)>,
+    failures: BTreeMap<String, usize>,
+}
+
+async fn lease_until(fleet: Client, seen: Arc<Mutex<Seen>>, stop: Arc<AtomicBool>) {
+    let want = LeaseBody::new(1, 5, TokenAmount(PRICE)).countries(["DE"]);
+    while !stop.load(Ordering::SeqCst) {
+        match fleet.lease(&want).await {
+            Ok(leased) => {
+                let mut seen = seen.lock().expect("seen");
+                for lease in leased.deals {
+                    let password = lease
+                        .endpoints
+                        .first()
+                        .map(|endpoint| endpoint.password.clone())
+                        .unwrap_or_default();
+                    let deal = lease.deal;
+                    let again = seen
+                        .acked
+                        .insert(deal.deal, (deal.ips[0], deal.start, password));
+                    assert!(again.is_none(), "deal {} acknowledged twice", deal.deal);
+                }
+            }
+            // A write whose answer was lost (the leader died mid-call) comes back as an error:
+            // it may or may not have been applied, and the fleet goes on.
+            Err(error) => {
+                let kind = match error.code() {
+                    Some(code) => code.to_string(),
+                    None => "transport".to_owned(),
+                };
+                *seen.lock().expect("seen").failures.entry(kind).or_default() += 1;
+            }
+        }
+    }
+}
+
+fn acked(seen: &Mutex<Seen>) -> usize {
+    seen.lock().expect("seen").acked.len()
+}
+
+async fn more_acks(seen: &Mutex<Seen>, count: usize, what: &str) {
+    let target = acked(seen) + count;
+    until(what, Duration::from_secs(90), async || {
+        (acked(seen) >= target).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_loses_no_acknowledged_deal_when_a_nats_server_and_the_leader_die() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let root = temp.path().to_path_buf();
+    // IPSX_KEEP=1 keeps the nodes' logs and data for a look after a failure.
+    let _temp = match std::env::var_os("IPSX_KEEP") {
+        Some(_) => {
+            eprintln!("keeping {}", temp.keep().display());
+            None
+        }
+        None => Some(temp),
+    };
+    let mut servers = LocalNats::start(&root.join("nats"), 3).expect("nats-server runs");
+    let nats = servers.urls();
+    let mut nodes: Vec<Supervised> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| Supervised::start(id, &root, &nats))
+        .collect();
+    let urls: Vec<String> = nodes.iter().map(|node| node.url.clone()).collect();
+    let http = reqwest::Client::new();
+    let first = leader(&http, &nodes, Duration::from_secs(60)).await;
+
+    // The provider and the fleet each know every node; the provider's calls start at a
+    // follower on purpose.
+    let mut provider = Client::with_nodes(urls.iter().rev());
+    provider.sign_in(&Wallet::random()).await.expect("sign in");
+    let registered = provider.register_provider(1080).await.expect("register");
+    let offer = OfferBody {
+        cidr: Some("198.18.0.0/22".into()),
+        ..OfferBody::new(
+            Vec::new(),
+            "DE",
+            IpKind::Datacenter,
+            [Protocol::Socks5],
+            ipsx_sdk_now() + 3_600,
+            TokenAmount(PRICE),
+        )
+    };
+    provider.place_offer(&offer).await.expect("offer");
+    let mut fleet = Client::with_nodes(&urls);
+    fleet.sign_in(&Wallet::random()).await.expect("sign in");
+
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(lease_until(
+                fleet.clone(),
+                Arc::clone(&seen),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    more_acks(&seen, 100, "leases on the first leader").await;
+
+    // A nats-server dies: JetStream elects new stream leaders, and leasing goes on (the
+    // leading node may lose its lease on the way, stop, and be restarted).
+    servers.kill(0).expect("kill a nats-server");
+    more_acks(&seen, 100, "leases with a nats-server dead").await;
+
+    // The leading node dies.
+    let old = leader(&http, &nodes, Duration::from_secs(60)).await;
+    // Its machine stays down until another node leads (restarted at once, it could win the
+    // lease again).
+    nodes[old].hold(true);
+    let killed = Instant::now();
+    nodes[old].signal("-KILL");
+    let new = leader(&http, &nodes, Duration::from_secs(60)).await;
+    let failover = killed.elapsed();
+    assert_ne!(new, old);
+    nodes[old].hold(false);
+    more_acks(&seen, 100, "leases on the new leader").await;
+    servers.restart(0).expect("the nats-server comes back");
+    more_acks(&seen, 50, "leases with every server back").await;
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.expect("the fleet's task");
+    }
+    eprintln!(
+        "first leader n{}, then n{} after n{} was killed; another led {:?} after the kill; \
+         {} deals acknowledged; failed calls {:?}",
+        first + 1,
+        new + 1,
+        old + 1,
+        failover,
+        acked(&seen),
+        seen.lock().expect("seen").failures
+    );
+
+    // A follower refuses a write, names the leader, and takes the fleet's session (made
+    // wherever the fleet signed in).
+    let token = fleet.session().expect("signed in").token.clone();
+    let follower = (0..3).find(|&at| at != new).expect("a follower");
+    let leader_url = urls[new].clone();
+    let refused = until(
+        "the follower to know the leader",
+        Duration::from_secs(30),
+        async || {
+            let response = http
+                .post(format!("{}/v1/leases", urls[follower]))
+                .bearer_auth(&token)
+                .json(&LeaseBody::new(1, 5, TokenAmount(PRICE)))
+                .send()
+                .await
+                .ok()?;
+            assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+            let body: ErrorBody = response.json().await.ok()?;
+            assert_eq!(body.error.code, ErrorCode::NotLeader);
+            body.error.leader.is_some().then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(refused.error.leader.as_deref(), Some(leader_url.as_str()));
+
+    // Every acknowledged deal is read back from every node, with the session made elsewhere,
+    // and with the same proxy credentials: every leader issued them with the key the provider
+    // got when it registered.
+    let acked_deals = seen.lock().expect("seen").acked.clone();
+    let key = ipsx_credentials::CredentialKey::from_hex(&registered.proxy_key).expect("a key");
+    for (deal, (ip, start, password)) in &acked_deals {
+        let grant = key
+            .verify(
+                deal.to_string().as_bytes(),
+                password.as_bytes(),
+                *ip,
+                *start,
+            )
+            .unwrap_or_else(|e| panic!("deal {deal}'s credentials: {e}"));
+        assert_eq!(grant.lease, *deal);
+    }
+    for url in &urls {
+        let me = http
+            .get(format!("{url}/v1/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("me");
+        assert!(me.status().is_success(), "{url} takes the fleet's session");
+        let fleet_here = fleet.at(url);
+        let read = until(
+            &format!("every acknowledged deal on {url}"),
+            Duration::from_secs(30),
+            async || {
+                let deals = fleet_here.deals().await.ok()?;
+                let held: BTreeMap<u64, String> = deals
+                    .into_iter()
+                    .map(|lease| {
+                        let password = lease
+                            .endpoints
+                            .first()
+                            .map(|endpoint| endpoint.password.clone())
+                            .unwrap_or_default();
+                        (lease.deal.deal, password)
+                    })
+                    .collect();
+                acked_deals
+                    .keys()
+                    .all(|deal| held.contains_key(deal))
+                    .then_some(held)
+            },
+        )
+        .await;
+        for (deal, (_, _, password)) in &acked_deals {
+            assert_eq!(&read[deal], password, "deal {deal}'s credentials on {url}");
+        }
+    }
+
+    // Stopped, every node brought to the log's end holds the same market.
+    let datas: Vec<PathBuf> = nodes.iter().map(|node| node.data.join("engine")).collect();
+    let restarts: Vec<usize> = nodes
+        .iter()
+        .map(|node| node.starts.load(Ordering::SeqCst))
+        .collect();
+    for node in &mut nodes {
+        node.stop();
+    }
+    let states: Vec<_> = tokio::task::spawn_blocking(move || {
+        datas
+            .iter()
+            .map(|data| {
+                check::caught_up(data, &nats, "ipsx", Duration::from_secs(60))
+                    .expect("a stopped node catches up with the log")
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("the checks");
+    let (end, hash, engine) = &states[0];
+    for (other_end, other_hash, _) in &states[1..] {
+        assert_eq!(other_end, end);
+        assert_eq!(other_hash, hash, "every node reaches the same state");
+    }
+    for (deal, (ip, _, _)) in &acked_deals {
+        let held = engine
+            .deal(DealId(*deal))
+            .unwrap_or_else(|| panic!("acknowledged deal {deal} is in the market"));
+        assert_eq!(
+            held.ips.as_slice(),
+            &[*ip],
+            "deal {deal} holds the IP acknowledged"
+        );
+    }
+    assert_eq!(
+        check::double_booked(engine),
+        None,
+        "no IP held twice at once"
+    );
+    assert!(
+        restarts[old] >= 2,
+        "the killed node was started again: {restarts:?}"
+    );
+}
+
+fn ipsx_sdk_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
