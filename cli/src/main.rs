@@ -141,7 +141,7 @@ struct ChainArgs {
 
 #[derive(Args)]
 struct WalletArgs {
-    /// The node's API.
+    /// The node's API; a cluster's nodes comma-separated (calls fail over between them).
     #[arg(long, default_value = "http://127.0.0.1:7700", env = "IPSX_NODE")]
     node: String,
     /// A file holding the wallet's private key in hex (else `IPSX_PRIVATE_KEY`).
