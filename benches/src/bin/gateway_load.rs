@@ -12,6 +12,11 @@
 //! nginx on its own. Reported: lease calls/s, leased IPs/s, HDR latency percentiles, and the
 //! ratios, medians over the rounds. The node runs as its own process (`ipsx node`), so it has
 //! the machine's cores to share with the clients as nginx does.
+//!
+//! `--cluster` runs the market on three `ipsx node --cluster` processes over three nats-servers
+//! (JetStream R3) instead, the fleets' clients listing all three: every lease call is then
+//! answered only once a quorum of the servers stored its record. Run it after a plain run in
+//! the same sitting to compare.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -25,6 +30,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use ipsx_benches::processes::{Nginx, Process, wait_http};
 use ipsx_benches::{latency_histogram, median, percentiles, record_since, stop_and_merge};
+use ipsx_engine_cluster::local::LocalNats;
 use ipsx_sdk::{Client, LeaseBody, OfferBody, TokenAmount, Wallet};
 
 #[derive(Parser)]
@@ -60,6 +66,9 @@ struct Args {
     /// wrk, from Debian.
     #[arg(long, default_value = "/usr/bin/wrk")]
     wrk: PathBuf,
+    /// Three nodes in a cluster over three nats-servers (JetStream R3) instead of one node.
+    #[arg(long)]
+    cluster: bool,
     /// Where the HTML report goes [default: target/bench-reports/gateway-load.html].
     #[arg(long)]
     report: Option<PathBuf>,
@@ -88,37 +97,13 @@ async fn harness(args: Args) -> Result<()> {
             .context("harness path")?
             .join("ipsx"),
     };
-    let mut node = Command::new(&ipsx)
-        .args([
-            "node",
-            // The load's offers are served by no proxy.
-            "--no-offer-probe",
-            "--listen",
-            "127.0.0.1:0",
-            "--session-rate",
-            "1000000",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("node"))
-        .args(&args.node_args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (cargo build --release -p ipsx-cli)",
-                ipsx.display()
-            )
-        })?;
-    let mut line = String::new();
-    BufReader::new(node.stdout.take().context("node stdout")?).read_line(&mut line)?;
-    let _node = Process(node);
-    let base = format!(
-        "http://{}",
-        line.trim()
-            .strip_prefix("listening ")
-            .context("node address")?
-    );
+    let (_nodes, _nats, urls) = if args.cluster {
+        start_cluster(&ipsx, dir.path(), &args.node_args).await?
+    } else {
+        let (node, url) = start_node(&ipsx, dir.path(), "127.0.0.1:0", &[], &args.node_args)?;
+        (vec![node], None, vec![url])
+    };
+    let base = urls.join(",");
 
     // A market deep enough for every round: by default 16 /16 blocks (1,048,576 IPs), each IP
     // leased to one tenant at a time — the common, exclusive case; `--blocks 4 --tenants 1024`
@@ -220,8 +205,14 @@ async fn harness(args: Args) -> Result<()> {
         "\n| what | calls/s | IPs/s | p50 | p99 | p99.9 |\n| --- | --- | --- | --- | --- | --- |"
     );
     println!(
-        "| POST /v1/leases ({} IPs, {} clients) | {leases:.0} | {ips:.0} | {p50:.2?} | {p99:.2?} | {p999:.2?} |",
-        args.ips_per_lease, args.clients
+        "| POST /v1/leases ({} IPs, {} clients{}) | {leases:.0} | {ips:.0} | {p50:.2?} | {p99:.2?} | {p999:.2?} |",
+        args.ips_per_lease,
+        args.clients,
+        if args.cluster {
+            ", cluster of 3, JetStream R3"
+        } else {
+            ""
+        }
     );
     println!(
         "| nginx static, same client | {same_client:.0} | — | {n50:.2?} | {n99:.2?} | {n999:.2?} |"
@@ -257,6 +248,94 @@ async fn harness(args: Args) -> Result<()> {
             .unwrap_or_else(|| ipsx_benches::report::Report::default_path("gateway-load")),
     )?;
     Ok(())
+}
+
+/// Starts `ipsx node` with its data under `dir`, listening on `listen`; the process and its URL.
+fn start_node(
+    ipsx: &std::path::Path,
+    dir: &std::path::Path,
+    listen: &str,
+    cluster: &[String],
+    extra: &[String],
+) -> Result<(Process, String)> {
+    let mut node = Command::new(ipsx)
+        .args([
+            "node",
+            // The load's offers are served by no proxy.
+            "--no-offer-probe",
+            "--listen",
+            listen,
+            "--session-rate",
+            "1000000",
+            "--data-dir",
+        ])
+        .arg(dir.join(format!("node-{}", listen.replace(':', "-"))))
+        .args(cluster)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (cargo build --release -p ipsx-cli)",
+                ipsx.display()
+            )
+        })?;
+    let mut line = String::new();
+    BufReader::new(node.stdout.take().context("node stdout")?).read_line(&mut line)?;
+    let node = Process(node);
+    let url = format!(
+        "http://{}",
+        line.trim()
+            .strip_prefix("listening ")
+            .context("node address")?
+    );
+    Ok((node, url))
+}
+
+/// Three nats-servers and three cluster nodes; the nodes' URLs, the leader's first.
+async fn start_cluster(
+    ipsx: &std::path::Path,
+    dir: &std::path::Path,
+    extra: &[String],
+) -> Result<(Vec<Process>, Option<LocalNats>, Vec<String>)> {
+    let nats =
+        LocalNats::start(&dir.join("nats"), 3).context("nats-server (apt install nats-server)")?;
+    let servers = nats.urls().join(",");
+    let mut nodes = Vec::new();
+    let mut urls = Vec::new();
+    for n in 1..=3 {
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let cluster = [
+            "--cluster".to_owned(),
+            servers.clone(),
+            "--node-id".to_owned(),
+            format!("n{n}"),
+        ];
+        let (node, url) = start_node(ipsx, dir, &listen, &cluster, extra)?;
+        nodes.push(node);
+        urls.push(url);
+    }
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for (at, url) in urls.iter().enumerate() {
+            let view: Option<ipsx_sdk::ClusterView> =
+                match http.get(format!("{url}/v1/cluster")).send().await {
+                    Ok(response) => response.json().await.ok(),
+                    Err(_) => None,
+                };
+            if view.is_some_and(|view| view.role == ipsx_sdk::ClusterRole::Leading) {
+                urls.swap(0, at);
+                return Ok((nodes, Some(nats), urls));
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no node of the cluster leads after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn wallet(seed: u8) -> Wallet {
