@@ -4,8 +4,9 @@
 //! knows all three nodes. Then a nats-server is killed with SIGKILL, then the leading node:
 //! the fleet's client finds the new leader by itself and leasing goes on.
 //!
-//! Checked at the end: a follower refuses writes with `not_leader` naming the leader; a
-//! session made on one node is good on the others; every deal any leader acknowledged is read
+//! Checked at the end: a follower refuses writes with `not_leader` naming the leader, and
+//! serves the event stream and the market's depth; a session made on one node is good on the
+//! others; every deal any leader acknowledged is read
 //! back from every node; the provider's proxy key is the same on every node; and once all
 //! nodes stopped, each brought to the log's end holds the same state hash, every acknowledged
 //! deal, and no IP held by two deals at once.
@@ -27,8 +28,8 @@ use ipsx_engine::DealId;
 use ipsx_engine_cluster::check;
 use ipsx_engine_cluster::local::LocalNats;
 use ipsx_sdk::{
-    Client, ClusterRole, ClusterView, ErrorBody, ErrorCode, IpKind, LeaseBody, OfferBody, Protocol,
-    TokenAmount, Wallet,
+    Client, ClusterRole, ClusterView, ErrorBody, ErrorCode, IpKind, LeaseBody, MarketDepthView,
+    OfferBody, Protocol, StreamEvent, TokenAmount, Wallet,
 };
 
 const PRICE: u128 = 1_000;
@@ -355,6 +356,43 @@ async fn a_three_node_cluster_loses_no_acknowledged_deal_when_a_nats_server_and_
     )
     .await;
     assert_eq!(refused.error.leader.as_deref(), Some(leader_url.as_str()));
+
+    // A follower serves the event stream and the market's depth: a deal the leader makes
+    // reaches the fleet's stream opened on the follower.
+    let mut events = fleet
+        .at(&urls[follower])
+        .stream()
+        .await
+        .expect("a stream on a follower");
+    let made = fleet
+        .lease(&LeaseBody::new(1, 5, TokenAmount(PRICE)).countries(["DE"]))
+        .await
+        .expect("a lease on the leader");
+    let made = made.deals.first().expect("a deal").deal.deal;
+    until(
+        "the deal on the follower's stream",
+        Duration::from_secs(30),
+        async || {
+            let event = tokio::time::timeout(Duration::from_secs(1), events.next())
+                .await
+                .ok()??
+                .expect("a readable event");
+            matches!(event, StreamEvent::DealMade { deal } if deal.deal == made).then_some(())
+        },
+    )
+    .await;
+    let depth: MarketDepthView = http
+        .get(format!("{}/v1/market/depth", urls[follower]))
+        .send()
+        .await
+        .expect("depth")
+        .json()
+        .await
+        .expect("depth as JSON");
+    assert!(
+        depth.levels.iter().any(|level| level.country == "DE"),
+        "the follower shows the offer's depth: {depth:?}"
+    );
 
     // Every acknowledged deal is read back from every node, with the session made elsewhere,
     // and with the same proxy credentials: every leader issued them with the key the provider
