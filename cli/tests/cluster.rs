@@ -264,6 +264,13 @@ async fn a_three_node_cluster_loses_no_acknowledged_deal_when_a_nats_server_and_
     let urls: Vec<String> = nodes.iter().map(|node| node.url.clone()).collect();
     let http = reqwest::Client::new();
     let first = leader(&http, &nodes, Duration::from_secs(60)).await;
+    until("every node up", Duration::from_secs(60), async || {
+        for node in &nodes {
+            view(&http, node).await?;
+        }
+        Some(())
+    })
+    .await;
 
     // The provider and the fleet each know every node; the provider's calls start at a
     // follower on purpose.

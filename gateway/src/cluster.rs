@@ -35,6 +35,9 @@ const SESSION_KEY: &str = "session-key";
 /// How long a node keeps trying to read the cluster's session key at start.
 const START_WITHIN: Duration = Duration::from_secs(60);
 
+/// How long one attempt to read the session key at start may take.
+const START_ATTEMPT: Duration = Duration::from_secs(1);
+
 /// How soon a registry watch that ended (or a failed read at start) is tried again.
 const REWATCH_AFTER: Duration = Duration::from_millis(200);
 
@@ -146,10 +149,15 @@ impl ClusterLink {
 pub(crate) async fn session_key(shared: &Shared, ours: [u8; 32]) -> Result<[u8; 32], ClusterError> {
     let deadline = tokio::time::Instant::now() + START_WITHIN;
     let entry = loop {
-        match shared
-            .create(SESSION_KEY, Bytes::copy_from_slice(&ours))
-            .await
-        {
+        // A stream JetStream just created answers nothing until its replicas elect a leader:
+        // short attempts rather than the full call timeout.
+        let attempt = tokio::time::timeout(
+            START_ATTEMPT,
+            shared.create(SESSION_KEY, Bytes::copy_from_slice(&ours)),
+        )
+        .await
+        .unwrap_or_else(|_| Err(ClusterError::JetStream("no answer yet".into())));
+        match attempt {
             Ok(entry) => break entry,
             Err(ClusterError::JetStream(why)) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!("reading the cluster's session key: {why}; trying again");

@@ -38,6 +38,9 @@ const HANDOVER_BYTES: usize = 1 << 20;
 /// replaces its consumer if so).
 const QUIET_FOR: Duration = Duration::from_secs(2);
 
+/// How long one attempt to open a consumer on the log may take.
+const OPEN_ATTEMPT: Duration = Duration::from_secs(1);
+
 /// How soon a follower tries again to open the log.
 const REOPEN_AFTER: Duration = Duration::from_millis(200);
 
@@ -221,10 +224,20 @@ pub(crate) async fn follow(
             },
             ..Default::default()
         };
-        let messages = match stream.create_consumer(config).await {
-            Ok(consumer) => consumer.messages().await.map_err(ClusterError::jetstream),
-            Err(error) => Err(ClusterError::jetstream(error)),
-        };
+        // Bounded well under the JetStream call timeout: while a dead server's streams elect
+        // new leaders, a short attempt tried again finds the new one sooner.
+        let opened = tokio::time::timeout(OPEN_ATTEMPT, async {
+            match stream.create_consumer(config).await {
+                Ok(consumer) => consumer.messages().await.map_err(ClusterError::jetstream),
+                Err(error) => Err(ClusterError::jetstream(error)),
+            }
+        })
+        .await;
+        let messages = opened.unwrap_or_else(|_| {
+            Err(ClusterError::JetStream(format!(
+                "no consumer within {OPEN_ATTEMPT:?}"
+            )))
+        });
         let mut messages = match messages {
             Ok(messages) => messages,
             Err(error) => {
