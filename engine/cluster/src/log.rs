@@ -241,7 +241,14 @@ pub(crate) async fn follow(
         let mut messages = match messages {
             Ok(messages) => messages,
             Err(error) => {
-                // No stream leader for a moment (a server died): try again.
+                // JetStream cannot place a consumer while a dead server's groups elect new
+                // leaders; the stream's leader may still answer reads by sequence.
+                let (records, last) = read_by_sequence(&stream, handed).await?;
+                if !records.is_empty() {
+                    hand_over(&shard, records).await?;
+                    handed = last;
+                    continue;
+                }
                 tracing::warn!(%error, after = handed, "opening the log; trying again");
                 tokio::select! {
                     _ = tokio::time::sleep(REOPEN_AFTER) => continue,
@@ -284,17 +291,7 @@ pub(crate) async fn follow(
                     .info()
                     .map_err(ClusterError::jetstream)?
                     .stream_sequence;
-                let Some((seq, _)) = split_records(&message.payload).next() else {
-                    return Err(ClusterError::JetStream(format!(
-                        "log message {position} holds no whole record"
-                    )));
-                };
-                if seq != position {
-                    return Err(ClusterError::JetStream(format!(
-                        "log message {position} carries record {seq}: the log was not \
-                         written by IPSX leaders"
-                    )));
-                }
+                let seq = record_at(&message.payload, position)?;
                 batch.extend_from_slice(&message.payload);
                 handed = seq;
                 if batch.len() >= HANDOVER_BYTES {
@@ -305,14 +302,54 @@ pub(crate) async fn follow(
                     _ => None,
                 };
             }
-            let records = std::mem::take(&mut batch);
-            let shard = Arc::clone(&shard);
-            // The shard's queue may be full: wait for room off the async workers.
-            tokio::task::spawn_blocking(move || shard.replicate_in(records))
-                .await
-                .map_err(ClusterError::jetstream)??;
+            hand_over(&shard, std::mem::take(&mut batch)).await?;
         }
     }
+}
+
+/// The record a log message at stream `position` carries: its first record's seq, which must
+/// be the position.
+fn record_at(payload: &[u8], position: u64) -> Result<u64, ClusterError> {
+    let Some((seq, _)) = split_records(payload).next() else {
+        return Err(ClusterError::JetStream(format!(
+            "log message {position} holds no whole record"
+        )));
+    };
+    if seq != position {
+        return Err(ClusterError::JetStream(format!(
+            "log message {position} carries record {seq}: the log was not written by IPSX \
+             leaders"
+        )));
+    }
+    Ok(seq)
+}
+
+/// Hands records to the shard; its queue may be full, so this waits off the async workers.
+async fn hand_over(shard: &Arc<ShardHandle>, records: Vec<u8>) -> Result<(), ClusterError> {
+    let shard = Arc::clone(shard);
+    tokio::task::spawn_blocking(move || shard.replicate_in(records))
+        .await
+        .map_err(ClusterError::jetstream)??;
+    Ok(())
+}
+
+/// Reads the records after `after` one message at a time by sequence, which the stream's
+/// leader answers without a consumer: the records read back to back and the last one's seq.
+/// Stops at the log's end, after about [`HANDOVER_BYTES`], or at the first read that fails or
+/// is slow (the caller tries its consumer again then).
+async fn read_by_sequence(
+    stream: &stream::Stream,
+    after: u64,
+) -> Result<(Vec<u8>, u64), ClusterError> {
+    let mut records = Vec::new();
+    let mut last = after;
+    while records.len() < HANDOVER_BYTES {
+        let read = tokio::time::timeout(OPEN_ATTEMPT, stream.get_raw_message(last + 1)).await;
+        let Ok(Ok(message)) = read else { break };
+        last = record_at(&message.payload, message.sequence)?;
+        records.extend_from_slice(&message.payload);
+    }
+    Ok((records, last))
 }
 
 #[cfg(test)]
@@ -379,5 +416,13 @@ mod tests {
         new.deposed.store(true, Ordering::SeqCst);
         assert!(new.replicate(&[&record(4, b"late")]).is_err());
         assert_eq!(runtime.block_on(last_seq(&mut stream)).expect("info"), 3);
+
+        // Without a consumer, a follower reads the records after its last one by sequence:
+        // the winners, back to back, up to the log's end.
+        let (read, last) = runtime
+            .block_on(read_by_sequence(&stream, 1))
+            .expect("read");
+        assert_eq!(last, 3);
+        assert_eq!(read, [two, record(3, b"new")].concat());
     }
 }
