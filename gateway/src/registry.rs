@@ -74,20 +74,8 @@ impl Registry {
         relayed: bool,
         fresh_key: [u8; 32],
     ) -> Result<ProviderEntry, RegistryError> {
-        let txn = self.db.begin_write().map_err(db_error)?;
-        let existing = txn
-            .open_table(PROVIDERS)
-            .map_err(db_error)?
-            .get(&provider.0.0)
-            .map_err(db_error)?
-            .map(|stored| split(stored.value()).0);
-        let key = existing.unwrap_or(fresh_key);
-        put_entry(&txn, provider, key, port, relayed)?;
-        txn.commit().map_err(db_error)?;
-        Ok(ProviderEntry {
-            key: CredentialKey::new(key),
-            port,
-            relayed,
+        self.write(provider, port, relayed, |existing| {
+            existing.unwrap_or(fresh_key)
         })
     }
 
@@ -99,7 +87,26 @@ impl Registry {
         port: u16,
         relayed: bool,
     ) -> Result<ProviderEntry, RegistryError> {
+        self.write(provider, port, relayed, |_| key)
+    }
+
+    /// Writes `provider`'s port and route with the key `key` picks from the one it has, in
+    /// one transaction.
+    fn write(
+        &self,
+        provider: Address,
+        port: u16,
+        relayed: bool,
+        key: impl FnOnce(Option<[u8; 32]>) -> [u8; 32],
+    ) -> Result<ProviderEntry, RegistryError> {
         let txn = self.db.begin_write().map_err(db_error)?;
+        let existing = txn
+            .open_table(PROVIDERS)
+            .map_err(db_error)?
+            .get(&provider.0.0)
+            .map_err(db_error)?
+            .map(|stored| split(stored.value()).0);
+        let key = key(existing);
         put_entry(&txn, provider, key, port, relayed)?;
         txn.commit().map_err(db_error)?;
         Ok(ProviderEntry {

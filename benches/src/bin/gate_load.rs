@@ -17,7 +17,6 @@
 //! ratios the gate aims for: (a) ≥ 0.7 × (b) in requests/s, p99 added by the gate ≤ 2 ms, a new
 //! session's first request ≤ 20 ms p99.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -28,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use ipsx_benches::processes::{Nginx, Process, wait_http};
+use ipsx_benches::processes::{Nginx, Process, spawn_ipsx, wait_http};
 use ipsx_benches::{latency_histogram, median, percentiles, record_since, stop_and_merge};
 use ipsx_sdk::{Client, LeaseBody, TokenAmount, Wallet};
 
@@ -73,34 +72,6 @@ fn main() -> Result<()> {
         .block_on(harness(args))
 }
 
-/// Starts `ipsx ARGS` and returns it with the rest of the line starting with `prefix`.
-fn spawn(ipsx: &Path, args: &[&str], prefix: &str) -> Result<(Process, String)> {
-    let mut child = Command::new(ipsx)
-        .args(args)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (cargo build --release -p ipsx-cli)",
-                ipsx.display()
-            )
-        })?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let process = Process(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let found = loop {
-        let line = lines.next().context("the process ended early")??;
-        if let Some(rest) = line.strip_prefix(prefix) {
-            break rest.to_owned();
-        }
-    };
-    // Keep draining its stdout so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Ok((process, found))
-}
-
 async fn harness(args: Args) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let ipsx = match &args.ipsx {
@@ -111,7 +82,7 @@ async fn harness(args: Args) -> Result<()> {
             .join("ipsx"),
     };
     let node_dir = dir.path().join("node");
-    let (_node, listening) = spawn(
+    let (_node, listening) = spawn_ipsx(
         &ipsx,
         &[
             "node",
@@ -143,7 +114,7 @@ async fn harness(args: Args) -> Result<()> {
             quoted.join(", ")
         ),
     )?;
-    let (provider, _) = spawn(
+    let (provider, _) = spawn_ipsx(
         &ipsx,
         &["provide", "--config", config.to_str().context("utf-8")?],
         "offer ",
@@ -176,7 +147,7 @@ async fn harness(args: Args) -> Result<()> {
         &warm,
     ];
     gate_args.extend(args.gate_args.iter().map(String::as_str));
-    let (gate_process, gate_addr) = spawn(&ipsx, &gate_args, "listening ")?;
+    let (gate_process, gate_addr) = spawn_ipsx(&ipsx, &gate_args, "listening ")?;
 
     // (b): the harness's own lease of as many IPs, endpoints straight to the provider.
     let mut fleet = Client::new(&node);

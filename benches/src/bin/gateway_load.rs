@@ -18,7 +18,6 @@
 //! answered only once a quorum of the servers stored its record. Run it after a plain run in
 //! the same sitting to compare.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -28,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use ipsx_benches::processes::{Nginx, Process, wait_http};
+use ipsx_benches::processes::{Nginx, Process, spawn_ipsx, wait_http};
 use ipsx_benches::{latency_histogram, median, percentiles, record_since, stop_and_merge};
 use ipsx_engine_cluster::local::LocalNats;
 use ipsx_sdk::{Client, LeaseBody, OfferBody, TokenAmount, Wallet};
@@ -258,39 +257,22 @@ fn start_node(
     cluster: &[String],
     extra: &[String],
 ) -> Result<(Process, String)> {
-    let mut node = Command::new(ipsx)
-        .args([
-            "node",
-            // The load's offers are served by no proxy.
-            "--no-offer-probe",
-            "--listen",
-            listen,
-            "--session-rate",
-            "1000000",
-            "--data-dir",
-        ])
-        .arg(dir.join(format!("node-{}", listen.replace(':', "-"))))
-        .args(cluster)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (cargo build --release -p ipsx-cli)",
-                ipsx.display()
-            )
-        })?;
-    let mut line = String::new();
-    BufReader::new(node.stdout.take().context("node stdout")?).read_line(&mut line)?;
-    let node = Process(node);
-    let url = format!(
-        "http://{}",
-        line.trim()
-            .strip_prefix("listening ")
-            .context("node address")?
-    );
-    Ok((node, url))
+    let data = dir.join(format!("node-{}", listen.replace(':', "-")));
+    let data = data.display().to_string();
+    let mut args = vec![
+        "node",
+        // The load's offers are served by no proxy.
+        "--no-offer-probe",
+        "--listen",
+        listen,
+        "--session-rate",
+        "1000000",
+        "--data-dir",
+        &data,
+    ];
+    args.extend(cluster.iter().chain(extra).map(String::as_str));
+    let (node, addr) = spawn_ipsx(ipsx, &args, "listening ")?;
+    Ok((node, format!("http://{addr}")))
 }
 
 /// Three nats-servers and three cluster nodes; the nodes' URLs, the leader's first.

@@ -99,21 +99,31 @@ impl Lease {
 
     /// Publishes `payload` if the subject's last message is still `revision`.
     async fn swap(&self, revision: u64, payload: Bytes) -> Result<Option<u64>, ClusterError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "Nats-Expected-Last-Subject-Sequence",
-            revision.to_string().as_str(),
-        );
-        let ack = self
-            .js
-            .publish_with_headers(self.subject.clone(), headers, payload)
-            .await
-            .map_err(ClusterError::jetstream)?;
-        match ack.await {
-            Ok(ack) => Ok(Some(ack.sequence)),
-            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
-            Err(error) => Err(ClusterError::jetstream(error)),
-        }
+        publish_if_last(&self.js, self.subject.clone(), revision, payload).await
+    }
+}
+
+/// Publishes `payload` on `subject` if the subject's last message is still at `revision` (0:
+/// none): the new message's sequence, or `None` when another write came first.
+pub(crate) async fn publish_if_last(
+    js: &jetstream::Context,
+    subject: String,
+    revision: u64,
+    payload: Bytes,
+) -> Result<Option<u64>, ClusterError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "Nats-Expected-Last-Subject-Sequence",
+        revision.to_string().as_str(),
+    );
+    let ack = js
+        .publish_with_headers(subject, headers, payload)
+        .await
+        .map_err(ClusterError::jetstream)?;
+    match ack.await {
+        Ok(ack) => Ok(Some(ack.sequence)),
+        Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+        Err(error) => Err(ClusterError::jetstream(error)),
     }
 }
 

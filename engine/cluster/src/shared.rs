@@ -14,13 +14,13 @@
 
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use crate::config::ClusterConfig;
 use crate::error::ClusterError;
+use crate::lease::publish_if_last;
 use crate::node;
 
 /// How long [`Shared::open`] waits for JetStream to create or find the stream.
@@ -124,25 +124,12 @@ impl Shared {
         revision: u64,
     ) -> Result<Option<Entry>, ClusterError> {
         let subject = self.subject(key)?;
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "Nats-Expected-Last-Subject-Sequence",
-            revision.to_string().as_str(),
-        );
-        let ack = self
-            .js
-            .publish_with_headers(subject, headers, value.clone())
-            .await
-            .map_err(ClusterError::jetstream)?;
-        match ack.await {
-            Ok(ack) => Ok(Some(Entry {
-                key: key.to_owned(),
-                value,
-                revision: ack.sequence,
-            })),
-            Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
-            Err(error) => Err(ClusterError::jetstream(error)),
-        }
+        let written = publish_if_last(&self.js, subject, revision, value.clone()).await?;
+        Ok(written.map(|revision| Entry {
+            key: key.to_owned(),
+            value,
+            revision,
+        }))
     }
 
     /// Every key's last value, then every write from then on. The stream ends (or yields an
