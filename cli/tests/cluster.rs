@@ -370,15 +370,20 @@ async fn a_three_node_cluster_loses_no_acknowledged_deal_when_a_nats_server_and_
 
     // A follower serves the event stream and the market's depth: a deal the leader makes
     // reaches the fleet's stream opened on the follower.
-    let mut events = fleet
-        .at(&urls[follower])
-        .stream()
-        .await
-        .expect("a stream on a follower");
-    let made = fleet
-        .lease(&LeaseBody::new(1, 5, TokenAmount(PRICE)).countries(["DE"]))
-        .await
-        .expect("a lease on the leader");
+    let on_follower = fleet.at(&urls[follower]);
+    let mut events = until(
+        "a stream on the follower",
+        Duration::from_secs(30),
+        async || on_follower.stream().await.ok(),
+    )
+    .await;
+    let want = LeaseBody::new(1, 5, TokenAmount(PRICE)).countries(["DE"]);
+    let made = until(
+        "a lease on the leader",
+        Duration::from_secs(30),
+        async || fleet.lease(&want).await.ok(),
+    )
+    .await;
     let made = made.deals.first().expect("a deal").deal.deal;
     until(
         "the deal on the follower's stream",
@@ -392,14 +397,19 @@ async fn a_three_node_cluster_loses_no_acknowledged_deal_when_a_nats_server_and_
         },
     )
     .await;
-    let depth: MarketDepthView = http
-        .get(format!("{}/v1/market/depth", urls[follower]))
-        .send()
-        .await
-        .expect("depth")
-        .json()
-        .await
-        .expect("depth as JSON");
+    let depth: MarketDepthView = until(
+        "the follower's depth",
+        Duration::from_secs(30),
+        async || {
+            let response = http
+                .get(format!("{}/v1/market/depth", urls[follower]))
+                .send()
+                .await
+                .ok()?;
+            response.json().await.ok()
+        },
+    )
+    .await;
     assert!(
         depth.levels.iter().any(|level| level.country == "DE"),
         "the follower shows the offer's depth: {depth:?}"
@@ -422,12 +432,19 @@ async fn a_three_node_cluster_loses_no_acknowledged_deal_when_a_nats_server_and_
         assert_eq!(grant.lease, *deal);
     }
     for url in &urls {
-        let me = http
-            .get(format!("{url}/v1/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .expect("me");
+        // A node may be restarting (a leader that lost its lease exits): ask until it answers.
+        let me = until(
+            &format!("{url} to answer"),
+            Duration::from_secs(30),
+            async || {
+                http.get(format!("{url}/v1/me"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .ok()
+            },
+        )
+        .await;
         assert!(me.status().is_success(), "{url} takes the fleet's session");
         let fleet_here = fleet.at(url);
         let read = until(

@@ -383,9 +383,16 @@ impl Campaign {
                 }
                 Ok(Err(leader)) => {
                     self.status.send_if_modified(|status| {
-                        let next = Status::Following { leader };
-                        let changed = *status != next;
-                        *status = next;
+                        // Each renewal moves the lease's revision: watchers hear only of
+                        // another leader, while a read sees the latest revision.
+                        let changed = match &*status {
+                            Status::Following { leader: known } => {
+                                known.as_ref().map(|l| (&l.node, &l.advertise))
+                                    != leader.as_ref().map(|l| (&l.node, &l.advertise))
+                            }
+                            _ => true,
+                        };
+                        *status = Status::Following { leader };
                         changed
                     });
                     Ok(Stage::Following)
