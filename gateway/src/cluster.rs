@@ -120,9 +120,7 @@ impl ClusterLink {
             .ok_or_else(|| unreachable("the provider's entry did not read back"))?;
         store(registry, provider, key_bytes, port, relayed).await
     }
-}
 
-impl ClusterLink {
     /// Copies a provider's shared entry into this node's registry, if the cluster has one.
     pub(crate) async fn fetch_provider(
         &self,
