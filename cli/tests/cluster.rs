@@ -14,182 +14,22 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{IPSX, free_port};
+use common::cluster::{Supervised, leader, until, view};
 use ipsx_engine::DealId;
 use ipsx_engine_cluster::check;
 use ipsx_engine_cluster::local::LocalNats;
 use ipsx_sdk::{
-    Client, ClusterRole, ClusterView, ErrorBody, ErrorCode, IpKind, LeaseBody, MarketDepthView,
-    OfferBody, Protocol, StreamEvent, TokenAmount, Wallet,
+    Client, ErrorBody, ErrorCode, IpKind, LeaseBody, MarketDepthView, OfferBody, Protocol,
+    StreamEvent, TokenAmount, Wallet,
 };
 
 const PRICE: u128 = 1_000;
-
-/// An `ipsx node` process kept running by a supervisor thread, as systemd's `Restart=` would.
-struct Supervised {
-    url: String,
-    data: PathBuf,
-    pid: Arc<AtomicU32>,
-    starts: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    /// While set, a node that exits is not started again (its machine is down).
-    held: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Supervised {
-    fn start(id: &str, dir: &Path, nats: &[String]) -> Supervised {
-        let port = free_port(&["127.0.0.1"]);
-        let url = format!("http://127.0.0.1:{port}");
-        let data = dir.join(id);
-        let log = dir.join(format!("{id}.log"));
-        let args: Vec<String> = [
-            "node",
-            "--no-offer-probe",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-            &data.display().to_string(),
-            "--cluster",
-            &nats.join(","),
-            "--node-id",
-            id,
-            // The fleet's two tasks lease as fast as the cluster answers.
-            "--session-rate",
-            "100000",
-        ]
-        .iter()
-        .map(|arg| arg.to_string())
-        .collect();
-        let pid = Arc::new(AtomicU32::new(0));
-        let starts = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let held = Arc::new((Mutex::new(false), Condvar::new()));
-        let thread = {
-            let (pid, starts, stop) = (Arc::clone(&pid), Arc::clone(&starts), Arc::clone(&stop));
-            let held = Arc::clone(&held);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let (lock, turned) = &*held;
-                    drop(
-                        turned
-                            .wait_while(lock.lock().expect("hold"), |held| *held)
-                            .expect("hold"),
-                    );
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let stderr = File::options()
-                        .create(true)
-                        .append(true)
-                        .open(&log)
-                        .expect("log file");
-                    let mut child = Command::new(IPSX)
-                        .args(&args)
-                        .env("RUST_LOG", "info")
-                        .stdout(Stdio::null())
-                        .stderr(stderr)
-                        .spawn()
-                        .expect("ipsx node starts");
-                    pid.store(child.id(), Ordering::SeqCst);
-                    starts.fetch_add(1, Ordering::SeqCst);
-                    let _ = child.wait();
-                }
-            })
-        };
-        Supervised {
-            url,
-            data,
-            pid,
-            starts,
-            stop,
-            held,
-            thread: Some(thread),
-        }
-    }
-
-    fn hold(&self, held: bool) {
-        let (lock, turned) = &*self.held;
-        *lock.lock().expect("hold") = held;
-        turned.notify_all();
-    }
-
-    fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([signal, &self.pid.load(Ordering::SeqCst).to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    /// Stops the node for good (SIGTERM: a clean stop) and waits for it.
-    fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.signal("-TERM");
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Supervised {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.hold(false);
-        self.signal("-KILL");
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn view(http: &reqwest::Client, node: &Supervised) -> Option<ClusterView> {
-    let response = http
-        .get(format!("{}/v1/cluster", node.url))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    response.json().await.ok()
-}
-
-/// Polls until `done` holds, or panics naming `what` after `within`.
-async fn until<T>(what: &str, within: Duration, mut done: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = done().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The node that leads, once one does.
-async fn leader(http: &reqwest::Client, nodes: &[Supervised], within: Duration) -> usize {
-    until("a leader", within, async || {
-        let mut leading = None;
-        for (at, node) in nodes.iter().enumerate() {
-            // A node that is down does not answer; the others still tell.
-            if view(http, node)
-                .await
-                .is_some_and(|view| view.role == ClusterRole::Leading)
-            {
-                leading = Some(at);
-            }
-        }
-        leading
-    })
-    .await
-}
 
 /// What the fleet saw: deals acknowledged (id → IP, start and proxy password) and calls that
 /// failed.
@@ -259,7 +99,7 @@ async fn a_three_node_cluster_loses_no_acknowledged_deal_when_a_nats_server_and_
     let nats = servers.urls();
     let mut nodes: Vec<Supervised> = ["n1", "n2", "n3"]
         .iter()
-        .map(|id| Supervised::start(id, &root, &nats))
+        .map(|id| Supervised::start(id, &root, &nats, &[]))
         .collect();
     let urls: Vec<String> = nodes.iter().map(|node| node.url.clone()).collect();
     let http = reqwest::Client::new();

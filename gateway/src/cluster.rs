@@ -22,10 +22,11 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use ipsx_api::{ClusterRole, ClusterView, ErrorCode};
-use ipsx_engine_cluster::{ClusterError, ClusterNode, Shared, Status};
+use ipsx_engine_cluster::{ClusterError, ClusterNode, OpLog, Shared, Status};
 use tokio::sync::watch;
 
 use crate::error::ApiError;
+use crate::payments::{Ledger, Payments, PaymentsConfig};
 use crate::registry::{ProviderEntry, Registry};
 use crate::server::AppState;
 
@@ -49,6 +50,8 @@ pub(crate) struct ClusterLink {
     pub(crate) status: watch::Receiver<Status>,
     /// The cluster's shared values.
     pub(crate) shared: Shared,
+    /// The payment side's writes, when the node runs with payments.
+    pub(crate) payments_log: Option<OpLog>,
 }
 
 impl ClusterLink {
@@ -254,6 +257,98 @@ pub(crate) async fn follow_status(
             _ = stop.wait_for(|stop| *stop) => return,
             changed = status.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// The payment side in a cluster. While the node follows, it applies the payments log to its
+/// own book and proof store. Once it leads, it claims the log (after everything the previous
+/// leader wrote), starts the hub from its book as a restarted node would, and has the feed
+/// meter every running deal again; from then on every write of the hub goes through the log
+/// before it counts (`payments::ledger`).
+pub(crate) async fn run_payments(
+    state: Arc<AppState>,
+    log: OpLog,
+    mut status: watch::Receiver<Status>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (Some(config), Some(ledger)) =
+        (state.payments.config.clone(), state.payments.ledger.clone())
+    else {
+        return;
+    };
+    let apply = {
+        let ledger = Arc::clone(&ledger);
+        move |seq: u64, entry: Bytes| {
+            off_the_workers(|| ledger.apply_at(seq, &entry)).map_err(|e| e.to_string())
+        }
+    };
+    let after = match ledger.book.applied() {
+        Ok(after) => after,
+        Err(error) => return state.fail(format!("reading the payments cursor: {error}")),
+    };
+    let (halt, halted) = watch::channel(false);
+    let mut following = tokio::spawn({
+        let (log, apply) = (log.clone(), apply.clone());
+        async move { log.follow(after, apply, halted).await }
+    });
+    let leads = tokio::select! {
+        led = status.wait_for(|s| matches!(s, Status::Leading { .. } | Status::Stopped(_))) => {
+            led.is_ok_and(|s| matches!(*s, Status::Leading { .. }))
+        }
+        _ = stop.wait_for(|stop| *stop) => false,
+        // Following ends on its own only when an entry could not be applied.
+        followed = &mut following => {
+            let why = match followed {
+                Ok(Ok(_)) => "it ended".to_owned(),
+                Ok(Err(error)) => error.to_string(),
+                Err(error) => error.to_string(),
+            };
+            return state.fail(format!("following the payments log: {why}"));
+        }
+    };
+    halt.send_replace(true);
+    if !leads {
+        return;
+    }
+    match following.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return state.fail(format!("following the payments log: {error}")),
+        Err(error) => return state.fail(format!("following the payments log: {error}")),
+    }
+    match take_over_payments(&log, &ledger, config, apply).await {
+        Ok(payments) => {
+            let payments = Arc::new(payments);
+            state.payments.run(Arc::clone(&payments));
+            tokio::spawn(payments.watch(stop));
+            state.feed_restart.notify_one();
+            tracing::info!("this node runs the payment hub");
+        }
+        Err(error) => state.fail(format!("taking over the payment hub: {error}")),
+    }
+}
+
+/// Claims the payments log and starts the hub from the book and store it brought up to date.
+async fn take_over_payments(
+    log: &OpLog,
+    ledger: &Arc<Ledger>,
+    config: PaymentsConfig,
+    apply: impl FnMut(u64, Bytes) -> Result<(), String> + Send,
+) -> Result<Payments, String> {
+    let after = ledger.book.applied().map_err(|e| e.to_string())?;
+    let (writer, claim) = log.claim(after, apply).await.map_err(|e| e.to_string())?;
+    ledger.book.set_applied(claim).map_err(|e| e.to_string())?;
+    ledger.lead(writer);
+    Payments::start(config, Arc::clone(ledger), crate::feed::unix_now())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Runs blocking disk work from async code: in place on a multi-threaded runtime (its other
+/// workers go on), directly on a single-threaded one.
+fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
 

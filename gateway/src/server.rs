@@ -222,7 +222,7 @@ impl GatewayHandle {
 
     /// The node's address on chain, when it runs with payments.
     pub fn node_address(&self) -> Option<Address> {
-        self.state.payments.as_ref().map(|p| p.node())
+        self.state.payments.config.as_ref().map(|p| p.key.address())
     }
 
     /// Stops accepting, lets calls in progress finish, claims every requester proof it holds
@@ -233,7 +233,7 @@ impl GatewayHandle {
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))??;
         let _ = self.feed.await;
-        if let Some(payments) = &self.state.payments {
+        if let Some(payments) = self.state.payments.running() {
             payments.settle(unix_now(), true).await;
         }
         let shard = lock(&self.state.shard).take();
@@ -277,8 +277,8 @@ pub struct AppState {
     per_session: Mutex<RateLimiter<Address>>,
     per_ip: Mutex<RateLimiter<IpAddr>>,
     origin: Instant,
-    /// The hub, stores and chain client; `None` without a chain.
-    pub(crate) payments: Option<Arc<Payments>>,
+    /// The hub, stores and chain client, when the node runs with a chain.
+    pub(crate) payments: crate::payments::PaymentsSlot,
     /// Each party's event streams.
     pub(crate) streams: Streams,
     /// Set once the engine's writer is found dead (why), for health and the process.
@@ -293,6 +293,9 @@ pub struct AppState {
     pub(crate) anchoring: Option<Arc<crate::anchoring::Anchoring>>,
     /// The latest deals made, for the public dashboard.
     pub(crate) recent: crate::dashboard::Recent,
+    /// Told when the feed must start over as after a restart (a cluster node that now leads
+    /// runs the hub: every running deal is metered again from the book).
+    pub(crate) feed_restart: tokio::sync::Notify,
     /// Turns true when the node stops: streams that would never end (server-sent events) end.
     pub(crate) stopping: watch::Receiver<bool>,
     /// The node's cluster, when it runs in one.
@@ -368,6 +371,19 @@ impl AppState {
             .as_ref()
             .map_or(Ok(()), crate::cluster::ClusterLink::require_leader)
     }
+
+    /// The payment hub: `None` on a node without a chain; on a cluster's follower (the
+    /// leader runs the hub), the refusal that names the leader.
+    pub(crate) fn payments(&self) -> Result<Option<&Arc<Payments>>, ApiError> {
+        if self.payments.config.is_none() {
+            return Ok(None);
+        }
+        match (self.payments.running(), &self.cluster) {
+            (Some(payments), _) => Ok(Some(payments)),
+            (None, Some(cluster)) => Err(cluster.not_leader()),
+            (None, None) => Err(internal("the payment hub is not running".to_owned())),
+        }
+    }
 }
 
 /// Locks a mutex; a panic elsewhere while holding it does not poison the node.
@@ -418,6 +434,10 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         Some(cluster) => {
             check_cluster_settings(&config)?;
             let shared = ipsx_engine_cluster::Shared::open(cluster).await?;
+            let payments_log = match &config.payments {
+                Some(_) => Some(ipsx_engine_cluster::OpLog::open(cluster, "PAYMENTS").await?),
+                None => None,
+            };
             session_key = crate::cluster::session_key(&shared, session_key).await?;
             let settings = cluster.clone();
             let node = tokio::task::spawn_blocking(move || {
@@ -429,6 +449,7 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
                 node: cluster.node.clone(),
                 status: node.watch(),
                 shared,
+                payments_log,
             };
             (Arc::clone(node.shard()), Some((node, link)))
         }
@@ -440,13 +461,21 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
     let cluster_node = crate::cluster::NodeSlot(cluster_node);
     let registry = Registry::open(&config.data_dir.join("node.redb"))?;
     let history = crate::history::History::open(&config.data_dir.join("history.redb"))?;
-    let payments = match config.payments.clone() {
-        Some(payments) => Some(Arc::new(
-            Payments::start(payments, &config.data_dir, unix_now()).await?,
+    let ledger = match &config.payments {
+        Some(_) => Some(Arc::new(
+            crate::payments::Ledger::open(&config.data_dir).map_err(PaymentsError::from)?,
         )),
         None => None,
     };
-    let anchoring = match (&config.anchor, &payments) {
+    let payments = crate::payments::PaymentsSlot::new(config.payments.clone(), ledger);
+    // A node alone runs the hub from the start; a cluster's leader, once it leads.
+    if let (Some(settings), Some(ledger), None) =
+        (&payments.config, &payments.ledger, &config.cluster)
+    {
+        let hub = Payments::start(settings.clone(), Arc::clone(ledger), unix_now()).await?;
+        payments.run(Arc::new(hub));
+    }
+    let anchoring = match (&config.anchor, payments.running()) {
         (Some(anchor), Some(payments)) => Some(Arc::new(
             open_anchoring(&config.data_dir, *anchor, payments.chain()).await?,
         )),
@@ -492,6 +521,7 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         observed: Observed::default(),
         anchoring,
         recent: crate::dashboard::Recent::default(),
+        feed_restart: tokio::sync::Notify::new(),
         stopping: stop.subscribe(),
         cluster,
         public_url,
@@ -510,8 +540,16 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
             retention,
             stop.subscribe(),
         ));
+        if let Some(log) = &link.payments_log {
+            tokio::spawn(crate::cluster::run_payments(
+                Arc::clone(&state),
+                log.clone(),
+                link.status.clone(),
+                stop.subscribe(),
+            ));
+        }
     }
-    if let Some(payments) = &state.payments {
+    if let Some(payments) = state.payments.running() {
         tokio::spawn(Arc::clone(payments).watch(stop.subscribe()));
         if let Some(anchoring) = &state.anchoring {
             tokio::spawn(crate::anchoring::run(
@@ -559,9 +597,6 @@ fn check_cluster_settings(config: &GatewayConfig) -> Result<(), GatewayError> {
              without it, or one node alone)"
         )))
     };
-    if config.payments.is_some() {
-        return refuse("payments");
-    }
     if config.anchor.is_some() {
         return refuse("anchoring");
     }
@@ -1033,7 +1068,7 @@ async fn place_offer(
         }
         (_, None) => {}
     }
-    if let Some(payments) = &state.payments
+    if let Some(payments) = state.payments()?
         && !payments.has_provider(provider)
     {
         return Err(ApiError::new(
@@ -1123,7 +1158,7 @@ async fn lease(
     ApiJson(body): ApiJson<LeaseBody>,
 ) -> Result<Json<Leased>, ApiError> {
     let spec = request_spec(&body, requester)?;
-    if let Some(payments) = &state.payments
+    if let Some(payments) = state.payments()?
         && !payments.has_requester(requester)
     {
         return Err(ApiError::new(
@@ -1346,7 +1381,7 @@ async fn register_provider(
         return Err(no_relay());
     }
     state.require_leader()?;
-    if let Some(payments) = &state.payments {
+    if let Some(payments) = state.payments()? {
         payments.ensure_provider_channel(provider).await?;
     }
     let mut fresh = [0u8; 32];
@@ -1601,11 +1636,14 @@ async fn profile(
 // Wallet state
 
 /// `GET /v1/wallet`: the caller's channels and the node's settlement details.
-async fn wallet(Caller(caller): Caller, State(state): State<Shared>) -> Json<WalletView> {
-    Json(WalletView {
+async fn wallet(
+    Caller(caller): Caller,
+    State(state): State<Shared>,
+) -> Result<Json<WalletView>, ApiError> {
+    Ok(Json(WalletView {
         address: caller,
-        payments: state.payments.as_ref().map(|p| p.info(caller)),
-    })
+        payments: state.payments()?.map(|p| p.info(caller)),
+    }))
 }
 
 /// `GET /v1/wallet/claims`: the caller's channel from the node as the chain holds it.
@@ -1613,7 +1651,7 @@ async fn wallet_claims(
     Caller(caller): Caller,
     State(state): State<Shared>,
 ) -> Result<Json<ipsx_api::ClaimsView>, ApiError> {
-    let payments = state.payments.as_ref().ok_or_else(|| {
+    let payments = state.payments()?.ok_or_else(|| {
         ApiError::bad_request(
             ErrorCode::PaymentsDisabled,
             "this node runs without a chain",
@@ -1638,7 +1676,7 @@ async fn register_channel(
     State(state): State<Shared>,
     ApiJson(body): ApiJson<ChannelBody>,
 ) -> Result<Json<ChannelView>, ApiError> {
-    let payments = state.payments.as_ref().ok_or_else(|| {
+    let payments = state.payments()?.ok_or_else(|| {
         ApiError::bad_request(
             ErrorCode::PaymentsDisabled,
             "this node runs without a chain",

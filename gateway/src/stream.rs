@@ -33,7 +33,7 @@ pub(crate) async fn stream(
     // take lease events idempotently) rather than never.
     let events = state.streams.subscribe(party);
     let mut greeting = Vec::new();
-    if let Some(payments) = &state.payments {
+    if let Some(payments) = state.payments()? {
         let ((paid, earned), leases) = payments.position_of(party)?;
         greeting.push(StreamEvent::Settled {
             paid: TokenAmount(paid),
@@ -120,7 +120,7 @@ async fn answer(
     };
     match request {
         StreamRequest::Proof { proof } => {
-            let Some(payments) = &state.payments else {
+            let Some(payments) = state.payments.running() else {
                 return refused(ApiError::bad_request(
                     ErrorCode::PaymentsDisabled,
                     "this node runs without a chain",

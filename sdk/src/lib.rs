@@ -181,7 +181,8 @@ impl Client {
     pub fn at(&self, node: &str) -> Client {
         Client {
             session: self.session.clone(),
-            failover_within: self.failover_within,
+            // Not even to a leader a refusal names: the answer is this node's.
+            failover_within: Duration::ZERO,
             ..Client::with_nodes([node])
         }
     }
@@ -393,7 +394,12 @@ impl Client {
     /// Opens this wallet's event stream (deals, lease terms, payments, cut-offs).
     pub async fn stream(&self) -> Result<EventStream, SdkError> {
         let session = self.session.as_ref().ok_or(SdkError::NotSignedIn)?;
-        EventStream::connect(&self.node(), &session.token).await
+        // In a paying cluster only the leader serves streams (it runs the payment hub): a
+        // follower's refusal names it, and a node that is down is passed over.
+        self.failing_over(true, |base| async move {
+            EventStream::connect(&base, &session.token).await
+        })
+        .await
     }
 
     async fn deal_action(&self, deal: u64, action: &str) -> Result<LeaseView, SdkError> {
@@ -526,6 +532,8 @@ fn failover(error: &SdkError, idempotent: bool) -> Option<Option<String>> {
             ..
         } if idempotent => Some(None),
         SdkError::Transport(error) if error.is_connect() || idempotent => Some(None),
+        // Only opening a stream fails over (`Client::stream`), and it changes nothing.
+        SdkError::Stream(_) if idempotent => Some(None),
         _ => None,
     }
 }
@@ -540,7 +548,7 @@ async fn answer<R: DeserializeOwned>(request: reqwest::RequestBuilder) -> Result
     Err(api_error(status, response.json::<ErrorBody>().await.ok()))
 }
 
-fn api_error(status: StatusCode, body: Option<ErrorBody>) -> SdkError {
+pub(crate) fn api_error(status: StatusCode, body: Option<ErrorBody>) -> SdkError {
     let (code, message, leader) = match body {
         Some(body) => (body.error.code, body.error.message, body.error.leader),
         None => (

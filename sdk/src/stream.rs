@@ -31,7 +31,19 @@ impl EventStream {
         request.headers_mut().insert("authorization", bearer);
         let (socket, _) = tokio_tungstenite::connect_async(request)
             .await
-            .map_err(|e| SdkError::Stream(e.to_string()))?;
+            .map_err(|error| match error {
+                // The node refused the upgrade with an answer of its own (not_leader, …).
+                tokio_tungstenite::tungstenite::Error::Http(response) => {
+                    let status = reqwest::StatusCode::from_u16(response.status().as_u16())
+                        .unwrap_or(reqwest::StatusCode::BAD_GATEWAY);
+                    let body = response
+                        .body()
+                        .as_deref()
+                        .and_then(|bytes| serde_json::from_slice(bytes).ok());
+                    crate::api_error(status, body)
+                }
+                error => SdkError::Stream(error.to_string()),
+            })?;
         Ok(Self { socket })
     }
 

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
 pub mod paying;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -35,6 +35,20 @@ pub enum ClusterError {
     /// The shard stopped.
     #[error(transparent)]
     Submit(#[from] SubmitError),
+    /// Another node appended to a log this node was writing: it no longer leads.
+    #[error("another node wrote entry {at} of the log: this node no longer leads")]
+    Fenced {
+        /// The sequence this node tried to write.
+        at: u64,
+    },
+    /// An entry read from a log could not be applied.
+    #[error("applying entry {seq} of the log: {why}")]
+    Apply {
+        /// Its sequence.
+        seq: u64,
+        /// Why.
+        why: String,
+    },
     /// The settings make no sense.
     #[error("invalid cluster settings: {0}")]
     Config(String),

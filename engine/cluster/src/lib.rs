@@ -21,6 +21,9 @@
 //! * [`lease`](crate::lease): who leads, and the term the de-duplication ids carry.
 //! * [`shared`]: small values every node must hold alike (a shared secret, providers'
 //!   proxy keys), one JetStream subject per key, written by compare-and-set.
+//! * [`oplog`]: a fenced log of opaque entries beside the engine's, for what a new leader
+//!   must take over exactly (the payment hub's book and proofs): one writer at a time, by
+//!   claim.
 //! * [`check`]: a stopped node's market brought to the log's end, and the double-booking
 //!   check, for stories and drills.
 //! * [`local`]: nats-server processes on loopback, for tests, benchmarks and trying it out.
@@ -57,10 +60,12 @@ pub mod lease;
 pub mod local;
 pub mod log;
 pub mod node;
+pub mod oplog;
 pub mod shared;
 
 pub use config::ClusterConfig;
 pub use error::ClusterError;
 pub use lease::Leader;
 pub use node::{ClusterNode, Status};
+pub use oplog::{OpLog, OpWriter};
 pub use shared::{Entry, Shared};

@@ -172,6 +172,11 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                 }
             }
             _ = following.lag_noticed.notified() => {}
+            () = feed.state.feed_restart.notified() => {
+                // As after a restart: every deal read anew, running ones metered from the book.
+                feed.tracker = Tracker::default();
+                reread = true;
+            }
             _ = every_second.tick() => {
                 if feed.second(&mut last_settle).await.is_err() {
                     reread = true;
@@ -278,7 +283,7 @@ impl Feed {
                 tracing::warn!(deal, error = error.message(), "recording a cut-off failed");
             }
         }
-        if let Some(payments) = &self.state.payments
+        if let Some(payments) = self.state.payments.running()
             && last_settle.elapsed() >= payments.settle_every()
         {
             *last_settle = Instant::now();
@@ -381,8 +386,8 @@ fn carry_out(state: &AppState, step: &Step, now: u64) -> Result<(), String> {
 
 /// Starts metering a deal its provider serves.
 fn meter(state: &AppState, view: &DealView, now: u64) -> Result<(), String> {
-    let terms = match &state.payments {
-        Some(payments) => match payments.start_lease(
+    let terms = match (state.payments.running(), &state.payments.config) {
+        (Some(payments), _) => match payments.start_lease(
             view.deal,
             view.requester,
             view.provider,
@@ -401,7 +406,9 @@ fn meter(state: &AppState, view: &DealView, now: u64) -> Result<(), String> {
             }
             Err(error) => return Err(error.message().to_owned()),
         },
-        None => LeaseTerms {
+        // A follower in a paying cluster: the leader fixes the terms and tells the parties.
+        (None, Some(_)) => return Ok(()),
+        (None, None) => LeaseTerms {
             id: view.deal,
             rate: rate_of(view),
             start: view.start.max(now),
@@ -422,11 +429,12 @@ fn meter(state: &AppState, view: &DealView, now: u64) -> Result<(), String> {
 
 /// Ends a deal's lease at `at` and tells both parties its final terms.
 fn end(state: &AppState, view: &DealView, at: u64) -> Result<(), String> {
-    let terms = match &state.payments {
-        Some(payments) => payments
+    let terms = match (state.payments.running(), &state.payments.config) {
+        (Some(payments), _) => payments
             .end_lease(view.deal, at)
             .map_err(|e| e.message().to_owned())?,
-        None => None,
+        (None, Some(_)) => return Ok(()),
+        (None, None) => None,
     };
     // Never metered: it ends with nothing charged.
     let terms = terms.unwrap_or(LeaseTerms {
@@ -451,7 +459,7 @@ fn end(state: &AppState, view: &DealView, at: u64) -> Result<(), String> {
 /// One second of the hub: proofs to providers, cut-offs, payment reminders. Returns the deals
 /// cut for non-payment.
 fn pay(state: &AppState, now: u64) -> Result<Vec<u64>, String> {
-    let Some(payments) = &state.payments else {
+    let Some(payments) = state.payments.running() else {
         return Ok(Vec::new());
     };
     let outcome = payments.tick(now).map_err(|e| e.to_string())?;

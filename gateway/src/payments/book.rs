@@ -21,7 +21,10 @@ const LEASES: TableDefinition<u64, &[u8; LEASE_LEN]> = TableDefinition::new("lea
 /// Per party: what its folded leases came to as requester (paid) and as provider (earned).
 const FOLDED: TableDefinition<&[u8; 20], &[u8; 32]> = TableDefinition::new("folded");
 
-const LEASE_LEN: usize = 8 + 8 + 16 + 20 + 20 + 1;
+/// Where a cluster node is in the payments log (`ledger`): the last entry applied.
+const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+
+pub(crate) const LEASE_LEN: usize = 8 + 8 + 16 + 20 + 20 + 1;
 
 /// The payment book failed on disk.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +49,7 @@ pub struct BookedLease {
 }
 
 impl BookedLease {
-    fn encode(&self) -> [u8; LEASE_LEN] {
+    pub(crate) fn encode(&self) -> [u8; LEASE_LEN] {
         let mut out = [0u8; LEASE_LEN];
         out[..8].copy_from_slice(&self.terms.start.to_be_bytes());
         out[8..16].copy_from_slice(&self.terms.end.to_be_bytes());
@@ -57,7 +60,7 @@ impl BookedLease {
         out
     }
 
-    fn decode(id: u64, bytes: &[u8; LEASE_LEN]) -> Self {
+    pub(crate) fn decode(id: u64, bytes: &[u8; LEASE_LEN]) -> Self {
         let word = |range: std::ops::Range<usize>| {
             let mut eight = [0u8; 8];
             eight.copy_from_slice(&bytes[range]);
@@ -99,8 +102,29 @@ impl PaymentBook {
         txn.open_table(PROVIDER_CHANNELS).map_err(db_error)?;
         txn.open_table(LEASES).map_err(db_error)?;
         txn.open_table(FOLDED).map_err(db_error)?;
+        txn.open_table(CURSORS).map_err(db_error)?;
         txn.commit().map_err(db_error)?;
         Ok(Self { db })
+    }
+
+    /// The last entry of the cluster's payments log applied to this book (0: none).
+    pub fn applied(&self) -> Result<u64, BookError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(CURSORS).map_err(db_error)?;
+        Ok(table
+            .get("applied")
+            .map_err(db_error)?
+            .map_or(0, |g| g.value()))
+    }
+
+    /// Records that the payments log's entries up to `seq` are applied.
+    pub fn set_applied(&self, seq: u64) -> Result<(), BookError> {
+        let txn = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut table = txn.open_table(CURSORS).map_err(db_error)?;
+            table.insert("applied", seq).map_err(db_error)?;
+        }
+        txn.commit().map_err(db_error)
     }
 
     fn put_channel(

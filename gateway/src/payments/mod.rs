@@ -18,10 +18,10 @@
 //! nobody is cut before `grace` seconds more have passed.
 
 mod book;
+mod ledger;
 
 use crate::error::ErrorCode;
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,10 +34,12 @@ use ipsx_channels::{
 };
 use ipsx_channels_runtime::chain::{ChainClient, ChainError, Checkpointed};
 use ipsx_channels_runtime::settle::Settler;
-use ipsx_channels_runtime::store::{ProofStore, StoreError};
+use ipsx_channels_runtime::store::StoreError;
 use ipsx_channels_runtime::watcher::{WatchEvent, Watcher};
 
 pub use book::{BookError, BookedLease, PaymentBook};
+pub(crate) use ledger::Ledger;
+pub use ledger::LedgerError;
 
 use crate::error::ApiError;
 use crate::server::lock;
@@ -109,9 +111,44 @@ pub enum PaymentsError {
     /// The payment book failed.
     #[error(transparent)]
     Book(#[from] BookError),
+    /// The book or the store could not be written (or, in a cluster, the payments log).
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
     /// A booked lease no longer fits the hub (a corrupt book).
     #[error("rebuilding the hub: {0}")]
     Rebuild(String),
+}
+
+/// The payment side as a node holds it: what it was started with, and the hub once it runs
+/// it — from the start on a node alone; in a cluster, once it leads.
+#[derive(Default)]
+pub(crate) struct PaymentsSlot {
+    /// What the node was started with (`None`: a market without payments).
+    pub(crate) config: Option<PaymentsConfig>,
+    /// The book and the proof store, opened with `config`.
+    pub(crate) ledger: Option<Arc<Ledger>>,
+    running: std::sync::OnceLock<Arc<Payments>>,
+}
+
+impl PaymentsSlot {
+    /// A node's payment side before the hub runs.
+    pub(crate) fn new(config: Option<PaymentsConfig>, ledger: Option<Arc<Ledger>>) -> Self {
+        Self {
+            config,
+            ledger,
+            running: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The hub, when this node runs it.
+    pub(crate) fn running(&self) -> Option<&Arc<Payments>> {
+        self.running.get()
+    }
+
+    /// This node runs the hub from now on (once: a cluster node that stops leading exits).
+    pub(crate) fn run(&self, payments: Arc<Payments>) {
+        let _ = self.running.set(payments);
+    }
 }
 
 /// What one second of the hub produced, persisted and ready to send.
@@ -126,8 +163,8 @@ pub(crate) struct TickOutcome {
 /// The node's payments.
 pub(crate) struct Payments {
     chain: ChainClient,
-    store: Arc<ProofStore>,
-    book: PaymentBook,
+    /// The book and the proof store (and, on a cluster's leader, the payments log).
+    ledger: Arc<Ledger>,
     hub: Mutex<Hub>,
     requesters: Mutex<Vec<Address>>,
     /// Proofs are checked, stored and accepted one at a time, so a lower one cannot overtake.
@@ -163,10 +200,10 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
 
 impl Payments {
     /// Connects to the chain, checks the node is the treasury, and rebuilds the hub from the
-    /// book and stores in `data_dir`.
+    /// book and the proof store.
     pub(crate) async fn start(
         config: PaymentsConfig,
-        data_dir: &Path,
+        ledger: Arc<Ledger>,
         now: u64,
     ) -> Result<Self, PaymentsError> {
         let chain =
@@ -178,8 +215,7 @@ impl Payments {
                 treasury,
             });
         }
-        let store = Arc::new(ProofStore::open(&data_dir.join("proofs.redb"))?);
-        let book = PaymentBook::open(&data_dir.join("payments.redb"))?;
+        let (store, book) = (&ledger.store, &ledger.book);
         let leases = book.leases()?;
         // The hub's clock starts where the oldest booked lease starts, so every lease fits
         // again and each requester's paid-through is recomputed from its latest proof.
@@ -224,11 +260,10 @@ impl Payments {
         if !leases.is_empty() {
             hub.hold_cuts_until(now + config.hub.grace + 2);
         }
-        let settler = Settler::new(chain.clone(), Arc::clone(&store), config.policy);
+        let settler = Settler::new(chain.clone(), Arc::clone(store), config.policy);
         Ok(Self {
             chain,
-            store,
-            book,
+            ledger,
             hub: Mutex::new(hub),
             requesters: Mutex::new(requesters),
             proof_gate: tokio::sync::Mutex::new(()),
@@ -330,7 +365,7 @@ impl Payments {
         &self,
         party: Address,
     ) -> Result<((u128, u128), Vec<BookedLease>), ApiError> {
-        self.book.position_of(party).map_err(internal)
+        self.ledger.book.position_of(party).map_err(internal)
     }
 
     /// Whether `requester` has a channel to the node.
@@ -381,10 +416,15 @@ impl Payments {
                 self.node()
             )));
         }
-        self.book
-            .set_requester_channel(requester, channel)
+        self.ledger
+            .record_async(ledger::Entry::RequesterChannel(requester, channel))
+            .await
             .map_err(internal)?;
-        let latest = self.store.latest_received(channel).map_err(internal)?;
+        let latest = self
+            .ledger
+            .store
+            .latest_received(channel)
+            .map_err(internal)?;
         let received = latest.map_or(0, |p| p.amount);
         lock(&self.hub).add_requester(ReceiverChannel::new(
             channel,
@@ -435,8 +475,9 @@ impl Payments {
             .open_channel(provider, deposit)
             .await
             .map_err(chain_error)?;
-        self.book
-            .set_provider_channel(provider, channel)
+        self.ledger
+            .record_async(ledger::Entry::ProviderChannel(provider, channel))
+            .await
             .map_err(internal)?;
         lock(&self.hub).add_provider(PayerChannel::new(channel, provider, deposit, 0));
         tracing::info!(%provider, channel = channel.0, deposit, "opened a provider channel");
@@ -462,10 +503,9 @@ impl Payments {
         lock(&self.hub).check(requester, &proof).map_err(|e| {
             ApiError::new(StatusCode::CONFLICT, ErrorCode::ProofRefused, e.to_string())
         })?;
-        let payments = Arc::clone(self);
-        tokio::task::spawn_blocking(move || payments.store.persist_received(&[proof]))
+        self.ledger
+            .record_async(ledger::Entry::Received(proof))
             .await
-            .map_err(internal)?
             .map_err(internal)?;
         let mut hub = lock(&self.hub);
         hub.accept(requester, proof);
@@ -484,7 +524,7 @@ impl Payments {
         start: u64,
         end: u64,
     ) -> Result<LeaseTerms, ApiError> {
-        if let Some(booked) = self.book.lease(deal).map_err(internal)? {
+        if let Some(booked) = self.ledger.book.lease(deal).map_err(internal)? {
             return Ok(booked.terms);
         }
         let mut hub = lock(&self.hub);
@@ -519,7 +559,9 @@ impl Payments {
             provider,
             ended: false,
         };
-        self.book.put_lease(&lease).map_err(internal)?;
+        self.ledger
+            .record(&ledger::Entry::Lease(lease))
+            .map_err(internal)?;
         hub.add_lease(HubLease {
             terms,
             requester,
@@ -532,7 +574,7 @@ impl Payments {
     /// Ends a lease at `at` (no earlier than what its requester already paid through); the
     /// final terms, booked. `None` if it was never metered.
     pub(crate) fn end_lease(&self, deal: u64, at: u64) -> Result<Option<LeaseTerms>, ApiError> {
-        let Some(mut booked) = self.book.lease(deal).map_err(internal)? else {
+        let Some(mut booked) = self.ledger.book.lease(deal).map_err(internal)? else {
             return Ok(None);
         };
         if booked.ended {
@@ -547,18 +589,23 @@ impl Payments {
         });
         booked.terms = terms;
         booked.ended = true;
-        self.book.put_lease(&booked).map_err(internal)?;
+        self.ledger
+            .record(&ledger::Entry::Lease(booked))
+            .map_err(internal)?;
         Ok(Some(terms))
     }
 
     /// One second of the hub: sign what is owed to providers and store it before it is sent;
     /// find requesters that are behind.
-    pub(crate) fn tick(&self, now: u64) -> Result<TickOutcome, StoreError> {
+    pub(crate) fn tick(&self, now: u64) -> Result<TickOutcome, LedgerError> {
         let mut hub = lock(&self.hub);
         let tick = hub.tick(now);
         if !tick.folded.is_empty() {
             // Lost in a crash before this write, they are folded again after the restart.
-            if let Err(error) = self.book.fold(&tick.folded) {
+            if let Err(error) = self
+                .ledger
+                .record(&ledger::Entry::Fold(tick.folded.clone()))
+            {
                 tracing::warn!(%error, "folding settled leases in the book failed");
             }
         }
@@ -568,7 +615,7 @@ impl Payments {
             .map(|p| (p.proof.channel, p.proof.amount))
             .collect();
         if !signed.is_empty() {
-            self.store.persist_signed(&signed)?;
+            self.ledger.record(&ledger::Entry::Signed(signed))?;
         }
         let grace = self.config.hub.grace;
         let due = lock(&self.requesters)
@@ -651,7 +698,7 @@ impl Payments {
         };
         let watcher = Watcher::new(
             self.chain.clone(),
-            Arc::clone(&self.store),
+            Arc::clone(&self.ledger.store),
             "node",
             start_block,
         );
@@ -682,11 +729,12 @@ impl Payments {
 
     fn deposit_changed(&self, channel: ChannelId, deposit: u128) {
         let parties = self
+            .ledger
             .book
             .requester_channels()
             .into_iter()
             .flatten()
-            .chain(self.book.provider_channels().into_iter().flatten());
+            .chain(self.ledger.book.provider_channels().into_iter().flatten());
         for (party, known) in parties {
             if known == channel {
                 lock(&self.hub).set_deposit(party, deposit);

@@ -1,0 +1,187 @@
+//! Money through a cluster: three `ipsx node --cluster` processes with payments on anvil
+//! (the real contracts), each started with the same node key, over three nats-servers. The
+//! leader runs the payment hub and writes every proof it takes and every amount it signs to
+//! the cluster's payments log before they count; the followers apply that log to their own
+//! book and proof store.
+//!
+//! A fleet leases through a client that knows the three nodes and pays every second; the
+//! provider's daemon knows them too. Mid-lease the leading node is killed with SIGKILL (and
+//! kept down). Checked: a follower refuses the event stream and the wallet with `not_leader`
+//! naming the leader; the new leader holds every proof the old one acknowledged and the
+//! lease's terms as they were fixed; the fleet pays on at the new leader to the lease's end;
+//! the provider is paid exactly what was metered, claims it on chain, and the chain credits
+//! it that amount minus the commission — to the wei.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{Supervised, leader, until, view};
+use common::paying::{Stop, ended, pay_in_background, paying_fleet, provider_settles};
+use common::{Chain, Offer, TOKEN, curl, free_port, site};
+use ipsx_engine_cluster::local::LocalNats;
+use ipsx_sdk::{ErrorCode, LeaseBody, SdkError, StreamEvent, TokenAmount};
+
+const PRICE: u128 = TOKEN / 1_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_lease_runs_through_a_leader_kill_and_settles_on_chain_to_the_wei() {
+    let chain = Chain::start().await;
+    let temp = tempfile::tempdir().expect("temp dir");
+    let root = temp.path().to_path_buf();
+    // IPSX_KEEP=1 keeps the nodes' logs and data for a look after a failure.
+    let _temp = match std::env::var_os("IPSX_KEEP") {
+        Some(_) => {
+            eprintln!("keeping {}", temp.keep().display());
+            None
+        }
+        None => Some(temp),
+    };
+    let servers = LocalNats::start(&root.join("nats"), 3).expect("nats-server runs");
+    let key_file = chain.key_file(&root, 0);
+    let (rpc, centralizer) = (
+        chain.anvil.endpoint(),
+        chain.deployment.centralizer.to_string(),
+    );
+    let payments = [
+        "--rpc-url",
+        rpc.as_str(),
+        "--centralizer",
+        centralizer.as_str(),
+        "--node-key-file",
+        key_file.to_str().expect("utf-8"),
+        "--provider-deposit",
+        "100000000000000000000",
+    ];
+    let nodes: Vec<Supervised> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| Supervised::start(id, &root, &servers.urls(), &payments))
+        .collect();
+    let http = reqwest::Client::new();
+    let first = leader(&http, &nodes, Duration::from_secs(60)).await;
+    until("every node up", Duration::from_secs(60), async || {
+        for node in &nodes {
+            view(&http, node).await?;
+        }
+        Some(())
+    })
+    .await;
+    let list = nodes
+        .iter()
+        .map(|node| node.url.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+
+    let site = site();
+    let port = free_port(&["127.0.0.2"]);
+    let (provider_process, provider_lines) = chain.provider(
+        &root,
+        &list,
+        port,
+        Offer {
+            wallet: 2,
+            ips: &["127.0.0.2"],
+            country: "DE",
+            price: PRICE,
+        },
+    );
+    let (fleet, fleet_wallet, channel) = paying_fleet(&chain, &list).await;
+
+    // A follower serves neither the hub's stream nor the wallet: it names the leader.
+    let follower = nodes
+        .iter()
+        .position(|node| node.url != nodes[first].url)
+        .expect("a follower");
+    let at_follower = fleet.at(&nodes[follower].url);
+    // (A follower learns who leads from the lease, within a renewal or two of starting.)
+    until(
+        "the follower names the leader",
+        Duration::from_secs(10),
+        async || {
+            let refusals = [
+                at_follower.stream().await.map(|_| "stream"),
+                at_follower.wallet().await.map(|_| "wallet"),
+            ];
+            let mut named = 0;
+            for refused in refusals {
+                match refused {
+                    Err(SdkError::Api { code, leader, .. }) => {
+                        assert_eq!(code, ErrorCode::NotLeader);
+                        named += usize::from(leader.as_deref() == Some(nodes[first].url.as_str()));
+                    }
+                    other => panic!(
+                        "a follower ({}) refuses with not_leader, not {other:?}",
+                        nodes[follower].url
+                    ),
+                }
+            }
+            (named == 2).then_some(())
+        },
+    )
+    .await;
+
+    let leased = fleet
+        .lease(
+            &LeaseBody::new(1, 16, TokenAmount(PRICE))
+                .countries(["DE"])
+                .protocols([ipsx_sdk::Protocol::Http]),
+        )
+        .await
+        .expect("lease");
+    assert_eq!(leased.leased, 1);
+    let deal = leased.deals[0].deal.deal;
+    let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
+    let terms = paying
+        .wait(Duration::from_secs(15), |event| match event {
+            StreamEvent::LeaseReady { terms, .. } if terms.deal == deal => Some(*terms),
+            _ => None,
+        })
+        .await;
+    let endpoint = &leased.deals[0].endpoints[0];
+    let through = curl(
+        endpoint.http.as_deref().expect("http"),
+        &format!("http://{site}/"),
+    );
+    assert_eq!(String::from_utf8_lossy(&through.stdout), "127.0.0.2");
+
+    // Paid for a few seconds, then the leader dies without warning and stays down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let acknowledged = paying.end(Stop::Abandon).await.expect("paid so far");
+    assert!(acknowledged > 0, "the leader acknowledged proofs");
+    nodes[first].hold(true);
+    nodes[first].signal("-KILL");
+    let second = leader(&http, &nodes, Duration::from_secs(30)).await;
+    assert_ne!(second, first, "another node leads");
+
+    // The new leader runs the hub from the payments log: every acknowledged proof, the
+    // channel, the deal and its terms.
+    let wallet = fleet
+        .wallet()
+        .await
+        .expect("wallet")
+        .payments
+        .expect("payments");
+    let inbound = wallet
+        .inbound
+        .expect("the channel is known to the new leader");
+    assert_eq!(inbound.channel, channel.channel);
+    assert!(
+        inbound.amount.0 >= acknowledged,
+        "every acknowledged proof survived: {} < {acknowledged}",
+        inbound.amount.0
+    );
+
+    // The fleet pays on at the new leader; the lease runs out; everyone is paid.
+    let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
+    let final_terms = paying.wait(Duration::from_secs(40), ended).await;
+    assert_eq!(
+        final_terms.start, terms.start,
+        "the terms the old leader fixed"
+    );
+    assert_eq!(final_terms.end, terms.end, "ran to its end, not cut");
+    let metered = final_terms.rate.0 * u128::from(final_terms.end - final_terms.start);
+    let paid = paying.end(Stop::Finish).await.expect("finish");
+    assert_eq!(paid, metered, "the fleet signed exactly what was metered");
+    provider_settles(&chain, &list, 2, provider_process, &provider_lines, metered).await;
+    nodes[first].hold(false);
+}
