@@ -409,15 +409,21 @@ async fn lease(args: LeaseArgs) -> anyhow::Result<()> {
                 break;
             }
             event = payer.next() => {
-                match event? {
-                    Some(ipsx_sdk::StreamEvent::CutOff { deal, at }) => {
+                match event {
+                    Ok(Some(ipsx_sdk::StreamEvent::CutOff { deal, at })) => {
                         eprintln!("deal {deal} cut off at {at}");
                     }
-                    Some(ipsx_sdk::StreamEvent::Error { code, message }) => {
+                    Ok(Some(ipsx_sdk::StreamEvent::Error { code, message })) => {
                         eprintln!("node refused: {code}: {message}");
                     }
-                    Some(_) => {}
-                    None => anyhow::bail!("the node closed the stream"),
+                    Ok(Some(_)) => {}
+                    lost => {
+                        // The node restarted, or (in a cluster) another node leads now: pay
+                        // on there. The node tells a new payer where its leases stand.
+                        let why = lost.err().map_or("closed".to_owned(), |e| e.to_string());
+                        eprintln!("the payment stream was lost ({why}); reconnecting");
+                        payer = reconnect_payer(&client, &wallet, &leased.deals).await?;
+                    }
                 }
             }
         }
@@ -433,6 +439,43 @@ async fn lease(args: LeaseArgs) -> anyhow::Result<()> {
     let paid = payer.finish().await?;
     eprintln!("done: paid {paid} in all on this channel");
     Ok(())
+}
+
+/// How long `ipsx lease` tries to reach a node again after its payment stream was lost.
+const RECONNECT_WITHIN: Duration = Duration::from_secs(60);
+
+/// A payer on a new stream (the client fails over between the nodes it knows), expecting
+/// `deals`; tried again every second for [`RECONNECT_WITHIN`].
+async fn reconnect_payer(
+    client: &Client,
+    wallet: &Wallet,
+    deals: &[ipsx_sdk::LeaseView],
+) -> anyhow::Result<ipsx_sdk::Payer> {
+    let deadline = tokio::time::Instant::now() + RECONNECT_WITHIN;
+    loop {
+        match ipsx_sdk::Payer::connect(client, wallet).await {
+            Ok(mut payer) => {
+                for deal in deals {
+                    // One that ended meanwhile may be folded already (paid in full): the new
+                    // stream does not name it, so it is not waited for.
+                    let over = client
+                        .deal(deal.deal.deal)
+                        .await?
+                        .is_none_or(|view| view.status.is_over());
+                    if !over {
+                        payer.expect(&deal.deal);
+                    }
+                }
+                eprintln!("paying again through {}", client.node());
+                return Ok(payer);
+            }
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                eprintln!("reconnecting: {error}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => anyhow::bail!("the node could not be reached again: {error}"),
+        }
+    }
 }
 
 async fn chain_client(

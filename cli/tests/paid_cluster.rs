@@ -9,8 +9,10 @@
 //! kept down). Checked: a follower refuses the event stream and the wallet with `not_leader`
 //! naming the leader; the new leader holds every proof the old one acknowledged and the
 //! lease's terms as they were fixed; the fleet pays on at the new leader to the lease's end;
-//! the provider is paid exactly what was metered, claims it on chain, and the chain credits
-//! it that amount minus the commission — to the wei.
+//! `ipsx lease` then leases again and pays every second; the next leader is killed under it,
+//! and it pays on through the one after by itself. The provider is paid exactly what was
+//! metered over both leases, claims it on chain, and the chain credits it that amount minus
+//! the commission — to the wei.
 
 mod common;
 
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use common::cluster::{Supervised, leader, until, view};
 use common::paying::{Stop, ended, pay_in_background, paying_fleet, provider_settles};
-use common::{Chain, Offer, TOKEN, curl, free_port, site};
+use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
 use ipsx_engine_cluster::local::LocalNats;
 use ipsx_sdk::{ErrorCode, LeaseBody, SdkError, StreamEvent, TokenAmount};
 
@@ -182,6 +184,91 @@ async fn a_paid_lease_runs_through_a_leader_kill_and_settles_on_chain_to_the_wei
     let metered = final_terms.rate.0 * u128::from(final_terms.end - final_terms.start);
     let paid = paying.end(Stop::Finish).await.expect("finish");
     assert_eq!(paid, metered, "the fleet signed exactly what was metered");
-    provider_settles(&chain, &list, 2, provider_process, &provider_lines, metered).await;
+
+    // The old leader comes back and follows. Then `ipsx lease` leases again and pays every
+    // second; the leader dies under it too, and it pays on through the next one by itself.
     nodes[first].hold(false);
+    let fleet_key = chain.key_file(&root, 1);
+    let mut lease = std::process::Command::new(common::IPSX)
+        .args([
+            "lease",
+            "--count",
+            "1",
+            "--country",
+            "DE",
+            "--protocol",
+            "http",
+        ])
+        .args(["--duration", "14", "--max-price", &PRICE.to_string()])
+        .args([
+            "--format",
+            "csv",
+            "--node",
+            &list,
+            "--rpc-url",
+            &rpc,
+            "--key-file",
+        ])
+        .arg(&fleet_key)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ipsx lease runs");
+    let stderr = lines_of(lease.stderr.take().expect("stderr"));
+    wait_for(&stderr, "paying every second");
+    until(
+        "the fleet pays for its second lease",
+        Duration::from_secs(20),
+        async || {
+            let paid = fleet.wallet().await.ok()?.payments?.inbound?.amount.0;
+            (paid > metered).then_some(())
+        },
+    )
+    .await;
+    let third = leader(&http, &nodes, Duration::from_secs(10)).await;
+    nodes[third].hold(true);
+    nodes[third].signal("-KILL");
+    let output = tokio::task::spawn_blocking(move || lease.wait_with_output())
+        .await
+        .expect("join")
+        .expect("ipsx lease ends with its lease");
+    let said: Vec<String> = stderr.try_iter().collect();
+    assert!(output.status.success(), "{said:#?}");
+    assert!(
+        said.iter()
+            .any(|line| line.starts_with("the payment stream was lost")),
+        "it lost its stream at the kill: {said:#?}"
+    );
+    let done = said
+        .iter()
+        .find_map(|line| line.strip_prefix("done: paid "))
+        .unwrap_or_else(|| panic!("a closing line: {said:#?}"));
+    let total: u128 = done
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("an amount");
+    let second_lease = total - metered;
+    assert!(
+        second_lease > 0 && second_lease <= 14 * PRICE && second_lease.is_multiple_of(PRICE),
+        "whole seconds of the second lease: {done}"
+    );
+    provider_settles(&chain, &list, 2, provider_process, &provider_lines, total).await;
+    nodes[third].hold(false);
+}
+
+/// A child's stderr as lines, read on a thread of its own.
+fn lines_of(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (send, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = send.send(line);
+        }
+    });
+    lines
 }

@@ -7,6 +7,8 @@
 //!  writes on a follower ─► 503 not_leader {leader: URL}        (the SDK retries there)
 //!  POST /v1/providers (leader) ─► shared value provider-<address> ─► every node's registry
 //!  session key: the first node's, from the shared value session-key (tokens valid on all)
+//!  payments (leader only): every hub write ─► payments log ─► every follower's book and store
+//!  a follower's event stream and wallet ─► 503 not_leader (the hub runs on the leader)
 //! ```
 //!
 //! A node that loses its place (lease lost, fenced off) is marked failed: the process exits
@@ -319,7 +321,7 @@ pub(crate) async fn run_payments(
         Ok(payments) => {
             let payments = Arc::new(payments);
             state.payments.run(Arc::clone(&payments));
-            tokio::spawn(payments.watch(stop));
+            tokio::spawn(payments.watch(crate::payments::TAKEOVER_LOOKBACK, stop));
             state.feed_restart.notify_one();
             tracing::info!("this node runs the payment hub");
         }

@@ -93,8 +93,9 @@ pub struct GatewayConfig {
     /// Anchor the deal book in this `DealAnchor` contract (needs `payments`: the node's key
     /// anchors, through its one sender). Default: none.
     pub anchor: Option<crate::anchoring::AnchorConfig>,
-    /// Run as one node of a cluster (see [`crate::cluster`]): the engine follows the cluster's
-    /// log and leads when it wins the lease. Default: alone.
+    /// Run as one node of a cluster: the engine follows the cluster's log and leads when it
+    /// wins the lease; with `payments`, the leader runs the hub and every node follows the
+    /// cluster's payments log. Default: alone.
     pub cluster: Option<ipsx_engine_cluster::ClusterConfig>,
 }
 
@@ -550,7 +551,7 @@ pub async fn start(config: GatewayConfig) -> Result<GatewayHandle, GatewayError>
         }
     }
     if let Some(payments) = state.payments.running() {
-        tokio::spawn(Arc::clone(payments).watch(stop.subscribe()));
+        tokio::spawn(Arc::clone(payments).watch(0, stop.subscribe()));
         if let Some(anchoring) = &state.anchoring {
             tokio::spawn(crate::anchoring::run(
                 Arc::clone(anchoring),

@@ -113,15 +113,23 @@ pub fn curl(proxy: &str, url: &str) -> Output {
 
 /// A port free on all of `ips`.
 pub fn free_port(ips: &[&str]) -> u16 {
+    // A port handed out is free only until its process binds it: one handed out already in
+    // this test is never handed out again (three nodes started at once got the same one).
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let port = TcpListener::bind(format!("{}:0", ips[0]))
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        if ips
-            .iter()
-            .all(|ip| TcpListener::bind(format!("{ip}:{port}")).is_ok())
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !given.contains(&port)
+            && ips
+                .iter()
+                .all(|ip| TcpListener::bind(format!("{ip}:{port}")).is_ok())
         {
+            given.push(port);
             return port;
         }
     }

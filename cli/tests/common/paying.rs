@@ -123,7 +123,8 @@ pub async fn provider_settles(
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     provider.terminate();
     let earned = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(10)).ok())
-        .find(|line| line.starts_with("earned "))
+        // The closing line, not the "so far" note a daemon prints every 30 s.
+        .find(|line| line.starts_with("earned ") && !line.contains(" so far "))
         .expect("the provider reports its earnings");
     assert!(
         earned.starts_with(&format!("earned {metered} ")),

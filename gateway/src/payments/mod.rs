@@ -16,6 +16,11 @@
 //! never before the deal's start) and sent to both parties, so all three meter the same
 //! seconds. After a restart the hub is rebuilt from the book, the stores and the chain, and
 //! nobody is cut before `grace` seconds more have passed.
+//!
+//! Every write to the book and the proof store is a `ledger` entry. In a cluster the leader
+//! runs the hub and appends each entry to the cluster's payments log before it applies it; the
+//! followers apply the log to their own copies, and the node that comes to lead next starts
+//! the hub from its copy as after a restart (`crate::cluster::run_payments`).
 
 mod book;
 mod ledger;
@@ -178,6 +183,10 @@ pub(crate) struct Payments {
     claims:
         Mutex<std::collections::HashMap<u64, (u64, ipsx_channels_runtime::chain::ChannelState)>>,
 }
+
+/// Blocks a cluster node that takes over the hub re-reads the contract's events over: about a
+/// day at 12 s a block, far more than a failover takes.
+pub(crate) const TAKEOVER_LOOKBACK: u64 = 7_200;
 
 /// Seconds a chain read of a provider's channel answers `GET /v1/wallet/claims`.
 pub(crate) const CLAIMS_FRESH_FOR: u64 = 5;
@@ -687,10 +696,18 @@ impl Payments {
     /// Follows the contract until `stop`: challenges a requester's unilateral close that admits
     /// less than the node's latest stored proof, and takes deposits topped up on chain into
     /// the hub. The watcher's cursor is in the proof store, so a restart resumes where it was.
-    pub(crate) async fn watch(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+    ///
+    /// A watcher with no cursor yet starts `lookback` blocks before the chain's height: a
+    /// cluster node that takes over the hub looks back over what the previous leader may not
+    /// have seen (handling an event twice does nothing more).
+    pub(crate) async fn watch(
+        self: Arc<Self>,
+        lookback: u64,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         use alloy::providers::Provider as _;
         let start_block = match self.chain.provider().get_block_number().await {
-            Ok(block) => block,
+            Ok(block) => block.saturating_sub(lookback),
             Err(error) => {
                 tracing::warn!(%error, "the watcher cannot read the chain's height; not watching");
                 return;
