@@ -321,11 +321,17 @@ pub(crate) async fn run_payments(
         Ok(payments) => {
             let payments = Arc::new(payments);
             state.payments.run(Arc::clone(&payments));
-            tokio::spawn(payments.watch(crate::payments::TAKEOVER_LOOKBACK, stop));
+            tokio::spawn(payments.watch(crate::payments::TAKEOVER_LOOKBACK, stop.clone()));
             state.feed_restart.notify_one();
             tracing::info!("this node runs the payment hub");
         }
-        Err(error) => state.fail(format!("taking over the payment hub: {error}")),
+        Err(error) => return state.fail(format!("taking over the payment hub: {error}")),
+    }
+    // A leader whose hub writes the log no longer takes gives way, as one whose engine
+    // records it no longer takes: it exits, and the next leader claims the log.
+    tokio::select! {
+        why = ledger.broken() => state.fail(format!("the payments log took no more writes: {why}")),
+        _ = stop.wait_for(|stop| *stop) => {}
     }
 }
 

@@ -187,6 +187,9 @@ pub(crate) struct Ledger {
     pub(crate) book: PaymentBook,
     pub(crate) store: Arc<ProofStore>,
     writer: OnceLock<tokio::sync::Mutex<OpWriter>>,
+    /// Why the log took no more writes (fenced off, or out of reach past the writer's
+    /// patience): the hub cannot go on here, and the node must give way.
+    broken: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl Ledger {
@@ -196,12 +199,23 @@ impl Ledger {
             book: PaymentBook::open(&data_dir.join("payments.redb"))?,
             store: Arc::new(ProofStore::open(&data_dir.join("proofs.redb"))?),
             writer: OnceLock::new(),
+            broken: tokio::sync::watch::channel(None).0,
         })
     }
 
     /// From now on every write goes through the cluster's payments log first.
     pub(crate) fn lead(&self, writer: OpWriter) {
         let _ = self.writer.set(tokio::sync::Mutex::new(writer));
+    }
+
+    /// Waits until the cluster's log takes no more of this node's writes; why.
+    pub(crate) async fn broken(&self) -> String {
+        let mut broken = self.broken.subscribe();
+        let why = broken.wait_for(Option::is_some).await;
+        why.map_or_else(
+            |_| "the ledger is gone".to_owned(),
+            |why| why.clone().unwrap_or_default(),
+        )
     }
 
     /// Applies one entry to the book or the store.
@@ -238,7 +252,10 @@ impl Ledger {
         };
         let bytes = Bytes::from(entry.encode());
         let seq = tokio::runtime::Handle::current()
-            .block_on(async { writer.lock().await.append(bytes).await })?;
+            .block_on(async { writer.lock().await.append(bytes).await })
+            .inspect_err(|error| {
+                self.broken.send_replace(Some(error.to_string()));
+            })?;
         self.apply(entry)?;
         self.book.set_applied(seq)?;
         Ok(())
@@ -299,6 +316,58 @@ mod tests {
         assert!(Entry::decode(&[]).is_err());
         assert!(Entry::decode(&[99, 1, 2]).is_err());
         assert!(Entry::decode(&[TAG_SIGNED]).is_err(), "nothing signed");
+    }
+
+    /// A leader that was replaced writes nothing more: its entry is refused by the log's
+    /// fence, nothing changes in its book, and it is told to give way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replaced_leaders_writes_are_refused_and_change_nothing() {
+        use ipsx_engine_cluster::local::LocalNats;
+        use ipsx_engine_cluster::{ClusterConfig, OpLog};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nats = LocalNats::start(&dir.path().join("nats"), 1).expect("nats-server runs");
+        let mut config = ClusterConfig::new(nats.urls(), "ledger", "n1", "");
+        config.replicas = 1;
+        let log = OpLog::open(&config, "PAYMENTS").await.expect("log");
+        let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+        std::fs::create_dir_all(&old).expect("dir");
+        std::fs::create_dir_all(&new).expect("dir");
+        let old = Arc::new(Ledger::open(&old).expect("open"));
+        let new = Arc::new(Ledger::open(&new).expect("open"));
+
+        let (writer, _) = log.claim(0, |_, _| Ok(())).await.expect("claim");
+        old.lead(writer);
+        old.record_async(Entry::Lease(lease(1)))
+            .await
+            .expect("written");
+        assert!(old.book.lease(1).expect("read").is_some());
+
+        // Another node takes over: it reads what the old leader wrote, then claims.
+        let applied = {
+            let new = Arc::clone(&new);
+            move |seq, entry: Bytes| new.apply_at(seq, &entry).map_err(|e| e.to_string())
+        };
+        let (writer, claim) = log.claim(0, applied).await.expect("claim");
+        assert!(new.book.lease(1).expect("read").is_some(), "taken over");
+        new.lead(writer);
+
+        let refused = old.record_async(Entry::Lease(lease(2))).await;
+        assert!(
+            matches!(refused, Err(LedgerError::Log(ClusterError::Fenced { .. }))),
+            "{refused:?}"
+        );
+        assert!(
+            old.book.lease(2).expect("read").is_none(),
+            "nothing applied"
+        );
+        let why = tokio::time::timeout(std::time::Duration::from_secs(5), old.broken())
+            .await
+            .expect("the old leader is told to give way");
+        assert!(why.contains("no longer leads"), "{why}");
+        new.record_async(Entry::Lease(lease(2)))
+            .await
+            .expect("the new leader writes");
+        assert_eq!(new.book.applied().expect("cursor"), claim + 1);
     }
 
     #[test]
