@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Supervised, leader, until, view};
+use common::cluster::{Supervised, leader, story_dir, until, view};
 use ipsx_engine::DealId;
 use ipsx_engine_cluster::check;
 use ipsx_engine_cluster::local::LocalNats;
@@ -85,16 +85,8 @@ async fn more_acks(seen: &Mutex<Seen>, count: usize, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_loses_no_acknowledged_deal_when_a_nats_server_and_the_leader_die() {
-    let temp = tempfile::tempdir().expect("temp dir");
-    let root = temp.path().to_path_buf();
     // IPSX_KEEP=1 keeps the nodes' logs and data for a look after a failure.
-    let _temp = match std::env::var_os("IPSX_KEEP") {
-        Some(_) => {
-            eprintln!("keeping {}", temp.keep().display());
-            None
-        }
-        None => Some(temp),
-    };
+    let (root, _temp) = story_dir();
     let mut servers = LocalNats::start(&root.join("nats"), 3).expect("nats-server runs");
     let nats = servers.urls();
     let mut nodes: Vec<Supervised> = ["n1", "n2", "n3"]

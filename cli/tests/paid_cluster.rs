@@ -18,27 +18,19 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Supervised, leader, until, view};
+use common::cluster::{Supervised, leader, story_dir, until, view};
 use common::paying::{Stop, ended, pay_in_background, paying_fleet, provider_settles};
 use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
 use ipsx_engine_cluster::local::LocalNats;
-use ipsx_sdk::{ErrorCode, LeaseBody, SdkError, StreamEvent, TokenAmount};
+use ipsx_sdk::{ErrorCode, LeaseBody, SdkError, TokenAmount};
 
 const PRICE: u128 = TOKEN / 1_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_lease_runs_through_a_leader_kill_and_settles_on_chain_to_the_wei() {
     let chain = Chain::start().await;
-    let temp = tempfile::tempdir().expect("temp dir");
-    let root = temp.path().to_path_buf();
     // IPSX_KEEP=1 keeps the nodes' logs and data for a look after a failure.
-    let _temp = match std::env::var_os("IPSX_KEEP") {
-        Some(_) => {
-            eprintln!("keeping {}", temp.keep().display());
-            None
-        }
-        None => Some(temp),
-    };
+    let (root, _temp) = story_dir();
     let servers = LocalNats::start(&root.join("nats"), 3).expect("nats-server runs");
     let key_file = chain.key_file(&root, 0);
     let (rpc, centralizer) = (
@@ -133,12 +125,7 @@ async fn a_paid_lease_runs_through_a_leader_kill_and_settles_on_chain_to_the_wei
     assert_eq!(leased.leased, 1);
     let deal = leased.deals[0].deal.deal;
     let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
-    let terms = paying
-        .wait(Duration::from_secs(15), |event| match event {
-            StreamEvent::LeaseReady { terms, .. } if terms.deal == deal => Some(*terms),
-            _ => None,
-        })
-        .await;
+    let terms = paying.ready(deal, Duration::from_secs(15)).await;
     let endpoint = &leased.deals[0].endpoints[0];
     let through = curl(
         endpoint.http.as_deref().expect("http"),
@@ -229,10 +216,14 @@ async fn a_paid_lease_runs_through_a_leader_kill_and_settles_on_chain_to_the_wei
     let third = leader(&http, &nodes, Duration::from_secs(10)).await;
     nodes[third].hold(true);
     nodes[third].signal("-KILL");
-    let output = tokio::task::spawn_blocking(move || lease.wait_with_output())
-        .await
-        .expect("join")
-        .expect("ipsx lease ends with its lease");
+    let output = tokio::time::timeout(
+        Duration::from_secs(90),
+        tokio::task::spawn_blocking(move || lease.wait_with_output()),
+    )
+    .await
+    .expect("ipsx lease ends within 90 s")
+    .expect("join")
+    .expect("ipsx lease ends with its lease");
     let said: Vec<String> = stderr.try_iter().collect();
     assert!(output.status.success(), "{said:#?}");
     assert!(

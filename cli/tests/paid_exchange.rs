@@ -55,12 +55,7 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
     assert_eq!(leased.leased, 2);
     let deal = leased.deals[0].deal.deal;
     let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
-    let terms = paying
-        .wait(Duration::from_secs(10), |event| match event {
-            StreamEvent::LeaseReady { terms, .. } if terms.deal == deal => Some(*terms),
-            _ => None,
-        })
-        .await;
+    let terms = paying.ready(deal, Duration::from_secs(10)).await;
     assert_eq!(terms.rate.0, 2 * PRICE, "rate = price × IPs");
     for endpoint in &leased.deals[0].endpoints {
         let through = curl(

@@ -84,6 +84,10 @@ impl Supervised {
                         .expect("ipsx node starts");
                     pid.store(child.id(), Ordering::SeqCst);
                     starts.fetch_add(1, Ordering::SeqCst);
+                    // Stopped while starting it: the stop signalled the pid before this one.
+                    if stop.load(Ordering::SeqCst) {
+                        let _ = child.kill();
+                    }
                     let _ = child.wait();
                 }
             })
@@ -130,6 +134,20 @@ impl Drop for Supervised {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// A folder for a story's nodes and servers, removed at the end unless `IPSX_KEEP` is set
+/// (then kept for a look after a failure, and named on stderr). Hold the guard to the end.
+pub fn story_dir() -> (PathBuf, Option<tempfile::TempDir>) {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let root = temp.path().to_path_buf();
+    match std::env::var_os("IPSX_KEEP") {
+        Some(_) => {
+            eprintln!("keeping {}", temp.keep().display());
+            (root, None)
+        }
+        None => (root, Some(temp)),
     }
 }
 

@@ -75,6 +75,15 @@ impl Paying {
         }
     }
 
+    /// Waits (up to `within`) for `deal`'s lease to be ready: its terms as fixed.
+    pub async fn ready(&mut self, deal: u64, within: Duration) -> LeaseTermsView {
+        self.wait(within, |event| match event {
+            StreamEvent::LeaseReady { terms, .. } if terms.deal == deal => Some(*terms),
+            _ => None,
+        })
+        .await
+    }
+
     pub async fn end(self, how: Stop) -> Result<u128, String> {
         let _ = self.stop.send(how);
         self.task.await.expect("payer task")

@@ -252,6 +252,32 @@ pub(crate) fn context(config: &ClusterConfig, client: &async_nats::Client) -> je
         .build(client.clone())
 }
 
+/// Creates the stream `settings` names if it is missing (or finds it), trying again while
+/// JetStream elects its leaders, for up to `within`.
+pub(crate) async fn create_stream(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+    settings: jetstream::stream::Config,
+    within: Duration,
+) -> Result<jetstream::stream::Stream, ClusterError> {
+    let deadline = Instant::now() + within;
+    loop {
+        match js.get_or_create_stream(settings.clone()).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) if Instant::now() < deadline => {
+                tracing::debug!(stream = %settings.name, "not ready yet: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => {
+                return Err(ClusterError::Unreachable {
+                    servers: config.servers.join(","),
+                    reason: format!("JetStream did not create {}: {error}", settings.name),
+                });
+            }
+        }
+    }
+}
+
 /// The task that follows, reaches for the lease, promotes and renews.
 struct Campaign {
     config: ClusterConfig,

@@ -73,22 +73,7 @@ impl OpLog {
             duplicate_window: Duration::from_secs(120),
             ..Default::default()
         };
-        let deadline = Instant::now() + OPEN_WITHIN;
-        let stream = loop {
-            match js.get_or_create_stream(settings.clone()).await {
-                Ok(stream) => break stream,
-                Err(error) if Instant::now() < deadline => {
-                    tracing::debug!("the {name} log is not ready: {error}");
-                    tokio::time::sleep(AGAIN_AFTER).await;
-                }
-                Err(error) => {
-                    return Err(ClusterError::Unreachable {
-                        servers: config.servers.join(","),
-                        reason: format!("JetStream did not create the {name} log: {error}"),
-                    });
-                }
-            }
-        };
+        let stream = node::create_stream(&js, config, settings, OPEN_WITHIN).await?;
         Ok(OpLog {
             client,
             js,

@@ -12,7 +12,7 @@
 //! key at once cannot both win, and [`Shared::create`] hands everyone the value that stood
 //! first.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
@@ -60,23 +60,7 @@ impl Shared {
             max_messages_per_subject: 1,
             ..Default::default()
         };
-        let deadline = Instant::now() + OPEN_WITHIN;
-        let stream = loop {
-            match js.get_or_create_stream(settings.clone()).await {
-                Ok(stream) => break stream,
-                // No JetStream leader yet (the servers are still electing one): try again.
-                Err(error) if Instant::now() < deadline => {
-                    tracing::debug!("the shared stream is not ready: {error}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(error) => {
-                    return Err(ClusterError::Unreachable {
-                        servers: config.servers.join(","),
-                        reason: format!("JetStream did not create the shared stream: {error}"),
-                    });
-                }
-            }
-        };
+        let stream = node::create_stream(&js, config, settings, OPEN_WITHIN).await?;
         Ok(Shared {
             client,
             js,
