@@ -1155,6 +1155,22 @@ fn check_invariants(
     requests: &Reference,
     prices_before: &[(RequestId, Amount)],
 ) -> Result<(), TestCaseError> {
+    // The market depth, kept up to date change by change, is what the offers hold now.
+    let mut depth: BTreeMap<(Country, Protocol, IpKind, Amount), u64> = BTreeMap::new();
+    for offer in engine.offers().filter(|offer| offer.idle_count() > 0) {
+        for protocol in offer.protocols.iter() {
+            *depth
+                .entry((offer.country, protocol, offer.kind, offer.price))
+                .or_default() += u64::from(offer.idle_count());
+        }
+    }
+    let counted: BTreeMap<_, _> = engine
+        .depth()
+        .levels
+        .iter()
+        .map(|l| ((l.country, l.protocol, l.kind, l.price), l.ips))
+        .collect();
+    prop_assert_eq!(counted, depth, "market depth");
     // No IP of a live offer over its tenant cap at any second.
     for offer in engine.offers() {
         for ip in engine.offer_ips(offer.id).expect("live offer") {
