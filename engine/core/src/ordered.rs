@@ -31,12 +31,19 @@ impl<T: Ord + Copy> OrderedSet<T> {
     pub(crate) fn insert(&mut self, value: T) -> bool {
         let added = match self {
             OrderedSet::Small(items) => {
-                let at = items.partition_point(|held| *held < value);
-                if items.get(at) == Some(&value) {
-                    false
-                } else {
-                    items.insert(at, value);
+                // Leases of one length end in the order they start: most entries go last,
+                // with no search over the ring.
+                if items.back().is_none_or(|last| *last < value) {
+                    items.push_back(value);
                     true
+                } else {
+                    let at = items.partition_point(|held| *held < value);
+                    if items.get(at) == Some(&value) {
+                        false
+                    } else {
+                        items.insert(at, value);
+                        true
+                    }
                 }
             }
             OrderedSet::Large(tree) => tree.insert(value),
@@ -53,8 +60,13 @@ impl<T: Ord + Copy> OrderedSet<T> {
     pub(crate) fn remove(&mut self, value: &T) -> bool {
         let removed = match self {
             OrderedSet::Small(items) => {
-                let at = items.partition_point(|held| held < value);
-                items.get(at) == Some(value) && items.remove(at).is_some()
+                // ... and most leave first.
+                if items.front() == Some(value) {
+                    items.pop_front().is_some()
+                } else {
+                    let at = items.partition_point(|held| held < value);
+                    items.get(at) == Some(value) && items.remove(at).is_some()
+                }
             }
             OrderedSet::Large(tree) => tree.remove(value),
         };
@@ -88,7 +100,11 @@ impl<T: Ord + Copy> OrderedSet<T> {
     pub(crate) fn up_to(&self, bound: T) -> Range<'_, T> {
         match self {
             OrderedSet::Small(items) => {
-                let end = items.partition_point(|held| *held <= bound);
+                let end = match (items.front(), items.back()) {
+                    (Some(first), _) if *first > bound => 0,
+                    (_, Some(last)) if *last <= bound => items.len(),
+                    _ => items.partition_point(|held| *held <= bound),
+                };
                 Range::Small(items.range(..end))
             }
             OrderedSet::Large(tree) => Range::Large(tree.range(..=bound)),
@@ -99,7 +115,11 @@ impl<T: Ord + Copy> OrderedSet<T> {
     pub(crate) fn from(&self, bound: T) -> Range<'_, T> {
         match self {
             OrderedSet::Small(items) => {
-                let start = items.partition_point(|held| *held < bound);
+                let start = match (items.front(), items.back()) {
+                    (Some(first), _) if *first >= bound => 0,
+                    (_, Some(last)) if *last < bound => items.len(),
+                    _ => items.partition_point(|held| *held < bound),
+                };
                 Range::Small(items.range(start..))
             }
             OrderedSet::Large(tree) => {
