@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Supervised, leader, story_dir, until, view};
+use common::cluster::{Supervised, all_up, leader, story_dir, until};
 use ipsx_engine::DealId;
 use ipsx_engine_cluster::check;
 use ipsx_engine_cluster::local::LocalNats;
@@ -96,13 +96,7 @@ async fn a_three_node_cluster_loses_no_acknowledged_deal_when_a_nats_server_and_
     let urls: Vec<String> = nodes.iter().map(|node| node.url.clone()).collect();
     let http = reqwest::Client::new();
     let first = leader(&http, &nodes, Duration::from_secs(60)).await;
-    until("every node up", Duration::from_secs(60), async || {
-        for node in &nodes {
-            view(&http, node).await?;
-        }
-        Some(())
-    })
-    .await;
+    all_up(&http, &nodes).await;
 
     // The provider and the fleet each know every node; the provider's calls start at a
     // follower on purpose.

@@ -18,7 +18,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{Supervised, leader, story_dir, until, view};
+use common::cluster::{Supervised, all_up, leader, story_dir, until};
 use common::paying::{Stop, ended, pay_in_background, paying_fleet, provider_settles};
 use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
 use ipsx_engine_cluster::local::LocalNats;
@@ -53,13 +53,7 @@ async fn a_paid_lease_runs_through_a_leader_kill_and_settles_on_chain_to_the_wei
         .collect();
     let http = reqwest::Client::new();
     let first = leader(&http, &nodes, Duration::from_secs(60)).await;
-    until("every node up", Duration::from_secs(60), async || {
-        for node in &nodes {
-            view(&http, node).await?;
-        }
-        Some(())
-    })
-    .await;
+    all_up(&http, &nodes).await;
     let list = nodes
         .iter()
         .map(|node| node.url.as_str())

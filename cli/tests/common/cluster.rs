@@ -173,6 +173,17 @@ pub async fn until<T>(what: &str, within: Duration, mut done: impl AsyncFnMut() 
     }
 }
 
+/// Waits (60 s at most) until every node answers.
+pub async fn all_up(http: &reqwest::Client, nodes: &[Supervised]) {
+    until("every node up", Duration::from_secs(60), async || {
+        for node in nodes {
+            view(http, node).await?;
+        }
+        Some(())
+    })
+    .await;
+}
+
 /// The node that leads, once one does.
 pub async fn leader(http: &reqwest::Client, nodes: &[Supervised], within: Duration) -> usize {
     until("a leader", within, async || {
