@@ -300,11 +300,7 @@ pub(crate) async fn run_payments(
         _ = stop.wait_for(|stop| *stop) => false,
         // Following ends on its own only when an entry could not be applied.
         followed = &mut following => {
-            let why = match followed {
-                Ok(Ok(_)) => "it ended".to_owned(),
-                Ok(Err(error)) => error.to_string(),
-                Err(error) => error.to_string(),
-            };
+            let why = followed_badly(followed).unwrap_or_else(|| "it ended".to_owned());
             return state.fail(format!("following the payments log: {why}"));
         }
     };
@@ -312,10 +308,8 @@ pub(crate) async fn run_payments(
     if !leads {
         return;
     }
-    match following.await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => return state.fail(format!("following the payments log: {error}")),
-        Err(error) => return state.fail(format!("following the payments log: {error}")),
+    if let Some(why) = followed_badly(following.await) {
+        return state.fail(format!("following the payments log: {why}"));
     }
     match take_over_payments(&log, &ledger, config, apply).await {
         Ok(payments) => {
@@ -332,6 +326,17 @@ pub(crate) async fn run_payments(
     tokio::select! {
         why = ledger.broken() => state.fail(format!("the payments log took no more writes: {why}")),
         _ = stop.wait_for(|stop| *stop) => {}
+    }
+}
+
+/// Why following the payments log failed, if it did.
+fn followed_badly(
+    followed: Result<Result<u64, ClusterError>, tokio::task::JoinError>,
+) -> Option<String> {
+    match followed {
+        Ok(Ok(_)) => None,
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(error) => Some(error.to_string()),
     }
 }
 

@@ -84,6 +84,15 @@ impl Paying {
         .await
     }
 
+    /// Waits (up to `within`) for the node to accept a proof: its amount.
+    pub async fn accepted(&mut self, within: Duration) -> u128 {
+        self.wait(within, |event| match event {
+            StreamEvent::ProofAccepted { amount, .. } => Some(amount.0),
+            _ => None,
+        })
+        .await
+    }
+
     pub async fn end(self, how: Stop) -> Result<u128, String> {
         let _ = self.stop.send(how);
         self.task.await.expect("payer task")

@@ -386,8 +386,12 @@ fn carry_out(state: &AppState, step: &Step, now: u64) -> Result<(), String> {
 
 /// Starts metering a deal its provider serves.
 fn meter(state: &AppState, view: &DealView, now: u64) -> Result<(), String> {
-    let terms = match (state.payments.running(), &state.payments.config) {
-        (Some(payments), _) => match payments.start_lease(
+    // A follower in a paying cluster: the leader fixes the terms and tells the parties.
+    if state.payments.elsewhere() {
+        return Ok(());
+    }
+    let terms = match state.payments.running() {
+        Some(payments) => match payments.start_lease(
             view.deal,
             view.requester,
             view.provider,
@@ -406,9 +410,7 @@ fn meter(state: &AppState, view: &DealView, now: u64) -> Result<(), String> {
             }
             Err(error) => return Err(error.message().to_owned()),
         },
-        // A follower in a paying cluster: the leader fixes the terms and tells the parties.
-        (None, Some(_)) => return Ok(()),
-        (None, None) => LeaseTerms {
+        None => LeaseTerms {
             id: view.deal,
             rate: rate_of(view),
             start: view.start.max(now),
@@ -429,12 +431,14 @@ fn meter(state: &AppState, view: &DealView, now: u64) -> Result<(), String> {
 
 /// Ends a deal's lease at `at` and tells both parties its final terms.
 fn end(state: &AppState, view: &DealView, at: u64) -> Result<(), String> {
-    let terms = match (state.payments.running(), &state.payments.config) {
-        (Some(payments), _) => payments
+    if state.payments.elsewhere() {
+        return Ok(());
+    }
+    let terms = match state.payments.running() {
+        Some(payments) => payments
             .end_lease(view.deal, at)
             .map_err(|e| e.message().to_owned())?,
-        (None, Some(_)) => return Ok(()),
-        (None, None) => None,
+        None => None,
     };
     // Never metered: it ends with nothing charged.
     let terms = terms.unwrap_or(LeaseTerms {

@@ -54,6 +54,9 @@ pub enum LedgerError {
     /// The cluster's payments log refused or could not be reached.
     #[error("the payments log: {0}")]
     Log(#[from] ClusterError),
+    /// The thread writing to disk panicked.
+    #[error("the write to the book or the proof store was interrupted")]
+    Interrupted,
     /// An entry read from the log does not decode.
     #[error("a payments log entry is malformed: {0}")]
     Malformed(&'static str),
@@ -239,34 +242,53 @@ impl Ledger {
 
     /// Applies entry `seq` of the cluster's payments log (a follower, or a node catching up).
     pub(crate) fn apply_at(&self, seq: u64, bytes: &[u8]) -> Result<(), LedgerError> {
-        self.apply(&Entry::decode(bytes)?)?;
-        self.book.set_applied(seq)?;
+        self.apply_as(&Entry::decode(bytes)?, Some(seq))
+    }
+
+    /// Applies `entry`, and moves the cursor to `seq` when it came through the log.
+    fn apply_as(&self, entry: &Entry, seq: Option<u64>) -> Result<(), LedgerError> {
+        self.apply(entry)?;
+        if let Some(seq) = seq {
+            self.book.set_applied(seq)?;
+        }
         Ok(())
+    }
+
+    /// Appends `entry` to the cluster's log when this node leads one: its sequence there.
+    async fn append(&self, entry: &Entry) -> Result<Option<u64>, LedgerError> {
+        let Some(writer) = self.writer.get() else {
+            return Ok(None);
+        };
+        let bytes = Bytes::from(entry.encode());
+        let seq = writer
+            .lock()
+            .await
+            .append(bytes)
+            .await
+            .inspect_err(|error| {
+                self.broken.send_replace(Some(error.to_string()));
+            })?;
+        Ok(Some(seq))
     }
 
     /// Writes `entry`: through the cluster's log first when this node leads one, then here.
     /// From a blocking thread (the book and the store are on disk).
     pub(crate) fn record(&self, entry: &Entry) -> Result<(), LedgerError> {
-        let Some(writer) = self.writer.get() else {
-            return self.apply(entry);
+        let seq = match self.writer.get() {
+            Some(_) => tokio::runtime::Handle::current().block_on(self.append(entry))?,
+            None => None,
         };
-        let bytes = Bytes::from(entry.encode());
-        let seq = tokio::runtime::Handle::current()
-            .block_on(async { writer.lock().await.append(bytes).await })
-            .inspect_err(|error| {
-                self.broken.send_replace(Some(error.to_string()));
-            })?;
-        self.apply(entry)?;
-        self.book.set_applied(seq)?;
-        Ok(())
+        self.apply_as(entry, seq)
     }
 
-    /// [`Ledger::record`] from async code.
+    /// [`Ledger::record`] from async code: the log's round trip on the async workers, the
+    /// disk write on a blocking thread.
     pub(crate) async fn record_async(self: &Arc<Self>, entry: Entry) -> Result<(), LedgerError> {
+        let seq = self.append(&entry).await?;
         let ledger = Arc::clone(self);
-        tokio::task::spawn_blocking(move || ledger.record(&entry))
+        tokio::task::spawn_blocking(move || ledger.apply_as(&entry, seq))
             .await
-            .map_err(|_| LedgerError::Malformed("the write's thread panicked"))?
+            .map_err(|_| LedgerError::Interrupted)?
     }
 }
 

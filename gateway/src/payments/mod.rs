@@ -126,7 +126,6 @@ pub enum PaymentsError {
 
 /// The payment side as a node holds it: what it was started with, and the hub once it runs
 /// it — from the start on a node alone; in a cluster, once it leads.
-#[derive(Default)]
 pub(crate) struct PaymentsSlot {
     /// What the node was started with (`None`: a market without payments).
     pub(crate) config: Option<PaymentsConfig>,
@@ -148,6 +147,11 @@ impl PaymentsSlot {
     /// The hub, when this node runs it.
     pub(crate) fn running(&self) -> Option<&Arc<Payments>> {
         self.running.get()
+    }
+
+    /// Whether another node runs the hub: a follower of a paying cluster.
+    pub(crate) fn elsewhere(&self) -> bool {
+        self.config.is_some() && self.running.get().is_none()
     }
 
     /// This node runs the hub from now on (once: a cluster node that stops leading exits).
