@@ -5,7 +5,6 @@
 //! cargo run --release -p ipsx-benches --bin engine-load -- --runs 5
 //! ```
 
-use std::alloc::System;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,8 @@ use ipsx_engine_runtime::workload::MarketShape;
 use ipsx_engine_runtime::{
     DurableEngine, FsyncPolicy, ShardConfig, ShardHandle, StoreConfig, Submission,
 };
-use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use stats_alloc::StatsAlloc;
+use tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(about = "IPSX engine load harness")]
@@ -50,9 +50,10 @@ struct Args {
 }
 
 /// Every heap allocation goes through this counter, so each scenario reports how many its
-/// operations cost (the engine's hot path aims at none).
+/// operations cost (the engine's hot path aims at none). Under it is jemalloc, what the `ipsx`
+/// binary allocates with: the engine's figures are the node's, not glibc's.
 #[global_allocator]
-static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+static ALLOCATOR: StatsAlloc<Jemalloc> = StatsAlloc::new(Jemalloc);
 
 /// Allocations made so far by the whole process.
 fn allocations() -> u64 {

@@ -106,7 +106,10 @@ impl PartyDeals {
         if self.ids.front() == Some(&id) {
             self.ids.pop_front();
             self.gone -= 1;
-            while let Some(front) = self.ids.front()
+            // Only look behind when some id behind is known to be gone: the next deal of a
+            // busy wallet is a cold record in the deal book.
+            while self.gone > 0
+                && let Some(front) = self.ids.front()
                 && !deals.contains(front.0)
             {
                 self.ids.pop_front();
