@@ -143,40 +143,58 @@ pub struct OfferChurn {
     engine: Engine,
     next: u32,
     events: Vec<Event>,
+    /// The offers' terms, built before the clock starts: the churn measures the engine, not
+    /// the building of specs (each [`MarketShape::offer`] allocates its lists). Their terms
+    /// repeat every [`OfferChurn::TERMS`] offers anyway (ASN, kind, protocols, price).
+    terms: Vec<ipsx_engine::OfferSpec>,
 }
 
 impl OfferChurn {
+    /// Distinct terms the churn cycles through.
+    const TERMS: usize = 3_000;
+
+    /// The one-provider shape the churned offers come from.
+    const SHAPE: MarketShape = MarketShape {
+        countries: 200,
+        offers: 1,
+        ips_per_offer: 1,
+        providers: 1,
+    };
+
     /// Churn over `engine`.
     pub fn new(engine: Engine) -> OfferChurn {
+        let terms = (0..Self::TERMS)
+            .map(|index| {
+                let mut spec = Self::SHAPE.offer(index);
+                spec.ips = ipsx_engine::IpSpec::Single(std::net::Ipv4Addr::UNSPECIFIED.into());
+                spec
+            })
+            .collect();
         OfferChurn {
             engine,
             next: 0,
             events: Vec::with_capacity(8),
+            terms,
         }
     }
 
     /// Places a one-IP offer and cancels it: two commands.
     pub fn add_and_cancel(&mut self) {
-        let shape = MarketShape {
-            countries: 200,
-            offers: 1,
-            ips_per_offer: 1,
-            providers: 1,
-        };
-        let mut spec = shape.offer(self.next as usize);
+        let mut spec = self.terms[self.next as usize % Self::TERMS].clone();
         // A fresh address in 100.64.0.0/10 … beyond the synthetic market's 11.0.0.0 blocks.
         spec.ips = ipsx_engine::IpSpec::Single(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
             0x6440_0000u32.wrapping_add(self.next),
         )));
-        spec.country = shape.country(self.next as usize * 7_919);
+        spec.country = Self::SHAPE.country(self.next as usize * 7_919);
         self.next = self.next.wrapping_add(1);
         let at = self.engine.now();
+        let provider = spec.provider;
         self.events.clear();
         self.engine
             .apply(
                 &Command {
                     at,
-                    kind: CommandKind::PlaceOffer(spec.clone()),
+                    kind: CommandKind::PlaceOffer(spec),
                 },
                 &mut self.events,
             )
@@ -189,10 +207,7 @@ impl OfferChurn {
             .apply(
                 &Command {
                     at,
-                    kind: CommandKind::CancelOffer {
-                        offer,
-                        provider: spec.provider,
-                    },
+                    kind: CommandKind::CancelOffer { offer, provider },
                 },
                 &mut self.events,
             )

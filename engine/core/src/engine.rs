@@ -1131,10 +1131,12 @@ impl Engine {
         if self.dirty.is_empty() {
             return;
         }
-        let mut dirty = std::mem::take(&mut self.dirty);
         if self.resting.is_empty() {
+            // Cleared in place: the list keeps its room, and marking an offer allocates nothing.
+            self.dirty.clear();
             return;
         }
+        let mut dirty = std::mem::take(&mut self.dirty);
         // A wave of lease ends marks the same offers many times over.
         dirty.sort_unstable();
         dirty.dedup();
@@ -1153,6 +1155,12 @@ impl Engine {
             if touched {
                 self.fill_resting(id, events);
             }
+        }
+        // Offers these fills changed are marked for the next round; otherwise the emptied list
+        // goes back with its room.
+        if self.dirty.is_empty() {
+            dirty.clear();
+            self.dirty = dirty;
         }
     }
 

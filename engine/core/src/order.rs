@@ -60,13 +60,17 @@ impl IpSpec {
                         max: MAX_IPS_PER_OFFER,
                     });
                 }
-                let mut seen = BTreeSet::new();
-                for ip in ips {
-                    if !seen.insert(canonical(*ip)) {
+                let listed: OfferIps = ips.iter().copied().map(canonical).collect();
+                let mut sorted = listed.to_vec();
+                sorted.sort_unstable();
+                if sorted.windows(2).any(|pair| pair[0] == pair[1]) {
+                    // Which one, in listed order (the rare path: a set, not a sort, for that).
+                    let mut seen = BTreeSet::new();
+                    if let Some(ip) = ips.iter().find(|ip| !seen.insert(canonical(**ip))) {
                         return Err(InputError::DuplicateIp(*ip));
                     }
                 }
-                ips.iter().copied().map(canonical).collect()
+                listed
             }
             IpSpec::Cidr { network, prefix } => OfferIps::from_vec(expand_cidr(*network, *prefix)?),
         };
@@ -444,6 +448,16 @@ mod tests {
         assert_eq!(
             IpSpec::List(vec![v4("1.2.3.4"), v4("::ffff:1.2.3.4")]).expand(),
             Err(InputError::DuplicateIp(v4("::ffff:1.2.3.4")))
+        );
+        // The first IP listed again is named, whatever the sort found.
+        assert_eq!(
+            IpSpec::List(
+                ["5.5.5.5", "1.1.1.1", "9.9.9.9", "1.1.1.1", "5.5.5.5"]
+                    .map(v4)
+                    .to_vec()
+            )
+            .expand(),
+            Err(InputError::DuplicateIp(v4("1.1.1.1")))
         );
         for unusable in ["0.0.0.0", "255.255.255.255", "224.0.0.1", "::", "ff02::1"] {
             assert_eq!(
