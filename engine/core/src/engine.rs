@@ -646,11 +646,32 @@ impl Engine {
     fn settle_deferred(&mut self, budget: usize, events: &mut Vec<Event>) -> usize {
         let mut settled = 0;
         while settled < budget {
-            let Some((fired_at, timer)) = self.timers.pop_deferred() else {
+            // A few at a time, their records read first (see `Engine::warm`).
+            let mut batch: SmallVec<[(Timestamp, Timer); 8]> = SmallVec::new();
+            while batch.len() < batch.inline_size() && settled + batch.len() < budget {
+                let Some(next) = self.timers.pop_deferred() else {
+                    break;
+                };
+                batch.push(next);
+            }
+            if batch.is_empty() {
                 break;
-            };
-            settled += 1;
-            self.settle_timer(fired_at, timer, events);
+            }
+            settled += batch.len();
+            if batch.len() > 1 {
+                let deals: SmallVec<[DealId; 8]> = batch
+                    .iter()
+                    .filter_map(|(_, timer)| match timer {
+                        Timer::ReadyDeadline(id) | Timer::DealEnd(id) => Some(*id),
+                        _ => None,
+                    })
+                    .filter(|id| self.open.contains(id.0))
+                    .collect();
+                self.warm(&deals);
+            }
+            for (fired_at, timer) in batch {
+                self.settle_timer(fired_at, timer, events);
+            }
         }
         settled
     }
@@ -760,9 +781,18 @@ impl Engine {
                 }
             }
             let mut seen = 0usize;
-            for (deal, request) in found {
-                seen += usize::from(self.open.contains(deal.0));
+            for (deal, request) in &found {
                 seen += usize::from(self.requests.contains(request.0));
+                if let Some(open) = self.open.get(deal.0) {
+                    // The IPs it releases, and the offers holding them.
+                    for slot in &open.slots {
+                        let slot = self.book.slot(*slot);
+                        seen += slot.calendar.bookings().len();
+                        if let Some((offer, _)) = slot.home {
+                            seen += usize::from(self.book.offers.contains(offer.0));
+                        }
+                    }
+                }
             }
             // Kept, so the reads are not optimised away.
             std::hint::black_box(seen);

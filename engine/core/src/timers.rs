@@ -120,6 +120,23 @@ struct DeferredSecond {
     fired_at: Timestamp,
     due: Timestamp,
     bucket: Bucket,
+    /// How many of each list were popped: a deferred second settles front first, in the order
+    /// its deals were made (and their records written), which is also the order the matcher
+    /// meets their IPs again — the cheapest offers' leases were made first. Nothing is sorted
+    /// or reversed when it falls due.
+    popped: [usize; BUCKETED],
+}
+
+impl DeferredSecond {
+    fn pop(&mut self) -> Option<Timer> {
+        for (kind, ids) in self.bucket.kinds.iter().enumerate() {
+            if let Some(id) = ids.get(self.popped[kind]) {
+                self.popped[kind] += 1;
+                return Some(Timer::from_bucket(kind, *id));
+            }
+        }
+        None
+    }
 }
 
 /// Emptied buckets kept for reuse.
@@ -241,13 +258,14 @@ impl Timers {
             fired_at: now,
             due,
             bucket,
+            popped: [0; BUCKETED],
         });
         true
     }
 
     /// Pops one deferred timer, oldest second first, with the time it fell due at. Deal timers
-    /// may be dead, as from [`Timers::pop_due`]; within a second the order is arbitrary. The
-    /// caller reports each live one it settles ([`Timers::settled_deferred`]).
+    /// may be dead, as from [`Timers::pop_due`]; within a second, in the order they were
+    /// added. The caller reports each live one it settles ([`Timers::settled_deferred`]).
     pub(crate) fn pop_deferred(&mut self) -> Option<(Timestamp, Timer)> {
         if self.deferred_live == 0 {
             // What is left is dead: dropped whole rather than popped one by one.
@@ -258,7 +276,7 @@ impl Timers {
         }
         loop {
             let second = self.deferred.front_mut()?;
-            if let Some(timer) = second.bucket.pop() {
+            if let Some(timer) = second.pop() {
                 return Some((second.fired_at, timer));
             }
             let second = self.deferred.pop_front().expect("front is present");
@@ -476,6 +494,36 @@ mod tests {
         assert_eq!(
             drain(&mut timers, 10),
             vec![(10, Timer::RequestExpiry(RequestId(4)))]
+        );
+    }
+
+    #[test]
+    fn a_deferred_second_settles_in_the_order_its_timers_were_added() {
+        let mut timers = Timers::default();
+        let t = Timestamp;
+        for id in [3, 1, 4, 5, 9] {
+            timers.add(t(10), Timer::DealEnd(DealId(id)));
+        }
+        timers.add(t(10), Timer::ReadyDeadline(DealId(2)));
+        assert!(timers.defer_due(t(11)));
+        let mut order = Vec::new();
+        while let Some((fired_at, timer)) = timers.pop_deferred() {
+            assert_eq!(fired_at, t(11));
+            timers.settled_deferred();
+            order.push(timer);
+        }
+        // Ready deadlines first (they come first within a second), then the ends as added:
+        // the order the deals were made, whose records lie one after another.
+        assert_eq!(
+            order,
+            [
+                Timer::ReadyDeadline(DealId(2)),
+                Timer::DealEnd(DealId(3)),
+                Timer::DealEnd(DealId(1)),
+                Timer::DealEnd(DealId(4)),
+                Timer::DealEnd(DealId(5)),
+                Timer::DealEnd(DealId(9)),
+            ]
         );
     }
 
