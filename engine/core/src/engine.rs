@@ -768,9 +768,9 @@ impl Engine {
         }
     }
 
-    /// Reads what settling `deals` reads first (each deal, then its open entry and its
-    /// request), in two passes of independent loads: the cache misses of a batch overlap
-    /// instead of following one another, one deal at a time.
+    /// Reads what settling `deals` reads first (each deal; then its request and open entry;
+    /// then the IPs' slots and their offers), in passes of independent loads: the cache misses
+    /// of a batch overlap instead of following one another, one deal at a time.
     fn warm(&self, deals: &[DealId]) {
         // Eight at a time: enough loads in flight to overlap, and nothing to allocate.
         for batch in deals.chunks(8) {
