@@ -322,6 +322,13 @@ impl Default for OfferBook {
 }
 
 impl OfferBook {
+    /// Asks for an IP's slot before it is read (see [`crate::prefetch`]).
+    pub(crate) fn prefetch_slot(&self, slot: u32) {
+        if let Some(held) = self.slots.get(slot as usize) {
+            crate::prefetch::prefetch(held);
+        }
+    }
+
     pub(crate) fn slot(&self, slot: u32) -> &IpSlot {
         self.slots[slot as usize]
             .as_ref()

@@ -136,9 +136,16 @@ impl<'a> Fill<'a> {
 }
 
 /// Deferred deal timers each [`Engine::apply_deferring`] settles besides what it looks at:
-/// enough to drain a second of ends at the rate they were made (each lease also settles the
-/// offer it takes), few enough to stay within the latency of one lease.
+/// enough to drain a second of ends at the rate they were made (front first, so in a steady
+/// market the queue frees each IP just before the matcher wants it again), few enough to stay
+/// within the latency of one lease.
 pub const SETTLE_PER_COMMAND: usize = 1;
+
+/// How many deferred timers ahead of the next the engine asks for a deal and its open entry,
+/// and for the records they name (see `Engine::prefetch_deferred`): far enough for a miss to
+/// arrive over the commands between, near enough to stay in cache.
+const PREFETCH_FAR: usize = 16;
+const PREFETCH_NEAR: usize = 8;
 
 /// Finished deals past their retention each [`Engine::apply_deferring`] drops: more than one
 /// command finishes, so a backlog drains.
@@ -645,6 +652,9 @@ impl Engine {
     /// Settles up to `budget` deferred timers, oldest first.
     fn settle_deferred(&mut self, budget: usize, events: &mut Vec<Event>) -> usize {
         let mut settled = 0;
+        if budget <= SETTLE_PER_COMMAND {
+            self.prefetch_deferred();
+        }
         while settled < budget {
             // A few at a time, their records read first (see `Engine::warm`).
             let mut batch: SmallVec<[(Timestamp, Timer); 8]> = SmallVec::new();
@@ -799,6 +809,31 @@ impl Engine {
         }
     }
 
+    /// Asks for what the deferred queue settles a few commands from now, in two stages: the
+    /// deal and its open entry further ahead; nearer, where those have arrived, the request
+    /// and the IPs' slots they name. Settling one end per command then finds its records in
+    /// cache instead of waiting on each in turn.
+    fn prefetch_deferred(&self) {
+        let deal_of = |timer| match timer {
+            Timer::ReadyDeadline(id) | Timer::DealEnd(id) => Some(id),
+            _ => None,
+        };
+        if let Some(id) = self.timers.deferred_ahead(PREFETCH_FAR).and_then(deal_of) {
+            self.deals.prefetch(id.0);
+            self.open.prefetch(id.0);
+        }
+        if let Some(id) = self.timers.deferred_ahead(PREFETCH_NEAR).and_then(deal_of)
+            && let Some(open) = self.open.get(id.0)
+        {
+            for slot in &open.slots {
+                self.book.prefetch_slot(*slot);
+            }
+            if let Some(deal) = self.deals.get(id.0) {
+                self.requests.prefetch(deal.request.0);
+            }
+        }
+    }
+
     /// Runs a deferred deal timer as it would have run when it fell due: with the clock of
     /// then (the deal closes at that time), and with the offers it frees retried against no
     /// resting request (a second is deferred only while none rests).
@@ -832,6 +867,12 @@ impl Engine {
 
     /// Drops up to `budget` finished deals whose retention is over, oldest first.
     fn prune_some_deals(&mut self, budget: usize) {
+        if budget <= PRUNE_PER_COMMAND
+            && let Some(id) = self.finished.ahead(PREFETCH_FAR * PRUNE_PER_COMMAND)
+        {
+            // Asked for a few commands early: dropping reads the deal for its parties.
+            self.deals.prefetch(id.0);
+        }
         for _ in 0..budget {
             match self.finished.oldest() {
                 Some(closed_at) if self.retention_over(closed_at) => {
@@ -1329,7 +1370,11 @@ impl Engine {
             if !self.offer_admits(offer, fill) {
                 continue;
             }
-            if deferred && may_hold_ended(offer, self.now) && !settled.contains(&id) {
+            if deferred
+                && may_hold_ended(offer, self.now)
+                && !settled.contains(&id)
+                && !idle_comes_first(offer, self.now, left, distinct)
+            {
                 return Err(Unsettled {
                     offer: id,
                     need: left,
@@ -1729,6 +1774,21 @@ fn may_hold_ended(offer: &Offer, now: Timestamp) -> bool {
         .first()
         .is_some_and(|(free, _)| *free <= now)
         || (!offer.irregular.is_empty() && offer.ended_by <= now)
+}
+
+/// Whether a fill of `need` IPs takes the same IPs of `offer` settled or not: its first `need`
+/// idle IPs all come before every IP whose leases ended unsettled (settled, those would be
+/// idle too, and taken in listed order). Then the matcher leaves the ends to the deferred
+/// queue, which settles them a few per command, rather than settling a batch of them itself.
+fn idle_comes_first(offer: &Offer, now: Timestamp, need: usize, distinct: bool) -> bool {
+    if distinct || !offer.irregular.is_empty() || need == 0 {
+        return false;
+    }
+    let Some(last_idle) = offer.idle.iter().nth(need - 1) else {
+        return false;
+    };
+    first_ended(offer, now, 1)
+        .is_some_and(|ended| ended.first().is_none_or(|first| last_idle < *first))
 }
 
 /// Seconds of ends [`first_ended`] merges before it gives up (the offer then settles whole).

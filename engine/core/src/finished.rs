@@ -45,6 +45,18 @@ impl FinishedDeals {
         self.seconds.front().map(|(second, _)| *second)
     }
 
+    /// The deal `ahead` places behind the one [`FinishedDeals::pop_oldest`] takes next (that
+    /// one itself at 0), if there are that many.
+    pub(crate) fn ahead(&self, mut ahead: usize) -> Option<DealId> {
+        for (_, list) in &self.seconds {
+            if ahead < list.len() {
+                return Some(list[list.len() - 1 - ahead]);
+            }
+            ahead -= list.len();
+        }
+        None
+    }
+
     /// Takes one deal of the oldest second.
     pub(crate) fn pop_oldest(&mut self) -> Option<DealId> {
         let (_, list) = self.seconds.front_mut()?;
@@ -86,5 +98,21 @@ mod tests {
         let mut ids: Vec<u64> = order.iter().map(|(_, d)| *d).collect();
         ids.sort_unstable();
         assert_eq!(ids, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn looking_ahead_names_the_deals_that_leave_next_in_order() {
+        let mut finished = FinishedDeals::default();
+        let t = Timestamp;
+        for (second, deal) in [(10, 1), (10, 2), (11, 3), (12, 4), (11, 5)] {
+            finished.push(t(second), DealId(deal));
+        }
+        let ahead: Vec<Option<DealId>> = (0..6).map(|k| finished.ahead(k)).collect();
+        let mut popped = Vec::new();
+        while finished.oldest().is_some() {
+            popped.push(finished.pop_oldest());
+        }
+        popped.push(None);
+        assert_eq!(ahead, popped);
     }
 }

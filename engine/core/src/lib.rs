@@ -144,6 +144,7 @@ mod finished;
 mod order;
 mod ordered;
 mod parties;
+mod prefetch;
 mod slab;
 mod snapshot;
 mod timers;

@@ -97,6 +97,13 @@ impl<T> IdSlab<T> {
         }
     }
 
+    /// Asks for the record of `id` before it is read (see [`crate::prefetch`]); reads nothing.
+    pub(crate) fn prefetch(&self, id: u64) {
+        if let Some((chunk, slot)) = self.index(id) {
+            crate::prefetch::prefetch(&self.chunks[chunk].slots[slot]);
+        }
+    }
+
     pub(crate) fn contains(&self, id: u64) -> bool {
         self.get(id).is_some()
     }

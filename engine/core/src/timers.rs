@@ -284,6 +284,21 @@ impl Timers {
         }
     }
 
+    /// The deferred timer `ahead` places behind the next one [`Timers::pop_deferred`] gives
+    /// (the next one itself at 0), if the queue holds that many.
+    pub(crate) fn deferred_ahead(&self, mut ahead: usize) -> Option<Timer> {
+        for second in &self.deferred {
+            for (kind, ids) in second.bucket.kinds.iter().enumerate() {
+                let left = ids.len() - second.popped[kind];
+                if ahead < left {
+                    return Some(Timer::from_bucket(kind, ids[second.popped[kind] + ahead]));
+                }
+                ahead -= left;
+            }
+        }
+        None
+    }
+
     /// A live deferred timer was settled (popped, or its deal settled out of turn).
     pub(crate) fn settled_deferred(&mut self) {
         self.deferred_live = self.deferred_live.saturating_sub(1);
@@ -525,6 +540,33 @@ mod tests {
                 Timer::DealEnd(DealId(9)),
             ]
         );
+    }
+
+    #[test]
+    fn looking_ahead_in_the_deferred_queue_names_what_pops_next_across_lists_and_seconds() {
+        let mut timers = Timers::default();
+        let t = Timestamp;
+        timers.add(t(10), Timer::DealEnd(DealId(1)));
+        timers.add(t(10), Timer::ReadyDeadline(DealId(2)));
+        timers.add(t(10), Timer::DealEnd(DealId(3)));
+        timers.add(t(11), Timer::DealEnd(DealId(4)));
+        assert!(timers.defer_due(t(12)));
+        assert!(timers.defer_due(t(12)));
+        let mut popped = Vec::new();
+        loop {
+            let ahead: Vec<Option<Timer>> = (0..5).map(|k| timers.deferred_ahead(k)).collect();
+            let Some((_, next)) = timers.pop_deferred() else {
+                assert_eq!(ahead, [None; 5]);
+                break;
+            };
+            timers.settled_deferred();
+            assert_eq!(ahead[0], Some(next));
+            popped.push(next);
+            // What was one place ahead is next now, and so on down the queue.
+            assert_eq!(timers.deferred_ahead(0), ahead[1]);
+            assert_eq!(timers.deferred_ahead(3), ahead[4]);
+        }
+        assert_eq!(popped.len(), 4);
     }
 
     #[test]

@@ -1176,3 +1176,70 @@ fn a_second_of_many_ends_costs_one_deferring_command_only_what_it_looks_at() {
             .all(|d| market.engine.deal(d.id).map(Deal::status) == Some(DealStatus::Completed))
     );
 }
+
+#[test]
+fn an_idle_ip_listed_first_is_leased_without_settling_the_ends_behind_it() {
+    let mut market = Market::deferring();
+    market.place(offer(
+        1,
+        IpSpec::List(vec![ip("192.0.2.1"), ip("192.0.2.2")]),
+        "FR",
+        5,
+    ));
+    let first = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    let second = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    assert_eq!(second.ips.as_slice(), [ip("192.0.2.2")]);
+    market
+        .run(CommandKind::CancelDeal {
+            deal: first.id,
+            requester: addr(7),
+        })
+        .expect("cancelled");
+    market.ready(&second);
+
+    // The second lease ends unsettled; the first IP, idle and listed first, is what eager
+    // expiry would lease next too, so the matcher takes it and leaves the end to the queue.
+    market.at(60);
+    let events = market
+        .run(CommandKind::SubmitRequest(request(
+            8,
+            1,
+            5,
+            TimeInForce::Ioc,
+        )))
+        .expect("accepted");
+    assert_eq!(
+        market.deals_in(&events)[0].ips.as_slice(),
+        [ip("192.0.2.1")]
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::DealStatusChanged { .. })),
+        "{events:?}"
+    );
+    assert_eq!(market.engine.unsettled(), 1);
+
+    // Nothing idle is left: the next lease settles the ended one, as of when it fell due, and
+    // takes its IP.
+    let events = market
+        .run(CommandKind::SubmitRequest(request(
+            9,
+            1,
+            5,
+            TimeInForce::Ioc,
+        )))
+        .expect("accepted");
+    assert!(events.contains(&Event::DealStatusChanged {
+        deal: second.id,
+        from: DealStatus::Active,
+        to: DealStatus::Completed,
+    }));
+    assert_eq!(
+        market.deals_in(&events)[0].ips.as_slice(),
+        [ip("192.0.2.2")]
+    );
+    let closed = market.engine.deal(second.id).and_then(|d| d.closed_at);
+    assert_eq!(closed, Some(Timestamp(T0 + 60)));
+    assert_eq!(market.engine.unsettled(), 0);
+}
