@@ -834,6 +834,16 @@ impl Engine {
         }
     }
 
+    /// Asks for the slots the requests and deals a few commands from now are written to: the
+    /// rings reuse memory last written seconds ago, and a record written to a cold line waits
+    /// for the line first.
+    fn prefetch_next_records(&self) {
+        self.requests.prefetch(self.next_request + PREFETCH_NEAR as u64);
+        let deal = self.next_deal_id().0 + PREFETCH_NEAR as u64;
+        self.deals.prefetch(deal);
+        self.open.prefetch(deal);
+    }
+
     /// Runs a deferred deal timer as it would have run when it fell due: with the clock of
     /// then (the deal closes at that time), and with the offers it frees retried against no
     /// resting request (a second is deferred only while none rests).
@@ -1154,6 +1164,7 @@ impl Engine {
     fn submit(&mut self, spec: &RequestSpec, events: &mut Vec<Event>) {
         let id = RequestId(self.next_request);
         self.next_request += 1;
+        self.prefetch_next_records();
         events.push(Event::RequestAccepted { request: id });
         let record = RequestRecord {
             id,
