@@ -838,7 +838,8 @@ impl Engine {
     /// rings reuse memory last written seconds ago, and a record written to a cold line waits
     /// for the line first.
     fn prefetch_next_records(&self) {
-        self.requests.prefetch(self.next_request + PREFETCH_NEAR as u64);
+        self.requests
+            .prefetch(self.next_request + PREFETCH_NEAR as u64);
         let deal = self.next_deal_id().0 + PREFETCH_NEAR as u64;
         self.deals.prefetch(deal);
         self.open.prefetch(deal);
