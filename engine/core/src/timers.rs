@@ -9,8 +9,11 @@
 //! it when it pops (it checks the deal's status), and [`Timers::remove`] only lowers the live
 //! count, since taking one entry out of a bucket of 100,000 would cost a scan.
 //!
-//! Offer and request timers are few, amended and cancelled at will: they sit in an ordered set
-//! and leave it at once.
+//! Offer and request timers are amended and cancelled at will, and not always few: a home
+//! user's offer comes and goes with its window's end timer. They sit in one hash set per
+//! second and leave it at once: adding or removing one is a probe in a set that is mostly
+//! the same one (offers share a window's end), with no tree node split or merged per offer,
+//! and a second is sorted once, when it falls due.
 //!
 //! **Deferred seconds.** Most deal timers only end a deal: a lease reaching its end, or a ready
 //! deadline that falls on the lease's end (nothing is left to re-match). The engine may settle
@@ -20,13 +23,15 @@
 //! no live watched timer can be taken whole ([`Timers::defer_due`]) into the deferred queue,
 //! in O(1) whatever its size, remembering when it fell due.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::FxHashSet;
 
 use crate::types::{DealId, OfferId, RequestId, Timestamp};
 
 /// Something due at a given time. The order of the variants is the order in which things due
 /// at the same second happen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Timer {
     ReadyDeadline(DealId),
     DealEnd(DealId),
@@ -142,6 +147,94 @@ impl DeferredSecond {
 /// Emptied buckets kept for reuse.
 const SPARE_BUCKETS: usize = 64;
 
+/// One second's offer and request timers.
+#[derive(Clone, Debug, Default)]
+struct ExactSecond {
+    live: FxHashSet<Timer>,
+    /// Once the second fires: its timers sorted in descending order, the next one last. A
+    /// timer removed since is skipped as it comes up.
+    firing: Vec<Timer>,
+}
+
+/// Offer and request timers, one set per second (see the module docs).
+#[derive(Clone, Debug, Default)]
+struct ExactTimers {
+    seconds: BTreeMap<Timestamp, ExactSecond>,
+    len: usize,
+    spare: Vec<ExactSecond>,
+}
+
+impl ExactTimers {
+    fn insert(&mut self, due: Timestamp, timer: Timer) {
+        let spare = &mut self.spare;
+        let second = self
+            .seconds
+            .entry(due)
+            .or_insert_with(|| spare.pop().unwrap_or_default());
+        if !second.live.insert(timer) {
+            return;
+        }
+        self.len += 1;
+        if !second.firing.is_empty() {
+            let at = second.firing.partition_point(|held| *held > timer);
+            second.firing.insert(at, timer);
+        }
+    }
+
+    fn remove(&mut self, due: Timestamp, timer: Timer) {
+        let Some(second) = self.seconds.get_mut(&due) else {
+            return;
+        };
+        if !second.live.remove(&timer) {
+            return;
+        }
+        self.len -= 1;
+        if second.live.is_empty() {
+            let second = self.seconds.remove(&due).expect("looked up above");
+            self.recycle(second);
+        }
+    }
+
+    /// When the first timer is due.
+    fn first_due(&self) -> Option<Timestamp> {
+        self.seconds.first_key_value().map(|(due, _)| *due)
+    }
+
+    /// Takes the first timer: the earliest second, then kind, then id.
+    fn pop_first(&mut self) -> Option<(Timestamp, Timer)> {
+        let mut first = self.seconds.first_entry()?;
+        let due = *first.key();
+        let second = first.get_mut();
+        if second.firing.is_empty() {
+            second.firing.extend(second.live.iter().copied());
+            second.firing.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        let timer = loop {
+            let timer = second
+                .firing
+                .pop()
+                .expect("a second with live timers lists them");
+            if second.live.remove(&timer) {
+                break timer;
+            }
+        };
+        self.len -= 1;
+        if second.live.is_empty() {
+            let second = first.remove();
+            self.recycle(second);
+        }
+        Some((due, timer))
+    }
+
+    fn recycle(&mut self, mut second: ExactSecond) {
+        if self.spare.len() < SPARE_BUCKETS {
+            second.live.clear();
+            second.firing.clear();
+            self.spare.push(second);
+        }
+    }
+}
+
 /// The engine's timers: see the module docs.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Timers {
@@ -149,7 +242,7 @@ pub(crate) struct Timers {
     /// Live deal timers (the buckets also hold dead ones).
     live_in_buckets: usize,
     spare: Vec<Bucket>,
-    exact: BTreeSet<(Timestamp, Timer)>,
+    exact: ExactTimers,
     /// Deferred seconds, in order of `due` (strictly increasing).
     deferred: VecDeque<DeferredSecond>,
     /// Timers in `deferred` that were live when deferred and have not been settled since.
@@ -161,7 +254,7 @@ pub(crate) struct Timers {
 impl Timers {
     pub(crate) fn add(&mut self, due: Timestamp, timer: Timer) {
         let Some((kind, id)) = timer.bucketed() else {
-            self.exact.insert((due, timer));
+            self.exact.insert(due, timer);
             return;
         };
         self.live_in_buckets += 1;
@@ -181,13 +274,13 @@ impl Timers {
                 bucket.live = bucket.live.saturating_sub(1);
             }
         } else {
-            self.exact.remove(&(due, timer));
+            self.exact.remove(due, timer);
         }
     }
 
     /// Live timers: added and not removed.
     pub(crate) fn len(&self) -> usize {
-        self.live_in_buckets + self.exact.len()
+        self.live_in_buckets + self.exact.len
     }
 
     /// Marks the ready deadline just added at `due` as watched: its second fires in order.
@@ -232,7 +325,7 @@ impl Timers {
         self.buckets
             .first_key_value()
             .is_some_and(|(due, _)| *due <= now)
-            || self.exact.first().is_some_and(|(due, _)| *due <= now)
+            || self.exact.first_due().is_some_and(|due| due <= now)
     }
 
     /// Takes the next due second whole into the deferred queue, if it may be: it is what fires
@@ -247,7 +340,7 @@ impl Timers {
         let Some((&due, bucket)) = self.buckets.first_key_value() else {
             return false;
         };
-        let exact_first = self.exact.first().is_some_and(|(exact, _)| *exact < due);
+        let exact_first = self.exact.first_due().is_some_and(|exact| exact < due);
         let after_deferred = self.deferred.back().is_none_or(|last| last.due < due);
         if due > now || exact_first || bucket.firing || bucket.watched > 0 || !after_deferred {
             return false;
@@ -330,7 +423,7 @@ impl Timers {
     /// are live and leave the set as they pop.
     pub(crate) fn pop_due(&mut self, now: Timestamp) -> Option<(Timestamp, Timer)> {
         self.through = self.through.max(now);
-        let exact_due = self.exact.first().map(|(due, _)| *due);
+        let exact_due = self.exact.first_due();
         loop {
             if self.drop_dead_first(now) {
                 continue;
@@ -371,6 +464,8 @@ impl Timers {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use proptest::prelude::*;
 
     use super::*;
@@ -392,7 +487,7 @@ mod tests {
         /// once; offer and request timers come and go freely.
         #[test]
         fn fires_live_timers_like_an_ordered_set(
-            ops in proptest::collection::vec((0u8..4, 0u8..5, 0u64..40, 0u64..12), 1..300)
+            ops in proptest::collection::vec((0u8..5, 0u8..5, 0u64..40, 0u64..12), 1..300)
         ) {
             let mut timers = Timers::default();
             let mut model: BTreeSet<(Timestamp, Timer)> = BTreeSet::new();
@@ -421,6 +516,23 @@ mod tests {
                         };
                         timers.remove(due, t);
                         model.remove(&(due, t));
+                    }
+                    4 => {
+                        // Fire one timer only: its second is left part fired, and timers
+                        // added to it now must still come out in order.
+                        while let Some((due, t)) = timers.pop_due(Timestamp(now)) {
+                            if model.remove(&(due, t)) {
+                                if t.bucketed().is_some() {
+                                    timers.remove(due, t);
+                                }
+                                prop_assert!(
+                                    model.first().is_none_or(|first| *first > (due, t)),
+                                    "fired the first live timer"
+                                );
+                                break;
+                            }
+                            prop_assert!(t.bucketed().is_some(), "only deal timers linger");
+                        }
                     }
                     _ => {
                         now += at;
@@ -496,6 +608,34 @@ mod tests {
                 (10, Timer::DealEnd(DealId(5))),
             ]
         );
+    }
+
+    #[test]
+    fn offer_and_request_timers_added_or_removed_while_their_second_fires_keep_their_order() {
+        let mut timers = Timers::default();
+        let t = Timestamp;
+        for id in [2, 6, 4] {
+            timers.add(t(10), Timer::OfferCloses(OfferId(id)));
+        }
+        assert_eq!(
+            timers.pop_due(t(10)),
+            Some((t(10), Timer::OfferCloses(OfferId(2))))
+        );
+        // Mid-second: an offer closing then is placed, another is cancelled, a request
+        // expiring then arrives.
+        timers.add(t(10), Timer::OfferCloses(OfferId(5)));
+        timers.remove(t(10), Timer::OfferCloses(OfferId(6)));
+        timers.add(t(10), Timer::RequestExpiry(RequestId(9)));
+        assert_eq!(timers.len(), 3);
+        assert_eq!(
+            drain(&mut timers, 10),
+            vec![
+                (10, Timer::RequestExpiry(RequestId(9))),
+                (10, Timer::OfferCloses(OfferId(4))),
+                (10, Timer::OfferCloses(OfferId(5))),
+            ]
+        );
+        assert_eq!(timers.len(), 0);
     }
 
     #[test]
