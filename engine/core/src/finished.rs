@@ -15,6 +15,11 @@ const SPARE_LISTS: usize = 64;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct FinishedDeals {
     seconds: VecDeque<(Timestamp, Vec<DealId>)>,
+    /// How many deals of the oldest second have left: a second's deals leave in the order
+    /// they closed, which for each wallet is the order its deals were made, so each leaves
+    /// from the front of its parties' deal lists (out of order, every one would leave a gap
+    /// there to be swept later).
+    taken: usize,
     spare: Vec<Vec<DealId>>,
 }
 
@@ -26,6 +31,11 @@ impl FinishedDeals {
             Some((last, _)) if *last > at => {
                 let index = self.seconds.partition_point(|(second, _)| *second < at);
                 if self.seconds[index].0 != at {
+                    if index == 0 {
+                        // A second before the oldest: the count taken is the oldest's.
+                        self.seconds[0].1.drain(..self.taken);
+                        self.taken = 0;
+                    }
                     let list = self.spare.pop().unwrap_or_default();
                     self.seconds.insert(index, (at, list));
                 }
@@ -48,23 +58,29 @@ impl FinishedDeals {
     /// The deal `ahead` places behind the one [`FinishedDeals::pop_oldest`] takes next (that
     /// one itself at 0), if there are that many.
     pub(crate) fn ahead(&self, mut ahead: usize) -> Option<DealId> {
+        let mut taken = self.taken;
         for (_, list) in &self.seconds {
-            if ahead < list.len() {
-                return Some(list[list.len() - 1 - ahead]);
+            let left = &list[taken..];
+            if ahead < left.len() {
+                return Some(left[ahead]);
             }
-            ahead -= list.len();
+            ahead -= left.len();
+            taken = 0;
         }
         None
     }
 
     /// Takes one deal of the oldest second.
     pub(crate) fn pop_oldest(&mut self) -> Option<DealId> {
-        let (_, list) = self.seconds.front_mut()?;
-        let deal = list.pop();
-        if list.is_empty() {
-            // Never an empty second at the front: `oldest` speaks for a deal.
-            let (_, list) = self.seconds.pop_front().expect("front is present");
+        let (_, list) = self.seconds.front()?;
+        let deal = list.get(self.taken).copied();
+        self.taken += 1;
+        if self.taken >= list.len() {
+            // Never an emptied second at the front: `oldest` speaks for a deal.
+            let (_, mut list) = self.seconds.pop_front().expect("front is present");
+            self.taken = 0;
             if self.spare.len() < SPARE_LISTS {
+                list.clear();
                 self.spare.push(list);
             }
         }
@@ -98,6 +114,27 @@ mod tests {
         let mut ids: Vec<u64> = order.iter().map(|(_, d)| *d).collect();
         ids.sort_unstable();
         assert_eq!(ids, [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn a_seconds_deals_leave_in_the_order_they_closed_even_when_an_older_second_arrives() {
+        let mut finished = FinishedDeals::default();
+        let t = Timestamp;
+        for deal in [1, 2, 3] {
+            finished.push(t(10), DealId(deal));
+        }
+        assert_eq!(finished.pop_oldest(), Some(DealId(1)));
+        // A deferred end closes at an older second, behind the one being emptied.
+        finished.push(t(9), DealId(7));
+        finished.push(t(10), DealId(4));
+        let mut order = Vec::new();
+        while let Some(second) = finished.oldest() {
+            order.push((second.0, finished.pop_oldest().map(|d| d.0)));
+        }
+        assert_eq!(
+            order,
+            [(9, Some(7)), (10, Some(2)), (10, Some(3)), (10, Some(4))]
+        );
     }
 
     #[test]
