@@ -26,10 +26,7 @@ fn leases(c: &mut Criterion) {
     for (count, per_second) in [(1u32, 100_000u64), (100, 1_000)] {
         group.throughput(Throughput::Elements(u64::from(count)));
         let mut driver = LeaseDriver::new(market.clone(), MarketShape::MILLION, per_second);
-        // Warm the steady state up: a few simulated seconds of leases ending.
-        for _ in 0..per_second * ipsx_benches::WARM_UP_SECONDS {
-            driver.lease(count);
-        }
+        driver.warm_up(count);
         group.bench_function(format!("lease_{count}_ips_ioc"), |b| {
             b.iter_custom(|iters| {
                 let started = Instant::now();

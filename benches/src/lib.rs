@@ -131,6 +131,14 @@ impl LeaseDriver {
             .sum()
     }
 
+    /// Leases `count` IPs a request for [`WARM_UP_SECONDS`] simulated seconds, so what is
+    /// measured next is the steady state (see [`WARM_UP_SECONDS`]).
+    pub fn warm_up(&mut self, count: u32) {
+        for _ in 0..self.requests_per_second * WARM_UP_SECONDS {
+            self.lease(count);
+        }
+    }
+
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine

@@ -209,9 +209,7 @@ fn main() -> Result<()> {
             if !deferring {
                 driver = driver.eager();
             }
-            for _ in 0..per_second * ipsx_benches::WARM_UP_SECONDS {
-                driver.lease(count);
-            }
+            driver.warm_up(count);
             let (mut leased, mut requests) = (0u64, 0u64);
             let (started, allocated) = (Instant::now(), allocations());
             while started.elapsed() < run_for {
@@ -348,9 +346,7 @@ fn journal_scenarios(
             // and finished deals leaving for a while, and the deal book is as big as it gets
             // (a book still growing pays for fresh pages, which a node pays once).
             let mut driver = LeaseDriver::new(market.clone(), *shape, 100_000);
-            for _ in 0..100_000 * ipsx_benches::WARM_UP_SECONDS {
-                driver.lease(1);
-            }
+            driver.warm_up(1);
             let (mut sent, started) = (0u64, Instant::now());
             while started.elapsed() < run_for {
                 for _ in 0..256 {

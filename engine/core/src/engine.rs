@@ -671,10 +671,7 @@ impl Engine {
             if batch.len() > 1 {
                 let deals: SmallVec<[DealId; 8]> = batch
                     .iter()
-                    .filter_map(|(_, timer)| match timer {
-                        Timer::ReadyDeadline(id) | Timer::DealEnd(id) => Some(*id),
-                        _ => None,
-                    })
+                    .filter_map(|(_, timer)| timer.deal())
                     .filter(|id| self.open.contains(id.0))
                     .collect();
                 self.warm(&deals);
@@ -814,15 +811,18 @@ impl Engine {
     /// and the IPs' slots they name. Settling one end per command then finds its records in
     /// cache instead of waiting on each in turn.
     fn prefetch_deferred(&self) {
-        let deal_of = |timer| match timer {
-            Timer::ReadyDeadline(id) | Timer::DealEnd(id) => Some(id),
-            _ => None,
-        };
-        if let Some(id) = self.timers.deferred_ahead(PREFETCH_FAR).and_then(deal_of) {
+        if let Some(id) = self
+            .timers
+            .deferred_ahead(PREFETCH_FAR)
+            .and_then(Timer::deal)
+        {
             self.deals.prefetch(id.0);
             self.open.prefetch(id.0);
         }
-        if let Some(id) = self.timers.deferred_ahead(PREFETCH_NEAR).and_then(deal_of)
+        if let Some(id) = self
+            .timers
+            .deferred_ahead(PREFETCH_NEAR)
+            .and_then(Timer::deal)
             && let Some(open) = self.open.get(id.0)
         {
             for slot in &open.slots {

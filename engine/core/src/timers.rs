@@ -53,6 +53,14 @@ impl Timer {
         }
     }
 
+    /// The deal a deal timer is for; `None` for the others.
+    pub(crate) fn deal(self) -> Option<DealId> {
+        match self {
+            Timer::ReadyDeadline(id) | Timer::DealEnd(id) => Some(id),
+            _ => None,
+        }
+    }
+
     fn from_bucket(kind: usize, id: u64) -> Timer {
         if kind == 0 {
             Timer::ReadyDeadline(DealId(id))
