@@ -6,26 +6,37 @@
 
 use std::collections::VecDeque;
 
-use crate::types::{DealId, Timestamp};
+use crate::types::Timestamp;
 
 /// Emptied lists kept for reuse.
 const SPARE_LISTS: usize = 64;
 
-/// The finished deals, oldest second first.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct FinishedDeals {
-    seconds: VecDeque<(Timestamp, Vec<DealId>)>,
+/// The finished deals, oldest second first: each as a `T` that names it (the engine files the
+/// deal with its parties' ids, so dropping it needs no lookup by address).
+#[derive(Clone, Debug)]
+pub(crate) struct FinishedDeals<T> {
+    seconds: VecDeque<(Timestamp, Vec<T>)>,
     /// How many deals of the oldest second have left: a second's deals leave in the order
     /// they closed, which for each wallet is the order its deals were made, so each leaves
     /// from the front of its parties' deal lists (out of order, every one would leave a gap
     /// there to be swept later).
     taken: usize,
-    spare: Vec<Vec<DealId>>,
+    spare: Vec<Vec<T>>,
 }
 
-impl FinishedDeals {
+impl<T> Default for FinishedDeals<T> {
+    fn default() -> Self {
+        FinishedDeals {
+            seconds: VecDeque::new(),
+            taken: 0,
+            spare: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy> FinishedDeals<T> {
     /// Files a deal that closed at `at`.
-    pub(crate) fn push(&mut self, at: Timestamp, deal: DealId) {
+    pub(crate) fn push(&mut self, at: Timestamp, deal: T) {
         let index = match self.seconds.back() {
             Some((last, _)) if *last == at => self.seconds.len() - 1,
             Some((last, _)) if *last > at => {
@@ -57,7 +68,7 @@ impl FinishedDeals {
 
     /// The deal `ahead` places behind the one [`FinishedDeals::pop_oldest`] takes next (that
     /// one itself at 0), if there are that many.
-    pub(crate) fn ahead(&self, mut ahead: usize) -> Option<DealId> {
+    pub(crate) fn ahead(&self, mut ahead: usize) -> Option<T> {
         let mut taken = self.taken;
         for (_, list) in &self.seconds {
             let left = &list[taken..];
@@ -71,7 +82,7 @@ impl FinishedDeals {
     }
 
     /// Takes one deal of the oldest second.
-    pub(crate) fn pop_oldest(&mut self) -> Option<DealId> {
+    pub(crate) fn pop_oldest(&mut self) -> Option<T> {
         let (_, list) = self.seconds.front()?;
         let deal = list.get(self.taken).copied();
         self.taken += 1;
@@ -91,10 +102,11 @@ impl FinishedDeals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::DealId;
 
     #[test]
     fn deals_leave_by_the_second_they_closed_whatever_order_they_were_filed_in() {
-        let mut finished = FinishedDeals::default();
+        let mut finished = FinishedDeals::<DealId>::default();
         let t = Timestamp;
         finished.push(t(10), DealId(1));
         finished.push(t(12), DealId(2));
@@ -118,7 +130,7 @@ mod tests {
 
     #[test]
     fn a_seconds_deals_leave_in_the_order_they_closed_even_when_an_older_second_arrives() {
-        let mut finished = FinishedDeals::default();
+        let mut finished = FinishedDeals::<DealId>::default();
         let t = Timestamp;
         for deal in [1, 2, 3] {
             finished.push(t(10), DealId(deal));
@@ -139,7 +151,7 @@ mod tests {
 
     #[test]
     fn looking_ahead_names_the_deals_that_leave_next_in_order() {
-        let mut finished = FinishedDeals::default();
+        let mut finished = FinishedDeals::<DealId>::default();
         let t = Timestamp;
         for (second, deal) in [(10, 1), (10, 2), (11, 3), (12, 4), (11, 5)] {
             finished.push(t(second), DealId(deal));

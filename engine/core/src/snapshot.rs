@@ -256,14 +256,22 @@ impl Engine {
             }
         }
         engine.deals_made = snapshot.deals_made;
-        let mut finished: Vec<(Timestamp, crate::DealId)> = snapshot
+        let mut finished: Vec<(Timestamp, crate::DealId, [Address; 2])> = snapshot
             .deals
             .iter()
-            .filter_map(|deal| Some((deal.closed_at?, deal.id)))
+            .filter_map(|deal| Some((deal.closed_at?, deal.id, [deal.provider, deal.requester])))
             .collect();
         finished.sort_unstable();
-        for (closed_at, id) in finished {
-            engine.finished.push(closed_at, id);
+        for (closed_at, deal, [provider, requester]) in finished {
+            // Interned with the deals above.
+            let provider = engine.parties.intern(provider);
+            let requester = engine.parties.intern(requester);
+            let finished = crate::engine::Finished {
+                deal,
+                provider,
+                requester,
+            };
+            engine.finished.push(closed_at, finished);
         }
         for deal in snapshot.deals {
             engine.deals.insert(deal.id.0, deal);
