@@ -166,9 +166,20 @@ impl CountrySet {
         self.0.iter().map(|word| word.count_ones() as usize).sum()
     }
 
-    /// The countries in the set, in code order.
+    /// The assigned countries in the set, in code order: bit by bit, not country by country
+    /// (the matcher takes a one-country set's only member on every request).
     pub fn iter(&self) -> impl Iterator<Item = Country> + '_ {
-        Country::all().filter(|c| self.contains(*c))
+        self.0.iter().enumerate().flat_map(|(word_index, word)| {
+            let mut bits = *word;
+            std::iter::from_fn(move || {
+                let bit = bits.trailing_zeros() as usize;
+                let index = word_index * 64 + bit;
+                (bits != 0 && index < COUNTRY_COUNT).then(|| {
+                    bits &= bits - 1;
+                    Country(index as u8)
+                })
+            })
+        })
     }
 }
 
@@ -184,6 +195,23 @@ impl fmt::Debug for CountrySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_set_lists_its_assigned_members_in_code_order() {
+        let members = [0u8, 1, 63, 64, 127, 128, 200, 248, 253];
+        let mut set = CountrySet::ANY;
+        for member in members {
+            set.insert(Country(member));
+        }
+        let listed: Vec<u8> = set.iter().map(|country| country.0).collect();
+        let expected: Vec<u8> = Country::all()
+            .filter(|country| set.contains(*country))
+            .map(|country| country.0)
+            .collect();
+        assert_eq!(listed, expected);
+        assert_eq!(listed, [0, 1, 63, 64, 127, 128, 200, 248]);
+        assert_eq!(CountrySet::ANY.iter().count(), 0);
+    }
 
     #[test]
     fn the_official_list_has_249_sorted_codes() {
