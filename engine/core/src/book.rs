@@ -187,8 +187,18 @@ impl OfferIndex {
         price_of: impl Fn(OfferId) -> Amount,
     ) -> Candidates<'_> {
         let split = now.min(start);
-        let mut seconds: SmallVec<[std::iter::Peekable<FreeRange<'_>>; MERGED_SECONDS]> =
-            SmallVec::new();
+        // Built where it is returned from: the per-second streams are a few hundred bytes
+        // inline, and a struct put together at the end would copy them once more per request.
+        let mut candidates = Candidates {
+            open: self
+                .open
+                .range(..=(max_price, OfferId(u64::MAX)))
+                .peekable(),
+            seconds: SmallVec::new(),
+            gathered: Vec::new().into_iter().peekable(),
+            last: None,
+        };
+        let seconds = &mut candidates.seconds;
         let mut second = self.saturated_by_free.first().map(|(t, _, _)| *t);
         while let Some(t) = second.filter(|t| *t <= split) {
             if seconds.len() == MERGED_SECONDS {
@@ -228,15 +238,8 @@ impl OfferIndex {
             .collect();
         gathered.sort_unstable();
         gathered.dedup();
-        Candidates {
-            open: self
-                .open
-                .range(..=(max_price, OfferId(u64::MAX)))
-                .peekable(),
-            seconds,
-            gathered: gathered.into_iter().peekable(),
-            last: None,
-        }
+        candidates.gathered = gathered.into_iter().peekable();
+        candidates
     }
 }
 

@@ -26,15 +26,21 @@ const SPARE_CHUNKS: usize = 4;
 
 #[derive(Clone, Debug)]
 struct Chunk<T> {
-    slots: Box<[Option<T>]>,
+    /// A fixed-size array, not a slice: a slot index below `CHUNK` needs no bounds check on
+    /// the hot path.
+    slots: Box<[Option<T>; CHUNK]>,
     /// Records held (not holes).
     live: usize,
 }
 
 impl<T> Chunk<T> {
     fn new() -> Chunk<T> {
+        // Built on the heap: an array of a thousand records would not fit a small stack.
+        let slots: Box<[Option<T>]> = (0..CHUNK).map(|_| None).collect();
         Chunk {
-            slots: (0..CHUNK).map(|_| None).collect(),
+            slots: slots
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("CHUNK slots")),
             live: 0,
         }
     }
@@ -133,7 +139,12 @@ impl<T> IdSlab<T> {
         }
         let (chunk, slot) = self.index(id).expect("the ring covers the id now");
         let chunk = &mut self.chunks[chunk];
-        if chunk.slots[slot].replace(value).is_none() {
+        let slot = &mut chunk.slots[slot];
+        let new = slot.is_none();
+        // Written in place: a `replace` would also move the (empty) old record out, a copy of
+        // a few hundred bytes per insert.
+        *slot = Some(value);
+        if new {
             chunk.live += 1;
             self.in_ring += 1;
         }
