@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 use crate::bitset::PositionSet;
 use crate::calendar::{Booking, Calendar, Shape};
 use crate::country::{COUNTRY_COUNT, Country};
-use crate::depth::{DepthCounters, DepthKey};
+use crate::depth::{DepthCounters, DepthKey, LevelId};
 use crate::error::EngineError;
 use crate::order::OfferSpec;
 use crate::ordered::OrderedSet;
@@ -78,6 +78,8 @@ pub struct Offer {
     /// ended unsettled (see `Engine::apply_deferring`).
     pub(crate) ended_by: Timestamp,
     placement: Placement,
+    /// Its price level in the market depth.
+    depth: LevelId,
 }
 
 impl Offer {
@@ -369,6 +371,12 @@ impl OfferBook {
 
     /// Inserts an offer whose IPs passed [`OfferBook::check_ips`].
     pub(crate) fn insert(&mut self, id: OfferId, spec: &OfferSpec, ips: &[IpAddr], party: PartyId) {
+        let depth = self.depth.attach(DepthKey {
+            country: spec.country,
+            kind: spec.kind,
+            protocols: spec.protocols,
+            price: spec.price,
+        });
         let mut offer = Offer {
             id,
             provider: spec.provider,
@@ -391,6 +399,7 @@ impl OfferBook {
             irregular: PositionSet::with_capacity(ips.len()),
             ended_by: Timestamp(u64::MAX),
             placement: Placement::Nowhere,
+            depth,
         };
         for (position, ip) in ips.iter().enumerate() {
             let position = position as u32;
@@ -408,7 +417,7 @@ impl OfferBook {
             offer.slots.push(slot);
             file(&mut offer, position, shape, true);
         }
-        self.depth.add(offer.depth_key(), offer.idle.len() as i64);
+        self.depth.add(depth, offer.idle.len() as i64);
         self.by_provider.insert((offer.provider, id));
         self.offers.insert(id.0, offer);
         self.place(id);
@@ -449,8 +458,8 @@ impl OfferBook {
     pub(crate) fn remove(&mut self, id: OfferId) -> Option<Offer> {
         self.unplace(id);
         let offer = self.offers.remove(id.0)?;
-        self.depth
-            .add(offer.depth_key(), -(offer.idle.len() as i64));
+        self.depth.add(offer.depth, -(offer.idle.len() as i64));
+        self.depth.detach(offer.depth);
         self.by_provider.remove(&(offer.provider, id));
         for slot in &offer.slots {
             self.slot_mut(*slot).home = None;
@@ -484,13 +493,13 @@ impl OfferBook {
         // Idle IPs of the tail go; booked IPs keep their positions so calendars stay filed.
         self.unplace(id);
         let offer = self.offers.get_mut(id.0).expect("checked above");
-        let key = offer.depth_key();
+        let depth = offer.depth;
         let mut freed = Vec::with_capacity(withdraw.len());
         for position in &withdraw {
             offer.idle.remove(*position);
             freed.push(offer.slots[*position as usize]);
         }
-        self.depth.add(key, -(withdraw.len() as i64));
+        self.depth.add(depth, -(withdraw.len() as i64));
         // Compact positions: rebuild the offer's sets over the remaining slots.
         let remaining: Vec<u32> = offer
             .slots
@@ -525,14 +534,17 @@ impl OfferBook {
             return;
         };
         let idle = offer.idle.len() as i64;
-        self.depth.add(offer.depth_key(), -idle);
         if let Some(price) = price {
+            // Another price is another level.
+            self.depth.add(offer.depth, -idle);
+            self.depth.detach(offer.depth);
             offer.price = price;
+            offer.depth = self.depth.attach(offer.depth_key());
+            self.depth.add(offer.depth, idle);
         }
         if let Some(window) = window {
             offer.window = window;
         }
-        self.depth.add(offer.depth_key(), idle);
         self.place(id);
     }
 
@@ -584,9 +596,8 @@ impl OfferBook {
         file(offer, position, old, false);
         file(offer, position, new, true);
         let idle_delta = offer.idle.len() as i64 - idle_before;
-        let key = offer.depth_key();
         let wanted = offer.wanted_placement(self.now);
-        self.depth.add(key, idle_delta);
+        self.depth.add(offer.depth, idle_delta);
         if placed != wanted {
             self.unplace(id);
             self.place(id);

@@ -16,27 +16,79 @@ pub(crate) struct DepthKey {
     pub(crate) price: Amount,
 }
 
+/// A price level's index in [`DepthCounters`], held by each offer at that level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LevelId(u32);
+
 /// Unleased IPs per (country, kind, protocol set, price), maintained incrementally.
+///
+/// Every lease and every lease end changes an offer's idle count, so its level's counter moves
+/// twice per lease. An offer holds its level's index (taken when it is placed or re-priced), so
+/// that move is an index, not a hash of a 40-byte key and a probe.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DepthCounters {
-    counts: rustc_hash::FxHashMap<DepthKey, u64>,
+    ids: rustc_hash::FxHashMap<DepthKey, LevelId>,
+    levels: Vec<Level>,
+    /// Indexes of levels no offer holds, for reuse.
+    free: Vec<LevelId>,
+}
+
+#[derive(Clone, Debug)]
+struct Level {
+    key: DepthKey,
+    ips: u64,
+    /// Offers at this level: it is forgotten when the last one leaves it.
+    offers: u32,
 }
 
 impl DepthCounters {
-    pub(crate) fn add(&mut self, key: DepthKey, delta: i64) {
-        if delta == 0 {
-            return;
+    /// The level of `key`, for one more offer at it.
+    pub(crate) fn attach(&mut self, key: DepthKey) -> LevelId {
+        let id = *self.ids.entry(key).or_insert_with(|| {
+            let level = Level {
+                key,
+                ips: 0,
+                offers: 0,
+            };
+            match self.free.pop() {
+                Some(id) => {
+                    self.levels[id.0 as usize] = level;
+                    id
+                }
+                None => {
+                    self.levels.push(level);
+                    LevelId(u32::try_from(self.levels.len() - 1).expect("fewer than 2^32 levels"))
+                }
+            }
+        });
+        self.levels[id.0 as usize].offers += 1;
+        id
+    }
+
+    /// One offer left level `id` (its idle IPs taken off first).
+    pub(crate) fn detach(&mut self, id: LevelId) {
+        let level = &mut self.levels[id.0 as usize];
+        level.offers -= 1;
+        if level.offers == 0 {
+            debug_assert_eq!(level.ips, 0, "a level's IPs belong to its offers");
+            self.ids.remove(&level.key);
+            self.free.push(id);
         }
-        let count = self.counts.entry(key).or_default();
-        *count = count.saturating_add_signed(delta);
-        if *count == 0 {
-            self.counts.remove(&key);
-        }
+    }
+
+    /// Moves level `id`'s count of unleased IPs by `delta`.
+    pub(crate) fn add(&mut self, id: LevelId, delta: i64) {
+        let level = &mut self.levels[id.0 as usize];
+        level.ips = level.ips.saturating_add_signed(delta);
     }
 
     pub(crate) fn snapshot(&self) -> MarketDepth {
         let mut levels: BTreeMap<(Country, Protocol, IpKind, Amount), u64> = BTreeMap::new();
-        for (key, count) in &self.counts {
+        let held = self.ids.values().map(|id| &self.levels[id.0 as usize]);
+        for Level {
+            key, ips: count, ..
+        } in held.filter(|level| level.ips > 0)
+        {
             for protocol in key.protocols.iter() {
                 *levels
                     .entry((key.country, protocol, key.kind, key.price))

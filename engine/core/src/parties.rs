@@ -3,9 +3,9 @@
 //!
 //! A lease touches both parties' profiles and deal lists when it is made and again when it
 //! ends. Keyed by 20-byte address in hash maps, that was four probes (and four key compares
-//! on cold lines) per deal made and two per deal ended. An offer and an open deal carry their
-//! parties' ids instead, so those touches are plain indexes; only a request's requester is
-//! looked up, once per request.
+//! on cold lines) per deal made and two per deal ended. An offer, an open deal and a finished
+//! deal waiting to leave the book carry their parties' ids instead, so those touches are plain
+//! indexes; only a request's requester is looked up, once per request.
 //!
 //! Ids are handed out in order of first sight, so they follow from the command stream (the
 //! engine stays deterministic), but they are an index only: nothing hashed or stored names a
