@@ -142,3 +142,55 @@ impl MarketDepth {
             .sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(price: Amount) -> DepthKey {
+        DepthKey {
+            country: Country::parse("DE").expect("assigned"),
+            kind: IpKind::Residential,
+            protocols: ProtocolSet::of(&[Protocol::Http, Protocol::Socks5]),
+            price,
+        }
+    }
+
+    #[test]
+    fn offers_at_one_price_share_a_level_that_lives_while_one_of_them_does() {
+        let mut depth = DepthCounters::default();
+        let (a, b) = (depth.attach(key(5)), depth.attach(key(5)));
+        assert_eq!(a, b);
+        depth.add(a, 3);
+        depth.add(b, 2);
+        let cheap = depth.attach(key(4));
+        depth.add(cheap, 1);
+        let levels = depth.snapshot().levels;
+        // Each protocol of the set counts the IPs, cheapest first within a protocol.
+        let seen: Vec<(Protocol, Amount, u64)> = levels
+            .iter()
+            .map(|l| (l.protocol, l.price, l.ips))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Protocol::Http, 4, 1),
+                (Protocol::Http, 5, 5),
+                (Protocol::Socks5, 4, 1),
+                (Protocol::Socks5, 5, 5),
+            ]
+        );
+        // A level whose IPs are all leased is not listed, but stays for its offers.
+        depth.add(cheap, -1);
+        assert_eq!(depth.snapshot().levels.len(), 2);
+        depth.add(a, -3);
+        depth.detach(a);
+        assert_eq!(depth.snapshot().ips(key(5).country, Protocol::Http), 2);
+        depth.add(b, -2);
+        depth.detach(b);
+        // The last offer gone, the level's index serves the next new price.
+        let other = depth.attach(key(7));
+        assert_eq!(other, a);
+        assert_eq!(depth.attach(key(4)), cheap);
+    }
+}
