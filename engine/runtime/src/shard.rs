@@ -522,7 +522,12 @@ impl Writer {
             }
             // A failed write shows here, before anything more is applied.
             self.store.poll_durable()?;
-            let mut applied = Applied::default();
+            // Sized once: grown push by push, a batch of thousands reallocates (and copies)
+            // its outcomes a dozen times, on fresh pages each time it outgrows the last.
+            let mut applied = Applied {
+                pending: Vec::with_capacity(batch.len()),
+                ..Applied::default()
+            };
             // A follower's time comes from the leader's records.
             let leading = self.leading.load(Ordering::Relaxed);
             if leading
