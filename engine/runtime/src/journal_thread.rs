@@ -1,5 +1,6 @@
-//! The journal's own thread: it writes and syncs each group commit while the thread that
-//! applies commands goes on with the next batch, so matching and `fdatasync` use both cores.
+//! The journal's own thread: it encodes, writes and syncs each group commit while the thread
+//! that applies commands goes on with the next batch, so matching and journaling use both
+//! cores.
 //!
 //! Groups are committed in the order they are handed over. Each may carry what to do once it
 //! is durable (answer its submitters): the journal thread does it right after the sync, in
@@ -15,16 +16,20 @@ use std::thread;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::error::StoreError;
-use crate::journal::{GroupBuffer, JournalWriter};
+use ipsx_engine::Command;
+use rkyv::util::AlignedVec;
+
+use crate::journal::{self, Group, GroupBuffer, JournalWriter};
 use crate::replica::Replicator;
 
 /// What to do once a group is durable.
 pub(crate) type OnDurable = Box<dyn FnOnce() + Send>;
 
 enum Job {
-    /// Write (and sync, by the policy) a group whose last record is `last_seq`, then run
-    /// `then`.
+    /// Encode and write (and sync, by the policy) a group whose last record is `last_seq`,
+    /// then run `then`. `bytes` is filled here, on the journal thread.
     Commit {
+        group: Group,
         bytes: Vec<u8>,
         last_seq: u64,
         then: Option<OnDurable>,
@@ -41,8 +46,36 @@ impl Job {
     }
 }
 
-/// What the thread reports per job: the outcome, and the emptied buffer to reuse.
-type Report = (Result<(), StoreError>, Vec<u8>);
+/// What the thread reports per job: the outcome, and the emptied command list to reuse.
+type Report = (Result<(), StoreError>, Vec<Command>);
+
+/// The journal thread's encoding buffers, reused from group to group.
+#[derive(Default)]
+struct Encoder {
+    scratch: AlignedVec,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Encoder {
+    /// Encodes every commit job's group into its `bytes`.
+    fn encode(&mut self, taken: &mut [Job]) {
+        for job in taken {
+            if let Job::Commit { group, bytes, .. } = job
+                && !group.commands.is_empty()
+            {
+                *bytes = self.spare.pop().unwrap_or_default();
+                journal::encode_group(group, bytes, &mut self.scratch);
+            }
+        }
+    }
+
+    /// Keeps a written group's buffer for the next (four cover the groups one sync takes).
+    fn recycle(&mut self, bytes: Vec<u8>) {
+        if bytes.capacity() > 0 && self.spare.len() < 4 {
+            self.spare.push(bytes);
+        }
+    }
+}
 
 /// Does the jobs taken, in order: the commits handed to the replicated log (if any), their
 /// writes, one settle (sync) for all of them, their `then`s, then a trailing rotation or
@@ -50,9 +83,11 @@ type Report = (Result<(), StoreError>, Vec<u8>);
 fn run(
     writer: &mut JournalWriter,
     log: &mut Option<Box<dyn Replicator>>,
+    encoder: &mut Encoder,
     taken: &mut Vec<Job>,
     report: &Sender<Report>,
 ) -> bool {
+    encoder.encode(taken);
     let mut next_seq = None;
     // The log first: a group it refuses is written nowhere, so the local journal stays a
     // prefix of the log.
@@ -88,12 +123,15 @@ fn run(
         outcome = writer.settle(next_seq);
     }
     for job in taken.drain(..) {
-        let mut bytes = match job {
-            Job::Commit { bytes, then, .. } => {
+        let mut commands = match job {
+            Job::Commit {
+                group, bytes, then, ..
+            } => {
                 if let (Ok(()), Some(then)) = (&outcome, then) {
                     then();
                 }
-                bytes
+                encoder.recycle(bytes);
+                group.commands
             }
             Job::Rotate { next_seq } => {
                 if outcome.is_ok() {
@@ -108,13 +146,13 @@ fn run(
                 Vec::new()
             }
         };
-        bytes.clear();
+        commands.clear();
         // The first report after a failure carries the error; the rest say it came first.
         let result = match &mut outcome {
             Ok(()) => Ok(()),
             Err(error) => Err(std::mem::replace(error, StoreError::JournalStopped)),
         };
-        if report.send((result, bytes)).is_err() {
+        if report.send((result, commands)).is_err() {
             return false;
         }
     }
@@ -132,7 +170,7 @@ pub(crate) struct JournalThread {
     gone: Receiver<Infallible>,
     /// The last record known durable.
     durable: u64,
-    spare: Vec<Vec<u8>>,
+    spare: Vec<Vec<Command>>,
 }
 
 impl JournalThread {
@@ -151,6 +189,7 @@ impl JournalThread {
                 // Dropped as the thread ends, which closes `gone`.
                 let _alive = alive;
                 let mut log = None;
+                let mut encoder = Encoder::default();
                 let mut taken = Vec::new();
                 while let Ok(first) = inbox.recv() {
                     // Commits queued behind the first share its sync (and its round trip to
@@ -162,7 +201,7 @@ impl JournalThread {
                     {
                         taken.push(next);
                     }
-                    if !run(&mut writer, &mut log, &mut taken, &report) {
+                    if !run(&mut writer, &mut log, &mut encoder, &mut taken, &report) {
                         // After a failed write the journal may hold part of a group: nothing
                         // more goes after it (the jobs still queued are dropped, unanswered).
                         break;
@@ -190,13 +229,14 @@ impl JournalThread {
         if group.is_empty() && then.is_none() {
             return Ok(());
         }
-        let bytes = if group.is_empty() {
-            Vec::new()
+        let group_taken = if group.is_empty() {
+            Group::default()
         } else {
             group.take(self.spare.pop().unwrap_or_default())
         };
         self.send(Job::Commit {
-            bytes,
+            group: group_taken,
+            bytes: Vec::new(),
             last_seq: group.last_seq(),
             then,
         })?;
@@ -247,13 +287,13 @@ impl JournalThread {
         let Some(last_seq) = self.in_flight.pop_front() else {
             return Ok(self.durable);
         };
-        let (outcome, bytes) = self
+        let (outcome, commands) = self
             .reports
             .recv()
             .map_err(|_| StoreError::JournalStopped)?;
         outcome?;
-        if bytes.capacity() > 0 && self.spare.len() < 2 {
-            self.spare.push(bytes);
+        if commands.capacity() > 0 && self.spare.len() < 2 {
+            self.spare.push(commands);
         }
         self.durable = self.durable.max(last_seq);
         Ok(self.durable)
