@@ -263,7 +263,8 @@ fn rest_is_blank(reader: &mut impl Read, path: &Path) -> Result<bool, StoreError
 ///
 /// Encoding (rkyv, CRC) is a tenth of what a lease costs the applying thread, and that thread
 /// is the shard's bottleneck while the journal thread mostly waits on `fdatasync`: it is the
-/// journal thread's work. A command is kept as a copy (the engine applied it by reference).
+/// journal thread's work. A command is kept as handed over, or as a copy when the caller keeps
+/// it ([`GroupBuffer::append`]).
 #[derive(Debug)]
 pub struct GroupBuffer {
     commands: Vec<Command>,
@@ -289,9 +290,14 @@ impl GroupBuffer {
     /// Adds a record; returns its sequence number. Nothing is durable before the group is
     /// committed.
     pub fn append(&mut self, command: &Command) -> u64 {
+        self.push(command.clone())
+    }
+
+    /// [`GroupBuffer::append`] for a command the caller is done with.
+    pub fn push(&mut self, command: Command) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.commands.push(command.clone());
+        self.commands.push(command);
         seq
     }
 

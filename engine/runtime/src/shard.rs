@@ -679,7 +679,7 @@ impl Writer {
             kind: submission.kind,
         };
         let mut events = Vec::new();
-        let applied = self.store.apply(&command, &mut events);
+        let applied = self.store.apply_owned(command, &mut events);
         self.delivery.stats.commands.fetch_add(1, Ordering::Relaxed);
         // A refused command still moved the clock: the timers it fired are in `events`.
         self.keep(&events);

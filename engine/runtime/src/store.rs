@@ -174,28 +174,45 @@ impl DurableEngine {
     /// A refused command is journaled as a clock tick when refusing it still moved the clock
     /// (timers fired), so a replay moves the clock the same way.
     pub fn apply(&mut self, command: &Command, events: &mut Vec<Event>) -> ApplyResult {
+        match self.try_apply(command, events) {
+            Ok(()) => self.keep(command.clone()),
+            Err(refused) => refused,
+        }
+    }
+
+    /// [`DurableEngine::apply`] for a caller done with the command: the journal keeps it as
+    /// is, where `apply` keeps a copy.
+    pub fn apply_owned(&mut self, command: Command, events: &mut Vec<Event>) -> ApplyResult {
+        match self.try_apply(&command, events) {
+            Ok(()) => self.keep(command),
+            Err(refused) => refused,
+        }
+    }
+
+    /// Applies `command`; `Err` holds the answer to a refused one (journaled as a tick if
+    /// refusing it moved the clock).
+    fn try_apply(&mut self, command: &Command, events: &mut Vec<Event>) -> Result<(), ApplyResult> {
         let clock_before = self.engine.now();
-        match self
-            .engine
+        self.engine
             .apply_deferring(command, SETTLE_PER_COMMAND, events)
-        {
-            Ok(()) => {
-                self.since_snapshot += 1;
-                ApplyResult {
-                    seq: Some(self.group.append(command)),
-                    result: Ok(()),
-                }
-            }
-            Err(error) => {
+            .map_err(|error| {
                 let seq = (self.engine.now() != clock_before).then(|| {
                     self.since_snapshot += 1;
-                    self.group.append(&Command::tick(command.at))
+                    self.group.push(Command::tick(command.at))
                 });
                 ApplyResult {
                     seq,
                     result: Err(error),
                 }
-            }
+            })
+    }
+
+    /// Journals an accepted command.
+    fn keep(&mut self, command: Command) -> ApplyResult {
+        self.since_snapshot += 1;
+        ApplyResult {
+            seq: Some(self.group.push(command)),
+            result: Ok(()),
         }
     }
 
