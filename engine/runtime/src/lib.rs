@@ -58,6 +58,7 @@ pub mod fuzz;
 pub mod journal;
 mod journal_thread;
 pub mod output;
+mod read_ahead;
 pub mod replica;
 pub mod shard;
 mod snapshot_file;

@@ -1,7 +1,8 @@
 //! A durable engine: every accepted command is journaled; snapshots bound recovery time.
 //!
-//! Recovery loads the newest readable snapshot, replays the journal after it, and cuts a torn
-//! tail (a record a crash interrupted). Snapshot files are written by a helper thread from bytes
+//! Recovery loads the newest readable snapshot, replays the journal after it (decoded ahead on
+//! a helper thread, see [`crate::read_ahead`]), and cuts a torn tail (a record a crash
+//! interrupted). Snapshot files are written by a helper thread from bytes
 //! the writer serialised, so the writer only pauses for serialisation.
 
 use std::fs;
@@ -15,6 +16,7 @@ use ipsx_engine::{Command, Engine, EngineConfig, EngineError, Event, SETTLE_PER_
 use crate::error::StoreError;
 use crate::journal::{self, FsyncPolicy, GroupBuffer, JournalWriter};
 use crate::journal_thread::JournalThread;
+use crate::read_ahead::scan_segment_ahead;
 use crate::replica::Replicator;
 use crate::snapshot_file::{self, SnapshotBytes};
 
@@ -93,7 +95,7 @@ impl DurableEngine {
             {
                 continue; // wholly covered by the snapshot
             }
-            let scan = journal::scan_segment(&segment.path, |seq, command| {
+            let scan = scan_segment_ahead(&segment.path, |seq, command| {
                 if seq <= last_seq {
                     return Ok(());
                 }
