@@ -304,7 +304,10 @@ pub(crate) struct OfferBook {
     by_addr: FxHashMap<IpAddr, u32>,
     pub(crate) by_country: Vec<OfferIndex>,
     pub(crate) all: OfferIndex,
-    pub(crate) by_provider: BTreeSet<(Address, OfferId)>,
+    /// Each provider's live offers, oldest first, by party: an offer comes and goes with a
+    /// push at the back and a removal from a short sorted list, where a set keyed by
+    /// `(address, id)` cost two B-tree walks of 20-byte key compares per offer.
+    by_provider: Vec<OrderedSet<OfferId>>,
     pub(crate) depth: DepthCounters,
     /// The engine's clock, for placing offers (see [`Offer::wanted_placement`]).
     pub(crate) now: Timestamp,
@@ -319,7 +322,7 @@ impl Default for OfferBook {
             by_addr: FxHashMap::default(),
             by_country: vec![OfferIndex::default(); COUNTRY_COUNT],
             all: OfferIndex::default(),
-            by_provider: BTreeSet::new(),
+            by_provider: Vec::new(),
             depth: DepthCounters::default(),
             now: Timestamp(0),
         }
@@ -327,6 +330,14 @@ impl Default for OfferBook {
 }
 
 impl OfferBook {
+    /// The live offers of a provider, oldest first.
+    pub(crate) fn offers_of(&self, party: PartyId) -> impl Iterator<Item = OfferId> + '_ {
+        self.by_provider
+            .get(party.index())
+            .into_iter()
+            .flat_map(|offers| offers.up_to(OfferId(u64::MAX)))
+    }
+
     /// Asks for an IP's slot before it is read (see [`crate::prefetch`]).
     pub(crate) fn prefetch_slot(&self, slot: u32) {
         if let Some(held) = self.slots.get(slot as usize) {
@@ -418,7 +429,11 @@ impl OfferBook {
             file(&mut offer, position, shape, true);
         }
         self.depth.add(depth, offer.idle.len() as i64);
-        self.by_provider.insert((offer.provider, id));
+        if self.by_provider.len() <= party.index() {
+            self.by_provider
+                .resize_with(party.index() + 1, OrderedSet::default);
+        }
+        self.by_provider[party.index()].insert(id);
         self.offers.insert(id.0, offer);
         self.place(id);
     }
@@ -460,7 +475,7 @@ impl OfferBook {
         let offer = self.offers.remove(id.0)?;
         self.depth.add(offer.depth, -(offer.idle.len() as i64));
         self.depth.detach(offer.depth);
-        self.by_provider.remove(&(offer.provider, id));
+        self.by_provider[offer.party.index()].remove(&id);
         for slot in &offer.slots {
             self.slot_mut(*slot).home = None;
             self.forget_if_unused(*slot);

@@ -381,10 +381,11 @@ impl Engine {
 
     /// The live offers of a provider, oldest first.
     pub fn offers_of(&self, provider: Address) -> impl Iterator<Item = &Offer> {
-        self.book
-            .by_provider
-            .range((provider, OfferId(0))..=(provider, OfferId(u64::MAX)))
-            .filter_map(|(_, id)| self.book.offers.get(id.0))
+        self.parties
+            .id(&provider)
+            .into_iter()
+            .flat_map(|party| self.book.offers_of(party))
+            .filter_map(|id| self.book.offers.get(id.0))
     }
 
     /// The IPs of an offer, in the order the provider listed them.
@@ -1115,12 +1116,7 @@ impl Engine {
                 let party = self.parties.intern(*provider);
                 self.parties.profile_mut(party).uptime = Some(*uptime);
                 // Its offers may now pass (or fail) uptime filters of resting requests.
-                self.dirty.extend(
-                    self.book
-                        .by_provider
-                        .range((*provider, OfferId(0))..=(*provider, OfferId(u64::MAX)))
-                        .map(|(_, offer)| *offer),
-                );
+                self.dirty.extend(self.book.offers_of(party));
                 Ok(())
             }
         }
@@ -1211,6 +1207,9 @@ impl Engine {
         };
         let (start, end) = lease_span(spec.start, spec.duration, self.now);
         self.requests.insert(id.0, record);
+        // Interned now, so its record and deal list are on their way while the matcher runs.
+        let requester = self.parties.intern(spec.requester);
+        self.parties.prefetch(requester);
         let plan = self.plan_settling(id, start, end, spec.count, events);
         let planned: u32 = plan.iter().map(|(_, slots)| slots.len() as u32).sum();
         if spec.time_in_force == TimeInForce::Fok && planned < spec.count {
@@ -1514,6 +1513,15 @@ impl Engine {
             return;
         };
         let requester_party = self.parties.intern(requester);
+        // What the deals write below, asked for at once: the misses overlap.
+        for (offer_id, slots) in &plan {
+            for slot in slots {
+                self.book.prefetch_slot(*slot);
+            }
+            if let Some(offer) = self.book.offers.get(offer_id.0) {
+                self.parties.prefetch(offer.party);
+            }
+        }
         for (offer_id, slots) in plan {
             let id = self.next_deal_id();
             let Some(offer) = self.book.offers.get(offer_id.0) else {
@@ -1799,12 +1807,7 @@ impl Engine {
             .record_rating(score, value);
         self.parties.profile_mut(rater_party).ratings_given += 1;
         // The ratee's offers may now pass (or fail) rating filters.
-        self.dirty.extend(
-            self.book
-                .by_provider
-                .range((ratee, OfferId(0))..=(ratee, OfferId(u64::MAX)))
-                .map(|(_, offer)| *offer),
-        );
+        self.dirty.extend(self.book.offers_of(ratee_party));
         events.push(Event::Rated {
             deal: id,
             ratee,

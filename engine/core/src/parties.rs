@@ -23,6 +23,13 @@ use crate::types::{Address, DealId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct PartyId(u32);
 
+impl PartyId {
+    /// Its position, for vectors indexed by party.
+    pub(crate) fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// What the engine keeps of one wallet.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Party {
@@ -49,6 +56,19 @@ impl Parties {
             self.parties.push(Party::default());
             id
         })
+    }
+
+    /// Asks for what recording a deal of `id` writes: its record and the end of its deal list
+    /// (see [`crate::prefetch`]).
+    pub(crate) fn prefetch(&self, id: PartyId) {
+        let Some(party) = self.parties.get(id.0 as usize) else {
+            return;
+        };
+        crate::prefetch::prefetch(party);
+        let (front, back) = party.deals.ids.as_slices();
+        if let Some(last) = back.last().or(front.last()) {
+            crate::prefetch::prefetch(last);
+        }
     }
 
     /// The id of `address`, if it was ever met.

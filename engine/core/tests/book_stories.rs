@@ -449,6 +449,60 @@ fn cancelling_an_offer_withdraws_free_ips_while_deals_run_on() {
 }
 
 #[test]
+fn a_provider_lists_its_live_offers_oldest_first_and_only_its_own() {
+    let mut market = Market::new();
+    let mut placed = Vec::new();
+    for (n, provider) in [1, 2, 1, 1, 2, 1].into_iter().enumerate() {
+        let ip = IpAddr::from([192, 0, 2, 10 + n as u8]);
+        placed.push((
+            provider,
+            market.place(offer(provider, IpSpec::Single(ip), "FR", 5)),
+        ));
+    }
+    let listed = |market: &Market, provider| -> Vec<OfferId> {
+        market
+            .engine
+            .offers_of(addr(provider))
+            .map(|o| o.id)
+            .collect()
+    };
+    let of = |provider| -> Vec<OfferId> {
+        placed
+            .iter()
+            .filter(|(p, _)| *p == provider)
+            .map(|(_, id)| *id)
+            .collect()
+    };
+    assert_eq!(listed(&market, 1), of(1));
+    assert_eq!(listed(&market, 2), of(2));
+    // A cancelled offer leaves its provider's list, wherever it stood in it.
+    let (middle, last) = (of(1)[1], of(1)[3]);
+    for offer in [middle, last] {
+        market
+            .run(CommandKind::CancelOffer {
+                offer,
+                provider: addr(1),
+            })
+            .expect("cancelled");
+    }
+    assert_eq!(listed(&market, 1), vec![of(1)[0], of(1)[2]]);
+    assert_eq!(listed(&market, 2), of(2));
+    assert!(
+        listed(&market, 9).is_empty(),
+        "a wallet never seen has none"
+    );
+    // A snapshot rebuilds the lists.
+    let restored = Engine::restore(market.engine.snapshot());
+    assert_eq!(
+        restored
+            .offers_of(addr(1))
+            .map(|o| o.id)
+            .collect::<Vec<_>>(),
+        vec![of(1)[0], of(1)[2]]
+    );
+}
+
+#[test]
 fn amending_an_offer_changes_price_window_and_size_but_not_its_age() {
     let mut market = Market::new();
     let first = market.place(offer(
