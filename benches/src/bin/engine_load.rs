@@ -364,6 +364,10 @@ fn journal_scenarios(
                 let mut store = StoreConfig::new(&store_dir);
                 store.fsync = FsyncPolicy::Always;
                 store.snapshot_every = 0;
+                // The market's settings (deal retention above all), as the engine alone has:
+                // with the default day-long retention no deal would leave the book, and the
+                // shard would measure a book growing instead of the steady state.
+                store.engine = market.config();
                 let mut config = ShardConfig::new(store);
                 config.tick_every = None;
                 let (rate, latency) = through_shard(config, market, shape, run_for, in_flight)?;

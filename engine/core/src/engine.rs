@@ -1207,7 +1207,7 @@ impl Engine {
         };
         let (start, end) = lease_span(spec.start, spec.duration, self.now);
         self.requests.insert(id.0, record);
-        // Interned now, so its record and deal list are on their way while the matcher runs.
+        // Interned now, so its record is on its way while the matcher runs.
         let requester = self.parties.intern(spec.requester);
         self.parties.prefetch(requester);
         let plan = self.plan_settling(id, start, end, spec.count, events);
@@ -1422,6 +1422,8 @@ impl Engine {
                     need: left,
                 });
             }
+            // The deal made from it joins its provider's deal list (see `commit`).
+            self.parties.prefetch(offer.party);
             let mut picked = Picked::new();
             let mut take = |position: u32, picked: &mut Picked| {
                 let slot = offer.slots[position as usize];
@@ -1431,6 +1433,8 @@ impl Engine {
                         return;
                     }
                 }
+                // Asked for as soon as it is picked: the deal reads it first thing.
+                self.book.prefetch_slot(slot);
                 picked.push(slot);
             };
             for position in offer.idle.iter() {
@@ -1513,15 +1517,9 @@ impl Engine {
             return;
         };
         let requester_party = self.parties.intern(requester);
-        // What the deals write below, asked for at once: the misses overlap.
-        for (offer_id, slots) in &plan {
-            for slot in slots {
-                self.book.prefetch_slot(*slot);
-            }
-            if let Some(offer) = self.book.offers.get(offer_id.0) {
-                self.parties.prefetch(offer.party);
-            }
-        }
+        // The ends of the deal lists the deals join, asked for at once so the misses overlap
+        // (the parties' records, which say where those ends are, were asked for earlier).
+        self.parties.prefetch_deal_list_end(requester_party);
         for (offer_id, slots) in plan {
             let id = self.next_deal_id();
             let Some(offer) = self.book.offers.get(offer_id.0) else {

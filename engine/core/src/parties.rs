@@ -58,16 +58,21 @@ impl Parties {
         })
     }
 
-    /// Asks for what recording a deal of `id` writes: its record and the end of its deal list
-    /// (see [`crate::prefetch`]).
+    /// Asks for the record of `id` (see [`crate::prefetch`]); reads nothing.
     pub(crate) fn prefetch(&self, id: PartyId) {
-        let Some(party) = self.parties.get(id.0 as usize) else {
-            return;
-        };
-        crate::prefetch::prefetch(party);
-        let (front, back) = party.deals.ids.as_slices();
-        if let Some(last) = back.last().or(front.last()) {
-            crate::prefetch::prefetch(last);
+        if let Some(party) = self.parties.get(id.0 as usize) {
+            crate::prefetch::prefetch(party);
+        }
+    }
+
+    /// Asks for the end of `id`'s deal list, where its next deal goes. This reads the party's
+    /// record to find it: ask for the record first ([`Parties::prefetch`]), some work earlier.
+    pub(crate) fn prefetch_deal_list_end(&self, id: PartyId) {
+        if let Some(party) = self.parties.get(id.0 as usize) {
+            let (front, back) = party.deals.ids.as_slices();
+            if let Some(last) = back.last().or(front.last()) {
+                crate::prefetch::prefetch(last);
+            }
         }
     }
 
