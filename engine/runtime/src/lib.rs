@@ -20,7 +20,8 @@
 //! * [`journal`]: append-only segments of CRC-checked records, group commit, a configurable
 //!   [`FsyncPolicy`]; a torn tail is cut on recovery.
 //! * [`store::DurableEngine`]: engine + journal + rkyv snapshots; recovery is the newest
-//!   readable snapshot plus the journal after it.
+//!   readable snapshot plus the journal after it, decoded on a helper thread while the
+//!   caller applies.
 //! * [`shard::ShardHandle`]: the single writer of one shard; no mutex on the matching path,
 //!   readers get depth snapshots or run queries between batches.
 //! * [`output`]: the shard's output stream — each durable batch's events, timers' included, for
