@@ -259,7 +259,7 @@ fn rest_is_blank(reader: &mut impl Read, path: &Path) -> Result<bool, StoreError
 }
 
 /// The commands of the next group commit, gathered by the thread that applies them; the group
-/// then goes to the journal thread, which encodes it ([`encode_group`]) and writes it.
+/// then goes to the journal thread, which encodes it (`encode_group`) and writes it.
 ///
 /// Encoding (rkyv, CRC) is a tenth of what a lease costs the applying thread, and that thread
 /// is the shard's bottleneck while the journal thread mostly waits on `fdatasync`: it is the

@@ -5,16 +5,16 @@
 //! ```text
 //!  submitters ──► bounded lock-free queue ──► shard writer thread (one per shard)
 //!                                              │ apply each command of batch k to the Engine
-//!                                              │ encode each accepted command for the journal
+//!                                              │ keep each accepted command for the group
 //!                                              │ run the batch's reads (answers held back)
-//!                                              ├──► journal thread: one write + fdatasync
+//!                                              ├──► journal thread: encode, one write + fdatasync
 //!                                              │    for batch k, while the writer applies k+1
 //!                                              │    then, on that thread, batch k's events
 //!                                              │    to every follower (output stream),
 //!                                              │    answers to submitters and readers, depth
 //!                                              │    published (ArcSwap)
 //!                                              ▼
-//!                                   snapshot bytes handed to the snapshot thread when due
+//!                                   snapshot copy handed to the snapshot thread when due
 //! ```
 //!
 //! * [`journal`]: append-only segments of CRC-checked records, group commit, a configurable

@@ -41,10 +41,10 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     Ok(found)
 }
 
-/// Serialised snapshot bytes, ready to be written by [`write`] (possibly on another thread).
+/// Serialised snapshot bytes, ready to be written by [`write`].
 pub struct SnapshotBytes {
     pub(crate) seq: u64,
-    pub(crate) body: Vec<u8>,
+    pub(crate) body: rkyv::util::AlignedVec,
 }
 
 impl SnapshotBytes {
@@ -52,7 +52,7 @@ impl SnapshotBytes {
     pub fn new(seq: u64, snapshot: &Snapshot) -> SnapshotBytes {
         SnapshotBytes {
             seq,
-            body: snapshot.to_bytes(),
+            body: snapshot.serialise(),
         }
     }
 }

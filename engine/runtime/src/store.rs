@@ -1,9 +1,9 @@
 //! A durable engine: every accepted command is journaled; snapshots bound recovery time.
 //!
 //! Recovery loads the newest readable snapshot, replays the journal after it (decoded ahead on
-//! a helper thread, see [`crate::read_ahead`]), and cuts a torn tail (a record a crash
-//! interrupted). Snapshot files are written by a helper thread from bytes
-//! the writer serialised, so the writer only pauses for serialisation.
+//! a helper thread, see `read_ahead.rs`), and cuts a torn tail (a record a crash
+//! interrupted). For a snapshot the writer only copies the state into its canonical form
+//! ([`Snapshot`]); a helper thread serialises it and writes the file.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use ipsx_engine::{Command, Engine, EngineConfig, EngineError, Event, SETTLE_PER_COMMAND};
+use ipsx_engine::{
+    Command, Engine, EngineConfig, EngineError, Event, SETTLE_PER_COMMAND, Snapshot,
+};
 
 use crate::error::StoreError;
 use crate::journal::{self, FsyncPolicy, GroupBuffer, JournalWriter};
@@ -70,7 +72,7 @@ pub struct DurableEngine {
     dir: PathBuf,
     snapshot_every: u64,
     since_snapshot: u64,
-    snapshot_writer: Sender<SnapshotBytes>,
+    snapshot_writer: Sender<TakenSnapshot>,
     snapshot_results: Receiver<Result<(), StoreError>>,
     snapshots_in_flight: usize,
 }
@@ -311,7 +313,8 @@ impl DurableEngine {
         self.engine.unsettled()
     }
 
-    /// The last journaled sequence number (applied; see [`DurableEngine::durable_seq`]).
+    /// The last journaled sequence number (applied, not necessarily durable: the last durable
+    /// one is what [`DurableEngine::wait_durable`] returns).
     pub fn last_seq(&self) -> u64 {
         self.group.last_seq()
     }
@@ -331,11 +334,13 @@ impl DurableEngine {
         self.commit()?;
         // A snapshot is of the settled state; a caller that publishes events settles first.
         self.engine.settle_all(&mut Vec::new());
-        let bytes = SnapshotBytes::new(self.last_seq(), &self.engine.snapshot());
+        // Serialising is the snapshot thread's work: for a book of a million deals it takes
+        // longer than the copy, and the writer would apply no command meanwhile.
+        let snapshot = (self.last_seq(), self.engine.snapshot());
         // The new segment must exist before the snapshot thread prunes the ones it covers.
         self.journal.rotate(self.last_seq() + 1)?;
         self.snapshot_writer
-            .send(bytes)
+            .send(snapshot)
             .map_err(|_| StoreError::Corrupt("the snapshot thread has stopped".to_string()))?;
         self.snapshots_in_flight += 1;
         self.since_snapshot = 0;
@@ -420,16 +425,23 @@ fn load_newest_snapshot(
     Ok((Engine::new(config), None))
 }
 
-/// The helper thread that writes snapshot files and prunes what they make obsolete.
+/// A snapshot the writer took, with the last journal record it includes, on its way to the
+/// snapshot thread.
+type TakenSnapshot = (u64, Snapshot);
+
+/// The helper thread that serialises and writes snapshot files and prunes what they make
+/// obsolete.
 fn spawn_snapshot_writer(
     dir: PathBuf,
-) -> (Sender<SnapshotBytes>, Receiver<Result<(), StoreError>>) {
-    let (to_writer, inbox) = crossbeam_channel::bounded::<SnapshotBytes>(1);
+) -> (Sender<TakenSnapshot>, Receiver<Result<(), StoreError>>) {
+    let (to_writer, inbox) = crossbeam_channel::bounded::<TakenSnapshot>(1);
     let (report, results) = crossbeam_channel::bounded(4);
     thread::Builder::new()
         .name("ipsx-snapshot".into())
         .spawn(move || {
-            for bytes in inbox {
+            for (seq, snapshot) in inbox {
+                let bytes = SnapshotBytes::new(seq, &snapshot);
+                drop(snapshot);
                 let outcome = write_and_prune(&dir, &bytes);
                 if let Err(error) = &outcome {
                     tracing::error!(%error, "snapshot failed");
