@@ -1517,8 +1517,10 @@ impl Engine {
             return;
         };
         let requester_party = self.parties.intern(requester);
-        // The ends of the deal lists the deals join, asked for at once so the misses overlap
-        // (the parties' records, which say where those ends are, were asked for earlier).
+        // The end of the requester's deal list, which every deal below joins: its record, which
+        // says where that end is, was asked for when the request arrived. The provider's end is
+        // not asked for: its record was asked for only as the matcher picked the offer, and a
+        // prefetch that has to read a record still on its way waits for it.
         self.parties.prefetch_deal_list_end(requester_party);
         for (offer_id, slots) in plan {
             let id = self.next_deal_id();
