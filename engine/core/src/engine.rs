@@ -1517,8 +1517,8 @@ impl Engine {
             return;
         };
         let requester_party = self.parties.intern(requester);
-        // The end of the requester's deal list, which every deal below joins: its record, which
-        // says where that end is, was asked for when the request arrived. The provider's end is
+        // The end of the requester's deal list, which every deal below joins: a new request's
+        // record, which says where that end is, was asked for as it arrived. The provider's end is
         // not asked for: its record was asked for only as the matcher picked the offer, and a
         // prefetch that has to read a record still on its way waits for it.
         self.parties.prefetch_deal_list_end(requester_party);

@@ -60,7 +60,7 @@ impl Parties {
 
     /// Asks for the record of `id` (see [`crate::prefetch`]); reads nothing.
     pub(crate) fn prefetch(&self, id: PartyId) {
-        if let Some(party) = self.parties.get(id.0 as usize) {
+        if let Some(party) = self.parties.get(id.index()) {
             crate::prefetch::prefetch(party);
         }
     }
@@ -68,7 +68,7 @@ impl Parties {
     /// Asks for the end of `id`'s deal list, where its next deal goes. This reads the party's
     /// record to find it: ask for the record first ([`Parties::prefetch`]), some work earlier.
     pub(crate) fn prefetch_deal_list_end(&self, id: PartyId) {
-        if let Some(party) = self.parties.get(id.0 as usize) {
+        if let Some(party) = self.parties.get(id.index()) {
             let (front, back) = party.deals.ids.as_slices();
             if let Some(last) = back.last().or(front.last()) {
                 crate::prefetch::prefetch(last);
@@ -83,15 +83,15 @@ impl Parties {
 
     /// The wallet of `address`, if it was ever met.
     pub(crate) fn get(&self, address: &Address) -> Option<&Party> {
-        self.id(address).map(|id| &self.parties[id.0 as usize])
+        self.id(address).map(|id| &self.parties[id.index()])
     }
 
     pub(crate) fn party(&self, id: PartyId) -> &Party {
-        &self.parties[id.0 as usize]
+        &self.parties[id.index()]
     }
 
     pub(crate) fn party_mut(&mut self, id: PartyId) -> &mut Party {
-        &mut self.parties[id.0 as usize]
+        &mut self.parties[id.index()]
     }
 
     /// The profile of `id`, to change.
