@@ -143,6 +143,13 @@ impl LeaseDriver {
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
+
+    /// Settles what is deferred and freezes the state, as a shard's writer does for a
+    /// snapshot.
+    pub fn freeze(&mut self) -> ipsx_engine::FrozenState {
+        self.engine.settle_all(&mut Vec::new());
+        self.engine.freeze()
+    }
 }
 
 /// Sends offer placements and cancellations of one-IP offers (a home user's IP coming and

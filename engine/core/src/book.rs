@@ -24,6 +24,9 @@ use crate::order::OfferSpec;
 use crate::ordered::OrderedSet;
 use crate::parties::PartyId;
 use crate::slab::IdSlab;
+
+/// Offers per chunk of the offer ring (see [`OfferBook::offers`]).
+pub(crate) const OFFER_CHUNK: usize = if cfg!(test) { 4 } else { 16 };
 use crate::types::{Address, Amount, DealId, IpKind, OfferId, ProtocolSet, Timestamp, Window};
 
 /// One IP the engine knows, with its calendar.
@@ -297,9 +300,13 @@ impl Iterator for Candidates<'_> {
 /// The Offer Orders List with its IPs and indexes.
 #[derive(Clone, Debug)]
 pub(crate) struct OfferBook {
-    /// Offers by id (ids are sequential: a ring, see [`IdSlab`]).
-    pub(crate) offers: IdSlab<Offer>,
-    pub(crate) slots: Vec<Option<IpSlot>>,
+    /// Offers by id (ids are sequential: a ring, see [`IdSlab`]), in small chunks: copying a
+    /// chunk after a snapshot's freeze copies each offer's indexes too.
+    pub(crate) offers: IdSlab<Offer, OFFER_CHUNK>,
+    /// Every IP with an offer or a booking, by slot id (a ring too, so snapshots share it).
+    pub(crate) slots: IdSlab<IpSlot>,
+    /// Slot ids handed out so far: the next new one follows.
+    slots_made: u32,
     free_slots: Vec<u32>,
     by_addr: FxHashMap<IpAddr, u32>,
     pub(crate) by_country: Vec<OfferIndex>,
@@ -317,7 +324,8 @@ impl Default for OfferBook {
     fn default() -> Self {
         OfferBook {
             offers: Default::default(),
-            slots: Vec::new(),
+            slots: IdSlab::default(),
+            slots_made: 0,
             free_slots: Vec::new(),
             by_addr: FxHashMap::default(),
             by_country: vec![OfferIndex::default(); COUNTRY_COUNT],
@@ -340,20 +348,18 @@ impl OfferBook {
 
     /// Asks for an IP's slot before it is read (see [`crate::prefetch`]).
     pub(crate) fn prefetch_slot(&self, slot: u32) {
-        if let Some(held) = self.slots.get(slot as usize) {
-            crate::prefetch::prefetch(held);
-        }
+        self.slots.prefetch(u64::from(slot));
     }
 
     pub(crate) fn slot(&self, slot: u32) -> &IpSlot {
-        self.slots[slot as usize]
-            .as_ref()
+        self.slots
+            .get(u64::from(slot))
             .expect("slot ids held by offers and deals are live")
     }
 
     fn slot_mut(&mut self, slot: u32) -> &mut IpSlot {
-        self.slots[slot as usize]
-            .as_mut()
+        self.slots
+            .get_mut(u64::from(slot))
             .expect("slot ids held by offers and deals are live")
     }
 
@@ -454,16 +460,11 @@ impl OfferBook {
             calendar: Calendar::default(),
             shape: Shape::Idle,
         };
-        let slot = match self.free_slots.pop() {
-            Some(slot) => {
-                self.slots[slot as usize] = Some(entry);
-                slot
-            }
-            None => {
-                self.slots.push(Some(entry));
-                (self.slots.len() - 1) as u32
-            }
-        };
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.slots_made += 1;
+            self.slots_made - 1
+        });
+        self.slots.insert(u64::from(slot), entry);
         self.by_addr.insert(addr, slot);
         slot
     }
@@ -488,7 +489,7 @@ impl OfferBook {
         if entry.home.is_none() && entry.calendar.is_empty() {
             let addr = entry.addr;
             self.by_addr.remove(&addr);
-            self.slots[slot as usize] = None;
+            self.slots.delete(u64::from(slot));
             self.free_slots.push(slot);
         }
     }
@@ -528,8 +529,9 @@ impl OfferBook {
         offer.busy_by_start.clear();
         offer.irregular.clear();
         for (position, slot) in remaining.iter().enumerate() {
-            let entry = self.slots[*slot as usize]
-                .as_mut()
+            let entry = self
+                .slots
+                .get_mut(u64::from(*slot))
                 .expect("slot ids held by offers are live");
             entry.home = Some((id, position as u32));
             file(offer, position as u32, entry.shape, true);
@@ -588,8 +590,9 @@ impl OfferBook {
         slot: u32,
         edit: impl FnOnce(&mut Calendar) -> Option<Timestamp>,
     ) -> Option<OfferId> {
-        let entry = self.slots[slot as usize]
-            .as_mut()
+        let entry = self
+            .slots
+            .get_mut(u64::from(slot))
             .expect("slot ids held by offers and deals are live");
         let booked_end = edit(&mut entry.calendar);
         let (id, position) = entry.home?;

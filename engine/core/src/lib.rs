@@ -164,7 +164,7 @@ pub use order::{
     MAX_REQUEST_COUNT, MAX_TENANTS, MAX_TEXT_BYTES, MIN_LEASE_SECONDS, OfferIps, OfferSpec,
     RequestSpec, Start, TimeInForce, subnet_of,
 };
-pub use snapshot::{IpRecord, OfferRecord, Snapshot, SnapshotError};
+pub use snapshot::{FrozenState, IpRecord, OfferRecord, Snapshot, SnapshotError};
 pub use types::{
     Address, Amount, DealId, IpKind, KindSet, OfferId, Protocol, ProtocolSet, RequestId, Timestamp,
     Window,

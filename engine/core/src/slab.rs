@@ -1,5 +1,5 @@
-//! Records addressed by sequential ids (deals, requests, offers), kept in a ring of chunks
-//! instead of a hash map.
+//! Records addressed by sequential ids (deals, requests, offers, IP slots), kept in a ring of
+//! chunks instead of a hash map.
 //!
 //! Ids are handed out in order and records mostly leave in about the order they came, so the
 //! record of id `n` sits at `n - base` in a ring: a look-up is an index, an insert a write at
@@ -10,55 +10,117 @@
 //! records allocates nothing. A record that outlives those after it (a month-long lease among
 //! 5-second ones) would pin the front chunk and every chunk behind it: once the ring is mostly
 //! holes, front records move to a small spill map and their chunks go.
+//!
+//! Chunks are shared, copy-on-write: [`IdSlab::freeze`] hands out a [`FrozenSlab`], a view of
+//! the records as they stand, for the price of a reference count per chunk. The slab copies a
+//! chunk the first time it writes to it while a view still holds it, so a snapshot of a million
+//! deals costs the writer microseconds, and each chunk at most one copy afterwards.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-/// Slots per chunk (small under test, so tests cross chunk edges).
-const CHUNK: usize = if cfg!(test) { 8 } else { 1_024 };
+/// Slots per chunk unless a slab says otherwise (small under test, so tests cross chunk
+/// edges). A chunk is also what a write after a freeze copies: 256 deals are ~50 KB, a copy of
+/// a few microseconds. Records with heap parts of their own (an offer's indexes) take smaller
+/// chunks, so that copy stays as short.
+pub(crate) const CHUNK: usize = if cfg!(test) { 8 } else { 256 };
 /// Holes a ring may hold beyond this many per live record before its front spills.
 const SPARSE_FACTOR: usize = 2;
 /// Chunks a ring keeps before it is ever compacted.
-const MIN_CHUNKS: usize = 4;
+const MIN_CHUNKS: usize = 16;
 /// Emptied chunks kept for reuse, at the least.
-const SPARE_CHUNKS: usize = 4;
+const SPARE_CHUNKS: usize = 16;
 
-#[derive(Clone, Debug)]
-struct Chunk<T> {
-    /// A fixed-size array, not a slice: a slot index below `CHUNK` needs no bounds check on
-    /// the hot path.
-    slots: Box<[Option<T>; CHUNK]>,
+/// `CHUNK` slots, shared with frozen views until written.
+type Slots<T> = Arc<[Option<T>]>;
+
+#[derive(Debug)]
+struct Chunk<T, const N: usize> {
+    slots: Slots<T>,
+    /// Whether `slots` is known to be this chunk's alone: set by the first write after a
+    /// freeze (which copies the slots if a view still holds them), cleared by each freeze.
+    /// Writes check this flag instead of the reference count: checking the count is an atomic
+    /// read-modify-write, and a lease writes a dozen records.
+    owned: bool,
     /// Records held (not holes).
     live: usize,
 }
 
-impl<T> Chunk<T> {
-    fn new() -> Chunk<T> {
-        // Built on the heap: an array of a thousand records would not fit a small stack.
-        let slots: Box<[Option<T>]> = (0..CHUNK).map(|_| None).collect();
+impl<T: Clone, const N: usize> Chunk<T, N> {
+    fn new() -> Chunk<T, N> {
         Chunk {
-            slots: slots
-                .try_into()
-                .unwrap_or_else(|_| unreachable!("CHUNK slots")),
+            slots: (0..N).map(|_| None).collect(),
+            owned: true,
             live: 0,
+        }
+    }
+
+    /// The slots, to write: copied first if a frozen view shares them.
+    #[inline]
+    fn slots_mut(&mut self) -> &mut [Option<T>] {
+        if !self.owned {
+            Arc::make_mut(&mut self.slots);
+            self.owned = true;
+        }
+        let slots = Arc::as_ptr(&self.slots).cast_mut();
+        // SAFETY: the slots are this chunk's alone. `owned` is set only just above, once
+        // `make_mut` has made this `Arc` the only one (copying the slots if another held them),
+        // and the only ways to share the `Arc` again, `freeze` and `Clone`, clear it on this
+        // chunk or deep-copy the slots. No weak references are ever made. So no other
+        // reference to the slots exists, and `&mut self` keeps any from being made while the
+        // returned borrow lives: what `Arc::get_mut` checks at run time holds by construction.
+        #[allow(unsafe_code)]
+        unsafe {
+            &mut *slots
+        }
+    }
+
+    /// Shares the slots with a frozen view: the next write copies them.
+    fn share(&mut self) -> Slots<T> {
+        self.owned = false;
+        self.slots.clone()
+    }
+}
+
+impl<T: Clone, const N: usize> Clone for Chunk<T, N> {
+    /// A deep copy: a clone shares nothing with the original, so both may write in place.
+    fn clone(&self) -> Chunk<T, N> {
+        Chunk {
+            slots: self.slots.iter().cloned().collect(),
+            owned: true,
+            live: self.live,
         }
     }
 }
 
 /// Records by sequential id: see the module docs.
-#[derive(Clone, Debug)]
-pub(crate) struct IdSlab<T> {
+#[derive(Debug)]
+pub(crate) struct IdSlab<T, const N: usize = CHUNK> {
     /// The id of the first slot of the first chunk.
     base: u64,
-    chunks: VecDeque<Chunk<T>>,
+    chunks: VecDeque<Chunk<T, N>>,
     /// Records in the chunks.
     in_ring: usize,
     spill: FxHashMap<u64, T>,
-    spare: Vec<Chunk<T>>,
+    spare: Vec<Chunk<T, N>>,
 }
 
-impl<T> Default for IdSlab<T> {
+impl<T: Clone, const N: usize> Clone for IdSlab<T, N> {
+    /// A deep copy (see [`Chunk`]'s): an engine and its clone go their own ways at full speed.
+    fn clone(&self) -> IdSlab<T, N> {
+        IdSlab {
+            base: self.base,
+            chunks: self.chunks.clone(),
+            in_ring: self.in_ring,
+            spill: self.spill.clone(),
+            spare: self.spare.clone(),
+        }
+    }
+}
+
+impl<T, const N: usize> Default for IdSlab<T, N> {
     fn default() -> Self {
         IdSlab {
             base: 0,
@@ -70,14 +132,14 @@ impl<T> Default for IdSlab<T> {
     }
 }
 
-impl<T> IdSlab<T> {
+impl<T, const N: usize> IdSlab<T, N> {
     /// How many records it holds.
     pub(crate) fn len(&self) -> usize {
         self.in_ring + self.spill.len()
     }
 
     fn end(&self) -> u64 {
-        self.base + (self.chunks.len() * CHUNK) as u64
+        self.base + (self.chunks.len() * N) as u64
     }
 
     /// The chunk and slot of `id`, if the ring covers it.
@@ -86,20 +148,13 @@ impl<T> IdSlab<T> {
             return None;
         }
         let offset = (id - self.base) as usize;
-        Some((offset / CHUNK, offset % CHUNK))
+        Some((offset / N, offset % N))
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<&T> {
         match self.index(id) {
             Some((chunk, slot)) => self.chunks[chunk].slots[slot].as_ref(),
             None => self.spill.get(&id),
-        }
-    }
-
-    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut T> {
-        match self.index(id) {
-            Some((chunk, slot)) => self.chunks[chunk].slots[slot].as_mut(),
-            None => self.spill.get_mut(&id),
         }
     }
 
@@ -112,6 +167,28 @@ impl<T> IdSlab<T> {
 
     pub(crate) fn contains(&self, id: u64) -> bool {
         self.get(id).is_some()
+    }
+
+    /// Every record, by id (collects and sorts: for snapshots and tools, not the hot path).
+    pub(crate) fn sorted(&self) -> Vec<&T> {
+        let mut all: Vec<(u64, &T)> = self.iter().collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all.into_iter().map(|(_, value)| value).collect()
+    }
+
+    /// Every id with its record, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
+        ring_records::<T, N>(self.base, self.chunks.iter().map(|chunk| &chunk.slots))
+            .chain(self.spill.iter().map(|(id, value)| (*id, value)))
+    }
+}
+
+impl<T: Clone, const N: usize> IdSlab<T, N> {
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut T> {
+        match self.index(id) {
+            Some((chunk, slot)) => self.chunks[chunk].slots_mut()[slot].as_mut(),
+            None => self.spill.get_mut(&id),
+        }
     }
 
     /// Adds the record of `id`, replacing any record of that id. Ids past the ring's end
@@ -127,7 +204,7 @@ impl<T> IdSlab<T> {
             self.spill.insert(id, value);
             return;
         }
-        let far = (MIN_CHUNKS * CHUNK) as u64;
+        let far = (MIN_CHUNKS * N) as u64;
         if id >= self.end() + far {
             // Far past the end (a restore after a long gap): start the ring over there.
             self.spill_ring();
@@ -139,7 +216,7 @@ impl<T> IdSlab<T> {
         }
         let (chunk, slot) = self.index(id).expect("the ring covers the id now");
         let chunk = &mut self.chunks[chunk];
-        let slot = &mut chunk.slots[slot];
+        let slot = &mut chunk.slots_mut()[slot];
         let new = slot.is_none();
         // Written in place: a `replace` would also move the (empty) old record out, a copy of
         // a few hundred bytes per insert.
@@ -155,7 +232,9 @@ impl<T> IdSlab<T> {
             return self.spill.remove(&id);
         };
         let chunk = &mut self.chunks[chunk];
-        let value = chunk.slots[slot].take()?;
+        // Looked at before writing: removing nothing copies no shared chunk.
+        chunk.slots[slot].as_ref()?;
+        let value = chunk.slots_mut()[slot].take()?;
         chunk.live -= 1;
         self.in_ring -= 1;
         self.trim();
@@ -172,11 +251,44 @@ impl<T> IdSlab<T> {
         if chunk.slots[slot].is_none() {
             return false;
         }
-        chunk.slots[slot] = None;
+        chunk.slots_mut()[slot] = None;
         chunk.live -= 1;
         self.in_ring -= 1;
         self.trim();
         true
+    }
+
+    /// A view of every record as it stands now, sharing the chunks (see the module docs).
+    pub(crate) fn freeze(&mut self) -> FrozenSlab<T, N> {
+        FrozenSlab {
+            base: self.base,
+            chunks: self.chunks.iter_mut().map(Chunk::share).collect(),
+            spill: self.sorted_spill(),
+        }
+    }
+
+    /// The same view as [`IdSlab::freeze`], built from copies of the records: for readers
+    /// that cannot write to the slab, and pay for the copy.
+    pub(crate) fn frozen_copy(&self) -> FrozenSlab<T, N> {
+        FrozenSlab {
+            base: self.base,
+            chunks: self
+                .chunks
+                .iter()
+                .map(|chunk| chunk.slots.iter().cloned().collect())
+                .collect(),
+            spill: self.sorted_spill(),
+        }
+    }
+
+    fn sorted_spill(&self) -> Vec<(u64, T)> {
+        let mut spill: Vec<(u64, T)> = self
+            .spill
+            .iter()
+            .map(|(id, value)| (*id, value.clone()))
+            .collect();
+        spill.sort_unstable_by_key(|(id, _)| *id);
+        spill
     }
 
     /// Drops empty chunks from the front (never the last: ids keep coming there); spills the
@@ -188,27 +300,29 @@ impl<T> IdSlab<T> {
                 return;
             }
             let mut chunk = self.chunks.pop_front().expect("more than one chunk");
-            for (slot, value) in chunk.slots.iter_mut().enumerate() {
-                if let Some(value) = value.take() {
-                    self.spill.insert(self.base + slot as u64, value);
-                    self.in_ring -= 1;
+            if chunk.live > 0 {
+                for (slot, value) in chunk.slots_mut().iter_mut().enumerate() {
+                    if let Some(value) = value.take() {
+                        self.spill.insert(self.base + slot as u64, value);
+                        self.in_ring -= 1;
+                    }
                 }
             }
             chunk.live = 0;
-            self.base += CHUNK as u64;
+            self.base += N as u64;
             self.keep_spare(chunk);
         }
     }
 
     fn sparse(&self) -> bool {
-        self.chunks.len() > MIN_CHUNKS
-            && self.chunks.len() * CHUNK > SPARSE_FACTOR * (self.in_ring + CHUNK)
+        self.chunks.len() > MIN_CHUNKS && self.chunks.len() * N > SPARSE_FACTOR * (self.in_ring + N)
     }
 
     /// Keeps an emptied chunk for the back of the ring: as many as the ring holds, since a
-    /// second's worth of records can leave at once and arrive again over the next second.
-    fn keep_spare(&mut self, chunk: Chunk<T>) {
-        if self.spare.len() < self.chunks.len().max(SPARE_CHUNKS) {
+    /// second's worth of records can leave at once and arrive again over the next second. A
+    /// chunk a frozen view still shares is left to the view: reusing it would copy it anyway.
+    fn keep_spare(&mut self, chunk: Chunk<T, N>) {
+        if self.spare.len() < self.chunks.len().max(SPARE_CHUNKS) && chunk.owned {
             self.spare.push(chunk);
         }
     }
@@ -223,47 +337,68 @@ impl<T> IdSlab<T> {
     fn spill_ring(&mut self) {
         let base = self.base;
         for (index, mut chunk) in self.chunks.drain(..).enumerate() {
-            for (slot, value) in chunk.slots.iter_mut().enumerate() {
+            if chunk.live == 0 {
+                continue;
+            }
+            for (slot, value) in chunk.slots_mut().iter_mut().enumerate() {
                 if let Some(value) = value.take() {
-                    self.spill
-                        .insert(base + (index * CHUNK + slot) as u64, value);
+                    self.spill.insert(base + (index * N + slot) as u64, value);
                 }
             }
         }
         self.in_ring = 0;
     }
+}
 
-    /// Every record, in no particular order.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &T> {
-        self.chunks
-            .iter()
-            .flat_map(|chunk| chunk.slots.iter().flatten())
-            .chain(self.spill.values())
+/// The records of chunks laid end to end from `base`, with their ids, in id order.
+fn ring_records<'a, T: 'a, const N: usize>(
+    base: u64,
+    chunks: impl Iterator<Item = &'a Slots<T>>,
+) -> impl Iterator<Item = (u64, &'a T)> {
+    chunks.enumerate().flat_map(move |(index, chunk)| {
+        chunk.iter().enumerate().filter_map(move |(slot, value)| {
+            Some((base + (index * N + slot) as u64, value.as_ref()?))
+        })
+    })
+}
+
+/// An [`IdSlab`] as it stood when frozen, whatever the slab does after. Holding one costs the
+/// slab a copy of each chunk it writes while the view lives; dropping it ends that.
+#[derive(Debug)]
+pub(crate) struct FrozenSlab<T, const N: usize = CHUNK> {
+    base: u64,
+    chunks: Vec<Slots<T>>,
+    /// The spilled records (ids all below `base`), by id.
+    spill: Vec<(u64, T)>,
+}
+
+impl<T, const N: usize> FrozenSlab<T, N> {
+    /// How many records it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.spill.len()
+            + self
+                .chunks
+                .iter()
+                .map(|chunk| chunk.iter().flatten().count())
+                .sum::<usize>()
     }
 
-    /// Every record, by id (collects and sorts: for snapshots and tools, not the hot path).
-    pub(crate) fn sorted(&self) -> Vec<&T> {
-        let mut all: Vec<(u64, &T)> = self.iter().collect();
-        all.sort_unstable_by_key(|(id, _)| *id);
-        all.into_iter().map(|(_, value)| value).collect()
+    pub(crate) fn get(&self, id: u64) -> Option<&T> {
+        if id < self.base {
+            let at = self.spill.binary_search_by_key(&id, |(id, _)| *id).ok()?;
+            return Some(&self.spill[at].1);
+        }
+        let offset = usize::try_from(id - self.base).ok()?;
+        self.chunks.get(offset / N)?[offset % N].as_ref()
     }
 
-    /// Every id with its record, in no particular order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
-        let base = self.base;
-        self.chunks
+    /// Every record, by id.
+    pub(crate) fn sorted(&self) -> impl Iterator<Item = &T> {
+        // Spilled ids are all below the ring's base.
+        self.spill
             .iter()
-            .enumerate()
-            .flat_map(move |(index, chunk)| {
-                chunk
-                    .slots
-                    .iter()
-                    .enumerate()
-                    .filter_map(move |(slot, value)| {
-                        Some((base + (index * CHUNK + slot) as u64, value.as_ref()?))
-                    })
-            })
-            .chain(self.spill.iter().map(|(id, value)| (*id, value)))
+            .map(|(_, value)| value)
+            .chain(ring_records::<T, N>(self.base, self.chunks.iter()).map(|(_, value)| value))
     }
 }
 
@@ -277,7 +412,7 @@ mod tests {
 
     #[test]
     fn a_long_lived_record_does_not_pin_the_ring() {
-        let mut slab = IdSlab::default();
+        let mut slab: IdSlab<_> = IdSlab::default();
         slab.insert(1, "month-long");
         for id in 2..100_000u64 {
             slab.insert(id, "short");
@@ -291,15 +426,55 @@ mod tests {
         assert!(slab.spare.len() <= slab.chunks.len().max(SPARE_CHUNKS));
     }
 
+    #[test]
+    fn a_frozen_view_keeps_what_the_slab_held_and_the_slab_copies_only_what_it_writes() {
+        let mut slab: IdSlab<_> = IdSlab::default();
+        for id in 0..(4 * CHUNK) as u64 {
+            slab.insert(id, id);
+        }
+        let frozen = slab.freeze();
+        *slab.get_mut(1).expect("held") = 100;
+        slab.remove(2);
+        slab.insert((4 * CHUNK) as u64, 7);
+        assert_eq!(frozen.get(1), Some(&1));
+        assert_eq!(frozen.get(2), Some(&2));
+        assert_eq!(frozen.get((4 * CHUNK) as u64), None);
+        assert_eq!(slab.get(1), Some(&100));
+        // The first chunk was written (copied); the next three are still shared.
+        let shared: Vec<bool> = slab
+            .chunks
+            .iter()
+            .zip(&frozen.chunks)
+            .map(|(chunk, frozen)| Arc::ptr_eq(&chunk.slots, frozen))
+            .collect();
+        assert_eq!(shared, [false, true, true, true]);
+        drop(frozen);
+        // Alone again: writes go in place.
+        let before = Arc::as_ptr(&slab.chunks[1].slots);
+        *slab.get_mut(CHUNK as u64).expect("held") = 5;
+        assert_eq!(Arc::as_ptr(&slab.chunks[1].slots), before);
+    }
+
     proptest! {
-        /// The slab answers like a map, whatever the order of inserts and removes.
+        /// The slab answers like a map, whatever the order of inserts and removes, and a
+        /// frozen view answers like the map did when it was frozen.
         #[test]
-        fn behaves_like_a_map(ops in proptest::collection::vec((0u8..4, 0u64..3_000), 1..2_000)) {
-            let mut slab = IdSlab::default();
+        fn behaves_like_a_map(ops in proptest::collection::vec((0u8..5, 0u64..3_000), 1..2_000)) {
+            let mut slab: IdSlab<_> = IdSlab::default();
             let mut model = BTreeMap::new();
+            let mut frozen = Vec::new();
             let mut next = 1u64;
             for (op, arg) in ops {
                 match op {
+                    4 if arg % 50 == 0 => frozen.push((slab.freeze(), model.clone())),
+                    4 => {
+                        if let Some(value) = slab.get_mut(arg) {
+                            *value += 1;
+                        }
+                        if let Some(value) = model.get_mut(&arg) {
+                            *value += 1;
+                        }
+                    }
                     0 | 1 => {
                         slab.insert(next, next);
                         model.insert(next, next);
@@ -322,6 +497,13 @@ mod tests {
             let mut all: Vec<(u64, u64)> = slab.iter().map(|(id, v)| (id, *v)).collect();
             all.sort_unstable();
             prop_assert_eq!(all, model.into_iter().collect::<Vec<_>>());
+            for (view, then) in frozen {
+                prop_assert_eq!(view.len(), then.len());
+                prop_assert_eq!(view.sorted().copied().collect::<Vec<_>>(), then.values().copied().collect::<Vec<_>>());
+                for (id, value) in &then {
+                    prop_assert_eq!(view.get(*id), Some(value));
+                }
+            }
         }
     }
 }

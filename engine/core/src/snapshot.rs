@@ -11,10 +11,12 @@ use rkyv::{Archive, Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::agreement::DealStatus;
+use crate::book::{IpSlot, OFFER_CHUNK, Offer};
 use crate::calendar::Booking;
 use crate::deal::{Deal, Profile};
 use crate::engine::{Engine, EngineConfig, RequestRecord};
 use crate::order::{IpSpec, OfferSpec};
+use crate::slab::FrozenSlab;
 use crate::timers::Timer;
 use crate::types::{Address, OfferId, Timestamp};
 
@@ -91,46 +93,39 @@ impl Snapshot {
     }
 }
 
-impl Engine {
-    /// An offer's terms as they stand (after amends), its IPs listed in position order: what
-    /// placing it again would take.
-    pub fn offer_spec(&self, id: OfferId) -> Option<OfferSpec> {
-        let offer = self.book.offers.get(id.0)?;
-        Some(OfferSpec {
-            provider: offer.provider,
-            ips: IpSpec::List(
-                offer
-                    .slots
-                    .iter()
-                    .map(|slot| self.book.slot(*slot).addr)
-                    .collect(),
-            ),
-            country: offer.country,
-            region: offer.region.clone(),
-            city: offer.city.clone(),
-            asn: offer.asn,
-            kind: offer.kind,
-            protocols: offer.protocols,
-            window: offer.window,
-            min_lease: offer.min_lease,
-            max_lease: offer.max_lease,
-            price: offer.price,
-            tenants: offer.tenants,
-        })
+/// The engine's state as it stood at [`Engine::freeze`], whatever the engine does after.
+///
+/// It shares the engine's records (deals, requests, offers, IPs) copy-on-write, so taking one
+/// costs the engine a reference count per chunk of records, not a copy of the book; the engine
+/// copies a chunk the first time it writes to it while this lives. [`FrozenState::canonical`]
+/// then builds the [`Snapshot`] wherever there is time for it: a shard's snapshot thread, not
+/// its writer.
+#[derive(Debug)]
+pub struct FrozenState {
+    config: EngineConfig,
+    now: Timestamp,
+    next_offer: u64,
+    next_request: u64,
+    deals_made: u64,
+    slots: FrozenSlab<IpSlot>,
+    offers: FrozenSlab<Offer, OFFER_CHUNK>,
+    requests: FrozenSlab<RequestRecord>,
+    deals: FrozenSlab<Deal>,
+    /// Copied: one small record per wallet.
+    profiles: Vec<(Address, Profile)>,
+}
+
+impl FrozenState {
+    /// Deals in the frozen book.
+    pub fn deal_count(&self) -> usize {
+        self.deals.len()
     }
 
-    /// The state in canonical form.
-    pub fn snapshot(&self) -> Snapshot {
-        debug_assert_eq!(
-            self.unsettled(),
-            0,
-            "a snapshot is of a settled engine: call settle_all first"
-        );
+    /// The state in canonical form: what [`Engine::snapshot`] gave when this was frozen.
+    pub fn canonical(&self) -> Snapshot {
         let mut ips: Vec<IpRecord> = self
-            .book
             .slots
-            .iter()
-            .flatten()
+            .sorted()
             .map(|slot| IpRecord {
                 addr: slot.addr,
                 owner: slot.owner,
@@ -138,18 +133,14 @@ impl Engine {
             })
             .collect();
         ips.sort_unstable_by_key(|ip| ip.addr);
-        let offers = self
-            .book
-            .offers
-            .sorted()
-            .into_iter()
-            .filter_map(|offer| {
-                Some(OfferRecord {
-                    id: offer.id,
-                    spec: self.offer_spec(offer.id)?,
-                })
-            })
-            .collect();
+        let addr_of = |slot: u32| {
+            self.slots
+                .get(u64::from(slot))
+                .expect("slot ids held by offers are live")
+                .addr
+        };
+        let mut profiles = self.profiles.clone();
+        profiles.sort_unstable_by_key(|(address, _)| *address);
         Snapshot {
             config: self.config,
             now: self.now,
@@ -157,22 +148,94 @@ impl Engine {
             next_request: self.next_request,
             deals_made: self.deals_made,
             ips,
+            offers: self
+                .offers
+                .sorted()
+                .map(|offer| OfferRecord {
+                    id: offer.id,
+                    spec: spec_of(offer, addr_of),
+                })
+                .collect(),
+            requests: self.requests.sorted().cloned().collect(),
+            deals: self.deals.sorted().cloned().collect(),
+            profiles,
+        }
+    }
+}
+
+/// An offer's terms as they stand (after amends), its IPs listed in position order: what
+/// placing it again would take.
+fn spec_of(offer: &Offer, addr_of: impl Fn(u32) -> std::net::IpAddr) -> OfferSpec {
+    OfferSpec {
+        provider: offer.provider,
+        ips: IpSpec::List(offer.slots.iter().map(|slot| addr_of(*slot)).collect()),
+        country: offer.country,
+        region: offer.region.clone(),
+        city: offer.city.clone(),
+        asn: offer.asn,
+        kind: offer.kind,
+        protocols: offer.protocols,
+        window: offer.window,
+        min_lease: offer.min_lease,
+        max_lease: offer.max_lease,
+        price: offer.price,
+        tenants: offer.tenants,
+    }
+}
+
+impl Engine {
+    /// An offer's terms as they stand (after amends), its IPs listed in position order: what
+    /// placing it again would take.
+    pub fn offer_spec(&self, id: OfferId) -> Option<OfferSpec> {
+        let offer = self.book.offers.get(id.0)?;
+        Some(spec_of(offer, |slot| self.book.slot(slot).addr))
+    }
+
+    /// The state as it stands, frozen for a [`Snapshot`] built later (see [`FrozenState`]):
+    /// microseconds for any book, where [`Engine::snapshot`] copies it all.
+    pub fn freeze(&mut self) -> FrozenState {
+        let (slots, offers) = (self.book.slots.freeze(), self.book.offers.freeze());
+        let (requests, deals) = (self.requests.freeze(), self.deals.freeze());
+        self.frozen(slots, offers, requests, deals)
+    }
+
+    /// The state in canonical form.
+    pub fn snapshot(&self) -> Snapshot {
+        let (slots, offers) = (
+            self.book.slots.frozen_copy(),
+            self.book.offers.frozen_copy(),
+        );
+        let (requests, deals) = (self.requests.frozen_copy(), self.deals.frozen_copy());
+        self.frozen(slots, offers, requests, deals).canonical()
+    }
+
+    fn frozen(
+        &self,
+        slots: FrozenSlab<IpSlot>,
+        offers: FrozenSlab<Offer, OFFER_CHUNK>,
+        requests: FrozenSlab<RequestRecord>,
+        deals: FrozenSlab<Deal>,
+    ) -> FrozenState {
+        debug_assert_eq!(
+            self.unsettled(),
+            0,
+            "a snapshot is of a settled engine: call settle_all first"
+        );
+        FrozenState {
+            config: self.config,
+            now: self.now,
+            next_offer: self.next_offer,
+            next_request: self.next_request,
+            deals_made: self.deals_made,
+            slots,
             offers,
-            requests: {
-                let mut requests: Vec<RequestRecord> = self.requests.values().cloned().collect();
-                requests.sort_unstable_by_key(|r| r.id);
-                requests
-            },
-            deals: self.deals().cloned().collect(),
-            profiles: {
-                let mut profiles: Vec<(Address, Profile)> = self
-                    .parties
-                    .profiles()
-                    .map(|(address, profile)| (address, profile.clone()))
-                    .collect();
-                profiles.sort_unstable_by_key(|(address, _)| *address);
-                profiles
-            },
+            requests,
+            deals,
+            profiles: self
+                .parties
+                .profiles()
+                .map(|(address, profile)| (address, profile.clone()))
+                .collect(),
         }
     }
 

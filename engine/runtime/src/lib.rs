@@ -14,7 +14,7 @@
 //!                                              │    answers to submitters and readers, depth
 //!                                              │    published (ArcSwap)
 //!                                              ▼
-//!                                   snapshot copy handed to the snapshot thread when due
+//!                                   state frozen (copy-on-write) for the snapshot thread when due
 //! ```
 //!
 //! * [`journal`]: append-only segments of CRC-checked records, group commit, a configurable

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use ipsx_engine::{
-    Command, Engine, EngineConfig, EngineError, Event, SETTLE_PER_COMMAND, Snapshot,
+    Command, Engine, EngineConfig, EngineError, Event, FrozenState, SETTLE_PER_COMMAND,
 };
 
 use crate::error::StoreError;
@@ -324,8 +324,9 @@ impl DurableEngine {
         self.snapshot_every > 0 && self.since_snapshot >= self.snapshot_every
     }
 
-    /// Serialises the state and hands it to the snapshot thread; the journal starts a new
-    /// segment. Skipped (returns `false`) while the previous snapshot is still being written.
+    /// Freezes the state and hands it to the snapshot thread, which builds, serialises and
+    /// writes the snapshot; the journal starts a new segment. Skipped (returns `false`) while
+    /// the previous snapshot is still being written.
     pub fn snapshot(&mut self) -> Result<bool, StoreError> {
         self.collect_snapshot_results(false)?;
         if self.snapshots_in_flight > 0 {
@@ -334,9 +335,10 @@ impl DurableEngine {
         self.commit()?;
         // A snapshot is of the settled state; a caller that publishes events settles first.
         self.engine.settle_all(&mut Vec::new());
-        // Serialising is the snapshot thread's work: for a book of a million deals it takes
-        // longer than the copy, and the writer would apply no command meanwhile.
-        let snapshot = (self.last_seq(), self.engine.snapshot());
+        // The writer only freezes the state (shares its records, copy-on-write): for a book of
+        // a million deals, copying it into canonical form and serialising take a second, and
+        // the writer would apply no command meanwhile. The snapshot thread does both.
+        let snapshot = (self.last_seq(), self.engine.freeze());
         // The new segment must exist before the snapshot thread prunes the ones it covers.
         self.journal.rotate(self.last_seq() + 1)?;
         self.snapshot_writer
@@ -425,12 +427,12 @@ fn load_newest_snapshot(
     Ok((Engine::new(config), None))
 }
 
-/// A snapshot the writer took, with the last journal record it includes, on its way to the
+/// The state the writer froze, with the last journal record it includes, on its way to the
 /// snapshot thread.
-type TakenSnapshot = (u64, Snapshot);
+type TakenSnapshot = (u64, FrozenState);
 
-/// The helper thread that serialises and writes snapshot files and prunes what they make
-/// obsolete.
+/// The helper thread that builds, serialises and writes snapshot files and prunes what they
+/// make obsolete.
 fn spawn_snapshot_writer(
     dir: PathBuf,
 ) -> (Sender<TakenSnapshot>, Receiver<Result<(), StoreError>>) {
@@ -439,7 +441,10 @@ fn spawn_snapshot_writer(
     thread::Builder::new()
         .name("ipsx-snapshot".into())
         .spawn(move || {
-            for (seq, snapshot) in inbox {
+            for (seq, frozen) in inbox {
+                let snapshot = frozen.canonical();
+                // The writer copies no more chunks once the view is gone.
+                drop(frozen);
                 let bytes = SnapshotBytes::new(seq, &snapshot);
                 drop(snapshot);
                 let outcome = write_and_prune(&dir, &bytes);
