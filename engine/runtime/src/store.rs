@@ -2,8 +2,9 @@
 //!
 //! Recovery loads the newest readable snapshot, replays the journal after it (decoded ahead on
 //! a helper thread, see `read_ahead.rs`), and cuts a torn tail (a record a crash
-//! interrupted). For a snapshot the writer only copies the state into its canonical form
-//! ([`Snapshot`]); a helper thread serialises it and writes the file.
+//! interrupted). For a snapshot the writer only freezes the state (a [`FrozenState`] sharing
+//! its records copy-on-write); a helper thread builds the canonical [`ipsx_engine::Snapshot`]
+//! from it, serialises it and writes the file.
 
 use std::fs;
 use std::path::{Path, PathBuf};
