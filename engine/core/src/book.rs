@@ -23,7 +23,7 @@ use crate::error::EngineError;
 use crate::order::OfferSpec;
 use crate::ordered::OrderedSet;
 use crate::parties::PartyId;
-use crate::slab::IdSlab;
+use crate::slab::{CowTable, IdSlab};
 
 /// Offers per chunk of the offer ring (see [`OfferBook::offers`]).
 pub(crate) const OFFER_CHUNK: usize = if cfg!(test) { 4 } else { 16 };
@@ -303,8 +303,8 @@ pub(crate) struct OfferBook {
     /// Offers by id (ids are sequential: a ring, see [`IdSlab`]), in small chunks: copying a
     /// chunk after a snapshot's freeze copies each offer's indexes too.
     pub(crate) offers: IdSlab<Offer, OFFER_CHUNK>,
-    /// Every IP with an offer or a booking, by slot id (a ring too, so snapshots share it).
-    pub(crate) slots: IdSlab<IpSlot>,
+    /// Every IP with an offer or a booking, by slot id (shared copy-on-write with snapshots).
+    pub(crate) slots: CowTable<IpSlot>,
     /// Slot ids handed out so far: the next new one follows.
     slots_made: u32,
     free_slots: Vec<u32>,
@@ -324,7 +324,7 @@ impl Default for OfferBook {
     fn default() -> Self {
         OfferBook {
             offers: Default::default(),
-            slots: IdSlab::default(),
+            slots: CowTable::default(),
             slots_made: 0,
             free_slots: Vec::new(),
             by_addr: FxHashMap::default(),
@@ -348,18 +348,18 @@ impl OfferBook {
 
     /// Asks for an IP's slot before it is read (see [`crate::prefetch`]).
     pub(crate) fn prefetch_slot(&self, slot: u32) {
-        self.slots.prefetch(u64::from(slot));
+        self.slots.prefetch(slot);
     }
 
     pub(crate) fn slot(&self, slot: u32) -> &IpSlot {
         self.slots
-            .get(u64::from(slot))
+            .get(slot)
             .expect("slot ids held by offers and deals are live")
     }
 
     fn slot_mut(&mut self, slot: u32) -> &mut IpSlot {
         self.slots
-            .get_mut(u64::from(slot))
+            .get_mut(slot)
             .expect("slot ids held by offers and deals are live")
     }
 
@@ -464,7 +464,7 @@ impl OfferBook {
             self.slots_made += 1;
             self.slots_made - 1
         });
-        self.slots.insert(u64::from(slot), entry);
+        self.slots.insert(slot, entry);
         self.by_addr.insert(addr, slot);
         slot
     }
@@ -489,7 +489,7 @@ impl OfferBook {
         if entry.home.is_none() && entry.calendar.is_empty() {
             let addr = entry.addr;
             self.by_addr.remove(&addr);
-            self.slots.delete(u64::from(slot));
+            self.slots.delete(slot);
             self.free_slots.push(slot);
         }
     }
@@ -531,7 +531,7 @@ impl OfferBook {
         for (position, slot) in remaining.iter().enumerate() {
             let entry = self
                 .slots
-                .get_mut(u64::from(*slot))
+                .get_mut(*slot)
                 .expect("slot ids held by offers are live");
             entry.home = Some((id, position as u32));
             file(offer, position as u32, entry.shape, true);
@@ -592,7 +592,7 @@ impl OfferBook {
     ) -> Option<OfferId> {
         let entry = self
             .slots
-            .get_mut(u64::from(slot))
+            .get_mut(slot)
             .expect("slot ids held by offers and deals are live");
         let booked_end = edit(&mut entry.calendar);
         let (id, position) = entry.home?;

@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
 
 use rustc_hash::FxHashMap;
 
@@ -33,25 +34,26 @@ const MIN_CHUNKS: usize = 16;
 /// Emptied chunks kept for reuse, at the least.
 const SPARE_CHUNKS: usize = 16;
 
-/// `CHUNK` slots, shared with frozen views until written.
-type Slots<T> = Arc<[Option<T>]>;
+/// A chunk's slots, shared with frozen views until written. An array, not a slice: a slot
+/// index below `N` needs no bounds check on the hot path.
+type Slots<T, const N: usize> = Arc<[Option<T>; N]>;
 
 #[derive(Debug)]
 struct Chunk<T, const N: usize> {
-    slots: Slots<T>,
+    slots: Slots<T, N>,
     /// Whether `slots` is known to be this chunk's alone: set by the first write after a
     /// freeze (which copies the slots if a view still holds them), cleared by each freeze.
     /// Writes check this flag instead of the reference count: checking the count is an atomic
     /// read-modify-write, and a lease writes a dozen records.
     owned: bool,
     /// Records held (not holes).
-    live: usize,
+    live: u32,
 }
 
 impl<T: Clone, const N: usize> Chunk<T, N> {
     fn new() -> Chunk<T, N> {
         Chunk {
-            slots: (0..N).map(|_| None).collect(),
+            slots: empty_slots(),
             owned: true,
             live: 0,
         }
@@ -59,18 +61,28 @@ impl<T: Clone, const N: usize> Chunk<T, N> {
 
     /// The slots, to write: copied first if a frozen view shares them.
     #[inline]
-    fn slots_mut(&mut self) -> &mut [Option<T>] {
+    fn slots_mut(&mut self) -> &mut [Option<T>; N] {
         if !self.owned {
-            Arc::make_mut(&mut self.slots);
+            if Arc::strong_count(&self.slots) > 1 {
+                // A frozen view holds them: write to a copy of our own. (Not `make_mut`: it
+                // would build the copy on the stack first, tens of kilobytes.)
+                self.slots = copied_slots(&self.slots);
+            } else {
+                // The last view has let go (its count went down with release ordering): what
+                // it read happens before what this chunk writes next.
+                fence(Ordering::Acquire);
+            }
             self.owned = true;
         }
         let slots = Arc::as_ptr(&self.slots).cast_mut();
-        // SAFETY: the slots are this chunk's alone. `owned` is set only just above, once
-        // `make_mut` has made this `Arc` the only one (copying the slots if another held them),
-        // and the only ways to share the `Arc` again, `freeze` and `Clone`, clear it on this
-        // chunk or deep-copy the slots. No weak references are ever made. So no other
-        // reference to the slots exists, and `&mut self` keeps any from being made while the
-        // returned borrow lives: what `Arc::get_mut` checks at run time holds by construction.
+        // SAFETY: the slots are this chunk's alone. `owned` is set only just above, once this
+        // `Arc` is the only one: its count said so (views only ever let go meanwhile, since
+        // sharing needs `&mut self`, and the fence orders their reads before these writes), or
+        // the slots were just copied. The only ways to share the `Arc` again, `freeze` and
+        // `Clone`, clear `owned` on this chunk or deep-copy the slots, and no weak references
+        // are ever made. So no other reference to the slots exists, and `&mut self` keeps any
+        // from being made while the returned borrow lives: what `Arc::get_mut` checks at run
+        // time holds by construction.
         #[allow(unsafe_code)]
         unsafe {
             &mut *slots
@@ -78,17 +90,29 @@ impl<T: Clone, const N: usize> Chunk<T, N> {
     }
 
     /// Shares the slots with a frozen view: the next write copies them.
-    fn share(&mut self) -> Slots<T> {
+    fn share(&mut self) -> Slots<T, N> {
         self.owned = false;
         self.slots.clone()
     }
+}
+
+/// Slots all empty, built on the heap (hundreds of records would not fit a small stack).
+fn empty_slots<T, const N: usize>() -> Slots<T, N> {
+    let slots: Arc<[Option<T>]> = (0..N).map(|_| None).collect();
+    slots.try_into().unwrap_or_else(|_| unreachable!("N slots"))
+}
+
+/// A copy of `slots` in an allocation of its own (built on the heap, as [`empty_slots`]).
+fn copied_slots<T: Clone, const N: usize>(slots: &Slots<T, N>) -> Slots<T, N> {
+    let slots: Arc<[Option<T>]> = slots.iter().cloned().collect();
+    slots.try_into().unwrap_or_else(|_| unreachable!("N slots"))
 }
 
 impl<T: Clone, const N: usize> Clone for Chunk<T, N> {
     /// A deep copy: a clone shares nothing with the original, so both may write in place.
     fn clone(&self) -> Chunk<T, N> {
         Chunk {
-            slots: self.slots.iter().cloned().collect(),
+            slots: copied_slots(&self.slots),
             owned: true,
             live: self.live,
         }
@@ -275,7 +299,7 @@ impl<T: Clone, const N: usize> IdSlab<T, N> {
             chunks: self
                 .chunks
                 .iter()
-                .map(|chunk| chunk.slots.iter().cloned().collect())
+                .map(|chunk| copied_slots(&chunk.slots))
                 .collect(),
             spill: self.sorted_spill(),
         }
@@ -350,10 +374,91 @@ impl<T: Clone, const N: usize> IdSlab<T, N> {
     }
 }
 
+/// Records by small dense index (IP slots, whose ids are reused): chunks shared copy-on-write
+/// like [`IdSlab`]'s, without its ring. An index finds its chunk by a shift, where the ring
+/// also checks its base and wraps around its queue: an IP's slot is read for every candidate
+/// the matcher looks at, a hundred times for a 100-IP request.
+#[derive(Clone, Debug)]
+pub(crate) struct CowTable<T, const N: usize = CHUNK> {
+    chunks: Vec<Chunk<T, N>>,
+}
+
+impl<T, const N: usize> Default for CowTable<T, N> {
+    fn default() -> Self {
+        CowTable { chunks: Vec::new() }
+    }
+}
+
+impl<T, const N: usize> CowTable<T, N> {
+    pub(crate) fn get(&self, index: u32) -> Option<&T> {
+        let index = index as usize;
+        self.chunks.get(index / N)?.slots[index % N].as_ref()
+    }
+
+    /// Asks for the record at `index` before it is read (see [`crate::prefetch`]).
+    pub(crate) fn prefetch(&self, index: u32) {
+        let index = index as usize;
+        if let Some(chunk) = self.chunks.get(index / N) {
+            crate::prefetch::prefetch(&chunk.slots[index % N]);
+        }
+    }
+}
+
+impl<T: Clone, const N: usize> CowTable<T, N> {
+    pub(crate) fn get_mut(&mut self, index: u32) -> Option<&mut T> {
+        let index = index as usize;
+        self.chunks.get_mut(index / N)?.slots_mut()[index % N].as_mut()
+    }
+
+    /// Puts `value` at `index`, replacing what was there.
+    pub(crate) fn insert(&mut self, index: u32, value: T) {
+        let index = index as usize;
+        while self.chunks.len() <= index / N {
+            self.chunks.push(Chunk::new());
+        }
+        let chunk = &mut self.chunks[index / N];
+        chunk.live += u32::from(chunk.slots[index % N].is_none());
+        chunk.slots_mut()[index % N] = Some(value);
+    }
+
+    /// Empties `index`.
+    pub(crate) fn delete(&mut self, index: u32) {
+        let index = index as usize;
+        if let Some(chunk) = self.chunks.get_mut(index / N)
+            && chunk.slots[index % N].is_some()
+        {
+            chunk.slots_mut()[index % N] = None;
+            chunk.live -= 1;
+        }
+    }
+
+    /// A view of every record as it stands now, sharing the chunks (see [`IdSlab::freeze`]).
+    pub(crate) fn freeze(&mut self) -> FrozenSlab<T, N> {
+        FrozenSlab {
+            base: 0,
+            chunks: self.chunks.iter_mut().map(Chunk::share).collect(),
+            spill: Vec::new(),
+        }
+    }
+
+    /// The same view from copies (see [`IdSlab::frozen_copy`]).
+    pub(crate) fn frozen_copy(&self) -> FrozenSlab<T, N> {
+        FrozenSlab {
+            base: 0,
+            chunks: self
+                .chunks
+                .iter()
+                .map(|chunk| copied_slots(&chunk.slots))
+                .collect(),
+            spill: Vec::new(),
+        }
+    }
+}
+
 /// The records of chunks laid end to end from `base`, with their ids, in id order.
 fn ring_records<'a, T: 'a, const N: usize>(
     base: u64,
-    chunks: impl Iterator<Item = &'a Slots<T>>,
+    chunks: impl Iterator<Item = &'a Slots<T, N>>,
 ) -> impl Iterator<Item = (u64, &'a T)> {
     chunks.enumerate().flat_map(move |(index, chunk)| {
         chunk.iter().enumerate().filter_map(move |(slot, value)| {
@@ -367,7 +472,7 @@ fn ring_records<'a, T: 'a, const N: usize>(
 #[derive(Debug)]
 pub(crate) struct FrozenSlab<T, const N: usize = CHUNK> {
     base: u64,
-    chunks: Vec<Slots<T>>,
+    chunks: Vec<Slots<T, N>>,
     /// The spilled records (ids all below `base`), by id.
     spill: Vec<(u64, T)>,
 }
@@ -453,6 +558,29 @@ mod tests {
         let before = Arc::as_ptr(&slab.chunks[1].slots);
         *slab.get_mut(CHUNK as u64).expect("held") = 5;
         assert_eq!(Arc::as_ptr(&slab.chunks[1].slots), before);
+    }
+
+    #[test]
+    fn a_table_reuses_indexes_and_its_frozen_view_keeps_what_it_held() {
+        let mut table: CowTable<u32> = CowTable::default();
+        for index in 0..(3 * CHUNK) as u32 {
+            table.insert(index, index);
+        }
+        let frozen = table.freeze();
+        table.delete(1);
+        table.insert(1, 100);
+        table.delete(2);
+        table.insert((5 * CHUNK) as u32, 7);
+        assert_eq!((table.get(1), table.get(2)), (Some(&100), None));
+        assert_eq!(table.get((5 * CHUNK) as u32), Some(&7));
+        assert_eq!(table.get((4 * CHUNK) as u32), None);
+        assert_eq!((frozen.get(1), frozen.get(2)), (Some(&1), Some(&2)));
+        assert_eq!(frozen.get((5 * CHUNK) as u64), None);
+        assert_eq!(frozen.len(), 3 * CHUNK);
+        assert!(frozen.sorted().copied().eq(0..(3 * CHUNK) as u32));
+        // Only the written chunk was copied.
+        assert!(!Arc::ptr_eq(&table.chunks[0].slots, &frozen.chunks[0]));
+        assert!(Arc::ptr_eq(&table.chunks[1].slots, &frozen.chunks[1]));
     }
 
     proptest! {
