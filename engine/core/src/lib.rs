@@ -31,6 +31,10 @@
 //! commands give the same events and the same [`Engine::state_hash`]. Queues, the journal and
 //! snapshots on disk live in `ipsx-engine-runtime`, around this crate.
 //!
+//! A snapshot need not stop the engine: [`Engine::freeze`] returns a [`FrozenState`] that shares
+//! the engine's records copy-on-write (microseconds for any book), and another thread turns it
+//! into the canonical [`Snapshot`] while the engine goes on.
+//!
 //! ## Matching rules
 //!
 //! * An IP is eligible when its offer passes every filter (country, city, ASN include/exclude,
