@@ -14,7 +14,7 @@
 //! Chunks are shared, copy-on-write: [`IdSlab::freeze`] hands out a [`FrozenSlab`], a view of
 //! the records as they stand, for the price of a reference count per chunk. The slab copies a
 //! chunk the first time it writes to it while a view still holds it, so a snapshot of a million
-//! deals costs the writer microseconds, and each chunk at most one copy afterwards.
+//! deals costs the writer ~2 ms, and each chunk at most one copy afterwards.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -192,7 +192,7 @@ impl Engine {
     }
 
     /// The state as it stands, frozen for a [`Snapshot`] built later (see [`FrozenState`]):
-    /// microseconds for any book, where [`Engine::snapshot`] copies it all.
+    /// a reference per chunk (~2 ms for 1.5 M deals), where [`Engine::snapshot`] copies it all.
     pub fn freeze(&mut self) -> FrozenState {
         let (slots, offers) = (self.book.slots.freeze(), self.book.offers.freeze());
         let (requests, deals) = (self.requests.freeze(), self.deals.freeze());
