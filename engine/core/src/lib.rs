@@ -32,8 +32,9 @@
 //! snapshots on disk live in `ipsx-engine-runtime`, around this crate.
 //!
 //! A snapshot need not stop the engine: [`Engine::freeze`] returns a [`FrozenState`] that shares
-//! the engine's records copy-on-write (a reference per chunk of records: ~2 ms for a book of 1.5 M deals), and another thread turns it
-//! into the canonical [`Snapshot`] while the engine goes on.
+//! the engine's records copy-on-write (a reference per chunk of records: ~2 ms for a book of
+//! 1.5 M deals), and another thread turns it into the canonical [`Snapshot`] while the engine
+//! goes on.
 //!
 //! ## Matching rules
 //!
