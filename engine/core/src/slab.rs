@@ -288,6 +288,7 @@ impl<T: Clone, const N: usize> IdSlab<T, N> {
             base: self.base,
             chunks: self.chunks.iter_mut().map(Chunk::share).collect(),
             spill: self.sorted_spill(),
+            len: self.len(),
         }
     }
 
@@ -302,6 +303,7 @@ impl<T: Clone, const N: usize> IdSlab<T, N> {
                 .map(|chunk| copied_slots(&chunk.slots))
                 .collect(),
             spill: self.sorted_spill(),
+            len: self.len(),
         }
     }
 
@@ -390,6 +392,11 @@ impl<T, const N: usize> Default for CowTable<T, N> {
 }
 
 impl<T, const N: usize> CowTable<T, N> {
+    /// How many records it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.chunks.iter().map(|chunk| chunk.live as usize).sum()
+    }
+
     pub(crate) fn get(&self, index: u32) -> Option<&T> {
         let index = index as usize;
         self.chunks.get(index / N)?.slots[index % N].as_ref()
@@ -438,6 +445,7 @@ impl<T: Clone, const N: usize> CowTable<T, N> {
             base: 0,
             chunks: self.chunks.iter_mut().map(Chunk::share).collect(),
             spill: Vec::new(),
+            len: self.len(),
         }
     }
 
@@ -451,6 +459,7 @@ impl<T: Clone, const N: usize> CowTable<T, N> {
                 .map(|chunk| copied_slots(&chunk.slots))
                 .collect(),
             spill: Vec::new(),
+            len: self.len(),
         }
     }
 }
@@ -475,17 +484,14 @@ pub(crate) struct FrozenSlab<T, const N: usize = CHUNK> {
     chunks: Vec<Slots<T, N>>,
     /// The spilled records (ids all below `base`), by id.
     spill: Vec<(u64, T)>,
+    /// Records held, counted by the slab.
+    len: usize,
 }
 
 impl<T, const N: usize> FrozenSlab<T, N> {
     /// How many records it holds.
     pub(crate) fn len(&self) -> usize {
-        self.spill.len()
-            + self
-                .chunks
-                .iter()
-                .map(|chunk| chunk.iter().flatten().count())
-                .sum::<usize>()
+        self.len
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<&T> {

@@ -83,8 +83,17 @@ impl Snapshot {
     /// without its last step, a copy of the whole into a plain vector (for a book of a million
     /// deals, half a gigabyte copied onto fresh pages, which took longer than serialising).
     pub fn serialise(&self) -> rkyv::util::AlignedVec {
-        rkyv::to_bytes::<rancor::Error>(self)
-            .expect("serialising owned data into memory cannot fail")
+        self.serialise_with_room(0)
+    }
+
+    /// [`Snapshot::serialise`] into a buffer made with room for `bytes` (the size of the last
+    /// snapshot, say): a buffer that grows by doubling copies itself each time, on fresh pages.
+    pub fn serialise_with_room(&self, bytes: usize) -> rkyv::util::AlignedVec {
+        rkyv::api::high::to_bytes_in::<_, rancor::Error>(
+            self,
+            rkyv::util::AlignedVec::with_capacity(bytes),
+        )
+        .expect("serialising owned data into memory cannot fail")
     }
 
     /// Reads bytes from [`Snapshot::to_bytes`], validating them first.
@@ -123,15 +132,16 @@ impl FrozenState {
 
     /// The state in canonical form: what [`Engine::snapshot`] gave when this was frozen.
     pub fn canonical(&self) -> Snapshot {
-        let mut ips: Vec<IpRecord> = self
-            .slots
-            .sorted()
-            .map(|slot| IpRecord {
+        // Every list made at its final size: a vector of a million records grown by doubling
+        // would copy itself on fresh pages again and again.
+        let mut ips = sized(
+            self.slots.len(),
+            self.slots.sorted().map(|slot| IpRecord {
                 addr: slot.addr,
                 owner: slot.owner,
                 bookings: slot.calendar.bookings().to_vec(),
-            })
-            .collect();
+            }),
+        );
         ips.sort_unstable_by_key(|ip| ip.addr);
         let addr_of = |slot: u32| {
             self.slots
@@ -148,19 +158,25 @@ impl FrozenState {
             next_request: self.next_request,
             deals_made: self.deals_made,
             ips,
-            offers: self
-                .offers
-                .sorted()
-                .map(|offer| OfferRecord {
+            offers: sized(
+                self.offers.len(),
+                self.offers.sorted().map(|offer| OfferRecord {
                     id: offer.id,
                     spec: spec_of(offer, addr_of),
-                })
-                .collect(),
-            requests: self.requests.sorted().cloned().collect(),
-            deals: self.deals.sorted().cloned().collect(),
+                }),
+            ),
+            requests: sized(self.requests.len(), self.requests.sorted().cloned()),
+            deals: sized(self.deals.len(), self.deals.sorted().cloned()),
             profiles,
         }
     }
+}
+
+/// The items of `items`, of which there are `len`, in a vector allocated once.
+fn sized<T>(len: usize, items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut all = Vec::with_capacity(len);
+    all.extend(items);
+    all
 }
 
 /// An offer's terms as they stand (after amends), its IPs listed in position order: what

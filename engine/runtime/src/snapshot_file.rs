@@ -50,9 +50,15 @@ pub struct SnapshotBytes {
 impl SnapshotBytes {
     /// Serialises an engine snapshot taken after command `seq`.
     pub fn new(seq: u64, snapshot: &Snapshot) -> SnapshotBytes {
+        SnapshotBytes::with_room(seq, snapshot, 0)
+    }
+
+    /// [`SnapshotBytes::new`] into a buffer with room for `bytes` from the start (see
+    /// [`Snapshot::serialise_with_room`]).
+    pub fn with_room(seq: u64, snapshot: &Snapshot, bytes: usize) -> SnapshotBytes {
         SnapshotBytes {
             seq,
-            body: snapshot.serialise(),
+            body: snapshot.serialise_with_room(bytes),
         }
     }
 }

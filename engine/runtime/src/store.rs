@@ -442,11 +442,14 @@ fn spawn_snapshot_writer(
     thread::Builder::new()
         .name("ipsx-snapshot".into())
         .spawn(move || {
+            // The last snapshot's size, plus an eighth: the next one is about as big.
+            let mut room = 0;
             for (seq, frozen) in inbox {
                 let snapshot = frozen.canonical();
                 // The writer copies no more chunks once the view is gone.
                 drop(frozen);
-                let bytes = SnapshotBytes::new(seq, &snapshot);
+                let bytes = SnapshotBytes::with_room(seq, &snapshot, room);
+                room = bytes.body.len() + bytes.body.len() / 8;
                 drop(snapshot);
                 let outcome = write_and_prune(&dir, &bytes);
                 if let Err(error) = &outcome {
