@@ -1,5 +1,6 @@
-//! Records addressed by sequential ids (deals, requests, offers, IP slots), kept in a ring of
-//! chunks instead of a hash map.
+//! Records addressed by sequential ids (deals, requests, offers), kept in a ring of chunks
+//! instead of a hash map; and IP slots, whose ids are reused, in a plain table of the same
+//! chunks ([`CowTable`]).
 //!
 //! Ids are handed out in order and records mostly leave in about the order they came, so the
 //! record of id `n` sits at `n - base` in a ring: a look-up is an index, an insert a write at
@@ -476,8 +477,8 @@ fn ring_records<'a, T: 'a, const N: usize>(
     })
 }
 
-/// An [`IdSlab`] as it stood when frozen, whatever the slab does after. Holding one costs the
-/// slab a copy of each chunk it writes while the view lives; dropping it ends that.
+/// An [`IdSlab`] or a [`CowTable`] as it stood when frozen, whatever it does after. Holding one
+/// costs the slab a copy of each chunk it writes while the view lives; dropping it ends that.
 #[derive(Debug)]
 pub(crate) struct FrozenSlab<T, const N: usize = CHUNK> {
     base: u64,
