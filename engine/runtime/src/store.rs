@@ -442,6 +442,9 @@ fn spawn_snapshot_writer(
     thread::Builder::new()
         .name("ipsx-snapshot".into())
         .spawn(move || {
+            // Building and serialising a big book takes seconds of CPU; on a small machine that
+            // must not come out of the writer's or the journal thread's share.
+            lower_own_priority();
             // The last snapshot's size, plus an eighth: the next one is about as big.
             let mut room = 0;
             for (seq, frozen) in inbox {
@@ -462,6 +465,18 @@ fn spawn_snapshot_writer(
         })
         .expect("spawning the snapshot thread");
     (to_writer, results)
+}
+
+/// The niceness the snapshot thread takes: the lowest priority there is.
+const SNAPSHOT_NICENESS: i32 = 19;
+
+/// Gives the calling thread the lowest scheduling priority (on Linux, a thread's niceness is
+/// its own). Failing leaves it as it was: snapshots are then only slower to leave room.
+fn lower_own_priority() {
+    let thread = rustix::thread::gettid();
+    if let Err(error) = rustix::process::setpriority_process(Some(thread), SNAPSHOT_NICENESS) {
+        tracing::warn!(%error, "could not lower the snapshot thread's priority");
+    }
 }
 
 fn write_and_prune(dir: &Path, bytes: &SnapshotBytes) -> Result<(), StoreError> {

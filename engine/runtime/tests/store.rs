@@ -288,3 +288,41 @@ fn an_exchange_routes_markets_to_their_shards() {
         .expect("cancelled");
     exchange.shutdown().expect("shutdown");
 }
+
+/// The niceness of every thread of this process named `name` (Linux: `/proc/self/task`).
+fn niceness_of_threads(name: &str) -> Vec<i64> {
+    let mut found = Vec::new();
+    for task in fs::read_dir("/proc/self/task").expect("list threads") {
+        let Ok(stat) = fs::read_to_string(task.expect("thread").path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // "tid (comm) state ppid ...": niceness is the 19th field, the 17th after the name.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if head.ends_with(&format!("({name}")) {
+            let nice = rest.split_whitespace().nth(16).expect("a niceness field");
+            found.push(nice.parse().expect("a number"));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_snapshot_thread_leaves_the_cpu_to_the_writer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_store, _) = DurableEngine::open(config(dir.path())).expect("open");
+    // The thread lowers its own priority as it starts: wait for it, within a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let nice = niceness_of_threads("ipsx-snapshot");
+        if !nice.is_empty() && nice.iter().all(|n| *n == 19) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "snapshot threads at niceness {nice:?}"
+        );
+        std::thread::yield_now();
+    }
+}
