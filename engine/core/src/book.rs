@@ -24,10 +24,10 @@ use crate::order::OfferSpec;
 use crate::ordered::OrderedSet;
 use crate::parties::PartyId;
 use crate::slab::{CowTable, IdSlab};
+use crate::types::{Address, Amount, DealId, IpKind, OfferId, ProtocolSet, Timestamp, Window};
 
 /// Offers per chunk of the offer ring (see [`OfferBook::offers`]).
 pub(crate) const OFFER_CHUNK: usize = if cfg!(test) { 4 } else { 16 };
-use crate::types::{Address, Amount, DealId, IpKind, OfferId, ProtocolSet, Timestamp, Window};
 
 /// One IP the engine knows, with its calendar.
 #[derive(Clone, Debug)]
