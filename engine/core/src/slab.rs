@@ -91,9 +91,14 @@ impl<T: Clone, const N: usize> Chunk<T, N> {
     }
 
     /// Shares the slots with a frozen view: the next write copies them.
-    fn share(&mut self) -> Slots<T, N> {
+    fn share(&mut self) -> HeldSlots<'static, T, N> {
         self.owned = false;
-        self.slots.clone()
+        HeldSlots::Shared(self.slots.clone())
+    }
+
+    /// Lends the slots to a view that lives no longer than this borrow of the chunk.
+    fn lend(&self) -> HeldSlots<'_, T, N> {
+        HeldSlots::Borrowed(&self.slots)
     }
 }
 
@@ -203,7 +208,7 @@ impl<T, const N: usize> IdSlab<T, N> {
 
     /// Every id with its record, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
-        ring_records::<T, N>(self.base, self.chunks.iter().map(|chunk| &chunk.slots))
+        ring_records::<T, N>(self.base, self.chunks.iter().map(|chunk| &*chunk.slots))
             .chain(self.spill.iter().map(|(id, value)| (*id, value)))
     }
 }
@@ -284,7 +289,7 @@ impl<T: Clone, const N: usize> IdSlab<T, N> {
     }
 
     /// A view of every record as it stands now, sharing the chunks (see the module docs).
-    pub(crate) fn freeze(&mut self) -> FrozenSlab<T, N> {
+    pub(crate) fn freeze(&mut self) -> FrozenSlab<'static, T, N> {
         FrozenSlab {
             base: self.base,
             chunks: self.chunks.iter_mut().map(Chunk::share).collect(),
@@ -293,16 +298,12 @@ impl<T: Clone, const N: usize> IdSlab<T, N> {
         }
     }
 
-    /// The same view as [`IdSlab::freeze`], built from copies of the records: for readers
-    /// that cannot write to the slab, and pay for the copy.
-    pub(crate) fn frozen_copy(&self) -> FrozenSlab<T, N> {
+    /// The same view as [`IdSlab::freeze`], borrowing the chunks instead: for a reader that
+    /// holds the slab still meanwhile.
+    pub(crate) fn view(&self) -> FrozenSlab<'_, T, N> {
         FrozenSlab {
             base: self.base,
-            chunks: self
-                .chunks
-                .iter()
-                .map(|chunk| copied_slots(&chunk.slots))
-                .collect(),
+            chunks: self.chunks.iter().map(Chunk::lend).collect(),
             spill: self.sorted_spill(),
             len: self.len(),
         }
@@ -441,7 +442,7 @@ impl<T: Clone, const N: usize> CowTable<T, N> {
     }
 
     /// A view of every record as it stands now, sharing the chunks (see [`IdSlab::freeze`]).
-    pub(crate) fn freeze(&mut self) -> FrozenSlab<T, N> {
+    pub(crate) fn freeze(&mut self) -> FrozenSlab<'static, T, N> {
         FrozenSlab {
             base: 0,
             chunks: self.chunks.iter_mut().map(Chunk::share).collect(),
@@ -450,15 +451,11 @@ impl<T: Clone, const N: usize> CowTable<T, N> {
         }
     }
 
-    /// The same view from copies (see [`IdSlab::frozen_copy`]).
-    pub(crate) fn frozen_copy(&self) -> FrozenSlab<T, N> {
+    /// The same view, borrowing the chunks (see [`IdSlab::view`]).
+    pub(crate) fn view(&self) -> FrozenSlab<'_, T, N> {
         FrozenSlab {
             base: 0,
-            chunks: self
-                .chunks
-                .iter()
-                .map(|chunk| copied_slots(&chunk.slots))
-                .collect(),
+            chunks: self.chunks.iter().map(Chunk::lend).collect(),
             spill: Vec::new(),
             len: self.len(),
         }
@@ -468,7 +465,7 @@ impl<T: Clone, const N: usize> CowTable<T, N> {
 /// The records of chunks laid end to end from `base`, with their ids, in id order.
 fn ring_records<'a, T: 'a, const N: usize>(
     base: u64,
-    chunks: impl Iterator<Item = &'a Slots<T, N>>,
+    chunks: impl Iterator<Item = &'a [Option<T>; N]>,
 ) -> impl Iterator<Item = (u64, &'a T)> {
     chunks.enumerate().flat_map(move |(index, chunk)| {
         chunk.iter().enumerate().filter_map(move |(slot, value)| {
@@ -477,19 +474,40 @@ fn ring_records<'a, T: 'a, const N: usize>(
     })
 }
 
-/// An [`IdSlab`] or a [`CowTable`] as it stood when frozen, whatever it does after. Holding one
-/// costs the slab a copy of each chunk it writes while the view lives; dropping it ends that.
+/// A chunk's slots as a view holds them.
 #[derive(Debug)]
-pub(crate) struct FrozenSlab<T, const N: usize = CHUNK> {
+enum HeldSlots<'a, T, const N: usize> {
+    /// Shared with the slab: the slab copies them before it writes.
+    Shared(Slots<T, N>),
+    /// Borrowed from a slab that cannot change while the view lives.
+    Borrowed(&'a [Option<T>; N]),
+}
+
+impl<T, const N: usize> std::ops::Deref for HeldSlots<'_, T, N> {
+    type Target = [Option<T>; N];
+
+    fn deref(&self) -> &[Option<T>; N] {
+        match self {
+            HeldSlots::Shared(slots) => slots,
+            HeldSlots::Borrowed(slots) => slots,
+        }
+    }
+}
+
+/// An [`IdSlab`] or a [`CowTable`] as it stood when frozen, whatever it does after. Holding a
+/// frozen one (`'static`) costs the slab a copy of each chunk it writes while the view lives;
+/// dropping it ends that. A borrowed one ([`IdSlab::view`]) costs nothing.
+#[derive(Debug)]
+pub(crate) struct FrozenSlab<'a, T, const N: usize = CHUNK> {
     base: u64,
-    chunks: Vec<Slots<T, N>>,
+    chunks: Vec<HeldSlots<'a, T, N>>,
     /// The spilled records (ids all below `base`), by id.
     spill: Vec<(u64, T)>,
     /// Records held, counted by the slab.
     len: usize,
 }
 
-impl<T, const N: usize> FrozenSlab<T, N> {
+impl<T, const N: usize> FrozenSlab<'_, T, N> {
     /// How many records it holds.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -507,10 +525,10 @@ impl<T, const N: usize> FrozenSlab<T, N> {
     /// Every record, by id.
     pub(crate) fn sorted(&self) -> impl Iterator<Item = &T> {
         // Spilled ids are all below the ring's base.
-        self.spill
-            .iter()
-            .map(|(_, value)| value)
-            .chain(ring_records::<T, N>(self.base, self.chunks.iter()).map(|(_, value)| value))
+        self.spill.iter().map(|(_, value)| value).chain(
+            ring_records::<T, N>(self.base, self.chunks.iter().map(|held| &**held))
+                .map(|(_, value)| value),
+        )
     }
 }
 
@@ -557,7 +575,7 @@ mod tests {
             .chunks
             .iter()
             .zip(&frozen.chunks)
-            .map(|(chunk, frozen)| Arc::ptr_eq(&chunk.slots, frozen))
+            .map(|(chunk, frozen)| std::ptr::eq(&*chunk.slots, &**frozen))
             .collect();
         assert_eq!(shared, [false, true, true, true]);
         drop(frozen);
@@ -586,8 +604,8 @@ mod tests {
         assert_eq!(frozen.len(), 3 * CHUNK);
         assert!(frozen.sorted().copied().eq(0..(3 * CHUNK) as u32));
         // Only the written chunk was copied.
-        assert!(!Arc::ptr_eq(&table.chunks[0].slots, &frozen.chunks[0]));
-        assert!(Arc::ptr_eq(&table.chunks[1].slots, &frozen.chunks[1]));
+        assert!(!std::ptr::eq(&*table.chunks[0].slots, &*frozen.chunks[0]));
+        assert!(std::ptr::eq(&*table.chunks[1].slots, &*frozen.chunks[1]));
     }
 
     proptest! {

@@ -110,28 +110,40 @@ impl Snapshot {
 /// then builds the [`Snapshot`] wherever there is time for it: a shard's snapshot thread, not
 /// its writer.
 #[derive(Debug)]
-pub struct FrozenState {
+pub struct FrozenState(StateView<'static>);
+
+impl FrozenState {
+    /// Deals in the frozen book.
+    pub fn deal_count(&self) -> usize {
+        self.0.deals.len()
+    }
+
+    /// The state in canonical form: what [`Engine::snapshot`] gave when this was frozen.
+    pub fn canonical(&self) -> Snapshot {
+        self.0.canonical()
+    }
+}
+
+/// The state's records as a snapshot reads them: frozen (`'static`, see [`FrozenState`]) or
+/// borrowed from an engine that cannot change meanwhile ([`Engine::snapshot`]).
+#[derive(Debug)]
+struct StateView<'a> {
     config: EngineConfig,
     now: Timestamp,
     next_offer: u64,
     next_request: u64,
     deals_made: u64,
-    slots: FrozenSlab<IpSlot>,
-    offers: FrozenSlab<Offer, OFFER_CHUNK>,
-    requests: FrozenSlab<RequestRecord>,
-    deals: FrozenSlab<Deal>,
+    slots: FrozenSlab<'a, IpSlot>,
+    offers: FrozenSlab<'a, Offer, OFFER_CHUNK>,
+    requests: FrozenSlab<'a, RequestRecord>,
+    deals: FrozenSlab<'a, Deal>,
     /// Copied: one small record per wallet.
     profiles: Vec<(Address, Profile)>,
 }
 
-impl FrozenState {
-    /// Deals in the frozen book.
-    pub fn deal_count(&self) -> usize {
-        self.deals.len()
-    }
-
-    /// The state in canonical form: what [`Engine::snapshot`] gave when this was frozen.
-    pub fn canonical(&self) -> Snapshot {
+impl StateView<'_> {
+    /// The state in canonical form.
+    fn canonical(&self) -> Snapshot {
         // Every list made at its final size: a vector of a million records grown by doubling
         // would copy itself on fresh pages again and again.
         let mut ips = sized(
@@ -212,32 +224,29 @@ impl Engine {
     pub fn freeze(&mut self) -> FrozenState {
         let (slots, offers) = (self.book.slots.freeze(), self.book.offers.freeze());
         let (requests, deals) = (self.requests.freeze(), self.deals.freeze());
-        self.frozen(slots, offers, requests, deals)
+        FrozenState(self.view_of(slots, offers, requests, deals))
     }
 
     /// The state in canonical form.
     pub fn snapshot(&self) -> Snapshot {
-        let (slots, offers) = (
-            self.book.slots.frozen_copy(),
-            self.book.offers.frozen_copy(),
-        );
-        let (requests, deals) = (self.requests.frozen_copy(), self.deals.frozen_copy());
-        self.frozen(slots, offers, requests, deals).canonical()
+        let (slots, offers) = (self.book.slots.view(), self.book.offers.view());
+        let (requests, deals) = (self.requests.view(), self.deals.view());
+        self.view_of(slots, offers, requests, deals).canonical()
     }
 
-    fn frozen(
+    fn view_of<'a>(
         &self,
-        slots: FrozenSlab<IpSlot>,
-        offers: FrozenSlab<Offer, OFFER_CHUNK>,
-        requests: FrozenSlab<RequestRecord>,
-        deals: FrozenSlab<Deal>,
-    ) -> FrozenState {
+        slots: FrozenSlab<'a, IpSlot>,
+        offers: FrozenSlab<'a, Offer, OFFER_CHUNK>,
+        requests: FrozenSlab<'a, RequestRecord>,
+        deals: FrozenSlab<'a, Deal>,
+    ) -> StateView<'a> {
         debug_assert_eq!(
             self.unsettled(),
             0,
             "a snapshot is of a settled engine: call settle_all first"
         );
-        FrozenState {
+        StateView {
             config: self.config,
             now: self.now,
             next_offer: self.next_offer,
