@@ -1437,11 +1437,18 @@ impl Engine {
                 self.book.prefetch_slot(slot);
                 picked.push(slot);
             };
-            for position in offer.idle.iter() {
+            let mut idle = offer.idle.iter();
+            for position in idle.by_ref() {
+                take(position, &mut picked);
                 if picked.len() == left {
+                    // The next fill in this market most likely takes the next idle IP here:
+                    // asked for now, its slot waits in cache instead of costing that fill a
+                    // miss.
+                    if let Some(next) = idle.next() {
+                        self.book.prefetch_slot(offer.slots[next as usize]);
+                    }
                     break;
                 }
-                take(position, &mut picked);
             }
             if picked.len() < left {
                 // Busy IPs free for the window, lowest position first: the regular ones from
@@ -1861,6 +1868,11 @@ fn first_ended(offer: &Offer, now: Timestamp, need: usize) -> Option<SmallVec<[u
             return None;
         }
         runs.push((free, offer.busy_by_free.from((free, 0)).peekable()));
+        if free == now {
+            // Any later second is still to come: no search for where this one stops (the
+            // usual case, with the deferred queue keeping up, and a search on cold lines).
+            break;
+        }
         second = offer
             .busy_by_free
             .from((Timestamp(free.0 + 1), 0))
