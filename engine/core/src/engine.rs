@@ -17,10 +17,11 @@ use crate::depth::MarketDepth;
 use crate::error::{EngineError, InputError};
 use crate::finished::FinishedDeals;
 use crate::order::{
-    Filters, MAX_REQUEST_COUNT, MIN_LEASE_SECONDS, OfferIps, RequestSpec, Start, TimeInForce,
+    MAX_REQUEST_COUNT, MIN_LEASE_SECONDS, OfferIps, RequestSpec, Start, TimeInForce,
     check_duration, check_price, check_total_cost, check_window, subnet_of,
 };
 use crate::parties::{Parties, PartyId};
+use crate::request::{KeptFilters, RareParts, RequestRecord};
 use crate::slab::IdSlab;
 use crate::timers::{Timer, Timers};
 use crate::types::{Address, Amount, DealId, OfferId, RequestId, Timestamp};
@@ -69,52 +70,15 @@ impl Default for EngineConfig {
     }
 }
 
-/// A request as the book keeps it while it rests or has deals running.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[rkyv(derive(Debug))]
-pub struct RequestRecord {
-    /// Its id.
-    pub id: RequestId,
-    /// What was asked (amends change it).
-    pub spec: RequestSpec,
-    /// When it arrived.
-    pub submitted_at: Timestamp,
-    /// IPs leased for it so far (voided deals give theirs back).
-    pub filled: u32,
-    /// IPs still wanted while it rests.
-    pub remaining: u32,
-    /// Whether it rests in the Request Orders List.
-    pub resting: bool,
-    /// Deals of it that have not ended.
-    pub open_deals: u32,
-    /// Providers that failed it and are not matched again for it.
-    pub excluded: Vec<Address>,
-    /// Subnets it leases already (kept only with the distinct-subnets filter).
-    pub used_subnets: BTreeSet<u128>,
-}
-
-impl RequestRecord {
-    /// When a resting request leaves the book: its GTC expiry, or right after a fixed start.
-    pub fn expiry(&self) -> Timestamp {
-        let expires_at = match self.spec.time_in_force {
-            TimeInForce::Gtc { expires_at } => expires_at,
-            TimeInForce::Ioc | TimeInForce::Fok => self.submitted_at,
-        };
-        match self.spec.start {
-            Start::Now => expires_at,
-            Start::At(start) => expires_at.min(start.saturating_add(1)),
-        }
-    }
-}
-
 /// One attempt to lease IPs for a request: its filters and the span of the leases.
 struct Fill<'a> {
     /// The request filled: an IP it already holds is never taken twice.
     request: RequestId,
     /// Who asks: never matched with its own offers (a party is never both sides of a deal).
     requester: Address,
-    filters: &'a Filters,
-    excluded: &'a [Address],
+    filters: &'a KeptFilters,
+    /// City and ASN filters, and providers that failed the request, if it has any.
+    rare: Option<&'a RareParts>,
     start: Timestamp,
     end: Timestamp,
     max_price: Amount,
@@ -125,12 +89,12 @@ impl<'a> Fill<'a> {
     fn of(record: &'a RequestRecord, start: Timestamp, end: Timestamp) -> Fill<'a> {
         Fill {
             request: record.id,
-            requester: record.spec.requester,
-            filters: &record.spec.filters,
-            excluded: &record.excluded,
+            requester: record.requester,
+            filters: &record.filters,
+            rare: record.rare.as_deref(),
             start,
             end,
-            max_price: record.spec.max_price,
+            max_price: record.max_price,
         }
     }
 }
@@ -1064,12 +1028,12 @@ impl Engine {
                 duration,
             } => {
                 let record = self.owned_resting(*request, *requester)?;
-                let old_price = record.spec.max_price;
+                let old_price = record.max_price;
                 let old_expiry = record.expiry();
-                let new_duration = duration.unwrap_or(record.spec.duration);
+                let new_duration = duration.unwrap_or(record.duration);
                 let new_remaining = remaining.unwrap_or(record.remaining);
-                let new_price = max_price.unwrap_or(record.spec.max_price);
-                let new_start = start.unwrap_or(record.spec.start);
+                let new_price = max_price.unwrap_or(record.max_price);
+                let new_start = start.unwrap_or(record.start);
                 check_total_cost(new_price, new_remaining, new_duration)?;
                 if let Start::At(at) = new_start {
                     at.checked_add(new_duration)?;
@@ -1082,9 +1046,9 @@ impl Engine {
                     .requests
                     .get_mut(request.0)
                     .expect("owned_resting found it");
-                record.spec.duration = new_duration;
-                record.spec.max_price = new_price;
-                record.spec.start = new_start;
+                record.duration = new_duration;
+                record.max_price = new_price;
+                record.start = new_start;
                 record.remaining = new_remaining;
                 let expiry = record.expiry();
                 self.timers.add(expiry, Timer::RequestExpiry(*request));
@@ -1140,7 +1104,7 @@ impl Engine {
             .get(id.0)
             .filter(|r| r.resting)
             .ok_or(EngineError::UnknownRequest(id))?;
-        if record.spec.requester != requester {
+        if record.requester != requester {
             return Err(EngineError::NotOwner { party: requester });
         }
         Ok(record)
@@ -1194,17 +1158,7 @@ impl Engine {
         self.next_request += 1;
         self.prefetch_next_records();
         events.push(Event::RequestAccepted { request: id });
-        let record = RequestRecord {
-            id,
-            spec: spec.clone(),
-            submitted_at: self.now,
-            filled: 0,
-            remaining: spec.count,
-            resting: false,
-            open_deals: 0,
-            excluded: Vec::new(),
-            used_subnets: BTreeSet::new(),
-        };
+        let record = RequestRecord::new(id, spec, self.now);
         let (start, end) = lease_span(spec.start, spec.duration, self.now);
         self.requests.insert(id.0, record);
         // Interned now, so its record is on its way while the matcher runs.
@@ -1278,12 +1232,12 @@ impl Engine {
     }
 
     fn resting_fill<'a>(&self, record: &'a RequestRecord) -> Option<Fill<'a>> {
-        if let Start::At(start) = record.spec.start
+        if let Start::At(start) = record.start
             && start < self.now
         {
             return None;
         }
-        let (start, end) = lease_span(record.spec.start, record.spec.duration, self.now);
+        let (start, end) = lease_span(record.start, record.duration, self.now);
         Some(Fill::of(record, start, end))
     }
 
@@ -1310,21 +1264,11 @@ impl Engine {
         let filters = fill.filters;
         let duration = fill.end.0 - fill.start.0;
         offer.price <= fill.max_price
-            && filters.countries.accepts(offer.country)
-            && filters.kinds.accepts(offer.kind)
-            && offer.protocols.covers(filters.protocols)
+            && filters.admit(offer)
             && offer.window.covers(fill.start, fill.end)
             && (offer.min_lease..=offer.max_lease).contains(&duration)
-            && filters.city.as_deref().is_none_or(|city| {
-                offer
-                    .city
-                    .as_deref()
-                    .is_some_and(|c| c.eq_ignore_ascii_case(city))
-            })
-            && (filters.asn_include.is_empty() || filters.asn_include.contains(&offer.asn))
-            && !filters.asn_exclude.contains(&offer.asn)
             && offer.provider != fill.requester
-            && !fill.excluded.contains(&offer.provider)
+            && fill.rare.is_none_or(|rare| rare.admit(offer))
             && filters.min_rating.is_none_or(|min| {
                 self.parties
                     .party(offer.party)
@@ -1358,8 +1302,8 @@ impl Engine {
                     return Plan::new();
                 };
                 let fill = Fill::of(record, start, end);
-                let planned = self.plan(&fill, need, &record.used_subnets, &settled);
-                (planned, record.spec.filters.distinct_subnets)
+                let planned = self.plan(&fill, need, record.used_subnets(), &settled);
+                (planned, record.distinct_subnets())
             };
             match planned {
                 Ok(plan) => return plan,
@@ -1520,7 +1464,7 @@ impl Engine {
         events: &mut Vec<Event>,
     ) {
         let ready_deadline = start.saturating_add(self.config.ready_timeout).min(end);
-        let Some(requester) = self.requests.get(request.0).map(|r| r.spec.requester) else {
+        let Some(requester) = self.requests.get(request.0).map(|r| r.requester) else {
             return;
         };
         let requester_party = self.parties.intern(requester);
@@ -1547,8 +1491,8 @@ impl Engine {
             let booked: SmallVec<[u32; 1]> = SmallVec::from_slice(&slots);
             for slot in &slots {
                 let addr = self.book.slot(*slot).addr;
-                if record.spec.filters.distinct_subnets {
-                    record.used_subnets.insert(subnet_of(addr));
+                if record.distinct_subnets() {
+                    record.rare_mut().used_subnets.insert(subnet_of(addr));
                 }
                 ips.push(addr);
             }
@@ -1628,7 +1572,7 @@ impl Engine {
         };
         if record.resting {
             record.resting = false;
-            self.resting.remove(&(Reverse(record.spec.max_price), id));
+            self.resting.remove(&(Reverse(record.max_price), id));
             self.timers
                 .remove(record.expiry(), Timer::RequestExpiry(id));
         }
@@ -1738,8 +1682,8 @@ impl Engine {
             // fills): a request about to leave the book is spared the allocation.
             let goes_on = record.resting || record.open_deals > 0 || still_a_lease(now, end);
             // Sorted, so the record reads the same whatever order voids were settled in.
-            if goes_on && let Err(at) = record.excluded.binary_search(&provider) {
-                record.excluded.insert(at, provider);
+            if goes_on && let Err(at) = record.excluded().binary_search(&provider) {
+                record.rare_mut().excluded.insert(at, provider);
             }
             self.rematch(request, count, end, events);
         }

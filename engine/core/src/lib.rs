@@ -150,6 +150,7 @@ mod order;
 mod ordered;
 mod parties;
 mod prefetch;
+mod request;
 mod slab;
 mod snapshot;
 mod timers;
@@ -162,13 +163,14 @@ pub use command::{Command, CommandKind, Event, RequestEnd};
 pub use country::{COUNTRY_COUNT, Country, CountrySet};
 pub use deal::{Deal, NEUTRAL_STARS, Profile};
 pub use depth::{DepthLevel, MarketDepth};
-pub use engine::{Engine, EngineConfig, MIN_DEAL_RETENTION, RequestRecord, SETTLE_PER_COMMAND};
+pub use engine::{Engine, EngineConfig, MIN_DEAL_RETENTION, SETTLE_PER_COMMAND};
 pub use error::{EngineError, InputError};
 pub use order::{
     Filters, IpSpec, MAX_ASN_ENTRIES, MAX_BASIS_POINTS, MAX_IPS_PER_OFFER, MAX_LEASE_SECONDS,
     MAX_REQUEST_COUNT, MAX_TENANTS, MAX_TEXT_BYTES, MIN_LEASE_SECONDS, OfferIps, OfferSpec,
     RequestSpec, Start, TimeInForce, subnet_of,
 };
+pub use request::RequestRecord;
 pub use snapshot::{FrozenState, IpRecord, OfferRecord, Snapshot, SnapshotError};
 pub use types::{
     Address, Amount, DealId, IpKind, KindSet, OfferId, Protocol, ProtocolSet, RequestId, Timestamp,

@@ -14,8 +14,9 @@ use crate::agreement::DealStatus;
 use crate::book::{IpSlot, OFFER_CHUNK, Offer};
 use crate::calendar::Booking;
 use crate::deal::{Deal, Profile};
-use crate::engine::{Engine, EngineConfig, RequestRecord};
+use crate::engine::{Engine, EngineConfig};
 use crate::order::{IpSpec, OfferSpec};
+use crate::request::RequestRecord;
 use crate::slab::FrozenSlab;
 use crate::timers::Timer;
 use crate::types::{Address, OfferId, Timestamp};
@@ -297,7 +298,7 @@ impl Engine {
             if record.resting {
                 engine
                     .resting
-                    .insert((Reverse(record.spec.max_price), record.id));
+                    .insert((Reverse(record.max_price), record.id));
                 engine
                     .timers
                     .add(record.expiry(), Timer::RequestExpiry(record.id));
