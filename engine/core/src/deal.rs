@@ -81,8 +81,12 @@ impl Deal {
 }
 
 /// What the exchange knows of a wallet: how its deals went and how others rated it.
+///
+/// `repr(C)`: the deal counters come first, where the engine's party record keeps them on the
+/// cache line of its deal list.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
+#[repr(C)]
 pub struct Profile {
     /// Deals made as a provider.
     pub deals_as_provider: u64,

@@ -31,11 +31,17 @@ impl PartyId {
 }
 
 /// What the engine keeps of one wallet.
+///
+/// Laid out so that what every deal made touches shares one cache line: the deal list's
+/// handle first, then the profile, which opens with its deal counters (`Profile` is
+/// `repr(C)` for that). A lease misses on each party's record; unaligned and reordered by
+/// the compiler, those were two lines each (single-IP leases +3 %, eager +4 %).
 #[derive(Clone, Debug, Default)]
+#[repr(C, align(64))]
 pub(crate) struct Party {
-    pub(crate) profile: Profile,
     /// Its deals in the book (either side), oldest first.
     pub(crate) deals: PartyDeals,
+    pub(crate) profile: Profile,
 }
 
 /// Every wallet met, by address and by id. Wallets are never forgotten (nor were their
@@ -179,5 +185,24 @@ mod tests {
         let listed: Vec<Address> = parties.profiles().map(|(address, _)| address).collect();
         assert_eq!(listed, vec![wallet(2)]);
         assert_eq!(parties.party(quiet).profile, Profile::default());
+    }
+}
+
+#[cfg(test)]
+mod layout {
+    use super::*;
+
+    #[test]
+    fn what_a_new_deal_touches_shares_one_line() {
+        let party = Party::default();
+        let start = &party as *const Party as usize;
+        let counters = &party.profile.deals_as_requester as *const u64 as usize;
+        assert_eq!(start % 64, 0);
+        assert!(
+            counters + 8 - start <= 64,
+            "counters end at {}",
+            counters + 8 - start
+        );
+        assert!(std::mem::offset_of!(Party, deals) + std::mem::size_of::<PartyDeals>() <= 64);
     }
 }
