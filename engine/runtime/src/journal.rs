@@ -441,7 +441,8 @@ pub(crate) fn prune(dir: &Path, seq: u64) -> Result<(), StoreError> {
     for pair in all.windows(2) {
         // A segment ends where the next begins.
         if pair[1].first_seq <= seq + 1 {
-            fs::remove_file(&pair[0].path).map_err(|e| StoreError::io(&pair[0].path, e))?;
+            // A part at a time: a segment is up to 256 MiB (see `crate::disk`).
+            crate::disk::remove_in_parts(dir, &pair[0].path)?;
         }
     }
     Ok(())

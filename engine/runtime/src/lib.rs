@@ -51,6 +51,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod disk;
 pub mod error;
 pub mod exchange;
 #[cfg(fuzzing)]

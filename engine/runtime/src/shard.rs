@@ -124,6 +124,8 @@ pub struct ShardStats {
     pub commands: AtomicU64,
     /// Group commits done.
     pub batches: AtomicU64,
+    /// Snapshots written to disk since the shard started.
+    pub snapshots: AtomicU64,
 }
 
 /// A running shard.
@@ -522,6 +524,11 @@ impl Writer {
             }
             // A failed write shows here, before anything more is applied.
             self.store.poll_durable()?;
+            let snapshots = self.store.poll_snapshots()?;
+            self.delivery
+                .stats
+                .snapshots
+                .store(snapshots, Ordering::Relaxed);
             // Sized once: grown push by push, a batch of thousands reallocates (and copies)
             // its outcomes a dozen times, on fresh pages each time it outgrows the last.
             let mut applied = Applied {

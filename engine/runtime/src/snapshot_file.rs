@@ -3,7 +3,8 @@
 //! `snapshot-<seq>.bin` holds a header (magic, format version, the sequence number of the last
 //! command it includes, CRC-32 of the body) and the rkyv [`Snapshot`]. Files are written to a
 //! temporary name, synced, renamed and the folder synced, so a crash leaves either the old set
-//! or the new one, never a half file under a snapshot name.
+//! or the new one, never a half file under a snapshot name. Big files are written and removed
+//! a part at a time (see [`crate::disk`]), so the journal's syncs never wait on a whole one.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use ipsx_engine::Snapshot;
 
+use crate::disk;
 use crate::error::StoreError;
 use crate::journal::sync_dir;
 
@@ -77,7 +79,7 @@ pub(crate) fn write(dir: &Path, bytes: &SnapshotBytes) -> Result<PathBuf, StoreE
     header.extend_from_slice(&bytes.seq.to_le_bytes());
     header.extend_from_slice(&crc32fast::hash(&bytes.body).to_le_bytes());
     file.write_all(&header)
-        .and_then(|()| file.write_all(&bytes.body))
+        .and_then(|()| disk::write_in_synced_parts(&mut file, &bytes.body))
         .and_then(|()| file.sync_all())
         .map_err(|e| StoreError::io(&temporary, e))?;
     fs::rename(&temporary, &path).map_err(|e| StoreError::io(&path, e))?;
@@ -112,7 +114,7 @@ pub(crate) fn read(path: &Path) -> Result<(u64, Snapshot), StoreError> {
 pub(crate) fn prune(dir: &Path, keep: usize) -> Result<Option<u64>, StoreError> {
     let all = list(dir)?;
     for (_, path) in all.iter().skip(keep) {
-        fs::remove_file(path).map_err(|e| StoreError::io(path, e))?;
+        disk::remove_in_parts(dir, path)?;
     }
     Ok(all
         .get(keep.min(all.len()).saturating_sub(1))

@@ -76,6 +76,8 @@ pub struct DurableEngine {
     snapshot_writer: Sender<TakenSnapshot>,
     snapshot_results: Receiver<Result<(), StoreError>>,
     snapshots_in_flight: usize,
+    /// Snapshots on disk since the store opened.
+    snapshots_written: u64,
 }
 
 impl DurableEngine {
@@ -163,6 +165,7 @@ impl DurableEngine {
                 snapshot_writer,
                 snapshot_results,
                 snapshots_in_flight: 0,
+                snapshots_written: 0,
             },
             recovery,
         ))
@@ -371,8 +374,16 @@ impl DurableEngine {
             };
             self.snapshots_in_flight -= 1;
             result?;
+            self.snapshots_written += 1;
         }
         Ok(())
+    }
+
+    /// Hears from the snapshot thread without waiting: a failed snapshot is reported here, as
+    /// soon as it is known. Returns how many snapshots are on disk since the store opened.
+    pub fn poll_snapshots(&mut self) -> Result<u64, StoreError> {
+        self.collect_snapshot_results(false)?;
+        Ok(self.snapshots_written)
     }
 
     /// The store's folder.
@@ -481,6 +492,7 @@ fn lower_own_priority() {
 
 fn write_and_prune(dir: &Path, bytes: &SnapshotBytes) -> Result<(), StoreError> {
     let started = Instant::now();
+    crate::disk::finish_removals(dir)?;
     snapshot_file::write(dir, bytes)?;
     // Keep two snapshots, and the journal from the older one on, in case the newer is damaged.
     if let Some(oldest_kept) = snapshot_file::prune(dir, 2)? {
