@@ -14,8 +14,8 @@
 //! beside a 480 MB file): writing it whole took the loop's slowest sync from 1 ms to 111 ms,
 //! and deleting it, to 46–58 ms. Written in synced parts of 1 MiB, the slowest was 3.6 ms;
 //! deleted by truncating 8 MiB at a time, each step synced, 6.9 ms. Through a shard with a
-//! snapshot every 500,000 commands, the slowest acknowledgement went from 150–230 ms to about
-//! the slowest of those syncs (see `engine-load`). RocksDB paces its files the same way
+//! snapshot every 500,000 commands, the slowest acknowledgement went from 203–225 ms to
+//! 15–43 ms (`engine-load --only journal`). RocksDB paces its files the same way
 //! (`bytes_per_sync`, and the delete scheduler's `bytes_max_delete_chunk`).
 
 use std::fs::{self, File, OpenOptions};

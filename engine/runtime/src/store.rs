@@ -456,6 +456,11 @@ fn spawn_snapshot_writer(
             // Building and serialising a big book takes seconds of CPU; on a small machine that
             // must not come out of the writer's or the journal thread's share.
             lower_own_priority();
+            // Only a crash leaves a removal unfinished: once per start is enough, and here it
+            // delays neither recovery nor any answer.
+            if let Err(error) = crate::disk::finish_removals(&dir) {
+                tracing::warn!(%error, "could not finish removing old store files");
+            }
             // The last snapshot's size, plus an eighth: the next one is about as big.
             let mut room = 0;
             for (seq, frozen) in inbox {
@@ -492,7 +497,6 @@ fn lower_own_priority() {
 
 fn write_and_prune(dir: &Path, bytes: &SnapshotBytes) -> Result<(), StoreError> {
     let started = Instant::now();
-    crate::disk::finish_removals(dir)?;
     snapshot_file::write(dir, bytes)?;
     // Keep two snapshots, and the journal from the older one on, in case the newer is damaged.
     if let Some(oldest_kept) = snapshot_file::prune(dir, 2)? {
