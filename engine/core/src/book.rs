@@ -12,9 +12,9 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use crate::addresses::AddressMap;
 use crate::bitset::PositionSet;
 use crate::calendar::{Booking, Calendar, Shape};
 use crate::country::{COUNTRY_COUNT, Country};
@@ -308,7 +308,7 @@ pub(crate) struct OfferBook {
     /// Slot ids handed out so far: the next new one follows.
     slots_made: u32,
     free_slots: Vec<u32>,
-    by_addr: FxHashMap<IpAddr, u32>,
+    by_addr: AddressMap,
     pub(crate) by_country: Vec<OfferIndex>,
     pub(crate) all: OfferIndex,
     /// Each provider's live offers, oldest first, by party: an offer comes and goes with a
@@ -327,7 +327,7 @@ impl Default for OfferBook {
             slots: CowTable::default(),
             slots_made: 0,
             free_slots: Vec::new(),
-            by_addr: FxHashMap::default(),
+            by_addr: AddressMap::default(),
             by_country: vec![OfferIndex::default(); COUNTRY_COUNT],
             all: OfferIndex::default(),
             by_provider: Vec::new(),
@@ -364,7 +364,7 @@ impl OfferBook {
     }
 
     pub(crate) fn slot_of(&self, addr: IpAddr) -> Option<u32> {
-        self.by_addr.get(&addr).copied()
+        self.by_addr.get(addr)
     }
 
     /// Refuses IPs another provider holds or a live offer already lists.
@@ -488,7 +488,7 @@ impl OfferBook {
         let entry = self.slot(slot);
         if entry.home.is_none() && entry.calendar.is_empty() {
             let addr = entry.addr;
-            self.by_addr.remove(&addr);
+            self.by_addr.remove(addr);
             self.slots.delete(slot);
             self.free_slots.push(slot);
         }

@@ -135,6 +135,7 @@
 //! # Ok::<(), EngineError>(())
 //! ```
 
+mod addresses;
 pub mod agreement;
 mod bitset;
 mod book;
