@@ -990,7 +990,7 @@ impl AppState {
             move |outcome, engine| {
                 outcome.result.map(|events| {
                     let read = read(&events, engine);
-                    (events, read)
+                    (events.into_vec(), read)
                 })
             },
             move |result| {

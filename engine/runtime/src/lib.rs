@@ -70,7 +70,7 @@ pub mod workload;
 pub use error::{StoreError, SubmitError};
 pub use exchange::Exchange;
 pub use journal::FsyncPolicy;
-pub use output::{EventBatch, Followed, Follower, Sink};
+pub use output::{EventBatch, Events, Followed, Follower, Sink};
 pub use replica::{Replicator, Role};
 pub use shard::{Outcome, ShardConfig, ShardHandle, Submission, Then, wall_clock};
 pub use snapshot_file::SnapshotBytes;

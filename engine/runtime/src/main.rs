@@ -232,8 +232,8 @@ fn demo(data: PathBuf, shape: MarketShape, leases: usize, ips_per_lease: u32) ->
         }),
         256,
         |_, outcome| {
-            for event in outcome.result.unwrap_or_default() {
-                if let Event::DealMade {
+            for event in outcome.result.iter().flat_map(|events| events.iter()) {
+                if let &Event::DealMade {
                     deal,
                     provider,
                     ips,

@@ -10,6 +10,7 @@
 //! costs the writer nothing. Every batch's events leave on the shard's output stream
 //! ([`crate::output`]) once the batch is durable: followers react to it instead of polling.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -21,7 +22,7 @@ use ipsx_engine::{Command, CommandKind, Engine, EngineError, Event, MarketDepth,
 
 use crate::error::{StoreError, SubmitError};
 use crate::journal;
-use crate::output::{EventBatch, Follower, Sink};
+use crate::output::{EventBatch, Events, Follower, Sink};
 use crate::replica::{Replicator, Role};
 use crate::store::{DurableEngine, Recovery, StoreConfig};
 
@@ -67,7 +68,7 @@ pub struct Outcome {
     /// The journal record, if the command changed anything.
     pub seq: Option<u64>,
     /// The engine's verdict and what happened.
-    pub result: Result<Vec<Event>, EngineError>,
+    pub result: Result<Events, EngineError>,
 }
 
 /// One command for a shard.
@@ -96,8 +97,15 @@ pub type Then = Box<dyn FnOnce(Outcome, &Engine) -> Answer + Send>;
 
 /// A read waiting for its batch to be applied.
 enum Read {
-    Then(Then, Outcome),
+    Then(Then, Answered),
     Query(Query),
+}
+
+/// A command's answer while its batch is under way: its events are a range of the batch's.
+struct Answered {
+    tag: u64,
+    seq: Option<u64>,
+    result: Result<Range<usize>, EngineError>,
 }
 
 // Submissions are the hot path and the common case: boxing them would cost an allocation each.
@@ -164,7 +172,8 @@ impl ShardHandle {
                 stats: Arc::clone(&stats),
             }),
             followed: false,
-            published: Vec::new(),
+            events: Vec::new(),
+            published_from: None,
         };
         let writer = thread::Builder::new()
             .name(format!("ipsx-shard-{}", config.store.engine.shard))
@@ -387,10 +396,15 @@ struct Writer {
     failed: Arc<AtomicBool>,
     config: ShardConfig,
     delivery: Arc<Delivery>,
-    /// Whether anyone follows the output stream (events are kept only then).
+    /// Whether anyone follows the output stream (events beyond the submitters' are kept
+    /// only then).
     followed: bool,
-    /// The events of the batch under way, kept only while someone follows.
-    published: Vec<Event>,
+    /// The events of the batch under way: the submitters' answers, and while someone follows,
+    /// every other event too (ticks, settled ends, refused commands' timers), in order.
+    events: Vec<Event>,
+    /// Where the followers' part of `events` starts (`None`: nobody follows; past 0 when the
+    /// first follower joined during the batch).
+    published_from: Option<usize>,
 }
 
 /// What answering a durable batch needs, shared with the journal thread that does it.
@@ -402,7 +416,7 @@ struct Delivery {
 
 struct Pending {
     reply: Option<Sender<Outcome>>,
-    outcome: Outcome,
+    answered: Answered,
 }
 
 /// A batch applied and handed to the journal thread: what to tell whom once it is durable.
@@ -412,8 +426,10 @@ struct Applied {
     pending: Vec<Pending>,
     /// Answers of the reads run right after the batch.
     answers: Vec<Answer>,
-    /// The batch's events, for followers.
+    /// The batch's events, shared by its submitters' answers and its followers.
     events: Vec<Event>,
+    /// Where the followers' part of `events` starts, if anyone follows.
+    published_from: Option<usize>,
     /// Followers that joined during the batch (they get it).
     new_sinks: Vec<Sink>,
     /// The engine's clock after the batch.
@@ -428,6 +444,11 @@ impl Applied {
     /// Answers the batch, on the journal thread, once it is durable: events to the followers,
     /// outcomes to the submitters, reads' answers, depth.
     fn deliver(self, delivery: &Delivery) {
+        let batch = Arc::new(EventBatch {
+            seq: self.last_seq,
+            at: self.at,
+            events: self.events,
+        });
         let stats = &delivery.stats;
         stats.durable_seq.fetch_max(self.last_seq, Ordering::AcqRel);
         stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -437,14 +458,19 @@ impl Applied {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             sinks.extend(self.new_sinks);
-            if !self.events.is_empty() {
-                let batch = Arc::new(EventBatch {
-                    seq: self.last_seq,
-                    at: self.at,
-                    events: self.events,
-                });
+            let published = match self.published_from {
+                Some(0) => Some(Arc::clone(&batch)),
+                // The first follower joined during the batch: it gets what happened since.
+                Some(from) => Some(Arc::new(EventBatch {
+                    seq: batch.seq,
+                    at: batch.at,
+                    events: batch.events[from..].to_vec(),
+                })),
+                None => None,
+            };
+            if let Some(published) = published.filter(|p| !p.events.is_empty()) {
                 for sink in sinks.iter_mut() {
-                    sink(&batch);
+                    sink(&published);
                 }
             }
         }
@@ -452,9 +478,13 @@ impl Applied {
         if let Some(depth) = self.depth {
             delivery.depth.store(Arc::new(depth));
         }
-        for Pending { reply, outcome } in self.pending {
+        for Pending { reply, answered } in self.pending {
             if let Some(reply) = reply {
-                let _ = reply.send(outcome);
+                let _ = reply.send(Outcome {
+                    tag: answered.tag,
+                    seq: answered.seq,
+                    result: answered.result.map(|range| Events::of_batch(&batch, range)),
+                });
             }
         }
         for answer in self.answers {
@@ -555,22 +585,25 @@ impl Writer {
                 match message {
                     Message::Submit(mut submission) => {
                         let reply = submission.reply.take();
-                        let outcome = self.apply(submission);
-                        applied.pending.push(Pending { reply, outcome });
+                        let answered = self.apply(submission);
+                        applied.pending.push(Pending { reply, answered });
                     }
                     Message::SubmitThen(kind, then) => {
-                        let outcome = self.apply(Submission {
+                        let answered = self.apply(Submission {
                             at: None,
                             kind,
                             reply: None,
                             tag: 0,
                         });
-                        reads.push(Read::Then(then, outcome));
+                        reads.push(Read::Then(then, answered));
                     }
                     Message::Query(query) => reads.push(Read::Query(query)),
                     Message::Snapshot(waiter) => snapshot_waiters.push(waiter),
                     Message::Follow(sink) => {
-                        self.followed = true;
+                        if !self.followed {
+                            self.followed = true;
+                            self.published_from = Some(self.events.len());
+                        }
                         applied.new_sinks.push(sink);
                     }
                     Message::Replicated(records) => self.follow_log(&records)?,
@@ -610,7 +643,16 @@ impl Writer {
             let engine = self.store.engine();
             for read in reads {
                 applied.answers.push(match read {
-                    Read::Then(then, outcome) => then(outcome, engine),
+                    Read::Then(then, answered) => {
+                        let outcome = Outcome {
+                            tag: answered.tag,
+                            seq: answered.seq,
+                            result: answered
+                                .result
+                                .map(|range| Events::owned(self.events[range].to_vec())),
+                        };
+                        then(outcome, engine)
+                    }
                     Read::Query(query) => query(engine),
                 });
             }
@@ -622,7 +664,12 @@ impl Writer {
                 applied.depth = Some(engine.depth());
             }
             applied.at = engine.now();
-            applied.events = std::mem::take(&mut self.published);
+            // The next batch's buffer, sized like this one's: grown push by push, it would
+            // copy itself a dozen times.
+            let capacity = self.events.len();
+            applied.events = std::mem::replace(&mut self.events, Vec::with_capacity(capacity));
+            applied.published_from = self.published_from;
+            self.published_from = self.followed.then_some(0);
             applied.last_seq = self.store.last_seq();
             // Group commit: one write (and sync) for the whole batch, then its answers, on the
             // journal thread.
@@ -670,14 +717,15 @@ impl Writer {
         })
     }
 
-    /// Keeps a command's events for the batch's publication, if anyone follows.
+    /// Keeps events no submitter is answered with, for the batch's followers if any.
     fn keep(&mut self, events: &[Event]) {
         if self.followed {
-            self.published.extend_from_slice(events);
+            self.events.extend_from_slice(events);
         }
     }
 
-    fn apply(&mut self, submission: Submission) -> Outcome {
+    /// Applies a submission; its events join the batch's.
+    fn apply(&mut self, submission: Submission) -> Answered {
         let at = submission
             .at
             .unwrap_or_else(|| wall_clock().max(self.store.engine().now()));
@@ -685,15 +733,18 @@ impl Writer {
             at,
             kind: submission.kind,
         };
-        let mut events = Vec::new();
-        let applied = self.store.apply_owned(command, &mut events);
+        let from = self.events.len();
+        let applied = self.store.apply_owned(command, &mut self.events);
         self.delivery.stats.commands.fetch_add(1, Ordering::Relaxed);
-        // A refused command still moved the clock: the timers it fired are in `events`.
-        self.keep(&events);
-        Outcome {
+        // A refused command still moved the clock: the timers it fired are followers' news,
+        // and nobody else's.
+        if applied.result.is_err() && !self.followed {
+            self.events.truncate(from);
+        }
+        Answered {
             tag: submission.tag,
             seq: applied.seq,
-            result: applied.result.map(|()| events),
+            result: applied.result.map(|()| from..self.events.len()),
         }
     }
 }

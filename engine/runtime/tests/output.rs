@@ -214,3 +214,118 @@ fn a_second_of_lease_ends_settles_between_batches_and_reads_see_every_end() {
     assert_eq!(ended, 2_000);
     shard.shutdown().expect("shutdown");
 }
+
+/// Answers leave a batch sharing one buffer of its events: each submitter must still get
+/// exactly its own command's events, and a follower joining mid-batch only what came after.
+#[test]
+fn commands_answered_in_one_batch_each_get_their_own_events() {
+    let dir = tempfile::tempdir().expect("dir");
+    let shard = shard(dir.path());
+    let shape = MarketShape {
+        countries: 3,
+        offers: 300,
+        ips_per_offer: 4,
+        providers: 30,
+    };
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut commands: Vec<ipsx_engine::Command> = (0..shape.offers)
+        .map(|index| ipsx_engine::Command {
+            at: EPOCH,
+            kind: CommandKind::PlaceOffer(shape.offer(index)),
+        })
+        .collect();
+    // Leases, some refused (a lease that finds no IP is accepted with no deal; one asking
+    // for more IPs than a request may is refused): refusals have no events to share.
+    commands.extend((0..2_000).map(|index| ipsx_engine::Command {
+        at: EPOCH,
+        kind: CommandKind::SubmitRequest(shape.lease(
+            index,
+            if index % 97 == 0 {
+                u32::MAX
+            } else {
+                1 + (index % 3) as u32
+            },
+            30,
+        )),
+    }));
+    let expected: Vec<Result<Vec<Event>, ipsx_engine::EngineError>> = commands
+        .iter()
+        .map(|command| {
+            let mut events = Vec::new();
+            engine.apply(command, &mut events).map(|()| events)
+        })
+        .collect();
+
+    // Hold the writer inside a read while everything is queued, so that it all arrives as one
+    // batch, the follower joining in the middle of it.
+    let (held, writer_held) = crossbeam_channel::bounded(1);
+    let (release, gate) = crossbeam_channel::bounded::<()>(1);
+    shard
+        .query_then(
+            move |_| {
+                let _ = held.send(());
+                let _ = gate.recv_timeout(Duration::from_secs(30));
+            },
+            |()| {},
+        )
+        .expect("query");
+    writer_held
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the writer runs the read");
+    let (replies, answers) = crossbeam_channel::unbounded();
+    let join_after = 1_000;
+    let mut follower = None;
+    for (tag, command) in commands.into_iter().enumerate() {
+        if tag == join_after {
+            follower = Some(shard.follow(1 << 16).expect("follow"));
+        }
+        shard
+            .send(ipsx_engine_runtime::Submission {
+                at: Some(command.at),
+                kind: command.kind,
+                reply: Some(replies.clone()),
+                tag: tag as u64,
+            })
+            .expect("send");
+    }
+    release.send(()).expect("release the writer");
+    let mut outcomes: Vec<_> = (0..expected.len())
+        .map(|_| {
+            answers
+                .recv_timeout(Duration::from_secs(30))
+                .expect("answer")
+        })
+        .collect();
+    outcomes.sort_by_key(|outcome| outcome.tag);
+    let batches = shard
+        .stats()
+        .batches
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        batches <= 3,
+        "{batches} batches: the commands should share one"
+    );
+    for (outcome, expected) in outcomes.iter().zip(&expected) {
+        let got = outcome.result.as_ref().map(|events| events.to_vec());
+        assert_eq!(got, expected.as_ref().cloned(), "command {}", outcome.tag);
+    }
+    assert!(expected.iter().any(Result::is_err), "some are refused");
+
+    let after_join: Vec<Event> = expected[join_after..]
+        .iter()
+        .flat_map(|result| result.iter().flatten().cloned())
+        .collect();
+    let follower = follower.expect("joined");
+    let mut followed = Vec::new();
+    while followed.len() < after_join.len() {
+        match follower.recv_timeout(Duration::from_secs(10)) {
+            Some(Followed::Batch(batch)) => followed.extend(batch.events.iter().cloned()),
+            other => panic!("{other:?} after {} events", followed.len()),
+        }
+    }
+    assert_eq!(
+        followed, after_join,
+        "the follower sees what came after it joined"
+    );
+    shard.shutdown().expect("shutdown");
+}
