@@ -108,6 +108,17 @@ struct Answered {
     result: Result<Range<usize>, EngineError>,
 }
 
+impl Answered {
+    /// The outcome, its range of events turned into `events`.
+    fn into_outcome(self, events: impl FnOnce(Range<usize>) -> Events) -> Outcome {
+        Outcome {
+            tag: self.tag,
+            seq: self.seq,
+            result: self.result.map(events),
+        }
+    }
+}
+
 // Submissions are the hot path and the common case: boxing them would cost an allocation each.
 #[allow(clippy::large_enum_variant)]
 enum Message {
@@ -171,7 +182,6 @@ impl ShardHandle {
                 depth: Arc::clone(&depth),
                 stats: Arc::clone(&stats),
             }),
-            followed: false,
             events: Vec::new(),
             published_from: None,
         };
@@ -396,14 +406,12 @@ struct Writer {
     failed: Arc<AtomicBool>,
     config: ShardConfig,
     delivery: Arc<Delivery>,
-    /// Whether anyone follows the output stream (events beyond the submitters' are kept
-    /// only then).
-    followed: bool,
     /// The events of the batch under way: the submitters' answers, and while someone follows,
     /// every other event too (ticks, settled ends, refused commands' timers), in order.
     events: Vec<Event>,
-    /// Where the followers' part of `events` starts (`None`: nobody follows; past 0 when the
-    /// first follower joined during the batch).
+    /// Where the followers' part of `events` starts: `None` while nobody follows the output
+    /// stream (events beyond the submitters' are kept only once someone does), past 0 when the
+    /// first follower joined during the batch.
     published_from: Option<usize>,
 }
 
@@ -480,11 +488,7 @@ impl Applied {
         }
         for Pending { reply, answered } in self.pending {
             if let Some(reply) = reply {
-                let _ = reply.send(Outcome {
-                    tag: answered.tag,
-                    seq: answered.seq,
-                    result: answered.result.map(|range| Events::of_batch(&batch, range)),
-                });
+                let _ = reply.send(answered.into_outcome(|range| Events::of_batch(&batch, range)));
             }
         }
         for answer in self.answers {
@@ -600,8 +604,7 @@ impl Writer {
                     Message::Query(query) => reads.push(Read::Query(query)),
                     Message::Snapshot(waiter) => snapshot_waiters.push(waiter),
                     Message::Follow(sink) => {
-                        if !self.followed {
-                            self.followed = true;
+                        if self.published_from.is_none() {
                             self.published_from = Some(self.events.len());
                         }
                         applied.new_sinks.push(sink);
@@ -644,14 +647,11 @@ impl Writer {
             for read in reads {
                 applied.answers.push(match read {
                     Read::Then(then, answered) => {
-                        let outcome = Outcome {
-                            tag: answered.tag,
-                            seq: answered.seq,
-                            result: answered
-                                .result
-                                .map(|range| Events::owned(self.events[range].to_vec())),
-                        };
-                        then(outcome, engine)
+                        let events = &self.events;
+                        then(
+                            answered.into_outcome(|range| Events::owned(events[range].to_vec())),
+                            engine,
+                        )
                     }
                     Read::Query(query) => query(engine),
                 });
@@ -669,7 +669,8 @@ impl Writer {
             let capacity = self.events.len();
             applied.events = std::mem::replace(&mut self.events, Vec::with_capacity(capacity));
             applied.published_from = self.published_from;
-            self.published_from = self.followed.then_some(0);
+            // Followed once, followed for good: the next batch is the followers' whole.
+            self.published_from = self.published_from.map(|_| 0);
             applied.last_seq = self.store.last_seq();
             // Group commit: one write (and sync) for the whole batch, then its answers, on the
             // journal thread.
@@ -719,7 +720,7 @@ impl Writer {
 
     /// Keeps events no submitter is answered with, for the batch's followers if any.
     fn keep(&mut self, events: &[Event]) {
-        if self.followed {
+        if self.published_from.is_some() {
             self.events.extend_from_slice(events);
         }
     }
@@ -738,7 +739,7 @@ impl Writer {
         self.delivery.stats.commands.fetch_add(1, Ordering::Relaxed);
         // A refused command still moved the clock: the timers it fired are followers' news,
         // and nobody else's.
-        if applied.result.is_err() && !self.followed {
+        if applied.result.is_err() && self.published_from.is_none() {
             self.events.truncate(from);
         }
         Answered {
