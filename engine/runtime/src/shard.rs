@@ -184,6 +184,7 @@ impl ShardHandle {
             }),
             events: Vec::new(),
             published_from: None,
+            handled: 0,
         };
         let writer = thread::Builder::new()
             .name(format!("ipsx-shard-{}", config.store.engine.shard))
@@ -413,6 +414,11 @@ struct Writer {
     /// stream (events beyond the submitters' are kept only once someone does), past 0 when the
     /// first follower joined during the batch.
     published_from: Option<usize>,
+    /// Commands handled since the count was last published to [`ShardStats::commands`]: once
+    /// a batch, not once a command. The counters share a cache line that other threads read
+    /// (a client polling `snapshots`), and a write per command pulls that line back to the
+    /// writer's core each time.
+    handled: u64,
 }
 
 /// What answering a durable batch needs, shared with the journal thread that does it.
@@ -672,6 +678,7 @@ impl Writer {
             // Followed once, followed for good: the next batch is the followers' whole.
             self.published_from = self.published_from.map(|_| 0);
             applied.last_seq = self.store.last_seq();
+            self.publish_handled();
             // Group commit: one write (and sync) for the whole batch, then its answers, on the
             // journal thread.
             let delivery = Arc::clone(&self.delivery);
@@ -712,10 +719,21 @@ impl Writer {
             }
             events.clear();
             self.store.apply_replicated(seq, &command, &mut events)?;
-            self.delivery.stats.commands.fetch_add(1, Ordering::Relaxed);
+            self.handled += 1;
             self.keep(&events);
             Ok(())
         })
+    }
+
+    /// Adds the commands handled since last time to the shard's published count.
+    fn publish_handled(&mut self) {
+        let handled = std::mem::take(&mut self.handled);
+        if handled > 0 {
+            self.delivery
+                .stats
+                .commands
+                .fetch_add(handled, Ordering::Relaxed);
+        }
     }
 
     /// Keeps events no submitter is answered with, for the batch's followers if any.
@@ -736,7 +754,7 @@ impl Writer {
         };
         let from = self.events.len();
         let applied = self.store.apply_owned(command, &mut self.events);
-        self.delivery.stats.commands.fetch_add(1, Ordering::Relaxed);
+        self.handled += 1;
         // A refused command still moved the clock: the timers it fired are followers' news,
         // and nobody else's.
         if applied.result.is_err() && self.published_from.is_none() {
