@@ -305,6 +305,16 @@ fn commands_answered_in_one_batch_each_get_their_own_events() {
         batches <= 3,
         "{batches} batches: the commands should share one"
     );
+    // The writer counts a batch's commands once per batch, before its answers leave.
+    let handled = shard
+        .stats()
+        .commands
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        handled,
+        expected.len() as u64,
+        "every command, refused or not, is counted"
+    );
     for (outcome, expected) in outcomes.iter().zip(&expected) {
         let got = outcome.result.as_ref().map(|events| events.to_vec());
         assert_eq!(got, expected.as_ref().cloned(), "command {}", outcome.tag);
