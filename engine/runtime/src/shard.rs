@@ -134,6 +134,13 @@ enum Message {
     Shutdown,
 }
 
+/// A message as the writer's queue holds it: on cache lines of its own. The queue's slots are
+/// a stamp and a message; unaligned, a 256-byte message makes 264-byte slots that share lines
+/// with their neighbours, so a submitter writing one slot and the writer reading the one
+/// before pull the same line back and forth between the cores.
+#[repr(align(64))]
+struct Queued(Message);
+
 /// Counters a shard publishes.
 #[derive(Debug, Default)]
 pub struct ShardStats {
@@ -149,7 +156,7 @@ pub struct ShardStats {
 
 /// A running shard.
 pub struct ShardHandle {
-    inbox: Sender<Message>,
+    inbox: Sender<Queued>,
     /// Set by a writer that failed, before it drops what is queued (see [`ShardHandle::post`]).
     failed: Arc<AtomicBool>,
     /// Whether the writer takes commands; set by the writer once it does, never cleared (a
@@ -333,7 +340,9 @@ impl ShardHandle {
     /// message may land just after that and wait forever (the channel keeps it while a sender
     /// lives): the flag, set before the drop and read after the send, tells this sender so.
     fn post(&self, message: Message) -> Result<(), SubmitError> {
-        self.inbox.send(message).map_err(|_| SubmitError::Stopped)?;
+        self.inbox
+            .send(Queued(message))
+            .map_err(|_| SubmitError::Stopped)?;
         if self.failed.load(Ordering::SeqCst) {
             return Err(SubmitError::Stopped);
         }
@@ -372,7 +381,7 @@ impl ShardHandle {
     }
 
     fn stop(&mut self) -> Result<(), StoreError> {
-        let _ = self.inbox.send(Message::Shutdown);
+        let _ = self.inbox.send(Queued(Message::Shutdown));
         match self.writer.take() {
             Some(writer) => writer.join().unwrap_or_else(|_| {
                 Err(StoreError::Corrupt("the shard writer panicked".to_string()))
@@ -403,7 +412,7 @@ struct Writer {
     store: DurableEngine,
     /// Shared with the handle; the writer ticks the clock only while it leads.
     leading: Arc<AtomicBool>,
-    queue: Receiver<Message>,
+    queue: Receiver<Queued>,
     failed: Arc<AtomicBool>,
     config: ShardConfig,
     delivery: Arc<Delivery>,
@@ -547,7 +556,7 @@ impl Writer {
             // submitters wait for answers, and may send nothing more until they get one.
             crossbeam_channel::select! {
                 recv(self.queue) -> message => match message {
-                    Ok(message) => batch.push(message),
+                    Ok(Queued(message)) => batch.push(message),
                     Err(_) => stop = true,
                 },
                 recv(self.store.journal_gone()) -> _ => {
@@ -558,7 +567,7 @@ impl Writer {
             }
             while batch.len() < self.config.batch_max {
                 match self.queue.try_recv() {
-                    Ok(message) => batch.push(message),
+                    Ok(Queued(message)) => batch.push(message),
                     Err(_) => break,
                 }
             }
