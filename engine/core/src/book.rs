@@ -194,11 +194,16 @@ impl OfferIndex {
         let split = now.min(start);
         // Built where it is returned from: the per-second streams are a few hundred bytes
         // inline, and a struct put together at the end would copy them once more per request.
+        // Most often every open offer is within the price: walked whole, found without a
+        // search (each search compares 40-byte keys down the tree).
+        let open_bound = (max_price, OfferId(u64::MAX));
+        let open = if self.open.last().is_none_or(|last| *last <= open_bound) {
+            self.open.range(..)
+        } else {
+            self.open.range(..=open_bound)
+        };
         let mut candidates = Candidates {
-            open: self
-                .open
-                .range(..=(max_price, OfferId(u64::MAX)))
-                .peekable(),
+            open: open.peekable(),
             seconds: SmallVec::new(),
             gathered: Vec::new().into_iter().peekable(),
             last: None,
@@ -214,6 +219,12 @@ impl OfferIndex {
                     .range((t, 0, OfferId(0))..=(t, max_price, OfferId(u64::MAX)))
                     .peekable(),
             );
+            if t == split {
+                // Any later second is past `split`: no search for where this one stops (the
+                // usual case, with the deferred queue keeping up).
+                second = None;
+                break;
+            }
             second = t.0.checked_add(1).and_then(|next| {
                 self.saturated_by_free
                     .range((Timestamp(next), 0, OfferId(0))..)
@@ -235,8 +246,13 @@ impl OfferIndex {
             .flatten()
             .map(|(_, price, id)| (*price, *id))
             .chain(
+                // Searched only if the latest first booking is after the span (rare: leases
+                // booked ahead).
                 self.saturated_by_start
-                    .range((end, OfferId(0))..)
+                    .last()
+                    .filter(|(latest, _)| *latest >= end)
+                    .into_iter()
+                    .flat_map(|_| self.saturated_by_start.range((end, OfferId(0))..))
                     .map(|(_, id)| (price_of(*id), *id)),
             )
             .filter(|(price, _)| *price <= max_price)
