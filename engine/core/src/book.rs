@@ -9,7 +9,6 @@
 //! all simple-busy is `saturated` and indexed by when it frees up, so a full offer costs nothing
 //! to requests it cannot serve.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use smallvec::SmallVec;
@@ -139,19 +138,20 @@ enum Placement {
 /// A saturated offer is indexed by when its first IP frees up, then by price: the offers
 /// freeing up in one second read cheapest first, so the offers whose leases ended but are not
 /// settled yet (see `Engine::apply_deferring`), however many, are walked in price order without
-/// being gathered and sorted.
+/// being gathered and sorted. A country's market is small: its sets are sorted rings (see
+/// [`OrderedSet`]); the market of all countries grows into B-trees.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct OfferIndex {
-    pub(crate) open: BTreeSet<(Amount, OfferId)>,
-    pub(crate) saturated_by_free: BTreeSet<(Timestamp, Amount, OfferId)>,
-    pub(crate) saturated_by_start: BTreeSet<(Timestamp, OfferId)>,
+    pub(crate) open: OrderedSet<(Amount, OfferId)>,
+    pub(crate) saturated_by_free: OrderedSet<(Timestamp, Amount, OfferId)>,
+    pub(crate) saturated_by_start: OrderedSet<(Timestamp, OfferId)>,
 }
 
 /// Seconds past which the offers freed up by then are gathered and sorted rather than merged
 /// second by second (there are that many only in a book settled long ago).
 const MERGED_SECONDS: usize = 8;
 
-type FreeRange<'a> = std::collections::btree_set::Range<'a, (Timestamp, Amount, OfferId)>;
+type FreeRange<'a> = crate::ordered::Range<'a, (Timestamp, Amount, OfferId)>;
 
 impl OfferIndex {
     fn apply(&mut self, price: Amount, id: OfferId, placement: Placement, insert: bool) {
@@ -229,7 +229,7 @@ impl OfferIndex {
                 self.saturated_by_free
                     .range((Timestamp(next), 0, OfferId(0))..)
                     .next()
-                    .map(|(t, _, _)| *t)
+                    .map(|(t, _, _)| t)
             });
         }
         // Past MERGED_SECONDS seconds, the rest up to `split` joins the gathered ones.
@@ -244,7 +244,7 @@ impl OfferIndex {
         let mut gathered: Vec<(Amount, OfferId)> = freeing_later
             .into_iter()
             .flatten()
-            .map(|(_, price, id)| (*price, *id))
+            .map(|(_, price, id)| (price, id))
             .chain(
                 // Searched only if the latest first booking is after the span (rare: leases
                 // booked ahead).
@@ -253,7 +253,7 @@ impl OfferIndex {
                     .filter(|(latest, _)| *latest >= end)
                     .into_iter()
                     .flat_map(|_| self.saturated_by_start.range((end, OfferId(0))..))
-                    .map(|(_, id)| (price_of(*id), *id)),
+                    .map(|(_, id)| (price_of(id), id)),
             )
             .filter(|(price, _)| *price <= max_price)
             .collect();
@@ -268,7 +268,7 @@ impl OfferIndex {
 /// stream per second), and the gathered rest, in `(price, id)` order without repeats (an offer
 /// can be both free by now and booked only after the span).
 pub(crate) struct Candidates<'a> {
-    open: std::iter::Peekable<std::collections::btree_set::Range<'a, (Amount, OfferId)>>,
+    open: std::iter::Peekable<crate::ordered::Range<'a, (Amount, OfferId)>>,
     seconds: SmallVec<[std::iter::Peekable<FreeRange<'a>>; MERGED_SECONDS]>,
     gathered: std::iter::Peekable<std::vec::IntoIter<(Amount, OfferId)>>,
     last: Option<OfferId>,

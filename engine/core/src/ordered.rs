@@ -1,6 +1,9 @@
-//! An ordered set for an offer's busy-IP indexes: a sorted ring while it is small, a B-tree
-//! once it is large.
+//! An ordered set for an offer's busy-IP indexes and a market's offer indexes: a sorted ring
+//! while it is small, a B-tree once it is large.
 //!
+//! A market of a few dozen offers is a few contiguous lines to binary-search, where a B-tree
+//! walks nodes of several lines each (cold: a matcher meets one country's market every few
+//! hundred requests) and allocates as offers come and go.
 //! A lease moves one entry in and, when it ends, out again. In a sorted ring that is a binary
 //! search and a shift of the shorter side, and leases of similar length touch the ends, so the
 //! shift is short; nothing is allocated once the ring has grown. A B-tree allocates and frees
@@ -9,7 +12,7 @@
 //! [`LARGE`] entries and back at a quarter of that, so it does not flap.
 
 use std::collections::{BTreeSet, VecDeque, btree_set, vec_deque};
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 
 /// Entries above which the set is a B-tree.
 const LARGE: usize = 2_048;
@@ -96,6 +99,26 @@ impl<T: Ord + Copy> OrderedSet<T> {
         *self = OrderedSet::default();
     }
 
+    /// Entries within `range`, ascending.
+    pub(crate) fn range(&self, range: impl RangeBounds<T>) -> Range<'_, T> {
+        match self {
+            OrderedSet::Small(items) => {
+                let start = match range.start_bound() {
+                    Bound::Included(low) => items.partition_point(|held| held < low),
+                    Bound::Excluded(low) => items.partition_point(|held| held <= low),
+                    Bound::Unbounded => 0,
+                };
+                let end = match range.end_bound() {
+                    Bound::Included(high) => items.partition_point(|held| held <= high),
+                    Bound::Excluded(high) => items.partition_point(|held| held < high),
+                    Bound::Unbounded => items.len(),
+                };
+                Range::Small(items.range(start..end.max(start)))
+            }
+            OrderedSet::Large(tree) => Range::Large(tree.range(range)),
+        }
+    }
+
     /// Entries up to and including `bound`, ascending.
     pub(crate) fn up_to(&self, bound: T) -> Range<'_, T> {
         match self {
@@ -175,6 +198,19 @@ mod tests {
                         prop_assert_eq!(
                             set.from(value).collect::<Vec<_>>(),
                             model.range(value..).copied().collect::<Vec<_>>()
+                        );
+                        let high = value.saturating_add(value % 700);
+                        prop_assert_eq!(
+                            set.range(value..=high).collect::<Vec<_>>(),
+                            model.range(value..=high).copied().collect::<Vec<_>>()
+                        );
+                        prop_assert_eq!(
+                            set.range(value..high).collect::<Vec<_>>(),
+                            model.range(value..high).copied().collect::<Vec<_>>()
+                        );
+                        prop_assert_eq!(
+                            set.range(..).collect::<Vec<_>>(),
+                            model.iter().copied().collect::<Vec<_>>()
                         );
                     }
                 }
