@@ -194,18 +194,14 @@ impl OfferIndex {
         let split = now.min(start);
         // Built where it is returned from: the per-second streams are a few hundred bytes
         // inline, and a struct put together at the end would copy them once more per request.
-        // Most often every open offer is within the price: walked whole, found without a
-        // search (each search compares 40-byte keys down the tree).
-        let open_bound = (max_price, OfferId(u64::MAX));
-        let open = if self.open.last().is_none_or(|last| *last <= open_bound) {
-            self.open.range(..)
-        } else {
-            self.open.range(..=open_bound)
-        };
+        // The streams run to the end of their sets and stop at the price (and at the end of
+        // their second) as they are read: in the usual case, one second of saturated offers
+        // and the open ones, none of them needs a search.
         let mut candidates = Candidates {
-            open: open.peekable(),
+            open: self.open.range(..).peekable(),
             seconds: SmallVec::new(),
             gathered: Vec::new().into_iter().peekable(),
+            max_price,
             last: None,
         };
         let seconds = &mut candidates.seconds;
@@ -214,11 +210,13 @@ impl OfferIndex {
             if seconds.len() == MERGED_SECONDS {
                 break;
             }
-            seconds.push(
-                self.saturated_by_free
-                    .range((t, 0, OfferId(0))..=(t, max_price, OfferId(u64::MAX)))
-                    .peekable(),
-            );
+            let entries = if seconds.is_empty() {
+                // The first second starts the set.
+                self.saturated_by_free.range(..)
+            } else {
+                self.saturated_by_free.range((t, 0, OfferId(0))..)
+            };
+            seconds.push((t, entries.peekable()));
             if t == split {
                 // Any later second is past `split`: no search for where this one stops (the
                 // usual case, with the deferred queue keeping up).
@@ -269,8 +267,11 @@ impl OfferIndex {
 /// can be both free by now and booked only after the span).
 pub(crate) struct Candidates<'a> {
     open: std::iter::Peekable<crate::ordered::Range<'a, (Amount, OfferId)>>,
-    seconds: SmallVec<[std::iter::Peekable<FreeRange<'a>>; MERGED_SECONDS]>,
+    /// Each with the second it reads: its entries past that second belong to the next one.
+    seconds: SmallVec<[(Timestamp, std::iter::Peekable<FreeRange<'a>>); MERGED_SECONDS]>,
     gathered: std::iter::Peekable<std::vec::IntoIter<(Amount, OfferId)>>,
+    /// Where the open and per-second streams stop (each is in price order).
+    max_price: Amount,
     last: Option<OfferId>,
 }
 
@@ -279,7 +280,12 @@ impl Iterator for Candidates<'_> {
 
     fn next(&mut self) -> Option<OfferId> {
         loop {
-            let mut best = self.open.peek().map(|(price, id)| ((*price, *id), 0usize));
+            let max_price = self.max_price;
+            let mut best = self
+                .open
+                .peek()
+                .filter(|(price, _)| *price <= max_price)
+                .map(|(price, id)| ((*price, *id), 0usize));
             let mut consider = |key: (Amount, OfferId), source: usize| {
                 if best.is_none_or(|(held, _)| key < held) {
                     best = Some((key, source));
@@ -288,8 +294,11 @@ impl Iterator for Candidates<'_> {
             if let Some(key) = self.gathered.peek() {
                 consider(*key, 1);
             }
-            for (index, second) in self.seconds.iter_mut().enumerate() {
-                if let Some((_, price, id)) = second.peek() {
+            for (index, (second, entries)) in self.seconds.iter_mut().enumerate() {
+                if let Some((free, price, id)) = entries.peek()
+                    && free == second
+                    && *price <= max_price
+                {
                     consider((*price, *id), 2 + index);
                 }
             }
@@ -302,7 +311,7 @@ impl Iterator for Candidates<'_> {
                     self.gathered.next();
                 }
                 index => {
-                    self.seconds[index - 2].next();
+                    self.seconds[index - 2].1.next();
                 }
             }
             if self.last != Some(id) {
@@ -695,6 +704,65 @@ fn file(offer: &mut Offer, position: u32, shape: Shape, insert: bool) {
         ) => {
             offer.busy_by_free.remove(&(free_from, position));
             offer.busy_by_start.remove(&(first_start, position));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// An offer of the index: `(price, saturated as (earliest_free, latest_start) or open)`.
+    type Listed = (Amount, Option<(u64, u64)>);
+
+    fn listed() -> impl Strategy<Value = Listed> {
+        (0u128..5, prop::option::of((0u64..12, 0u64..12)))
+    }
+
+    proptest! {
+        /// The merged walk yields what a filter and a sort over every offer would: open ones,
+        /// saturated ones free by the lease's start or booked only after its end, within the
+        /// price, cheapest then oldest, each once — however many seconds the saturated ones
+        /// free up over, and however the open and saturated sets interleave in price.
+        #[test]
+        fn candidates_are_every_fitting_offer_cheapest_then_oldest(
+            offers in proptest::collection::vec(listed(), 0..40),
+            now in 0u64..10,
+            ahead in 0u64..4,
+            length in 1u64..6,
+            max_price in 0u128..6,
+        ) {
+            let mut index = OfferIndex::default();
+            for (at, (price, saturated)) in offers.iter().enumerate() {
+                let placement = match saturated {
+                    None => Placement::Open,
+                    Some((free, start)) => Placement::Saturated {
+                        earliest_free: Timestamp(*free),
+                        latest_start: Timestamp(*start),
+                    },
+                };
+                index.apply(*price, OfferId(at as u64), placement, true);
+            }
+            let (start, end) = (now + ahead, now + ahead + length);
+            let walked: Vec<OfferId> = index
+                .candidates(Timestamp(now), Timestamp(start), Timestamp(end), max_price, |id| {
+                    offers[id.0 as usize].0
+                })
+                .collect();
+            let mut expected: Vec<(Amount, OfferId)> = offers
+                .iter()
+                .enumerate()
+                .filter(|(_, (price, saturated))| {
+                    *price <= max_price
+                        && saturated.is_none_or(|(free, latest)| free <= start || latest >= end)
+                })
+                .map(|(at, (price, _))| (*price, OfferId(at as u64)))
+                .collect();
+            expected.sort_unstable();
+            let expected: Vec<OfferId> = expected.into_iter().map(|(_, id)| id).collect();
+            prop_assert_eq!(walked, expected);
         }
     }
 }
