@@ -268,7 +268,9 @@ impl OfferIndex {
 pub(crate) struct Candidates<'a> {
     open: std::iter::Peekable<crate::ordered::Range<'a, (Amount, OfferId)>>,
     /// Each with the second it reads: its entries past that second belong to the next one.
-    seconds: SmallVec<[(Timestamp, std::iter::Peekable<FreeRange<'a>>); MERGED_SECONDS]>,
+    /// Two inline (the deferred queue keeping up leaves one or two): the walk is moved once
+    /// or twice as it is built and used, and eight would make each move a kilobyte.
+    seconds: SmallVec<[(Timestamp, std::iter::Peekable<FreeRange<'a>>); 2]>,
     gathered: std::iter::Peekable<std::vec::IntoIter<(Amount, OfferId)>>,
     /// Where the open and per-second streams stop (each is in price order).
     max_price: Amount,
