@@ -1,15 +1,16 @@
 //! An ordered set for an offer's busy-IP indexes and a market's offer indexes: a sorted ring
 //! while it is small, a B-tree once it is large.
 //!
-//! A market of a few dozen offers is a few contiguous lines to binary-search, where a B-tree
-//! walks nodes of several lines each (cold: a matcher meets one country's market every few
-//! hundred requests) and allocates as offers come and go.
 //! A lease moves one entry in and, when it ends, out again. In a sorted ring that is a binary
 //! search and a shift of the shorter side, and leases of similar length touch the ends, so the
 //! shift is short; nothing is allocated once the ring has grown. A B-tree allocates and frees
 //! nodes as leaves split and merge, but bounds the work for a data centre's offer of 65,536
 //! busy IPs, where a shift could move half a megabyte. The set switches at
 //! [`LARGE`] entries and back at a quarter of that, so it does not flap.
+//!
+//! A country's market of a few dozen offers is likewise a few contiguous lines to
+//! binary-search, where a B-tree walks nodes of several lines each (cold: the matcher meets
+//! one country's market every few hundred requests) and allocates as offers come and go.
 
 use std::collections::{BTreeSet, VecDeque, btree_set, vec_deque};
 use std::ops::{Bound, RangeBounds};
