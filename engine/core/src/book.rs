@@ -235,22 +235,29 @@ impl OfferIndex {
             Some(t) => t,
             None => Timestamp(split.0.saturating_add(1)),
         };
-        let freeing_later = (gathered_from <= start).then(|| {
-            self.saturated_by_free
-                .range((gathered_from, 0, OfferId(0))..=(start, Amount::MAX, OfferId(u64::MAX)))
-        });
+        // Both rare: a lease starting ahead, an offer booked only after the span. The usual
+        // request builds neither (the chained iterators alone are a few hundred bytes).
+        let freeing_later = gathered_from <= start;
+        let booked_after = self
+            .saturated_by_start
+            .last()
+            .is_some_and(|(latest, _)| *latest >= end);
+        if !freeing_later && !booked_after {
+            return candidates;
+        }
         let mut gathered: Vec<(Amount, OfferId)> = freeing_later
+            .then(|| {
+                self.saturated_by_free
+                    .range((gathered_from, 0, OfferId(0))..=(start, Amount::MAX, OfferId(u64::MAX)))
+            })
             .into_iter()
             .flatten()
             .map(|(_, price, id)| (price, id))
             .chain(
-                // Searched only if the latest first booking is after the span (rare: leases
-                // booked ahead).
-                self.saturated_by_start
-                    .last()
-                    .filter(|(latest, _)| *latest >= end)
+                booked_after
+                    .then(|| self.saturated_by_start.range((end, OfferId(0))..))
                     .into_iter()
-                    .flat_map(|_| self.saturated_by_start.range((end, OfferId(0))..))
+                    .flatten()
                     .map(|(_, id)| (price_of(id), id)),
             )
             .filter(|(price, _)| *price <= max_price)
