@@ -205,7 +205,7 @@ fn main() -> Result<()> {
         let unit = if count == 1 { "requests" } else { "IPs" };
         let mut report = Report::new(name, unit, target);
         let mut histogram = latency_histogram();
-        for _ in 0..args.runs {
+        for run in 0..args.runs {
             let mut driver = LeaseDriver::new(market.clone(), shape, per_second);
             if !deferring {
                 driver = driver.eager();
@@ -214,10 +214,23 @@ fn main() -> Result<()> {
             let (mut leased, mut requests) = (0u64, 0u64);
             let (started, allocated) = (Instant::now(), allocations());
             while started.elapsed() < run_for {
-                for _ in 0..256 {
+                for at in 0..256u64 {
+                    let unsettled = driver.engine().unsettled();
                     let before = Instant::now();
                     leased += u64::from(driver.lease(count));
-                    histogram.saturating_record(before.elapsed().as_nanos() as u64);
+                    let took = before.elapsed();
+                    histogram.saturating_record(took.as_nanos() as u64);
+                    if deferring && took > SLOW_REQUEST {
+                        // Every run sends the same requests from the same state: a stall the
+                        // engine causes shows up at the same request in each run, one from
+                        // the machine anywhere.
+                        eprintln!(
+                            "slow request: #{} of run {run} took {took:.1?} (deferred timers \
+                             {unsettled} before, {} after)",
+                            requests + at,
+                            driver.engine().unsettled()
+                        );
+                    }
                 }
                 requests += 256;
             }
@@ -254,6 +267,10 @@ fn main() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// A request slower than this, where expiry is deferred, is reported on its own: with
+/// deferred expiry no request should come near it.
+const SLOW_REQUEST: Duration = Duration::from_millis(10);
 
 /// What a periodic snapshot costs. The shard's writer takes it between two batches and applies
 /// no command meanwhile: it settles what is deferred and freezes the state (shares its records
