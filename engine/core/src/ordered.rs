@@ -105,13 +105,13 @@ impl<T: Ord + Copy> OrderedSet<T> {
         match self {
             OrderedSet::Small(items) => {
                 let start = match range.start_bound() {
-                    Bound::Included(low) => items.partition_point(|held| held < low),
-                    Bound::Excluded(low) => items.partition_point(|held| held <= low),
+                    Bound::Included(low) => cut(items, |held| held < low),
+                    Bound::Excluded(low) => cut(items, |held| held <= low),
                     Bound::Unbounded => 0,
                 };
                 let end = match range.end_bound() {
-                    Bound::Included(high) => items.partition_point(|held| held <= high),
-                    Bound::Excluded(high) => items.partition_point(|held| held < high),
+                    Bound::Included(high) => cut(items, |held| held <= high),
+                    Bound::Excluded(high) => cut(items, |held| held < high),
                     Bound::Unbounded => items.len(),
                 };
                 Range::Small(items.range(start..end.max(start)))
@@ -122,34 +122,22 @@ impl<T: Ord + Copy> OrderedSet<T> {
 
     /// Entries up to and including `bound`, ascending.
     pub(crate) fn up_to(&self, bound: T) -> Range<'_, T> {
-        match self {
-            OrderedSet::Small(items) => {
-                let end = match (items.front(), items.back()) {
-                    (Some(first), _) if *first > bound => 0,
-                    (_, Some(last)) if *last <= bound => items.len(),
-                    _ => items.partition_point(|held| *held <= bound),
-                };
-                Range::Small(items.range(..end))
-            }
-            OrderedSet::Large(tree) => Range::Large(tree.range(..=bound)),
-        }
+        self.range(..=bound)
     }
 
     /// Entries from `bound` on, ascending.
     pub(crate) fn from(&self, bound: T) -> Range<'_, T> {
-        match self {
-            OrderedSet::Small(items) => {
-                let start = match (items.front(), items.back()) {
-                    (Some(first), _) if *first >= bound => 0,
-                    (_, Some(last)) if *last < bound => items.len(),
-                    _ => items.partition_point(|held| *held < bound),
-                };
-                Range::Small(items.range(start..))
-            }
-            OrderedSet::Large(tree) => {
-                Range::Large(tree.range((Bound::Included(bound), Bound::Unbounded)))
-            }
-        }
+        self.range(bound..)
+    }
+}
+
+/// Where a sorted ring splits between the entries `before` holds for and the rest. Leases
+/// touch the ends, so the ends are looked at before a binary search.
+fn cut<T>(items: &VecDeque<T>, before: impl Fn(&T) -> bool) -> usize {
+    match (items.front(), items.back()) {
+        (Some(first), _) if !before(first) => 0,
+        (_, Some(last)) if before(last) => items.len(),
+        _ => items.partition_point(before),
     }
 }
 
