@@ -1170,7 +1170,7 @@ impl Engine {
             self.close_request(id, RequestEnd::Killed, events);
             return;
         }
-        self.commit(id, plan, start, end, events);
+        self.commit(id, requester, plan, start, end, events);
         let remaining = self.requests.get(id.0).map_or(0, |r| r.remaining);
         match spec.time_in_force {
             _ if remaining == 0 => self.close_request(id, RequestEnd::Filled, events),
@@ -1249,11 +1249,13 @@ impl Engine {
             return;
         };
         let (start, end, remaining) = (fill.start, fill.end, record.remaining);
+        let requester = record.requester;
         let plan = self.plan_settling(id, start, end, remaining, events);
         if plan.is_empty() {
             return;
         }
-        self.commit(id, plan, start, end, events);
+        let requester = self.parties.intern(requester);
+        self.commit(id, requester, plan, start, end, events);
         if self.requests.get(id.0).is_some_and(|r| r.remaining == 0) {
             self.close_request(id, RequestEnd::Filled, events);
         }
@@ -1455,9 +1457,12 @@ impl Engine {
     }
 
     /// Books a plan: one deal per offer.
+    /// Books `plan` for `request`, whose requester is interned as `requester_party` (the
+    /// caller has it at hand: a second look-up by address would cost a hash and a probe).
     fn commit(
         &mut self,
         request: RequestId,
+        requester_party: PartyId,
         plan: Plan,
         start: Timestamp,
         end: Timestamp,
@@ -1467,7 +1472,6 @@ impl Engine {
         let Some(requester) = self.requests.get(request.0).map(|r| r.requester) else {
             return;
         };
-        let requester_party = self.parties.intern(requester);
         // The end of the requester's deal list, which every deal below joins: a new request's
         // record, which says where that end is, was asked for as it arrived. The provider's end is
         // not asked for: its record was asked for only as the matcher picked the offer, and a
@@ -1707,10 +1711,13 @@ impl Engine {
             }
             return;
         }
-        let remaining_before = record.remaining;
+        let (remaining_before, requester) = (record.remaining, record.requester);
         let plan = self.plan_settling(request, start, end, count, events);
         let rematched: u32 = plan.iter().map(|(_, slots)| slots.len() as u32).sum();
-        self.commit(request, plan, start, end, events);
+        if !plan.is_empty() {
+            let requester = self.parties.intern(requester);
+            self.commit(request, requester, plan, start, end, events);
+        }
         // A re-match replaces IPs already counted, so it must not eat into a resting rest; what
         // it could not replace goes back to a resting request, to fill as offers arrive.
         if let Some(record) = self.requests.get_mut(request.0) {
