@@ -3,8 +3,9 @@
 //!
 //! Every IP has one calendar, whichever offer holds it, and is in at most one live offer. Inside
 //! an offer each IP sits in exactly one of four places, by the shape of its calendar: `idle`
-//! (no booking), the two `busy_*` indexes (exclusive and gap-free: admits `[s, e)` iff
-//! `e <= first_start` or `s >= free_from`), or `irregular` (checked booking by booking).
+//! (no booking), the `busy_*` indexes (exclusive and gap-free: admits `[s, e)` iff
+//! `e <= first_start` or `s >= free_from`; indexed by `free_from` always, by `first_start`
+//! only while that is still ahead), or `irregular` (checked booking by booking).
 //! An offer with idle or irregular IPs is `open` in its country's price index; one whose IPs are
 //! all simple-busy is `saturated` and indexed by when it frees up, so a full offer costs nothing
 //! to requests it cannot serve.
@@ -73,7 +74,10 @@ pub struct Offer {
     /// The IP slots it holds, by position (inline for a home user's one or two IPs).
     pub(crate) slots: SmallVec<[u32; 2]>,
     pub(crate) idle: PositionSet,
+    /// Simple-busy IPs by when they free up.
     pub(crate) busy_by_free: OrderedSet<(Timestamp, u32)>,
+    /// Simple-busy IPs by when their first booking starts, for those booked to start later
+    /// than when they were filed (see [`file`]).
     pub(crate) busy_by_start: OrderedSet<(Timestamp, u32)>,
     pub(crate) irregular: PositionSet,
     /// No booking on its IPs ends before this: when it is past, deals of the offer may have
@@ -112,13 +116,13 @@ impl Offer {
         if !self.idle.is_empty() || !self.irregular.is_empty() {
             return Placement::Open;
         }
-        match (self.busy_by_free.first(), self.busy_by_start.last()) {
-            (Some((free_from, _)), _) if *free_from <= now => Placement::Open,
-            (Some((free_from, _)), Some((first_start, _))) => Placement::Saturated {
+        match self.busy_by_free.first() {
+            Some((free_from, _)) if *free_from <= now => Placement::Open,
+            Some((free_from, _)) => Placement::Saturated {
                 earliest_free: *free_from,
-                latest_start: *first_start,
+                latest_start: self.busy_by_start.last().map(|(start, _)| *start),
             },
-            _ => Placement::Nowhere,
+            None => Placement::Nowhere,
         }
     }
 }
@@ -129,7 +133,9 @@ enum Placement {
     Open,
     Saturated {
         earliest_free: Timestamp,
-        latest_start: Timestamp,
+        /// The latest first start of its IPs booked from a later second than they were booked
+        /// at, if any (see [`Offer::busy_by_start`]).
+        latest_start: Option<Timestamp>,
     },
 }
 
@@ -170,10 +176,14 @@ impl OfferIndex {
             } => {
                 if insert {
                     self.saturated_by_free.insert((earliest_free, price, id));
-                    self.saturated_by_start.insert((latest_start, id));
+                    if let Some(latest_start) = latest_start {
+                        self.saturated_by_start.insert((latest_start, id));
+                    }
                 } else {
                     self.saturated_by_free.remove(&(earliest_free, price, id));
-                    self.saturated_by_start.remove(&(latest_start, id));
+                    if let Some(latest_start) = latest_start {
+                        self.saturated_by_start.remove(&(latest_start, id));
+                    }
                 }
             }
         }
@@ -466,7 +476,7 @@ impl OfferBook {
             entry.shape = entry.calendar.shape(spec.tenants);
             let shape = entry.shape;
             offer.slots.push(slot);
-            file(&mut offer, position, shape, true);
+            file(&mut offer, position, shape, true, self.now);
         }
         self.depth.add(depth, offer.idle.len() as i64);
         if self.by_provider.len() <= party.index() {
@@ -568,7 +578,7 @@ impl OfferBook {
                 .get_mut(*slot)
                 .expect("slot ids held by offers are live");
             entry.home = Some((id, position as u32));
-            file(offer, position as u32, entry.shape, true);
+            file(offer, position as u32, entry.shape, true, self.now);
         }
         for slot in freed {
             self.slot_mut(slot).home = None;
@@ -645,8 +655,8 @@ impl OfferBook {
         }
         let placed = offer.placement;
         let idle_before = offer.idle.len() as i64;
-        file(offer, position, old, false);
-        file(offer, position, new, true);
+        file(offer, position, old, false, self.now);
+        file(offer, position, new, true, self.now);
         let idle_delta = offer.idle.len() as i64 - idle_before;
         let wanted = offer.wanted_placement(self.now);
         self.depth.add(offer.depth, idle_delta);
@@ -679,8 +689,13 @@ impl OfferBook {
     }
 }
 
-/// Files (or unfiles) one position of an offer under its calendar shape.
-fn file(offer: &mut Offer, position: u32, shape: Shape, insert: bool) {
+/// Files (or unfiles) one position of an offer under its calendar shape, at `now`.
+///
+/// A busy IP goes into `busy_by_start` only if its first booking starts after `now`: only
+/// then can a request (which starts at `now` or later) fit before it, and a lease starting
+/// as it is made, the usual one, costs the offer one index write instead of two. Entries
+/// left there once their start has passed are harmless: no request ends by then.
+fn file(offer: &mut Offer, position: u32, shape: Shape, insert: bool, now: Timestamp) {
     match (shape, insert) {
         (Shape::Idle, true) => {
             offer.idle.insert(position);
@@ -702,7 +717,9 @@ fn file(offer: &mut Offer, position: u32, shape: Shape, insert: bool) {
             true,
         ) => {
             offer.busy_by_free.insert((free_from, position));
-            offer.busy_by_start.insert((first_start, position));
+            if first_start > now {
+                offer.busy_by_start.insert((first_start, position));
+            }
         }
         (
             Shape::Simple {
@@ -712,7 +729,10 @@ fn file(offer: &mut Offer, position: u32, shape: Shape, insert: bool) {
             false,
         ) => {
             offer.busy_by_free.remove(&(free_from, position));
-            offer.busy_by_start.remove(&(first_start, position));
+            // Absent if it started by the time it was filed; an empty index is not read.
+            if !offer.busy_by_start.is_empty() {
+                offer.busy_by_start.remove(&(first_start, position));
+            }
         }
     }
 }
@@ -724,10 +744,13 @@ mod tests {
     use super::*;
 
     /// An offer of the index: `(price, saturated as (earliest_free, latest_start) or open)`.
-    type Listed = (Amount, Option<(u64, u64)>);
+    type Listed = (Amount, Option<(u64, Option<u64>)>);
 
     fn listed() -> impl Strategy<Value = Listed> {
-        (0u128..5, prop::option::of((0u64..12, 0u64..12)))
+        (
+            0u128..5,
+            prop::option::of((0u64..12, prop::option::of(0u64..12))),
+        )
     }
 
     proptest! {
@@ -749,7 +772,7 @@ mod tests {
                     None => Placement::Open,
                     Some((free, start)) => Placement::Saturated {
                         earliest_free: Timestamp(*free),
-                        latest_start: Timestamp(*start),
+                        latest_start: start.map(Timestamp),
                     },
                 };
                 index.apply(*price, OfferId(at as u64), placement, true);
@@ -765,7 +788,9 @@ mod tests {
                 .enumerate()
                 .filter(|(_, (price, saturated))| {
                     *price <= max_price
-                        && saturated.is_none_or(|(free, latest)| free <= start || latest >= end)
+                        && saturated.is_none_or(|(free, latest)| {
+                            free <= start || latest.is_some_and(|latest| latest >= end)
+                        })
                 })
                 .map(|(at, (price, _))| (*price, OfferId(at as u64)))
                 .collect();

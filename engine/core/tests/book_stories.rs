@@ -306,6 +306,26 @@ fn a_calendar_lets_an_ip_serve_disjoint_windows_and_shared_ips_honour_their_cap(
 }
 
 #[test]
+fn an_ip_booked_from_a_few_seconds_ahead_serves_the_shortest_lease_before_it() {
+    for mut market in [Market::new(), Market::deferring()] {
+        market.place(offer(1, IpSpec::Single(ip("192.0.2.10")), "FR", 5));
+        let mut ahead = request(7, 1, 5, TimeInForce::Ioc);
+        ahead.start = Start::At(Timestamp(T0 + MIN_LEASE_SECONDS));
+        assert_eq!(market.lease(ahead).len(), 1);
+
+        // The shortest lease, from now, ends as the booked one starts: the same IP serves it.
+        let mut now = request(8, 1, 5, TimeInForce::Ioc);
+        now.duration = MIN_LEASE_SECONDS;
+        let deals = market.lease(now.clone());
+        assert_eq!(deals.len(), 1, "deferring: {}", market.deferring);
+        assert_eq!(deals[0].ips[..], [ip("192.0.2.10")]);
+        // A third overlaps one of the two.
+        now.requester = addr(9);
+        assert!(market.lease(now).is_empty());
+    }
+}
+
+#[test]
 fn filters_pick_only_matching_ips() {
     let mut market = Market::new();
     let mut mobile_paris = offer(1, IpSpec::Single(ip("192.0.2.1")), "FR", 5);
