@@ -551,6 +551,9 @@ impl Engine {
         self.now = at;
         self.book.now = at;
         while let Some((due, timer)) = self.timers.pop_due(at) {
+            // A second of lease ends fires here at once: its deals' records, read a few
+            // timers early, overlap their misses as the deferred queue's do.
+            self.prefetch_firing();
             self.fire(due, timer, events);
         }
         self.retry_resting(events);
@@ -796,6 +799,28 @@ impl Engine {
         if let Some(id) = self
             .timers
             .deferred_ahead(PREFETCH_NEAR)
+            .and_then(Timer::deal)
+            && let Some(open) = self.open.get(id.0)
+        {
+            for slot in &open.slots {
+                self.book.prefetch_slot(*slot);
+            }
+            if let Some(deal) = self.deals.get(id.0) {
+                self.requests.prefetch(deal.request.0);
+            }
+        }
+    }
+
+    /// [`Engine::prefetch_deferred`] for the second the eager engine is firing: the deal and
+    /// its open entry further ahead, its IPs' slots and its request nearer.
+    fn prefetch_firing(&self) {
+        if let Some(id) = self.timers.firing_ahead(PREFETCH_FAR).and_then(Timer::deal) {
+            self.deals.prefetch(id.0);
+            self.open.prefetch(id.0);
+        }
+        if let Some(id) = self
+            .timers
+            .firing_ahead(PREFETCH_NEAR)
             .and_then(Timer::deal)
             && let Some(open) = self.open.get(id.0)
         {

@@ -400,6 +400,24 @@ impl Timers {
         None
     }
 
+    /// The timer `ahead` places behind the next one [`Timers::pop_due`] gives from the second
+    /// being fired (the next one itself at 0), if that second holds that many; `None` while no
+    /// second is being fired.
+    pub(crate) fn firing_ahead(&self, mut ahead: usize) -> Option<Timer> {
+        let (_, bucket) = self.buckets.first_key_value()?;
+        if !bucket.firing {
+            return None;
+        }
+        // Each list pops from its end, ready deadlines first.
+        for (kind, ids) in bucket.kinds.iter().enumerate() {
+            if ahead < ids.len() {
+                return Some(Timer::from_bucket(kind, ids[ids.len() - 1 - ahead]));
+            }
+            ahead -= ids.len();
+        }
+        None
+    }
+
     /// A live deferred timer was settled (popped, or its deal settled out of turn).
     pub(crate) fn settled_deferred(&mut self) {
         self.deferred_live = self.deferred_live.saturating_sub(1);
@@ -594,6 +612,33 @@ mod tests {
             ]
         );
         assert_eq!(timers.len(), 4, "deal timers stay live until removed");
+    }
+
+    #[test]
+    fn firing_ahead_names_the_timers_the_firing_second_pops_next() {
+        let mut timers = Timers::default();
+        let t = Timestamp;
+        for id in [4, 2, 6] {
+            timers.add(t(10), Timer::DealEnd(DealId(id)));
+        }
+        timers.add(t(10), Timer::ReadyDeadline(DealId(5)));
+        timers.add(t(11), Timer::DealEnd(DealId(1)));
+        assert_eq!(timers.firing_ahead(0), None, "nothing fires yet");
+        assert_eq!(
+            timers.pop_due(t(11)),
+            Some((t(10), Timer::ReadyDeadline(DealId(5))))
+        );
+        let ahead: Vec<Timer> = (0..4).map_while(|k| timers.firing_ahead(k)).collect();
+        let popped: Vec<Timer> = std::iter::from_fn(|| timers.pop_due(t(11)))
+            .map(|(_, timer)| timer)
+            .take(ahead.len())
+            .collect();
+        assert_eq!(ahead, popped);
+        assert_eq!(
+            ahead,
+            [2, 4, 6].map(|id| Timer::DealEnd(DealId(id))),
+            "only the second being fired"
+        );
     }
 
     #[test]
