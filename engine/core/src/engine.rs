@@ -788,40 +788,28 @@ impl Engine {
     /// and the IPs' slots they name. Settling one end per command then finds its records in
     /// cache instead of waiting on each in turn.
     fn prefetch_deferred(&self) {
-        if let Some(id) = self
-            .timers
-            .deferred_ahead(PREFETCH_FAR)
-            .and_then(Timer::deal)
-        {
-            self.deals.prefetch(id.0);
-            self.open.prefetch(id.0);
-        }
-        if let Some(id) = self
-            .timers
-            .deferred_ahead(PREFETCH_NEAR)
-            .and_then(Timer::deal)
-            && let Some(open) = self.open.get(id.0)
-        {
-            for slot in &open.slots {
-                self.book.prefetch_slot(*slot);
-            }
-            if let Some(deal) = self.deals.get(id.0) {
-                self.requests.prefetch(deal.request.0);
-            }
-        }
+        self.prefetch_settling(
+            self.timers.deferred_ahead(PREFETCH_FAR),
+            self.timers.deferred_ahead(PREFETCH_NEAR),
+        );
     }
 
-    /// [`Engine::prefetch_deferred`] for the second the eager engine is firing: the deal and
-    /// its open entry further ahead, its IPs' slots and its request nearer.
+    /// [`Engine::prefetch_deferred`] for the second the eager engine is firing.
     fn prefetch_firing(&self) {
-        if let Some(id) = self.timers.firing_ahead(PREFETCH_FAR).and_then(Timer::deal) {
+        self.prefetch_settling(
+            self.timers.firing_ahead(PREFETCH_FAR),
+            self.timers.firing_ahead(PREFETCH_NEAR),
+        );
+    }
+
+    /// Asks for the deal and open entry of the timer `far` ahead, and for the IPs' slots and
+    /// the request of the one `near` ahead (whose deal and open entry were asked for before).
+    fn prefetch_settling(&self, far: Option<Timer>, near: Option<Timer>) {
+        if let Some(id) = far.and_then(Timer::deal) {
             self.deals.prefetch(id.0);
             self.open.prefetch(id.0);
         }
-        if let Some(id) = self
-            .timers
-            .firing_ahead(PREFETCH_NEAR)
-            .and_then(Timer::deal)
+        if let Some(id) = near.and_then(Timer::deal)
             && let Some(open) = self.open.get(id.0)
         {
             for slot in &open.slots {
