@@ -729,10 +729,9 @@ fn file(offer: &mut Offer, position: u32, shape: Shape, insert: bool, now: Times
             false,
         ) => {
             offer.busy_by_free.remove(&(free_from, position));
-            // Absent if it started by the time it was filed; an empty index is not read.
-            if !offer.busy_by_start.is_empty() {
-                offer.busy_by_start.remove(&(first_start, position));
-            }
+            // Absent if it started by the time it was filed: removing it from the index, empty
+            // then in the usual case, reads nothing.
+            offer.busy_by_start.remove(&(first_start, position));
         }
     }
 }

@@ -1469,9 +1469,9 @@ impl Engine {
             .any(|b| self.deal(b.deal).is_some_and(|d| d.request == request))
     }
 
-    /// Books a plan: one deal per offer.
-    /// Books `plan` for `request`, whose requester is interned as `requester_party` (the
-    /// caller has it at hand: a second look-up by address would cost a hash and a probe).
+    /// Books `plan` for `request`, one deal per offer. Its requester comes interned as
+    /// `requester_party`: the caller has it at hand, and a second look-up by address would
+    /// cost a hash and a probe.
     fn commit(
         &mut self,
         request: RequestId,

@@ -82,13 +82,6 @@ impl<T: Ord + Copy> OrderedSet<T> {
         removed
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        match self {
-            OrderedSet::Small(items) => items.is_empty(),
-            OrderedSet::Large(tree) => tree.is_empty(),
-        }
-    }
-
     pub(crate) fn first(&self) -> Option<&T> {
         match self {
             OrderedSet::Small(items) => items.front(),
