@@ -145,7 +145,7 @@ enum Placement {
 /// freeing up in one second read cheapest first, so the offers whose leases ended but are not
 /// settled yet (see `Engine::apply_deferring`), however many, are walked in price order without
 /// being gathered and sorted. A country's market is small: its sets are sorted rings (see
-/// [`OrderedSet`]); the market of all countries grows into B-trees.
+/// [`OrderedSet`]); the market of all countries grows into sorted blocks.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct OfferIndex {
     pub(crate) open: OrderedSet<(Amount, OfferId)>,

@@ -138,6 +138,7 @@
 mod addresses;
 pub mod agreement;
 mod bitset;
+mod blocks;
 mod book;
 pub mod calendar;
 mod command;

@@ -1,27 +1,30 @@
 //! An ordered set for an offer's busy-IP indexes and a market's offer indexes: a sorted ring
-//! while it is small, a B-tree once it is large.
+//! while it is small, sorted blocks ([`SortedBlocks`]) once it is large.
 //!
 //! A lease moves one entry in and, when it ends, out again. In a sorted ring that is a binary
 //! search and a shift of the shorter side, and leases of similar length touch the ends, so the
-//! shift is short; nothing is allocated once the ring has grown. A B-tree allocates and frees
-//! nodes as leaves split and merge, but bounds the work for a data centre's offer of 65,536
-//! busy IPs, where a shift could move half a megabyte. The set switches at
-//! [`LARGE`] entries and back at a quarter of that, so it does not flap.
+//! shift is short; nothing is allocated once the ring has grown. Blocks bound the work for a
+//! data centre's offer of 65,536 busy IPs, where a ring's shift could move half a megabyte,
+//! and likewise allocate nothing at a steady size (a B-tree there allocated and freed a node
+//! every few hundred leases). The set switches at [`LARGE`] entries and back at a quarter of
+//! that, so it does not flap.
 //!
 //! A country's market of a few dozen offers is likewise a few contiguous lines to
-//! binary-search, where a B-tree walks nodes of several lines each (cold: the matcher meets
-//! one country's market every few hundred requests) and allocates as offers come and go.
+//! binary-search, where a tree walks nodes of several lines each (cold: the matcher meets one
+//! country's market every few hundred requests).
 
-use std::collections::{BTreeSet, VecDeque, btree_set, vec_deque};
+use std::collections::{VecDeque, vec_deque};
 use std::ops::{Bound, RangeBounds};
 
-/// Entries above which the set is a B-tree.
+use crate::blocks::{BlockRange, SortedBlocks};
+
+/// Entries above which the set is in blocks.
 const LARGE: usize = 2_048;
 
 #[derive(Clone, Debug)]
 pub(crate) enum OrderedSet<T> {
     Small(VecDeque<T>),
-    Large(BTreeSet<T>),
+    Large(SortedBlocks<T>),
 }
 
 impl<T> Default for OrderedSet<T> {
@@ -50,12 +53,12 @@ impl<T: Ord + Copy> OrderedSet<T> {
                     }
                 }
             }
-            OrderedSet::Large(tree) => tree.insert(value),
+            OrderedSet::Large(blocks) => blocks.insert(value),
         };
         if let OrderedSet::Small(items) = self
             && items.len() > LARGE
         {
-            *self = OrderedSet::Large(items.drain(..).collect());
+            *self = OrderedSet::Large(SortedBlocks::from_sorted(items.drain(..)));
         }
         added
     }
@@ -72,12 +75,12 @@ impl<T: Ord + Copy> OrderedSet<T> {
                     items.get(at) == Some(value) && items.remove(at).is_some()
                 }
             }
-            OrderedSet::Large(tree) => tree.remove(value),
+            OrderedSet::Large(blocks) => blocks.remove(value),
         };
-        if let OrderedSet::Large(tree) = self
-            && tree.len() < LARGE / 4
+        if let OrderedSet::Large(blocks) = self
+            && blocks.len() < LARGE / 4
         {
-            *self = OrderedSet::Small(std::mem::take(tree).into_iter().collect());
+            *self = OrderedSet::Small(blocks.drain().collect());
         }
         removed
     }
@@ -85,14 +88,14 @@ impl<T: Ord + Copy> OrderedSet<T> {
     pub(crate) fn first(&self) -> Option<&T> {
         match self {
             OrderedSet::Small(items) => items.front(),
-            OrderedSet::Large(tree) => tree.first(),
+            OrderedSet::Large(blocks) => blocks.first(),
         }
     }
 
     pub(crate) fn last(&self) -> Option<&T> {
         match self {
             OrderedSet::Small(items) => items.back(),
-            OrderedSet::Large(tree) => tree.last(),
+            OrderedSet::Large(blocks) => blocks.last(),
         }
     }
 
@@ -116,7 +119,7 @@ impl<T: Ord + Copy> OrderedSet<T> {
                 };
                 Range::Small(items.range(start..end.max(start)))
             }
-            OrderedSet::Large(tree) => Range::Large(tree.range(range)),
+            OrderedSet::Large(blocks) => Range::Large(blocks.range(range)),
         }
     }
 
@@ -144,7 +147,7 @@ fn cut<T>(items: &VecDeque<T>, before: impl Fn(&T) -> bool) -> usize {
 /// A range of an [`OrderedSet`], ascending.
 pub(crate) enum Range<'a, T> {
     Small(vec_deque::Iter<'a, T>),
-    Large(btree_set::Range<'a, T>),
+    Large(BlockRange<'a, T>),
 }
 
 impl<T: Copy> Iterator for Range<'_, T> {
@@ -153,13 +156,15 @@ impl<T: Copy> Iterator for Range<'_, T> {
     fn next(&mut self) -> Option<T> {
         match self {
             Range::Small(items) => items.next().copied(),
-            Range::Large(items) => items.next().copied(),
+            Range::Large(items) => items.next(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use proptest::prelude::*;
 
     use super::*;
