@@ -192,6 +192,7 @@ impl ShardHandle {
             events: Vec::new(),
             published_from: None,
             handled: 0,
+            events_per_command: 4,
         };
         let writer = thread::Builder::new()
             .name(format!("ipsx-shard-{}", config.store.engine.shard))
@@ -428,6 +429,8 @@ struct Writer {
     /// (a client polling `snapshots`), and a write per command pulls that line back to the
     /// writer's core each time.
     handled: u64,
+    /// Events the last batch made per command, rounded up: what the next batch reserves.
+    events_per_command: usize,
 }
 
 /// What answering a durable batch needs, shared with the journal thread that does it.
@@ -539,7 +542,6 @@ impl Writer {
     /// engine as it stands right after its batch, and every answer (outcomes, reads, events,
     /// depth) leaves only once that batch is durable.
     fn serve(&mut self) -> Result<(), StoreError> {
-        let mut batch: Vec<Message> = Vec::with_capacity(self.config.batch_max);
         let mut snapshot_waiters: Vec<Sender<Result<(), StoreError>>> = Vec::new();
         let mut last_tick = Instant::now();
         let mut last_depth = Instant::now();
@@ -554,9 +556,10 @@ impl Writer {
             };
             // A journal write that failed is heard at once, not with the next message: its
             // submitters wait for answers, and may send nothing more until they get one.
+            let mut first = None;
             crossbeam_channel::select! {
                 recv(self.queue) -> message => match message {
-                    Ok(Queued(message)) => batch.push(message),
+                    Ok(Queued(message)) => first = Some(message),
                     Err(_) => stop = true,
                 },
                 recv(self.store.journal_gone()) -> _ => {
@@ -565,12 +568,6 @@ impl Writer {
                 }
                 default(wait) => {}
             }
-            while batch.len() < self.config.batch_max {
-                match self.queue.try_recv() {
-                    Ok(Queued(message)) => batch.push(message),
-                    Err(_) => break,
-                }
-            }
             // A failed write shows here, before anything more is applied.
             self.store.poll_durable()?;
             let snapshots = self.store.poll_snapshots()?;
@@ -578,12 +575,22 @@ impl Writer {
                 .stats
                 .snapshots
                 .store(snapshots, Ordering::Relaxed);
+            // The batch is what is queued now, up to `batch_max`; what arrives meanwhile waits
+            // for the next one, which is applied while this one is synced. Each message is
+            // taken from its queue slot as it is applied rather than moved into a batch first
+            // (a copy of a few hundred bytes a command, twice).
+            let expected = match first {
+                Some(_) => (self.queue.len() + 1).min(self.config.batch_max),
+                None => 0,
+            };
             // Sized once: grown push by push, a batch of thousands reallocates (and copies)
-            // its outcomes a dozen times, on fresh pages each time it outgrows the last.
+            // its outcomes and events a dozen times, on fresh pages each time it outgrows the
+            // last.
             let mut applied = Applied {
-                pending: Vec::with_capacity(batch.len()),
+                pending: Vec::with_capacity(expected),
                 ..Applied::default()
             };
+            self.events.reserve(expected * self.events_per_command);
             // A follower's time comes from the leader's records.
             let leading = self.leading.load(Ordering::Relaxed);
             if leading
@@ -599,8 +606,14 @@ impl Writer {
                 self.keep(&events);
             }
             let mut reads: Vec<Read> = Vec::new();
-            let batch_len = batch.len();
-            for message in batch.drain(..) {
+            let mut batch_len = 0;
+            while let Some(message) = first.take().or_else(|| {
+                (batch_len < expected)
+                    .then(|| self.queue.try_recv().ok())
+                    .flatten()
+                    .map(|Queued(message)| message)
+            }) {
+                batch_len += 1;
                 match message {
                     Message::Submit(mut submission) => {
                         let reply = submission.reply.take();
@@ -679,10 +692,12 @@ impl Writer {
                 applied.depth = Some(engine.depth());
             }
             applied.at = engine.now();
-            // The next batch's buffer, sized like this one's: grown push by push, it would
-            // copy itself a dozen times.
-            let capacity = self.events.len();
-            applied.events = std::mem::replace(&mut self.events, Vec::with_capacity(capacity));
+            // The next batch's buffer is sized once its length is known, from this one's events
+            // per command, with one to spare.
+            if batch_len > 0 {
+                self.events_per_command = self.events.len().div_ceil(batch_len) + 1;
+            }
+            applied.events = std::mem::take(&mut self.events);
             applied.published_from = self.published_from;
             // Followed once, followed for good: the next batch is the followers' whole.
             self.published_from = self.published_from.map(|_| 0);
