@@ -300,11 +300,10 @@ impl Feed {
         }
         let state = Arc::clone(&self.state);
         let outcome = tokio::task::spawn_blocking(move || {
-            let now = unix_now();
             let mut over = Vec::new();
             let failed = steps
                 .into_iter()
-                .filter_map(|step| match carry_out(&state, &step, now) {
+                .filter_map(|step| match carry_out(&state, &step) {
                     Ok(()) => {
                         if let Step::End { view, .. } = step {
                             over.push(view);
@@ -327,7 +326,7 @@ impl Feed {
         .map_err(|e| e.to_string())?;
         for step in outcome {
             match step {
-                Step::Meter(view) => self.tracker.retry(view.deal),
+                Step::Meter { view, .. } => self.tracker.retry(view.deal),
                 end @ Step::End { .. } => self.failed.push(end),
                 Step::Made(_) => {}
             }
@@ -368,7 +367,7 @@ fn read_deals(engine: &ipsx_engine::Engine, ids: Vec<u64>, anchoring: bool) -> R
 }
 
 /// Books one step and tells both parties.
-fn carry_out(state: &AppState, step: &Step, now: u64) -> Result<(), String> {
+fn carry_out(state: &AppState, step: &Step) -> Result<(), String> {
     match step {
         Step::Made(view) => {
             state.recent.push(view);
@@ -379,13 +378,13 @@ fn carry_out(state: &AppState, step: &Step, now: u64) -> Result<(), String> {
             );
             Ok(())
         }
-        Step::Meter(view) => meter(state, view, now),
+        Step::Meter { view, from } => meter(state, view, *from),
         Step::End { view, at } => end(state, view, *at),
     }
 }
 
-/// Starts metering a deal its provider serves.
-fn meter(state: &AppState, view: &DealView, now: u64) -> Result<(), String> {
+/// Starts metering a deal its provider serves, from the second `from`.
+fn meter(state: &AppState, view: &DealView, from: u64) -> Result<(), String> {
     // A follower in a paying cluster: the leader fixes the terms and tells the parties.
     if state.payments.elsewhere() {
         return Ok(());
@@ -396,7 +395,7 @@ fn meter(state: &AppState, view: &DealView, now: u64) -> Result<(), String> {
             view.requester,
             view.provider,
             rate_of(view),
-            view.start,
+            from,
             view.end,
         ) {
             Ok(terms) => terms,
@@ -413,8 +412,8 @@ fn meter(state: &AppState, view: &DealView, now: u64) -> Result<(), String> {
         None => LeaseTerms {
             id: view.deal,
             rate: rate_of(view),
-            start: view.start.max(now),
-            end: view.end.max(now),
+            start: from,
+            end: view.end.max(from),
         },
     };
     state.streams.send_both(

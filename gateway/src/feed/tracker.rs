@@ -24,6 +24,8 @@ pub(crate) struct Scanned {
     pub(crate) view: DealView,
     pub(crate) status: DealStatus,
     pub(crate) closed_at: Option<u64>,
+    /// The second the engine stamped on the provider's ready report.
+    pub(crate) ready_at: Option<u64>,
 }
 
 impl Scanned {
@@ -32,6 +34,7 @@ impl Scanned {
             view: crate::market::deal_view(deal),
             status: deal.status(),
             closed_at: deal.closed_at.map(|t| t.0),
+            ready_at: deal.ready_at.map(|t| t.0),
         }
     }
 }
@@ -41,8 +44,15 @@ impl Scanned {
 pub(crate) enum Step {
     /// Tell both parties a deal was made.
     Made(DealView),
-    /// The provider serves: fix the lease terms, start metering, tell both.
-    Meter(DealView),
+    /// The provider serves: fix the lease terms, start metering from `from`, tell both.
+    Meter {
+        /// The deal.
+        view: DealView,
+        /// The first paid second: the deal's start, or the second the engine stamped on the
+        /// ready report if later. The engine counts a deal's served value from the same
+        /// second, so what is metered is what the anchor proves.
+        from: u64,
+    },
     /// The deal is over at `at`: final terms, stop metering, tell both.
     End {
         /// The deal.
@@ -148,7 +158,10 @@ impl Tracker {
                 went_active || matches!(deal.status, DealStatus::Active | DealStatus::Completed);
             if served && !seen.metered {
                 seen.metered = true;
-                steps.push(Step::Meter(deal.view.clone()));
+                steps.push(Step::Meter {
+                    view: deal.view.clone(),
+                    from: deal.view.start.max(deal.ready_at.unwrap_or(0)),
+                });
             }
             if over {
                 self.open.remove(&id);

@@ -526,8 +526,9 @@ impl Payments {
         Ok((proof.amount, paid_through))
     }
 
-    /// Starts metering a deal the provider now serves: terms fixed now, booked, then added to
-    /// the hub. A deal booked before (a restart) keeps its terms.
+    /// Starts metering a deal the provider now serves from `start` (the second its ready
+    /// report was stamped, or its start if later): terms booked, then added to the hub. A deal
+    /// booked before (a restart) keeps its terms.
     pub(crate) fn start_lease(
         &self,
         deal: u64,
@@ -541,7 +542,18 @@ impl Payments {
             return Ok(booked.terms);
         }
         let mut hub = lock(&self.hub);
-        let start = start.max(hub.now());
+        // Seconds the requester has already settled cannot be billed again: a lease read that
+        // late (the feed fell behind the hub's tick, or the node restarted) starts after them.
+        let settled = hub.paid_through(requester).unwrap_or(0);
+        if start < settled {
+            tracing::warn!(
+                deal,
+                ready = start,
+                settled,
+                "lease metered from the requester's settled second, after its ready report"
+            );
+        }
+        let start = start.max(settled);
         if end <= start {
             // Ready only once the lease was over: nothing to charge, nothing to book.
             return Ok(LeaseTerms {

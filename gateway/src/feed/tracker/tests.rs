@@ -96,7 +96,7 @@ fn kinds(steps: &[Step]) -> Vec<(&'static str, u64)> {
         .iter()
         .map(|step| match step {
             Step::Made(view) => ("made", view.deal),
-            Step::Meter(view) => ("meter", view.deal),
+            Step::Meter { view, .. } => ("meter", view.deal),
             Step::End { at, .. } => ("end", *at),
         })
         .collect()
@@ -115,6 +115,36 @@ fn a_lease_is_made_metered_and_ended_at_its_end_by_the_engines_own_timer() {
         [("end", EPOCH.0 + 40)]
     );
     assert_eq!(market.tracker.open(), 0, "nothing finished is remembered");
+}
+
+/// What the hub charges for a deal the tracker metered from `from` and ended at `at`.
+fn metered(view: &ipsx_api::DealView, from: u64, at: u64) -> u128 {
+    let seconds = at.min(view.end).saturating_sub(from);
+    view.price.0 * view.ips.len() as u128 * u128::from(seconds)
+}
+
+#[test]
+fn a_late_ready_report_is_metered_from_the_second_the_engine_stamped_on_it() {
+    let mut market = market();
+    let (_, deal) = market.lease(10, 30);
+    // The provider reports ready three seconds into the lease, and the feed reads it while
+    // its own clock still reads an earlier second: the requester pays from the report.
+    let steps = market.ready(13, deal);
+    let [Step::Meter { view, from }] = steps.as_slice() else {
+        panic!("not metered: {steps:?}");
+    };
+    assert_eq!(*from, EPOCH.0 + 13);
+    assert_eq!(view.start, EPOCH.0 + 10);
+    let steps = market.at(41, CommandKind::Tick);
+    let [Step::End { at, .. }] = steps.as_slice() else {
+        panic!("not ended: {steps:?}");
+    };
+    let served = market.engine.deal(deal).expect("deal").served_value();
+    assert_eq!(
+        metered(view, *from, *at),
+        served,
+        "metered = what the anchor proves"
+    );
 }
 
 #[test]
@@ -190,7 +220,7 @@ fn story(steps: &[Step], stories: &mut BTreeMap<u64, Vec<&'static str>>) {
     for step in steps {
         let (id, what) = match step {
             Step::Made(view) => (view.deal, "made"),
-            Step::Meter(view) => (view.deal, "meter"),
+            Step::Meter { view, .. } => (view.deal, "meter"),
             Step::End { view, .. } => (view.deal, "end"),
         };
         stories.entry(id).or_default().push(what);
@@ -202,7 +232,7 @@ proptest! {
 
     /// Whatever the traffic, and however often the feed falls behind and re-reads the engine,
     /// every deal is ended exactly once; every deal that was served is metered exactly once and
-    /// before its end; nothing is remembered once everything is over.
+    /// before its end, and charged what the engine says it served; nothing is remembered once everything is over.
     #[test]
     fn every_deal_ends_once_and_every_served_one_is_metered_once(
         count in 200u64..1_500,
@@ -211,6 +241,7 @@ proptest! {
     ) {
         let mut market = Market::new(EngineConfig::default());
         let mut stories = BTreeMap::new();
+        let mut meters = Vec::new();
         let mut served = BTreeSet::new();
         let mut events = Vec::new();
         let commands: Vec<Command> = (0..count).map(mixed_stream).collect();
@@ -232,6 +263,7 @@ proptest! {
                 steps
             };
             story(&steps, &mut stories);
+            meters.extend(steps);
         }
         // Far ahead: every lease is over.
         let end = Command {
@@ -241,8 +273,32 @@ proptest! {
         let _ = market.engine.apply(&end, &mut events);
         let steps = market.follow(&events);
         story(&steps, &mut stories);
+        meters.extend(steps);
 
         prop_assert_eq!(market.tracker.open(), 0);
+        // What each metered deal is charged is what the engine says it served (the amount
+        // its anchored `Ended` entry carries).
+        let mut from = BTreeMap::new();
+        for step in &meters {
+            match step {
+                Step::Meter { view, from: second } => {
+                    from.insert(view.deal, *second);
+                }
+                Step::End { view, at } => {
+                    if let (Some(second), Some(deal)) =
+                        (from.get(&view.deal), market.engine.deal(DealId(view.deal)))
+                    {
+                        prop_assert_eq!(
+                            metered(view, *second, *at),
+                            deal.served_value(),
+                            "deal {}",
+                            view.deal
+                        );
+                    }
+                }
+                Step::Made(_) => {}
+            }
+        }
         let made: BTreeSet<u64> = market.engine.deals().map(|deal| deal.id.0).collect();
         prop_assert_eq!(stories.keys().copied().collect::<BTreeSet<_>>(), made);
         for (deal, told) in &stories {
