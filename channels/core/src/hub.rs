@@ -381,6 +381,13 @@ impl Hub {
         }
     }
 
+    /// The first second a new lease of `requester` asked to start at `start` can be billed
+    /// from: the seconds the requester has already paid through are settled and are not
+    /// billed again. `start` itself when the requester is unknown (adding the lease refuses).
+    pub fn billable_from(&self, requester: Address, start: u64) -> u64 {
+        start.max(self.paid_through(requester).unwrap_or(0))
+    }
+
     /// The second a requester has paid through.
     pub fn paid_through(&self, requester: Address) -> Option<u64> {
         self.inbound_index
@@ -591,6 +598,8 @@ mod tests {
             hub.add_lease(lease(99)),
             Err(LeaseError::StartsInSettledTime { .. })
         ));
+        assert_eq!(hub.billable_from(requester.address(), 99), 100);
+        assert_eq!(hub.billable_from(requester.address(), 101), 101);
         assert_eq!(
             hub.add_lease(HubLease {
                 provider: Address::repeat_byte(7),

@@ -2,7 +2,9 @@
 //!
 //! LMAX style, the writer is the only place the book changes, and what changed leaves it as
 //! one ordered stream: the events of accepted commands, of refused ones (the clock still moved
-//! and timers fired) and of the writer's own ticks, in the order they happened. Followers
+//! and timers fired) and of the writer's own ticks, in the order they happened. A batch with
+//! no events is published too when it moved the clock, so followers know how far the engine's
+//! time has gone even when nothing happens (the payment hub never runs ahead of it). Followers
 //! (the node's feed, a test, a replica) react to it instead of polling the book.
 //!
 //! ```text

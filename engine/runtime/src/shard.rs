@@ -185,7 +185,7 @@ impl ShardHandle {
             failed: Arc::clone(&failed),
             config: config.clone(),
             delivery: Arc::new(Delivery {
-                sinks: Mutex::new(Vec::new()),
+                followers: Mutex::new(Followers::default()),
                 depth: Arc::clone(&depth),
                 stats: Arc::clone(&stats),
             }),
@@ -435,9 +435,16 @@ struct Writer {
 
 /// What answering a durable batch needs, shared with the journal thread that does it.
 struct Delivery {
-    sinks: Mutex<Vec<Sink>>,
+    followers: Mutex<Followers>,
     depth: Arc<ArcSwap<MarketDepth>>,
     stats: Arc<ShardStats>,
+}
+
+/// The batches' followers, and the engine clock they were last shown.
+#[derive(Default)]
+struct Followers {
+    sinks: Vec<Sink>,
+    clock: Timestamp,
 }
 
 struct Pending {
@@ -479,11 +486,11 @@ impl Applied {
         stats.durable_seq.fetch_max(self.last_seq, Ordering::AcqRel);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         {
-            let mut sinks = delivery
-                .sinks
+            let mut followers = delivery
+                .followers
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            sinks.extend(self.new_sinks);
+            followers.sinks.extend(self.new_sinks);
             let published = match self.published_from {
                 Some(0) => Some(Arc::clone(&batch)),
                 // The first follower joined during the batch: it gets what happened since.
@@ -494,8 +501,12 @@ impl Applied {
                 })),
                 None => None,
             };
-            if let Some(published) = published.filter(|p| !p.events.is_empty()) {
-                for sink in sinks.iter_mut() {
+            // A batch with no events is still news when it moved the clock: followers that
+            // act on time (the payment hub) must know how far the engine has gone.
+            let news = |p: &Arc<EventBatch>| !p.events.is_empty() || p.at > followers.clock;
+            if let Some(published) = published.filter(news) {
+                followers.clock = published.at;
+                for sink in followers.sinks.iter_mut() {
                     sink(&published);
                 }
             }

@@ -108,6 +108,37 @@ fn a_follower_sees_what_a_plain_engine_does_refusals_and_timers_included() {
 }
 
 #[test]
+fn a_follower_sees_the_clock_move_when_nothing_else_happens() {
+    let dir = tempfile::tempdir().expect("dir");
+    let shard = shard(dir.path());
+    let follower = shard.follow(1 << 16).expect("follow");
+    let tick = |at: u64| {
+        let outcome = shard
+            .submit_at(Some(Timestamp(at)), CommandKind::Tick)
+            .expect("submit");
+        assert_eq!(outcome.result.map(|events| events.len()), Ok(0));
+    };
+    let next = || match follower.recv_timeout(Duration::from_secs(10)) {
+        Some(Followed::Batch(batch)) => batch,
+        other => panic!("no batch: {other:?}"),
+    };
+    // An empty market: ticks make no events, yet each one that moves the clock is published,
+    // so a follower that acts on time (the payment hub) knows how far the engine has gone.
+    tick(EPOCH.0);
+    let first = next();
+    assert_eq!((first.at, first.events.len()), (EPOCH, 0));
+    // The same second again is no news; the next one is.
+    tick(EPOCH.0);
+    tick(EPOCH.0 + 5);
+    let second = next();
+    assert_eq!(
+        (second.at, second.events.len()),
+        (Timestamp(EPOCH.0 + 5), 0)
+    );
+    shard.shutdown().expect("shutdown");
+}
+
+#[test]
 fn a_follower_that_stops_reading_is_told_it_lagged_and_the_writer_goes_on() {
     let dir = tempfile::tempdir().expect("dir");
     let shard = shard(dir.path());

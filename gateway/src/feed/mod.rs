@@ -16,7 +16,9 @@
 //! deal made reaches its provider as soon as its batch is durable. A feed that falls behind the
 //! engine (its queue of batches is full) is told so and re-reads every deal it still follows.
 //! The feed is the only writer of lease terms, so the book, the hub and what the parties are
-//! told always agree. Events go to every open stream of a party; a stream that cannot keep up
+//! told always agree. The hub's clock never runs ahead of the engine time the feed has
+//! followed: a lease is billed from the second the engine stamped on its ready report to the
+//! second it closed, exactly what the engine counts as served (and the anchor proves). Events go to every open stream of a party; a stream that cannot keep up
 //! (its queue of 4,096 is full) is dropped, and its client reconnects and reads `/v1/deals`.
 
 mod tracker;
@@ -162,13 +164,18 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             batch = following.batches.recv() => {
                 let Some(batch) = batch else { break };
                 let mut events = batch.events.clone();
+                let mut at = batch.at.0;
                 // Take whatever else is queued: one read for all of it.
                 while let Ok(more) = following.batches.try_recv() {
                     events.extend(more.events.iter().cloned());
+                    at = at.max(more.at.0);
                 }
-                if let Err(error) = feed.after(&events).await {
-                    tracing::warn!(%error, "following the engine failed; re-reading");
-                    reread = true;
+                match feed.after(&events).await {
+                    Ok(()) => feed.tracker.followed_to(at),
+                    Err(error) => {
+                        tracing::warn!(%error, "following the engine failed; re-reading");
+                        reread = true;
+                    }
                 }
             }
             _ = following.lag_noticed.notified() => {}
@@ -217,18 +224,20 @@ impl Feed {
         self.state.metrics.feed_rereads.inc();
         let (last, open) = self.tracker.reads_to_catch_up();
         let anchoring = self.state.anchoring.is_some();
-        let read = self
+        let (read, at) = self
             .state
             .query(move |engine| {
                 let mut read = read_deals(engine, open, anchoring);
                 for deal in engine.deals_after(DealId(last)) {
                     read.note(engine, deal, anchoring);
                 }
-                read
+                (read, engine.now().0)
             })
             .await
             .map_err(|e| e.message().to_owned())?;
-        self.take(read).await
+        self.take(read).await?;
+        self.tracker.followed_to(at);
+        Ok(())
     }
 
     /// Records the deals' anchor entries, hands the deals read to the tracker and carries out
@@ -267,8 +276,12 @@ impl Feed {
         if self.tracker.has_retries() {
             self.after(&[]).await?;
         }
+        // Nothing followed yet (a re-read is due): the hub waits for it.
+        let Some(now) = self.tracker.hub_clock(unix_now()) else {
+            return Ok(());
+        };
         let state = Arc::clone(&self.state);
-        let cuts = tokio::task::spawn_blocking(move || pay(&state, unix_now()))
+        let cuts = tokio::task::spawn_blocking(move || pay(&state, now))
             .await
             .map_err(|e| e.to_string())?;
         for deal in cuts.unwrap_or_else(|error| {

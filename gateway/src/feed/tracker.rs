@@ -81,6 +81,8 @@ pub(crate) struct Tracker {
     /// Deals the events showed turning active, until read: one may be over by the time it is
     /// read, and was served all the same.
     activated: BTreeSet<u64>,
+    /// The engine's clock as of the last batch (or re-read) whose steps were handed out.
+    followed: Option<u64>,
 }
 
 impl Tracker {
@@ -183,6 +185,20 @@ impl Tracker {
     /// Whether some deal waits to be read again.
     pub(crate) fn has_retries(&self) -> bool {
         !self.again.is_empty()
+    }
+
+    /// The engine's clock has reached `at` in what the tracker has taken.
+    pub(crate) fn followed_to(&mut self, at: u64) {
+        self.followed = self.followed.max(Some(at));
+    }
+
+    /// The second the payment hub may tick to at wall-clock second `wall`: never past the
+    /// engine time taken so far (`None` before anything was). A later report or end is
+    /// stamped no earlier than that, so its requester has not yet settled its second: the
+    /// hub bills a lease from the second its ready report was stamped, and stops at the
+    /// second it closed — what the engine says was served, and what the anchor proves.
+    pub(crate) fn hub_clock(&self, wall: u64) -> Option<u64> {
+        self.followed.map(|engine| engine.min(wall))
     }
 
     /// Deals not over yet.

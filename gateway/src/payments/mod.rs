@@ -542,18 +542,19 @@ impl Payments {
             return Ok(booked.terms);
         }
         let mut hub = lock(&self.hub);
-        // Seconds the requester has already settled cannot be billed again: a lease read that
-        // late (the feed fell behind the hub's tick, or the node restarted) starts after them.
-        let settled = hub.paid_through(requester).unwrap_or(0);
-        if start < settled {
+        // The hub never ticks past the engine time the feed has followed, so a ready report
+        // is never older than what its requester has settled. After a restart it can be (a report
+        // journaled but not metered before the crash): settled seconds are not billed again.
+        let billable = hub.billable_from(requester, start);
+        if billable > start {
             tracing::warn!(
                 deal,
                 ready = start,
-                settled,
+                billable,
                 "lease metered from the requester's settled second, after its ready report"
             );
         }
-        let start = start.max(settled);
+        let start = billable;
         if end <= start {
             // Ready only once the lease was over: nothing to charge, nothing to book.
             return Ok(LeaseTerms {

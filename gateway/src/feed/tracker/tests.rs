@@ -315,3 +315,156 @@ proptest! {
         }
     }
 }
+
+/// The feed and the payment hub as the node runs them, without the I/O: a real engine, the
+/// tracker, and a real [`Hub`] whose requesters have all paid ahead (so each has settled every
+/// second up to the hub's clock: the case where a hub running ahead would bite).
+mod billing {
+    use std::collections::BTreeMap;
+
+    use alloy_primitives::Address;
+    use ipsx_channels::{
+        ChannelDomain, ChannelId, Hub, HubConfig, HubLease, LeaseTerms, PayerChannel,
+        ReceiverChannel, SigningKey,
+    };
+
+    use super::*;
+    use crate::market::to_alloy;
+
+    const DEPOSIT: u128 = 1_000_000_000_000_000_000_000_000;
+
+    pub(super) struct Billing {
+        pub(super) hub: Hub,
+        /// Each metered deal's terms as last booked.
+        pub(super) terms: BTreeMap<u64, LeaseTerms>,
+    }
+
+    impl Billing {
+        /// Channels for the workload's 1,000 requesters (paid up front) and 50 providers.
+        pub(super) fn new() -> Billing {
+            let domain = ChannelDomain::new(31337, Address::repeat_byte(1));
+            let node = SigningKey::from_bytes(&[2u8; 32]).expect("key");
+            let payer = SigningKey::from_bytes(&[3u8; 32]).expect("key");
+            let config = HubConfig {
+                // One proof per provider at most: signing is not what is tested.
+                provider_interval: 1 << 40,
+                ..HubConfig::default()
+            };
+            let mut hub = Hub::new(domain.clone(), node, config, EPOCH.0);
+            for index in 0..1_000u64 {
+                let requester = to_alloy(ipsx_engine::Address::from_low_u64(1_000_000 + index));
+                let paid = domain.sign_balance_proof(&payer, ChannelId(index), DEPOSIT);
+                hub.add_requester(ReceiverChannel::new(
+                    ChannelId(index),
+                    requester,
+                    DEPOSIT,
+                    Some(paid),
+                ));
+            }
+            for index in 1..=50u64 {
+                let provider = to_alloy(ipsx_engine::Address::from_low_u64(index));
+                hub.add_provider(PayerChannel::new(
+                    ChannelId(10_000 + index),
+                    provider,
+                    DEPOSIT,
+                    0,
+                ));
+            }
+            Billing {
+                hub,
+                terms: BTreeMap::new(),
+            }
+        }
+
+        /// Books `steps` as `Payments::start_lease` and `end_lease` do.
+        pub(super) fn book(&mut self, steps: &[Step]) {
+            for step in steps {
+                match step {
+                    Step::Made(_) => {}
+                    Step::Meter { view, from } => {
+                        let requester = view.requester;
+                        let start = self.hub.billable_from(requester, *from);
+                        if view.end <= start {
+                            continue;
+                        }
+                        let terms = LeaseTerms {
+                            id: view.deal,
+                            rate: view.price.0 * view.ips.len() as u128,
+                            start,
+                            end: view.end,
+                        };
+                        self.hub
+                            .add_lease(HubLease {
+                                terms,
+                                requester,
+                                provider: view.provider,
+                            })
+                            .expect("lease");
+                        self.terms.insert(view.deal, terms);
+                    }
+                    Step::End { view, at } => {
+                        // Unknown to the hub: folded (ended and paid), its terms stand.
+                        if self.hub.end_lease(view.deal, *at).is_ok()
+                            && let Some(terms) = self.hub.lease_terms(view.deal)
+                        {
+                            self.terms.insert(view.deal, terms);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// However the hub's once-a-second tick falls between the engine's batches — even when a
+    /// second boundary passes after the engine stamped a batch and before the feed follows
+    /// it — every lease is billed exactly what the engine says was served (the amount the
+    /// anchor proves), to requesters that have settled every second up to the hub's clock.
+    #[test]
+    fn what_the_hub_bills_is_what_the_engine_says_was_served(
+        count in 200u64..1_500,
+        batch in 1usize..40,
+        ticks in prop::collection::vec(any::<bool>(), 64),
+    ) {
+        let mut market = Market::new(EngineConfig::default());
+        let mut billing = billing::Billing::new();
+        let mut events = Vec::new();
+        let commands: Vec<Command> = (0..count).map(mixed_stream).collect();
+        for (index, chunk) in commands.chunks(batch).enumerate() {
+            for command in chunk {
+                let _ = market.engine.apply(command, &mut events);
+            }
+            let at = market.engine.now().0;
+            if ticks[index % ticks.len()] {
+                // The wall clock turned the second before the feed followed this batch.
+                if let Some(now) = market.tracker.hub_clock(at + 1) {
+                    billing.hub.tick(now);
+                }
+            }
+            let steps = market.follow(&events);
+            events.clear();
+            market.tracker.followed_to(at);
+            billing.book(&steps);
+            if let Some(now) = market.tracker.hub_clock(at) {
+                billing.hub.tick(now);
+            }
+        }
+        let end = Command {
+            at: ipsx_engine::Timestamp(EPOCH.0 + count / 20 + 10_000),
+            kind: CommandKind::Tick,
+        };
+        let _ = market.engine.apply(&end, &mut events);
+        let steps = market.follow(&events);
+        billing.book(&steps);
+
+        for deal in market.engine.deals() {
+            let billed = billing.terms.get(&deal.id.0).map_or(0, |terms| {
+                terms.rate * u128::from(terms.end - terms.start)
+            });
+            prop_assert_eq!(billed, deal.served_value(), "deal {}", deal.id.0);
+        }
+    }
+}
