@@ -431,12 +431,15 @@ fn journal_scenarios(
             latency_histogram(),
             latency_histogram(),
         );
+        // Per run: the shard's rate over the engine's, and the CPU time each spent per request.
+        let (mut ratios, mut bare_cpu, mut writer_cpu) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..args.runs {
             // Both sides measure the steady state, as `lease1` does: leases have been ending
             // and finished deals leaving for a while, and the deal book is as big as it gets
             // (a book still growing pays for fresh pages, which a node pays once).
             let mut driver = LeaseDriver::new(market.clone(), *shape, 100_000);
             driver.warm_up(1);
+            let cpu_before = thread_cpu("self");
             let (mut sent, started) = (0u64, Instant::now());
             while started.elapsed() < run_for {
                 for _ in 0..256 {
@@ -444,8 +447,11 @@ fn journal_scenarios(
                 }
                 sent += 256;
             }
-            bare.rates
-                .push(sent as f64 / started.elapsed().as_secs_f64());
+            let bare_rate = sent as f64 / started.elapsed().as_secs_f64();
+            bare.rates.push(bare_rate);
+            if let (Some(before), Some(after)) = (cpu_before, thread_cpu("self")) {
+                bare_cpu.push((after - before).as_secs_f64() * 1e6 / sent as f64);
+            }
             // The third run snapshots as a node does (the default is every million commands;
             // half that puts several in one measured run): the writer freezes the state, the
             // snapshot thread builds and writes it, and no answer may wait on that.
@@ -472,8 +478,12 @@ fn journal_scenarios(
                 // A snapshot's cost to answers is felt until its file is on disk, seconds after
                 // it was taken: that run lasts until two were written while it measured.
                 let snapshots = if snapshot_every > 0 { 2 } else { 0 };
-                let (rate, latency) =
+                let (rate, latency, cpu) =
                     through_shard(config, market, shape, run_for, in_flight, snapshots)?;
+                if in_flight == args.in_flight {
+                    ratios.push(rate / bare_rate);
+                    writer_cpu.extend(cpu);
+                }
                 report.rates.push(rate);
                 histogram.add(latency)?;
                 std::fs::remove_dir_all(&store_dir)?;
@@ -488,6 +498,28 @@ fn journal_scenarios(
         paced.print(page);
         snapshotting.print(page);
         println!("journaling keeps {kept:.0}% of the engine's throughput (target >= 70%)");
+        // The ratio of medians moves with the machine from one run to the next; the runs'
+        // own ratios (each shard run right after its engine run) and the CPU time per request
+        // move less. The writer's CPU per acked request against the engine's own is the share
+        // of the writer's work that is matching: the ratio the shard reaches when its writer
+        // is the bottleneck and has a core to itself.
+        let percent = |values: &[f64]| {
+            let shown: Vec<String> = values.iter().map(|v| format!("{:.0}", 100.0 * v)).collect();
+            shown.join(" / ")
+        };
+        let in_order = percent(&ratios);
+        println!(
+            "  per run (shard / engine alone): {in_order} %, median {:.0} %",
+            100.0 * median(&mut ratios)
+        );
+        if !bare_cpu.is_empty() && !writer_cpu.is_empty() {
+            let (engine, writer) = (median(&mut bare_cpu), median(&mut writer_cpu));
+            println!(
+                "  CPU per request: engine alone {engine:.2} us, shard writer {writer:.2} us \
+                 (acked): matching is {:.0} % of the writer's work",
+                100.0 * engine / writer
+            );
+        }
     }
     Ok(())
 }
@@ -509,8 +541,9 @@ fn through_shard(
     run_for: Duration,
     in_flight: usize,
     snapshots: u64,
-) -> Result<(f64, hdrhistogram::Histogram<u64>)> {
+) -> Result<(f64, hdrhistogram::Histogram<u64>, Option<f64>)> {
     // The shard recovers an empty store; load the market through it, unmeasured.
+    let writer = format!("ipsx-shard-{}", config.store.engine.shard);
     let shard = ShardHandle::start(config)?;
     let (reply, answers) = crossbeam_channel::bounded(8_192);
     for offer in market.offers() {
@@ -556,6 +589,7 @@ fn through_shard(
         answers.recv()?;
         done += 1;
     }
+    let writer_before = thread_cpu(&writer);
     let (warmed, started) = (done, Instant::now());
     let written = |shard: &ShardHandle| shard.stats().snapshots.load(Ordering::Relaxed);
     let snapshots_before = written(&shard);
@@ -580,6 +614,34 @@ fn through_shard(
         done += 1;
     }
     let rate = (done - warmed) as f64 / started.elapsed().as_secs_f64();
+    let cpu = writer_before
+        .zip(thread_cpu(&writer))
+        .map(|(before, after)| (after - before).as_secs_f64() * 1e6 / (done - warmed) as f64);
     shard.shutdown()?;
-    Ok((rate, histogram))
+    Ok((rate, histogram, cpu))
+}
+
+/// CPU time (user + system) a thread of this process has run: the calling thread for
+/// `"self"`, else the first thread named `name`. From `/proc` (clock ticks, 10 ms here: a
+/// run of seconds reads it to a fraction of a percent); `None` where there is no `/proc`.
+fn thread_cpu(name: &str) -> Option<Duration> {
+    let stat = if name == "self" {
+        std::fs::read_to_string("/proc/thread-self/stat").ok()?
+    } else {
+        std::fs::read_dir("/proc/self/task")
+            .ok()?
+            .find_map(|task| {
+                let path = task.ok()?.path();
+                let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+                (comm.trim_end() == name)
+                    .then(|| std::fs::read_to_string(path.join("stat")).ok())
+                    .flatten()
+            })?
+    };
+    // The fields after the command name (which is in parentheses and may hold spaces):
+    // state is the first of them, utime the 12th and stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux the project supports.
+    Some(Duration::from_millis(ticks * 10))
 }
