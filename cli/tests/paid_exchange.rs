@@ -286,7 +286,7 @@ async fn a_fleet_that_stops_paying_is_cut_off_within_the_grace() {
             Instant::now(),
         )
     };
-    tokio::time::timeout(Duration::from_secs(10), stream_events)
+    let cut_at = tokio::time::timeout(Duration::from_secs(10), stream_events)
         .await
         .expect("cut off in time");
     let waited = stopped_at.elapsed();
@@ -306,6 +306,8 @@ async fn a_fleet_that_stops_paying_is_cut_off_within_the_grace() {
     }
     let view = fleet.deals().await.expect("deals");
     assert_eq!(view[0].deal.status, ipsx_sdk::DealStatus::PaymentLapsed);
+    // The deal book closes it where billing stopped, not when the cut-off reached the engine.
+    assert_eq!(view[0].deal.closed_at, Some(cut_at));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

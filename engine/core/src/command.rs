@@ -97,6 +97,11 @@ pub enum CommandKind {
     PaymentLapsed {
         /// The deal.
         deal: DealId,
+        /// The second the payments side cut it off, where its lease stopped being billed:
+        /// the deal closes there (never before it was served, never after this command's own
+        /// second), so what it served is what was billed. `None`: at the command's own
+        /// second, as journals written before the cut second was recorded read.
+        at: Option<Timestamp>,
     },
     /// The requester ends a lease early.
     CancelDeal {
@@ -226,4 +231,44 @@ pub enum Event {
         /// 1 to 5 stars.
         score: u8,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `PaymentLapsed` as journals held it before it carried the cut second: the bytes rkyv
+    /// wrote for `PaymentLapsed { deal: 77 }` at second 1234 (rkyv zeroes what a variant does
+    /// not use, so the new field reads as `None`: close at the command's own second).
+    #[test]
+    fn a_cut_off_journaled_before_the_cut_second_was_recorded_reads_as_none() {
+        let mut bytes = rkyv::util::AlignedVec::<16>::new();
+        bytes.extend_from_slice(&[0; 192]);
+        bytes[..8].copy_from_slice(&1234u64.to_le_bytes());
+        bytes[16] = 9; // the variant's tag
+        bytes[24..32].copy_from_slice(&77u64.to_le_bytes());
+        let command = rkyv::from_bytes::<Command, rkyv::rancor::Error>(&bytes).expect("decodes");
+        assert_eq!(
+            command,
+            Command {
+                at: Timestamp(1234),
+                kind: CommandKind::PaymentLapsed {
+                    deal: DealId(77),
+                    at: None
+                },
+            }
+        );
+        // And the new form round-trips.
+        let cut = Command {
+            at: Timestamp(1234),
+            kind: CommandKind::PaymentLapsed {
+                deal: DealId(77),
+                at: Some(Timestamp(1230)),
+            },
+        };
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&cut).expect("encodes");
+        assert_eq!(bytes.len(), 192, "the archived command keeps its size");
+        let back = rkyv::from_bytes::<Command, rkyv::rancor::Error>(&bytes).expect("decodes");
+        assert_eq!(back, cut);
+    }
 }

@@ -611,7 +611,7 @@ impl Engine {
             }
             CommandKind::ProviderReady { deal, .. }
             | CommandKind::ProviderFailed { deal, .. }
-            | CommandKind::PaymentLapsed { deal }
+            | CommandKind::PaymentLapsed { deal, .. }
             | CommandKind::CancelDeal { deal, .. }
             | CommandKind::Rate { deal, .. } => {
                 self.settle_deal(*deal, events);
@@ -1076,8 +1076,17 @@ impl Engine {
                 self.check_deal_party(*deal, *provider, true)?;
                 self.try_drive_deal(*deal, DealInput::ProviderFailed, events)
             }
-            CommandKind::PaymentLapsed { deal } => {
-                self.try_drive_deal(*deal, DealInput::PaymentLapsed, events)
+            CommandKind::PaymentLapsed { deal, at } => {
+                let deal_ref = self.deal(*deal).ok_or(EngineError::UnknownDeal(*deal))?;
+                let closes_at = at.map_or(self.now, |at| cut_second(deal_ref, at, self.now));
+                self.check_transition(*deal, DealInput::PaymentLapsed)?;
+                self.drive_deal_closing(*deal, DealInput::PaymentLapsed, closes_at, events);
+                // Closed so far back that its retention is over already: it leaves now, in
+                // either mode, rather than at whichever prune comes next.
+                if self.retention_over(closes_at) {
+                    self.drop_deal(*deal);
+                }
+                Ok(())
             }
             CommandKind::CancelDeal { deal, requester } => {
                 self.check_deal_party(*deal, *requester, false)?;
@@ -1612,6 +1621,13 @@ impl Engine {
         input: DealInput,
         events: &mut Vec<Event>,
     ) -> Result<(), EngineError> {
+        self.check_transition(id, input)?;
+        self.drive_deal(id, input, events);
+        Ok(())
+    }
+
+    /// Whether `input` is legal for deal `id` now.
+    fn check_transition(&self, id: DealId, input: DealInput) -> Result<(), EngineError> {
         let deal = self.deal(id).ok_or(EngineError::UnknownDeal(id))?;
         if transition(deal.provider_status, deal.requester_status, input).is_none() {
             return Err(EngineError::IllegalTransition {
@@ -1620,13 +1636,24 @@ impl Engine {
                 input,
             });
         }
-        self.drive_deal(id, input, events);
         Ok(())
     }
 
     /// Moves a deal by a legal input; a terminal status releases its IPs, and a void re-matches
     /// them for the request.
     fn drive_deal(&mut self, id: DealId, input: DealInput, events: &mut Vec<Event>) {
+        self.drive_deal_closing(id, input, self.now, events);
+    }
+
+    /// [`Engine::drive_deal`], where a terminal status closes the deal at `closes_at` (now, but
+    /// for a cut-off: where billing stopped). Its IPs are freed now all the same.
+    fn drive_deal_closing(
+        &mut self,
+        id: DealId,
+        input: DealInput,
+        closes_at: Timestamp,
+        events: &mut Vec<Event>,
+    ) {
         let now = self.now;
         let Ok(deal) = self.deal_mut(id) else {
             return;
@@ -1663,7 +1690,7 @@ impl Engine {
         let Ok(deal) = self.deal_mut(id) else {
             return;
         };
-        deal.closed_at = Some(now);
+        deal.closed_at = Some(closes_at);
         let (provider, request, end, count) =
             (deal.provider, deal.request, deal.end, deal.ips.len() as u32);
         let open = self
@@ -1671,7 +1698,7 @@ impl Engine {
             .remove(id.0)
             .expect("an open deal has its slots and parties");
         self.finished.push(
-            now,
+            closes_at,
             Finished {
                 deal: id,
                 provider: open.provider,
@@ -1866,6 +1893,13 @@ fn first_ended(offer: &Offer, now: Timestamp, need: usize) -> Option<SmallVec<[u
 /// Whether a ready deadline must fire in order (it is watched, never deferred): a void before
 /// the lease's end frees its IPs early, while their bookings still say otherwise, and may
 /// re-match the rest. A deadline on the end only closes the deal, like the end itself.
+/// Where a deal the payments side cut off at `at` closes: there (a cut-off reaches the engine a
+/// little after it was decided), but never before the deal was served nor after `now`.
+fn cut_second(deal: &Deal, at: Timestamp, now: Timestamp) -> Timestamp {
+    let served_from = deal.ready_at.unwrap_or(deal.start).max(deal.start);
+    at.max(served_from).min(now)
+}
+
 pub(crate) fn deadline_frees_early(ready_deadline: Timestamp, end: Timestamp) -> bool {
     ready_deadline < end
 }

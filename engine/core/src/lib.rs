@@ -72,7 +72,9 @@
 //! | any other pair | | | | [`EngineError::IllegalTransition`] |
 //!
 //! Every change is an [`Event::DealStatusChanged`]. A terminal status releases the deal's IPs
-//! from their calendars. A voided deal's IPs are re-matched for the rest of the lease with the
+//! from their calendars. A deal closes at the command's second, except a cut-off, which
+//! closes where the payments side stopped billing it (`PaymentLapsed { at }`), so what a deal
+//! served ([`Deal::served_value`]) is what was billed. A voided deal's IPs are re-matched for the rest of the lease with the
 //! request's filters, never again from the provider that failed. A wallet is never matched
 //! with its own offers. Parties rate each other (1–5) once a deal is terminal and was served;
 //! each rating weighs what the deal's served part cost, on top of a neutral prior

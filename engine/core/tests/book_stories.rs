@@ -627,7 +627,10 @@ fn deals_follow_the_agreement_protocol_and_refuse_illegal_moves() {
         market.ready(deal);
     }
 
-    let early = market.run(CommandKind::PaymentLapsed { deal: cancelled.id });
+    let early = market.run(CommandKind::PaymentLapsed {
+        deal: cancelled.id,
+        at: None,
+    });
     assert_eq!(
         early,
         Err(EngineError::IllegalTransition {
@@ -637,7 +640,10 @@ fn deals_follow_the_agreement_protocol_and_refuse_illegal_moves() {
         })
     );
     market
-        .run(CommandKind::PaymentLapsed { deal: lapsing.id })
+        .run(CommandKind::PaymentLapsed {
+            deal: lapsing.id,
+            at: None,
+        })
         .expect("lapse");
     market
         .run(CommandKind::ProviderFailed {
@@ -679,6 +685,47 @@ fn deals_follow_the_agreement_protocol_and_refuse_illegal_moves() {
     let profile = market.engine.profile(addr(7));
     assert_eq!((profile.lapsed, profile.cancelled), (1, 1));
     assert_eq!(market.engine.profile(addr(1)).dropped, 1);
+}
+
+#[test]
+fn a_cut_off_closes_the_deal_at_the_second_billing_stopped_not_when_it_arrived() {
+    let mut market = Market::new();
+    market.place(offer(
+        1,
+        IpSpec::Cidr {
+            network: ip("192.0.2.0"),
+            prefix: 30,
+        },
+        "FR",
+        5,
+    ));
+    let cut = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    let late = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    let early = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    market.at(2);
+    for deal in [&cut, &late, &early] {
+        market.ready(deal);
+    }
+    // The payments side cut all three at T0 + 10; the cut-offs reach the engine at T0 + 12.
+    market.at(10);
+    let closes = [(cut.id, T0 + 10), (late.id, T0 + 20), (early.id, T0)];
+    for (deal, at) in closes {
+        market
+            .run(CommandKind::PaymentLapsed {
+                deal,
+                at: Some(Timestamp(at)),
+            })
+            .expect("lapse");
+    }
+    let closed = |deal| market.engine.deal(deal).and_then(|d| d.closed_at);
+    // Where billing stopped; a second later than now is taken as now; one before the
+    // provider served as the second it began to.
+    assert_eq!(closed(cut.id), Some(Timestamp(T0 + 10)));
+    assert_eq!(closed(late.id), Some(Timestamp(T0 + 12)));
+    assert_eq!(closed(early.id), Some(Timestamp(T0 + 2)));
+    let served = |deal| market.engine.deal(deal).map(Deal::served_value);
+    assert_eq!(served(cut.id), Some(5 * 8), "8 seconds billed, 8 served");
+    assert_eq!(served(early.id), Some(0));
 }
 
 #[test]

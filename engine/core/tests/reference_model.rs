@@ -654,11 +654,19 @@ impl Reference {
                     _ => false,
                 }
             }
-            CommandKind::PaymentLapsed { deal } => {
-                match self.deals.iter().position(|d| d.id == *deal) {
-                    Some(index) => self.drive(index, DealInput::PaymentLapsed),
-                    None => false,
+            CommandKind::PaymentLapsed { deal, at } => {
+                let Some(index) = self.deals.iter().position(|d| d.id == *deal) else {
+                    return false;
+                };
+                let driven = self.drive(index, DealInput::PaymentLapsed);
+                if driven && let Some(at) = at {
+                    // Closed where the payments side cut it: not before it was served, not
+                    // after now.
+                    let d = &mut self.deals[index];
+                    let served_from = d.ready_at.map_or(d.start, |ready| ready.max(d.start));
+                    d.closed_at = Some(Timestamp(at.0.max(served_from.0).min(self.now.0)));
                 }
+                driven
             }
             CommandKind::CancelDeal { deal, requester } => {
                 match self.deals.iter().position(|d| d.id == *deal) {
@@ -1090,7 +1098,18 @@ fn materialize(step: &Gen, now: Timestamp, reference: &Reference) -> CommandKind
                     deal,
                     provider: provider_party,
                 },
-                7 => CommandKind::PaymentLapsed { deal },
+                7 => CommandKind::PaymentLapsed {
+                    deal,
+                    // Mostly a cut second a little in the past; sometimes none, sometimes one
+                    // in the future (taken as now).
+                    at: match score {
+                        0 => None,
+                        6 => Some(Timestamp(reference.now.0 + 5)),
+                        back => Some(Timestamp(
+                            reference.now.0.saturating_sub(3 * u64::from(back)),
+                        )),
+                    },
+                },
                 8 => CommandKind::CancelDeal {
                     deal,
                     requester: requester_party,

@@ -79,7 +79,7 @@ impl Exchange {
             | CommandKind::AmendRequest { request, .. } => by_id(request.0),
             CommandKind::ProviderReady { deal, .. }
             | CommandKind::ProviderFailed { deal, .. }
-            | CommandKind::PaymentLapsed { deal }
+            | CommandKind::PaymentLapsed { deal, .. }
             | CommandKind::CancelDeal { deal, .. }
             | CommandKind::Rate { deal, .. } => by_id(deal.0),
             // Profiles live in every shard; uptime notes are for single-shard nodes for now.

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use alloy_primitives::Address;
 use ipsx_api::{DealView, LeaseTermsView, StreamEvent, TokenAmount};
 use ipsx_channels::LeaseTerms;
-use ipsx_engine::{CommandKind, DealId, Event};
+use ipsx_engine::{CommandKind, DealId, Event, Timestamp};
 use ipsx_engine_runtime::EventBatch;
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -284,15 +284,16 @@ impl Feed {
         let cuts = tokio::task::spawn_blocking(move || pay(&state, now))
             .await
             .map_err(|e| e.to_string())?;
-        for deal in cuts.unwrap_or_else(|error| {
+        for (deal, at) in cuts.unwrap_or_else(|error| {
             tracing::warn!(%error, "the payment hub's tick failed; trying next second");
             Vec::new()
         }) {
-            if let Err(error) = self
-                .state
-                .submit(CommandKind::PaymentLapsed { deal: DealId(deal) })
-                .await
-            {
+            // The engine closes the deal at the second the hub stopped billing it.
+            let lapsed = CommandKind::PaymentLapsed {
+                deal: DealId(deal),
+                at: Some(Timestamp(at)),
+            };
+            if let Err(error) = self.state.submit(lapsed).await {
                 tracing::warn!(deal, error = error.message(), "recording a cut-off failed");
             }
         }
@@ -473,8 +474,8 @@ fn end(state: &AppState, view: &DealView, at: u64) -> Result<(), String> {
 }
 
 /// One second of the hub: proofs to providers, cut-offs, payment reminders. Returns the deals
-/// cut for non-payment.
-fn pay(state: &AppState, now: u64) -> Result<Vec<u64>, String> {
+/// cut for non-payment, each with the second it was cut at.
+fn pay(state: &AppState, now: u64) -> Result<Vec<(u64, u64)>, String> {
     let Some(payments) = state.payments.running() else {
         return Ok(Vec::new());
     };
@@ -519,5 +520,10 @@ fn pay(state: &AppState, now: u64) -> Result<Vec<u64>, String> {
             },
         );
     }
-    Ok(outcome.tick.cuts.iter().map(|cut| cut.lease).collect())
+    Ok(outcome
+        .tick
+        .cuts
+        .iter()
+        .map(|cut| (cut.lease, cut.at))
+        .collect())
 }

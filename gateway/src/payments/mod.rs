@@ -543,10 +543,22 @@ impl Payments {
         }
         let mut hub = lock(&self.hub);
         // The hub never ticks past the engine time the feed has followed, so a ready report
-        // is never older than what its requester has settled. After a restart it can be (a report
-        // journaled but not metered before the crash): settled seconds are not billed again.
+        // is never older than what its requester has settled. After a restart it can be: a
+        // lease that ended, was paid and folded (its row left the book) is read again, and
+        // its requester has settled past its end; settled seconds are never billed again.
         let billable = hub.billable_from(requester, start);
+        if end <= billable {
+            // Over before it could be billed (or billed and folded already): nothing to book.
+            return Ok(LeaseTerms {
+                id: deal,
+                rate,
+                start: billable,
+                end: billable,
+            });
+        }
         if billable > start {
+            // A report journaled but not metered before a crash, read after the requester
+            // settled seconds it covers.
             tracing::warn!(
                 deal,
                 ready = start,
@@ -555,15 +567,6 @@ impl Payments {
             );
         }
         let start = billable;
-        if end <= start {
-            // Ready only once the lease was over: nothing to charge, nothing to book.
-            return Ok(LeaseTerms {
-                id: deal,
-                rate,
-                start,
-                end: start,
-            });
-        }
         if hub.requester_position(requester).is_none() || hub.provider_channel(provider).is_none() {
             // Deals made before this node took payments: never metered (and never booked,
             // so a restart can always rebuild the hub from the book).

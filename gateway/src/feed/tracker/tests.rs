@@ -317,8 +317,9 @@ proptest! {
 }
 
 /// The feed and the payment hub as the node runs them, without the I/O: a real engine, the
-/// tracker, and a real [`Hub`] whose requesters have all paid ahead (so each has settled every
-/// second up to the hub's clock: the case where a hub running ahead would bite).
+/// tracker, and a real [`Hub`]. Most requesters have paid ahead, so each has settled every
+/// second up to the hub's clock (the case where a hub running ahead would bite); every
+/// other one pays nothing and is cut off once past the grace.
 mod billing {
     use std::collections::BTreeMap;
 
@@ -340,7 +341,8 @@ mod billing {
     }
 
     impl Billing {
-        /// Channels for the workload's 1,000 requesters (paid up front) and 50 providers.
+        /// Channels for the workload's 1,000 requesters (every other one paid up front)
+        /// and 50 providers.
         pub(super) fn new() -> Billing {
             let domain = ChannelDomain::new(31337, Address::repeat_byte(1));
             let node = SigningKey::from_bytes(&[2u8; 32]).expect("key");
@@ -353,12 +355,13 @@ mod billing {
             let mut hub = Hub::new(domain.clone(), node, config, EPOCH.0);
             for index in 0..1_000u64 {
                 let requester = to_alloy(ipsx_engine::Address::from_low_u64(1_000_000 + index));
-                let paid = domain.sign_balance_proof(&payer, ChannelId(index), DEPOSIT);
+                let paid = (index % 2 != 0)
+                    .then(|| domain.sign_balance_proof(&payer, ChannelId(index), DEPOSIT));
                 hub.add_requester(ReceiverChannel::new(
                     ChannelId(index),
                     requester,
                     DEPOSIT,
-                    Some(paid),
+                    paid,
                 ));
             }
             for index in 1..=50u64 {
@@ -374,6 +377,24 @@ mod billing {
                 hub,
                 terms: BTreeMap::new(),
             }
+        }
+
+        /// Ticks the hub to `now`; the leases it cut, as the node tells the engine of them.
+        pub(super) fn tick(&mut self, now: u64) -> Vec<(CommandKind, u64)> {
+            let tick = self.hub.tick(now);
+            tick.cuts
+                .iter()
+                .map(|cut| {
+                    if let Some(terms) = self.hub.lease_terms(cut.lease) {
+                        self.terms.insert(cut.lease, terms);
+                    }
+                    let lapsed = CommandKind::PaymentLapsed {
+                        deal: DealId(cut.lease),
+                        at: Some(ipsx_engine::Timestamp(cut.at)),
+                    };
+                    (lapsed, cut.at)
+                })
+                .collect()
         }
 
         /// Books `steps` as `Payments::start_lease` and `end_lease` do.
@@ -421,8 +442,8 @@ proptest! {
 
     /// However the hub's once-a-second tick falls between the engine's batches — even when a
     /// second boundary passes after the engine stamped a batch and before the feed follows
-    /// it — every lease is billed exactly what the engine says was served (the amount the
-    /// anchor proves), to requesters that have settled every second up to the hub's clock.
+    /// it — and however late a cut-off reaches the engine, every lease is billed exactly what
+    /// the engine says was served (the amount the anchor proves).
     #[test]
     fn what_the_hub_bills_is_what_the_engine_says_was_served(
         count in 200u64..1_500,
@@ -432,16 +453,28 @@ proptest! {
         let mut market = Market::new(EngineConfig::default());
         let mut billing = billing::Billing::new();
         let mut events = Vec::new();
+        // Cut-offs on their way to the engine: they arrive with the next batch.
+        let mut lapsed = Vec::new();
         let commands: Vec<Command> = (0..count).map(mixed_stream).collect();
         for (index, chunk) in commands.chunks(batch).enumerate() {
+            // Like the shard, stamp nothing before the engine's clock.
+            let stamp = |at: ipsx_engine::Timestamp, engine: &Engine| at.max(engine.now());
+            for (kind, cut_at) in lapsed.drain(..) {
+                // It reaches the engine a second after the cut when the wall clock turned.
+                let late = u64::from(ticks[(index + 1) % ticks.len()]);
+                let at = stamp(ipsx_engine::Timestamp(cut_at + late), &market.engine);
+                let _ = market.engine.apply(&Command { at, kind }, &mut events);
+            }
             for command in chunk {
-                let _ = market.engine.apply(command, &mut events);
+                let at = stamp(command.at, &market.engine);
+                let command = Command { at, kind: command.kind.clone() };
+                let _ = market.engine.apply(&command, &mut events);
             }
             let at = market.engine.now().0;
             if ticks[index % ticks.len()] {
                 // The wall clock turned the second before the feed followed this batch.
                 if let Some(now) = market.tracker.hub_clock(at + 1) {
-                    billing.hub.tick(now);
+                    lapsed.extend(billing.tick(now));
                 }
             }
             let steps = market.follow(&events);
@@ -449,9 +482,16 @@ proptest! {
             market.tracker.followed_to(at);
             billing.book(&steps);
             if let Some(now) = market.tracker.hub_clock(at) {
-                billing.hub.tick(now);
+                lapsed.extend(billing.tick(now));
             }
         }
+        for (kind, cut_at) in lapsed.drain(..) {
+            let at = ipsx_engine::Timestamp(cut_at + 1).max(market.engine.now());
+            let _ = market.engine.apply(&Command { at, kind }, &mut events);
+        }
+        let steps = market.follow(&events);
+        events.clear();
+        billing.book(&steps);
         let end = Command {
             at: ipsx_engine::Timestamp(EPOCH.0 + count / 20 + 10_000),
             kind: CommandKind::Tick,
