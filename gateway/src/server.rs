@@ -72,7 +72,8 @@ pub struct GatewayConfig {
     pub ready_timeout: u64,
     /// How often the engine's clock moves without calls, so ready deadlines, lease ends and
     /// expiries fire on time. Default every second; `None` moves it only with calls (tests that
-    /// decide which call fires a timer).
+    /// decide which call fires a timer). The payment hub's clock follows the engine's, so with
+    /// `None` an idle engine holds payments and cut-offs too.
     pub engine_tick: Option<std::time::Duration>,
     /// Seconds a finished deal stays in the engine's memory (ratings and moves need it there);
     /// at least 60. `GET /v1/deals` reads older ones from the node's history on disk. Default
