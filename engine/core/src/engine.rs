@@ -1890,9 +1890,6 @@ fn first_ended(offer: &Offer, now: Timestamp, need: usize) -> Option<SmallVec<[u
     Some(picked)
 }
 
-/// Whether a ready deadline must fire in order (it is watched, never deferred): a void before
-/// the lease's end frees its IPs early, while their bookings still say otherwise, and may
-/// re-match the rest. A deadline on the end only closes the deal, like the end itself.
 /// Where a deal the payments side cut off at `at` closes: there (a cut-off reaches the engine a
 /// little after it was decided), but never before the deal was served nor after `now`.
 fn cut_second(deal: &Deal, at: Timestamp, now: Timestamp) -> Timestamp {
@@ -1900,6 +1897,9 @@ fn cut_second(deal: &Deal, at: Timestamp, now: Timestamp) -> Timestamp {
     at.max(served_from).min(now)
 }
 
+/// Whether a ready deadline must fire in order (it is watched, never deferred): a void before
+/// the lease's end frees its IPs early, while their bookings still say otherwise, and may
+/// re-match the rest. A deadline on the end only closes the deal, like the end itself.
 pub(crate) fn deadline_frees_early(ready_deadline: Timestamp, end: Timestamp) -> bool {
     ready_deadline < end
 }

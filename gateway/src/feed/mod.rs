@@ -18,8 +18,10 @@
 //! The feed is the only writer of lease terms, so the book, the hub and what the parties are
 //! told always agree. The hub's clock never runs ahead of the engine time the feed has
 //! followed: a lease is billed from the second the engine stamped on its ready report to the
-//! second it closed, exactly what the engine counts as served (and the anchor proves). Events go to every open stream of a party; a stream that cannot keep up
-//! (its queue of 4,096 is full) is dropped, and its client reconnects and reads `/v1/deals`.
+//! second it closed, exactly what the engine counts as served (and the anchor proves).
+//!
+//! Events go to every open stream of a party; a stream that cannot keep up (its queue of 4,096
+//! is full) is dropped, and its client reconnects and reads `/v1/deals`.
 
 mod tracker;
 
