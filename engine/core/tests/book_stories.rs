@@ -132,6 +132,26 @@ impl Market {
             .collect()
     }
 
+    /// A market of one offer: four IPs in FR at 5 from provider 1.
+    fn of_four_ips() -> Market {
+        let mut market = Market::new();
+        market.place(offer(
+            1,
+            IpSpec::Cidr {
+                network: ip("192.0.2.0"),
+                prefix: 30,
+            },
+            "FR",
+            5,
+        ));
+        market
+    }
+
+    /// Requester 7 leases one IP at once.
+    fn lease_one_ip(&mut self) -> Deal {
+        self.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0)
+    }
+
     fn ready(&mut self, deal: &Deal) {
         self.run(CommandKind::ProviderReady {
             deal: deal.id,
@@ -610,19 +630,8 @@ fn a_provider_that_never_gets_ready_is_voided_and_replaced() {
 
 #[test]
 fn deals_follow_the_agreement_protocol_and_refuse_illegal_moves() {
-    let mut market = Market::new();
-    market.place(offer(
-        1,
-        IpSpec::Cidr {
-            network: ip("192.0.2.0"),
-            prefix: 30,
-        },
-        "FR",
-        5,
-    ));
-    let lapsing = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
-    let dropping = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
-    let cancelled = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    let mut market = Market::of_four_ips();
+    let [lapsing, dropping, cancelled] = [(); 3].map(|()| market.lease_one_ip());
     for deal in [&lapsing, &dropping] {
         market.ready(deal);
     }
@@ -689,19 +698,8 @@ fn deals_follow_the_agreement_protocol_and_refuse_illegal_moves() {
 
 #[test]
 fn a_cut_off_closes_the_deal_at_the_second_billing_stopped_not_when_it_arrived() {
-    let mut market = Market::new();
-    market.place(offer(
-        1,
-        IpSpec::Cidr {
-            network: ip("192.0.2.0"),
-            prefix: 30,
-        },
-        "FR",
-        5,
-    ));
-    let cut = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
-    let late = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
-    let early = market.lease(request(7, 1, 5, TimeInForce::Ioc)).remove(0);
+    let mut market = Market::of_four_ips();
+    let [cut, late, early] = [(); 3].map(|()| market.lease_one_ip());
     market.at(2);
     for deal in [&cut, &late, &early] {
         market.ready(deal);
