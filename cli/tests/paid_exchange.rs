@@ -69,7 +69,9 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
     }
 
     // Paid for a few seconds, then the node dies without warning.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    paying
+        .paid_through(terms.start + 3, Duration::from_secs(15))
+        .await;
     let acknowledged = paying.end(Stop::Abandon).await.expect("paid so far");
     assert!(acknowledged > 0, "the node acknowledged proofs");
     let _ = node_process.0.kill();
@@ -255,13 +257,11 @@ async fn a_fleet_that_stops_paying_is_cut_off_within_the_grace() {
     let deal = leased.deals[0].deal.deal;
     let endpoint = leased.deals[0].endpoints[0].http.clone().expect("http");
     let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
+    let terms = paying.ready(deal, Duration::from_secs(10)).await;
+    // Served and paid for a couple of seconds first.
     paying
-        .wait(Duration::from_secs(10), |event| {
-            matches!(event, StreamEvent::LeaseReady { terms, .. } if terms.deal == deal)
-                .then_some(())
-        })
+        .paid_through(terms.start + 2, Duration::from_secs(15))
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         curl(&endpoint, &format!("http://{site}/")).stdout,
         b"127.0.0.4"

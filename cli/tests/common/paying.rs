@@ -84,6 +84,18 @@ impl Paying {
         .await
     }
 
+    /// Waits (up to `within`) until the node has accepted proofs paying through `second`.
+    pub async fn paid_through(&mut self, second: u64, within: Duration) {
+        self.wait(within, |event| match event {
+            StreamEvent::ProofAccepted {
+                paid_through: Some(through),
+                ..
+            } if *through >= second => Some(()),
+            _ => None,
+        })
+        .await
+    }
+
     /// Waits (up to `within`) for the node to accept a proof: its amount.
     pub async fn accepted(&mut self, within: Duration) -> u128 {
         self.wait(within, |event| match event {
