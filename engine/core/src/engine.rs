@@ -1077,9 +1077,10 @@ impl Engine {
                 self.try_drive_deal(*deal, DealInput::ProviderFailed, events)
             }
             CommandKind::PaymentLapsed { deal, at } => {
-                let deal_ref = self.deal(*deal).ok_or(EngineError::UnknownDeal(*deal))?;
-                let closes_at = at.map_or(self.now, |at| cut_second(deal_ref, at, self.now));
                 self.check_transition(*deal, DealInput::PaymentLapsed)?;
+                let closes_at = at
+                    .zip(self.deal(*deal))
+                    .map_or(self.now, |(at, lapsing)| cut_second(lapsing, at, self.now));
                 self.drive_deal_closing(*deal, DealInput::PaymentLapsed, closes_at, events);
                 // Closed so far back that its retention is over already: it leaves now, in
                 // either mode, rather than at whichever prune comes next.

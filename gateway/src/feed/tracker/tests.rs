@@ -120,7 +120,7 @@ fn a_lease_is_made_metered_and_ended_at_its_end_by_the_engines_own_timer() {
 /// What the hub charges for a deal the tracker metered from `from` and ended at `at`.
 fn metered(view: &ipsx_api::DealView, from: u64, at: u64) -> u128 {
     let seconds = at.min(view.end).saturating_sub(from);
-    view.price.0 * view.ips.len() as u128 * u128::from(seconds)
+    crate::feed::rate_of(view) * u128::from(seconds)
 }
 
 #[test]
@@ -379,8 +379,8 @@ mod billing {
             }
         }
 
-        /// Ticks the hub to `now`; the leases it cut, as the node tells the engine of them.
-        pub(super) fn tick(&mut self, now: u64) -> Vec<(CommandKind, u64)> {
+        /// Ticks the hub to `now`; the leases it cut, each with the second it was cut at.
+        pub(super) fn tick(&mut self, now: u64) -> Vec<(u64, u64)> {
             let tick = self.hub.tick(now);
             tick.cuts
                 .iter()
@@ -388,11 +388,7 @@ mod billing {
                     if let Some(terms) = self.hub.lease_terms(cut.lease) {
                         self.terms.insert(cut.lease, terms);
                     }
-                    let lapsed = CommandKind::PaymentLapsed {
-                        deal: DealId(cut.lease),
-                        at: Some(ipsx_engine::Timestamp(cut.at)),
-                    };
-                    (lapsed, cut.at)
+                    (cut.lease, cut.at)
                 })
                 .collect()
         }
@@ -410,7 +406,7 @@ mod billing {
                         }
                         let terms = LeaseTerms {
                             id: view.deal,
-                            rate: view.price.0 * view.ips.len() as u128,
+                            rate: crate::feed::rate_of(view),
                             start,
                             end: view.end,
                         };
@@ -437,6 +433,14 @@ mod billing {
     }
 }
 
+/// The cut-off the node sends the engine for `deal`, cut at second `at`.
+fn lapse(deal: u64, at: u64) -> CommandKind {
+    CommandKind::PaymentLapsed {
+        deal: DealId(deal),
+        at: Some(ipsx_engine::Timestamp(at)),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
@@ -459,11 +463,11 @@ proptest! {
         for (index, chunk) in commands.chunks(batch).enumerate() {
             // Like the shard, stamp nothing before the engine's clock.
             let stamp = |at: ipsx_engine::Timestamp, engine: &Engine| at.max(engine.now());
-            for (kind, cut_at) in lapsed.drain(..) {
+            for (deal, cut_at) in lapsed.drain(..) {
                 // It reaches the engine a second after the cut when the wall clock turned.
                 let late = u64::from(ticks[(index + 1) % ticks.len()]);
                 let at = stamp(ipsx_engine::Timestamp(cut_at + late), &market.engine);
-                let _ = market.engine.apply(&Command { at, kind }, &mut events);
+                let _ = market.engine.apply(&Command { at, kind: lapse(deal, cut_at) }, &mut events);
             }
             for command in chunk {
                 let at = stamp(command.at, &market.engine);
@@ -485,9 +489,9 @@ proptest! {
                 lapsed.extend(billing.tick(now));
             }
         }
-        for (kind, cut_at) in lapsed.drain(..) {
+        for (deal, cut_at) in lapsed.drain(..) {
             let at = ipsx_engine::Timestamp(cut_at + 1).max(market.engine.now());
-            let _ = market.engine.apply(&Command { at, kind }, &mut events);
+            let _ = market.engine.apply(&Command { at, kind: lapse(deal, cut_at) }, &mut events);
         }
         let steps = market.follow(&events);
         events.clear();
