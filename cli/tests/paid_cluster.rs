@@ -13,6 +13,9 @@
 //! and it pays on through the one after by itself. The provider is paid exactly what was
 //! metered over both leases, claims it on chain, and the chain credits it that amount minus
 //! the commission — to the wei.
+//!
+//! A second story floods a one-node cluster's leader with wallet reads while it writes each
+//! second's signed amounts to the payments log: it must keep answering and paying.
 
 mod common;
 
@@ -243,6 +246,131 @@ async fn a_paid_lease_runs_through_a_leader_kill_and_settles_on_chain_to_the_wei
     );
     provider_settles(&chain, &list, 2, provider_process, &provider_lines, total).await;
     nodes[third].hold(false);
+}
+
+/// A leader writes each second's signed amounts to the payments log while it holds the hub;
+/// the log's round trip is driven by the node's async workers. A flood of wallet reads (each
+/// of which looks at the hub) and the fleet's proofs arrive meanwhile. Checked: the node
+/// answers every read and `/v1/health` throughout, and the fleet's proofs keep being accepted
+/// second after second. (With the hub behind a blocking lock, two reads waiting on it took
+/// both workers, the log's answer was never read, and the leader stopped for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_flooded_with_wallet_reads_keeps_answering_and_paying() {
+    let chain = Chain::start().await;
+    let (root, _temp) = story_dir();
+    let servers = LocalNats::start(&root.join("nats"), 1).expect("nats-server runs");
+    let key_file = chain.key_file(&root, 0);
+    let (rpc, centralizer) = (
+        chain.anvil.endpoint(),
+        chain.deployment.centralizer.to_string(),
+    );
+    let node = Supervised::start(
+        "n1",
+        &root,
+        &servers.urls(),
+        &[
+            "--cluster-replicas",
+            "1",
+            "--rpc-url",
+            rpc.as_str(),
+            "--centralizer",
+            centralizer.as_str(),
+            "--node-key-file",
+            key_file.to_str().expect("utf-8"),
+            "--provider-deposit",
+            "100000000000000000000",
+        ],
+    );
+    let http = reqwest::Client::new();
+    leader(&http, std::slice::from_ref(&node), Duration::from_secs(60)).await;
+    let port = free_port(&["127.0.0.2"]);
+    let (mut provider_process, _provider_lines) = chain.provider(
+        &root,
+        &node.url,
+        port,
+        Offer {
+            wallet: 2,
+            ips: &["127.0.0.2"],
+            country: "DE",
+            price: PRICE,
+        },
+    );
+    let (fleet, fleet_wallet, _channel) = paying_fleet(&chain, &node.url).await;
+    let leased = fleet
+        .lease(
+            &LeaseBody::new(1, 30, TokenAmount(PRICE))
+                .countries(["DE"])
+                .protocols([ipsx_sdk::Protocol::Http]),
+        )
+        .await
+        .expect("lease");
+    let deal = leased.deals[0].deal.deal;
+    let mut paying = pay_in_background(&fleet, &fleet_wallet, &leased.deals).await;
+    let terms = paying.ready(deal, Duration::from_secs(15)).await;
+
+    // Readers hammer the wallet until told to stop; each read must answer.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let (fleet, stopped) = (fleet.clone(), stopped.clone());
+            tokio::spawn(async move {
+                let mut reads = 0_u64;
+                while !*stopped.borrow() {
+                    tokio::time::timeout(Duration::from_secs(10), fleet.wallet())
+                        .await
+                        .expect("the leader answers a wallet read within 10 s")
+                        .expect("wallet");
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    // Eight more seconds of the hub signing and writing to the log under the flood.
+    let through = terms.start + 8;
+    for second in terms.start + 2..=through {
+        paying.paid_through(second, Duration::from_secs(15)).await;
+        let health = tokio::time::timeout(
+            Duration::from_secs(10),
+            http.get(format!("{}/v1/health", node.url)).send(),
+        )
+        .await
+        .expect("the leader answers /v1/health within 10 s")
+        .expect("health");
+        assert!(health.status().is_success(), "{}", health.status());
+    }
+    stop.send_replace(true);
+    let mut reads = 0;
+    for reader in readers {
+        reads += reader.await.expect("reader");
+    }
+    assert!(reads >= 16, "the flood ran: {reads} reads");
+    let wallet = fleet.wallet().await.expect("wallet");
+    let inbound = wallet
+        .payments
+        .and_then(|p| p.inbound)
+        .expect("the fleet's channel");
+    assert!(
+        inbound.paid_through >= Some(through),
+        "paid through {:?}, not {through}",
+        inbound.paid_through
+    );
+    let provider = chain.wallet(2);
+    let at_provider = common::paying::signed_in(&node.url, &provider).await;
+    let outbound = at_provider
+        .wallet()
+        .await
+        .expect("provider's wallet")
+        .payments
+        .and_then(|p| p.outbound)
+        .expect("the provider's channel");
+    assert!(
+        outbound.amount.0 >= 6 * PRICE,
+        "the hub signed the provider's seconds under the flood: {}",
+        outbound.amount.0
+    );
+    let _ = paying.end(Stop::Abandon).await;
+    provider_process.terminate();
 }
 
 /// A child's stderr as lines, read on a thread of its own.

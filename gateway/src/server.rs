@@ -1071,7 +1071,7 @@ async fn place_offer(
         (_, None) => {}
     }
     if let Some(payments) = state.payments()?
-        && !payments.has_provider(provider)
+        && !payments.has_provider(provider).await
     {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -1161,7 +1161,7 @@ async fn lease(
 ) -> Result<Json<Leased>, ApiError> {
     let spec = request_spec(&body, requester)?;
     if let Some(payments) = state.payments()?
-        && !payments.has_requester(requester)
+        && !payments.has_requester(requester).await
     {
         return Err(ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
@@ -1642,9 +1642,13 @@ async fn wallet(
     Caller(caller): Caller,
     State(state): State<Shared>,
 ) -> Result<Json<WalletView>, ApiError> {
+    let payments = match state.payments()? {
+        Some(payments) => Some(payments.info(caller).await),
+        None => None,
+    };
     Ok(Json(WalletView {
         address: caller,
-        payments: state.payments()?.map(|p| p.info(caller)),
+        payments,
     }))
 }
 

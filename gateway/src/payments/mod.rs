@@ -174,7 +174,12 @@ pub(crate) struct Payments {
     chain: ChainClient,
     /// The book and the proof store (and, on a cluster's leader, the payments log).
     ledger: Arc<Ledger>,
-    hub: Mutex<Hub>,
+    /// Held across a ledger write (an fsync; in a cluster, a round trip to the payments log
+    /// that the async workers drive), so it is an async lock: a handler waiting for it yields
+    /// its worker instead of blocking it. With a std mutex, two handlers waiting on a held hub
+    /// left no worker to finish the log's round trip, and the leader stopped for good. The
+    /// feed's blocking threads take it with [`Payments::hub_from_blocking`].
+    hub: tokio::sync::Mutex<Hub>,
     requesters: Mutex<Vec<Address>>,
     /// Proofs are checked, stored and accepted one at a time, so a lower one cannot overtake.
     proof_gate: tokio::sync::Mutex<()>,
@@ -277,7 +282,7 @@ impl Payments {
         Ok(Self {
             chain,
             ledger,
-            hub: Mutex::new(hub),
+            hub: tokio::sync::Mutex::new(hub),
             requesters: Mutex::new(requesters),
             proof_gate: tokio::sync::Mutex::new(()),
             channel_gate: tokio::sync::Mutex::new(()),
@@ -299,8 +304,8 @@ impl Payments {
     }
 
     /// What `GET /v1/wallet` shows `caller`.
-    pub(crate) fn info(&self, caller: Address) -> PaymentsInfo {
-        let hub = lock(&self.hub);
+    pub(crate) async fn info(&self, caller: Address) -> PaymentsInfo {
+        let hub = self.hub.lock().await;
         let inbound = hub.requester_position(caller).map(|p| ChannelView {
             channel: p.channel.0,
             deposit: TokenAmount(p.deposit),
@@ -337,7 +342,13 @@ impl Payments {
         provider: Address,
         now: u64,
     ) -> Result<Option<ipsx_api::ClaimsView>, ApiError> {
-        let Some(channel) = lock(&self.hub).provider_channel(provider).map(|c| c.id) else {
+        let Some(channel) = self
+            .hub
+            .lock()
+            .await
+            .provider_channel(provider)
+            .map(|c| c.id)
+        else {
             return Ok(None);
         };
         let cached = lock(&self.claims)
@@ -382,13 +393,17 @@ impl Payments {
     }
 
     /// Whether `requester` has a channel to the node.
-    pub(crate) fn has_requester(&self, requester: Address) -> bool {
-        lock(&self.hub).requester_position(requester).is_some()
+    pub(crate) async fn has_requester(&self, requester: Address) -> bool {
+        self.hub
+            .lock()
+            .await
+            .requester_position(requester)
+            .is_some()
     }
 
     /// Whether the node pays `provider` on a channel.
-    pub(crate) fn has_provider(&self, provider: Address) -> bool {
-        lock(&self.hub).provider_channel(provider).is_some()
+    pub(crate) async fn has_provider(&self, provider: Address) -> bool {
+        self.hub.lock().await.provider_channel(provider).is_some()
     }
 
     /// Registers the channel `requester` opened to the node, after checking it on chain.
@@ -398,7 +413,7 @@ impl Payments {
         channel: ChannelId,
     ) -> Result<ChannelView, ApiError> {
         let _gate = self.channel_gate.lock().await;
-        if let Some(existing) = lock(&self.hub).requester_position(requester)
+        if let Some(existing) = self.hub.lock().await.requester_position(requester)
             && existing.channel != channel
         {
             return Err(ApiError::new(
@@ -439,7 +454,7 @@ impl Payments {
             .latest_received(channel)
             .map_err(internal)?;
         let received = latest.map_or(0, |p| p.amount);
-        lock(&self.hub).add_requester(ReceiverChannel::new(
+        self.hub.lock().await.add_requester(ReceiverChannel::new(
             channel,
             requester,
             state.deposit,
@@ -464,7 +479,7 @@ impl Payments {
         provider: Address,
     ) -> Result<ChannelId, ApiError> {
         let _gate = self.channel_gate.lock().await;
-        if let Some(channel) = lock(&self.hub).provider_channel(provider) {
+        if let Some(channel) = self.hub.lock().await.provider_channel(provider) {
             return Ok(channel.id);
         }
         let deposit = self.config.provider_deposit;
@@ -492,7 +507,10 @@ impl Payments {
             .record_async(ledger::Entry::ProviderChannel(provider, channel))
             .await
             .map_err(internal)?;
-        lock(&self.hub).add_provider(PayerChannel::new(channel, provider, deposit, 0));
+        self.hub
+            .lock()
+            .await
+            .add_provider(PayerChannel::new(channel, provider, deposit, 0));
         tracing::info!(%provider, channel = channel.0, deposit, "opened a provider channel");
         Ok(channel)
     }
@@ -513,14 +531,18 @@ impl Payments {
         let proof = SignedProof::decode(&bytes)
             .map_err(|e| ApiError::bad_request(ErrorCode::BadProof, e.to_string()))?;
         let _gate = self.proof_gate.lock().await;
-        lock(&self.hub).check(requester, &proof).map_err(|e| {
-            ApiError::new(StatusCode::CONFLICT, ErrorCode::ProofRefused, e.to_string())
-        })?;
+        self.hub
+            .lock()
+            .await
+            .check(requester, &proof)
+            .map_err(|e| {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::ProofRefused, e.to_string())
+            })?;
         self.ledger
             .record_async(ledger::Entry::Received(proof))
             .await
             .map_err(internal)?;
-        let mut hub = lock(&self.hub);
+        let mut hub = self.hub.lock().await;
         hub.accept(requester, proof);
         let paid_through = hub.requester_position(requester).map(|p| p.paid_through);
         Ok((proof.amount, paid_through))
@@ -541,7 +563,7 @@ impl Payments {
         if let Some(booked) = self.ledger.book.lease(deal).map_err(internal)? {
             return Ok(booked.terms);
         }
-        let mut hub = lock(&self.hub);
+        let mut hub = self.hub_from_blocking();
         // The hub never ticks past the engine time the feed has followed, so a ready report
         // is never older than what its requester has settled. After a restart it can be: a
         // lease that ended, was paid and folded (its row left the book) is read again, and
@@ -609,7 +631,7 @@ impl Payments {
         if booked.ended {
             return Ok(Some(booked.terms));
         }
-        let mut hub = lock(&self.hub);
+        let mut hub = self.hub_from_blocking();
         // Unknown to the hub means already folded (ended and paid): its terms stand.
         let _ = hub.end_lease(deal, at);
         let terms = hub.lease_terms(deal).unwrap_or(LeaseTerms {
@@ -627,7 +649,7 @@ impl Payments {
     /// One second of the hub: sign what is owed to providers and store it before it is sent;
     /// find requesters that are behind.
     pub(crate) fn tick(&self, now: u64) -> Result<TickOutcome, LedgerError> {
-        let mut hub = lock(&self.hub);
+        let mut hub = self.hub_from_blocking();
         let tick = hub.tick(now);
         if !tick.folded.is_empty() {
             // Lost in a crash before this write, they are folded again after the restart.
@@ -664,6 +686,12 @@ impl Payments {
         Ok(TickOutcome { tick, due })
     }
 
+    /// The hub, from one of the feed's blocking threads, which may hold it across a ledger
+    /// write. Never from async code: it would block a worker.
+    fn hub_from_blocking(&self) -> tokio::sync::MutexGuard<'_, Hub> {
+        self.hub.blocking_lock()
+    }
+
     /// Tops up a provider's channel the hub owes more than its deposit (in the background).
     pub(crate) fn top_up(self: &Arc<Self>, provider: Address, channel: ChannelId, owed: u128) {
         if !lock(&self.topping_up).insert(provider) {
@@ -671,7 +699,10 @@ impl Payments {
         }
         let payments = Arc::clone(self);
         tokio::spawn(async move {
-            let deposit = lock(&payments.hub)
+            let deposit = payments
+                .hub
+                .lock()
+                .await
                 .provider_channel(provider)
                 .map_or(0, |c| c.deposit);
             let add = owed
@@ -679,7 +710,11 @@ impl Payments {
                 .max(payments.config.provider_deposit);
             match payments.chain.top_up(channel, add).await {
                 Ok(()) => {
-                    lock(&payments.hub).set_deposit(provider, deposit + add);
+                    payments
+                        .hub
+                        .lock()
+                        .await
+                        .set_deposit(provider, deposit + add);
                     tracing::info!(%provider, channel = channel.0, add, "topped up");
                 }
                 Err(error) => tracing::warn!(%provider, %error, "top-up failed"),
@@ -743,7 +778,9 @@ impl Payments {
         let watching = tokio::spawn(watcher.run(Duration::from_secs(2), stop, events));
         while let Some(event) = seen.recv().await {
             match event {
-                WatchEvent::ToppedUp { channel, deposit } => self.deposit_changed(channel, deposit),
+                WatchEvent::ToppedUp { channel, deposit } => {
+                    self.deposit_changed(channel, deposit).await
+                }
                 WatchEvent::Challenged {
                     channel,
                     admitted,
@@ -764,7 +801,7 @@ impl Payments {
         }
     }
 
-    fn deposit_changed(&self, channel: ChannelId, deposit: u128) {
+    async fn deposit_changed(&self, channel: ChannelId, deposit: u128) {
         let parties = self
             .ledger
             .book
@@ -774,7 +811,7 @@ impl Payments {
             .chain(self.ledger.book.provider_channels().into_iter().flatten());
         for (party, known) in parties {
             if known == channel {
-                lock(&self.hub).set_deposit(party, deposit);
+                self.hub.lock().await.set_deposit(party, deposit);
                 tracing::info!(%party, channel = channel.0, deposit, "deposit changed");
             }
         }
