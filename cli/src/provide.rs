@@ -420,6 +420,7 @@ pub(crate) async fn serve(
     let mut last_settle = tokio::time::Instant::now();
     let mut last_earnings_note = tokio::time::Instant::now();
     let mut reported = 0u128;
+    let mut settled = Settled::default();
     let settle_every = Duration::from_secs(config.settle_every_secs.max(1));
     let mut stream = None;
     loop {
@@ -441,14 +442,28 @@ pub(crate) async fn serve(
             }
             event = next_event(&mut stream) => match event {
                 Some(StreamEvent::Payment { proof, paid_through }) => {
-                    if let Some(earnings) = &earnings
-                        && let Err(error) = earnings.receive(&mut serving, &proof, &paid_through)
-                    {
-                        tracing::warn!(%error, "refused a payment from the node");
+                    if let Some(earnings) = &earnings {
+                        match earnings.receive(&mut serving, &proof, &paid_through) {
+                            Ok(_) => settled.note(
+                                &serving,
+                                paid_through.iter().map(|(deal, _)| *deal),
+                                &label,
+                            ),
+                            Err(error) => {
+                                tracing::warn!(%error, "refused a payment from the node");
+                            }
+                        }
                     }
                     Vec::new()
                 }
-                Some(event) => serving.on_event(&event),
+                Some(event) => {
+                    let actions = serving.on_event(&event);
+                    // A lease ended early may be paid in full by proofs that came before.
+                    if let StreamEvent::LeaseEnded { terms, .. } = &event {
+                        settled.note(&serving, [terms.deal], &label);
+                    }
+                    actions
+                }
                 None => Vec::new(),
             },
             Some(ip) = moved(&mut relay) => {
@@ -479,6 +494,7 @@ pub(crate) async fn serve(
                     }
                 }
                 Action::Forget { deal } => {
+                    settled.forget(deal);
                     if let Some(usage) = proxy.leases.forget(deal) {
                         summary.add(deal, usage);
                     }
@@ -522,6 +538,34 @@ pub(crate) async fn serve(
         summary.credited = earnings.credited;
     }
     Ok(summary)
+}
+
+/// Leases the provider was told are paid in full: each is said once, with what the node's
+/// proofs come to in all, so an operator (or a script stopping the provider to claim) sees
+/// when the last one is settled.
+#[derive(Default)]
+struct Settled(HashSet<u64>);
+
+impl Settled {
+    /// Says which of `deals` are now over and paid in full, if not said before.
+    fn note(&mut self, serving: &Serving, deals: impl IntoIterator<Item = u64>, label: &str) {
+        let Some(earning) = serving.earning() else {
+            return;
+        };
+        for deal in deals {
+            if earning.ledger.paid_in_full(deal) && self.0.insert(deal) {
+                println!(
+                    "{label}deal {deal} paid in full: earned {} in all",
+                    received(serving)
+                );
+            }
+        }
+    }
+
+    /// A lease no longer followed.
+    fn forget(&mut self, deal: u64) {
+        self.0.remove(&deal);
+    }
 }
 
 /// The node's latest cumulative proof to this provider.

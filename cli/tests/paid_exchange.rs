@@ -16,8 +16,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::paying::{
-    Stop, ended, node_paid, pay_in_background, paying_fleet, proven_on_chain, provider_settles,
-    signed_in,
+    Stop, ended, holds_proof_for, node_paid, pay_in_background, paying_fleet, proven_on_chain,
+    provider_settles, signed_in,
 };
 use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
 use ipsx_sdk::{LeaseBody, StreamEvent, TokenAmount};
@@ -519,7 +519,7 @@ async fn the_cli_deposits_leases_pays_and_the_provider_withdraws() {
     // The provider is paid, stops (claiming on chain), and withdraws to its wallet.
     let client = signed_in(&node, &chain.wallet(6)).await;
     node_paid(&client, paid).await;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    holds_proof_for(&provider_lines, paid);
     provider.terminate();
     wait_for(&provider_lines, "earned ");
     let credited = paid - chain.node.commission_on(paid).await.expect("commission");

@@ -121,6 +121,13 @@ impl ProviderLedger {
         self.leases.get(&id).map(|lease| lease.paid_through)
     }
 
+    /// Whether `id` is over and every second of it paid (`false` for a lease not followed).
+    pub fn paid_in_full(&self, id: LeaseId) -> bool {
+        self.leases
+            .get(&id)
+            .is_some_and(|lease| lease.paid_through >= lease.terms.end)
+    }
+
     /// Whether the proxy should stop serving `id` at `now`: ended, or more than `grace`
     /// seconds unpaid.
     pub fn should_cut(&self, id: LeaseId, now: u64, grace: u64) -> bool {
@@ -157,5 +164,44 @@ impl ProviderLedger {
             !done
         });
         self.base = self.base.saturating_add(forgotten);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SigningKey;
+    use crate::proof::ChannelId;
+
+    #[test]
+    fn a_lease_is_paid_in_full_once_paid_through_its_end_even_an_early_one() {
+        let hub = SigningKey::from_bytes(&[7; 32]).expect("key");
+        let domain = ChannelDomain::new(31337, alloy_primitives::Address::repeat_byte(9));
+        let channel = ChannelId(3);
+        let mut ledger = ProviderLedger::new(ReceiverChannel::new(
+            channel,
+            hub.address(),
+            1_000_000,
+            None,
+        ));
+        let terms = |id, end| LeaseTerms {
+            id,
+            rate: 10,
+            start: 100,
+            end,
+        };
+        ledger.add_lease(terms(1, 160)).expect("lease");
+        ledger.add_lease(terms(2, 160)).expect("lease");
+        let proof = domain.sign_balance_proof(&hub, channel, 600);
+        let through = [(1, 130), (2, 130)];
+        ledger.check(&domain, &proof, &through).expect("covered");
+        ledger.accept(proof, &through);
+        assert!(!ledger.paid_in_full(1), "half paid");
+        ledger.end_lease(2, 120);
+        assert!(ledger.paid_in_full(2), "ended early, paid past its new end");
+        let proof = domain.sign_balance_proof(&hub, channel, 1_000);
+        ledger.accept(proof, &[(1, 160)]);
+        assert!(ledger.paid_in_full(1), "paid through its end");
+        assert!(!ledger.paid_in_full(9), "never followed");
     }
 }

@@ -150,7 +150,7 @@ pub async fn provider_settles(
 ) {
     let client = signed_in(node, &chain.wallet(wallet)).await;
     node_paid(&client, metered).await;
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    holds_proof_for(lines, metered);
     provider.terminate();
     let earned = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(10)).ok())
         // The closing line, not the "so far" note a daemon prints every 30 s.
@@ -171,6 +171,21 @@ pub async fn provider_settles(
         metered - commission,
         "provider: metered − commission"
     );
+}
+
+/// Waits (15 s at most) until the provider's daemon (its output `lines`) says a lease is paid
+/// in full with proofs coming to `amount` in all: stopped now, it claims that much.
+pub fn holds_proof_for(lines: &std::sync::mpsc::Receiver<String>, amount: u128) {
+    let said = format!("paid in full: earned {amount} in all");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(&said) => return,
+            Ok(_) => {}
+            Err(_) => panic!("the provider did not say {said:?} within 15 s"),
+        }
+    }
 }
 
 /// Waits (15 s at most) until the node's proofs to the signed-in provider `client` reach
