@@ -147,7 +147,6 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
     let mut feed = Feed {
         state,
         tracker: Tracker::default(),
-        failed: Vec::new(),
     };
     // Everything before the first batch followed is read once, as after a restart.
     let mut reread = true;
@@ -183,7 +182,12 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             _ = following.lag_noticed.notified() => {}
             () = feed.state.feed_restart.notified() => {
                 // As after a restart: every deal read anew, running ones metered from the book.
+                // Ends whose booking failed are carried out again all the same.
+                let unended = feed.tracker.take_unended();
                 feed.tracker = Tracker::default();
+                for end in unended {
+                    feed.tracker.unbooked(end);
+                }
                 reread = true;
             }
             _ = every_second.tick() => {
@@ -201,8 +205,6 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
 struct Feed {
     state: Arc<AppState>,
     tracker: Tracker,
-    /// Steps whose booking failed, tried again next second.
-    failed: Vec<Step>,
 }
 
 impl Feed {
@@ -271,7 +273,7 @@ impl Feed {
         if !self.state.engine_alive() {
             return Ok(());
         }
-        let retry = std::mem::take(&mut self.failed);
+        let retry = self.tracker.take_unended();
         if !retry.is_empty() {
             self.carry_out(retry).await?;
         }
@@ -341,11 +343,7 @@ impl Feed {
         .await
         .map_err(|e| e.to_string())?;
         for step in outcome {
-            match step {
-                Step::Meter { view, .. } => self.tracker.retry(view.deal),
-                end @ Step::End { .. } => self.failed.push(end),
-                Step::Made(_) => {}
-            }
+            self.tracker.unbooked(step);
         }
         Ok(())
     }

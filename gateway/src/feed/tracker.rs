@@ -13,7 +13,7 @@
 //! reads nothing on its own: time and the engine's answers come in as arguments, so the tests
 //! drive it with a real [`ipsx_engine::Engine`] on a clock they move by hand.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipsx_api::DealView;
 use ipsx_engine::{DealStatus, Event};
@@ -66,7 +66,7 @@ pub(crate) enum Step {
 #[derive(Clone, Copy, Debug)]
 struct Open {
     status: DealStatus,
-    /// A `Meter` step was handed out (and not given back by [`Tracker::retry`]).
+    /// A `Meter` step was handed out (and not given back by [`Tracker::unbooked`]).
     metered: bool,
 }
 
@@ -76,8 +76,11 @@ pub(crate) struct Tracker {
     /// The highest deal id seen: a higher one is new.
     last_deal: u64,
     open: HashMap<u64, Open>,
-    /// Deals to read again at the next chance (their `Meter` step failed).
-    again: BTreeSet<u64>,
+    /// Deals to read again at the next chance (their `Meter` step failed), each with the
+    /// second it is to be metered from.
+    again: BTreeMap<u64, u64>,
+    /// `End` steps whose booking failed, to carry out again.
+    unended: Vec<Step>,
     /// Deals the events showed turning active, until read: one may be over by the time it is
     /// read, and was served all the same.
     activated: BTreeSet<u64>,
@@ -89,7 +92,7 @@ impl Tracker {
     /// The deals to read after `events`: those made or changed, and any waiting to be read
     /// again. Proportional to what happened, never to what is open.
     pub(crate) fn reads_after(&mut self, events: &[ipsx_engine::Event]) -> Vec<u64> {
-        let mut ids: BTreeSet<u64> = std::mem::take(&mut self.again);
+        let mut ids: BTreeSet<u64> = std::mem::take(&mut self.again).into_keys().collect();
         for event in events {
             match event {
                 Event::DealMade { deal, .. } => {
@@ -173,13 +176,27 @@ impl Tracker {
         steps
     }
 
-    /// A `Meter` step could not be done (the book could not be written): read the deal again
-    /// next time.
-    pub(crate) fn retry(&mut self, id: u64) {
-        if let Some(seen) = self.open.get_mut(&id) {
-            seen.metered = false;
-            self.again.insert(id);
+    /// A step handed out could not be booked (the book could not be written). A deal not
+    /// metered is read again at the next chance; an end is handed out again
+    /// ([`Tracker::take_unended`]). Until then the hub holds below the second each hinges
+    /// on ([`Tracker::hub_clock`]): had it ticked past, the requester would have settled
+    /// seconds the lease was to bill, or paid for ones after its close.
+    pub(crate) fn unbooked(&mut self, step: Step) {
+        match step {
+            Step::Meter { view, from } => {
+                if let Some(seen) = self.open.get_mut(&view.deal) {
+                    seen.metered = false;
+                    self.again.insert(view.deal, from);
+                }
+            }
+            end @ Step::End { .. } => self.unended.push(end),
+            Step::Made(_) => {}
         }
+    }
+
+    /// The ends whose booking failed, to carry out again.
+    pub(crate) fn take_unended(&mut self) -> Vec<Step> {
+        std::mem::take(&mut self.unended)
     }
 
     /// Whether some deal waits to be read again.
@@ -197,8 +214,16 @@ impl Tracker {
     /// stamped no earlier than that, so its requester has not yet settled its second: the
     /// hub bills a lease from the second its ready report was stamped, and stops at the
     /// second it closed — what the engine says was served, and what the anchor proves.
+    ///
+    /// Nor past a step not booked yet: a meter's first second, an end's second.
     pub(crate) fn hub_clock(&self, wall: u64) -> Option<u64> {
-        self.followed.map(|engine| engine.min(wall))
+        let unended = self.unended.iter().filter_map(|step| match step {
+            Step::End { at, .. } => Some(*at),
+            _ => None,
+        });
+        let held = self.again.values().copied().chain(unended).min();
+        self.followed
+            .map(|engine| engine.min(wall).min(held.unwrap_or(u64::MAX)))
     }
 
     /// Deals not over yet.

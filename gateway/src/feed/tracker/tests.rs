@@ -192,12 +192,35 @@ fn a_deal_active_and_over_before_it_is_read_is_still_metered() {
 fn a_failed_metering_is_read_again_at_the_next_chance() {
     let mut market = market();
     let (_, deal) = market.lease(10, 30);
-    assert_eq!(kinds(&market.ready(11, deal)), [("meter", deal.0)]);
-    market.tracker.retry(deal.0);
+    let steps = market.ready(11, deal);
+    assert_eq!(kinds(&steps), [("meter", deal.0)]);
+    market.tracker.followed_to(EPOCH.0 + 14);
+    market.tracker.unbooked(steps[0].clone());
     assert!(market.tracker.has_retries());
+    assert_eq!(
+        market.tracker.hub_clock(EPOCH.0 + 20),
+        Some(EPOCH.0 + 11),
+        "the hub holds at the second the lease is to bill from"
+    );
     assert_eq!(kinds(&market.follow(&[])), [("meter", deal.0)]);
     assert!(!market.tracker.has_retries());
+    assert_eq!(market.tracker.hub_clock(EPOCH.0 + 20), Some(EPOCH.0 + 14));
     assert!(market.follow(&[]).is_empty());
+}
+
+#[test]
+fn a_failed_end_is_handed_out_again_and_holds_the_hub_at_its_second() {
+    let mut market = market();
+    let (_, deal) = market.lease(10, 30);
+    market.ready(11, deal);
+    let requester = market.engine.deal(deal).expect("deal").requester;
+    let steps = market.at(15, CommandKind::CancelDeal { deal, requester });
+    assert_eq!(kinds(&steps), [("end", EPOCH.0 + 15)]);
+    market.tracker.followed_to(EPOCH.0 + 18);
+    market.tracker.unbooked(steps[0].clone());
+    assert_eq!(market.tracker.hub_clock(EPOCH.0 + 20), Some(EPOCH.0 + 15));
+    assert_eq!(market.tracker.take_unended(), steps);
+    assert_eq!(market.tracker.hub_clock(EPOCH.0 + 20), Some(EPOCH.0 + 18));
 }
 
 #[test]
@@ -393,10 +416,20 @@ mod billing {
                 .collect()
         }
 
-        /// Books `steps` as `Payments::start_lease` and `end_lease` do.
-        pub(super) fn book(&mut self, steps: &[Step]) {
+        /// Books `steps` as `Payments::start_lease` and `end_lease` do, except those `fails`
+        /// says a disk error stopped: those are returned, nothing of them booked.
+        pub(super) fn book(
+            &mut self,
+            steps: Vec<Step>,
+            mut fails: impl FnMut() -> bool,
+        ) -> Vec<Step> {
+            let mut failed = Vec::new();
             for step in steps {
-                match step {
+                if !matches!(step, Step::Made(_)) && fails() {
+                    failed.push(step);
+                    continue;
+                }
+                match &step {
                     Step::Made(_) => {}
                     Step::Meter { view, from } => {
                         let requester = view.requester;
@@ -429,6 +462,7 @@ mod billing {
                     }
                 }
             }
+            failed
         }
     }
 }
@@ -446,19 +480,44 @@ proptest! {
 
     /// However the hub's once-a-second tick falls between the engine's batches — even when a
     /// second boundary passes after the engine stamped a batch and before the feed follows
-    /// it — and however late a cut-off reaches the engine, every lease is billed exactly what
-    /// the engine says was served (the amount the anchor proves).
+    /// it — however late a cut-off reaches the engine, and whichever bookings a disk error
+    /// stops for a while, every lease is billed exactly what the engine says was served (the
+    /// amount the anchor proves).
     #[test]
     fn what_the_hub_bills_is_what_the_engine_says_was_served(
         count in 200u64..1_500,
         batch in 1usize..40,
         ticks in prop::collection::vec(any::<bool>(), 64),
+        disk_errors in prop::collection::vec(prop::bool::weighted(0.15), 97),
     ) {
         let mut market = Market::new(EngineConfig::default());
         let mut billing = billing::Billing::new();
         let mut events = Vec::new();
+        let mut writes = 0usize;
+        let mut fails = move || {
+            writes += 1;
+            disk_errors[writes % disk_errors.len()]
+        };
         // Cut-offs on their way to the engine: they arrive with the next batch.
         let mut lapsed = Vec::new();
+        // The feed's once-a-second work at wall second `wall`: what failed to book is tried
+        // again (ends handed out again, deals not metered read again), then the hub ticks.
+        let second = |market: &mut Market,
+                          billing: &mut billing::Billing,
+                          fails: &mut dyn FnMut() -> bool,
+                          wall: u64| {
+            let mut retry = market.tracker.take_unended();
+            if market.tracker.has_retries() {
+                retry.extend(market.follow(&[]));
+            }
+            for step in billing.book(retry, &mut *fails) {
+                market.tracker.unbooked(step);
+            }
+            market
+                .tracker
+                .hub_clock(wall)
+                .map_or_else(Vec::new, |now| billing.tick(now))
+        };
         let commands: Vec<Command> = (0..count).map(mixed_stream).collect();
         for (index, chunk) in commands.chunks(batch).enumerate() {
             // Like the shard, stamp nothing before the engine's clock.
@@ -477,17 +536,15 @@ proptest! {
             let at = market.engine.now().0;
             if ticks[index % ticks.len()] {
                 // The wall clock turned the second before the feed followed this batch.
-                if let Some(now) = market.tracker.hub_clock(at + 1) {
-                    lapsed.extend(billing.tick(now));
-                }
+                lapsed.extend(second(&mut market, &mut billing, &mut fails, at + 1));
             }
             let steps = market.follow(&events);
             events.clear();
             market.tracker.followed_to(at);
-            billing.book(&steps);
-            if let Some(now) = market.tracker.hub_clock(at) {
-                lapsed.extend(billing.tick(now));
+            for step in billing.book(steps, &mut fails) {
+                market.tracker.unbooked(step);
             }
+            lapsed.extend(second(&mut market, &mut billing, &mut fails, at));
         }
         for (deal, cut_at) in lapsed.drain(..) {
             let at = ipsx_engine::Timestamp(cut_at + 1).max(market.engine.now());
@@ -495,14 +552,18 @@ proptest! {
         }
         let steps = market.follow(&events);
         events.clear();
-        billing.book(&steps);
+        let mut never = || false;
+        billing.book(steps, &mut never);
+        // The disk works again: whatever failed is booked before the last tick.
         let end = Command {
             at: ipsx_engine::Timestamp(EPOCH.0 + count / 20 + 10_000),
             kind: CommandKind::Tick,
         };
+        second(&mut market, &mut billing, &mut never, end.at.0);
         let _ = market.engine.apply(&end, &mut events);
         let steps = market.follow(&events);
-        billing.book(&steps);
+        billing.book(steps, &mut never);
+        prop_assert!(!market.tracker.has_retries());
 
         for deal in market.engine.deals() {
             let billed = billing.terms.get(&deal.id.0).map_or(0, |terms| {
