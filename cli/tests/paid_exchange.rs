@@ -135,6 +135,13 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
     drop(node_again_process);
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
 /// What a new stream of the fleet opens with: the sum its folded leases came to.
 async fn settled(fleet: &ipsx_sdk::Client) -> u128 {
     let mut stream = fleet.stream().await.expect("stream");
@@ -162,25 +169,58 @@ async fn folded(fleet: &ipsx_sdk::Client, amount: u128) {
 
 /// Settled leases leave the node's memory and book one by one and live on as per-party sums;
 /// a payer that connects anew — and a node back from `kill -9` — starts from those sums, so
-/// every second is paid exactly once.
+/// every second is paid exactly once. The restarted node's book still holds an older lease
+/// (a requester that never paid), so its hub's clock starts before the folded leases: they are
+/// read again from the engine's deal book, and must not be billed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settled_leases_fold_into_sums_that_new_payers_and_a_restarted_node_start_from() {
     let chain = Chain::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let listen = format!("127.0.0.1:{}", free_port(&["127.0.0.1"]));
     let (node_process, node, _) = chain.node(dir.path(), &listen, &[]);
-    let port = free_port(&["127.0.0.2"]);
+    let port = free_port(&["127.0.0.2", "127.0.0.3"]);
     let (provider_process, provider_lines) = chain.provider(
         dir.path(),
         &node,
         port,
         Offer {
             wallet: 2,
-            ips: &["127.0.0.2"],
+            ips: &["127.0.0.2", "127.0.0.3"],
             country: "DE",
             price: PRICE,
         },
     );
+    // A requester that leases and never pays: its lease is served, cut, and stays in the
+    // book unpaid, older than every lease below.
+    let deadbeat_wallet = chain.wallet(3);
+    chain
+        .node
+        .transfer_tokens(deadbeat_wallet.address(), 10 * TOKEN)
+        .await
+        .expect("fund");
+    let deadbeat = signed_in(&node, &deadbeat_wallet).await;
+    ipsx_sdk::ensure_channel(
+        &deadbeat,
+        &deadbeat_wallet,
+        &chain.anvil.endpoint(),
+        5 * TOKEN,
+    )
+    .await
+    .expect("channel");
+    let unpaid = deadbeat
+        .lease(
+            &LeaseBody::new(1, 60, TokenAmount(PRICE))
+                .countries(["DE"])
+                .protocols([ipsx_sdk::Protocol::Http]),
+        )
+        .await
+        .expect("lease");
+    assert_eq!(unpaid.leased, 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while deadbeat.deals().await.expect("deals")[0].deal.status != ipsx_sdk::DealStatus::Active {
+        assert!(Instant::now() < deadline, "the unpaid lease was served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (fleet, fleet_wallet, _) = paying_fleet(&chain, &node).await;
     assert_eq!(settled(&fleet).await, 0, "nothing settled yet");
     let lease = LeaseBody::new(1, 5, TokenAmount(PRICE))
@@ -212,9 +252,33 @@ async fn settled_leases_fold_into_sums_that_new_payers_and_a_restarted_node_star
     let mut node_process = node_process;
     let _ = node_process.0.kill();
     let _ = node_process.0.wait();
+    let restarted = unix_now();
     let (node_again_process, node_again, _) = chain.node(dir.path(), &listen, &[]);
     let fleet = signed_in(&node_again, &fleet_wallet).await;
     assert_eq!(settled(&fleet).await, metered, "the sums survived");
+    // Paid in full before the kill, the fleet stays paid through the node's clock: no folded
+    // lease is billed twice.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let inbound = fleet
+            .wallet()
+            .await
+            .expect("wallet")
+            .payments
+            .and_then(|p| p.inbound)
+            .expect("the fleet's channel");
+        if inbound.paid_through >= Some(restarted) {
+            assert_eq!(inbound.owed.0, metered, "owes what was metered, once");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node bills the fleet {} for {metered} metered, paid through {:?}",
+            inbound.owed.0,
+            inbound.paid_through
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     provider_settles(
         &chain,
         &node_again,

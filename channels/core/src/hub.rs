@@ -312,6 +312,17 @@ impl Hub {
         }
     }
 
+    /// Marks `requester` settled through `second` at least (after a restart: the last end
+    /// among its folded leases, each folded only once paid through its end). Call it once
+    /// the book's leases are added, some of which may start before `second`: a lease read
+    /// again that ends by then was billed already, and [`Hub::billable_from`] says so.
+    pub fn restore_settled(&mut self, requester: Address, second: u64) {
+        if let Some(&index) = self.inbound_index.get(&requester) {
+            let inbound = &mut self.inbound[index];
+            inbound.paid_through = inbound.paid_through.max(second);
+        }
+    }
+
     /// Starts metering a lease; both parties need a channel. A lease may not start before the
     /// second its requester is paid through (that time is already settled).
     pub fn add_lease(&mut self, lease: HubLease) -> Result<(), LeaseError> {
@@ -676,6 +687,12 @@ mod tests {
         restored.restore_folded(requester.address(), sum, 0);
         restored.restore_folded(provider, 0, sum);
         restored.add_lease(lease(4, 100, 1_000)).expect("lease");
+        // Lease 2, folded, is read again after the restart: only the settled second keeps it
+        // from being billed twice.
+        assert_eq!(restored.billable_from(requester.address(), 101), 101);
+        let through = folded.iter().map(|l| l.terms.end).max().expect("folded");
+        restored.restore_settled(requester.address(), through);
+        assert_eq!(restored.billable_from(requester.address(), 101), 110);
         restored.tick(130);
         assert_eq!(
             restored.requester_position(requester.address()),

@@ -20,6 +20,10 @@ const PROVIDER_CHANNELS: TableDefinition<&[u8; 20], u64> =
 const LEASES: TableDefinition<u64, &[u8; LEASE_LEN]> = TableDefinition::new("leases");
 /// Per party: what its folded leases came to as requester (paid) and as provider (earned).
 const FOLDED: TableDefinition<&[u8; 20], &[u8; 32]> = TableDefinition::new("folded");
+/// Per requester: the last end among its folded leases. A lease folds only once its requester
+/// is paid through its end, so every second before this one is settled: a restarted hub starts
+/// the requester there, and a folded lease read again from the engine is not billed twice.
+const FOLDED_THROUGH: TableDefinition<&[u8; 20], u64> = TableDefinition::new("folded_through");
 
 /// Where a cluster node is in the payments log (`ledger`): the last entry applied.
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
@@ -102,6 +106,7 @@ impl PaymentBook {
         txn.open_table(PROVIDER_CHANNELS).map_err(db_error)?;
         txn.open_table(LEASES).map_err(db_error)?;
         txn.open_table(FOLDED).map_err(db_error)?;
+        txn.open_table(FOLDED_THROUGH).map_err(db_error)?;
         txn.open_table(CURSORS).map_err(db_error)?;
         txn.commit().map_err(db_error)?;
         Ok(Self { db })
@@ -204,15 +209,27 @@ impl PaymentBook {
     }
 
     /// Folds `leases` away in one transaction: their rows go, their totals join their
-    /// requester's paid sum and their provider's earned sum. Durable when it returns.
+    /// requester's paid sum and their provider's earned sum, and their ends move their
+    /// requester's folded-through second. Durable when it returns.
     pub fn fold(&self, leases: &[HubLease]) -> Result<(), BookError> {
         let txn = self.db.begin_write().map_err(db_error)?;
         {
             let mut rows = txn.open_table(LEASES).map_err(db_error)?;
             let mut folded = txn.open_table(FOLDED).map_err(db_error)?;
+            let mut through = txn.open_table(FOLDED_THROUGH).map_err(db_error)?;
             for lease in leases {
                 if rows.remove(lease.terms.id).map_err(db_error)?.is_none() {
                     continue;
+                }
+                let requester = &lease.requester.0.0;
+                let before = through
+                    .get(requester)
+                    .map_err(db_error)?
+                    .map_or(0, |second| second.value());
+                if lease.terms.end > before {
+                    through
+                        .insert(requester, lease.terms.end)
+                        .map_err(db_error)?;
                 }
                 let total = lease.terms.total();
                 for (party, paid, earned) in
@@ -252,6 +269,18 @@ impl PaymentBook {
             let (party, sums) = entry.map_err(db_error)?;
             let (paid, earned) = split_sums(sums.value());
             out.push((Address::from(*party.value()), paid, earned));
+        }
+        Ok(out)
+    }
+
+    /// Every requester's folded-through second (see [`FOLDED_THROUGH`]).
+    pub fn all_folded_through(&self) -> Result<Vec<(Address, u64)>, BookError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(FOLDED_THROUGH).map_err(db_error)?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(db_error)? {
+            let (party, second) = entry.map_err(db_error)?;
+            out.push((Address::from(*party.value()), second.value()));
         }
         Ok(out)
     }
@@ -380,6 +409,11 @@ mod tests {
         assert_eq!(
             book.position_of(lease.requester).expect("read"),
             ((total, 0), Vec::new())
+        );
+        assert_eq!(
+            book.all_folded_through().expect("read"),
+            [(lease.requester, 1_030)],
+            "the requester is settled through the folded lease's end"
         );
     }
 }

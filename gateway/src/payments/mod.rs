@@ -275,6 +275,12 @@ impl Payments {
             })
             .map_err(|e| PaymentsError::Rebuild(e.to_string()))?;
         }
+        // After the leases (some start before it): a lease folded before the restart, read
+        // again from the engine's deal book, ends by its requester's settled second and is
+        // not billed twice.
+        for (requester, through) in book.all_folded_through()? {
+            hub.restore_settled(requester, through);
+        }
         if !leases.is_empty() {
             hub.hold_cuts_until(now + config.hub.grace + 2);
         }
