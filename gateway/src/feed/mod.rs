@@ -186,7 +186,7 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
                 let unended = feed.tracker.take_unended();
                 feed.tracker = Tracker::default();
                 for end in unended {
-                    feed.tracker.unbooked(end);
+                    feed.tracker.booking(end, false);
                 }
                 reread = true;
             }
@@ -319,18 +319,18 @@ impl Feed {
         let state = Arc::clone(&self.state);
         let outcome = tokio::task::spawn_blocking(move || {
             let mut over = Vec::new();
-            let failed = steps
+            let outcome = steps
                 .into_iter()
-                .filter_map(|step| match carry_out(&state, &step) {
+                .map(|step| match carry_out(&state, &step) {
                     Ok(()) => {
-                        if let Step::End { view, .. } = step {
-                            over.push(view);
+                        if let Step::End { view, .. } = &step {
+                            over.push(view.clone());
                         }
-                        None
+                        (step, true)
                     }
                     Err(error) => {
                         tracing::warn!(%error, ?step, "booking a lease failed; trying again");
-                        Some(step)
+                        (step, false)
                     }
                 })
                 .collect::<Vec<_>>();
@@ -338,12 +338,12 @@ impl Feed {
             if let Err(error) = state.history.record(&over) {
                 tracing::warn!(%error, deals = over.len(), "recording finished deals failed");
             }
-            failed
+            outcome
         })
         .await
         .map_err(|e| e.to_string())?;
-        for step in outcome {
-            self.tracker.unbooked(step);
+        for (step, booked) in outcome {
+            self.tracker.booking(step, booked);
         }
         Ok(())
     }

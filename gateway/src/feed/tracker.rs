@@ -66,7 +66,7 @@ pub(crate) enum Step {
 #[derive(Clone, Copy, Debug)]
 struct Open {
     status: DealStatus,
-    /// A `Meter` step was handed out (and not given back by [`Tracker::unbooked`]).
+    /// A `Meter` step was handed out (and not given back by [`Tracker::booking`]).
     metered: bool,
 }
 
@@ -76,9 +76,10 @@ pub(crate) struct Tracker {
     /// The highest deal id seen: a higher one is new.
     last_deal: u64,
     open: HashMap<u64, Open>,
-    /// Deals to read again at the next chance (their `Meter` step failed), each with the
-    /// second it is to be metered from.
-    again: BTreeMap<u64, u64>,
+    /// Deals to read again at the next chance (their `Meter` step failed).
+    again: BTreeSet<u64>,
+    /// Deals whose `Meter` step failed, until one is booked, with the second it meters from.
+    unmetered: BTreeMap<u64, u64>,
     /// `End` steps whose booking failed, to carry out again.
     unended: Vec<Step>,
     /// Deals the events showed turning active, until read: one may be over by the time it is
@@ -92,7 +93,7 @@ impl Tracker {
     /// The deals to read after `events`: those made or changed, and any waiting to be read
     /// again. Proportional to what happened, never to what is open.
     pub(crate) fn reads_after(&mut self, events: &[ipsx_engine::Event]) -> Vec<u64> {
-        let mut ids: BTreeSet<u64> = std::mem::take(&mut self.again).into_keys().collect();
+        let mut ids: BTreeSet<u64> = std::mem::take(&mut self.again);
         for event in events {
             match event {
                 Event::DealMade { deal, .. } => {
@@ -133,8 +134,10 @@ impl Tracker {
         for (id, deal) in read {
             let went_active = self.activated.remove(&id);
             let Some(deal) = deal else {
-                // Gone from the book: it ended long ago, and was ended here then.
+                // Gone from the book: it ended long ago, and was ended here then. (One never
+                // metered cannot be now: the hub no longer waits for it.)
                 self.open.remove(&id);
+                self.unmetered.remove(&id);
                 continue;
             };
             let over = deal.status.is_terminal();
@@ -176,21 +179,25 @@ impl Tracker {
         steps
     }
 
-    /// A step handed out could not be booked (the book could not be written). A deal not
-    /// metered is read again at the next chance; an end is handed out again
-    /// ([`Tracker::take_unended`]). Until then the hub holds below the second each hinges
-    /// on ([`Tracker::hub_clock`]): had it ticked past, the requester would have settled
-    /// seconds the lease was to bill, or paid for ones after its close.
-    pub(crate) fn unbooked(&mut self, step: Step) {
-        match step {
-            Step::Meter { view, from } => {
+    /// How booking a step handed out went. One that failed (the book could not be written)
+    /// is tried again: a deal not metered is read again at the next chance, an end is handed
+    /// out again ([`Tracker::take_unended`]). Until it is booked the hub holds below the
+    /// second it hinges on ([`Tracker::hub_clock`]): had the hub ticked past, the requester
+    /// would have settled seconds the lease was to bill, or paid for seconds after its close.
+    pub(crate) fn booking(&mut self, step: Step, booked: bool) {
+        match (step, booked) {
+            (Step::Meter { view, .. }, true) => {
+                self.unmetered.remove(&view.deal);
+            }
+            (Step::Meter { view, from }, false) => {
                 if let Some(seen) = self.open.get_mut(&view.deal) {
                     seen.metered = false;
-                    self.again.insert(view.deal, from);
+                    self.again.insert(view.deal);
+                    self.unmetered.insert(view.deal, from);
                 }
             }
-            end @ Step::End { .. } => self.unended.push(end),
-            Step::Made(_) => {}
+            (end @ Step::End { .. }, false) => self.unended.push(end),
+            _ => {}
         }
     }
 
@@ -221,7 +228,7 @@ impl Tracker {
             Step::End { at, .. } => Some(*at),
             _ => None,
         });
-        let held = self.again.values().copied().chain(unended).min();
+        let held = self.unmetered.values().copied().chain(unended).min();
         self.followed
             .map(|engine| engine.min(wall).min(held.unwrap_or(u64::MAX)))
     }

@@ -195,15 +195,25 @@ fn a_failed_metering_is_read_again_at_the_next_chance() {
     let steps = market.ready(11, deal);
     assert_eq!(kinds(&steps), [("meter", deal.0)]);
     market.tracker.followed_to(EPOCH.0 + 14);
-    market.tracker.unbooked(steps[0].clone());
+    market.tracker.booking(steps[0].clone(), false);
     assert!(market.tracker.has_retries());
     assert_eq!(
         market.tracker.hub_clock(EPOCH.0 + 20),
         Some(EPOCH.0 + 11),
         "the hub holds at the second the lease is to bill from"
     );
-    assert_eq!(kinds(&market.follow(&[])), [("meter", deal.0)]);
+    // The read meant to retry it fails too: the feed falls back to a full re-read.
+    assert_eq!(market.tracker.reads_after(&[]), [deal.0]);
+    assert_eq!(market.tracker.hub_clock(EPOCH.0 + 20), Some(EPOCH.0 + 11));
+    let again = market.reread();
+    assert_eq!(kinds(&again), [("meter", deal.0)]);
     assert!(!market.tracker.has_retries());
+    assert_eq!(
+        market.tracker.hub_clock(EPOCH.0 + 20),
+        Some(EPOCH.0 + 11),
+        "handed out again, not booked yet"
+    );
+    market.tracker.booking(again[0].clone(), true);
     assert_eq!(market.tracker.hub_clock(EPOCH.0 + 20), Some(EPOCH.0 + 14));
     assert!(market.follow(&[]).is_empty());
 }
@@ -217,7 +227,7 @@ fn a_failed_end_is_handed_out_again_and_holds_the_hub_at_its_second() {
     let steps = market.at(15, CommandKind::CancelDeal { deal, requester });
     assert_eq!(kinds(&steps), [("end", EPOCH.0 + 15)]);
     market.tracker.followed_to(EPOCH.0 + 18);
-    market.tracker.unbooked(steps[0].clone());
+    market.tracker.booking(steps[0].clone(), false);
     assert_eq!(market.tracker.hub_clock(EPOCH.0 + 20), Some(EPOCH.0 + 15));
     assert_eq!(market.tracker.take_unended(), steps);
     assert_eq!(market.tracker.hub_clock(EPOCH.0 + 20), Some(EPOCH.0 + 18));
@@ -417,16 +427,16 @@ mod billing {
         }
 
         /// Books `steps` as `Payments::start_lease` and `end_lease` do, except those `fails`
-        /// says a disk error stopped: those are returned, nothing of them booked.
+        /// says a disk error stopped (nothing of them booked): each step, and whether it was.
         pub(super) fn book(
             &mut self,
             steps: Vec<Step>,
             mut fails: impl FnMut() -> bool,
-        ) -> Vec<Step> {
-            let mut failed = Vec::new();
+        ) -> Vec<(Step, bool)> {
+            let mut outcome = Vec::new();
             for step in steps {
                 if !matches!(step, Step::Made(_)) && fails() {
-                    failed.push(step);
+                    outcome.push((step, false));
                     continue;
                 }
                 match &step {
@@ -435,6 +445,7 @@ mod billing {
                         let requester = view.requester;
                         let start = self.hub.billable_from(requester, *from);
                         if view.end <= start {
+                            outcome.push((step, true));
                             continue;
                         }
                         let terms = LeaseTerms {
@@ -461,8 +472,9 @@ mod billing {
                         }
                     }
                 }
+                outcome.push((step, true));
             }
-            failed
+            outcome
         }
     }
 }
@@ -510,8 +522,8 @@ proptest! {
             if market.tracker.has_retries() {
                 retry.extend(market.follow(&[]));
             }
-            for step in billing.book(retry, &mut *fails) {
-                market.tracker.unbooked(step);
+            for (step, booked) in billing.book(retry, &mut *fails) {
+                market.tracker.booking(step, booked);
             }
             market
                 .tracker
@@ -541,8 +553,8 @@ proptest! {
             let steps = market.follow(&events);
             events.clear();
             market.tracker.followed_to(at);
-            for step in billing.book(steps, &mut fails) {
-                market.tracker.unbooked(step);
+            for (step, booked) in billing.book(steps, &mut fails) {
+                market.tracker.booking(step, booked);
             }
             lapsed.extend(second(&mut market, &mut billing, &mut fails, at));
         }
@@ -553,7 +565,9 @@ proptest! {
         let steps = market.follow(&events);
         events.clear();
         let mut never = || false;
-        billing.book(steps, &mut never);
+        for (step, booked) in billing.book(steps, &mut never) {
+            market.tracker.booking(step, booked);
+        }
         // The disk works again: whatever failed is booked before the last tick.
         let end = Command {
             at: ipsx_engine::Timestamp(EPOCH.0 + count / 20 + 10_000),
@@ -562,8 +576,13 @@ proptest! {
         second(&mut market, &mut billing, &mut never, end.at.0);
         let _ = market.engine.apply(&end, &mut events);
         let steps = market.follow(&events);
-        billing.book(steps, &mut never);
+        for (step, booked) in billing.book(steps, &mut never) {
+            market.tracker.booking(step, booked);
+        }
+        // Everything booked: nothing holds the hub back any more.
         prop_assert!(!market.tracker.has_retries());
+        market.tracker.followed_to(market.engine.now().0);
+        prop_assert_eq!(market.tracker.hub_clock(u64::MAX), Some(market.engine.now().0));
 
         for deal in market.engine.deals() {
             let billed = billing.terms.get(&deal.id.0).map_or(0, |terms| {
