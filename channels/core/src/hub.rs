@@ -430,12 +430,13 @@ impl Hub {
         for inbound in &mut self.inbound {
             let received = inbound.channel.received();
             // `None` cannot happen while leases start at or after the paid-through second;
-            // keep the old value rather than move backwards.
+            // keep the old value rather than move backwards (nor behind a restored settled
+            // second the clock has not reached yet).
             if let Some(t) = inbound
                 .meter
                 .paid_through(received, inbound.paid_through, now)
             {
-                inbound.paid_through = t;
+                inbound.paid_through = inbound.paid_through.max(t);
             }
         }
 
@@ -692,6 +693,9 @@ mod tests {
         assert_eq!(restored.billable_from(requester.address(), 101), 101);
         let through = folded.iter().map(|l| l.terms.end).max().expect("folded");
         restored.restore_settled(requester.address(), through);
+        assert_eq!(restored.billable_from(requester.address(), 101), 110);
+        // A first tick behind that second moves nothing back.
+        restored.tick(105);
         assert_eq!(restored.billable_from(requester.address(), 101), 110);
         restored.tick(130);
         assert_eq!(
