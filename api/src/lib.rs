@@ -117,6 +117,9 @@ pub enum ErrorCode {
     NotRelayed,
     /// 409: the deal was never served.
     NothingServed,
+    /// 402: the caller owes the node for seconds it was served and is behind by more than the
+    /// grace: pay what is owed (a proof on the event stream) before leasing again.
+    PaymentOverdue,
     /// 400: this node runs without a chain.
     PaymentsDisabled,
     /// 409: the proof is lower than the last, over the deposit, or not signed by the caller.
@@ -199,6 +202,7 @@ impl ErrorCode {
             Self::NotOwner => "not_owner",
             Self::NotRelayed => "not_relayed",
             Self::NothingServed => "nothing_served",
+            Self::PaymentOverdue => "payment_overdue",
             Self::PaymentsDisabled => "payments_disabled",
             Self::ProofRefused => "proof_refused",
             Self::ProviderNotRegistered => "provider_not_registered",

@@ -20,7 +20,7 @@ use common::paying::{
     provider_settles, signed_in,
 };
 use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
-use ipsx_sdk::{LeaseBody, StreamEvent, TokenAmount};
+use ipsx_sdk::{ErrorCode, LeaseBody, SdkError, StreamEvent, TokenAmount};
 
 const PRICE: u128 = TOKEN / 1_000;
 
@@ -372,6 +372,28 @@ async fn a_fleet_that_stops_paying_is_cut_off_within_the_grace() {
     assert_eq!(view[0].deal.status, ipsx_sdk::DealStatus::PaymentLapsed);
     // The deal book closes it where billing stopped, not when the cut-off reached the engine.
     assert_eq!(view[0].deal.closed_at, Some(cut_at));
+
+    // No new lease, and so no more free seconds, until the fleet pays what it owes.
+    let again = LeaseBody::new(1, 10, TokenAmount(PRICE))
+        .countries(["FR"])
+        .protocols([ipsx_sdk::Protocol::Http]);
+    match fleet.lease(&again).await {
+        Err(SdkError::Api { code, .. }) => assert_eq!(code, ErrorCode::PaymentOverdue),
+        other => panic!("an overdue fleet is refused a lease, not {other:?}"),
+    }
+    let owed = terms.rate.0 * u128::from(cut_at - terms.start);
+    let mut paying = pay_in_background(&fleet, &fleet_wallet, &[]).await;
+    // It learns of the cut lease from its stream's greeting, then pays for it.
+    paying
+        .wait(Duration::from_secs(15), |event| match event {
+            StreamEvent::ProofAccepted { amount, .. } if amount.0 >= owed => Some(()),
+            _ => None,
+        })
+        .await;
+    let paid = paying.end(Stop::Finish).await.expect("pays up");
+    assert_eq!(paid, owed, "every second served up to the cut, once");
+    let leased = fleet.lease(&again).await.expect("paid up, it leases again");
+    assert_eq!(leased.leased, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

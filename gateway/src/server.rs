@@ -1173,6 +1173,18 @@ async fn lease(
             ),
         ));
     }
+    if let Some(payments) = state.payments()?
+        && let Some((owed, paid, through)) = payments.overdue(requester).await
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYMENT_REQUIRED,
+            ErrorCode::PaymentOverdue,
+            format!(
+                "you owe {owed} for leases served and paid {paid} (through second {through}): \
+                 send a proof for what you owe on your event stream before leasing again"
+            ),
+        ));
+    }
     let (_, (request, deals)) = state
         .submit_and_read(CommandKind::SubmitRequest(spec), |events, engine| {
             own_deals(events, engine)

@@ -407,6 +407,21 @@ impl Payments {
             .is_some()
     }
 
+    /// What `requester` owes and has not paid, if it is behind by more than the grace (as a
+    /// requester the hub cuts, or cut, is): (owed, paid, paid through). A requester that
+    /// stopped paying gets no new lease until it pays: otherwise each lease would be served
+    /// free for the grace, again and again, at its providers' cost.
+    pub(crate) async fn overdue(&self, requester: Address) -> Option<(u128, u128, u64)> {
+        let hub = self.hub.lock().await;
+        let position = hub.requester_position(requester)?;
+        let behind = hub.now().saturating_sub(position.paid_through);
+        (position.owed > position.received && behind > self.config.hub.grace).then_some((
+            position.owed,
+            position.received,
+            position.paid_through,
+        ))
+    }
+
     /// Whether the node pays `provider` on a channel.
     pub(crate) async fn has_provider(&self, provider: Address) -> bool {
         self.hub.lock().await.provider_channel(provider).is_some()
