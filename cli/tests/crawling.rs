@@ -657,13 +657,7 @@ async fn the_gate_pays_on_through_a_node_restart_to_the_wei() {
 async fn settled(fleet: &ipsx_sdk::Client, paid: u128) -> ipsx_sdk::ChannelView {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let inbound = fleet
-            .wallet()
-            .await
-            .expect("wallet")
-            .payments
-            .and_then(|p| p.inbound)
-            .expect("the fleet's channel");
+        let inbound = common::paying::inbound(fleet).await;
         if inbound.owed.0 == paid || tokio::time::Instant::now() > deadline {
             return inbound;
         }

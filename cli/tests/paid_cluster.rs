@@ -35,21 +35,9 @@ async fn a_paid_lease_runs_through_a_leader_kill_and_settles_on_chain_to_the_wei
     // IPSX_KEEP=1 keeps the nodes' logs and data for a look after a failure.
     let (root, _temp) = story_dir();
     let servers = LocalNats::start(&root.join("nats"), 3).expect("nats-server runs");
-    let key_file = chain.key_file(&root, 0);
-    let (rpc, centralizer) = (
-        chain.anvil.endpoint(),
-        chain.deployment.centralizer.to_string(),
-    );
-    let payments = [
-        "--rpc-url",
-        rpc.as_str(),
-        "--centralizer",
-        centralizer.as_str(),
-        "--node-key-file",
-        key_file.to_str().expect("utf-8"),
-        "--provider-deposit",
-        "100000000000000000000",
-    ];
+    let payments = paying_node(&chain, &root);
+    let payments: Vec<&str> = payments.iter().map(String::as_str).collect();
+    let rpc = chain.anvil.endpoint();
     let nodes: Vec<Supervised> = ["n1", "n2", "n3"]
         .iter()
         .map(|id| Supervised::start(id, &root, &servers.urls(), &payments))
@@ -259,28 +247,10 @@ async fn a_leader_flooded_with_wallet_reads_keeps_answering_and_paying() {
     let chain = Chain::start().await;
     let (root, _temp) = story_dir();
     let servers = LocalNats::start(&root.join("nats"), 1).expect("nats-server runs");
-    let key_file = chain.key_file(&root, 0);
-    let (rpc, centralizer) = (
-        chain.anvil.endpoint(),
-        chain.deployment.centralizer.to_string(),
-    );
-    let node = Supervised::start(
-        "n1",
-        &root,
-        &servers.urls(),
-        &[
-            "--cluster-replicas",
-            "1",
-            "--rpc-url",
-            rpc.as_str(),
-            "--centralizer",
-            centralizer.as_str(),
-            "--node-key-file",
-            key_file.to_str().expect("utf-8"),
-            "--provider-deposit",
-            "100000000000000000000",
-        ],
-    );
+    let mut arguments = paying_node(&chain, &root);
+    arguments.extend(["--cluster-replicas".to_owned(), "1".to_owned()]);
+    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+    let node = Supervised::start("n1", &root, &servers.urls(), &arguments);
     let http = reqwest::Client::new();
     leader(&http, std::slice::from_ref(&node), Duration::from_secs(60)).await;
     let port = free_port(&["127.0.0.2"]);
@@ -345,11 +315,7 @@ async fn a_leader_flooded_with_wallet_reads_keeps_answering_and_paying() {
         reads += reader.await.expect("reader");
     }
     assert!(reads >= 16, "the flood ran: {reads} reads");
-    let wallet = fleet.wallet().await.expect("wallet");
-    let inbound = wallet
-        .payments
-        .and_then(|p| p.inbound)
-        .expect("the fleet's channel");
+    let inbound = common::paying::inbound(&fleet).await;
     assert!(
         inbound.paid_through >= Some(through),
         "paid through {:?}, not {through}",
@@ -371,6 +337,23 @@ async fn a_leader_flooded_with_wallet_reads_keeps_answering_and_paying() {
     );
     let _ = paying.end(Stop::Abandon).await;
     provider_process.terminate();
+}
+
+/// The arguments of a cluster node taking payments on `chain` with the treasury's key.
+fn paying_node(chain: &Chain, root: &std::path::Path) -> Vec<String> {
+    let key_file = chain.key_file(root, 0);
+    [
+        "--rpc-url",
+        &chain.anvil.endpoint(),
+        "--centralizer",
+        &chain.deployment.centralizer.to_string(),
+        "--node-key-file",
+        key_file.to_str().expect("utf-8"),
+        "--provider-deposit",
+        "100000000000000000000",
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// A child's stderr as lines, read on a thread of its own.

@@ -16,8 +16,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::paying::{
-    Stop, ended, holds_proof_for, node_paid, pay_in_background, paying_fleet, proven_on_chain,
-    provider_settles, signed_in,
+    Stop, ended, holds_proof_for, inbound, node_paid, pay_in_background, paying_fleet,
+    proven_on_chain, provider_settles, signed_in,
 };
 use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
 use ipsx_sdk::{ErrorCode, LeaseBody, SdkError, StreamEvent, TokenAmount};
@@ -260,13 +260,7 @@ async fn settled_leases_fold_into_sums_that_new_payers_and_a_restarted_node_star
     // lease is billed twice.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let inbound = fleet
-            .wallet()
-            .await
-            .expect("wallet")
-            .payments
-            .and_then(|p| p.inbound)
-            .expect("the fleet's channel");
+        let inbound = inbound(&fleet).await;
         if inbound.paid_through >= Some(restarted) {
             assert_eq!(inbound.owed.0, metered, "owes what was metered, once");
             break;

@@ -173,6 +173,17 @@ pub async fn provider_settles(
     );
 }
 
+/// The channel the signed-in requester `client` pays the node on, as the node sees it now.
+pub async fn inbound(client: &Client) -> ipsx_sdk::ChannelView {
+    client
+        .wallet()
+        .await
+        .expect("wallet")
+        .payments
+        .and_then(|p| p.inbound)
+        .expect("the requester's channel")
+}
+
 /// Waits (15 s at most) until the provider's daemon (its output `lines`) says a lease is paid
 /// in full with proofs coming to `amount` in all: stopped now, it claims that much.
 pub fn holds_proof_for(lines: &std::sync::mpsc::Receiver<String>, amount: u128) {
