@@ -580,7 +580,8 @@ async fn check_deal(
     if report.caught() {
         anyhow::bail!("deal {deal}: the node's history does not match what it anchored on chain");
     }
-    if !report.proven() {
+    // Entries still in the node's open epoch are not proven either: ask again later.
+    if !report.proven() || report.pending > 0 {
         anyhow::bail!(
             "deal {deal}: not everything is anchored yet ({} entries waiting); ask again after \
              the node's next epoch",
