@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use common::cluster::{Supervised, all_up, leader, story_dir, until};
 use common::paying::{Stop, ended, pay_in_background, paying_fleet, provider_settles};
-use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
+use common::{Chain, Offer, TOKEN, curl, free_port, http_lease, site, wait_for};
 use ipsx_engine_cluster::local::LocalNats;
-use ipsx_sdk::{ErrorCode, LeaseBody, SdkError, TokenAmount};
+use ipsx_sdk::{ErrorCode, SdkError};
 
 const PRICE: u128 = TOKEN / 1_000;
 
@@ -100,11 +100,7 @@ async fn a_paid_lease_runs_through_a_leader_kill_and_settles_on_chain_to_the_wei
     .await;
 
     let leased = fleet
-        .lease(
-            &LeaseBody::new(1, 16, TokenAmount(PRICE))
-                .countries(["DE"])
-                .protocols([ipsx_sdk::Protocol::Http]),
-        )
+        .lease(&http_lease(1, 16, "DE", PRICE))
         .await
         .expect("lease");
     assert_eq!(leased.leased, 1);
@@ -267,11 +263,7 @@ async fn a_leader_flooded_with_wallet_reads_keeps_answering_and_paying() {
     );
     let (fleet, fleet_wallet, _channel) = paying_fleet(&chain, &node.url).await;
     let leased = fleet
-        .lease(
-            &LeaseBody::new(1, 30, TokenAmount(PRICE))
-                .countries(["DE"])
-                .protocols([ipsx_sdk::Protocol::Http]),
-        )
+        .lease(&http_lease(1, 30, "DE", PRICE))
         .await
         .expect("lease");
     let deal = leased.deals[0].deal.deal;
@@ -323,12 +315,8 @@ async fn a_leader_flooded_with_wallet_reads_keeps_answering_and_paying() {
     );
     let provider = chain.wallet(2);
     let at_provider = common::paying::signed_in(&node.url, &provider).await;
-    let outbound = at_provider
-        .wallet()
+    let outbound = common::paying::outbound(&at_provider)
         .await
-        .expect("provider's wallet")
-        .payments
-        .and_then(|p| p.outbound)
         .expect("the provider's channel");
     assert!(
         outbound.amount.0 >= 6 * PRICE,

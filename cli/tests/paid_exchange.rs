@@ -15,11 +15,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cluster::until;
 use common::paying::{
     Stop, ended, holds_proof_for, inbound, node_paid, pay_in_background, paying_fleet,
     proven_on_chain, provider_settles, signed_in,
 };
-use common::{Chain, Offer, TOKEN, curl, free_port, site, wait_for};
+use common::{Chain, Offer, TOKEN, curl, free_port, http_lease, site, unix_now, wait_for};
 use ipsx_sdk::{ErrorCode, LeaseBody, SdkError, StreamEvent, TokenAmount};
 
 const PRICE: u128 = TOKEN / 1_000;
@@ -45,11 +46,7 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
     );
     let (fleet, fleet_wallet, channel) = paying_fleet(&chain, &node).await;
     let leased = fleet
-        .lease(
-            &LeaseBody::new(2, 14, TokenAmount(PRICE))
-                .countries(["DE"])
-                .protocols([ipsx_sdk::Protocol::Http]),
-        )
+        .lease(&http_lease(2, 14, "DE", PRICE))
         .await
         .expect("lease");
     assert_eq!(leased.leased, 2);
@@ -135,13 +132,6 @@ async fn a_paid_lease_survives_a_node_kill_and_settles_on_chain_to_the_wei() {
     drop(node_again_process);
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 /// What a new stream of the fleet opens with: the sum its folded leases came to.
 async fn settled(fleet: &ipsx_sdk::Client) -> u128 {
     let mut stream = fleet.stream().await.expect("stream");
@@ -208,24 +198,22 @@ async fn settled_leases_fold_into_sums_that_new_payers_and_a_restarted_node_star
     .await
     .expect("channel");
     let unpaid = deadbeat
-        .lease(
-            &LeaseBody::new(1, 60, TokenAmount(PRICE))
-                .countries(["DE"])
-                .protocols([ipsx_sdk::Protocol::Http]),
-        )
+        .lease(&http_lease(1, 60, "DE", PRICE))
         .await
         .expect("lease");
     assert_eq!(unpaid.leased, 1);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while deadbeat.deals().await.expect("deals")[0].deal.status != ipsx_sdk::DealStatus::Active {
-        assert!(Instant::now() < deadline, "the unpaid lease was served");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until(
+        "the unpaid lease was served",
+        Duration::from_secs(20),
+        async || {
+            let status = deadbeat.deals().await.expect("deals")[0].deal.status;
+            (status == ipsx_sdk::DealStatus::Active).then_some(())
+        },
+    )
+    .await;
     let (fleet, fleet_wallet, _) = paying_fleet(&chain, &node).await;
     assert_eq!(settled(&fleet).await, 0, "nothing settled yet");
-    let lease = LeaseBody::new(1, 5, TokenAmount(PRICE))
-        .countries(["DE"])
-        .protocols([ipsx_sdk::Protocol::Http]);
+    let lease = http_lease(1, 5, "DE", PRICE);
     let mut metered = 0;
     for round in 0..2 {
         // Each round a new payer: it knows only what the node tells it.
@@ -305,11 +293,7 @@ async fn a_fleet_that_stops_paying_is_cut_off_within_the_grace() {
     );
     let (fleet, fleet_wallet, _) = paying_fleet(&chain, &node).await;
     let leased = fleet
-        .lease(
-            &LeaseBody::new(1, 120, TokenAmount(PRICE))
-                .countries(["FR"])
-                .protocols([ipsx_sdk::Protocol::Http]),
-        )
+        .lease(&http_lease(1, 120, "FR", PRICE))
         .await
         .expect("lease");
     let deal = leased.deals[0].deal.deal;
@@ -368,9 +352,7 @@ async fn a_fleet_that_stops_paying_is_cut_off_within_the_grace() {
     assert_eq!(view[0].deal.closed_at, Some(cut_at));
 
     // No new lease, and so no more free seconds, until the fleet pays what it owes.
-    let again = LeaseBody::new(1, 10, TokenAmount(PRICE))
-        .countries(["FR"])
-        .protocols([ipsx_sdk::Protocol::Http]);
+    let again = http_lease(1, 10, "FR", PRICE);
     match fleet.lease(&again).await {
         Err(SdkError::Api { code, .. }) => assert_eq!(code, ErrorCode::PaymentOverdue),
         other => panic!("an overdue fleet is refused a lease, not {other:?}"),

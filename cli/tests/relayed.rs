@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::paying::{Stop, ended, pay_in_background, paying_fleet, provider_settles, signed_in};
-use common::{Chain, TOKEN, curl, site};
+use common::{Chain, TOKEN, curl, http_lease, site};
 use ipsx_credentials::RelayKey;
 use ipsx_sdk::{DealStatus, LeaseBody, LeaseEnd, OfferBody, StreamEvent, TokenAmount, Via};
 
@@ -553,11 +553,7 @@ async fn a_relay_run_apart_serves_a_home_provider_and_forged_reports_change_noth
 
     let (fleet, _, _) = paying_fleet(&chain, &node).await;
     let leased = fleet
-        .lease(
-            &LeaseBody::new(1, 30, TokenAmount(PRICE))
-                .countries(["IE"])
-                .protocols([ipsx_sdk::Protocol::Http]),
-        )
+        .lease(&http_lease(1, 30, "IE", PRICE))
         .await
         .expect("lease");
     let endpoint = leased.deals[0].endpoints[0].clone();

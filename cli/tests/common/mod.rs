@@ -42,6 +42,22 @@ impl Drop for Process {
 }
 
 /// Starts `ipsx ARGS` and hands back its stdout lines as they come.
+/// A request for `count` IPs in `country` carrying HTTP, for `seconds`, at most `max_price`
+/// per IP-second.
+pub fn http_lease(count: u32, seconds: u64, country: &str, max_price: u128) -> ipsx_sdk::LeaseBody {
+    ipsx_sdk::LeaseBody::new(count, seconds, ipsx_sdk::TokenAmount(max_price))
+        .countries([country])
+        .protocols([ipsx_sdk::Protocol::Http])
+}
+
+/// The wall clock in unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
 pub fn spawn(args: &[&str]) -> (Process, mpsc::Receiver<String>) {
     let mut child = Command::new(IPSX)
         .args(args)

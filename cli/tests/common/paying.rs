@@ -184,6 +184,16 @@ pub async fn inbound(client: &Client) -> ipsx_sdk::ChannelView {
         .expect("the requester's channel")
 }
 
+/// The channel the node pays the signed-in provider `client` on, once it opened one.
+pub async fn outbound(client: &Client) -> Option<ipsx_sdk::ChannelView> {
+    client
+        .wallet()
+        .await
+        .expect("wallet")
+        .payments
+        .and_then(|p| p.outbound)
+}
+
 /// Waits (15 s at most) until the provider's daemon (its output `lines`) says a lease is paid
 /// in full with proofs coming to `amount` in all: stopped now, it claims that much.
 pub fn holds_proof_for(lines: &std::sync::mpsc::Receiver<String>, amount: u128) {
@@ -204,12 +214,7 @@ pub fn holds_proof_for(lines: &std::sync::mpsc::Receiver<String>, amount: u128) 
 pub async fn node_paid(client: &Client, amount: u128) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let outbound = client
-            .wallet()
-            .await
-            .expect("wallet")
-            .payments
-            .and_then(|p| p.outbound);
+        let outbound = outbound(client).await;
         if outbound.is_some_and(|c| c.amount.0 == amount) {
             return;
         }
