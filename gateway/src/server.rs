@@ -29,7 +29,7 @@ use crate::error::ApiError;
 use crate::feed::{Streams, unix_now};
 use crate::market::{deal_view, offer_spec, request_spec, to_engine};
 use crate::metrics::Metrics;
-use crate::payments::{Payments, PaymentsConfig, PaymentsError};
+use crate::payments::{Payments, PaymentsConfig, PaymentsError, Standing};
 use crate::probe::ProbeSettings;
 use crate::rate::{Rate, RateLimiter};
 use crate::registry::{Registry, RegistryError};
@@ -1160,30 +1160,32 @@ async fn lease(
     ApiJson(body): ApiJson<LeaseBody>,
 ) -> Result<Json<Leased>, ApiError> {
     let spec = request_spec(&body, requester)?;
-    if let Some(payments) = state.payments()?
-        && !payments.has_requester(requester).await
-    {
-        return Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            ErrorCode::ChannelRequired,
-            format!(
-                "open a channel to the node ({}) on the Centralizer and register it \
-                 (POST /v1/wallet/channel) before leasing",
-                payments.node()
-            ),
-        ));
-    }
-    if let Some(payments) = state.payments()?
-        && let Some((owed, paid, through)) = payments.overdue(requester).await
-    {
-        return Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            ErrorCode::PaymentOverdue,
-            format!(
-                "you owe {owed} for leases served and paid {paid} (through second {through}): \
-                 send a proof for what you owe on your event stream before leasing again"
-            ),
-        ));
+    if let Some(payments) = state.payments()? {
+        match payments.standing(requester).await {
+            Standing::Good => {}
+            Standing::NoChannel => {
+                return Err(ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    ErrorCode::ChannelRequired,
+                    format!(
+                        "open a channel to the node ({}) on the Centralizer and register it \
+                         (POST /v1/wallet/channel) before leasing",
+                        payments.node()
+                    ),
+                ));
+            }
+            Standing::Overdue(position) => {
+                return Err(ApiError::new(
+                    StatusCode::PAYMENT_REQUIRED,
+                    ErrorCode::PaymentOverdue,
+                    format!(
+                        "you owe {} for leases served and paid {} (through second {}): send a \
+                         proof for what you owe on your event stream before leasing again",
+                        position.owed, position.received, position.paid_through
+                    ),
+                ));
+            }
+        }
     }
     let (_, (request, deals)) = state
         .submit_and_read(CommandKind::SubmitRequest(spec), |events, engine| {

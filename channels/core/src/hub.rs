@@ -312,6 +312,16 @@ impl Hub {
         }
     }
 
+    /// Where `requester` stands if it owes something and is paid through a second more than
+    /// the grace behind the hub's clock: a requester whose running leases the hub cuts, and
+    /// who should get no new one until it pays.
+    pub fn overdue(&self, requester: Address) -> Option<RequesterPosition> {
+        self.requester_position(requester).filter(|position| {
+            position.owed > position.received
+                && past_grace(self.now, position.paid_through, self.config.grace)
+        })
+    }
+
     /// Marks `requester` settled through `second` at least (after a restart: the last end
     /// among its folded leases, each folded only once paid through its end). Call it once
     /// the book's leases are added, some of which may start before `second`: a lease read
@@ -444,8 +454,7 @@ impl Hub {
         for slot in &mut self.slots {
             let inbound = &mut self.inbound[slot.requester];
             let lease = &mut slot.lease;
-            let behind = now.saturating_sub(inbound.paid_through);
-            if behind > grace
+            if past_grace(now, inbound.paid_through, grace)
                 && now >= self.cuts_held_until
                 && lease.terms.end > now
                 && lease.terms.start < now
@@ -570,6 +579,11 @@ impl Hub {
         }
         books
     }
+}
+
+/// Whether a requester paid through `paid_through` is more than `grace` seconds behind `now`.
+fn past_grace(now: u64, paid_through: u64, grace: u64) -> bool {
+    now.saturating_sub(paid_through) > grace
 }
 
 #[cfg(test)]

@@ -182,12 +182,7 @@ pub(crate) async fn run(state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
             _ = following.lag_noticed.notified() => {}
             () = feed.state.feed_restart.notified() => {
                 // As after a restart: every deal read anew, running ones metered from the book.
-                // Ends whose booking failed are carried out again all the same.
-                let unended = feed.tracker.take_unended();
-                feed.tracker = Tracker::default();
-                for end in unended {
-                    feed.tracker.booking(end, false);
-                }
+                feed.tracker.restart();
                 reread = true;
             }
             _ = every_second.tick() => {

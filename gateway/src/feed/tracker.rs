@@ -201,6 +201,15 @@ impl Tracker {
         }
     }
 
+    /// Starts over as after a restart (every deal to be read anew), keeping the ends whose
+    /// booking failed: they are carried out again all the same.
+    pub(crate) fn restart(&mut self) {
+        *self = Tracker {
+            unended: std::mem::take(&mut self.unended),
+            ..Tracker::default()
+        };
+    }
+
     /// The ends whose booking failed, to carry out again.
     pub(crate) fn take_unended(&mut self) -> Vec<Step> {
         std::mem::take(&mut self.unended)

@@ -169,6 +169,16 @@ pub(crate) struct TickOutcome {
     pub(crate) due: Vec<(Address, u128, u128, u64)>,
 }
 
+/// Whether a requester may lease ([`Payments::standing`]).
+pub(crate) enum Standing {
+    /// It has no channel to the node.
+    NoChannel,
+    /// It owes more than it paid and is behind by more than the grace.
+    Overdue(ipsx_channels::RequesterPosition),
+    /// It may.
+    Good,
+}
+
 /// The node's payments.
 pub(crate) struct Payments {
     chain: ChainClient,
@@ -398,28 +408,17 @@ impl Payments {
         self.ledger.book.position_of(party).map_err(internal)
     }
 
-    /// Whether `requester` has a channel to the node.
-    pub(crate) async fn has_requester(&self, requester: Address) -> bool {
-        self.hub
-            .lock()
-            .await
-            .requester_position(requester)
-            .is_some()
-    }
-
-    /// What `requester` owes and has not paid, if it is behind by more than the grace (as a
-    /// requester the hub cuts, or cut, is): (owed, paid, paid through). A requester that
-    /// stopped paying gets no new lease until it pays: otherwise each lease would be served
-    /// free for the grace, again and again, at its providers' cost.
-    pub(crate) async fn overdue(&self, requester: Address) -> Option<(u128, u128, u64)> {
+    /// Whether `requester` may lease: it needs a channel to the node, and no debt the hub
+    /// would cut it for. A requester that stopped paying gets no new lease until it pays:
+    /// otherwise each lease would be served free for the grace, again and again, at its
+    /// providers' cost.
+    pub(crate) async fn standing(&self, requester: Address) -> Standing {
         let hub = self.hub.lock().await;
-        let position = hub.requester_position(requester)?;
-        let behind = hub.now().saturating_sub(position.paid_through);
-        (position.owed > position.received && behind > self.config.hub.grace).then_some((
-            position.owed,
-            position.received,
-            position.paid_through,
-        ))
+        match hub.overdue(requester) {
+            Some(position) => Standing::Overdue(position),
+            None if hub.requester_position(requester).is_some() => Standing::Good,
+            None => Standing::NoChannel,
+        }
     }
 
     /// Whether the node pays `provider` on a channel.
