@@ -157,7 +157,8 @@ impl ClusterNode {
         self.status()
     }
 
-    /// Lets the lease go (if held), stops following, and shuts the shard down with a final
+    /// Steps the shard down if it leads (its last groups go to the log first), lets the lease
+    /// go (if held), stops following, and shuts the shard down with a final
     /// snapshot.
     ///
     /// Clones of [`ClusterNode::shard`] held elsewhere (calls still finishing) are waited for,
@@ -371,6 +372,9 @@ impl Campaign {
             Stage::Following => None,
         };
         if let Some(revision) = held {
+            if outcome.is_ok() && matches!(stage, Stage::Leading { .. }) {
+                self.step_down().await;
+            }
             // Stopped or failed: nothing more may be appended under this lease.
             self.deposed.store(true, Ordering::SeqCst);
             if let Err(error) = self.bounded(lease.release(revision)).await {
@@ -380,6 +384,27 @@ impl Campaign {
         match outcome {
             Ok(()) => {}
             Err(why) => self.stopped(why),
+        }
+    }
+
+    /// A leader's clean stop: its shard writes what it has queued under the lease it still
+    /// holds, then stops taking commands and moving its clock, before the lease goes. Without
+    /// this, a tick written between the lease's release and the shard's shutdown is refused
+    /// by the log and the shard stops with an error. Bounded like a lease call: if the log
+    /// cannot take the last groups in time, the lease goes anyway (nothing unwritten was
+    /// acknowledged).
+    async fn step_down(&self) {
+        let shard = Arc::clone(&self.shard);
+        let stepped = tokio::time::timeout(
+            self.config.lease / 3,
+            tokio::task::spawn_blocking(move || shard.step_down()),
+        )
+        .await;
+        match stepped {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "the shard did not step down cleanly"),
+            Ok(Err(error)) => tracing::warn!(%error, "the shard did not step down cleanly"),
+            Err(_) => tracing::warn!("the shard did not step down in time; letting the lease go"),
         }
     }
 

@@ -150,6 +150,9 @@ impl Node {
         if let Some((mut child, stdin)) = taken {
             drop(stdin);
             let status = child.wait().expect("node exits");
+            if !(status.success() || status.code() == Some(3)) {
+                dump_logs();
+            }
             assert!(
                 status.success() || status.code() == Some(3),
                 "{} stopped with {status}",

@@ -131,6 +131,8 @@ enum Message {
     Replicated(Vec<u8>),
     /// Become the leader: every group from now on goes to this log first.
     Promote(Box<dyn Replicator>, Sender<Result<(), StoreError>>),
+    /// Stop leading: answered once every group before it is durable.
+    StepDown(Sender<Result<(), StoreError>>),
     Shutdown,
 }
 
@@ -308,6 +310,22 @@ impl ShardHandle {
     pub fn promote(&self, log: Box<dyn Replicator>) -> Result<(), SubmitError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.post(Message::Promote(log, reply))?;
+        match answer.recv() {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(SubmitError::Stopped),
+        }
+    }
+
+    /// Stops leading, and returns once every group written before is durable (or refused): the
+    /// shard takes no more commands ([`SubmitError::NotLeader`]; one that raced this call goes
+    /// unanswered, as [`SubmitError::Stopped`]) and no longer moves its clock. A leader about to
+    /// let its lease go calls this first, so that it writes nothing under a lease it no longer
+    /// holds: the next leader's log would refuse it, and the shard would stop with an error.
+    /// [`ShardHandle::promote`] makes it lead again.
+    pub fn step_down(&self) -> Result<(), SubmitError> {
+        self.leading.store(false, Ordering::SeqCst);
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.post(Message::StepDown(reply))?;
         match answer.recv() {
             Ok(Ok(())) => Ok(()),
             _ => Err(SubmitError::Stopped),
@@ -554,6 +572,7 @@ impl Writer {
     /// depth) leaves only once that batch is durable.
     fn serve(&mut self) -> Result<(), StoreError> {
         let mut snapshot_waiters: Vec<Sender<Result<(), StoreError>>> = Vec::new();
+        let mut step_down_waiters: Vec<Sender<Result<(), StoreError>>> = Vec::new();
         let mut last_tick = Instant::now();
         let mut last_depth = Instant::now();
         let idle_wait = self.config.tick_every.unwrap_or(Duration::from_secs(3600));
@@ -626,6 +645,11 @@ impl Writer {
             }) {
                 batch_len += 1;
                 match message {
+                    // A command that passed the handle's check just before a step-down: it is
+                    // not applied, and its submitter hears that the shard stopped (dropped
+                    // reply).
+                    Message::Submit(_) | Message::SubmitThen(..)
+                        if !self.leading.load(Ordering::Relaxed) => {}
                     Message::Submit(mut submission) => {
                         let reply = submission.reply.take();
                         let answered = self.apply(submission);
@@ -660,6 +684,10 @@ impl Writer {
                         if let Some(error) = failed {
                             return Err(StoreError::Replication(error));
                         }
+                    }
+                    Message::StepDown(reply) => {
+                        self.leading.store(false, Ordering::SeqCst);
+                        step_down_waiters.push(reply);
                     }
                     Message::Shutdown => stop = true,
                 }
@@ -721,6 +749,14 @@ impl Writer {
                 .start_commit(move || applied.deliver(&delivery))?;
             while self.store.commits_in_flight() > COMMITS_IN_FLIGHT {
                 self.store.wait_durable()?;
+            }
+            if !step_down_waiters.is_empty() {
+                while self.store.commits_in_flight() > 0 {
+                    self.store.wait_durable()?;
+                }
+                for waiter in step_down_waiters.drain(..) {
+                    let _ = waiter.send(Ok(()));
+                }
             }
             if !snapshot_waiters.is_empty() {
                 let result = self.store.snapshot_and_wait();

@@ -188,6 +188,45 @@ fn a_leader_whose_log_refuses_a_group_acknowledges_and_writes_none_of_it() {
 }
 
 #[test]
+fn a_leader_that_steps_down_writes_nothing_more_and_stops_cleanly_once_another_leads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = Log::default();
+    // A leader whose clock ticks every millisecond: while it leads, each turn of its writer
+    // journals a tick, and hands it to the log.
+    let mut config = ShardConfig::new(StoreConfig::new(dir.path()));
+    config.tick_every = Some(Duration::from_millis(1));
+    config.role = Role::Follower;
+    let lead = ShardHandle::start(config).expect("shard starts");
+    lead.promote(Box::new(Appender(log.clone())))
+        .expect("promoted");
+    submit(&lead, 0..200);
+
+    lead.step_down().expect("stepped down");
+    // Everything written before is in the log.
+    let written = durable(&lead);
+    assert_eq!(log.len(), written);
+    assert!(!lead.is_leading());
+    assert!(matches!(
+        lead.submit(mixed_stream(200).kind),
+        Err(SubmitError::NotLeader)
+    ));
+
+    // The lease goes to another node, which appends: a group from this one no longer follows.
+    log.push(log.record(1));
+    // Turns of the writer, over more than a dozen tick periods: none journals a tick.
+    let started = Instant::now();
+    let mut turns = 0;
+    while turns < 20 || started.elapsed() < Duration::from_millis(20) {
+        state(&lead);
+        turns += 1;
+    }
+    assert!(lead.writer_alive(), "the writer wrote under a lost lease");
+    assert_eq!(durable(&lead), written);
+    lead.shutdown()
+        .expect("a shard that stepped down stops cleanly");
+}
+
+#[test]
 fn a_follower_handed_a_forged_record_stops_without_applying_it() {
     let (a, b) = (
         tempfile::tempdir().expect("temp dir"),
