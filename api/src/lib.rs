@@ -1203,7 +1203,8 @@ pub enum StreamEvent {
     ProofAccepted {
         /// The cumulative amount accepted.
         amount: TokenAmount,
-        /// Its leases are paid through this second.
+        /// Its leases are paid through this second, counting this proof (up to the node's
+        /// payment clock: paying ahead moves it no further).
         paid_through: Option<u64>,
     },
     /// To a requester behind on its payments: pay `owed` before `cut_at`.

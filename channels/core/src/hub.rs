@@ -143,6 +143,19 @@ struct Inbound {
     paid_through: u64,
 }
 
+impl Inbound {
+    /// Moves the paid-through second as far as what was received covers, up to `now`.
+    /// `None` from the meter cannot happen while leases start at or after the paid-through
+    /// second; the old value stays rather than move backwards (nor behind a restored settled
+    /// second the clock has not reached yet).
+    fn advance(&mut self, now: u64) {
+        let received = self.channel.received();
+        if let Some(t) = self.meter.paid_through(received, self.paid_through, now) {
+            self.paid_through = self.paid_through.max(t);
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Outbound {
     channel: PayerChannel,
@@ -385,10 +398,14 @@ impl Hub {
         self.inbound[index].channel.check(&self.domain, proof)
     }
 
-    /// Records a checked, persisted proof from a requester.
+    /// Records a checked, persisted proof from a requester, and moves its paid-through second
+    /// at once (up to the hub's clock), so the answer to the proof, and a lease asked for
+    /// right after it, see what it paid rather than wait for the next tick.
     pub fn accept(&mut self, requester: Address, proof: SignedProof) {
         if let Some(&index) = self.inbound_index.get(&requester) {
-            self.inbound[index].channel.accept(proof);
+            let inbound = &mut self.inbound[index];
+            inbound.channel.accept(proof);
+            inbound.advance(self.now);
         }
     }
 
@@ -438,16 +455,7 @@ impl Hub {
         let grace = self.config.grace;
 
         for inbound in &mut self.inbound {
-            let received = inbound.channel.received();
-            // `None` cannot happen while leases start at or after the paid-through second;
-            // keep the old value rather than move backwards (nor behind a restored settled
-            // second the clock has not reached yet).
-            if let Some(t) = inbound
-                .meter
-                .paid_through(received, inbound.paid_through, now)
-            {
-                inbound.paid_through = inbound.paid_through.max(t);
-            }
+            inbound.advance(now);
         }
 
         // Cut the running leases of requesters beyond their grace.
@@ -637,6 +645,51 @@ mod tests {
         assert_eq!(hub.add_lease(lease(100)), Err(LeaseError::Duplicate(1)));
         assert_eq!(hub.lease_count(), 1);
         assert_eq!(hub.end_lease(5, 100), Err(LeaseError::Unknown(5)));
+    }
+
+    /// A proof's answer says what it paid for: the paid-through second moves as the proof is
+    /// accepted, up to the hub's clock and no further, not at the next tick.
+    #[test]
+    fn an_accepted_proof_moves_paid_through_at_once_but_never_past_the_clock() {
+        let domain = ChannelDomain::new(31337, Address::repeat_byte(1));
+        let node = SigningKey::from_bytes(&[2u8; 32]).expect("key");
+        let requester = SigningKey::from_bytes(&[3u8; 32]).expect("key");
+        let provider = Address::repeat_byte(9);
+        let mut hub = Hub::new(domain.clone(), node, HubConfig::default(), 100);
+        hub.add_requester(ReceiverChannel::new(
+            ChannelId(1),
+            requester.address(),
+            1_000_000,
+            None,
+        ));
+        hub.add_provider(PayerChannel::new(ChannelId(2), provider, 1_000_000, 0));
+        hub.add_lease(HubLease {
+            terms: LeaseTerms {
+                id: 1,
+                rate: 10,
+                start: 100,
+                end: 200,
+            },
+            requester: requester.address(),
+            provider,
+        })
+        .expect("lease");
+        hub.tick(120);
+        assert_eq!(hub.paid_through(requester.address()), Some(100));
+        // Paid for 15 seconds: through second 115, at once.
+        hub.accept(
+            requester.address(),
+            domain.sign_balance_proof(&requester, ChannelId(1), 150),
+        );
+        assert_eq!(hub.paid_through(requester.address()), Some(115));
+        // Paid ahead, for 50 seconds: through the clock, not beyond it.
+        hub.accept(
+            requester.address(),
+            domain.sign_balance_proof(&requester, ChannelId(1), 500),
+        );
+        assert_eq!(hub.paid_through(requester.address()), Some(120));
+        hub.tick(130);
+        assert_eq!(hub.paid_through(requester.address()), Some(130));
     }
 
     /// A hub rebuilt from its channels, the sums of what folded and the leases not folded
