@@ -36,6 +36,10 @@
 //! 1.5 M deals), and another thread turns it into the canonical [`Snapshot`] while the engine
 //! goes on.
 //!
+//! An engine that grows fast (a replay) can take the empty record chunks it grows into from
+//! another thread ([`Engine::stock_order`], [`StockOrder::build`], [`Engine::restock`]), which
+//! then pays their first-touch page faults instead of the engine's thread.
+//!
 //! ## Matching rules
 //!
 //! * An IP is eligible when its offer passes every filter (country, city, ASN include/exclude,
@@ -157,6 +161,7 @@ mod prefetch;
 mod request;
 mod slab;
 mod snapshot;
+mod stock;
 mod timers;
 mod types;
 
@@ -176,6 +181,7 @@ pub use order::{
 };
 pub use request::RequestRecord;
 pub use snapshot::{FrozenState, IpRecord, OfferRecord, Snapshot, SnapshotError};
+pub use stock::{Stock, StockOrder};
 pub use types::{
     Address, Amount, DealId, IpKind, KindSet, OfferId, Protocol, ProtocolSet, RequestId, Timestamp,
     Window,

@@ -40,7 +40,7 @@ const SPARE_CHUNKS: usize = 16;
 type Slots<T, const N: usize> = Arc<[Option<T>; N]>;
 
 #[derive(Debug)]
-struct Chunk<T, const N: usize> {
+pub(crate) struct Chunk<T, const N: usize> {
     slots: Slots<T, N>,
     /// Whether `slots` is known to be this chunk's alone: set by the first write after a
     /// freeze (which copies the slots if a view still holds them), cleared by each freeze.
@@ -100,6 +100,12 @@ impl<T: Clone, const N: usize> Chunk<T, N> {
     fn lend(&self) -> HeldSlots<'_, T, N> {
         HeldSlots::Borrowed(&self.slots)
     }
+}
+
+/// `count` empty chunks, built on whichever thread calls this: the first touch of their pages
+/// (the kernel zeroing and mapping them) is paid there (see [`crate::Stock`]).
+pub(crate) fn empty_chunks<T: Clone, const N: usize>(count: usize) -> Vec<Chunk<T, N>> {
+    (0..count).map(|_| Chunk::new()).collect()
 }
 
 /// Slots all empty, built on the heap (hundreds of records would not fit a small stack).
@@ -355,6 +361,18 @@ impl<T: Clone, const N: usize> IdSlab<T, N> {
         }
     }
 
+    /// Empty chunks kept for the ring to grow into.
+    pub(crate) fn spare_len(&self) -> usize {
+        self.spare.len()
+    }
+
+    /// Adds empty chunks built elsewhere to the spares (beyond what [`IdSlab::keep_spare`]
+    /// keeps: the caller orders only as many as growth will use).
+    pub(crate) fn stock(&mut self, chunks: Vec<Chunk<T, N>>) {
+        debug_assert!(chunks.iter().all(|chunk| chunk.live == 0 && chunk.owned));
+        self.spare.extend(chunks);
+    }
+
     /// Returns every (empty) chunk to the spares.
     fn recycle_all(&mut self) {
         while let Some(chunk) = self.chunks.pop_front() {
@@ -385,11 +403,16 @@ impl<T: Clone, const N: usize> IdSlab<T, N> {
 #[derive(Clone, Debug)]
 pub(crate) struct CowTable<T, const N: usize = CHUNK> {
     chunks: Vec<Chunk<T, N>>,
+    /// Empty chunks stocked ahead of growth (see [`crate::Stock`]).
+    spare: Vec<Chunk<T, N>>,
 }
 
 impl<T, const N: usize> Default for CowTable<T, N> {
     fn default() -> Self {
-        CowTable { chunks: Vec::new() }
+        CowTable {
+            chunks: Vec::new(),
+            spare: Vec::new(),
+        }
     }
 }
 
@@ -414,6 +437,16 @@ impl<T, const N: usize> CowTable<T, N> {
 }
 
 impl<T: Clone, const N: usize> CowTable<T, N> {
+    /// Empty chunks kept for the table to grow into.
+    pub(crate) fn spare_len(&self) -> usize {
+        self.spare.len()
+    }
+
+    /// Adds empty chunks built elsewhere for the table to grow into.
+    pub(crate) fn stock(&mut self, chunks: Vec<Chunk<T, N>>) {
+        self.spare.extend(chunks);
+    }
+
     pub(crate) fn get_mut(&mut self, index: u32) -> Option<&mut T> {
         let index = index as usize;
         self.chunks.get_mut(index / N)?.slots_mut()[index % N].as_mut()
@@ -423,7 +456,8 @@ impl<T: Clone, const N: usize> CowTable<T, N> {
     pub(crate) fn insert(&mut self, index: u32, value: T) {
         let index = index as usize;
         while self.chunks.len() <= index / N {
-            self.chunks.push(Chunk::new());
+            let chunk = self.spare.pop().unwrap_or_else(Chunk::new);
+            self.chunks.push(chunk);
         }
         let chunk = &mut self.chunks[index / N];
         chunk.live += u32::from(chunk.slots[index % N].is_none());

@@ -62,6 +62,7 @@ mod journal_thread;
 pub mod output;
 mod read_ahead;
 pub mod replica;
+mod restock;
 pub mod shard;
 mod snapshot_file;
 pub mod store;

@@ -1,7 +1,8 @@
 //! A durable engine: every accepted command is journaled; snapshots bound recovery time.
 //!
 //! Recovery loads the newest readable snapshot, replays the journal after it (decoded ahead on
-//! a helper thread, see `read_ahead.rs`), and cuts a torn tail (a record a crash
+//! a helper thread, see `read_ahead.rs`, while another builds the record chunks the engine
+//! grows into, see `restock.rs`), and cuts a torn tail (a record a crash
 //! interrupted). For a snapshot the writer only freezes the state (a [`FrozenState`] sharing
 //! its records copy-on-write); a helper thread builds the canonical [`ipsx_engine::Snapshot`]
 //! from it, serialises it and writes the file.
@@ -21,6 +22,7 @@ use crate::journal::{self, FsyncPolicy, GroupBuffer, JournalWriter};
 use crate::journal_thread::JournalThread;
 use crate::read_ahead::scan_segment_ahead;
 use crate::replica::Replicator;
+use crate::restock::{Restocker, TEND_EVERY};
 use crate::snapshot_file::{self, SnapshotBytes};
 
 /// Where and how a shard keeps its state.
@@ -91,6 +93,7 @@ impl DurableEngine {
         let mut replayed = 0u64;
         let mut events = Vec::new();
         let segments = journal::segments(&dir)?;
+        let mut restocker = (!segments.is_empty()).then(Restocker::spawn).flatten();
         let mut tail = None;
         let mut torn_bytes = 0;
         for (index, segment) in segments.iter().enumerate() {
@@ -114,6 +117,11 @@ impl DurableEngine {
                 replay(&mut engine, &command, &mut events, seq)?;
                 last_seq = seq;
                 replayed += 1;
+                if replayed.is_multiple_of(TEND_EVERY)
+                    && let Some(restocker) = restocker.as_mut()
+                {
+                    restocker.tend(&mut engine);
+                }
                 Ok(())
             })?;
             if scan.torn_tail {
