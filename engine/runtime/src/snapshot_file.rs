@@ -7,7 +7,7 @@
 //! a part at a time (see [`crate::disk`]), so the journal's syncs never wait on a whole one.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use ipsx_engine::Snapshot;
@@ -89,24 +89,30 @@ pub(crate) fn write(dir: &Path, bytes: &SnapshotBytes) -> Result<PathBuf, StoreE
 
 /// Reads a snapshot file, checking magic, version and checksum.
 pub(crate) fn read(path: &Path) -> Result<(u64, Snapshot), StoreError> {
-    let data = fs::read(path).map_err(|e| StoreError::io(path, e))?;
+    let io = |e| StoreError::io(path, e);
     let corrupt = |what: &str| StoreError::Corrupt(format!("{}: {what}", path.display()));
-    if data.len() < HEADER || &data[0..8] != MAGIC {
+    let mut file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut header = [0u8; HEADER];
+    if size < HEADER as u64 || file.read_exact(&mut header).is_err() || &header[0..8] != MAGIC {
         return Err(corrupt("not a snapshot file"));
     }
-    let version = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
     if version != VERSION {
         return Err(corrupt("unknown snapshot format version"));
     }
-    let seq = u64::from_le_bytes(data[12..20].try_into().expect("8 bytes"));
-    let crc = u32::from_le_bytes(data[20..24].try_into().expect("4 bytes"));
-    let body = &data[HEADER..];
-    if crc32fast::hash(body) != crc {
+    let seq = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(header[20..24].try_into().expect("4 bytes"));
+    // The body goes straight into the aligned buffer rkyv reads: a snapshot of a million deals
+    // is hundreds of megabytes, and a plain read first would copy (and fault in) it twice.
+    let len = usize::try_from(size - HEADER as u64).map_err(|_| corrupt("too large"))?;
+    let mut body = rkyv::util::AlignedVec::<16>::with_capacity(len);
+    body.resize(len, 0);
+    file.read_exact(&mut body).map_err(io)?;
+    if crc32fast::hash(&body) != crc {
         return Err(corrupt("checksum mismatch"));
     }
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
-    aligned.extend_from_slice(body);
-    let snapshot = Snapshot::from_bytes(&aligned).map_err(|e| corrupt(&e.to_string()))?;
+    let snapshot = Snapshot::from_bytes(&body).map_err(|e| corrupt(&e.to_string()))?;
     Ok((seq, snapshot))
 }
 
