@@ -114,7 +114,7 @@ impl DurableEngine {
                     });
                 }
                 events.clear();
-                replay(&mut engine, &command, &mut events, seq)?;
+                replay(&mut engine, command, &mut events, seq)?;
                 last_seq = seq;
                 replayed += 1;
                 if replayed.is_multiple_of(TEND_EVERY)
