@@ -180,7 +180,7 @@ pub use order::{
     RequestSpec, Start, TimeInForce, subnet_of,
 };
 pub use request::RequestRecord;
-pub use snapshot::{FrozenState, IpRecord, OfferRecord, Snapshot, SnapshotError};
+pub use snapshot::{CheckedSnapshot, FrozenState, IpRecord, OfferRecord, Snapshot, SnapshotError};
 pub use stock::{Stock, StockOrder};
 pub use types::{
     Address, Amount, DealId, IpKind, KindSet, OfferId, Protocol, ProtocolSet, RequestId, Timestamp,

@@ -10,14 +10,15 @@ use rkyv::rancor;
 use rkyv::{Archive, Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::agreement::DealStatus;
+use crate::agreement::{DealStatus, ProviderStatus, RequesterStatus, deal_status};
 use crate::book::{IpSlot, OFFER_CHUNK, Offer};
 use crate::calendar::Booking;
 use crate::deal::{Deal, Profile};
 use crate::engine::{Engine, EngineConfig};
 use crate::order::{IpSpec, OfferSpec};
 use crate::request::RequestRecord;
-use crate::slab::FrozenSlab;
+use crate::slab::{CHUNK, FrozenSlab};
+use crate::stock::{Stock, StockOrder};
 use crate::timers::Timer;
 use crate::types::{Address, OfferId, Timestamp};
 
@@ -99,8 +100,68 @@ impl Snapshot {
 
     /// Reads bytes from [`Snapshot::to_bytes`], validating them first.
     pub fn from_bytes(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
-        rkyv::from_bytes::<Snapshot, rancor::Error>(bytes).map_err(|e| SnapshotError(e.to_string()))
+        Snapshot::check(bytes)?.read()
     }
+
+    /// Validates bytes from [`Snapshot::to_bytes`] without reading them into records yet: what
+    /// an engine restored from them will grow into can be built meanwhile
+    /// ([`CheckedSnapshot::stock_order`]).
+    pub fn check(bytes: &[u8]) -> Result<CheckedSnapshot<'_>, SnapshotError> {
+        rkyv::access::<ArchivedSnapshot, rancor::Error>(bytes)
+            .map(CheckedSnapshot)
+            .map_err(|e| SnapshotError(e.to_string()))
+    }
+}
+
+/// Snapshot bytes that passed [`Snapshot::check`].
+pub struct CheckedSnapshot<'a>(&'a ArchivedSnapshot);
+
+impl CheckedSnapshot<'_> {
+    /// The owned snapshot.
+    pub fn read(&self) -> Result<Snapshot, SnapshotError> {
+        rkyv::deserialize::<Snapshot, rancor::Error>(self.0)
+            .map_err(|e| SnapshotError(e.to_string()))
+    }
+
+    /// The empty chunks [`Engine::restore_stocked`] fills with this snapshot's deals, open
+    /// deals, requests and IP slots (records are kept by id, so a kind takes as many chunks
+    /// as its ids span).
+    pub fn stock_order(&self) -> StockOrder {
+        let deals = &self.0.deals;
+        let span = |first: Option<u64>, last: Option<u64>| match (first, last) {
+            (Some(first), Some(last)) => chunks_spanning(first, last),
+            _ => 0,
+        };
+        let open = deals.iter().filter(|deal| {
+            let provider =
+                rkyv::deserialize::<ProviderStatus, rancor::Error>(&deal.provider_status);
+            let requester =
+                rkyv::deserialize::<RequesterStatus, rancor::Error>(&deal.requester_status);
+            matches!((provider, requester), (Ok(p), Ok(r)) if !deal_status(p, r).is_terminal())
+        });
+        let open_ids = open.map(|deal| deal.id.0.to_native());
+        let (first_open, last_open) = open_ids.fold((None, None), |(first, _), id| {
+            (first.or(Some(id)), Some(id))
+        });
+        let requests = &self.0.requests;
+        StockOrder::new(
+            span(
+                deals.first().map(|d| d.id.0.to_native()),
+                deals.last().map(|d| d.id.0.to_native()),
+            ),
+            span(first_open, last_open),
+            span(
+                requests.first().map(|r| r.id.0.to_native()),
+                requests.last().map(|r| r.id.0.to_native()),
+            ),
+            self.0.ips.len().div_ceil(CHUNK),
+        )
+    }
+}
+
+/// Chunks a ring of records keyed by ids `first ..= last` spans.
+fn chunks_spanning(first: u64, last: u64) -> usize {
+    usize::try_from(last.saturating_sub(first) / CHUNK as u64 + 1).unwrap_or(usize::MAX)
 }
 
 /// The engine's state as it stood at [`Engine::freeze`], whatever the engine does after.
@@ -273,7 +334,14 @@ impl Engine {
 
     /// Rebuilds an engine, with its indexes and timers, from a snapshot.
     pub fn restore(snapshot: Snapshot) -> Engine {
+        Engine::restore_stocked(snapshot, Stock::default())
+    }
+
+    /// [`Engine::restore`] into empty chunks built ahead on another thread
+    /// ([`CheckedSnapshot::stock_order`]), which then paid their page faults.
+    pub fn restore_stocked(snapshot: Snapshot, stock: Stock) -> Engine {
         let mut engine = Engine::new(snapshot.config);
+        engine.restock(stock);
         engine.now = snapshot.now;
         engine.book.now = snapshot.now;
         engine.next_offer = snapshot.next_offer;

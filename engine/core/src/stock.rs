@@ -36,6 +36,15 @@ pub struct StockOrder {
 }
 
 impl StockOrder {
+    pub(crate) fn new(deals: usize, open: usize, requests: usize, slots: usize) -> StockOrder {
+        StockOrder {
+            deals,
+            open,
+            requests,
+            slots,
+        }
+    }
+
     /// Whether the engine lacks nothing.
     pub fn is_empty(&self) -> bool {
         *self == StockOrder::default()
@@ -54,6 +63,7 @@ impl StockOrder {
 
 /// Empty chunks for an engine's deals, open deals, requests and IP slots (see the module
 /// docs). `Send`: built on one thread, handed to the engine's.
+#[derive(Default)]
 pub struct Stock {
     deals: Vec<Chunk<Deal, CHUNK>>,
     open: Vec<Chunk<OpenDeal, CHUNK>>,
@@ -84,7 +94,70 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EngineConfig;
+    use crate::*;
+
+    /// An engine holding one offer of 16 IPs and a deal for 3 of them.
+    fn small_book() -> Engine {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut events = Vec::new();
+        let offer = OfferSpec {
+            provider: Address::from_low_u64(1),
+            ips: IpSpec::Cidr {
+                network: "198.51.100.0".parse().expect("ip"),
+                prefix: 28,
+            },
+            country: Country::parse("FR").expect("country"),
+            region: None,
+            city: None,
+            asn: 64_500,
+            kind: IpKind::Residential,
+            protocols: ProtocolSet::of(&[Protocol::Socks5]),
+            window: Window {
+                from: Timestamp(0),
+                until: Timestamp(86_400),
+            },
+            min_lease: 5,
+            max_lease: 3_600,
+            price: 1_000,
+            tenants: 1,
+        };
+        let request = RequestSpec {
+            requester: Address::from_low_u64(2),
+            count: 3,
+            filters: Filters::default(),
+            start: Start::Now,
+            duration: 60,
+            max_price: 2_000,
+            time_in_force: TimeInForce::Ioc,
+        };
+        for (at, kind) in [
+            (100, CommandKind::PlaceOffer(offer)),
+            (101, CommandKind::SubmitRequest(request)),
+        ] {
+            let command = Command {
+                at: Timestamp(at),
+                kind,
+            };
+            engine.apply(&command, &mut events).expect("applied");
+        }
+        engine
+    }
+
+    #[test]
+    fn a_snapshot_orders_the_chunks_its_records_span_and_restores_the_same_into_them() {
+        let engine = small_book();
+        let bytes = engine.snapshot().to_bytes();
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&bytes);
+        let checked = Snapshot::check(&aligned).expect("valid");
+        let order = checked.stock_order();
+        // Chunks are of 8 records under test: the 16 IPs take two.
+        assert_eq!(order, StockOrder::new(1, 1, 1, 2));
+        let restored = Engine::restore_stocked(checked.read().expect("read"), order.build());
+        assert_eq!(restored.state_hash(), engine.state_hash());
+        // The chunks were used, not added beside the ones the restore made.
+        assert_eq!(restored.stock_order(1), StockOrder::new(1, 1, 1, 1));
+    }
 
     #[test]
     fn an_order_asks_only_for_what_is_missing() {

@@ -429,7 +429,7 @@ fn load_newest_snapshot(
 ) -> Result<(Engine, Option<u64>), StoreError> {
     for (seq, path) in snapshot_file::list(dir)? {
         match snapshot_file::read(&path) {
-            Ok((_, snapshot)) => {
+            Ok((_, snapshot, stock)) => {
                 if snapshot.config != config {
                     tracing::warn!(
                         stored = ?snapshot.config,
@@ -437,7 +437,7 @@ fn load_newest_snapshot(
                         "keeping the engine settings the snapshot was taken with"
                     );
                 }
-                return Ok((Engine::restore(snapshot), Some(seq)));
+                return Ok((Engine::restore_stocked(snapshot, stock), Some(seq)));
             }
             Err(error) => {
                 tracing::warn!(%error, "skipping an unreadable snapshot; trying an older one");
