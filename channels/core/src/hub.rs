@@ -598,8 +598,9 @@ fn past_grace(now: u64, paid_through: u64, grace: u64) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn strangers_and_backdated_leases_are_refused() {
+    /// A hub at second 100 with one requester (channel 1) and one provider (channel 2), each
+    /// channel holding `deposit`: the hub, its domain, the requester's key and the provider.
+    fn hub_of_two(deposit: u128) -> (Hub, ChannelDomain, SigningKey, Address) {
         let domain = ChannelDomain::new(31337, Address::repeat_byte(1));
         let node = SigningKey::from_bytes(&[2u8; 32]).expect("key");
         let requester = SigningKey::from_bytes(&[3u8; 32]).expect("key");
@@ -608,10 +609,16 @@ mod tests {
         hub.add_requester(ReceiverChannel::new(
             ChannelId(1),
             requester.address(),
-            1_000,
+            deposit,
             None,
         ));
-        hub.add_provider(PayerChannel::new(ChannelId(2), provider, 1_000, 0));
+        hub.add_provider(PayerChannel::new(ChannelId(2), provider, deposit, 0));
+        (hub, domain, requester, provider)
+    }
+
+    #[test]
+    fn strangers_and_backdated_leases_are_refused() {
+        let (mut hub, domain, requester, provider) = hub_of_two(1_000);
         let stranger = SigningKey::from_bytes(&[4u8; 32]).expect("key");
         let proof = domain.sign_balance_proof(&stranger, ChannelId(1), 10);
         assert_eq!(
@@ -651,18 +658,7 @@ mod tests {
     /// accepted, up to the hub's clock and no further, not at the next tick.
     #[test]
     fn an_accepted_proof_moves_paid_through_at_once_but_never_past_the_clock() {
-        let domain = ChannelDomain::new(31337, Address::repeat_byte(1));
-        let node = SigningKey::from_bytes(&[2u8; 32]).expect("key");
-        let requester = SigningKey::from_bytes(&[3u8; 32]).expect("key");
-        let provider = Address::repeat_byte(9);
-        let mut hub = Hub::new(domain.clone(), node, HubConfig::default(), 100);
-        hub.add_requester(ReceiverChannel::new(
-            ChannelId(1),
-            requester.address(),
-            1_000_000,
-            None,
-        ));
-        hub.add_provider(PayerChannel::new(ChannelId(2), provider, 1_000_000, 0));
+        let (mut hub, domain, requester, provider) = hub_of_two(1_000_000);
         hub.add_lease(HubLease {
             terms: LeaseTerms {
                 id: 1,
