@@ -124,14 +124,9 @@ impl CheckedSnapshot<'_> {
     }
 
     /// The empty chunks [`Engine::restore_stocked`] fills with this snapshot's deals, open
-    /// deals, requests and IP slots (records are kept by id, so a kind takes as many chunks
-    /// as its ids span).
+    /// deals, requests and IP slots.
     pub fn stock_order(&self) -> StockOrder {
         let deals = &self.0.deals;
-        let span = |first: Option<u64>, last: Option<u64>| match (first, last) {
-            (Some(first), Some(last)) => chunks_spanning(first, last),
-            _ => 0,
-        };
         let open = deals.iter().filter(|deal| {
             let provider =
                 rkyv::deserialize::<ProviderStatus, rancor::Error>(&deal.provider_status);
@@ -139,29 +134,31 @@ impl CheckedSnapshot<'_> {
                 rkyv::deserialize::<RequesterStatus, rancor::Error>(&deal.requester_status);
             matches!((provider, requester), (Ok(p), Ok(r)) if !deal_status(p, r).is_terminal())
         });
-        let open_ids = open.map(|deal| deal.id.0.to_native());
-        let (first_open, last_open) = open_ids.fold((None, None), |(first, _), id| {
-            (first.or(Some(id)), Some(id))
-        });
-        let requests = &self.0.requests;
         StockOrder::new(
-            span(
-                deals.first().map(|d| d.id.0.to_native()),
-                deals.last().map(|d| d.id.0.to_native()),
-            ),
-            span(first_open, last_open),
-            span(
-                requests.first().map(|r| r.id.0.to_native()),
-                requests.last().map(|r| r.id.0.to_native()),
-            ),
+            chunks_for(deals.iter().map(|deal| deal.id.0.to_native())),
+            chunks_for(open.map(|deal| deal.id.0.to_native())),
+            chunks_for(self.0.requests.iter().map(|r| r.id.0.to_native())),
             self.0.ips.len().div_ceil(CHUNK),
         )
     }
 }
 
-/// Chunks a ring of records keyed by ids `first ..= last` spans.
-fn chunks_spanning(first: u64, last: u64) -> usize {
-    usize::try_from(last.saturating_sub(first) / CHUNK as u64 + 1).unwrap_or(usize::MAX)
+/// Chunks a ring of records with these ids (ascending) fills. Records are kept by id, so the
+/// ring spans from the first id to the last, holes included; but a ring with long gaps starts
+/// over past them (see `IdSlab::insert`), so no more are ordered than the records fill
+/// without holes, and one more: the engine builds any others itself.
+fn chunks_for(ids: impl Iterator<Item = u64>) -> usize {
+    let (mut first, mut last, mut count) = (None, 0, 0usize);
+    for id in ids {
+        first = first.or(Some(id));
+        last = id;
+        count += 1;
+    }
+    let Some(first) = first else {
+        return 0;
+    };
+    let span = usize::try_from(last.saturating_sub(first) / CHUNK as u64 + 1).unwrap_or(usize::MAX);
+    span.min(count.div_ceil(CHUNK) + 1)
 }
 
 /// The engine's state as it stood at [`Engine::freeze`], whatever the engine does after.
@@ -444,5 +441,21 @@ impl Engine {
             *engine.parties.profile_mut(party) = profile;
         }
         engine
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_orders_the_chunks_its_records_fill_never_a_long_gap() {
+        assert_eq!(chunks_for(std::iter::empty()), 0);
+        // Contiguous ids: the span (chunks are of 8 records under test).
+        assert_eq!(chunks_for(100..=131), 4);
+        // A month-old lease among recent ones: the ring starts over past the gap, so the
+        // order stays near what the records fill, not the millions of ids between.
+        let ids = std::iter::once(1).chain(5_000_000..5_000_031);
+        assert_eq!(chunks_for(ids), 32usize.div_ceil(CHUNK) + 1);
     }
 }
