@@ -400,12 +400,13 @@ impl Campaign {
             tokio::task::spawn_blocking(move || shard.step_down()),
         )
         .await;
-        match stepped {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::warn!(%error, "the shard did not step down cleanly"),
-            Ok(Err(error)) => tracing::warn!(%error, "the shard did not step down cleanly"),
-            Err(_) => tracing::warn!("the shard did not step down in time; letting the lease go"),
-        }
+        let failed = match stepped {
+            Ok(Ok(Ok(()))) => return,
+            Ok(Ok(Err(error))) => error.to_string(),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "not in time".to_string(),
+        };
+        tracing::warn!(error = %failed, "the shard did not step down cleanly; letting the lease go");
     }
 
     /// One turn of the campaign.

@@ -11,7 +11,7 @@
 
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use ipsx_engine::{Engine, Stock, StockOrder};
 
 /// Commands between two looks at the engine's spares: a chunk holds 256 records, so the
@@ -61,8 +61,8 @@ impl Restocker {
                     engine.restock(stock);
                     self.ordered = false;
                 }
-                Err(TryRecvError::Empty) => return,
-                Err(TryRecvError::Disconnected) => return,
+                // Still building (or gone, and the engine builds its own).
+                Err(_) => return,
             }
         }
         let order = engine.stock_order(AHEAD);

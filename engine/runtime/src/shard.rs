@@ -685,10 +685,8 @@ impl Writer {
                             return Err(StoreError::Replication(error));
                         }
                     }
-                    Message::StepDown(reply) => {
-                        self.leading.store(false, Ordering::SeqCst);
-                        step_down_waiters.push(reply);
-                    }
+                    // The handle cleared `leading` before sending this.
+                    Message::StepDown(reply) => step_down_waiters.push(reply),
                     Message::Shutdown => stop = true,
                 }
             }
