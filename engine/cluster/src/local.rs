@@ -33,8 +33,8 @@ impl LocalNats {
     /// connections. (JetStream then elects its leaders; a client retries until it answers.)
     pub fn start(dir: &Path, count: usize) -> io::Result<LocalNats> {
         fs::create_dir_all(dir)?;
-        let clients: Vec<u16> = (0..count).map(|_| free_port()).collect::<io::Result<_>>()?;
-        let routes: Vec<u16> = (0..count).map(|_| free_port()).collect::<io::Result<_>>()?;
+        let mut clients = free_ports(2 * count)?;
+        let routes = clients.split_off(count);
         let mut servers = Vec::with_capacity(count);
         for index in 0..count {
             let name = format!("nats-{}", index + 1);
@@ -160,7 +160,14 @@ impl Drop for LocalNats {
     }
 }
 
-/// A port free on loopback right now (the OS picks it).
-fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `count` distinct free loopback ports. The listeners are held until all are picked: one
+/// dropped before the next bind lets the kernel hand the same port out twice, and two servers
+/// of one cluster then claim the same route port.
+fn free_ports(count: usize) -> io::Result<Vec<u16>> {
+    let held = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<io::Result<Vec<_>>>()?;
+    held.iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
 }
