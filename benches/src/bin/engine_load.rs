@@ -452,7 +452,9 @@ fn journal_scenarios(
             latency_histogram(),
         );
         // Per run: the shard's rate over the engine's, and the CPU time each spent per request.
-        let (mut ratios, mut bare_cpu, mut writer_cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ratios, mut bare_cpu) = (Vec::new(), Vec::new());
+        let (mut writer_cpu, mut journal_cpu, mut client_cpu) =
+            (Vec::new(), Vec::new(), Vec::new());
         for run in 0..args.runs {
             // Both sides measure the steady state, as `lease1` does: leases have been ending
             // and finished deals leaving for a while, and the deal book is as big as it gets
@@ -502,7 +504,9 @@ fn journal_scenarios(
                     through_shard(config, market, shape, run_for, in_flight, snapshots)?;
                 if in_flight == args.in_flight {
                     ratios.push(rate / bare_rate);
-                    writer_cpu.extend(cpu);
+                    writer_cpu.extend(cpu.writer);
+                    journal_cpu.extend(cpu.journal);
+                    client_cpu.extend(cpu.client);
                 }
                 report.rates.push(rate);
                 histogram.add(latency)?;
@@ -540,6 +544,15 @@ fn journal_scenarios(
                 100.0 * engine / writer
             );
         }
+        if !journal_cpu.is_empty() && !client_cpu.is_empty() {
+            // Two cores for three busy threads: what the journal thread (encoding, `write`,
+            // `fdatasync` in the kernel) and this client take is what the writer cannot have.
+            println!(
+                "  the other threads per request: journal {:.2} us, client {:.2} us",
+                median(&mut journal_cpu),
+                median(&mut client_cpu)
+            );
+        }
     }
     Ok(())
 }
@@ -561,7 +574,7 @@ fn through_shard(
     run_for: Duration,
     in_flight: usize,
     snapshots: u64,
-) -> Result<(f64, hdrhistogram::Histogram<u64>, Option<f64>)> {
+) -> Result<(f64, hdrhistogram::Histogram<u64>, ThreadsCpu)> {
     // The shard recovers an empty store; load the market through it, unmeasured.
     let writer = format!("ipsx-shard-{}", config.store.engine.shard);
     let shard = ShardHandle::start(config)?;
@@ -610,6 +623,8 @@ fn through_shard(
         done += 1;
     }
     let writer_before = thread_cpu(&writer);
+    let journal_before = thread_cpu("ipsx-journal");
+    let client_before = thread_cpu("self");
     let (warmed, started) = (done, Instant::now());
     let written = |shard: &ShardHandle| shard.stats().snapshots.load(Ordering::Relaxed);
     let snapshots_before = written(&shard);
@@ -634,11 +649,25 @@ fn through_shard(
         done += 1;
     }
     let rate = (done - warmed) as f64 / started.elapsed().as_secs_f64();
-    let cpu = writer_before
-        .zip(thread_cpu(&writer))
-        .map(|(before, after)| (after - before).as_secs_f64() * 1e6 / (done - warmed) as f64);
+    let per_request = |name: &str, before: Option<Duration>| {
+        before
+            .zip(thread_cpu(name))
+            .map(|(before, after)| (after - before).as_secs_f64() * 1e6 / (done - warmed) as f64)
+    };
+    let cpu = ThreadsCpu {
+        writer: per_request(&writer, writer_before),
+        journal: per_request("ipsx-journal", journal_before),
+        client: per_request("self", client_before),
+    };
     shard.shutdown()?;
     Ok((rate, histogram, cpu))
+}
+
+/// CPU time per request, microseconds, of the threads a shard run keeps busy.
+struct ThreadsCpu {
+    writer: Option<f64>,
+    journal: Option<f64>,
+    client: Option<f64>,
 }
 
 /// CPU time (user + system) a thread of this process has run: the calling thread for
