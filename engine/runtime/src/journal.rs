@@ -13,8 +13,10 @@
 //! A bad record anywhere else is corruption and stops recovery with an error.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipsx_engine::Command;
@@ -22,6 +24,7 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 use crate::error::StoreError;
+use crate::room::Room;
 
 /// Bytes before a record's payload.
 const HEADER: usize = 16;
@@ -194,6 +197,18 @@ pub(crate) fn scan_records<R: Read>(
         if reader.read_exact(&mut header).is_err() {
             return torn;
         }
+        if header == [0; HEADER] {
+            // Room zero-filled ahead of the writes (see `crate::room`): the clean end, unless
+            // records follow, which would be damage as after any bad record.
+            return if rest_is_blank(&mut reader, path)? {
+                Ok(SegmentScan {
+                    valid_len: offset,
+                    torn_tail: false,
+                })
+            } else {
+                Err(damaged(path, offset))
+            };
+        }
         let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
         let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
@@ -333,8 +348,11 @@ pub(crate) fn encode_group(group: &Group, out: &mut Vec<u8>, scratch: &mut Align
 /// Writes groups of records to the segment files and syncs them.
 pub struct JournalWriter {
     dir: PathBuf,
-    file: File,
+    file: Arc<File>,
+    /// Bytes of records in the current segment (the file may be longer: zeros ahead).
     segment_len: u64,
+    /// Zero-filled room ahead of the writes, when they are synced (see [`crate::room`]).
+    room: Option<Room>,
     policy: FsyncPolicy,
     last_sync: Instant,
     unsynced: bool,
@@ -354,21 +372,27 @@ impl JournalWriter {
             Some((path, valid_len)) => (path, valid_len),
             None => (segment_path(dir, last_seq + 1), 0),
         };
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
+        // Whatever follows the records goes: a torn record, or room zero-filled last time.
         file.set_len(len).map_err(|e| StoreError::io(&path, e))?;
-        file.seek(SeekFrom::Start(len))
-            .map_err(|e| StoreError::io(&path, e))?;
         file.sync_all().map_err(|e| StoreError::io(&path, e))?;
         sync_dir(dir)?;
+        let file = Arc::new(file);
+        let room = match policy {
+            // Room speeds up syncs, and there are none to speed up.
+            FsyncPolicy::Never => None,
+            _ => Some(Room::start(file.clone(), len).map_err(|e| StoreError::io(dir, e))?),
+        };
         Ok(JournalWriter {
             dir: dir.to_path_buf(),
             file,
             segment_len: len,
+            room,
             policy,
             last_sync: Instant::now(),
             unsynced: false,
@@ -403,13 +427,23 @@ impl JournalWriter {
             .sync_data()
             .map_err(|e| StoreError::io(&self.dir, e))?;
         let path = segment_path(&self.dir, next_seq);
-        self.file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
+        let file = Arc::new(
+            OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| StoreError::io(&path, e))?,
+        );
         sync_dir(&self.dir)?;
+        let old = std::mem::replace(&mut self.file, file.clone());
+        if let Some(room) = &self.room {
+            room.switch_to(file);
+            // The old segment ends with its records. Not synced: a crash that keeps its zeros
+            // leaves a clean end all the same.
+            old.set_len(self.segment_len)
+                .map_err(|e| StoreError::io(&self.dir, e))?;
+        }
         self.segment_len = 0;
         self.unsynced = false;
         Ok(())
@@ -418,8 +452,12 @@ impl JournalWriter {
     /// Writes records to the current segment in one call (no sync).
     pub(crate) fn write(&mut self, group: &[u8]) -> Result<(), StoreError> {
         if !group.is_empty() {
+            let end = self.segment_len + group.len() as u64;
+            if let Some(room) = &self.room {
+                room.before_write(end);
+            }
             self.file
-                .write_all(group)
+                .write_all_at(group, self.segment_len)
                 .map_err(|e| StoreError::io(&self.dir, e))?;
             self.segment_len += group.len() as u64;
             self.unsynced = true;
@@ -477,5 +515,64 @@ mod tests {
         .expect("a whole group decodes");
         let expected: Vec<(u64, Command)> = (42..).zip(first).collect();
         assert_eq!(decoded, expected);
+    }
+
+    /// Records 1..=3 encoded back to back.
+    fn three_records() -> Vec<u8> {
+        let mut buffer = GroupBuffer::after(0);
+        for index in 0..3 {
+            buffer.push(mixed_stream(index));
+        }
+        let (mut bytes, mut scratch) = (Vec::new(), AlignedVec::new());
+        encode_group(&buffer.take(Vec::new()), &mut bytes, &mut scratch);
+        bytes
+    }
+
+    fn scan_bytes(bytes: &[u8]) -> Result<(SegmentScan, Vec<u64>), StoreError> {
+        let mut seqs = Vec::new();
+        let scan = scan_records(bytes, bytes.len() as u64, Path::new("segment"), |seq, _| {
+            seqs.push(seq);
+            Ok(())
+        })?;
+        Ok((scan, seqs))
+    }
+
+    #[test]
+    fn zero_filled_room_after_the_records_is_a_clean_end() {
+        let records = three_records();
+        let mut bytes = records.clone();
+        bytes.resize(records.len() + 3 * 4096, 0);
+        let (scan, seqs) = scan_bytes(&bytes).expect("scans");
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(scan.valid_len, records.len() as u64);
+        assert!(!scan.torn_tail, "room is not a torn record");
+    }
+
+    #[test]
+    fn a_record_torn_into_the_room_is_a_torn_tail() {
+        let records = three_records();
+        // A crash while the fourth record was written: its header and a few bytes reached the
+        // disk, the room's zeros are the rest.
+        let mut bytes = records.clone();
+        bytes.extend_from_slice(&records[..HEADER + 5]);
+        bytes[records.len() + 8] = 4; // its own sequence number
+        bytes.resize(records.len() + 4096, 0);
+        let (scan, seqs) = scan_bytes(&bytes).expect("scans");
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(
+            (scan.valid_len, scan.torn_tail),
+            (records.len() as u64, true)
+        );
+    }
+
+    #[test]
+    fn zeros_with_records_after_them_are_damage_not_an_end() {
+        // Cutting at the zeros would drop the records after them.
+        let records = three_records();
+        let mut bytes = records.clone();
+        bytes.resize(records.len() + 64, 0);
+        bytes.extend_from_slice(&records);
+        let error = scan_bytes(&bytes).err().expect("refused");
+        assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
     }
 }

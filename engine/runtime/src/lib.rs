@@ -18,7 +18,9 @@
 //! ```
 //!
 //! * [`journal`]: append-only segments of CRC-checked records, group commit, a configurable
-//!   [`FsyncPolicy`]; a torn tail is cut on recovery.
+//!   [`FsyncPolicy`]; a torn tail is cut on recovery. Under a syncing policy a helper thread
+//!   keeps zero-filled room ahead of the writes, so a sync writes the data and not the file's
+//!   size too (`room.rs`).
 //! * [`store::DurableEngine`]: engine + journal + rkyv snapshots; recovery is the newest
 //!   readable snapshot plus the journal after it, decoded on a helper thread while the
 //!   caller applies.
@@ -63,6 +65,7 @@ pub mod output;
 mod read_ahead;
 pub mod replica;
 mod restock;
+mod room;
 pub mod shard;
 mod snapshot_file;
 pub mod store;
