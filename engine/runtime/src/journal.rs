@@ -8,9 +8,13 @@
 //!
 //! Commands are gathered into a [`GroupBuffer`] by the thread that applies them, then encoded
 //! and written in one `write` per group commit, followed by `fdatasync` when the [`FsyncPolicy`]
-//! asks for it, by the [`JournalWriter`] on the journal's own thread. A crash can leave a torn record
-//! at the tail of the last segment; recovery stops there and the writer truncates it away.
-//! A bad record anywhere else is corruption and stops recovery with an error.
+//! asks for it, by the [`JournalWriter`] on the journal's own thread. A synced policy writes into
+//! zero-filled room (see `crate::room`), so zeros after the last record are the clean end. A
+//! crash can leave a torn record at the tail of the last segment; recovery stops there and the
+//! writer truncates it away. A power cut during a sync can also leave a sector of the last write
+//! unwritten (zeros, with written sectors after it): that write was never acknowledged, and it
+//! is cut where it tore. A bad record anywhere else is corruption and stops recovery with an
+//! error.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read};
@@ -198,15 +202,16 @@ pub(crate) fn scan_records<R: Read>(
             return torn;
         }
         if header == [0; HEADER] {
-            // Room zero-filled ahead of the writes (see `crate::room`): the clean end, unless
-            // records follow, which would be damage as after any bad record.
+            // No record has a zero header: here the writes stopped. Zeros to the end are room
+            // zero-filled ahead of them (see `crate::room`): the clean end. Data after the
+            // zeros is a last write that a power cut left with this part unwritten.
             return if rest_is_blank(&mut reader, path)? {
                 Ok(SegmentScan {
                     valid_len: offset,
                     torn_tail: false,
                 })
             } else {
-                Err(damaged(path, offset))
+                torn
             };
         }
         let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
@@ -230,9 +235,18 @@ pub(crate) fn scan_records<R: Read>(
         hasher.update(&header[8..16]);
         hasher.update(&payload);
         if hasher.finalize() != crc {
-            // A torn write is the last thing in the file; a bad record with data after it is
-            // damage, and cutting there would drop acknowledged records.
-            return if end == total || rest_is_blank(&mut reader, path)? {
+            // A torn write is the last thing in the file, or holds a sector the disk never
+            // wrote; a bad record with data after it is otherwise damage, and cutting there
+            // would drop acknowledged records.
+            if end == total {
+                return torn;
+            }
+            let mut sector_rest = vec![0; (end.next_multiple_of(SECTOR) - end) as usize];
+            let read = read_up_to(&mut reader, &mut sector_rest, path)?;
+            sector_rest.truncate(read);
+            return if holds_unwritten_sector(offset, &header, &payload, &sector_rest)
+                || (sector_rest.iter().all(|b| *b == 0) && rest_is_blank(&mut reader, path)?)
+            {
                 torn
             } else {
                 Err(damaged(path, offset))
@@ -247,6 +261,55 @@ pub(crate) fn scan_records<R: Read>(
         visit(seq, command)?;
         offset += (HEADER + len) as u64;
     }
+}
+
+/// The unit a disk writes whole at the least: a power cut mid-write leaves some sectors of the
+/// write on disk and others as they were.
+const SECTOR: u64 = 512;
+
+/// Whether a record that fails its checksum, at `offset` with `header` and `payload` and
+/// followed by `after` (the rest of the sector it ends in), spans a whole sector of zeros.
+///
+/// The journal writes into room that holds zeros on disk (see `crate::room`), and no
+/// group's records hold 512 zero bytes on a sector (each record's header is not zero, and a
+/// record is a few hundred bytes). So a sector of zeros inside a damaged record is part of a
+/// write a power cut stopped before its sync: never acknowledged, nor anything written after
+/// it (the next write waits for that sync). Damage of another kind (a flipped bit) leaves
+/// no such sector, and still stops recovery.
+fn holds_unwritten_sector(offset: u64, header: &[u8], payload: &[u8], after: &[u8]) -> bool {
+    let bytes = |at: u64| {
+        let at = (at - offset) as usize;
+        header
+            .iter()
+            .chain(payload)
+            .chain(after)
+            .skip(at)
+            .take(SECTOR as usize)
+    };
+    let record_end = offset + (header.len() + payload.len()) as u64;
+    let known_end = record_end + after.len() as u64;
+    let mut sector = offset.next_multiple_of(SECTOR);
+    while sector < record_end && sector + SECTOR <= known_end {
+        if bytes(sector).all(|b| *b == 0) {
+            return true;
+        }
+        sector += SECTOR;
+    }
+    false
+}
+
+/// Reads into `buffer` until it is full or the source ends; how many bytes were read.
+fn read_up_to(reader: &mut impl Read, buffer: &mut [u8], path: &Path) -> Result<usize, StoreError> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(StoreError::io(path, error)),
+        }
+    }
+    Ok(filled)
 }
 
 fn damaged(path: &Path, offset: u64) -> StoreError {
@@ -565,13 +628,85 @@ mod tests {
         );
     }
 
+    /// Records `first..first + count` encoded back to back: one write of the journal.
+    fn records(first: u64, count: u64) -> Vec<u8> {
+        let mut buffer = GroupBuffer::after(first - 1);
+        for index in first..first + count {
+            buffer.push(mixed_stream(index));
+        }
+        let (mut bytes, mut scratch) = (Vec::new(), AlignedVec::new());
+        encode_group(&buffer.take(Vec::new()), &mut bytes, &mut scratch);
+        bytes
+    }
+
+    /// Where each record of `bytes` starts.
+    fn starts(bytes: &[u8]) -> Vec<usize> {
+        let mut at = 0;
+        let mut found = Vec::new();
+        while at < bytes.len() {
+            found.push(at);
+            at += HEADER + u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
+        }
+        found
+    }
+
     #[test]
-    fn zeros_with_records_after_them_are_damage_not_an_end() {
-        // Cutting at the zeros would drop the records after them.
-        let records = three_records();
-        let mut bytes = records.clone();
-        bytes.resize(records.len() + 64, 0);
-        bytes.extend_from_slice(&records);
+    fn a_last_write_whose_first_part_never_reached_the_disk_is_cut() {
+        // A power cut during the sync of the last write: its first sector stayed as the room
+        // was (zeros), later ones were written. Nothing of it was acknowledged.
+        let synced = three_records();
+        let mut bytes = synced.clone();
+        bytes.extend_from_slice(&records(4, 40));
+        let first_boundary = synced.len().next_multiple_of(SECTOR as usize);
+        bytes[synced.len()..first_boundary].fill(0);
+        bytes.resize(bytes.len() + 4096, 0);
+        let (scan, seqs) = scan_bytes(&bytes).expect("scans");
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(
+            (scan.valid_len, scan.torn_tail),
+            (synced.len() as u64, true)
+        );
+    }
+
+    #[test]
+    fn a_last_write_with_a_sector_never_written_is_cut_at_the_record_it_tore() {
+        let synced = three_records();
+        let last = records(4, 40);
+        let mut whole = synced.clone();
+        whole.extend_from_slice(&last);
+        let starts: Vec<usize> = starts(&last).iter().map(|s| synced.len() + s).collect();
+        // Each sector inside the last write in turn stays zeros: some lose a record's header,
+        // others the tail of a record that began in the sector before.
+        let first = (synced.len() + 1).next_multiple_of(SECTOR as usize);
+        let sectors = (first..whole.len() - SECTOR as usize).step_by(SECTOR as usize);
+        assert!(sectors.len() > 10);
+        for sector in sectors {
+            let mut bytes = whole.clone();
+            bytes[sector..sector + SECTOR as usize].fill(0);
+            // The first record the lost sector changed (a record may end in zeros of its own).
+            let torn_record = starts
+                .iter()
+                .zip(starts.iter().skip(1).chain([&whole.len()]))
+                .find(|(start, end)| whole[**start..**end] != bytes[**start..**end])
+                .map(|(start, _)| *start)
+                .expect("a record the sector changed");
+            let (scan, seqs) = scan_bytes(&bytes).expect("scans");
+            let kept: Vec<u64> = (1..).take(seqs.len()).collect();
+            assert_eq!(seqs, kept, "the records before the torn one, in order");
+            assert_eq!(
+                (scan.valid_len, scan.torn_tail),
+                (torn_record as u64, true),
+                "sector at {sector}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_with_records_after_it_is_damage_not_a_torn_write() {
+        // Cutting there would drop the records after it, which a sync made durable.
+        let mut bytes = three_records();
+        bytes.extend_from_slice(&records(4, 40));
+        bytes[40] ^= 0x10;
         let error = scan_bytes(&bytes).err().expect("refused");
         assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
     }

@@ -20,7 +20,10 @@
 //! (a write that reaches past the filled end waits for a claim in flight, then moves the
 //! filled end past itself). Zeros left after the last record (a crash, a stop) read as the
 //! journal's clean end (see `journal::scan_records`), and the writer cuts them when it opens
-//! the segment again. If filling fails (a full disk), the helper stops for that segment and
+//! the segment again. Room has a cost under a power cut: the file's size no longer marks what
+//! a sync finished, and a write cut short may leave a sector of zeros with written sectors
+//! after it. Recovery tells that apart from damage by the sector of zeros (`journal.rs`) and
+//! cuts the write there. If filling fails (a full disk), the helper stops for that segment and
 //! the writer appends as it always could: room is only ever a speed-up.
 
 use std::fs::File;

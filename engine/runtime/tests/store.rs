@@ -138,6 +138,48 @@ fn a_synced_journal_writes_into_zero_filled_room_and_recovers_without_a_torn_tai
     assert_eq!(store.engine().state_hash(), hash);
 }
 
+#[test]
+fn a_power_cut_during_the_last_sync_loses_that_write_and_nothing_before_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = config(dir.path());
+    let (mut store, _) = DurableEngine::open(config.clone()).expect("open");
+    write_stream(&mut store, 0..500);
+    let synced = store.last_seq();
+    let segment = files(dir.path(), "journal-").pop().expect("a segment");
+    let synced_end = records_end(&fs::read(&segment).expect("read"));
+    // The last write: a group of a few kilobytes, into the room.
+    write_stream(&mut store, 500..540);
+    let written = store.last_seq();
+    drop(store);
+    let mut bytes = fs::read(&segment).expect("read");
+    let written_end = records_end(&bytes);
+    assert!(
+        written_end - synced_end > 3 * 512,
+        "a write of several sectors"
+    );
+
+    // The power went during its sync: one sector in its middle never reached the disk and
+    // reads as the zeros the room held; the sectors around it did.
+    let lost = (synced_end + 1).next_multiple_of(512) + 512;
+    bytes[lost..lost + 512].fill(0);
+    fs::write(&segment, &bytes).expect("write");
+    let (mut store, recovery) = DurableEngine::open(config.clone()).expect("recovers");
+    assert!(
+        (synced..written).contains(&recovery.last_seq),
+        "everything synced before the write is kept, and the write is cut at the lost \
+         sector: recovered up to {}, synced {synced}, written {written}",
+        recovery.last_seq
+    );
+    assert!(recovery.torn_bytes > 0);
+    // The store goes on from there, and holds what it wrote next.
+    let hash = write_stream(&mut store, 540..700);
+    let last = store.last_seq();
+    drop(store);
+    let (store, recovery) = DurableEngine::open(config).expect("recovers again");
+    assert_eq!((recovery.last_seq, recovery.torn_bytes), (last, 0));
+    assert_eq!(store.engine().state_hash(), hash);
+}
+
 /// Where the records of a segment end: each is a 16-byte header (payload length first) and
 /// its payload, back to back, and zeros follow the last.
 fn records_end(segment: &[u8]) -> usize {
