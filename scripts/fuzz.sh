@@ -21,7 +21,7 @@ targets=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
-    --seconds) seconds="$2"; runs=0; shift 2 ;;
+    --seconds) seconds="$2"; runs=-1; shift 2 ;;  # libFuzzer: -runs=-1 is no limit (0 runs nothing)
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
