@@ -213,12 +213,18 @@ mod tests {
         std::fs::metadata(path).expect("metadata").len()
     }
 
+    /// An empty segment named `name` in `dir`, and room started on it.
+    fn segment(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, Arc<File>, Room) {
+        let path = dir.join(name);
+        let file = Arc::new(File::create(&path).expect("create"));
+        let room = Room::start(file.clone(), 0).expect("start");
+        (path, file, room)
+    }
+
     #[test]
     fn room_is_filled_ahead_of_the_data_and_never_over_it() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("segment");
-        let file = Arc::new(File::create(&path).expect("create"));
-        let room = Room::start(file.clone(), 0).expect("start");
+        let (path, file, room) = segment(dir.path(), "segment");
         eventually("a part filled before any write", || len(&path) >= PART);
 
         // Data written while the helper fills: every byte of it stays, and all past it is zero.
@@ -242,9 +248,8 @@ mod tests {
     #[test]
     fn a_switch_leaves_the_old_segment_to_its_owner_and_fills_the_new_one() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (old_path, new_path) = (dir.path().join("old"), dir.path().join("new"));
-        let old = Arc::new(File::create(&old_path).expect("create"));
-        let room = Room::start(old.clone(), 0).expect("start");
+        let (old_path, old, room) = segment(dir.path(), "old");
+        let new_path = dir.path().join("new");
         room.before_write(1000);
         old.write_all_at(&[7; 1000], 0).expect("write");
         let new = Arc::new(File::create(&new_path).expect("create"));
@@ -259,9 +264,7 @@ mod tests {
     #[test]
     fn a_writer_past_the_room_grows_the_file_and_filling_goes_on_after_it() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("segment");
-        let file = Arc::new(File::create(&path).expect("create"));
-        let room = Room::start(file.clone(), 0).expect("start");
+        let (path, file, room) = segment(dir.path(), "segment");
         // Far past anything filled: the data makes its own room.
         let end = 3 * AHEAD;
         room.before_write(end);
