@@ -270,32 +270,22 @@ const SECTOR: u64 = 512;
 /// Whether a record that fails its checksum, at `offset` with `header` and `payload` and
 /// followed by `after` (the rest of the sector it ends in), spans a whole sector of zeros.
 ///
-/// The journal writes into room that holds zeros on disk (see `crate::room`), and no
-/// group's records hold 512 zero bytes on a sector (each record's header is not zero, and a
-/// record is a few hundred bytes). So a sector of zeros inside a damaged record is part of a
-/// write a power cut stopped before its sync: never acknowledged, nor anything written after
-/// it (the next write waits for that sync). Damage of another kind (a flipped bit) leaves
-/// no such sector, and still stops recovery.
+/// The journal writes into room that holds zeros on disk (see `crate::room`). A damaged record
+/// with a whole sector of zeros in it lost that sector to a write a power cut stopped before its
+/// sync, which was never acknowledged, nor anything written after it (the next write waits for
+/// that sync). A flipped bit zeroes no 512 bytes: such damage still stops recovery.
 fn holds_unwritten_sector(offset: u64, header: &[u8], payload: &[u8], after: &[u8]) -> bool {
-    let bytes = |at: u64| {
-        let at = (at - offset) as usize;
-        header
-            .iter()
-            .chain(payload)
-            .chain(after)
-            .skip(at)
-            .take(SECTOR as usize)
-    };
     let record_end = offset + (header.len() + payload.len()) as u64;
-    let known_end = record_end + after.len() as u64;
-    let mut sector = offset.next_multiple_of(SECTOR);
-    while sector < record_end && sector + SECTOR <= known_end {
-        if bytes(sector).all(|b| *b == 0) {
-            return true;
-        }
-        sector += SECTOR;
-    }
-    false
+    let known: Vec<u8> = [header, payload, after].concat();
+    let first = (offset.next_multiple_of(SECTOR) - offset) as usize;
+    let in_record = (record_end - offset) as usize;
+    known
+        .get(first..)
+        .unwrap_or_default()
+        .chunks_exact(SECTOR as usize)
+        .enumerate()
+        .take_while(|(index, _)| first + index * (SECTOR as usize) < in_record)
+        .any(|(_, sector)| sector.iter().all(|b| *b == 0))
 }
 
 /// Reads into `buffer` until it is full or the source ends; how many bytes were read.
