@@ -62,14 +62,13 @@ struct Shared {
 struct State {
     /// The segment written now.
     file: Arc<File>,
-    /// Counts segments, so a fill started on one is never taken for the next's.
-    generation: u64,
     /// Where the writer's data ends.
     written: u64,
     /// Everything before this is the writer's data or zeros the helper wrote and synced.
     filled: u64,
-    /// Past `filled` while a fill is in flight: the helper is writing `[filled, claimed)`.
-    claimed: u64,
+    /// Whether the helper is writing `[filled, filled + PART)` now, outside the lock. Nothing
+    /// else moves `filled` or the file meanwhile: the writer waits if it would.
+    filling: bool,
     /// A fill of this segment failed: no more tries until the next one.
     failed: bool,
     stop: bool,
@@ -81,10 +80,9 @@ impl Room {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 file,
-                generation: 0,
                 written: len,
                 filled: len,
-                claimed: len,
+                filling: false,
                 failed: false,
                 stop: false,
             }),
@@ -110,7 +108,6 @@ impl Room {
             // The writer outran the helper: the data grows the file itself, and filling goes
             // on past it.
             state.filled = end;
-            state.claimed = end;
         }
         state.written = end;
         if state.filled + PART <= end + ahead(end) {
@@ -123,10 +120,8 @@ impl Room {
     pub(crate) fn switch_to(&self, file: Arc<File>) {
         let mut state = self.wait_for_claims(|_| true);
         state.file = file;
-        state.generation += 1;
         state.written = 0;
         state.filled = 0;
-        state.claimed = 0;
         state.failed = false;
         self.shared.changed.notify_all();
     }
@@ -136,7 +131,7 @@ impl Room {
         let state = lock(&self.shared);
         self.shared
             .changed
-            .wait_while(state, |state| state.claimed > state.filled && blocks(state))
+            .wait_while(state, |state| state.filling && blocks(state))
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -167,28 +162,26 @@ fn fill(shared: &Shared) {
             return;
         }
         let short = state.filled < state.written + ahead(state.written);
-        if !short || state.failed || state.claimed > state.filled {
+        if !short || state.failed || state.filling {
             state = shared
                 .changed
                 .wait(state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             continue;
         }
-        let (from, generation, file) = (state.filled, state.generation, state.file.clone());
-        state.claimed = from + PART;
+        let (from, file) = (state.filled, state.file.clone());
+        state.filling = true;
         drop(state);
         let filled = file
             .write_all_at(&ZEROS, from)
             .and_then(|()| file.sync_data());
         state = lock(shared);
-        if state.generation == generation {
-            match filled {
-                Ok(()) => state.filled = state.claimed,
-                Err(error) => {
-                    tracing::warn!(%error, "could not zero-fill journal room; appending instead");
-                    state.claimed = state.filled;
-                    state.failed = true;
-                }
+        state.filling = false;
+        match filled {
+            Ok(()) => state.filled += PART,
+            Err(error) => {
+                tracing::warn!(%error, "could not zero-fill journal room; appending instead");
+                state.failed = true;
             }
         }
         shared.changed.notify_all();
