@@ -241,9 +241,12 @@ pub(crate) fn scan_records<R: Read>(
             if end == total {
                 return torn;
             }
-            let mut sector_rest = vec![0; (end.next_multiple_of(SECTOR) - end) as usize];
-            let read = read_up_to(&mut reader, &mut sector_rest, path)?;
-            sector_rest.truncate(read);
+            let mut sector_rest = Vec::new();
+            reader
+                .by_ref()
+                .take(end.next_multiple_of(SECTOR) - end)
+                .read_to_end(&mut sector_rest)
+                .map_err(|e| StoreError::io(path, e))?;
             return if holds_unwritten_sector(offset, &header, &payload, &sector_rest)
                 || (sector_rest.iter().all(|b| *b == 0) && rest_is_blank(&mut reader, path)?)
             {
@@ -286,20 +289,6 @@ fn holds_unwritten_sector(offset: u64, header: &[u8], payload: &[u8], after: &[u
         .enumerate()
         .take_while(|(index, _)| first + index * (SECTOR as usize) < in_record)
         .any(|(_, sector)| sector.iter().all(|b| *b == 0))
-}
-
-/// Reads into `buffer` until it is full or the source ends; how many bytes were read.
-fn read_up_to(reader: &mut impl Read, buffer: &mut [u8], path: &Path) -> Result<usize, StoreError> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(read) => filled += read,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(StoreError::io(path, error)),
-        }
-    }
-    Ok(filled)
 }
 
 fn damaged(path: &Path, offset: u64) -> StoreError {
@@ -570,17 +559,6 @@ mod tests {
         assert_eq!(decoded, expected);
     }
 
-    /// Records 1..=3 encoded back to back.
-    fn three_records() -> Vec<u8> {
-        let mut buffer = GroupBuffer::after(0);
-        for index in 0..3 {
-            buffer.push(mixed_stream(index));
-        }
-        let (mut bytes, mut scratch) = (Vec::new(), AlignedVec::new());
-        encode_group(&buffer.take(Vec::new()), &mut bytes, &mut scratch);
-        bytes
-    }
-
     fn scan_bytes(bytes: &[u8]) -> Result<(SegmentScan, Vec<u64>), StoreError> {
         let mut seqs = Vec::new();
         let scan = scan_records(bytes, bytes.len() as u64, Path::new("segment"), |seq, _| {
@@ -592,29 +570,29 @@ mod tests {
 
     #[test]
     fn zero_filled_room_after_the_records_is_a_clean_end() {
-        let records = three_records();
-        let mut bytes = records.clone();
-        bytes.resize(records.len() + 3 * 4096, 0);
+        let synced = records(1, 3);
+        let mut bytes = synced.clone();
+        bytes.resize(synced.len() + 3 * 4096, 0);
         let (scan, seqs) = scan_bytes(&bytes).expect("scans");
         assert_eq!(seqs, vec![1, 2, 3]);
-        assert_eq!(scan.valid_len, records.len() as u64);
+        assert_eq!(scan.valid_len, synced.len() as u64);
         assert!(!scan.torn_tail, "room is not a torn record");
     }
 
     #[test]
     fn a_record_torn_into_the_room_is_a_torn_tail() {
-        let records = three_records();
+        let synced = records(1, 3);
         // A crash while the fourth record was written: its header and a few bytes reached the
         // disk, the room's zeros are the rest.
-        let mut bytes = records.clone();
-        bytes.extend_from_slice(&records[..HEADER + 5]);
-        bytes[records.len() + 8] = 4; // its own sequence number
-        bytes.resize(records.len() + 4096, 0);
+        let mut bytes = synced.clone();
+        bytes.extend_from_slice(&synced[..HEADER + 5]);
+        bytes[synced.len() + 8] = 4; // its own sequence number
+        bytes.resize(synced.len() + 4096, 0);
         let (scan, seqs) = scan_bytes(&bytes).expect("scans");
         assert_eq!(seqs, vec![1, 2, 3]);
         assert_eq!(
             (scan.valid_len, scan.torn_tail),
-            (records.len() as u64, true)
+            (synced.len() as u64, true)
         );
     }
 
@@ -644,7 +622,7 @@ mod tests {
     fn a_last_write_whose_first_part_never_reached_the_disk_is_cut() {
         // A power cut during the sync of the last write: its first sector stayed as the room
         // was (zeros), later ones were written. Nothing of it was acknowledged.
-        let synced = three_records();
+        let synced = records(1, 3);
         let mut bytes = synced.clone();
         bytes.extend_from_slice(&records(4, 40));
         let first_boundary = synced.len().next_multiple_of(SECTOR as usize);
@@ -660,7 +638,7 @@ mod tests {
 
     #[test]
     fn a_last_write_with_a_sector_never_written_is_cut_at_the_record_it_tore() {
-        let synced = three_records();
+        let synced = records(1, 3);
         let last = records(4, 40);
         let mut whole = synced.clone();
         whole.extend_from_slice(&last);
@@ -694,7 +672,7 @@ mod tests {
     #[test]
     fn a_flipped_bit_with_records_after_it_is_damage_not_a_torn_write() {
         // Cutting there would drop the records after it, which a sync made durable.
-        let mut bytes = three_records();
+        let mut bytes = records(1, 3);
         bytes.extend_from_slice(&records(4, 40));
         bytes[40] ^= 0x10;
         let error = scan_bytes(&bytes).err().expect("refused");
